@@ -1,0 +1,71 @@
+"""The admin listener: health probes, Prometheus metrics, reload and key revocation.
+
+Why a separate listener (default 127.0.0.1): operational endpoints must never be reachable on the
+public API port. ``/healthz`` says the process is alive; ``/readyz`` says it can serve (config
+loaded, store answering within a deadline); ``/metrics`` is the Prometheus text format.
+Admin credentials and roles come with the admin-API issue; until then keep this listener on
+loopback or a private interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+
+from portcullis.errors import StoreUnavailable
+from portcullis.ingress.app import GatewayApp
+from portcullis.ingress.reload import Reloader
+
+__all__ = ["create_admin_app"]
+
+_READY_DEADLINE_S = 1.0
+
+
+def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> FastAPI:
+    app = FastAPI(title="Portcullis admin", version="0.1.0", docs_url=None, redoc_url=None)
+
+    @app.get("/healthz", summary="Liveness: the process answers.")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: config loaded and store reachable.")
+    async def readyz() -> JSONResponse:
+        runtime = gateway.runtime
+        checks: dict[str, str] = {"config": "ok"}
+        ping: Callable[[], Awaitable[None]] = runtime.services.store.ping
+        try:
+            await asyncio.wait_for(ping(), _READY_DEADLINE_S)
+            checks["store"] = "ok"
+        except (StoreUnavailable, TimeoutError):
+            checks["store"] = "unavailable"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics.")
+    async def metrics() -> Response:
+        return Response(gateway.runtime.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/reload", summary="Reload the config file; the old config keeps serving on error.")
+    async def reload() -> JSONResponse:
+        if reloader is None:
+            return JSONResponse({"status": "unsupported"}, status_code=409)
+        result = await reloader.reload()
+        if not result.ok:
+            return JSONResponse({"status": "rejected", "error": result.error}, status_code=422)
+        return JSONResponse({"status": "reloaded", "restart_needed": list(result.restart_needed)})
+
+    @app.post("/keys/{key_id}/revoke", summary="Revoke an API key; it stops working at once here.")
+    async def revoke(key_id: str) -> JSONResponse:
+        verifier = gateway.runtime.key_verifier
+        if verifier is None:
+            return JSONResponse({"status": "no_keys_configured"}, status_code=409)
+        found = await verifier.revoke(key_id)
+        if not found:
+            return JSONResponse({"status": "not_found"}, status_code=404)
+        return JSONResponse({"status": "revoked", "key_id": key_id})
+
+    return app

@@ -1,0 +1,150 @@
+"""``portcullis check``, ``explain`` and ``config-reference``: look at a config without serving it.
+
+Why ``explain`` exists: when a request is refused, operators need to see what the gateway would do
+with it — the canonical path (or why the target is rejected), the route it matches and the policy
+chain that would run — without sending anything. It calls the same canonicalizer, router and chain
+planner as the data path, so it cannot disagree with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from portcullis.clock import SystemClock
+from portcullis.config.loader import load_config
+from portcullis.config.model import AuthConfig, GatewayConfig, RouteConfig
+from portcullis.config.reference import render_reference
+from portcullis.errors import ClientError, ConfigError
+from portcullis.http.target import canonicalize_target
+from portcullis.ingress.build import Verifiers, effective_request, plan_chain
+from portcullis.ingress.router import RouteMatch, Router
+from portcullis.limiting.limiter import MultiLimiter
+from portcullis.observability.metrics import GatewayMetrics
+from portcullis.stores.memory import MemoryCounterStore
+
+__all__ = ["check", "config_reference", "explain"]
+
+ConfigArg = Annotated[Path, typer.Argument(help="The gateway's YAML config.")]
+
+
+def _load(path: Path, console: Console) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        console.print(f"[red]✗ {path}: invalid config[/red]", highlight=False)
+        console.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _chain_names(config: GatewayConfig, route: RouteConfig) -> list[str]:
+    policies = plan_chain(
+        config, route, limiter=MultiLimiter(MemoryCounterStore(), SystemClock()), metrics=GatewayMetrics(),
+        verifiers=Verifiers(keys=None, jwt=None),
+    )
+    return [*(p.name for p in sorted(policies, key=lambda p: p.stage)), "respond.security_headers (every response)"]
+
+
+def _auth_summary(route: RouteConfig) -> str:
+    if not isinstance(route.auth, AuthConfig):
+        return "[yellow]none (public)[/yellow]"
+    methods = []
+    if route.auth.api_key:
+        methods.append("api_key")
+    if route.auth.jwt:
+        methods.append("jwt" + (f"({','.join(route.auth.jwt.issuers)})" if route.auth.jwt.issuers else ""))
+    return " | ".join(methods)
+
+
+def check(config: ConfigArg) -> None:
+    """Validate a config and print each route with its protections."""
+    console = Console()
+    cfg = _load(config, console)
+    table = Table(title=f"{config}: {len(cfg.routes)} routes", show_lines=True)
+    for column in ("route", "match", "upstream", "auth", "authorize", "limits", "request", "chain"):
+        table.add_column(column)
+    for route in cfg.routes:
+        hosts = ",".join(route.hosts) or "*"
+        methods = ",".join(route.methods) or "ANY"
+        authz = "-"
+        if route.authorize:
+            a = route.authorize
+            parts = [f"all:{','.join(a.scopes_all)}" if a.scopes_all else "",
+                     f"any:{','.join(a.scopes_any)}" if a.scopes_any else "",
+                     f"roles:{','.join(a.roles_any)}" if a.roles_any else "",
+                     *(f"{{{r.param}}}={r.claim}" for r in a.rules)]
+            authz = " ".join(p for p in parts if p) or "-"
+        limits = [*cfg.rate_limits, *route.rate_limits]
+        limit_text = "\n".join(
+            f"{lim.name}[{lim.key}]: {', '.join(str(r) for r in lim.rates)}" for lim in limits
+        ) or "-"
+        req = effective_request(cfg, route)
+        req_text = f"body≤{req.max_body_bytes}" if req.max_body_bytes is not None else "body: unlimited"
+        if req.json_body:
+            req_text += f"\njson depth≤{req.json_body.max_depth} keys≤{req.json_body.max_keys}"
+        table.add_row(
+            route.name, f"{methods} {hosts}{route.path}", cfg.upstreams[route.upstream].url,
+            _auth_summary(route), authz, limit_text, req_text, "\n".join(_chain_names(cfg, route)),
+        )
+    console.print(table)
+    console.print(f"[green]✓ {config} is valid[/green]", highlight=False)
+
+
+def explain(
+    config: ConfigArg,
+    method: Annotated[str, typer.Argument(help="HTTP method, e.g. GET.")],
+    target: Annotated[str, typer.Argument(help="Request target as sent: /path?query or http://host/path.")],
+    header: Annotated[
+        list[str] | None, typer.Option("--header", "-H", help="A request header 'Name: value' (repeatable).")
+    ] = None,
+) -> None:
+    """Show what the gateway would do with a request, without sending anything.
+
+    Exit status: 0 when a route matches, 3 when the request would be refused before any policy.
+    """
+    console = Console()
+    cfg = _load(config, console)
+    headers: dict[str, str] = {}
+    for h in header or []:
+        name, sep, value = h.partition(":")
+        if not sep:
+            console.print(f"[red]--header must be 'Name: value', got {h!r}[/red]", highlight=False)
+            raise typer.Exit(2)
+        headers[name.strip().lower()] = value.strip()
+    host = headers.get("host")
+    console.print(f"request:   {method.upper()} {target}" + (f"  (Host: {host})" if host else ""), highlight=False)
+    try:
+        canonical = canonicalize_target(target.encode("latin-1", "replace"), host=host)
+    except ClientError as exc:
+        console.print(f"[red]rejected:  400 {exc.code.value} (reason: {exc.reason})[/red]", highlight=False)
+        raise typer.Exit(3) from None
+    console.print(f"canonical: {canonical.path}" + (f"?{canonical.query.decode('latin-1')}" if canonical.query else ""),
+                  highlight=False)
+    match = Router(cfg.routes).match(host, method.upper(), canonical.path)
+    if not isinstance(match, RouteMatch):
+        status = "404 route.not_found" if match.kind == "not_found" else (
+            f"405 route.method_not_allowed (allow: {', '.join(match.allowed)})")
+        console.print(f"[red]no route:  {status}[/red]", highlight=False)
+        raise typer.Exit(3)
+    route = match.route
+    console.print(f"route:     {route.name} → {cfg.upstreams[route.upstream].url}{canonical.path}", highlight=False)
+    if match.params:
+        console.print("params:    " + ", ".join(f"{k}={v!r}" for k, v in match.params.items()), highlight=False)
+    console.print("chain:", highlight=False)
+    for index, name in enumerate(_chain_names(cfg, route), 1):
+        console.print(f"  {index}. {name}", highlight=False)
+
+
+def config_reference(
+    output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the config reference (Markdown), generated from the config model."""
+    text = render_reference()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")

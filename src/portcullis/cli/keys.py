@@ -1,0 +1,170 @@
+"""``portcullis keys create | list | revoke``: manage consumers' API keys in the configured store.
+
+A key is printed once, at creation; only its HMAC is stored, so a lost key is revoked and replaced,
+never recovered. The config (for the store URL and the pepper) comes from ``--config`` or
+``PORTCULLIS_CONFIG``. A running gateway sees a key revoked here within ``keys.cache_ttl``; the
+admin API's revoke endpoint clears its cache at once.
+
+Exit codes: 0 done, 1 the thing asked for failed (no such key, store unavailable), 2 bad input or
+config. Errors are one red line on stderr, never a traceback, and never echo the pepper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from portcullis.clock import SystemClock
+from portcullis.config.loader import load_config
+from portcullis.config.types import parse_duration
+from portcullis.errors import ConfigError, StoreUnavailable
+from portcullis.identity.api_keys import create_key
+from portcullis.stores.base import ApiKeyRecord
+from portcullis.stores.sqlite import SqliteStore
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+
+_CONSUMER = re.compile(r"[A-Za-z0-9_.@\-]{1,64}")
+_SCOPE = re.compile(r"[A-Za-z0-9_.@:\-]{1,64}")  # ":" as in orders:read
+_T = TypeVar("_T")
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", envvar="PORTCULLIS_CONFIG", help="The gateway's YAML config.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    sqlite_path: str
+    pepper: bytes
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    Console(stderr=True, highlight=False).print(Text(message, style="red"))
+    return typer.Exit(code)
+
+
+def _settings(path: Path) -> _Settings:
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        raise _fail(f"{path}: invalid config\n{exc}") from None
+    if cfg.keys is None:
+        raise _fail(f"{path}: API keys need a `keys:` section with `pepper` (keys.pepper)")
+    return _Settings(cfg.store.sqlite_path, cfg.keys.pepper.get_secret_value().encode())
+
+
+def _with_store(settings: _Settings, work: Callable[[SqliteStore], Awaitable[_T]]) -> _T:
+    async def run() -> _T:
+        store = await SqliteStore.connect(settings.sqlite_path)
+        try:
+            return await work(store)
+        finally:
+            await store.aclose()
+
+    try:
+        return asyncio.run(run())
+    except StoreUnavailable as exc:
+        raise _fail(f"store unavailable ({settings.sqlite_path}): {exc}", code=1) from None
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _status(record: ApiKeyRecord, now: float) -> str:
+    if record.disabled:
+        return "revoked"
+    return "expired" if record.expires_at is not None and now >= record.expires_at else "active"
+
+
+@app.command()
+def create(
+    consumer: Annotated[str, typer.Option(help="Consumer the key belongs to (1-64 of A-Z a-z 0-9 _ . @ -).")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated scopes, e.g. orders:read,orders:write.")] = "",
+    expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d or 12h. Default: no expiry.")] = None,
+    config: ConfigOption = Path("portcullis.yaml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Create a key. It is shown once: store it now."""
+    if not _CONSUMER.fullmatch(consumer):
+        raise _fail("--consumer: consumer names are 1-64 characters: letters, digits, _ . @ -")
+    scope_set = frozenset(s.strip() for s in scopes.split(",") if s.strip())
+    if any(not _SCOPE.fullmatch(s) for s in scope_set):
+        raise _fail("--scopes: scopes are 1-64 characters: letters, digits, _ . @ : -")
+    expires_s: float | None = None
+    if expires is not None:
+        try:
+            expires_s = parse_duration(expires)
+        except ValueError as exc:
+            raise _fail(f"--expires: {exc}") from None
+        if expires_s <= 0:
+            raise _fail("--expires: a lifetime must be longer than zero")
+    settings = _settings(config)
+    issued = _with_store(settings, lambda store: create_key(
+        store, consumer, scope_set, pepper=settings.pepper, clock=SystemClock(), expires_in_s=expires_s,
+    ))
+    record = issued.record
+    if as_json:
+        typer.echo(json.dumps({"key": issued.key, "key_id": record.key_id, "consumer": consumer,
+                               "scopes": sorted(scope_set), "expires_at": record.expires_at}))
+        return
+    console = Console(highlight=False)
+    console.print(Text(f"Created key {record.key_id} for {consumer}.", style="green"))
+    console.print(issued.key, markup=False, soft_wrap=True)
+    console.print(Text("This key is shown once and cannot be recovered. Store it now.", style="yellow"))
+
+
+@app.command("list")
+def list_keys(
+    consumer: Annotated[str | None, typer.Option(help="Only this consumer's keys.")] = None,
+    config: ConfigOption = Path("portcullis.yaml"),
+    as_json: JsonOption = False,
+) -> None:
+    """List keys with their status and last use (never their hashes)."""
+    settings = _settings(config)
+    records = _with_store(settings, lambda store: store.list(consumer))
+    now = SystemClock().wall()
+    if as_json:
+        typer.echo(json.dumps([
+            {"key_id": r.key_id, "consumer": r.consumer_id, "scopes": sorted(r.scopes), "created_at": r.created_at,
+             "expires_at": r.expires_at, "status": _status(r, now), "last_used_at": r.last_used_at}
+            for r in records
+        ]))
+        return
+    table = Table(title=f"{len(records)} API keys" + (f" of {consumer}" if consumer else ""))
+    for column in ("key id", "consumer", "scopes", "created", "expires", "status", "last used"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        cells = (r.key_id, r.consumer_id, ",".join(sorted(r.scopes)) or "-", _when(r.created_at),
+                 _when(r.expires_at), _status(r, now), _when(r.last_used_at))
+        table.add_row(*(Text(c) for c in cells))  # Text: a stored name is never read as Rich markup
+    Console().print(table)
+
+
+@app.command()
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id: the 12 characters after pcl_.")],
+    config: ConfigOption = Path("portcullis.yaml"),
+) -> None:
+    """Revoke a key for good."""
+    settings = _settings(config)
+    if not _with_store(settings, lambda store: store.revoke(key_id)):
+        raise _fail(f"no key with id {key_id!r}", code=1)
+    Console(highlight=False).print(Text(f"Revoked {key_id}.", style="green"))

@@ -1,0 +1,30 @@
+"""The ``portcullis`` command: the root Typer app and its command groups.
+
+Why Typer + Rich: conventions operators already know, and tables that make a route's protections
+readable at a glance. Each group lives in its own module; this one only assembles them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from portcullis.cli import check, keys, serve
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="portcullis",
+    help="Portcullis: a security gateway for APIs, driven by one YAML file.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(serve.serve)
+app.command("check")(check.check)
+app.command("explain")(check.explain)
+app.command("config-reference")(check.config_reference)
+app.add_typer(keys.app, name="keys", help="Create, list and revoke API keys.")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,467 @@
+"""The configuration model: one YAML file, validated once at load into frozen pydantic models.
+
+Why pydantic with ``extra="forbid"`` everywhere: a misspelled key in a security config must be an
+error, not a silently ignored protection. Every field carries a description; the config reference
+in ``docs/config-reference.md`` is generated from them (``portcullis config-reference``).
+
+Secure defaults: a route without ``auth`` requires an API key; ``auth: none`` must be written out.
+Credentials are never read from the query string unless a route says ``allow_query_credentials``.
+A credentialed CORS ``*`` is refused. JWT issuers must list their algorithms; ``none`` is refused and
+HMAC algorithms cannot be mixed with asymmetric keys.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HttpMethod, Rate
+
+__all__ = [
+    "AdminConfig",
+    "ApiKeyAuthConfig",
+    "AttributeRule",
+    "AuditConfig",
+    "AuthConfig",
+    "AuthorizeConfig",
+    "CorsConfig",
+    "GatewayConfig",
+    "JsonBodyConfig",
+    "JwtAuthConfig",
+    "JwtIssuerConfig",
+    "KeysConfig",
+    "ListenConfig",
+    "RateLimitConfig",
+    "RequestConfig",
+    "RouteConfig",
+    "SecurityHeadersConfig",
+    "ShieldConfig",
+    "ShieldRouteConfig",
+    "StoreConfig",
+    "TlsConfig",
+    "UpstreamConfig",
+]
+
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+_HMAC_MIN_SECRET = {"HS256": 32, "HS384": 48, "HS512": 64}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_PATH_TEMPLATE = re.compile(r"^/([A-Za-z0-9._~!$&'()*+,=:@%-]*|\{[a-z_][a-z0-9_]*(:path)?\})?"
+                            r"(/([A-Za-z0-9._~!$&'()*+,=:@%-]*|\{[a-z_][a-z0-9_]*(:path)?\}))*$")
+
+
+class _Model(BaseModel):
+    # validate_default: defaults written as "10s" or "1MiB" are converted like configured values.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("names are lowercase letters, digits, '_', '.' or '-' (at most 63)")
+    return value
+
+
+class TlsConfig(_Model):
+    cert_file: str = Field(description="PEM certificate chain served to clients.")
+    key_file: str = Field(description="PEM private key for the certificate.")
+
+
+class ListenConfig(_Model):
+    host: str = Field("127.0.0.1", description="Address the gateway listens on for API traffic.")
+    port: int = Field(8080, ge=0, le=65535, description="Port for API traffic (0 picks a free port).")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes (uvicorn workers).")
+    tls: TlsConfig | None = Field(None, description="Terminate TLS with these files; HSTS is sent only then.")
+    max_header_bytes: ByteSize = Field(
+        "16KiB", description="Largest total size of request headers; larger requests get 431."
+    )
+    graceful_timeout: Duration = Field(
+        "10s", description="How long shutdown waits for in-flight requests to finish."
+    )
+
+
+class AdminConfig(_Model):
+    enabled: bool = Field(True, description="Serve /healthz, /readyz and /metrics on a separate listener.")
+    host: str = Field("127.0.0.1", description="Admin listener address. Keep it off public interfaces.")
+    port: int = Field(9090, ge=0, le=65535, description="Admin listener port.")
+
+
+class StoreConfig(_Model):
+    url: str = Field(
+        "sqlite:///portcullis.db",
+        description="Where consumers, key hashes and the audit table live: sqlite:///PATH.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError("supported store URLs: sqlite:///PATH")
+        return value
+
+    @property
+    def sqlite_path(self) -> str:
+        return self.url.removeprefix("sqlite:///")
+
+
+class KeysConfig(_Model):
+    pepper: SecretStr = Field(
+        description="Server-side secret mixed into every API key hash (HMAC-SHA256). Set it from ${ENV}; "
+        "changing it invalidates every key."
+    )
+    cache_ttl: Duration = Field(
+        "5s", description="How long a key lookup is cached. Revocation on this instance clears it at once."
+    )
+
+    @field_validator("pepper")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("the pepper must be at least 32 characters")
+        return value
+
+
+class JwtIssuerConfig(_Model):
+    name: str = Field(description="Name routes use to refer to this issuer.")
+    issuer: str = Field(description="Exact expected `iss` claim.")
+    audiences: list[str] = Field(min_length=1, description="Accepted `aud` values; one must match.")
+    algorithms: list[str] = Field(
+        min_length=1, description="Allowed `alg` values. Never `none`; HMAC and asymmetric cannot mix."
+    )
+    jwks_uri: str | None = Field(None, description="Where the issuer publishes its JWKS (HTTPS).")
+    keys: list[dict[str, Any]] = Field(
+        default_factory=list, description="Inline public JWKs, instead of or besides `jwks_uri`."
+    )
+    secret: SecretStr | None = Field(None, description="Shared secret for HS* algorithms only.")
+    allow_http_jwks: bool = Field(
+        False, description="Allow a plain-HTTP `jwks_uri` (only for local development and tests)."
+    )
+    required_claims: list[str] = Field(
+        default_factory=lambda: ["exp"],
+        description="Claims that must be present (exp, iss and aud are always checked when present).",
+    )
+    leeway: Duration = Field("30s", description="Clock skew tolerated for exp, nbf and iat.")
+    consumer_claim: str = Field("sub", description="Claim that names the consumer.")
+    scopes_claim: str = Field("scope", description="Claim holding scopes (space-separated string or list).")
+    roles_claim: str = Field("roles", description="Claim holding roles (list or space-separated string).")
+    jwks_cache_ttl: Duration = Field("10m", description="How long a fetched JWKS is trusted.")
+    jwks_min_refresh_interval: Duration = Field(
+        "30s", description="An unknown `kid` refreshes the JWKS at most once per this interval."
+    )
+    jwks_timeout: Duration = Field("3s", description="Timeout for one JWKS fetch.")
+    max_token_bytes: ByteSize = Field("8KiB", description="Longer tokens are refused before parsing.")
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        for alg in value:
+            if alg.lower() == "none":
+                raise ValueError("the `none` algorithm is never allowed")
+            if alg not in ASYMMETRIC_ALGORITHMS | HMAC_ALGORITHMS:
+                raise ValueError(f"unknown algorithm {alg!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _key_material(self) -> JwtIssuerConfig:
+        algs = set(self.algorithms)
+        if algs & HMAC_ALGORITHMS and algs & ASYMMETRIC_ALGORITHMS:
+            raise ValueError("an issuer cannot allow both HMAC (HS*) and asymmetric algorithms")
+        if algs & HMAC_ALGORITHMS:
+            if self.secret is None or self.jwks_uri or self.keys:
+                raise ValueError("HS* algorithms need `secret` and no public keys")
+            # RFC 7518 section 3.2: the key must be at least as long as the hash output.
+            needed = max(_HMAC_MIN_SECRET[a] for a in algs & HMAC_ALGORITHMS)
+            if len(self.secret.get_secret_value().encode()) < needed:
+                raise ValueError(f"an HS* secret for {sorted(algs)} must be at least {needed} bytes")
+        else:
+            if self.secret is not None:
+                raise ValueError("`secret` is only for HS* algorithms")
+            if not self.jwks_uri and not self.keys:
+                raise ValueError("set `jwks_uri` or inline `keys`")
+        if self.jwks_uri:
+            scheme = urlsplit(self.jwks_uri).scheme
+            if scheme != "https" and not (scheme == "http" and self.allow_http_jwks):
+                raise ValueError("`jwks_uri` must be https (allow_http_jwks is for local testing)")
+        return self
+
+
+class ApiKeyAuthConfig(_Model):
+    headers: list[HeaderName] = Field(
+        default_factory=lambda: ["x-api-key"],
+        description="Headers an API key is read from. `Authorization: Bearer pcl_…` is always accepted too.",
+    )
+    allow_query_credentials: bool = Field(
+        False, description="Also read the key from the query string (leaks into logs; avoid)."
+    )
+    query_param: str = Field("api_key", description="Query parameter read when allowed.")
+
+
+class JwtAuthConfig(_Model):
+    issuers: list[str] = Field(
+        default_factory=list, description="Names of accepted issuers; empty means every configured issuer."
+    )
+
+
+class AuthConfig(_Model):
+    api_key: ApiKeyAuthConfig | None = Field(None, description="Accept API keys.")
+    jwt: JwtAuthConfig | None = Field(None, description="Accept JWT bearer tokens.")
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> AuthConfig:
+        if self.api_key is None and self.jwt is None:
+            raise ValueError("name at least one method (api_key, jwt), or write `auth: none` for a public route")
+        return self
+
+
+class AttributeRule(_Model):
+    param: str = Field(description="Path parameter from the route template, e.g. `user_id`.")
+    claim: str = Field(
+        "sub", description="Principal attribute it must equal: a JWT claim, or `consumer_id`."
+    )
+
+
+class AuthorizeConfig(_Model):
+    scopes_all: list[str] = Field(default_factory=list, description="Every one of these scopes is needed.")
+    scopes_any: list[str] = Field(default_factory=list, description="At least one of these scopes is needed.")
+    roles_any: list[str] = Field(default_factory=list, description="At least one of these roles is needed.")
+    rules: list[AttributeRule] = Field(
+        default_factory=list, description="Attribute rules: a path parameter must equal a principal attribute."
+    )
+
+
+class RateLimitConfig(_Model):
+    name: str = Field(description="Name shown in RateLimit-Policy, audit reasons and metrics.")
+    key: Literal["consumer", "ip", "route", "global"] = Field(
+        description="What is counted: per consumer, per client IP, per route, or one global count."
+    )
+    rates: list[Rate] = Field(
+        min_length=1, description="Windows, all enforced at once: e.g. ['10/second', '500/minute', '10000/day']."
+    )
+    burst: int | None = Field(
+        None, ge=1, description="Extra capacity of the shortest window (token bucket depth). Default: its limit."
+    )
+
+    _name = field_validator("name")(_check_name)
+
+
+class ShieldRouteConfig(_Model):
+    allow: list[Cidr] = Field(default_factory=list, description="If set, only these client networks pass.")
+    deny: list[Cidr] = Field(default_factory=list, description="These client networks are refused (deny wins).")
+
+
+class ShieldConfig(ShieldRouteConfig):
+    unauthenticated_rate: Rate | None = Field(
+        "60/minute",
+        description="Per client IP: requests to protected routes that carry no credential. Checked before auth.",
+    )
+    failed_auth_rate: Rate | None = Field(
+        "20/minute",
+        description="Per client IP: failed authentications. Once spent, the IP gets 429 before any key lookup.",
+    )
+
+
+class JsonBodyConfig(_Model):
+    max_depth: int = Field(32, ge=1, le=512, description="Deepest nesting of objects and arrays.")
+    max_keys: int = Field(1000, ge=1, description="Most object keys in the whole document.")
+    forbidden_keys: list[str] = Field(
+        default_factory=lambda: ["__proto__", "constructor", "prototype"],
+        description="Keys refused anywhere in the document (prototype pollution).",
+    )
+
+
+class RequestConfig(_Model):
+    max_body_bytes: ByteSize | None = Field(
+        None, description="Largest body; Content-Length is checked first, streamed bodies are counted."
+    )
+    content_types: list[str] = Field(
+        default_factory=list, description="If set, bodies must have one of these media types."
+    )
+    json_body: JsonBodyConfig | None = Field(
+        None, alias="json", description="Validate the body as JSON (also requires application/json)."
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
+
+
+class CorsConfig(_Model):
+    allow_origins: list[str] = Field(min_length=1, description="Exact origins, or ['*'] without credentials.")
+    allow_methods: list[HttpMethod] = Field(
+        default_factory=lambda: ["GET", "POST"], description="Methods a preflight may ask for."
+    )
+    allow_headers: list[HeaderName] = Field(default_factory=list, description="Request headers allowed.")
+    expose_headers: list[HeaderName] = Field(default_factory=list, description="Response headers exposed.")
+    allow_credentials: bool = Field(False, description="Send Access-Control-Allow-Credentials: true.")
+    max_age: Duration = Field("10m", description="How long browsers may cache a preflight answer.")
+
+    @model_validator(mode="after")
+    def _no_credentialed_wildcard(self) -> CorsConfig:
+        if "*" in self.allow_origins:
+            if self.allow_credentials:
+                raise ValueError("a credentialed CORS policy cannot allow origin '*'")
+            if len(self.allow_origins) > 1:
+                raise ValueError("'*' cannot be combined with other origins")
+        for origin in self.allow_origins:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or origin.endswith("/"):
+                raise ValueError(f"origin {origin!r} must be scheme://host[:port] with no path")
+        return self
+
+
+class SecurityHeadersConfig(_Model):
+    hsts_max_age: Duration = Field("365d", description="HSTS max-age, sent only when serving over TLS.")
+    hsts_include_subdomains: bool = Field(True, description="Add includeSubDomains to HSTS.")
+    frame_options: Literal["DENY", "SAMEORIGIN"] = Field("DENY", description="X-Frame-Options.")
+    content_security_policy: str | None = Field(
+        "frame-ancestors 'none'", description="Content-Security-Policy, unless the upstream set one."
+    )
+    referrer_policy: str = Field("no-referrer", description="Referrer-Policy.")
+    remove_headers: list[HeaderName] = Field(
+        default_factory=lambda: ["server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version"],
+        description="Upstream headers that reveal internals and are removed.",
+    )
+
+
+class AuditConfig(_Model):
+    file: str | None = Field("audit.jsonl", description="Rotating JSONL audit file; null to disable.")
+    max_file_bytes: ByteSize = Field("100MiB", description="Rotate the file at this size.")
+    backup_count: int = Field(5, ge=0, description="Rotated files kept.")
+    to_store: bool = Field(True, description="Also write records to the store's audit table.")
+    spill_file: str = Field("audit.spill.jsonl", description="Where records go while a sink fails; replayed later.")
+    batch_size: int = Field(256, ge=1, description="Records written per batch.")
+    flush_interval: Duration = Field("1s", description="Longest time a record waits before being written.")
+    queue_max: int = Field(100_000, ge=1, description="Records held in memory before spilling to the spill file.")
+
+
+class UpstreamConfig(_Model):
+    url: str = Field(description="Base URL: http(s)://host[:port][/prefix]. The route path is appended.")
+    connect_timeout: Duration = Field("2s", description="Timeout to open a connection.")
+    read_timeout: Duration = Field("30s", description="Timeout between bytes of the response.")
+    total_timeout: Duration = Field("60s", description="Timeout for the whole exchange.")
+    pool_size: int = Field(100, ge=1, description="Most pooled keep-alive connections to this upstream.")
+    verify_tls: bool = Field(True, description="Verify the upstream certificate over https.")
+    ca_file: str | None = Field(None, description="CA bundle for the upstream certificate.")
+    preserve_host: bool = Field(False, description="Send the client's Host instead of the upstream's.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected http(s)://host[:port][/prefix]")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("the upstream URL cannot carry credentials, a query or a fragment")
+        return value.rstrip("/")
+
+
+class RouteConfig(_Model):
+    name: str = Field(description="Route name, used in audit records, metrics and `portcullis explain`.")
+    hosts: list[str] = Field(default_factory=list, description="Host names this route serves; empty = any.")
+    methods: list[HttpMethod] = Field(default_factory=list, description="Methods allowed; empty = any.")
+    path: str = Field(
+        description="Path template: literal segments, `{name}` for one segment, a final `{name:path}` for the rest."
+    )
+    upstream: str = Field(description="Name of an entry in `upstreams`.")
+    auth: AuthConfig | Literal["none"] = Field(
+        default_factory=lambda: AuthConfig(api_key=ApiKeyAuthConfig()),
+        description="Authentication. Omitted means an API key is required; `none` makes the route public.",
+    )
+    authorize: AuthorizeConfig | None = Field(None, description="Scopes, roles and attribute rules.")
+    rate_limits: list[RateLimitConfig] = Field(default_factory=list, description="Limits for this route.")
+    shield: ShieldRouteConfig | None = Field(None, description="IP allow/deny for this route.")
+    request: RequestConfig = Field(default_factory=RequestConfig, description="Request body limits.")
+    cors: CorsConfig | None = Field(None, description="CORS for browser callers.")
+    forward_identity: bool = Field(
+        True, description="Send X-Consumer-Id, X-Consumer-Scopes and X-Key-Id to the upstream."
+    )
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("path")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if not _PATH_TEMPLATE.match(value) or "//" in value or "/./" in value or "/../" in value:
+            raise ValueError("expected a path template like /orders/{order_id} or /files/{rest:path}")
+        if ":path}" in value and not value.endswith(":path}"):
+            raise ValueError("a {name:path} parameter must be the last segment")
+        return value
+
+    @property
+    def is_public(self) -> bool:
+        return self.auth == "none"
+
+    @model_validator(mode="after")
+    def _rules_name_params(self) -> RouteConfig:
+        params = set(re.findall(r"\{([a-z_][a-z0-9_]*)", self.path))
+        if self.authorize:
+            for rule in self.authorize.rules:
+                if rule.param not in params:
+                    raise ValueError(f"authorize rule names {rule.param!r}, which is not in the path template")
+            a = self.authorize
+            if self.is_public and (a.scopes_all or a.scopes_any or a.roles_any or a.rules):
+                raise ValueError("a public route (auth: none) cannot require scopes, roles or rules")
+        return self
+
+
+class GatewayConfig(_Model):
+    version: Literal[1] = Field(1, description="Config format version.")
+    listen: ListenConfig = Field(default_factory=ListenConfig, description="The API listener.")
+    admin: AdminConfig = Field(default_factory=AdminConfig, description="The admin listener.")
+    trusted_proxies: list[Cidr] = Field(
+        default_factory=list,
+        description="Peers whose X-Forwarded-For is believed (CIDRs). Empty: only the socket peer counts.",
+    )
+    store: StoreConfig = Field(default_factory=StoreConfig, description="Durable store.")
+    keys: KeysConfig | None = Field(None, description="API key hashing; required when any route accepts keys.")
+    jwt_issuers: list[JwtIssuerConfig] = Field(default_factory=list, description="Trusted JWT issuers.")
+    shield: ShieldConfig = Field(default_factory=ShieldConfig, description="Global IP lists and pre-auth limits.")
+    rate_limits: list[RateLimitConfig] = Field(
+        default_factory=list, description="Limits applied on every route (before the route's own)."
+    )
+    request: RequestConfig = Field(
+        default_factory=lambda: RequestConfig(max_body_bytes=1024 * 1024),
+        description="Defaults for every route; a route's `request` overrides field by field.",
+    )
+    security_headers: SecurityHeadersConfig = Field(
+        default_factory=SecurityHeadersConfig, description="Response security headers."
+    )
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="The audit trail.")
+    upstreams: dict[str, UpstreamConfig] = Field(description="Backends, by name.")
+    routes: list[RouteConfig] = Field(min_length=1, description="Routes, matched most specific first.")
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        issuers = {i.name for i in self.jwt_issuers}
+        if len(issuers) != len(self.jwt_issuers):
+            raise ValueError("jwt_issuers: names must be unique")
+        seen: set[str] = set()
+        global_limits = {lim.name for lim in self.rate_limits}
+        for i, route in enumerate(self.routes):
+            where = f"routes[{i}]"
+            if route.name in seen:
+                raise ValueError(f"{where}.name: {route.name!r} is used by another route")
+            seen.add(route.name)
+            if route.upstream not in self.upstreams:
+                raise ValueError(f"{where}.upstream: no upstream named {route.upstream!r}")
+            if isinstance(route.auth, AuthConfig):
+                if route.auth.api_key is not None and self.keys is None:
+                    raise ValueError(f"{where}.auth.api_key: set the top-level `keys.pepper` to use API keys")
+                if route.auth.jwt is not None:
+                    if not self.jwt_issuers:
+                        raise ValueError(f"{where}.auth.jwt: no `jwt_issuers` are configured")
+                    for name in route.auth.jwt.issuers:
+                        if name not in issuers:
+                            raise ValueError(f"{where}.auth.jwt.issuers: no issuer named {name!r}")
+            for lim in route.rate_limits:
+                if lim.name in global_limits:
+                    raise ValueError(f"{where}.rate_limits: {lim.name!r} is also a global limit name")
+                if lim.key == "consumer" and route.is_public:
+                    raise ValueError(f"{where}.rate_limits: a public route has no consumer to count")
+        return self

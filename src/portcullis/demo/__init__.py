@@ -1,0 +1,1 @@
+"""The bundled demo backend and config used by ``make run``."""

@@ -1,0 +1,197 @@
+"""The whole exception tree of Portcullis, the public error codes, and their fixed public messages.
+
+Why one module: a gateway's error surface is part of its security. Every client-visible error is one
+of the codes below with a fixed, generic title (Kong's ``error_handlers``); the detail a developer
+needs lives in ``reason`` (audit and server logs only) and never reaches a response body. Keeping
+the tree and the table together makes it easy to see that nothing else leaks.
+
+The tree::
+
+    PortcullisError
+    ├── ConfigError                 names the YAML path; never echoes a secret value
+    ├── ClientError (code → 4xx)
+    │   ├── MalformedRequest        request.malformed / request.* codes
+    │   ├── PayloadTooLarge         request.too_large
+    │   ├── Unauthenticated         auth.missing_credentials | auth.invalid_credentials
+    │   ├── Forbidden               authz.forbidden
+    │   ├── RateLimited             limit.exceeded (retry_after_s)
+    │   ├── EgressDenied            egress.destination_denied
+    │   └── BudgetExhausted         budget.exhausted
+    ├── UpstreamError (→ 502/503/504)
+    │   ├── UpstreamTimeout
+    │   ├── UpstreamUnavailable
+    │   ├── UpstreamProtocolError
+    │   └── CircuitOpen
+    └── StoreError
+        └── StoreUnavailable
+
+What this module refuses to do: carry exception text to clients. ``str(exc)`` is for logs.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "PUBLIC_ERRORS",
+    "BudgetExhausted",
+    "CircuitOpen",
+    "ClientError",
+    "ConfigError",
+    "EgressDenied",
+    "ErrorCode",
+    "Forbidden",
+    "MalformedRequest",
+    "PayloadTooLarge",
+    "PortcullisError",
+    "RateLimited",
+    "StoreError",
+    "StoreUnavailable",
+    "Unauthenticated",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]
+
+
+class ErrorCode(StrEnum):
+    """Every error code a client can see. The form is ``area.condition``."""
+
+    REQUEST_MALFORMED = "request.malformed"
+    REQUEST_TARGET_INVALID = "request.target_invalid"
+    REQUEST_HEADERS_TOO_LARGE = "request.headers_too_large"
+    REQUEST_TOO_LARGE = "request.too_large"
+    REQUEST_UNSUPPORTED_MEDIA_TYPE = "request.unsupported_media_type"
+    REQUEST_INVALID_BODY = "request.invalid_body"
+    ROUTE_NOT_FOUND = "route.not_found"
+    METHOD_NOT_ALLOWED = "route.method_not_allowed"
+    ACCESS_DENIED = "access.denied"
+    AUTH_MISSING_CREDENTIALS = "auth.missing_credentials"
+    AUTH_INVALID_CREDENTIALS = "auth.invalid_credentials"
+    AUTHZ_FORBIDDEN = "authz.forbidden"
+    CORS_FORBIDDEN = "cors.forbidden"
+    LIMIT_EXCEEDED = "limit.exceeded"
+    EGRESS_DESTINATION_DENIED = "egress.destination_denied"
+    BUDGET_EXHAUSTED = "budget.exhausted"
+    UPSTREAM_UNAVAILABLE = "upstream.unavailable"
+    UPSTREAM_TIMEOUT = "upstream.timeout"
+    UPSTREAM_PROTOCOL = "upstream.protocol_error"
+    CIRCUIT_OPEN = "upstream.circuit_open"
+    SERVICE_UNAVAILABLE = "service.unavailable"
+    INTERNAL = "internal"
+
+
+# status, fixed public title. The only text a client ever reads about an error.
+PUBLIC_ERRORS: dict[ErrorCode, tuple[int, str]] = {
+    ErrorCode.REQUEST_MALFORMED: (400, "Malformed request."),
+    ErrorCode.REQUEST_TARGET_INVALID: (400, "Invalid request target."),
+    ErrorCode.REQUEST_HEADERS_TOO_LARGE: (431, "Request headers too large."),
+    ErrorCode.REQUEST_TOO_LARGE: (413, "Request body too large."),
+    ErrorCode.REQUEST_UNSUPPORTED_MEDIA_TYPE: (415, "Unsupported media type."),
+    ErrorCode.REQUEST_INVALID_BODY: (400, "Invalid request body."),
+    ErrorCode.ROUTE_NOT_FOUND: (404, "Not found."),
+    ErrorCode.METHOD_NOT_ALLOWED: (405, "Method not allowed."),
+    ErrorCode.ACCESS_DENIED: (403, "Access denied."),
+    ErrorCode.AUTH_MISSING_CREDENTIALS: (401, "Missing credentials."),
+    ErrorCode.AUTH_INVALID_CREDENTIALS: (401, "Invalid credentials."),
+    ErrorCode.AUTHZ_FORBIDDEN: (403, "Forbidden."),
+    ErrorCode.CORS_FORBIDDEN: (403, "Origin not allowed."),
+    ErrorCode.LIMIT_EXCEEDED: (429, "Too many requests."),
+    ErrorCode.EGRESS_DESTINATION_DENIED: (403, "Destination not allowed."),
+    ErrorCode.BUDGET_EXHAUSTED: (429, "Budget exhausted."),
+    ErrorCode.UPSTREAM_UNAVAILABLE: (502, "Upstream unavailable."),
+    ErrorCode.UPSTREAM_TIMEOUT: (504, "Upstream timed out."),
+    ErrorCode.UPSTREAM_PROTOCOL: (502, "Upstream protocol error."),
+    ErrorCode.CIRCUIT_OPEN: (503, "Upstream temporarily unavailable."),
+    ErrorCode.SERVICE_UNAVAILABLE: (503, "Service unavailable."),
+    ErrorCode.INTERNAL: (500, "Internal error."),
+}
+
+
+class PortcullisError(Exception):
+    """Root of every exception Portcullis raises on purpose."""
+
+
+class ConfigError(PortcullisError):
+    """The configuration is invalid. ``path`` names where (``routes[2].auth.jwt``)."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class ClientError(PortcullisError):
+    """The client's request is refused. ``reason`` is for the audit, never for the response."""
+
+    code: ErrorCode = ErrorCode.REQUEST_MALFORMED
+
+    def __init__(self, reason: str, *, code: ErrorCode | None = None) -> None:
+        if code is not None:
+            self.code = code
+        self.reason = reason
+        super().__init__(reason)
+
+
+class MalformedRequest(ClientError):
+    code = ErrorCode.REQUEST_MALFORMED
+
+
+class PayloadTooLarge(ClientError):
+    code = ErrorCode.REQUEST_TOO_LARGE
+
+
+class Unauthenticated(ClientError):
+    """Credentials are missing or invalid. One opaque code for every invalid case (no oracles)."""
+
+    code = ErrorCode.AUTH_INVALID_CREDENTIALS
+
+
+class Forbidden(ClientError):
+    code = ErrorCode.AUTHZ_FORBIDDEN
+
+
+class RateLimited(ClientError):
+    code = ErrorCode.LIMIT_EXCEEDED
+
+    def __init__(self, reason: str, *, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(reason)
+
+
+class EgressDenied(ClientError):
+    code = ErrorCode.EGRESS_DESTINATION_DENIED
+
+
+class BudgetExhausted(ClientError):
+    code = ErrorCode.BUDGET_EXHAUSTED
+
+
+class UpstreamError(PortcullisError):
+    """The upstream failed; maps to 502/503/504."""
+
+    code: ErrorCode = ErrorCode.UPSTREAM_UNAVAILABLE
+
+
+class UpstreamTimeout(UpstreamError):
+    code = ErrorCode.UPSTREAM_TIMEOUT
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = ErrorCode.UPSTREAM_UNAVAILABLE
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = ErrorCode.UPSTREAM_PROTOCOL
+
+
+class CircuitOpen(UpstreamError):
+    code = ErrorCode.CIRCUIT_OPEN
+
+
+class StoreError(PortcullisError):
+    """A state backend failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached. Never shown to a client as such."""

@@ -1,0 +1,314 @@
+"""The ingress ASGI application: receive → canonicalize → route → chain → forward → respond → record.
+
+Why a raw ASGI callable rather than a framework: this is the hot path, and every step here is a
+security decision that must be explicit. The app reads the runtime once per request, so a reload
+that swaps the runtime never changes a request half-way through.
+
+What it refuses to do: show a client anything but a fixed problem document when it refuses or
+fails (no exception text, no stack trace), trust a forwarding header from an untrusted peer, or
+route one path while forwarding another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from portcullis.errors import ClientError, ErrorCode, PayloadTooLarge, UpstreamError
+from portcullis.http.context import RequestContext, ResponseHead
+from portcullis.http.headers import get_all, get_one
+from portcullis.http.problem import render_problem
+from portcullis.http.target import canonicalize_path, canonicalize_target
+from portcullis.ingress.forward import response_headers
+from portcullis.ingress.router import RouteMatch
+from portcullis.ingress.runtime import CompiledRoute, Runtime
+from portcullis.pipeline.base import Reject, Respond
+from portcullis.pipeline.chain import PolicyChain
+from portcullis.upstream.base import UpstreamRequest
+
+__all__ = ["RAW_TARGET_KEY", "GatewayApp"]
+
+log = logging.getLogger("portcullis.ingress")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+RAW_TARGET_KEY = "portcullis.raw_target"  # set by our uvicorn protocol for absolute-form targets
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_CONTENT_LENGTH = re.compile(rb"^[0-9]{1,18}$")
+_HTTP_VERSIONS = frozenset({"1.0", "1.1"})
+_DRAIN_LIMIT = 1024 * 1024
+
+
+def new_request_id() -> str:
+    return os.urandom(16).hex()
+
+
+class _ClientGone(Exception):
+    """The client disconnected while its body was being streamed."""
+
+
+class GatewayApp:
+    """The ASGI entry. ``runtime`` may be swapped at any time by a reload."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.runtime.start()
+                except Exception:
+                    log.exception("gateway start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": "start-up failed"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rt = self.runtime
+        started = rt.clock.monotonic()
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        client = scope.get("client")
+        peer = client[0] if client else None
+        peer_trusted = rt.is_trusted_peer(peer)
+        client_ip = rt.client_addresses.resolve(peer, get_all(headers, b"x-forwarded-for") if peer_trusted else ())
+        inbound_id = get_one(headers, b"x-request-id") if peer_trusted else None
+        request_id = inbound_id.decode() if inbound_id and _REQUEST_ID.match(inbound_id) else new_request_id()
+        host_values = get_all(headers, b"host")
+        host = host_values[0].decode("latin-1") if len(host_values) == 1 else None
+        ctx = RequestContext(
+            request_id=request_id, client_ip=client_ip, method=scope["method"], host=host, path="",
+            query=scope.get("query_string", b""), headers=headers, scheme=scope.get("scheme", "http"),
+            started=started, receive=receive,
+        )
+        rt.metrics.in_flight.inc()
+        status = 500
+        route: CompiledRoute | None = None
+        chain: PolicyChain = rt.base_chain
+        entered = len(chain.policies)
+        started_response = False
+        try:
+            early = self._check_request(ctx, headers, host_values, scope)
+            if early is not None:
+                ctx.decision = f"invalid_request:{early[1]}"
+                status = await self._send_problem(send, ctx, early[0], chain, entered)
+                return
+            match = rt.router.match(host, ctx.method, ctx.path)
+            if not isinstance(match, RouteMatch):
+                ctx.decision = match.kind
+                code = ErrorCode.ROUTE_NOT_FOUND if match.kind == "not_found" else ErrorCode.METHOD_NOT_ALLOWED
+                extra = ((b"allow", ", ".join(match.allowed).encode()),) if match.allowed else ()
+                status = await self._send_problem(send, ctx, code, chain, entered, extra)
+                return
+            route = rt.routes[match.route.name]
+            ctx.route_name = route.name
+            ctx.params = match.params
+            ctx.max_body_bytes = route.max_body_bytes
+            declared = ctx.content_length
+            if declared is not None and route.max_body_bytes is not None and declared > route.max_body_bytes:
+                ctx.decision = "invalid_request:body_too_large"
+                if declared <= _DRAIN_LIMIT:
+                    await self._drain(ctx)
+                status = await self._send_problem(send, ctx, ErrorCode.REQUEST_TOO_LARGE, chain, entered)
+                return
+            chain = route.chain
+            decision, entered = await chain.run_request(ctx)
+            if isinstance(decision, Reject):
+                ctx.decision = decision.decision
+                status = await self._send_problem(
+                    send, ctx, decision.code, chain, entered, decision.headers, decision.detail
+                )
+                return
+            if isinstance(decision, Respond):
+                ctx.decision = decision.decision
+                head = ResponseHead(decision.status, [*decision.headers], local=True)
+                status = await self._send_head_and_body(send, ctx, head, chain, entered, decision.body)
+                return
+            started_response, status = await self._forward(send, ctx, route, chain, entered, peer, peer_trusted)
+        except ClientError as exc:
+            ctx.decision = f"invalid_request:{exc.reason}"
+            if started_response:
+                return
+            if isinstance(exc, PayloadTooLarge):
+                await self._drain(ctx)
+            status = await self._send_problem(send, ctx, exc.code, chain, entered)
+        except UpstreamError as exc:
+            ctx.decision = "upstream_error"
+            rt.metrics.upstream_errors.labels(ctx.route_name or "", exc.code.value).inc()
+            if started_response:
+                log.warning("upstream stream broke request_id=%s route=%s: %r", request_id, ctx.route_name, exc)
+                return
+            status = await self._send_problem(send, ctx, exc.code, chain, entered)
+        except _ClientGone:
+            ctx.decision = "client_disconnected"
+            status = 499
+        except Exception:
+            rt.metrics.internal_errors.inc()
+            log.exception("internal error request_id=%s", request_id)
+            ctx.decision = "internal_error"
+            if not started_response:
+                base = rt.base_chain
+                status = await self._send_problem(send, ctx, ErrorCode.INTERNAL, base, len(base.policies))
+        finally:
+            rt.metrics.in_flight.dec()
+            rt.record(ctx, status, route)
+
+    def _check_request(
+        self, ctx: RequestContext, headers: list[tuple[bytes, bytes]], host_values: list[bytes], scope: Scope
+    ) -> tuple[ErrorCode, str] | None:
+        """Framing, size and target checks that need no route. Returns (code, reason) to refuse."""
+        if scope.get("http_version", "1.1") not in _HTTP_VERSIONS:
+            # llhttp reads a version-less request line as HTTP/0.9 (and still parses headers after
+            # it); another server would read those bytes differently, so neither is forwarded.
+            return ErrorCode.REQUEST_MALFORMED, "http_version"
+        size = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 4
+        if size > self.runtime.max_header_bytes:
+            return ErrorCode.REQUEST_HEADERS_TOO_LARGE, "headers_too_large"
+        if len(host_values) > 1:
+            return ErrorCode.REQUEST_MALFORMED, "duplicate_host"
+        lengths = get_all(headers, b"content-length")
+        if lengths:
+            # RFC 9112 section 6.3: differing or malformed Content-Length is unrecoverable framing.
+            if len(lengths) > 1 or not _CONTENT_LENGTH.match(lengths[0]):
+                return ErrorCode.REQUEST_MALFORMED, "bad_content_length"
+            if get_one(headers, b"transfer-encoding") is not None:
+                return ErrorCode.REQUEST_MALFORMED, "cl_and_te"
+            ctx.content_length = int(lengths[0])
+        try:
+            raw_target = scope.get("extensions", {}).get(RAW_TARGET_KEY, {}).get("target")
+            if raw_target is not None:
+                target = canonicalize_target(raw_target, host=ctx.host)
+                ctx.path, ctx.query = target.path, target.query
+            else:
+                # The query is checked too (controls, spaces, non-ASCII, '#'), then passed unchanged.
+                raw = scope.get("raw_path") or scope["path"].encode()
+                if ctx.query:
+                    target = canonicalize_target(raw + b"?" + ctx.query, host=ctx.host)
+                    ctx.path, ctx.query = target.path, target.query
+                else:
+                    ctx.path = canonicalize_path(raw)
+        except ClientError as exc:
+            return exc.code, exc.reason
+        return None
+
+    async def _forward(
+        self, send: Send, ctx: RequestContext, route: CompiledRoute, chain: PolicyChain, entered: int,
+        peer: str | None, peer_trusted: bool,
+    ) -> tuple[bool, int]:
+        rt = self.runtime
+        has_body = (ctx.content_length or 0) > 0 or get_one(ctx.headers, b"transfer-encoding") is not None
+        body: AsyncIterator[bytes] | bytes | None
+        body_length: int | None
+        if ctx.body is not None:
+            body, body_length = ctx.body, len(ctx.body)
+        elif has_body:
+            body, body_length = self._stream_body(ctx), ctx.content_length
+        else:
+            body, body_length = None, None
+        path_and_query = ctx.path + ("?" + ctx.query.decode("latin-1") if ctx.query else "")
+        request = UpstreamRequest(
+            method=ctx.method, path_and_query=path_and_query,
+            headers=route.forward.build(ctx, peer=peer, peer_trusted=peer_trusted, body_length=body_length),
+            body=body,
+        )
+        t0 = rt.clock.monotonic()
+        try:
+            response = await route.upstream.send(request, timeouts=route.timeouts)
+        except UpstreamError:
+            if ctx.body_too_large:
+                raise PayloadTooLarge("body_exceeds_limit") from None
+            raise
+        try:
+            rt.metrics.upstream_duration.labels(route.name).observe(rt.clock.monotonic() - t0)
+            ctx.upstream_status = response.status
+            head = ResponseHead(response.status, response_headers(response.headers))
+            head.headers.append((b"x-request-id", ctx.request_id.encode()))
+            head.headers.extend(ctx.response_headers)
+            chain.run_response(ctx, head, entered)
+            rt.security_headers.on_response(ctx, head)
+            await send({"type": "http.response.start", "status": head.status, "headers": head.headers})
+            async for chunk in response.iter_body():
+                ctx.bytes_out += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+        return True, head.status
+
+    async def _stream_body(self, ctx: RequestContext) -> AsyncIterator[bytes]:
+        limit = ctx.max_body_bytes
+        while True:
+            message = await ctx.receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            chunk: bytes = message.get("body", b"")
+            ctx.bytes_in += len(chunk)
+            if limit is not None and ctx.bytes_in > limit:
+                ctx.body_too_large = True
+                raise PayloadTooLarge("body_exceeds_limit")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    async def _drain(self, ctx: RequestContext) -> None:
+        """Read and discard what is left of a refused body, up to ``_DRAIN_LIMIT`` bytes.
+
+        A client still uploading when the connection closes sees a reset instead of our 413; a
+        bounded drain lets ordinary clients read the answer, while the connection is closed after
+        it either way (the rest of a larger body is never read).
+        """
+        drained = 0
+        while drained <= _DRAIN_LIMIT:
+            message = await ctx.receive()
+            if message["type"] != "http.request":
+                return
+            drained += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                ctx.body_consumed = True
+                return
+
+    async def _send_problem(
+        self, send: Send, ctx: RequestContext, code: ErrorCode, chain: PolicyChain, entered: int,
+        extra: tuple[tuple[bytes, bytes], ...] = (), detail: str | None = None,
+    ) -> int:
+        status, headers, body = render_problem(code, ctx.request_id, extra_headers=extra, detail=detail)
+        head = ResponseHead(status, headers, local=True)
+        return await self._send_head_and_body(send, ctx, head, chain, entered, body)
+
+    async def _send_head_and_body(
+        self, send: Send, ctx: RequestContext, head: ResponseHead, chain: PolicyChain, entered: int, body: bytes
+    ) -> int:
+        head.headers.append((b"x-request-id", ctx.request_id.encode()))
+        head.headers.extend(ctx.response_headers)
+        if not any(k == b"content-length" for k, _ in head.headers):
+            head.headers.append((b"content-length", str(len(body)).encode()))
+        chain.run_response(ctx, head, entered)
+        # Security headers reach every response, including refusals made before any policy ran.
+        self.runtime.security_headers.on_response(ctx, head)
+        if head.status == 413:
+            # The unread body would otherwise be parsed as the next request on this connection.
+            head.headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": head.status, "headers": head.headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        ctx.bytes_out += len(body)
+        return head.status

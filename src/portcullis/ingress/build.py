@@ -1,0 +1,174 @@
+"""Config → runtime: compile routes, chains, upstream pools and verifiers once per load.
+
+Why here and not in the policies: this is the one place that decides which policies a route gets
+and in which order, so ``portcullis check`` / ``explain`` and the data path can never disagree —
+both call ``plan_chain``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from portcullis.audit.jsonl import JsonlFileSink
+from portcullis.audit.writer import AuditWriter
+from portcullis.clock import Clock
+from portcullis.config.model import AuthConfig, GatewayConfig, RequestConfig, RouteConfig
+from portcullis.http.client_ip import ClientAddressResolver
+from portcullis.identity.api_keys import ApiKeyVerifier
+from portcullis.identity.jwt_tokens import JwtVerifier
+from portcullis.ingress.forward import ForwardHeaders
+from portcullis.ingress.router import Router
+from portcullis.ingress.runtime import CompiledRoute, Runtime, Services
+from portcullis.limiting.limiter import MultiLimiter
+from portcullis.observability.metrics import GatewayMetrics
+from portcullis.pipeline.base import Policy
+from portcullis.pipeline.chain import PolicyChain
+from portcullis.policies.auth import AuthenticationPolicy
+from portcullis.policies.authorize import AuthorizePolicy
+from portcullis.policies.cors import CorsPolicy
+from portcullis.policies.rate_limit import RateLimitPolicy
+from portcullis.policies.security_headers import SecurityHeadersPolicy
+from portcullis.policies.shield import IpShieldPolicy
+from portcullis.policies.validate import BodyPolicy
+from portcullis.stores.base import AuditSink
+from portcullis.stores.memory import MemoryCounterStore
+from portcullis.stores.sqlite import SqliteStore
+from portcullis.upstream.aiohttp_upstream import AiohttpUpstream
+from portcullis.upstream.base import Timeouts, Upstream
+
+__all__ = ["Verifiers", "build_runtime", "effective_request", "open_services", "plan_chain"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verifiers:
+    keys: ApiKeyVerifier | None
+    jwt: JwtVerifier | None
+
+
+async def open_services(config: GatewayConfig, *, clock: Clock, base_dir: Path | None = None) -> Services:
+    """Open the process-lifetime state: the store, counters, and the audit writer (started)."""
+    base = base_dir or Path.cwd()
+    store = await SqliteStore.connect(str(_resolve(base, config.store.sqlite_path)))
+    sinks: list[AuditSink] = []
+    audit_cfg = config.audit
+    if audit_cfg.file:
+        sinks.append(JsonlFileSink(
+            _resolve(base, audit_cfg.file), max_bytes=audit_cfg.max_file_bytes, backup_count=audit_cfg.backup_count
+        ))
+    if audit_cfg.to_store:
+        sinks.append(store)
+    audit = AuditWriter(
+        sinks, spill_path=_resolve(base, audit_cfg.spill_file), clock=clock, batch_size=audit_cfg.batch_size,
+        flush_interval_s=audit_cfg.flush_interval, queue_max=audit_cfg.queue_max,
+    )
+    await audit.start()
+    limiter = MultiLimiter(MemoryCounterStore(), clock)
+    return Services(clock=clock, metrics=GatewayMetrics(), store=store, limiter=limiter, audit=audit)
+
+
+def _resolve(base: Path, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else base / p
+
+
+def effective_request(config: GatewayConfig, route: RouteConfig) -> RequestConfig:
+    """The route's request limits, falling back field by field to the global defaults."""
+    glob, own = config.request, route.request
+    return RequestConfig(
+        max_body_bytes=own.max_body_bytes if own.max_body_bytes is not None else glob.max_body_bytes,
+        content_types=own.content_types or glob.content_types,
+        json_body=own.json_body if own.json_body is not None else glob.json_body,
+    )
+
+
+def plan_chain(
+    config: GatewayConfig, route: RouteConfig, *, limiter: MultiLimiter, metrics: GatewayMetrics,
+    verifiers: Verifiers,
+) -> list[Policy]:
+    """The policies ``route`` runs, in the order the chain will run them."""
+    policies: list[Policy] = []
+    shield = IpShieldPolicy(
+        allow_sets=[config.shield.allow, route.shield.allow if route.shield else []],
+        deny=[*config.shield.deny, *(route.shield.deny if route.shield else [])],
+    )
+    if shield.active:
+        policies.append(shield)
+    if route.cors is not None:
+        # After the IP shield (a denied network gets no preflight answer), before authentication
+        # (browsers send preflights without credentials).
+        policies.append(CorsPolicy(route.cors))
+    if isinstance(route.auth, AuthConfig):
+        jwt_cfg = route.auth.jwt
+        policies.append(AuthenticationPolicy(
+            api_key=route.auth.api_key,
+            key_verifier=verifiers.keys if route.auth.api_key else None,
+            jwt_verifier=verifiers.jwt if jwt_cfg else None,
+            accept_jwt=jwt_cfg is not None,
+            jwt_issuers=frozenset(jwt_cfg.issuers) if jwt_cfg and jwt_cfg.issuers else None,
+            shield=config.shield, limiter=limiter, metrics=metrics,
+        ))
+        if route.authorize is not None:
+            policies.append(AuthorizePolicy(route.authorize))
+    limits = [*config.rate_limits, *route.rate_limits]
+    if route.is_public:
+        limits = [lim for lim in limits if lim.key != "consumer"]
+    if limits:
+        policies.append(RateLimitPolicy(limits, route=route.name, limiter=limiter, metrics=metrics))
+    request = effective_request(config, route)
+    if request.json_body is not None or request.content_types:
+        policies.append(BodyPolicy(request))
+    return policies
+
+
+def _build_verifiers(config: GatewayConfig, services: Services) -> Verifiers:
+    keys = None
+    if config.keys is not None:
+        keys = ApiKeyVerifier(
+            services.store, pepper=config.keys.pepper.get_secret_value().encode(), clock=services.clock,
+            cache_ttl_s=config.keys.cache_ttl,
+        )
+    jwt = JwtVerifier(config.jwt_issuers, clock=services.clock) if config.jwt_issuers else None
+    return Verifiers(keys=keys, jwt=jwt)
+
+
+def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
+    """Compile everything ``config`` describes. Raises only for programming errors: the config is valid."""
+    verifiers = _build_verifiers(config, services)
+    upstreams: dict[str, Upstream] = {
+        name: AiohttpUpstream(u.url, pool_size=u.pool_size, verify_tls=u.verify_tls, ca_file=u.ca_file)
+        for name, u in config.upstreams.items()
+    }
+    routes: dict[str, CompiledRoute] = {}
+    for route in config.routes:
+        upstream_cfg = config.upstreams[route.upstream]
+        parts = urlsplit(upstream_cfg.url)
+        routes[route.name] = CompiledRoute(
+            name=route.name,
+            chain=PolicyChain(plan_chain(
+                config, route, limiter=services.limiter, metrics=services.metrics, verifiers=verifiers
+            )),
+            upstream=upstreams[route.upstream],
+            timeouts=Timeouts(upstream_cfg.connect_timeout, upstream_cfg.read_timeout, upstream_cfg.total_timeout),
+            forward=ForwardHeaders(
+                upstream_host=None if upstream_cfg.preserve_host else parts.netloc,
+                forward_identity=route.forward_identity,
+            ),
+            max_body_bytes=effective_request(config, route).max_body_bytes,
+        )
+    return Runtime(
+        config=config,
+        services=services,
+        router=Router(config.routes),
+        routes=routes,
+        base_chain=PolicyChain([]),
+        security_headers=SecurityHeadersPolicy(config.security_headers, tls=config.listen.tls is not None),
+        client_addresses=ClientAddressResolver(config.trusted_proxies),
+        upstreams=upstreams,
+        key_verifier=verifiers.keys,
+        jwt_verifier=verifiers.jwt,
+        max_header_bytes=config.listen.max_header_bytes,
+    )
+
+

@@ -1,0 +1,162 @@
+"""What one config load builds, and what lives for the whole process.
+
+Why two lifetimes: a reload must swap routes, chains, upstream pools and issuers atomically, but it
+must not reset rate-limit counters, lose queued audit records or reopen the store. ``Services``
+hold the process-lifetime state; ``Runtime`` holds everything derived from one config, and is
+built beside the old one and swapped in a single assignment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from portcullis.audit.record import AuditRecord
+from portcullis.audit.redact import redact_query, redact_text
+from portcullis.clock import Clock
+from portcullis.config.model import GatewayConfig
+from portcullis.errors import StoreUnavailable
+from portcullis.http.client_ip import ClientAddressResolver
+from portcullis.http.context import RequestContext
+from portcullis.http.headers import get_one
+from portcullis.ingress.forward import ForwardHeaders
+from portcullis.ingress.router import Router
+from portcullis.observability.metrics import GatewayMetrics
+from portcullis.pipeline.base import Policy
+from portcullis.pipeline.chain import PolicyChain
+from portcullis.upstream.base import Timeouts, Upstream
+
+if TYPE_CHECKING:
+    from portcullis.audit.writer import AuditWriter
+    from portcullis.identity.api_keys import ApiKeyVerifier
+    from portcullis.identity.jwt_tokens import JwtVerifier
+    from portcullis.limiting.limiter import MultiLimiter
+    from portcullis.stores.sqlite import SqliteStore
+
+__all__ = ["CompiledRoute", "Runtime", "Services"]
+
+log = logging.getLogger("portcullis.runtime")
+
+_KEY_USE_FLUSH_S = 30.0
+
+
+@dataclass(slots=True)
+class Services:
+    """Process-lifetime state shared by every runtime: store, counters, audit, metrics."""
+
+    clock: Clock
+    metrics: GatewayMetrics
+    store: SqliteStore
+    limiter: MultiLimiter
+    audit: AuditWriter
+    readiness: dict[str, bool] = field(default_factory=dict)
+
+    async def aclose(self) -> None:
+        """Drain the audit queue, then close the store. Called once, at shutdown."""
+        await self.audit.aclose()
+        await self.store.aclose()
+
+
+@dataclass(slots=True)
+class CompiledRoute:
+    """One route, ready to serve: its chain, upstream pool, timeouts and header builder."""
+
+    name: str
+    chain: PolicyChain
+    upstream: Upstream
+    timeouts: Timeouts
+    forward: ForwardHeaders
+    max_body_bytes: int | None
+
+
+@dataclass(slots=True, eq=False)
+class Runtime:
+    """Everything one config load builds. Immutable once serving; replaced whole on reload."""
+
+    config: GatewayConfig
+    services: Services
+    router: Router
+    routes: Mapping[str, CompiledRoute]
+    base_chain: PolicyChain
+    security_headers: Policy
+    client_addresses: ClientAddressResolver
+    upstreams: Mapping[str, Upstream]
+    key_verifier: ApiKeyVerifier | None
+    jwt_verifier: JwtVerifier | None
+    max_header_bytes: int
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def clock(self) -> Clock:
+        return self.services.clock
+
+    @property
+    def metrics(self) -> GatewayMetrics:
+        return self.services.metrics
+
+    def is_trusted_peer(self, peer: str | None) -> bool:
+        return self.client_addresses.is_trusted(peer)
+
+    async def start(self) -> None:
+        """Start background upkeep. JWKS are fetched on first use, not here."""
+        if self.key_verifier is not None:
+            self._tasks.append(asyncio.create_task(self._flush_key_use(self.key_verifier)))
+
+    @staticmethod
+    async def _flush_key_use(verifier: ApiKeyVerifier) -> None:
+        # An operational timer, not a decision: real time, so a test's manual clock cannot spin it.
+        while True:
+            await asyncio.sleep(_KEY_USE_FLUSH_S)
+            try:
+                await verifier.flush_last_used()
+            except StoreUnavailable:
+                log.warning("could not record API key last use; will retry")
+
+    async def aclose(self) -> None:
+        """Close what this config load opened (upstream pools, JWKS sessions)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for upstream in self.upstreams.values():
+            await upstream.aclose()
+        if self.jwt_verifier is not None:
+            await self.jwt_verifier.aclose()
+        if self.key_verifier is not None:
+            await self.key_verifier.flush_last_used()
+
+    def record(self, ctx: RequestContext, status: int, route: CompiledRoute | None) -> None:
+        """Queue the audit record and update metrics. Never raises; never awaits."""
+        try:
+            services = self.services
+            latency = services.clock.monotonic() - ctx.started
+            route_label = ctx.route_name or ""
+            kind = ctx.decision.split(":", 1)[0]
+            services.metrics.requests.labels(route_label, str(status), kind).inc()
+            services.metrics.request_duration.labels(route_label).observe(latency)
+            principal = ctx.principal
+            ua = get_one(ctx.headers, b"user-agent")
+            services.audit.submit(AuditRecord.create(
+                clock=services.clock,
+                request_id=ctx.request_id,
+                client_ip=ctx.client_ip,
+                consumer_id=principal.consumer_id if principal else None,
+                key_id=principal.key_id if principal else None,
+                method=ctx.method,
+                route=ctx.route_name,
+                path=redact_text(ctx.path),
+                query=redact_query(ctx.query) if ctx.query else None,
+                status=status,
+                decision=ctx.decision,
+                latency_ms=round(latency * 1000, 3),
+                bytes_in=ctx.bytes_in,
+                bytes_out=ctx.bytes_out,
+                upstream_status=ctx.upstream_status,
+                user_agent=redact_text(ua[:256].decode("latin-1")) if ua else None,
+            ))
+        except Exception:
+            services.metrics.internal_errors.inc()
+            log.exception("audit record failed request_id=%s", ctx.request_id)

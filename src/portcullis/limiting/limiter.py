@@ -1,0 +1,34 @@
+"""MultiLimiter: all-or-nothing consumption of every limit a request hits, in one store call.
+
+Why all-or-nothing: a request refused by the hourly window must not spend from the per-second one,
+otherwise a refused client is punished twice and the short window's count stops meaning anything.
+Time comes from the injected clock (``monotonic``), never from ``time``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from portcullis.clock import Clock
+from portcullis.limiting.base import CounterStore
+from portcullis.limiting.rules import LimitDecision, LimitRule, QuotaState
+
+__all__ = ["LimitDecision", "LimitRule", "MultiLimiter", "QuotaState"]
+
+
+class MultiLimiter:
+    def __init__(self, store: CounterStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def consume(self, hits: Sequence[tuple[LimitRule, str]], cost: int = 1) -> LimitDecision:
+        """Admit and spend from every hit, or refuse and spend nothing."""
+        return await self._store.apply(hits, self._clock.monotonic(), cost, commit=True)
+
+    async def refund(self, hits: Sequence[tuple[LimitRule, str]], cost: int = 1) -> None:
+        """Give back what an earlier ``consume`` reserved (a reservation that turned out unneeded)."""
+        await self._store.refund(hits, self._clock.monotonic(), cost)
+
+    async def peek(self, hits: Sequence[tuple[LimitRule, str]], cost: int = 1) -> LimitDecision:
+        """Would ``consume`` admit this now? Spends nothing (the pre-auth shield's question)."""
+        return await self._store.apply(hits, self._clock.monotonic(), cost, commit=False)

@@ -1,0 +1,60 @@
+"""Prometheus collectors for the gateway, with fixed, small label sets.
+
+Why a registry per gateway (not the global default): tests and reloads can build several gateways
+in one process without duplicate-metric errors, and nothing leaks between them. Labels are route
+names, status classes, decision kinds and limit names — never raw paths, IPs or key ids, which
+would explode cardinality and leak identities.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["GatewayMetrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class GatewayMetrics:
+    """Every collector the ingress path feeds."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "portcullis_requests_total", "Requests by route, status and decision kind.",
+            ["route", "status", "decision"], registry=r,
+        )
+        self.request_duration = Histogram(
+            "portcullis_request_duration_seconds", "Time from request to response end, by route.",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "portcullis_upstream_duration_seconds", "Time to the upstream's response head, by route.",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.rate_limited = Counter(
+            "portcullis_rate_limit_hits_total", "Requests refused by a rate limit, by limit name.",
+            ["limit"], registry=r,
+        )
+        self.auth_failures = Counter(
+            "portcullis_auth_failures_total", "Failed authentications by reason.", ["reason"], registry=r,
+        )
+        self.upstream_errors = Counter(
+            "portcullis_upstream_errors_total", "Upstream failures by route and kind.",
+            ["route", "kind"], registry=r,
+        )
+        self.internal_errors = Counter(
+            "portcullis_internal_errors_total", "Unexpected errors caught by the outermost guard.", registry=r,
+        )
+        self.audit_spilled = Gauge(
+            "portcullis_audit_spilled_records", "Audit records waiting in spill files.", registry=r,
+        )
+        self.config_reloads = Counter(
+            "portcullis_config_reloads_total", "Config reloads by result.", ["result"], registry=r,
+        )
+        self.in_flight = Gauge("portcullis_requests_in_flight", "Requests being served.", registry=r)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

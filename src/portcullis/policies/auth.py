@@ -1,0 +1,177 @@
+"""Authentication: API keys and JWT bearer tokens, behind a cheap per-IP pre-auth shield.
+
+Why the shield lives here: credential stuffing and key guessing are stopped by counting per client
+IP *before* any lookup. A request with no credential spends from ``unauthenticated_rate``; a
+client IP that has spent ``failed_auth_rate`` gets 429 before its next key is even looked up, so
+10,000 guesses cost a few store queries, not 10,000. Each attempt reserves a failure before the
+lookup and gets it back on success, so parallel guesses cannot race past the count.
+
+No oracles: an unknown key, a wrong secret, a bad signature and a disallowed algorithm all answer
+401 ``auth.invalid_credentials``; the reason goes to the audit. A missing credential answers 401
+``auth.missing_credentials`` with a ``WWW-Authenticate`` challenge, because that tells an honest
+client what to do. Two different credentials in one request are refused as ambiguous.
+
+Credentials are not forwarded: an API key header (or ``Authorization: Bearer pcl_…``) is removed
+before the request goes upstream (Kong's ``hide_credentials``); a JWT is forwarded, since backends
+commonly read its claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import parse_qsl, urlencode
+
+from portcullis.config.model import ApiKeyAuthConfig, ShieldConfig
+from portcullis.errors import ErrorCode, StoreUnavailable, Unauthenticated
+from portcullis.http.context import RequestContext
+from portcullis.http.headers import get_all
+from portcullis.identity.api_keys import ApiKeyVerifier
+from portcullis.identity.jwt_tokens import JwtVerifier
+from portcullis.identity.principal import Principal
+from portcullis.limiting.headers import retry_after_value
+from portcullis.limiting.limiter import LimitRule, MultiLimiter
+from portcullis.observability.metrics import GatewayMetrics
+from portcullis.pipeline.base import Decision, PolicyBase, Reject, Stage
+
+__all__ = ["AuthenticationPolicy"]
+
+_API_KEY_PREFIX = "pcl_"
+
+
+class AuthenticationPolicy(PolicyBase):
+    """Accepts the methods a route allows; sets ``ctx.principal`` or refuses."""
+
+    stage = Stage.AUTHENTICATE
+
+    def __init__(
+        self,
+        *,
+        api_key: ApiKeyAuthConfig | None,
+        key_verifier: ApiKeyVerifier | None,
+        jwt_verifier: JwtVerifier | None,
+        accept_jwt: bool,
+        jwt_issuers: frozenset[str] | None,
+        shield: ShieldConfig,
+        limiter: MultiLimiter,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self._api_key = api_key
+        self._key_headers: tuple[bytes, ...] = tuple(h.encode() for h in api_key.headers) if api_key else ()
+        self._key_verifier = key_verifier
+        self._jwt_verifier = jwt_verifier
+        self._jwt_issuers = jwt_issuers
+        self._limiter = limiter
+        self._metrics = metrics
+        self._accept_jwt = accept_jwt
+        methods = [m for m, on in (("api_key", api_key is not None), ("jwt", accept_jwt)) if on]
+        self.name = "auth." + "|".join(methods)
+        self._no_credential_rule = (
+            LimitRule(name="shield.unauthenticated", windows=(shield.unauthenticated_rate,), burst=None)
+            if shield.unauthenticated_rate else None
+        )
+        self._failed_rule = (
+            LimitRule(name="shield.failed_auth", windows=(shield.failed_auth_rate,), burst=None)
+            if shield.failed_auth_rate else None
+        )
+        challenges = []
+        if api_key is not None:
+            challenges.append(f'ApiKey realm="portcullis", header="{api_key.headers[0]}"')
+        if accept_jwt:
+            challenges.append('Bearer realm="portcullis"')
+        self._missing_challenge = ((b"www-authenticate", ", ".join(challenges).encode()),)
+        invalid = [c + ', error="invalid_token"' if c.startswith("Bearer") else c for c in challenges]
+        self._invalid_challenge = ((b"www-authenticate", ", ".join(invalid).encode()),)
+
+    async def on_request(self, ctx: RequestContext) -> Decision | None:
+        try:
+            kind, credential = self._extract(ctx)
+        except Unauthenticated as exc:
+            if self._failed_rule is not None:
+                await self._limiter.consume([(self._failed_rule, ctx.client_ip)])
+            return self._failed(exc.reason)
+        if kind is None:
+            if self._no_credential_rule is not None:
+                decision = await self._limiter.consume([(self._no_credential_rule, ctx.client_ip)])
+                if not decision.allowed:
+                    return self._too_many(ctx, "shield.unauthenticated", decision.retry_after_s)
+            self._metrics.auth_failures.labels("missing_credentials").inc()
+            return Reject(ErrorCode.AUTH_MISSING_CREDENTIALS, "auth_failed:missing_credentials",
+                          self._missing_challenge)
+        ctx.credential_presented = True
+        failed_hit = [(self._failed_rule, ctx.client_ip)] if self._failed_rule is not None else []
+        if failed_hit:
+            # Reserve a failure before the lookup and give it back on success: checking first and
+            # counting after would let parallel guesses all pass the check before any is counted.
+            decision = await self._limiter.consume(failed_hit)
+            if not decision.allowed:
+                return self._too_many(ctx, "shield.failed_auth", decision.retry_after_s)
+        try:
+            principal = await self._verify(kind, credential)
+        except Unauthenticated as exc:
+            return self._failed(exc.reason)
+        except StoreUnavailable:
+            # Auth never fails open: the store is down, so no one gets in (503, not 401).
+            return Reject(ErrorCode.SERVICE_UNAVAILABLE, "auth_failed:store_unavailable")
+        if failed_hit:
+            await self._limiter.refund(failed_hit)
+        ctx.principal = principal
+        return None
+
+    def _extract(self, ctx: RequestContext) -> tuple[str | None, str]:
+        found: list[tuple[str, str]] = []
+        for header in self._key_headers:
+            values = get_all(ctx.headers, header)
+            if len(values) > 1:
+                raise Unauthenticated("duplicate_credential_header")
+            if values:
+                found.append(("api_key", values[0].decode("latin-1").strip()))
+                ctx.strip_request_headers.add(header)
+        authorization = get_all(ctx.headers, b"authorization")
+        if len(authorization) > 1:
+            raise Unauthenticated("duplicate_authorization")
+        if authorization:
+            scheme, _, token = authorization[0].decode("latin-1").strip().partition(" ")
+            token = token.strip()
+            if scheme.lower() == "bearer" and token:
+                if token.startswith(_API_KEY_PREFIX):
+                    if self._api_key is not None:
+                        found.append(("api_key", token))
+                        ctx.strip_request_headers.add(b"authorization")
+                    else:
+                        raise Unauthenticated("method_not_allowed")
+                elif self._accept_jwt:
+                    found.append(("jwt", token))
+        if self._api_key is not None and self._api_key.allow_query_credentials and ctx.query:
+            found.extend(self._take_query_key(ctx, self._api_key.query_param))
+        if len(found) > 1:
+            raise Unauthenticated("ambiguous_credentials")
+        if not found:
+            return None, ""
+        return found[0]
+
+    @staticmethod
+    def _take_query_key(ctx: RequestContext, param: str) -> Sequence[tuple[str, str]]:
+        pairs = parse_qsl(ctx.query.decode("latin-1"), keep_blank_values=True)
+        keys = [v for k, v in pairs if k == param]
+        if not keys:
+            return ()
+        ctx.query = urlencode([(k, v) for k, v in pairs if k != param]).encode("latin-1")
+        return [("api_key", k) for k in keys]
+
+    async def _verify(self, kind: str, credential: str) -> Principal:
+        if kind == "api_key":
+            if self._key_verifier is None:
+                raise Unauthenticated("method_not_allowed")
+            return await self._key_verifier.verify(credential)
+        if self._jwt_verifier is None:
+            raise Unauthenticated("method_not_allowed")
+        return await self._jwt_verifier.verify(credential, allowed_issuers=self._jwt_issuers)
+
+    def _failed(self, reason: str) -> Reject:
+        self._metrics.auth_failures.labels(reason).inc()
+        return Reject(ErrorCode.AUTH_INVALID_CREDENTIALS, f"auth_failed:{reason}", self._invalid_challenge)
+
+    def _too_many(self, ctx: RequestContext, limit: str, retry_after_s: float) -> Reject:
+        self._metrics.rate_limited.labels(limit).inc()
+        return Reject(ErrorCode.LIMIT_EXCEEDED, f"rate_limited:{limit}",
+                      ((b"retry-after", retry_after_value(retry_after_s)),))

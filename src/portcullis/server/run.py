@@ -1,0 +1,188 @@
+"""Run the gateway: the API listener, the admin listener, signals, and an orderly shutdown.
+
+Why uvicorn's ``Server`` is driven directly instead of ``uvicorn.run``: the gateway needs two
+listeners in one process sharing one runtime, SIGHUP for reload, and a shutdown that first stops
+accepting, then lets in-flight requests finish (``listen.graceful_timeout``), then drains the audit
+queue. Forwarded-header trust is ours (``trusted_proxies``), so uvicorn's ``proxy_headers`` is off.
+
+With ``listen.workers`` > 1 the parent binds the socket and starts that many worker processes on
+it; worker 0 also serves the admin listener (its metrics are that worker's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Generator
+from pathlib import Path
+
+import uvicorn
+
+from portcullis.admin.app import create_admin_app
+from portcullis.clock import SystemClock
+from portcullis.config.loader import load_config
+from portcullis.config.model import GatewayConfig
+from portcullis.ingress.app import GatewayApp
+from portcullis.ingress.build import build_runtime, open_services
+from portcullis.ingress.reload import Reloader
+from portcullis.server.protocol import TargetPreservingProtocol
+
+__all__ = ["serve", "serve_forever"]
+
+log = logging.getLogger("portcullis.server")
+
+
+class _AdminServer(uvicorn.Server):
+    """The admin listener leaves signal handling to the API server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class _GatewayServer(uvicorn.Server):
+    """uvicorn's server, minus one thing: after a graceful stop uvicorn re-raises the captured
+    SIGTERM, which would kill the process before the audit queue is drained. Here a signal only
+    starts the graceful stop; ``serve`` then returns normally and the caller finishes the shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+
+def _gateway_config(app: GatewayApp, config: GatewayConfig) -> uvicorn.Config:
+    listen = config.listen
+    return uvicorn.Config(
+        app, host=listen.host, port=listen.port, http=TargetPreservingProtocol, lifespan="off",
+        proxy_headers=False, server_header=False, access_log=False, log_level="warning",
+        timeout_graceful_shutdown=int(max(1, listen.graceful_timeout)),
+        ssl_certfile=listen.tls.cert_file if listen.tls else None,
+        ssl_keyfile=listen.tls.key_file if listen.tls else None,
+        h11_max_incomplete_event_size=listen.max_header_bytes,
+    )
+
+
+async def serve(
+    config_path: Path,
+    *,
+    announce: Callable[[str], None] | None = None,
+    sockets: list[socket.socket] | None = None,
+    with_admin: bool = True,
+) -> None:
+    """Serve until SIGINT/SIGTERM. ``announce`` receives one line once both listeners are up."""
+    config = load_config(config_path)
+    services = await open_services(config, clock=SystemClock())
+    runtime = build_runtime(config, services)
+    app = GatewayApp(runtime)
+    await runtime.start()
+    reloader = Reloader(app, config_path, grace_s=config.listen.graceful_timeout)
+    gateway = _GatewayServer(_gateway_config(app, config))
+    admin: uvicorn.Server | None = None
+    if config.admin.enabled and with_admin:
+        admin = _AdminServer(uvicorn.Config(
+            create_admin_app(app, reloader), host=config.admin.host, port=config.admin.port,
+            lifespan="off", access_log=False, log_level="warning", server_header=False,
+        ))
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reloader.reload()))
+    admin_task = asyncio.create_task(admin.serve()) if admin else None
+    announcer = asyncio.create_task(_announce(gateway, admin, config, announce))
+    try:
+        await gateway.serve(sockets=sockets)
+    finally:
+        announcer.cancel()
+        if admin is not None and admin_task is not None:
+            admin.should_exit = True
+            await admin_task
+        await reloader.aclose()
+        await app.runtime.aclose()
+        await services.aclose()
+
+
+async def _announce(
+    gateway: uvicorn.Server, admin: uvicorn.Server | None, config: GatewayConfig,
+    announce: Callable[[str], None] | None,
+) -> None:
+    # uvicorn exposes readiness only as a flag, not an event.
+    while not gateway.started or (admin is not None and not admin.started):  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    scheme = "https" if config.listen.tls else "http"
+    port = _bound_port(gateway)
+    line = f"Portcullis listening on {scheme}://{config.listen.host}:{port}"
+    if admin is not None:
+        line += f" (admin http://{config.admin.host}:{_bound_port(admin)})"
+    if announce is not None:
+        announce(line)
+    else:
+        log.info(line)
+
+
+def _bound_port(server: uvicorn.Server) -> int:
+    for s in server.servers:
+        for sock in s.sockets:
+            return int(sock.getsockname()[1])
+    return 0
+
+
+def _run(config_path: Path, sockets: list[socket.socket] | None, with_admin: bool) -> None:
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        import uvloop
+
+        uvloop.run(serve(config_path, announce=say, sockets=sockets, with_admin=with_admin))
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        asyncio.run(serve(config_path, announce=say, sockets=sockets, with_admin=with_admin))
+
+
+def _worker(config_path: Path, sock: socket.socket, with_admin: bool) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _run(config_path, [sock], with_admin)
+
+
+def serve_forever(config_path: Path) -> None:
+    """The blocking entry used by ``portcullis serve``."""
+    config = load_config(config_path)
+    if config.listen.workers == 1:
+        _run(config_path, None, True)
+        return
+    sock = uvicorn.Config(lambda: None, host=config.listen.host, port=config.listen.port).bind_socket()
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_worker, args=(config_path, sock, index == 0), daemon=False)
+        for index in range(config.listen.workers)
+    ]
+    for w in workers:
+        w.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for w in workers:
+            if w.pid is not None and w.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for w in workers:
+        w.join()
+    sys.exit(max((w.exitcode or 0) for w in workers))

@@ -1,0 +1,90 @@
+"""Protocols for durable state: API keys and the audit trail.
+
+Why Protocols: the same contract is served by SQLite on one machine and PostgreSQL when many
+gateways share state (a later issue); one contract test suite runs against every backend.
+Backends translate their own exceptions into ``StoreUnavailable`` and nothing else escapes.
+
+What this module refuses to hold: key secrets. A key record carries only the HMAC of its secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["ApiKeyRecord", "AuditQuery", "AuditSink", "KeyStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """One API key as stored. ``secret_hash`` is HMAC-SHA256(pepper, secret), hex."""
+
+    key_id: str
+    consumer_id: str
+    secret_hash: str
+    scopes: frozenset[str]
+    created_at: float
+    expires_at: float | None = None
+    disabled: bool = False
+    last_used_at: float | None = None
+
+
+class KeyStore(Protocol):
+    """Consumers' API keys, looked up by key id."""
+
+    async def create(self, record: ApiKeyRecord) -> None:
+        """Store a new key. Raises ``ValueError`` if the key id exists."""
+        ...
+
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        """The key with this id, or None."""
+        ...
+
+    async def list(self, consumer_id: str | None = None) -> list[ApiKeyRecord]:
+        """Every key, or one consumer's, oldest first."""
+        ...
+
+    async def revoke(self, key_id: str) -> bool:
+        """Disable a key for good. False if there was no such key."""
+        ...
+
+    async def touch(self, key_id: str, at: float) -> None:
+        """Record that the key was used at ``at`` (wall seconds)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters for reading the audit trail back."""
+
+    since: float | None = None
+    until: float | None = None
+    consumer_id: str | None = None
+    route: str | None = None
+    decision: str | None = None
+    limit: int = 100
+
+
+class AuditSink(Protocol):
+    """Somewhere audit records are written in batches.
+
+    Records are JSON-ready mappings carrying a unique ``id``; writing the same record twice must
+    store it once (replay after a failure is idempotent).
+    """
+
+    async def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Write a batch. Raises ``StoreUnavailable`` (or ``OSError`` for files) on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush and release resources."""
+        ...

@@ -1,0 +1,256 @@
+"""SQLite store for one machine: API key records and the audit table, with versioned migrations.
+
+Why aiosqlite: every query runs on the connection's own thread, so the event loop never blocks on
+the disk. Why WAL: the gateway reads keys while the CLI creates or revokes them from another
+process. Why a write lock: one connection is shared by every coroutine, and a batch's transaction
+must not interleave with another coroutine's statements.
+
+Migrations are numbered tuples of statements below (kept in code, so no package data is needed);
+``schema_version`` records each one applied. They run inside ``BEGIN IMMEDIATE``, so two processes
+opening a fresh file at once cannot both migrate it, and a database whose schema is newer than this
+code knows is refused with ``SchemaTooNew``.
+
+All SQL is parameterised. sqlite3 and aiosqlite errors become ``StoreUnavailable`` in
+``_translate`` and nowhere else (a duplicate key id is the contract's ``ValueError``).
+
+What this module refuses to do: store a key secret (records carry only its HMAC), or return more
+than ``MAX_AUDIT_ROWS`` audit rows in one query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from portcullis.errors import StoreUnavailable
+from portcullis.stores.base import ApiKeyRecord, AuditQuery
+
+__all__ = ["MAX_AUDIT_ROWS", "SCHEMA_VERSION", "SchemaTooNew", "SqliteStore"]
+
+# Migration N is _MIGRATIONS[N - 1]. Append only; never edit a released one.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE api_keys (
+            key_id TEXT PRIMARY KEY,
+            consumer_id TEXT NOT NULL,
+            secret_hash TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            last_used_at REAL
+        )""",
+        "CREATE INDEX api_keys_consumer ON api_keys (consumer_id, created_at)",
+        """CREATE TABLE audit (
+            id TEXT PRIMARY KEY,
+            ts REAL NOT NULL,
+            consumer_id TEXT,
+            route TEXT,
+            decision TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            record TEXT NOT NULL
+        )""",
+        "CREATE INDEX audit_ts ON audit (ts)",
+        "CREATE INDEX audit_consumer_ts ON audit (consumer_id, ts)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+MAX_AUDIT_ROWS = 10_000
+_KEY_COLUMNS = "key_id, consumer_id, secret_hash, scopes, created_at, expires_at, disabled, last_used_at"
+_AUDIT_FILTERS = (  # (column, operator, AuditQuery field): the only text that is put into audit SQL
+    ("ts", ">=", "since"), ("ts", "<", "until"), ("consumer_id", "=", "consumer_id"),
+    ("route", "=", "route"), ("decision", "=", "decision"),
+)
+
+
+class SchemaTooNew(StoreUnavailable):
+    """The database was migrated by a newer Portcullis; this one will not touch it."""
+
+
+@asynccontextmanager
+async def _translate(duplicate: str | None = None) -> AsyncIterator[None]:
+    """The one boundary for sqlite errors. ``duplicate``: raise ``ValueError(duplicate)`` on a clash."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        if duplicate is not None:
+            raise ValueError(duplicate) from exc
+        raise StoreUnavailable(f"sqlite: {type(exc).__name__}") from exc
+    except (sqlite3.Error, ValueError) as exc:  # aiosqlite raises ValueError on a closed connection
+        raise StoreUnavailable(f"sqlite: {type(exc).__name__}: {exc}") from exc
+
+
+class SqliteStore:
+    """``KeyStore`` and ``AuditSink`` over one SQLite file. ``await SqliteStore.connect(path)``."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, path: str) -> SqliteStore:
+        """Open the file (creating it), migrate it, and return the store."""
+        store = cls(path)
+        await store.open()
+        return store
+
+    async def open(self) -> None:
+        """Connect, switch to WAL and apply pending migrations. Raises ``StoreUnavailable``."""
+        if self._db is not None:
+            return
+        async with _translate():
+            # Open once on a worker thread first: when aiosqlite's own connect fails, it leaves a
+            # stop request for its thread that nobody awaits, and that thread then calls into an
+            # event loop that may already be closed. A probe that fails here never starts it.
+            await asyncio.to_thread(_probe, self._path)
+            db = await aiosqlite.connect(self._path)
+            try:
+                await db.execute("PRAGMA journal_mode=WAL")
+                await db.execute("PRAGMA busy_timeout=5000")
+                await db.execute("PRAGMA synchronous=NORMAL")
+                await _migrate(db)
+            except BaseException:
+                await db.close()
+                raise
+        self._db = db
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreUnavailable("sqlite: the store is not open")
+        return self._db
+
+    # --- KeyStore ---------------------------------------------------------------------------
+
+    async def create(self, record: ApiKeyRecord) -> None:
+        async with self._write_lock, _translate(duplicate=f"duplicate key id {record.key_id!r}"):
+            await self._conn.execute(
+                f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant
+                (record.key_id, record.consumer_id, record.secret_hash, orjson.dumps(sorted(record.scopes)).decode(),
+                 record.created_at, record.expires_at, int(record.disabled), record.last_used_at),
+            )
+            await self._conn.commit()
+
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        async with _translate(), self._conn.execute(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)  # noqa: S608 - constant
+        ) as cur:
+            row = await cur.fetchone()
+        return _key_record(row) if row else None
+
+    async def list(self, consumer_id: str | None = None) -> builtins.list[ApiKeyRecord]:
+        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys"  # noqa: S608 - constant
+        params: tuple[Any, ...] = ()
+        if consumer_id is not None:
+            sql += " WHERE consumer_id = ?"
+            params = (consumer_id,)
+        async with _translate(), self._conn.execute(sql + " ORDER BY created_at, key_id", params) as cur:
+            rows = await cur.fetchall()
+        return [_key_record(r) for r in rows]
+
+    async def revoke(self, key_id: str) -> bool:
+        async with self._write_lock, _translate():
+            cur = await self._conn.execute("UPDATE api_keys SET disabled = 1 WHERE key_id = ?", (key_id,))
+            await self._conn.commit()
+        return cur.rowcount > 0
+
+    async def touch(self, key_id: str, at: float) -> None:
+        async with self._write_lock, _translate():
+            await self._conn.execute(
+                "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE key_id = ?", (at, key_id)
+            )
+            await self._conn.commit()
+
+    # --- AuditSink --------------------------------------------------------------------------
+
+    async def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Insert a batch in one transaction; a record whose ``id`` is already stored is skipped."""
+        rows = [_audit_row(r) for r in records]
+        if not rows:
+            return
+        async with self._write_lock, _translate():
+            try:
+                await self._conn.executemany(
+                    "INSERT OR IGNORE INTO audit (id, ts, consumer_id, route, decision, status, record)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)", rows,
+                )
+                await self._conn.commit()
+            except BaseException:
+                await self._conn.rollback()
+                raise
+
+    async def query_audit(self, query: AuditQuery) -> builtins.list[dict[str, Any]]:
+        """Matching records, oldest first, at most ``min(query.limit, MAX_AUDIT_ROWS)``."""
+        clauses, params = [], []
+        for column, op, attr in _AUDIT_FILTERS:
+            value = getattr(query, attr)
+            if value is not None:
+                clauses.append(f"{column} {op} ?")
+                params.append(value)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        limit = max(0, min(query.limit, MAX_AUDIT_ROWS))  # SQLite reads a negative LIMIT as "no limit"
+        sql = f"SELECT record FROM audit{where} ORDER BY ts, id LIMIT ?"  # noqa: S608 - text from _AUDIT_FILTERS
+        async with _translate(), self._conn.execute(sql, (*params, limit)) as cur:
+            rows = await cur.fetchall()
+        return [orjson.loads(r[0]) for r in rows]
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        async with _translate(), self._conn.execute("SELECT 1") as cur:
+            await cur.fetchone()
+
+    async def aclose(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            async with _translate():
+                await db.close()
+
+
+def _probe(path: str) -> None:
+    sqlite3.connect(path).close()
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    await db.execute("BEGIN IMMEDIATE")  # one migrator at a time, across processes
+    try:
+        await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with db.execute("SELECT MAX(version) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        current = row[0] if row and row[0] is not None else 0
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the database schema is version {current}, newer than this Portcullis knows ({SCHEMA_VERSION});"
+                " upgrade Portcullis or use another store"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[version - 1]:
+                await db.execute(statement)
+            await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        await db.commit()
+    except BaseException:
+        await db.rollback()
+        raise
+
+
+def _key_record(row: Any) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        key_id=row[0], consumer_id=row[1], secret_hash=row[2], scopes=frozenset(orjson.loads(row[3])),
+        created_at=row[4], expires_at=row[5], disabled=bool(row[6]), last_used_at=row[7],
+    )
+
+
+def _audit_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    missing = [name for name in ("id", "ts", "decision", "status") if record.get(name) is None]
+    if missing:
+        raise ValueError(f"an audit record needs {', '.join(missing)}")
+    return (str(record["id"]), float(record["ts"]), record.get("consumer_id"), record.get("route"),
+            str(record["decision"]), int(record["status"]), orjson.dumps(dict(record)).decode())

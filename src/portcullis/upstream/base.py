@@ -1,0 +1,58 @@
+"""The upstream contract: send one request to a backend and stream the answer back.
+
+Why a Protocol: the first implementation is aiohttp; the benchmark issue replaces it on the ingress
+path with a lean httptools client, and egress keeps aiohttp for its resolver hook. Callers only
+ever see ``UpstreamError`` subclasses, never a client library's exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Timeouts", "Upstream", "UpstreamRequest", "UpstreamResponse"]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds: to connect, between reads, and for the whole exchange."""
+
+    connect_s: float
+    read_s: float
+    total_s: float
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    method: str
+    path_and_query: str
+    headers: list[tuple[str, str]]
+    body: AsyncIterator[bytes] | bytes | None
+
+
+class UpstreamResponse(Protocol):
+    """A response whose body is streamed; ``aclose`` must always be called."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+    def iter_body(self) -> AsyncIterator[bytes]:
+        """Body chunks as they arrive. Raises ``UpstreamError`` on timeout or a broken stream."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connection back to the pool (or drop it if the body was not read)."""
+        ...
+
+
+class Upstream(Protocol):
+    """A pooled client for one backend."""
+
+    async def send(self, request: UpstreamRequest, *, timeouts: Timeouts) -> UpstreamResponse:
+        """Send ``request``; raise ``UpstreamTimeout``/``UpstreamUnavailable``/``UpstreamProtocolError``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        ...

@@ -1,0 +1,225 @@
+"""Shared fixtures: a real upstream server, a real gateway on a loopback socket, a raw socket client.
+
+Only time is faked (``ManualClock``); the upstream, the gateway's listener, SQLite and the audit
+files are real. Everything listens on 127.0.0.1 with port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from aiohttp import web
+from blockbuster import blockbuster_ctx
+
+from portcullis.config.loader import load_config_text
+from portcullis.identity.api_keys import issue_key
+from portcullis.ingress.app import GatewayApp
+from portcullis.ingress.build import build_runtime, open_services
+from portcullis.ingress.runtime import Runtime, Services
+from portcullis.server.protocol import TargetPreservingProtocol
+from portcullis.testing import ManualClock
+
+PEPPER = "test-pepper-" + "x" * 40
+
+
+@dataclass
+class SeenRequest:
+    method: str
+    raw_path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+@dataclass
+class UpstreamServer:
+    """A real HTTP backend that records what reached it."""
+
+    url: str = ""
+    seen: list[SeenRequest] = field(default_factory=list)
+    hang: asyncio.Event = field(default_factory=asyncio.Event)
+    responses: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = field(default_factory=dict)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[UpstreamServer]:
+    server = UpstreamServer()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        server.seen.append(SeenRequest(request.method, request.raw_path, list(request.raw_headers and [
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]), body))
+        custom = server.responses.get(request.path)
+        if custom is not None:
+            return await custom(request)
+        return web.json_response(
+            {"path": request.raw_path, "method": request.method, "body_bytes": len(body)},
+            headers={"Server": "backend/1.2.3", "X-Powered-By": "Express"},
+        )
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server.url = f"http://127.0.0.1:{port}"
+    yield server
+    server.hang.set()
+    await runner.cleanup()
+
+
+@dataclass
+class Gateway:
+    """A gateway served by uvicorn on a real loopback socket, with a manual clock."""
+
+    base_url: str
+    port: int
+    app: GatewayApp
+    services: Services
+    clock: ManualClock
+    tmp: Path
+    client: httpx.AsyncClient
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.app.runtime
+
+    async def key(self, consumer: str = "alice", scopes: tuple[str, ...] = (), expires_in_s: float | None = None) -> str:
+        issued = issue_key(consumer, frozenset(scopes), pepper=PEPPER.encode(), clock=self.clock,
+                           expires_in_s=expires_in_s)
+        await self.services.store.create(issued.record)
+        return issued.key
+
+    async def audit_records(self) -> list[dict[str, Any]]:
+        await self.services.audit.flush()
+        path = self.tmp / "audit.jsonl"
+        text = await asyncio.to_thread(lambda: path.read_text() if path.exists() else "")
+        import orjson
+
+        return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def gateway_yaml(upstream_url: str, body: str, *, keys: bool = True) -> str:
+    head = f"""
+version: 1
+listen: {{host: 127.0.0.1, port: 0}}
+admin: {{enabled: false}}
+store: {{url: "sqlite:///gateway.db"}}
+audit: {{file: audit.jsonl, spill_file: audit.spill.jsonl, flush_interval: 0.05s}}
+upstreams:
+  api: {{url: "{upstream_url}", connect_timeout: 2s, read_timeout: 2s, total_timeout: 5s}}
+"""
+    if keys:
+        head += f"keys: {{pepper: \"{PEPPER}\"}}\n"
+    return head + body
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
+    started: list[tuple[uvicorn.Server, asyncio.Task[None], Gateway]] = []
+
+    async def factory(yaml_text: str, *, env: dict[str, str] | None = None, clock: ManualClock | None = None) -> Gateway:
+        config = load_config_text(yaml_text, env=env or {})
+        clk = clock or ManualClock()
+        services = await open_services(config, clock=clk, base_dir=tmp_path)
+        runtime = build_runtime(config, services)
+        app = GatewayApp(runtime)
+        server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=0, http=TargetPreservingProtocol, lifespan="off",
+            proxy_headers=False, server_header=False, access_log=False, log_level="warning",
+            h11_max_incomplete_event_size=config.listen.max_header_bytes,
+        ))
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.005)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        gw = Gateway(base, port, app, services, clk, tmp_path, httpx.AsyncClient(base_url=base, timeout=10))
+        started.append((server, task, gw))
+        return gw
+
+    yield factory
+    for server, task, gw in started:
+        await gw.client.aclose()
+        server.should_exit = True
+        await task
+        await gw.app.runtime.aclose()
+        await gw.services.aclose()
+
+
+async def raw_request(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
+    """Send raw bytes; return the first response (head + Content-Length body), or b"" if the
+    server closed without answering. For framing attacks that a normal client refuses to send."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        head = b""
+        async with asyncio.timeout(timeout):
+            while b"\r\n\r\n" not in head:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    return head
+                head += chunk
+            head_part, _, rest = head.partition(b"\r\n\r\n")
+            length = 0
+            for line in head_part.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            while len(rest) < length:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                rest += chunk
+            return head_part + b"\r\n\r\n" + rest
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def random_ip() -> str:
+    return "203.0.113." + str(secrets.randbelow(250) + 1)
+
+
+os.environ.setdefault("PORTCULLIS_TESTING", "1")
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls_in_the_loop() -> Iterator[None]:
+    """Fail any test in which the event loop makes a blocking call (file or socket I/O, sleep)."""
+    with blockbuster_ctx():
+        yield

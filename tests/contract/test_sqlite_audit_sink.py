@@ -1,0 +1,135 @@
+"""The ``AuditSink`` contract (write batches idempotently) plus ``query_audit``, run on every backend.
+
+SQLite now; PostgreSQL joins the ``audit_sink`` params later. Records are what ``AuditRecord``
+produces: JSON-ready mappings with a unique ``id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from portcullis.errors import StoreUnavailable
+from portcullis.stores.base import AuditQuery
+from portcullis.stores.sqlite import MAX_AUDIT_ROWS, SqliteStore
+
+Opener = Callable[[], Awaitable[SqliteStore]]
+
+
+@pytest.fixture(params=["sqlite"])
+def open_sink(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    if request.param == "sqlite":
+        path = str(tmp_path / "audit.db")
+        return lambda: SqliteStore.connect(path)
+    raise AssertionError(f"unknown backend {request.param}")  # pragma: no cover
+
+
+@pytest.fixture
+async def audit_sink(open_sink: Opener) -> AsyncIterator[SqliteStore]:
+    sink = await open_sink()
+    yield sink
+    await sink.aclose()
+
+
+def row(id_: str, ts: float, *, consumer: str | None = "acme", route: str | None = "orders",
+        decision: str = "allowed", status: int = 200, **extra: Any) -> dict[str, Any]:
+    return {"id": id_, "ts": ts, "consumer_id": consumer, "route": route, "decision": decision,
+            "status": status, "path": "/orders/1", "latency_ms": 1.5, **extra}
+
+
+async def ids(sink: SqliteStore, query: AuditQuery | None = None) -> list[str]:
+    return [r["id"] for r in await sink.query_audit(query or AuditQuery())]
+
+
+async def test_a_record_reads_back_whole(audit_sink: SqliteStore) -> None:
+    rec = row("a1", 1.0, user_agent="curl/8", upstream_status=None, nested={"k": [1, 2]})
+    await audit_sink.write([rec])
+    assert await audit_sink.query_audit(AuditQuery()) == [rec]
+
+
+async def test_writing_the_same_batch_twice_stores_it_once(audit_sink: SqliteStore) -> None:
+    batch = [row("a1", 1.0), row("a2", 2.0)]
+    await audit_sink.write(batch)
+    await audit_sink.write(batch)  # a replay after a failure
+    await audit_sink.write([row("a2", 2.0), row("a3", 3.0)])  # an overlapping replay
+    assert await ids(audit_sink) == ["a1", "a2", "a3"]
+
+
+async def test_a_replay_never_overwrites_the_first_copy(audit_sink: SqliteStore) -> None:
+    await audit_sink.write([row("a1", 1.0, status=200)])
+    await audit_sink.write([row("a1", 1.0, status=500)])
+    (only,) = await audit_sink.query_audit(AuditQuery())
+    assert only["status"] == 200
+
+
+async def test_an_empty_batch_is_fine(audit_sink: SqliteStore) -> None:
+    await audit_sink.write([])
+    assert await ids(audit_sink) == []
+
+
+async def test_a_large_batch_lands_whole(audit_sink: SqliteStore) -> None:
+    await audit_sink.write([row(f"a{i:05d}", float(i)) for i in range(5000)])
+    assert len(await ids(audit_sink, AuditQuery(limit=MAX_AUDIT_ROWS))) == 5000
+
+
+async def test_a_batch_with_a_bad_record_writes_nothing(audit_sink: SqliteStore) -> None:
+    bad = {"id": "a2", "ts": 2.0, "decision": "allowed"}  # no status
+    with pytest.raises(ValueError, match="status"):
+        await audit_sink.write([row("a1", 1.0), bad])
+    assert await ids(audit_sink) == []
+
+
+FOUR = [
+    row("a1", 1.0),
+    row("a2", 2.0, consumer="bob", decision="auth_failed:bad_secret", status=401),
+    row("a3", 3.0, route="admin"),
+    row("a4", 4.0, consumer=None, route=None, decision="route.not_found", status=404),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    (AuditQuery(), ["a1", "a2", "a3", "a4"]),
+    (AuditQuery(consumer_id="bob"), ["a2"]),
+    (AuditQuery(route="admin"), ["a3"]),
+    (AuditQuery(decision="auth_failed:bad_secret"), ["a2"]),
+    (AuditQuery(since=2.0), ["a2", "a3", "a4"]),
+    (AuditQuery(until=3.0), ["a1", "a2"]),
+    (AuditQuery(since=2.0, until=4.0), ["a2", "a3"]),
+    (AuditQuery(consumer_id="acme", route="orders"), ["a1"]),
+    (AuditQuery(limit=2), ["a1", "a2"]),
+    (AuditQuery(limit=0), []),
+    (AuditQuery(limit=-1), []),
+    (AuditQuery(consumer_id="' OR '1'='1"), []),
+], ids=["all", "consumer", "route", "decision", "since-inclusive", "until-exclusive", "window", "combined",
+        "limit", "limit-zero", "negative-limit-is-not-unlimited", "injection-is-a-value"])
+async def test_query_audit_filters(audit_sink: SqliteStore, query: AuditQuery, expected: list[str]) -> None:
+    await audit_sink.write(FOUR)
+    assert await ids(audit_sink, query) == expected
+
+
+async def test_a_query_never_returns_more_than_the_cap(audit_sink: SqliteStore) -> None:
+    await audit_sink.write([row(f"a{i:05d}", float(i)) for i in range(MAX_AUDIT_ROWS + 5)])
+    assert len(await ids(audit_sink, AuditQuery(limit=10 * MAX_AUDIT_ROWS))) == MAX_AUDIT_ROWS
+
+
+async def test_audit_survives_a_reopen(open_sink: Opener) -> None:
+    sink = await open_sink()
+    try:
+        await sink.write(FOUR)
+    finally:
+        await sink.aclose()
+    sink = await open_sink()
+    try:
+        assert await ids(sink) == ["a1", "a2", "a3", "a4"]
+    finally:
+        await sink.aclose()
+
+
+async def test_writing_to_a_closed_sink_is_unavailable(open_sink: Opener) -> None:
+    sink = await open_sink()
+    await sink.aclose()
+    with pytest.raises(StoreUnavailable):
+        await sink.write([row("a1", 1.0)])

@@ -1,0 +1,52 @@
+"""The admin listener's answers: readiness follows the store; revocation takes effect at once."""
+
+from __future__ import annotations
+
+import httpx
+from tests.conftest import GatewayFactory, UpstreamServer, gateway_yaml
+
+from portcullis.admin.app import create_admin_app
+
+ROUTES = """
+routes:
+  - {name: orders, path: "/orders/{order_id}", upstream: api}
+"""
+
+
+async def test_readyz_reports_an_unreachable_store_with_503(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
+    admin = httpx.AsyncClient(transport=httpx.ASGITransport(create_admin_app(gw.app)), base_url="http://admin")
+    async with admin:
+        assert (await admin.get("/readyz")).status_code == 200
+        await gw.services.store.aclose()
+        r = await admin.get("/readyz")
+    assert r.status_code == 503
+    assert r.json() == {"status": "not_ready", "checks": {"config": "ok", "store": "unavailable"}}
+
+
+async def test_revoking_through_the_admin_api_refuses_the_next_request(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
+    key = await gw.key("alice")
+    assert (await gw.client.get("/orders/1", headers={"X-API-Key": key})).status_code == 200
+    admin = httpx.AsyncClient(transport=httpx.ASGITransport(create_admin_app(gw.app)), base_url="http://admin")
+    async with admin:
+        r = await admin.post(f"/keys/{key.split('_')[1]}/revoke")
+        assert r.status_code == 200
+        assert (await admin.post("/keys/nosuchkey000/revoke")).status_code == 404
+    assert (await gw.client.get("/orders/1", headers={"X-API-Key": key})).status_code == 401
+
+
+async def test_metrics_count_auth_failures_by_reason_and_limits_by_name(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
+    await gw.client.get("/orders/1")
+    await gw.client.get("/orders/1", headers={"X-API-Key": "nope"})
+    text = gw.services.metrics.render().decode()
+    assert 'portcullis_auth_failures_total{reason="missing_credentials"} 1.0' in text
+    assert 'portcullis_auth_failures_total{reason="malformed_key"} 1.0' in text
+    assert 'portcullis_requests_total{decision="auth_failed",route="orders",status="401"} 2.0' in text

@@ -1,0 +1,215 @@
+"""``portcullis serve`` as an operator runs it: a real process, signals, probes, metrics, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import os
+import re
+import signal
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from tests.conftest import PEPPER, UpstreamServer
+
+READY = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+) \(admin http://127\.0\.0\.1:(\d+)\)")
+
+
+def config_text(upstream_url: str, *, extra_routes: str = "", listen_extra: str = "") -> str:
+    return f"""
+version: 1
+listen: {{host: 127.0.0.1, port: 0, graceful_timeout: 10s{listen_extra}}}
+admin: {{host: 127.0.0.1, port: 0}}
+keys: {{pepper: "{PEPPER}"}}
+store: {{url: "sqlite:///gw.db"}}
+audit: {{file: audit.jsonl, flush_interval: 0.1s}}
+upstreams:
+  api: {{url: "{upstream_url}"}}
+routes:
+  - {{name: open, path: "/open/{{rest:path}}", upstream: api, auth: none}}
+{extra_routes}"""
+
+
+@dataclass
+class Served:
+    proc: asyncio.subprocess.Process
+    base: str
+    admin: str
+    config: Path
+    cwd: Path
+
+
+async def start(cwd: Path, text: str) -> Served:
+    config = cwd / "portcullis.yaml"
+    await asyncio.to_thread(config.write_text, text)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "portcullis", "serve", str(config), "--log-level", "warning",
+        cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(20):
+        while True:
+            line = (await proc.stdout.readline()).decode()
+            if not line:
+                raise AssertionError("gateway exited before it was ready")
+            if m := READY.search(line):
+                scheme, port, admin = m.groups()
+                return Served(proc, f"{scheme}://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", config, cwd)
+
+
+@pytest.fixture
+async def served(tmp_path: Path, upstream: UpstreamServer) -> AsyncIterator[Served]:
+    s = await start(tmp_path, config_text(upstream.url))
+    yield s
+    if s.proc.returncode is None:
+        s.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            await s.proc.wait()
+
+
+async def test_probes_and_metrics_answer_on_the_admin_listener(served: Served) -> None:
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(served.base + "/open/x")).status_code == 200
+        assert (await client.get(served.admin + "/healthz")).json() == {"status": "ok"}
+        ready = await client.get(served.admin + "/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"] == {"config": "ok", "store": "ok"}
+        metrics = (await client.get(served.admin + "/metrics")).text
+        assert 'portcullis_requests_total{decision="allowed",route="open",status="200"} 1.0' in metrics
+        assert "portcullis_upstream_duration_seconds_bucket" in metrics
+        # the admin endpoints are not on the API listener
+        assert (await client.get(served.base + "/metrics")).status_code == 404
+
+
+async def test_sighup_applies_a_valid_config_and_keeps_the_old_one_on_error(
+    served: Served, upstream: UpstreamServer
+) -> None:
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(served.base + "/new")).status_code == 404
+        good = config_text(upstream.url, extra_routes='  - {name: new, path: "/new", upstream: api, auth: none}\n')
+        await asyncio.to_thread(served.config.write_text, good)
+        served.proc.send_signal(signal.SIGHUP)
+        async with asyncio.timeout(10):
+            while (await client.get(served.base + "/new")).status_code != 200:
+                await asyncio.sleep(0.05)
+        await asyncio.to_thread(served.config.write_text, good + "  - {name: broken, path: nope}\n")
+        served.proc.send_signal(signal.SIGHUP)
+        async with asyncio.timeout(10):
+            while 'portcullis_config_reloads_total{result="rejected"} 1.0' not in (
+                await client.get(served.admin + "/metrics")
+            ).text:
+                await asyncio.sleep(0.05)
+        assert (await client.get(served.base + "/new")).status_code == 200
+        assert (await client.get(served.base + "/open/still")).status_code == 200
+
+
+async def test_admin_reload_reports_a_refused_config(served: Served, upstream: UpstreamServer) -> None:
+    await asyncio.to_thread(served.config.write_text, "routes: [}")
+    async with httpx.AsyncClient() as client:
+        r = await client.post(served.admin + "/reload")
+        assert r.status_code == 422 and r.json()["status"] == "rejected"
+        assert (await client.get(served.base + "/open/x")).status_code == 200
+
+
+async def test_graceful_shutdown_finishes_in_flight_requests_and_writes_every_audit_record(
+    tmp_path: Path, upstream: UpstreamServer
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await release.wait()
+        return web.json_response({"slow": True})
+
+    upstream.responses["/open/slow"] = slow
+    served = await start(tmp_path, config_text(upstream.url))
+    async with httpx.AsyncClient(timeout=20) as client:
+        results = await asyncio.gather(*(client.get(served.base + f"/open/{i}") for i in range(50)))
+        assert all(r.status_code == 200 for r in results)
+        in_flight = asyncio.create_task(client.get(served.base + "/open/slow"))
+        async with asyncio.timeout(10):
+            while not any(s.raw_path == "/open/slow" for s in upstream.seen):
+                await asyncio.sleep(0.01)
+        served.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)  # let the server stop accepting before the slow upstream answers
+        release.set()
+        slow_response = await in_flight
+    assert slow_response.status_code == 200
+    async with asyncio.timeout(20):
+        assert await served.proc.wait() == 0
+    text = await asyncio.to_thread((tmp_path / "audit.jsonl").read_text)
+    records = [orjson.loads(line) for line in text.splitlines()]
+    assert len(records) == 51
+    assert len({r["id"] for r in records}) == 51
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+async def test_tls_termination_serves_https_with_hsts(tmp_path: Path, upstream: UpstreamServer) -> None:
+    cert, key = await asyncio.to_thread(_self_signed, tmp_path)
+    served = await start(tmp_path, config_text(
+        upstream.url, listen_extra=f', tls: {{cert_file: "{cert}", key_file: "{key}"}}'))
+    try:
+        assert served.base.startswith("https://")
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cert))) as client:
+            r = await client.get(served.base + "/open/x")
+        assert r.status_code == 200
+        assert r.headers["strict-transport-security"].startswith("max-age=31536000")
+        assert upstream.seen[-1].header("x-forwarded-proto") == "https"
+    finally:
+        served.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            await served.proc.wait()
+
+
+async def test_an_invalid_config_refuses_to_start_with_the_path_in_the_message(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    await asyncio.to_thread(config.write_text, "upstreams: {}\nroutes: [{name: r, path: /r, upstream: nope, auth: none}]\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "portcullis", "serve", str(config), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 2
+    assert b"no upstream named 'nope'" in out
+    assert b"Traceback" not in out
+
+
+async def test_two_workers_share_the_listener_and_stop_cleanly(tmp_path: Path, upstream: UpstreamServer) -> None:
+    served = await start(tmp_path, config_text(upstream.url, listen_extra=", workers: 2"))
+    async with httpx.AsyncClient(timeout=20) as client:
+        results = await asyncio.gather(*(client.get(served.base + f"/open/{i}") for i in range(40)))
+    assert [r.status_code for r in results] == [200] * 40
+    served.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        assert await served.proc.wait() == 0
+    text = await asyncio.to_thread((tmp_path / "audit.jsonl").read_text)
+    assert len(text.splitlines()) == 40

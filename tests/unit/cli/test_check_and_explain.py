@@ -1,0 +1,90 @@
+"""``portcullis check`` and ``portcullis explain``: what an operator reads when a request is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from portcullis.cli.main import app
+
+ROOT = Path(__file__).resolve().parents[3]
+ENV = {"PORTCULLIS_KEY_PEPPER": "p" * 40, "IDP_HS_SECRET": "s" * 40, "COLUMNS": "300"}
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env=ENV, terminal_width=200)
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("example", ["quickstart.yaml", "reference.yaml"])
+def test_check_accepts_the_shipped_examples(example: str) -> None:
+    code, out = run("check", str(ROOT / "examples" / example))
+    assert code == 0, out
+    assert "is valid" in out
+
+
+def test_check_lists_each_route_with_its_protections() -> None:
+    code, out = run("check", str(ROOT / "examples" / "quickstart.yaml"))
+    assert code == 0
+    for text in ("orders-read", "orders:read", "orders-per-consumer", "none (public)", "auth.api_key", "limit.rate"):
+        assert text in out, text
+
+
+def test_check_reports_errors_with_their_path_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstreams: {a: {url: 'http://127.0.0.1:1'}}\nroutes: [{name: r, path: /r, upstream: a, auth: none, cors: {allow_origins: ['*'], allow_credentials: true}}]\n")
+    code, out = run("check", str(bad))
+    assert code == 2
+    assert "routes[0].cors" in out and "credentialed" in out
+    assert "Traceback" not in out
+
+
+def test_explain_shows_canonical_path_route_and_chain() -> None:
+    code, out = run("explain", str(ROOT / "examples" / "quickstart.yaml"), "GET", "/x/../orders//./42")
+    assert code == 0, out
+    assert "canonical: /orders/42\n" in out
+    assert "route:     orders-read" in out
+
+
+def test_explain_a_matching_request() -> None:
+    code, out = run("explain", str(ROOT / "examples" / "quickstart.yaml"), "GET", "/orders/%7E42?x=1")
+    assert code == 0, out
+    assert "canonical: /orders/~42?x=1" in out
+    assert "route:     orders-read" in out
+    assert "order_id='~42'" in out
+    chain = out[out.index("chain:"):]
+    assert chain.index("auth.api_key") < chain.index("authz.scopes") < chain.index("limit.rate")
+
+
+@pytest.mark.parametrize(("target", "reason"), [
+    ("/orders/%2e%2e/%2e%2e/admin", "above_root"),
+    ("/orders/a%2fb", "encoded_slash"),
+    ("/orders/..;/admin", "path_param"),
+])
+def test_explain_names_why_a_target_is_rejected(target: str, reason: str) -> None:
+    code, out = run("explain", str(ROOT / "examples" / "quickstart.yaml"), "GET", target)
+    assert code == 3
+    assert "request.target_invalid" in out and reason in out
+
+
+def test_explain_absolute_form_with_another_host_is_rejected() -> None:
+    code, out = run("explain", str(ROOT / "examples" / "quickstart.yaml"), "GET", "http://evil.example/orders/1",
+                    "--header", "Host: api.example.com")
+    assert code == 3
+    assert "host_mismatch" in out
+
+
+def test_explain_wrong_method_lists_the_allowed_ones() -> None:
+    code, out = run("explain", str(ROOT / "examples" / "quickstart.yaml"), "DELETE", "/orders/1")
+    assert code == 3
+    assert "405" in out and "GET" in out
+
+
+def test_config_reference_is_fresh() -> None:
+    code, out = run("config-reference")
+    assert code == 0
+    committed = (ROOT / "docs" / "config-reference.md").read_text(encoding="utf-8")
+    assert out == committed, "docs/config-reference.md is stale: run `portcullis config-reference --output docs/config-reference.md`"

@@ -1,0 +1,152 @@
+"""Config loading: errors name the path, env interpolation is safe, and defaults deny."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from portcullis.config.loader import load_config, load_config_text
+from portcullis.config.model import AuthConfig
+from portcullis.errors import ConfigError
+
+PEPPER = "p" * 40
+BASE = f"""
+keys: {{pepper: "{PEPPER}"}}
+upstreams: {{api: {{url: "http://127.0.0.1:9000"}}}}
+"""
+
+
+def load(extra: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return load_config_text(BASE + extra, env=env or {})
+
+
+def error_of(extra: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(extra, env)
+    return str(info.value)
+
+
+def test_a_route_without_auth_requires_an_api_key() -> None:
+    cfg = load("routes: [{name: r, path: /r, upstream: api}]")
+    assert isinstance(cfg.routes[0].auth, AuthConfig)
+    assert cfg.routes[0].auth.api_key is not None
+    assert not cfg.routes[0].is_public
+
+
+def test_a_public_route_must_say_auth_none() -> None:
+    cfg = load("routes: [{name: r, path: /r, upstream: api, auth: none}]")
+    assert cfg.routes[0].is_public
+
+
+def test_an_empty_auth_block_is_an_error_not_a_public_route() -> None:
+    assert "auth: none" in error_of("routes: [{name: r, path: /r, upstream: api, auth: {}}]")
+
+
+def test_unknown_keys_are_errors_naming_the_path() -> None:
+    message = error_of("routes: [{name: r, path: /r, upstream: api, authz: {scopes_all: [a]}}]")
+    assert "routes[0].authz" in message
+
+
+def test_errors_name_the_nested_path() -> None:
+    message = error_of("routes: [{name: r, path: /r, upstream: api, rate_limits: [{name: l, key: ip, rates: [lots]}]}]")
+    assert "routes[0].rate_limits[0].rates[0]" in message
+    assert "rate such as" in message
+
+
+def test_an_unknown_upstream_is_an_error() -> None:
+    assert "no upstream named 'nope'" in error_of("routes: [{name: r, path: /r, upstream: nope}]")
+
+
+def test_env_interpolation_fills_values_and_defaults() -> None:
+    cfg = load_config_text(
+        "keys: {pepper: '${PEP}'}\nupstreams: {api: {url: '${UP:-http://127.0.0.1:7000}'}}\n"
+        "routes: [{name: r, path: /r, upstream: api}]",
+        env={"PEP": PEPPER},
+    )
+    assert cfg.keys is not None and cfg.keys.pepper.get_secret_value() == PEPPER
+    assert cfg.upstreams["api"].url == "http://127.0.0.1:7000"
+
+
+def test_a_missing_env_var_names_the_path_and_not_a_value() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text("keys: {pepper: '${MISSING_PEPPER}'}\nupstreams: {}\nroutes: []", env={})
+    assert "keys.pepper" in str(info.value) and "MISSING_PEPPER" in str(info.value)
+
+
+def test_an_env_value_cannot_inject_yaml_structure() -> None:
+    cfg = load_config_text(
+        "keys: {pepper: '" + PEPPER + "'}\nupstreams: {api: {url: 'http://127.0.0.1:1'}}\n"
+        "routes: [{name: r, path: /r, upstream: api, hosts: ['${HOST}']}]",
+        env={"HOST": "a.example\n    auth: none"},
+    )
+    assert not cfg.routes[0].is_public
+
+
+def test_secret_values_never_appear_in_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text("keys: {pepper: 'short-secret-value'}\nupstreams: {}\nroutes: [{name: r, path: /r, upstream: x}]")
+    assert "short-secret-value" not in str(info.value)
+    assert "keys.pepper" in str(info.value)
+
+
+@pytest.mark.parametrize(("snippet", "expected"), [
+    pytest.param("cors: {allow_origins: ['*'], allow_credentials: true}", "credentialed", id="credentialed-wildcard-cors"),
+    pytest.param("cors: {allow_origins: ['https://a.example/path']}", "no path", id="origin-with-path"),
+    pytest.param("path: '/a/../b'", "path template", id="dot-segments-in-template"),
+    pytest.param("path: '/a/{rest:path}/b'", "last segment", id="path-param-not-last"),
+])
+def test_insecure_or_ambiguous_route_settings_are_refused(snippet: str, expected: str) -> None:
+    route = "{name: r, path: /r, upstream: api, " + snippet + "}" if not snippet.startswith("path") else \
+        "{name: r, upstream: api, " + snippet + "}"
+    assert expected in error_of(f"routes: [{route}]")
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
+def test_the_none_algorithm_is_refused_in_any_spelling(alg: str) -> None:
+    message = error_of(f"""
+jwt_issuers: [{{name: idp, issuer: i, audiences: [a], algorithms: [{alg}], keys: [{{kty: oct}}]}}]
+routes: [{{name: r, path: /r, upstream: api, auth: {{jwt: {{}}}}}}]
+""")
+    assert "none" in message
+
+
+def test_hmac_and_asymmetric_algorithms_cannot_mix() -> None:
+    message = error_of("""
+jwt_issuers: [{name: idp, issuer: i, audiences: [a], algorithms: [RS256, HS256], jwks_uri: "https://idp/jwks"}]
+routes: [{name: r, path: /r, upstream: api, auth: {jwt: {}}}]
+""")
+    assert "both HMAC" in message
+
+
+def test_plain_http_jwks_needs_an_explicit_opt_in() -> None:
+    message = error_of("""
+jwt_issuers: [{name: idp, issuer: i, audiences: [a], algorithms: [RS256], jwks_uri: "http://idp/jwks"}]
+routes: [{name: r, path: /r, upstream: api, auth: {jwt: {}}}]
+""")
+    assert "https" in message
+
+
+def test_api_key_routes_need_a_pepper() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text("upstreams: {api: {url: 'http://127.0.0.1:1'}}\nroutes: [{name: r, path: /r, upstream: api}]")
+    assert "keys.pepper" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "reference.yaml"])
+def test_shipped_examples_are_valid(name: str) -> None:
+    path = Path(__file__).resolve().parents[3] / "examples" / name
+    cfg = load_config(path, env={"PORTCULLIS_KEY_PEPPER": PEPPER, "IDP_HS_SECRET": "s" * 40})
+    assert cfg.routes
+
+
+def test_units_are_converted_at_load() -> None:
+    cfg = load("""
+listen: {max_header_bytes: 8KiB, graceful_timeout: 1m}
+routes: [{name: r, path: /r, upstream: api, request: {max_body_bytes: 2MiB},
+          rate_limits: [{name: l, key: ip, rates: ["10/second", "20/10s", "5000/hour"]}]}]
+""")
+    assert cfg.listen.max_header_bytes == 8192
+    assert cfg.listen.graceful_timeout == 60.0
+    assert cfg.routes[0].request.max_body_bytes == 2 * 1024 * 1024
+    assert [(r.limit, r.window_s) for r in cfg.routes[0].rate_limits[0].rates] == [(10, 1.0), (20, 10.0), (5000, 3600.0)]
