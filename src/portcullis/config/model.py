@@ -346,6 +346,9 @@ class UpstreamConfig(_Model):
     read_timeout: Duration = Field("30s", description="Timeout between bytes of the response.")
     total_timeout: Duration = Field("60s", description="Timeout for the whole exchange.")
     pool_size: int = Field(100, ge=1, description="Most pooled keep-alive connections to this upstream.")
+    idle_timeout: Duration = Field(
+        "30s", description="Close a pooled connection idle this long instead of reusing it."
+    )
     verify_tls: bool = Field(True, description="Verify the upstream certificate over https.")
     ca_file: str | None = Field(None, description="CA bundle for the upstream certificate.")
     preserve_host: bool = Field(False, description="Send the client's Host instead of the upstream's.")

@@ -58,6 +58,9 @@ from portcullis.identity.principal import Principal
 __all__ = ["JwtVerifier"]
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]*$")
+# Claims that become upstream header values (X-Consumer-Id, -Scopes, -Roles): no control characters,
+# so a token cannot smuggle a CR/LF into the forwarded request, and a bounded length.
+_HEADER_SAFE = re.compile(r"^[^\x00-\x1f\x7f]{1,256}\Z")
 _ACCEPTED_TYP = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})  # RFC 9068 section 2.1
 _LATEST_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z; larger values are nonsense, not "never"
 
@@ -354,16 +357,22 @@ def _string_set(value: Any) -> frozenset[str]:
     if value is None:
         return frozenset()
     if isinstance(value, str):
-        return frozenset(value.split())
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return frozenset(value)
-    raise Unauthenticated("malformed_token")
+        items = value.split()
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = value
+    else:
+        raise Unauthenticated("malformed_token")
+    if not all(_HEADER_SAFE.match(v) for v in items):
+        raise Unauthenticated("malformed_token")
+    return frozenset(items)
 
 
 def _principal(claims: dict[str, Any], issuer: _Issuer) -> Principal:
     consumer = claims.get(issuer.consumer_claim)
     if not isinstance(consumer, str) or not consumer:
         raise Unauthenticated("missing_claim")
+    if not _HEADER_SAFE.match(consumer):
+        raise Unauthenticated("malformed_token")
     scopes = claims.get(issuer.scopes_claim)
     if scopes is None:
         scopes = claims.get("scp")

@@ -35,8 +35,8 @@ from portcullis.policies.validate import BodyPolicy
 from portcullis.stores.base import AuditSink
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.sqlite import SqliteStore
-from portcullis.upstream.aiohttp_upstream import AiohttpUpstream
 from portcullis.upstream.base import Timeouts, Upstream
+from portcullis.upstream.http1 import Http1Upstream
 
 __all__ = ["Verifiers", "build_runtime", "effective_request", "open_services", "plan_chain"]
 
@@ -137,7 +137,9 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
     """Compile everything ``config`` describes. Raises only for programming errors: the config is valid."""
     verifiers = _build_verifiers(config, services)
     upstreams: dict[str, Upstream] = {
-        name: AiohttpUpstream(u.url, pool_size=u.pool_size, verify_tls=u.verify_tls, ca_file=u.ca_file)
+        name: Http1Upstream(
+            u.url, pool_size=u.pool_size, verify_tls=u.verify_tls, ca_file=u.ca_file, idle_timeout_s=u.idle_timeout
+        )
         for name, u in config.upstreams.items()
     }
     routes: dict[str, CompiledRoute] = {}

@@ -23,13 +23,14 @@ class ForwardHeaders:
     __slots__ = ("_drop_always", "_forward_identity", "_upstream_host")
 
     def __init__(self, *, upstream_host: str | None, forward_identity: bool) -> None:
-        self._upstream_host = upstream_host  # None: keep the client's Host (preserve_host)
+        # None: keep the client's Host (preserve_host)
+        self._upstream_host = upstream_host.encode("latin-1") if upstream_host is not None else None
         self._forward_identity = forward_identity
         self._drop_always = HOP_BY_HOP | GATEWAY_SET_HEADERS | {b"host", b"content-length"}
 
     def build(
         self, ctx: RequestContext, *, peer: str | None, peer_trusted: bool, body_length: int | None
-    ) -> list[tuple[str, str]]:
+    ) -> list[tuple[bytes, bytes]]:
         """Headers for the upstream. Behind a trusted proxy, ``X-Forwarded-For`` keeps the chain it
         received and appends the peer; otherwise it is exactly the client address."""
         drop = self._drop_always
@@ -40,34 +41,34 @@ class ForwardHeaders:
             drop = drop | named
         if ctx.strip_request_headers:
             drop = drop | ctx.strip_request_headers
-        out: list[tuple[str, str]] = []
-        prior_xff: list[str] = []
+        out: list[tuple[bytes, bytes]] = []
+        prior_xff: list[bytes] = []
         for name, value in ctx.headers:
             if name in drop:
                 if peer_trusted and name == b"x-forwarded-for":
-                    prior_xff.append(value.decode("latin-1"))
+                    prior_xff.append(value)
                 continue
-            out.append((name.decode("latin-1"), value.decode("latin-1")))
-        host = self._upstream_host if self._upstream_host is not None else (ctx.host or "")
-        out.append(("host", host))
+            out.append((name, value))
+        host = self._upstream_host if self._upstream_host is not None else (ctx.host or "").encode("latin-1")
+        out.append((b"host", host))
         if body_length is not None:
-            out.append(("content-length", str(body_length)))
-        chain = ", ".join([*prior_xff, peer or ctx.client_ip]) if prior_xff else ctx.client_ip
-        out.append(("x-forwarded-for", chain))
-        out.append(("x-forwarded-proto", ctx.scheme))
+            out.append((b"content-length", b"%d" % body_length))
+        client = (peer or ctx.client_ip).encode("latin-1")
+        out.append((b"x-forwarded-for", b", ".join([*prior_xff, client]) if prior_xff else ctx.client_ip.encode()))
+        out.append((b"x-forwarded-proto", ctx.scheme.encode()))
         if ctx.host:
-            out.append(("x-forwarded-host", ctx.host))
-        out.append(("x-request-id", ctx.request_id))
+            out.append((b"x-forwarded-host", ctx.host.encode("latin-1")))
+        out.append((b"x-request-id", ctx.request_id.encode()))
         principal = ctx.principal
         if self._forward_identity and principal is not None:
-            out.append(("x-consumer-id", principal.consumer_id))
-            out.append(("x-credential-method", principal.method))
+            out.append((b"x-consumer-id", principal.consumer_id.encode()))
+            out.append((b"x-credential-method", principal.method.encode()))
             if principal.scopes:
-                out.append(("x-consumer-scopes", " ".join(sorted(principal.scopes))))
+                out.append((b"x-consumer-scopes", " ".join(sorted(principal.scopes)).encode()))
             if principal.roles:
-                out.append(("x-consumer-roles", " ".join(sorted(principal.roles))))
+                out.append((b"x-consumer-roles", " ".join(sorted(principal.roles)).encode()))
             if principal.key_id:
-                out.append(("x-key-id", principal.key_id))
+                out.append((b"x-key-id", principal.key_id.encode()))
         return out
 
 

@@ -89,7 +89,7 @@ class AiohttpUpstream:
             resp = await self._get_session().request(
                 request.method,
                 yarl.URL(self._base_url + request.path_and_query, encoded=True),
-                headers=request.headers,
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
                 data=request.body,
                 timeout=timeout,
                 allow_redirects=False,

@@ -27,7 +27,7 @@ class Timeouts:
 class UpstreamRequest:
     method: str
     path_and_query: str
-    headers: list[tuple[str, str]]
+    headers: list[tuple[bytes, bytes]]  # lower-case names, already free of hop-by-hop headers
     body: AsyncIterator[bytes] | bytes | None
 
 
