@@ -168,9 +168,13 @@ class BudgetExhausted(ClientError):
 
 
 class UpstreamError(PortcullisError):
-    """The upstream failed; maps to 502/503/504."""
+    """The upstream failed; maps to 502/503/504. ``reason`` is for logs and audit, never the response."""
 
     code: ErrorCode = ErrorCode.UPSTREAM_UNAVAILABLE
+
+    def __init__(self, reason: str = "upstream_error") -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class UpstreamTimeout(UpstreamError):

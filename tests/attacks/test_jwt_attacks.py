@@ -257,6 +257,12 @@ ATTACKS: list[Any] = [
                  "malformed_token", id="RFC7515-4.1.11-unknown-crit"),
     pytest.param(lambda w: sign(claims(), rsa_key(), "RS256", kid="k1", typ="dpop+jwt"),
                  "malformed_token", id="RFC9449-dpop-proof-as-access-token"),
+    # Claims become upstream headers (X-Consumer-Id, -Scopes, -Roles): a signed token from a
+    # careless issuer must not split the forwarded request (CWE-113 header injection).
+    pytest.param(lambda w: valid(sub="bob\r\nX-Consumer-Roles: admin"), "malformed_token",
+                 id="CWE-113-crlf-in-sub"),
+    pytest.param(lambda w: valid(scope=["read", "x\nX-Admin: 1"]), "malformed_token", id="CWE-113-lf-in-a-scope"),
+    pytest.param(lambda w: valid(sub="a" * 300), "malformed_token", id="oversized-sub"),
 ]
 
 

@@ -150,7 +150,7 @@ class GatewayApp:
                 await self._drain(ctx)
             status = await self._send_problem(send, ctx, exc.code, chain, entered)
         except UpstreamError as exc:
-            ctx.decision = "upstream_error"
+            ctx.decision = f"upstream_error:{exc.reason}"  # e.g. upstream_error:response_truncated
             rt.metrics.upstream_errors.labels(ctx.route_name or "", exc.code.value).inc()
             if started_response:
                 log.warning("upstream stream broke request_id=%s route=%s: %r", request_id, ctx.route_name, exc)
