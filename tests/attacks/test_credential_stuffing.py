@@ -68,3 +68,34 @@ async def test_requests_without_credentials_are_limited_per_ip(
     statuses = [(await gw.client.get("/orders/1")).status_code for _ in range(35)]
     assert statuses.count(401) == 30
     assert statuses[30:] == [429] * 5
+
+
+async def test_a_cut_off_ip_is_refused_even_with_a_valid_cached_key(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    # Otherwise the limit is an oracle: wrong guesses answer 429 and the right one 200.
+    gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
+    good = await gw.key("alice")
+    assert (await gw.client.get("/orders/1", headers={"X-API-Key": good})).status_code == 200  # now cached
+    wrong_secret = good[: -1] + ("A" if good[-1] != "A" else "B")
+    statuses = [(await gw.client.get("/orders/1", headers={"X-API-Key": wrong_secret})).status_code
+                for _ in range(25)]
+    assert statuses[:20] == [401] * 20 and statuses[20:] == [429] * 5
+    assert (await gw.client.get("/orders/1", headers={"X-API-Key": good})).status_code == 429
+    gw.clock.advance(61)
+    assert (await gw.client.get("/orders/1", headers={"X-API-Key": good})).status_code == 200
+
+
+async def test_a_burst_of_valid_requests_on_a_cold_cache_is_not_taken_for_guessing(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    # 50 connections opening at once with one valid key must not spend the failed-auth budget
+    # (20/minute here): concurrent lookups of one credential share one reservation.
+    gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
+    good = await gw.key("alice")
+    responses = await asyncio.gather(*(gw.client.get("/orders/1", headers={"X-API-Key": good}) for _ in range(50)))
+    assert [r.status_code for r in responses] == [200] * 50
+    # and the budget is untouched: 20 wrong keys still answer 401, the 21st 429
+    statuses = [(await gw.client.get("/orders/1", headers={"X-API-Key": "pcl_aaaaaaaaaaaa_" + "b" * 43})).status_code
+                for _ in range(21)]
+    assert statuses == [401] * 20 + [429]

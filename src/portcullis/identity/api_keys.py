@@ -152,7 +152,23 @@ class ApiKeyVerifier:
     async def verify(self, presented: str) -> Principal:
         """Check a presented key. Raises ``Unauthenticated`` or, from the store, ``StoreUnavailable``."""
         key_id, secret = parse_api_key(presented)
-        record = await self._lookup(key_id)
+        return self._check(key_id, secret, await self._lookup(key_id))
+
+    def verify_cached(self, presented: str) -> Principal | None:
+        """``verify`` without I/O: the answer when the key's record (or its absence) is cached,
+        ``None`` when only the store can tell. The auth policy uses it to skip the failed-auth
+        shield for keys it already knows."""
+        key_id, secret = parse_api_key(presented)
+        now = self._clock.monotonic()
+        found = self._found.get(key_id)
+        if found is not None and found[0] > now:
+            return self._check(key_id, secret, found[1])
+        unknown_until = self._unknown.get(key_id)
+        if unknown_until is not None and unknown_until > now:
+            raise Unauthenticated("unknown_key")
+        return None
+
+    def _check(self, key_id: str, secret: str, record: ApiKeyRecord | None) -> Principal:
         if record is None:
             raise Unauthenticated("unknown_key")
         if not hmac.compare_digest(hash_secret(secret, self._pepper), record.secret_hash):

@@ -192,14 +192,10 @@ class JwtVerifier:
 
         ``allowed_issuers`` are issuer *names* a route accepts; ``None`` accepts every configured one.
         """
-        if len(token) > self._max_token_bytes:
-            raise Unauthenticated("token_too_large")
-        if not token.isascii():
-            raise Unauthenticated("malformed_token")
+        cached = self.verify_cached(token, allowed_issuers=allowed_issuers)
+        if cached is not None:
+            return cached
         digest = hashlib.sha256(token.encode("ascii")).digest()
-        hit = self._cache.get(digest, self._clock.wall())
-        if hit is not None and (allowed_issuers is None or hit[1] in allowed_issuers):
-            return hit[0]
         unverified = _split(token)
         candidates = self._select_issuers(unverified.payload, allowed_issuers)
         errors: list[Unauthenticated] = []
@@ -214,6 +210,17 @@ class JwtVerifier:
                 self._cache.put(digest, principal, issuer.name, exp)
             return principal
         raise errors[0]
+
+    def verify_cached(self, token: str, *, allowed_issuers: frozenset[str] | None = None) -> Principal | None:
+        """The principal of a token verified earlier and not yet expired, or ``None`` (no I/O)."""
+        if len(token) > self._max_token_bytes:
+            raise Unauthenticated("token_too_large")
+        if not token.isascii():
+            raise Unauthenticated("malformed_token")
+        hit = self._cache.get(hashlib.sha256(token.encode("ascii")).digest(), self._clock.wall())
+        if hit is not None and (allowed_issuers is None or hit[1] in allowed_issuers):
+            return hit[0]
+        return None
 
     async def aclose(self) -> None:
         """Stop JWKS fetches and close the HTTP session."""

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.writer import AuditWriter
-from portcullis.clock import Clock
+from portcullis.clock import Clock, SystemClock
 from portcullis.config.model import AuthConfig, GatewayConfig, RequestConfig, RouteConfig
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.identity.api_keys import ApiKeyVerifier
@@ -26,6 +26,7 @@ from portcullis.observability.metrics import GatewayMetrics
 from portcullis.pipeline.base import Policy
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.policies.auth import AuthenticationPolicy
+from portcullis.policies.auth_shield import FailedAuthShield, failed_auth_rule
 from portcullis.policies.authorize import AuthorizePolicy
 from portcullis.policies.cors import CorsPolicy
 from portcullis.policies.rate_limit import RateLimitPolicy
@@ -45,6 +46,7 @@ __all__ = ["Verifiers", "build_runtime", "effective_request", "open_services", "
 class Verifiers:
     keys: ApiKeyVerifier | None
     jwt: JwtVerifier | None
+    failed_auth: FailedAuthShield | None = None  # shared by every route; None in `portcullis check`
 
 
 async def open_services(config: GatewayConfig, *, clock: Clock, base_dir: Path | None = None) -> Services:
@@ -108,6 +110,9 @@ def plan_chain(
             accept_jwt=jwt_cfg is not None,
             jwt_issuers=frozenset(jwt_cfg.issuers) if jwt_cfg and jwt_cfg.issuers else None,
             shield=config.shield, limiter=limiter, metrics=metrics,
+            failed_auth=verifiers.failed_auth or FailedAuthShield(
+                failed_auth_rule(config.shield.failed_auth_rate), limiter, SystemClock()
+            ),
         ))
         if route.authorize is not None:
             policies.append(AuthorizePolicy(route.authorize))
@@ -130,7 +135,8 @@ def _build_verifiers(config: GatewayConfig, services: Services) -> Verifiers:
             cache_ttl_s=config.keys.cache_ttl,
         )
     jwt = JwtVerifier(config.jwt_issuers, clock=services.clock) if config.jwt_issuers else None
-    return Verifiers(keys=keys, jwt=jwt)
+    failed_auth = FailedAuthShield(failed_auth_rule(config.shield.failed_auth_rate), services.limiter, services.clock)
+    return Verifiers(keys=keys, jwt=jwt, failed_auth=failed_auth)
 
 
 def build_runtime(config: GatewayConfig, services: Services) -> Runtime:

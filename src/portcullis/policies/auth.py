@@ -3,8 +3,8 @@
 Why the shield lives here: credential stuffing and key guessing are stopped by counting per client
 IP *before* any lookup. A request with no credential spends from ``unauthenticated_rate``; a
 client IP that has spent ``failed_auth_rate`` gets 429 before its next key is even looked up, so
-10,000 guesses cost a few store queries, not 10,000. Each attempt reserves a failure before the
-lookup and gets it back on success, so parallel guesses cannot race past the count.
+10,000 guesses cost a few store queries, not 10,000. How failures are counted without taxing
+valid credentials is in ``auth_shield.py``.
 
 No oracles: an unknown key, a wrong secret, a bad signature and a disallowed algorithm all answer
 401 ``auth.invalid_credentials``; the reason goes to the audit. A missing credential answers 401
@@ -32,6 +32,7 @@ from portcullis.limiting.headers import retry_after_value
 from portcullis.limiting.limiter import LimitRule, MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.pipeline.base import Decision, PolicyBase, Reject, Stage
+from portcullis.policies.auth_shield import FailedAuthShield, Limited, Outcome
 
 __all__ = ["AuthenticationPolicy"]
 
@@ -52,6 +53,7 @@ class AuthenticationPolicy(PolicyBase):
         accept_jwt: bool,
         jwt_issuers: frozenset[str] | None,
         shield: ShieldConfig,
+        failed_auth: FailedAuthShield,
         limiter: MultiLimiter,
         metrics: GatewayMetrics,
     ) -> None:
@@ -61,6 +63,7 @@ class AuthenticationPolicy(PolicyBase):
         self._jwt_verifier = jwt_verifier
         self._jwt_issuers = jwt_issuers
         self._limiter = limiter
+        self._failed_auth = failed_auth
         self._metrics = metrics
         self._accept_jwt = accept_jwt
         methods = [m for m, on in (("api_key", api_key is not None), ("jwt", accept_jwt)) if on]
@@ -68,10 +71,6 @@ class AuthenticationPolicy(PolicyBase):
         self._no_credential_rule = (
             LimitRule(name="shield.unauthenticated", windows=(shield.unauthenticated_rate,), burst=None)
             if shield.unauthenticated_rate else None
-        )
-        self._failed_rule = (
-            LimitRule(name="shield.failed_auth", windows=(shield.failed_auth_rate,), burst=None)
-            if shield.failed_auth_rate else None
         )
         challenges = []
         if api_key is not None:
@@ -86,8 +85,9 @@ class AuthenticationPolicy(PolicyBase):
         try:
             kind, credential = self._extract(ctx)
         except Unauthenticated as exc:
-            if self._failed_rule is not None:
-                await self._limiter.consume([(self._failed_rule, ctx.client_ip)])
+            limited = await self._failed_auth.failed(ctx.client_ip)
+            if limited is not None:
+                return self._too_many(ctx, "shield.failed_auth", limited.retry_after_s)
             return self._failed(exc.reason)
         if kind is None:
             if self._no_credential_rule is not None:
@@ -98,24 +98,30 @@ class AuthenticationPolicy(PolicyBase):
             return Reject(ErrorCode.AUTH_MISSING_CREDENTIALS, "auth_failed:missing_credentials",
                           self._missing_challenge)
         ctx.credential_presented = True
-        failed_hit = [(self._failed_rule, ctx.client_ip)] if self._failed_rule is not None else []
-        if failed_hit:
-            # Reserve a failure before the lookup and give it back on success: checking first and
-            # counting after would let parallel guesses all pass the check before any is counted.
-            decision = await self._limiter.consume(failed_hit)
-            if not decision.allowed:
-                return self._too_many(ctx, "shield.failed_auth", decision.retry_after_s)
+        ip = ctx.client_ip
+        limited = self._failed_auth.blocked(ip)
+        if limited is not None:
+            return self._too_many(ctx, "shield.failed_auth", limited.retry_after_s)
+        outcome: Outcome | None
         try:
-            principal = await self._verify(kind, credential)
+            outcome = self._verify_cached(kind, credential)
         except Unauthenticated as exc:
-            return self._failed(exc.reason)
-        except StoreUnavailable:
+            outcome = exc
+        if outcome is None:
+            outcome = await self._failed_auth.verify(ip, credential, lambda: self._verify(kind, credential))
+        elif isinstance(outcome, Unauthenticated):
+            limited = await self._failed_auth.failed(ip)
+            if limited is not None:
+                outcome = limited
+        if isinstance(outcome, Principal):
+            ctx.principal = outcome
+            return None
+        if isinstance(outcome, Limited):
+            return self._too_many(ctx, "shield.failed_auth", outcome.retry_after_s)
+        if isinstance(outcome, StoreUnavailable):
             # Auth never fails open: the store is down, so no one gets in (503, not 401).
             return Reject(ErrorCode.SERVICE_UNAVAILABLE, "auth_failed:store_unavailable")
-        if failed_hit:
-            await self._limiter.refund(failed_hit)
-        ctx.principal = principal
-        return None
+        return self._failed(outcome.reason)
 
     def _extract(self, ctx: RequestContext) -> tuple[str | None, str]:
         found: list[tuple[str, str]] = []
@@ -157,6 +163,16 @@ class AuthenticationPolicy(PolicyBase):
             return ()
         ctx.query = urlencode([(k, v) for k, v in pairs if k != param]).encode("latin-1")
         return [("api_key", k) for k in keys]
+
+    def _verify_cached(self, kind: str, credential: str) -> Principal | None:
+        """The answer without I/O when the verifier already knows the credential, else ``None``."""
+        if kind == "api_key":
+            if self._key_verifier is None:
+                raise Unauthenticated("method_not_allowed")
+            return self._key_verifier.verify_cached(credential)
+        if self._jwt_verifier is None:
+            raise Unauthenticated("method_not_allowed")
+        return self._jwt_verifier.verify_cached(credential, allowed_issuers=self._jwt_issuers)
 
     async def _verify(self, kind: str, credential: str) -> Principal:
         if kind == "api_key":
