@@ -34,29 +34,34 @@ UNKNOWN_CLIENT = "0.0.0.0"
 """The address reported when there is no usable socket peer (for example a Unix socket)."""
 
 _Address = IPv4Address | IPv6Address
+_MAX_CACHED_PEERS = 65_536
 
 
 class ClientAddressResolver:
     """Resolves the client address from the socket peer and X-Forwarded-For. Built once per config."""
 
-    __slots__ = ("_v4", "_v6")
+    __slots__ = ("_peers", "_v4", "_v6")
 
     def __init__(self, trusted_proxies: Sequence[IPv4Network | IPv6Network]) -> None:
         self._v4 = tuple(net for net in trusted_proxies if isinstance(net, IPv4Network))
         self._v6 = tuple(net for net in trusted_proxies if isinstance(net, IPv6Network))
+        # peer text -> (parsed, canonical text, trusted). Peers repeat on every keep-alive request;
+        # parsing with ipaddress costs more than the rest of this module. Bounded: cleared when full.
+        self._peers: dict[str, tuple[_Address | None, str, bool]] = {}
 
     def is_trusted(self, address: str | None) -> bool:
         """Whether ``address`` (a peer or hop, as text) is inside ``trusted_proxies``."""
-        parsed = _parse(address) if address else None
-        return parsed is not None and self._trusted(parsed)
+        return self._peer(address)[2] if address else False
 
     def resolve(self, peer: str | None, forwarded_for: Sequence[bytes]) -> str:
         """The client address. ``forwarded_for`` is every X-Forwarded-For line, in order."""
-        parsed_peer = _parse(peer) if peer else None
+        if not peer:
+            return UNKNOWN_CLIENT
+        parsed_peer, text, trusted = self._peer(peer)
         if parsed_peer is None:
             return UNKNOWN_CLIENT
-        if not (self._v4 or self._v6) or not forwarded_for or not self._trusted(parsed_peer):
-            return str(parsed_peer)
+        if not forwarded_for or not trusted:
+            return text
         believed = parsed_peer
         entries = b",".join(forwarded_for).split(b",")
         for raw in reversed(entries):
@@ -70,6 +75,17 @@ class ClientAddressResolver:
             if not self._trusted(hop):
                 break
         return str(believed)
+
+    def _peer(self, peer: str) -> tuple[_Address | None, str, bool]:
+        known = self._peers.get(peer)
+        if known is None:
+            parsed = _parse(peer)
+            known = (parsed, str(parsed) if parsed is not None else UNKNOWN_CLIENT,
+                     parsed is not None and self._trusted(parsed))
+            if len(self._peers) >= _MAX_CACHED_PEERS:
+                self._peers.clear()
+            self._peers[peer] = known
+        return known
 
     def _trusted(self, address: _Address) -> bool:
         networks: tuple[IPv4Network, ...] | tuple[IPv6Network, ...]

@@ -25,7 +25,6 @@ What this module refuses to do: keep or log a plaintext secret, tell a client wh
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import re
 import secrets
@@ -86,7 +85,7 @@ def parse_api_key(text: str) -> tuple[str, str]:
 
 def hash_secret(secret: str, pepper: bytes) -> str:
     """HMAC-SHA256(pepper, secret), hex: the only form of a secret that is stored."""
-    return hmac.new(pepper, secret.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(pepper, secret.encode(), "sha256").hex()  # one-shot C path: faster than hmac.new
 
 
 def issue_key(

@@ -12,7 +12,6 @@ route one path while forwarding another.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -22,6 +21,7 @@ from portcullis.http.context import RequestContext, ResponseHead
 from portcullis.http.headers import get_all, get_one
 from portcullis.http.problem import render_problem
 from portcullis.http.target import canonicalize_path, canonicalize_target
+from portcullis.ids import random_hex
 from portcullis.ingress.forward import response_headers
 from portcullis.ingress.router import RouteMatch
 from portcullis.ingress.runtime import CompiledRoute, Runtime
@@ -46,7 +46,7 @@ _DRAIN_LIMIT = 1024 * 1024
 
 
 def new_request_id() -> str:
-    return os.urandom(16).hex()
+    return random_hex(128)
 
 
 class _ClientGone(Exception):
@@ -98,7 +98,7 @@ class GatewayApp:
             query=scope.get("query_string", b""), headers=headers, scheme=scope.get("scheme", "http"),
             started=started, receive=receive,
         )
-        rt.metrics.in_flight.inc()
+        rt.metrics.requests_in_flight += 1
         status = 500
         route: CompiledRoute | None = None
         chain: PolicyChain = rt.base_chain
@@ -167,7 +167,7 @@ class GatewayApp:
                 base = rt.base_chain
                 status = await self._send_problem(send, ctx, ErrorCode.INTERNAL, base, len(base.policies))
         finally:
-            rt.metrics.in_flight.dec()
+            rt.metrics.requests_in_flight -= 1
             rt.record(ctx, status, route)
 
     def _check_request(
@@ -238,7 +238,7 @@ class GatewayApp:
                 raise PayloadTooLarge("body_exceeds_limit") from None
             raise
         try:
-            rt.metrics.upstream_duration.labels(route.name).observe(rt.clock.monotonic() - t0)
+            rt.metrics.upstream_answered(route.name, rt.clock.monotonic() - t0)
             ctx.upstream_status = response.status
             head = ResponseHead(response.status, response_headers(response.headers))
             head.headers.append((b"x-request-id", ctx.request_id.encode()))

@@ -135,8 +135,7 @@ class Runtime:
             latency = services.clock.monotonic() - ctx.started
             route_label = ctx.route_name or ""
             kind = ctx.decision.split(":", 1)[0]
-            services.metrics.requests.labels(route_label, str(status), kind).inc()
-            services.metrics.request_duration.labels(route_label).observe(latency)
+            services.metrics.request_finished(route_label, status, kind, latency)
             principal = ctx.principal
             ua = get_one(ctx.headers, b"user-agent")
             services.audit.submit(AuditRecord.create(

@@ -56,7 +56,8 @@ class MemoryCounterStore:
         updates: list[tuple[tuple[str, str, int], _State]] = []
         quota: list[QuotaState] = []
         for rule, subject in hits:
-            best: QuotaState | None = None
+            # the tightest window of this rule so far: (remaining, limit, window_s, reset_s)
+            best: tuple[int, int, float, float] | None = None
             for spec in rule.specs:
                 key = (rule.name, subject, spec.index)
                 state = entries.get(key)
@@ -79,10 +80,10 @@ class MemoryCounterStore:
                         violated = rule.name
                     allowed = False
                 updates.append((key, new_state))
-                if best is None or remaining * best.limit < best.remaining * spec.limit:
-                    best = QuotaState(rule.name, spec.limit, spec.window_s, remaining, reset)
+                if best is None or remaining * best[1] < best[0] * spec.limit:
+                    best = (remaining, spec.limit, spec.window_s, reset)
             if best is not None:
-                quota.append(best)
+                quota.append(QuotaState(rule.name, best[1], best[2], best[0], best[3]))
         if allowed and commit:
             for key, new_state in updates:
                 entries.pop(key, None)
