@@ -246,10 +246,15 @@ class GatewayApp:
             chain.run_response(ctx, head, entered)
             rt.security_headers.on_response(ctx, head)
             await send({"type": "http.response.start", "status": head.status, "headers": head.headers})
-            async for chunk in response.iter_body():
-                ctx.bytes_out += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            whole = response.complete_body()
+            if whole is not None:  # already here: one message, no stream
+                ctx.bytes_out += len(whole)
+                await send({"type": "http.response.body", "body": whole, "more_body": False})
+            else:
+                async for chunk in response.iter_body():
+                    ctx.bytes_out += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await response.aclose()
         return True, head.status

@@ -49,6 +49,9 @@ class _AiohttpResponse:
         self.status = resp.status
         self.headers = [(k.lower(), v) for k, v in resp.raw_headers]
 
+    def complete_body(self) -> bytes | None:
+        return None
+
     async def iter_body(self) -> AsyncIterator[bytes]:
         with _translate():
             async for chunk in self._resp.content.iter_any():

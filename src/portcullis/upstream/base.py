@@ -37,6 +37,13 @@ class UpstreamResponse(Protocol):
     status: int
     headers: list[tuple[bytes, bytes]]
 
+    def complete_body(self) -> bytes | None:
+        """The whole body if it has already arrived (the common small response), else ``None``.
+
+        Lets the caller answer with one body message instead of a stream; it must then not iterate.
+        """
+        ...
+
     def iter_body(self) -> AsyncIterator[bytes]:
         """Body chunks as they arrive. Raises ``UpstreamError`` on timeout or a broken stream."""
         ...

@@ -50,6 +50,9 @@ class Http1Response:
         self.status = conn.status
         self.headers = conn.headers
 
+    def complete_body(self) -> bytes | None:
+        return self._conn.take_complete_body()
+
     async def iter_body(self) -> AsyncIterator[bytes]:
         conn = self._conn
         loop = asyncio.get_running_loop()

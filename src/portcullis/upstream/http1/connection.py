@@ -265,6 +265,18 @@ class Http1Connection(asyncio.Protocol):
             return None
         return b""
 
+    def take_complete_body(self) -> bytes | None:
+        """The whole body when the response has already ended cleanly, else ``None`` (nothing taken)."""
+        if self._state is not _State.DONE or self._error is not None:
+            return None
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        return data
+
     async def wait_body(self, limit_s: float) -> None:
         """Wait until ``take_body`` has something new to say."""
         if self._chunks or self._error is not None or self._state is _State.DONE:
