@@ -69,6 +69,11 @@ class AuditWriter:
         self._late: asyncio.Task[None] | None = None
         self.stats = AuditStats()
 
+    @property
+    def enabled(self) -> bool:
+        """False when no sink is configured: callers then skip building records at all."""
+        return bool(self._sinks)
+
     def submit(self, record: AuditRecord) -> None:
         """Queue a record. Never blocks, never raises."""
         self.stats.submitted += 1

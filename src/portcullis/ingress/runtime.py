@@ -136,6 +136,8 @@ class Runtime:
             route_label = ctx.route_name or ""
             kind = ctx.decision.split(":", 1)[0]
             services.metrics.request_finished(route_label, status, kind, latency)
+            if not services.audit.enabled:
+                return
             principal = ctx.principal
             ua = get_one(ctx.headers, b"user-agent")
             services.audit.submit(AuditRecord.create(
