@@ -1,8 +1,8 @@
 """The upstream contract: send one request to a backend and stream the answer back.
 
-Why a Protocol: the first implementation is aiohttp; the benchmark issue replaces it on the ingress
-path with a lean httptools client, and egress keeps aiohttp for its resolver hook. Callers only
-ever see ``UpstreamError`` subclasses, never a client library's exceptions.
+Why a Protocol: the ingress client (``upstream/http1``, our own HTTP/1.1 client on httptools) is one
+implementation; tests and a future egress client can bring others. Callers only ever see
+``UpstreamError`` subclasses, never a client library's exceptions.
 """
 
 from __future__ import annotations

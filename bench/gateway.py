@@ -1,0 +1,152 @@
+"""Portcullis configs for the three gateway setups, the API key and the JWT they use.
+
+Why configs are generated rather than checked in: every port is picked free at run time and
+every path lives in the run's temp dir, so two runs never share state (store, audit, counters).
+Keys and tokens are made with the real tools (``portcullis keys create``, PyJWT) so the gateway
+verifies exactly what a client would send.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import yaml
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+__all__ = [
+    "JWT_AUDIENCE",
+    "JWT_ISSUER",
+    "PEPPER_ENV",
+    "JwtMaterial",
+    "create_api_key",
+    "full_config",
+    "jwt_config",
+    "make_jwt_material",
+    "no_policy_config",
+    "write_config",
+]
+
+PEPPER_ENV = "BENCH_KEY_PEPPER"
+JWT_ISSUER = "https://issuer.bench.invalid/"
+JWT_AUDIENCE = "portcullis-bench"
+ROUTE_PATH = "/api/{rest:path}"
+
+# Real evaluation on every request, never hit: three windows per key, as a production config has.
+LIMIT_RATES = ["1000000/second", "60000000/minute", "3600000000/hour"]
+
+
+@dataclass(frozen=True, slots=True)
+class JwtMaterial:
+    """The JWKS document the upstream nginx serves and a token signed by its key."""
+
+    jwks: dict[str, Any]
+    token: str
+    kid: str
+
+
+def make_jwt_material(consumer: str = "bench-jwt") -> JwtMaterial:
+    """An RSA-2048 key, its public JWK (with ``kid``) and an RS256 token valid for one day."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    kid = "bench-" + uuid.uuid4().hex[:8]
+    jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(private.public_key()))
+    jwk.update({"kid": kid, "use": "sig", "alg": "RS256"})
+    now = int(time.time())
+    claims = {"iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": consumer, "scope": "bench:read",
+              "iat": now, "exp": now + 86400}
+    token = jwt.encode(claims, private, algorithm="RS256", headers={"kid": kid})
+    return JwtMaterial(jwks={"keys": [jwk]}, token=token, kid=kid)
+
+
+def _base(workdir: Path, port: int, upstream_port: int, admin_port: int | None) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "listen": {"host": "127.0.0.1", "port": port},
+        "admin": ({"enabled": True, "host": "127.0.0.1", "port": admin_port} if admin_port is not None
+                  else {"enabled": False}),
+        "store": {"url": f"sqlite:///{workdir / 'portcullis.db'}"},
+        "upstreams": {"bench": {"url": f"http://127.0.0.1:{upstream_port}"}},
+    }
+
+
+def _limits() -> list[dict[str, Any]]:
+    return [
+        {"name": "bench-per-consumer", "key": "consumer", "rates": LIMIT_RATES},
+        {"name": "bench-per-ip", "key": "ip", "rates": LIMIT_RATES},
+    ]
+
+
+def _audit(workdir: Path) -> dict[str, Any]:
+    # JSONL only (to_store: false) and no rotation during a run, so one file holds every record.
+    return {"file": str(workdir / "audit.jsonl"), "to_store": False, "max_file_bytes": "4GiB",
+            "spill_file": str(workdir / "audit.spill.jsonl")}
+
+
+def no_policy_config(workdir: Path, port: int, upstream_port: int) -> dict[str, Any]:
+    """Setup 4: a public route, no limits, no audit, no admin listener, minimal security headers.
+
+    The security-headers step runs on every response and cannot be switched off; its optional
+    parts (CSP, header removal) are turned off here.
+    """
+    cfg = _base(workdir, port, upstream_port, admin_port=None)
+    cfg.update({
+        "shield": {"unauthenticated_rate": None, "failed_auth_rate": None},
+        "security_headers": {"content_security_policy": None, "remove_headers": []},
+        "audit": {"file": None, "to_store": False, "spill_file": str(workdir / "audit.spill.jsonl")},
+        "routes": [{"name": "bench", "path": ROUTE_PATH, "upstream": "bench", "auth": "none"}],
+    })
+    return cfg
+
+
+def full_config(workdir: Path, port: int, upstream_port: int, admin_port: int) -> dict[str, Any]:
+    """Setup 5: API keys, per-consumer and per-IP limits (3 windows each), JSONL audit, metrics, headers."""
+    cfg = _base(workdir, port, upstream_port, admin_port)
+    cfg.update({
+        "keys": {"pepper": "${" + PEPPER_ENV + "}"},
+        "audit": _audit(workdir),
+        "routes": [{"name": "bench", "path": ROUTE_PATH, "upstream": "bench",
+                    "auth": {"api_key": {}}, "rate_limits": _limits()}],
+    })
+    return cfg
+
+
+def jwt_config(workdir: Path, port: int, upstream_port: int, admin_port: int, jwks_url: str) -> dict[str, Any]:
+    """Setup 6: as setup 5 but RS256 JWTs checked against a JWKS fetched over loopback HTTP."""
+    cfg = _base(workdir, port, upstream_port, admin_port)
+    cfg.update({
+        "jwt_issuers": [{"name": "bench", "issuer": JWT_ISSUER, "audiences": [JWT_AUDIENCE],
+                         "algorithms": ["RS256"], "jwks_uri": jwks_url, "allow_http_jwks": True}],
+        "audit": _audit(workdir),
+        "routes": [{"name": "bench", "path": ROUTE_PATH, "upstream": "bench",
+                    "auth": {"jwt": {}}, "rate_limits": _limits()}],
+    })
+    return cfg
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def create_api_key(portcullis: list[str], config_path: Path, env: dict[str, str], consumer: str) -> str:
+    """Issue a key with the real CLI against the setup's own SQLite store; returns the key."""
+    result = subprocess.run(  # noqa: S603 - argv built by the harness
+        [*portcullis, "keys", "create", "--consumer", consumer, "--scopes", "bench:read", "--json",
+         "--config", str(config_path)],
+        capture_output=True, env=env, cwd=config_path.parent, timeout=60, check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"portcullis keys create failed ({result.returncode}):\n"
+                           f"{result.stdout.decode(errors='replace')}\n{result.stderr.decode(errors='replace')}")
+    key = json.loads(result.stdout)["key"]
+    if not isinstance(key, str):
+        raise RuntimeError(f"portcullis keys create --json gave no key: {result.stdout!r}")
+    return key

@@ -1,0 +1,93 @@
+"""nginx configs for the upstream and the reference reverse proxy.
+
+Why one upstream nginx with one ``server`` block per setup: every setup hits the same process
+(one worker, same body, same keep-alive rules), yet each block has its own access log, so the
+requests that reached the upstream *through a given setup* can be counted exactly for the audit
+check. The JWKS document is served from a block of its own so its fetches never pollute a count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["UPSTREAM_BODY", "NginxPaths", "proxy_conf", "upstream_conf"]
+
+# ~100 bytes of JSON, the same for every setup.
+UPSTREAM_BODY = '{"id":42,"name":"portcullis-bench","status":"ok","tags":["a","b","c"],"note":"static upstream body"}'
+
+# nginx closes a keep-alive connection after 1000 requests by default; no other setup does, so
+# the limit is lifted everywhere to keep connection reuse identical.
+_KEEPALIVE = "keepalive_requests 1000000;\n    keepalive_timeout 75s;"
+
+
+@dataclass(frozen=True, slots=True)
+class NginxPaths:
+    """Where one nginx instance keeps its prefix, pid file and error log (all in the run's temp dir)."""
+
+    prefix: Path
+    conf: Path
+    pid: Path
+    error_log: Path
+
+
+def _common(paths: NginxPaths) -> str:
+    temp = paths.prefix / "temp"
+    return f"""worker_processes 1;
+pid {paths.pid};
+error_log {paths.error_log} warn;
+events {{ worker_connections 4096; multi_accept on; }}
+http {{
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    server_tokens off;
+    {_KEEPALIVE}
+"""
+
+
+def upstream_conf(paths: NginxPaths, blocks: dict[str, int], logs: dict[str, Path], jwks_port: int,
+                  jwks_root: Path) -> str:
+    """The upstream: one server block per setup (``blocks``: name → port), each logging to ``logs[name]``,
+    plus the JWKS block serving ``jwks_root/jwks.json``."""
+    servers = []
+    for name, port in blocks.items():
+        servers.append(f"""
+    server {{  # {name}
+        listen 127.0.0.1:{port};
+        access_log {logs[name]};
+        default_type application/json;
+        location / {{ return 200 '{UPSTREAM_BODY}'; }}
+    }}""")
+    servers.append(f"""
+    server {{  # JWKS for the JWT setup
+        listen 127.0.0.1:{jwks_port};
+        access_log off;
+        root {jwks_root};
+        location = /jwks.json {{ default_type application/json; }}
+        location / {{ return 404; }}
+    }}""")
+    return _common(paths) + "".join(servers) + "\n}\n"
+
+
+def proxy_conf(paths: NginxPaths, listen_port: int, upstream_port: int) -> str:
+    """The reference reverse proxy: pooled keep-alive to the upstream, no access log, nothing else."""
+    return _common(paths) + f"""
+    access_log off;
+    upstream backend {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{listen_port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""

@@ -1,0 +1,114 @@
+"""Turn the raw figures of a run into ``latest.json`` and ``latest.md``.
+
+Why separate from the runner: the definitions of the goals (which setup divided by which) live in
+one place, next to their targets, so the JSON, the Markdown and the README cannot disagree.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["TARGETS", "added_latency", "medians", "ratios", "render_markdown"]
+
+TARGETS: dict[str, float] = {"G1": 0.80, "G2": 0.25, "G4": 0.90, "G5_p50_ms": 0.25, "G5_p99_ms": 1.5}
+
+# Goal → (numerator setup, denominator setup, what it says)
+RATIO_DEFS: dict[str, tuple[str, str, str]] = {
+    "G1": ("portcullis_full", "bare_python_proxy", "full gateway vs. bare Python proxy (rps, c50)"),
+    "G2": ("portcullis_full", "nginx_proxy", "full gateway vs. nginx reverse proxy (rps, c50)"),
+    "G3": ("portcullis_redis_limits", "portcullis_full", "Redis-backed limits vs. in-memory (rps, c50)"),
+    "G4": ("portcullis_jwt", "portcullis_full", "JWT auth vs. API-key auth (rps, c50)"),
+}
+
+_METRICS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def medians(rounds: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, float | None]]:
+    """Per load level (c50, c1), the median of each metric across rounds."""
+    out: dict[str, dict[str, float | None]] = {}
+    for level in ("c50", "c1"):
+        runs = [r[level] for r in rounds if level in r]
+        out[level] = {m: _median([run.get(m) for run in runs]) for m in _METRICS}
+    return out
+
+
+def _get(setups: Mapping[str, Mapping[str, Any]], name: str, level: str, metric: str) -> float | None:
+    setup = setups.get(name)
+    if not setup or setup.get("median") is None:
+        return None
+    value = setup["median"][level].get(metric)
+    return float(value) if value is not None else None
+
+
+def ratios(setups: Mapping[str, Mapping[str, Any]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for goal, (num, den, _) in RATIO_DEFS.items():
+        a, b = _get(setups, num, "c50", "rps"), _get(setups, den, "c50", "rps")
+        out[goal] = round(a / b, 4) if a is not None and b else None
+    return out
+
+
+def added_latency(setups: Mapping[str, Mapping[str, Any]]) -> dict[str, float | None]:
+    """G5: unloaded (c1) latency the full gateway adds over hitting the upstream directly."""
+    out: dict[str, float | None] = {}
+    for pct in ("p50", "p99"):
+        gw = _get(setups, "portcullis_full", "c1", f"{pct}_ms")
+        direct = _get(setups, "upstream_direct", "c1", f"{pct}_ms")
+        out[pct] = round(gw - direct, 4) if gw is not None and direct is not None else None
+    return out
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("pass" if ok else "**fail**")
+
+
+def render_markdown(result: Mapping[str, Any]) -> str:
+    """The human summary: one row per setup, then the goals with targets, then the audit check."""
+    lines = ["# Portcullis benchmark", ""]
+    m = result["machine"]
+    lines += [f"{m['cpu_model']}, {m['nproc']} CPUs, pinned: {m['pinned']} ({m['pinning']}); "
+              f"Python {m['python']}, {m['nginx']}, {m['wrk']}; {result['config']['rounds']} rounds, "
+              f"c50 {result['config']['duration_s']}s / c1 {result['config']['c1_duration_s']}s, medians.", ""]
+    lines += ["| setup | rps (c50) | p50 c50 ms | p99 c50 ms | p50 c1 ms | p99 c1 ms | CPU us/req | errors |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s in result["setups"].values():
+        if s["status"] != "ok":
+            lines.append(f"| {s['label']} | {s['status']} | | | | | | |")
+            continue
+        c50, c1 = s["median"]["c50"], s["median"]["c1"]
+        lines.append(
+            f"| {s['label']} | {_fmt(c50['rps'], 0)} | {_fmt(c50['p50_ms'])} | {_fmt(c50['p99_ms'])} | "
+            f"{_fmt(c1['p50_ms'])} | {_fmt(c1['p99_ms'])} | {_fmt(c50['cpu_us_per_request'], 1)} | {s['errors']} |"
+        )
+    lines += ["", "| goal | definition | value | target | result |", "| --- | --- | ---: | ---: | --- |"]
+    targets = result["targets"]
+    for goal, (_, _, text) in RATIO_DEFS.items():
+        value = result["ratios"][goal]
+        target = targets.get(goal)
+        ok = None if value is None or target is None else value >= target
+        lines.append(f"| {goal} | {text} | {_fmt(value)} | {'≥ ' + _fmt(target, 2) if target else 'n/a'} | "
+                     f"{_verdict(ok)} |")
+    for pct in ("p50", "p99"):
+        value = result["added_latency_ms"][pct]
+        target = targets[f"G5_{pct}_ms"]
+        ok = None if value is None else value <= target
+        lines.append(f"| G5 {pct} | latency added by the full gateway at c1 (ms) | {_fmt(value)} | "
+                     f"≤ {_fmt(target, 2)} | {_verdict(ok)} |")
+    lines += ["", "| audit check | audit records | wrk requests | upstream requests | in-flight bound | match |",
+              "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for name, a in result["audit"].items():
+        lines.append(f"| {result['setups'][name]['label']} | {a['audit_records']} | {a['wrk_requests']} | "
+                     f"{a['upstream_requests']} | {a['in_flight_bound']} | {_verdict(a['match'])} |")
+    lines += ["", f"audit_records_match: {result['audit_records_match']}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,429 @@
+"""``make bench``: start every setup against one upstream, load them in interleaved rounds, report.
+
+Why this shape: the setups share one upstream nginx and identical request bytes, so the only
+thing that differs between rows is the process in the middle. Rounds are interleaved (every
+setup once per round) so drift in the machine (thermal, noisy neighbours) spreads over all rows
+instead of penalising whichever ran last; medians across rounds are reported. The system under
+test runs on CPU 0, wrk and the upstream on CPU 1, so the SUT never competes with its load.
+
+Options (environment): BENCH_ROUNDS (3), BENCH_DURATION (c50 seconds, 8), BENCH_C1_DURATION (4),
+BENCH_WARMUP (2), BENCH_CONNECTIONS (50), BENCH_SETUPS (comma-separated names, default all),
+BENCH_RESULTS (output directory, bench/results).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import gateway, report
+from bench.nginx import NginxPaths, proxy_conf, upstream_conf
+from bench.procs import ManagedProcess, ProcessGroup, cpu_pinning_available, free_port, tree_cpu_seconds, wait_for_port
+from bench.wrk import WrkResult, run_wrk
+
+__all__ = ["Options", "main"]
+
+REPO = Path(__file__).resolve().parent.parent
+SUT_CPU, LOAD_CPU = 0, 1
+REQUEST_PATH = "/api/items/42?view=full"
+
+# Order is the order of the rows and of each round.
+SETUPS: dict[str, str] = {
+    "upstream_direct": "1 upstream direct (nginx)",
+    "nginx_proxy": "2 nginx reverse proxy",
+    "bare_python_proxy": "3 bare Python proxy (floor)",
+    "portcullis_no_policies": "4 Portcullis, no policies",
+    "portcullis_full": "5 Portcullis, full (API key)",
+    "portcullis_jwt": "6 Portcullis, JWT (RS256)",
+    "portcullis_redis_limits": "7 Portcullis, Redis limits",
+}
+NOT_AVAILABLE = {"portcullis_redis_limits": "not available: the Redis counter store arrives with issue 5"}
+AUDITED = ("portcullis_full", "portcullis_jwt")
+
+
+class BenchError(RuntimeError):
+    """A setup could not be started or checked: the run stops, loudly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    rounds: int
+    duration_s: int
+    c1_duration_s: int
+    warmup_s: int
+    connections: int
+    setups: tuple[str, ...]
+    results_dir: Path
+
+    @classmethod
+    def from_env(cls) -> Options:
+        wanted = os.environ.get("BENCH_SETUPS", "")
+        names = tuple(n.strip() for n in wanted.split(",") if n.strip()) or tuple(SETUPS)
+        unknown = [n for n in names if n not in SETUPS]
+        if unknown:
+            raise SystemExit(f"BENCH_SETUPS: unknown setup(s) {unknown}; known: {', '.join(SETUPS)}")
+        return cls(
+            rounds=int(os.environ.get("BENCH_ROUNDS", "3")),
+            duration_s=int(os.environ.get("BENCH_DURATION", "8")),
+            c1_duration_s=int(os.environ.get("BENCH_C1_DURATION", "4")),
+            warmup_s=int(os.environ.get("BENCH_WARMUP", "2")),
+            connections=int(os.environ.get("BENCH_CONNECTIONS", "50")),
+            setups=names,
+            results_dir=Path(os.environ.get("BENCH_RESULTS", str(REPO / "bench" / "results"))),
+        )
+
+
+@dataclass
+class Target:
+    """One running setup: where to send load, which process tree to charge CPU to, what to count."""
+
+    name: str
+    port: int
+    sut: ManagedProcess
+    upstream_log: Path
+    audit_file: Path | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)  # one {"c50":…, "c1":…} per round
+    warmup: dict[str, Any] | None = None
+    probes: int = 0
+    wrk_requests: int = 0
+    in_flight_bound: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{REQUEST_PATH}"
+
+    def account(self, result: WrkResult) -> None:
+        """Every request wrk completed, and the most it can have left in flight when it stopped."""
+        self.wrk_requests += result.requests
+        self.in_flight_bound += result.connections
+
+
+@dataclass
+class Run:
+    """Everything one harness run owns; ``close`` undoes all of it."""
+
+    opts: Options
+    workdir: Path
+    group: ProcessGroup
+    targets: dict[str, Target] = field(default_factory=dict)
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def load_cpu(self) -> int | None:
+        return LOAD_CPU if self.group.pinned else None
+
+    @property
+    def sut_cpu(self) -> int | None:
+        return SUT_CPU if self.group.pinned else None
+
+
+def _portcullis_argv() -> list[str]:
+    """The installed ``portcullis`` console script next to this interpreter (``-m`` as a fallback)."""
+    script = Path(sys.executable).parent / "portcullis"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "portcullis"]
+
+
+def _nginx_paths(run: Run, name: str) -> NginxPaths:
+    prefix = run.workdir / name
+    return NginxPaths(prefix=prefix, conf=prefix / "nginx.conf", pid=prefix / "nginx.pid",
+                      error_log=prefix / "error.log")
+
+
+def _start_nginx(run: Run, name: str, conf_text: str, cpu: int | None) -> ManagedProcess:
+    """Our own nginx in the foreground, every path (prefix, logs, temp, pid) in the run's temp dir."""
+    paths = _nginx_paths(run, name)
+    (paths.prefix / "temp").mkdir(parents=True, exist_ok=True)
+    paths.conf.write_text(conf_text, encoding="utf-8")
+    argv = ["nginx", "-p", str(paths.prefix), "-e", str(paths.error_log), "-c", str(paths.conf),
+            "-g", "daemon off;"]
+    return run.group.start(name, argv, cpu=cpu)
+
+
+def _start_upstream(run: Run, ports: dict[str, int]) -> tuple[ManagedProcess, dict[str, Path], int]:
+    """The one upstream nginx: a block per setup (own access log) and one serving the JWKS."""
+    logs = {name: run.workdir / "upstream-logs" / f"{name}.access.log" for name in ports}
+    (run.workdir / "upstream-logs").mkdir()
+    jwks_port = free_port()
+    www = run.workdir / "www"
+    www.mkdir()
+    # nginx workers drop root for an unprivileged user: they must be able to reach and read the JWKS.
+    run.workdir.chmod(0o711)
+    www.chmod(0o755)
+    conf = upstream_conf(_nginx_paths(run, "upstream"), ports, logs, jwks_port, www)
+    proc = _start_nginx(run, "upstream", conf, run.load_cpu)
+    _await_port(proc, jwks_port)
+    return proc, logs, jwks_port
+
+
+def _await_port(proc: ManagedProcess, port: int, timeout_s: float = 30.0) -> None:
+    if not wait_for_port(port, timeout_s, proc):
+        raise BenchError(f"{proc.name} is not listening on 127.0.0.1:{port} after {timeout_s:.0f}s "
+                         f"(exit status {proc.popen.poll()}). Log tail:\n{proc.log_tail()}")
+
+
+def _start_gateway(run: Run, name: str, config: dict[str, Any], env: dict[str, str]) -> tuple[ManagedProcess, Path]:
+    workdir = run.workdir / name
+    config_path = gateway.write_config(workdir / "portcullis.yaml", config)
+    proc = run.group.start(name, [*_portcullis_argv(), "serve", str(config_path), "--log-level", "warning"],
+                           cpu=run.sut_cpu, env=env, cwd=workdir)
+    return proc, config_path
+
+
+def start_setups(run: Run) -> None:
+    """Start the upstream and every selected setup, then probe each once (must answer 200)."""
+    names = [n for n in run.opts.setups if n not in NOT_AVAILABLE]
+    ports = {n: free_port() for n in names}
+    upstream_ports = {n: free_port() for n in names}
+    upstream, logs, jwks_port = _start_upstream(run, upstream_ports)
+    jwt_material = gateway.make_jwt_material()
+    jwks_file = run.workdir / "www" / "jwks.json"
+    jwks_file.write_text(json.dumps(jwt_material.jwks), encoding="utf-8")
+    jwks_file.chmod(0o644)
+    env = {gateway.PEPPER_ENV: os.urandom(32).hex()}
+    api_key = "pcl_not-used-by-this-run"
+    for name in names:
+        port, up_port = ports[name], upstream_ports[name]
+        audit: Path | None = None
+        if name == "upstream_direct":
+            proc, port = upstream, up_port
+        elif name == "nginx_proxy":
+            proc = _start_nginx(run, name, proxy_conf(_nginx_paths(run, name), port, up_port), run.sut_cpu)
+        elif name == "bare_python_proxy":
+            proc = run.group.start(name, [sys.executable, "-m", "bench.bare_proxy", "--port", str(port),
+                                          "--upstream", f"http://127.0.0.1:{up_port}"],
+                                   cpu=run.sut_cpu, cwd=REPO, env={"PYTHONPATH": str(REPO)})
+        elif name == "portcullis_no_policies":
+            proc, _ = _start_gateway(run, name, gateway.no_policy_config(run.workdir / name, port, up_port), env)
+        elif name == "portcullis_full":
+            cfg = gateway.full_config(run.workdir / name, port, up_port, free_port())
+            config_path = gateway.write_config(run.workdir / name / "portcullis.yaml", cfg)
+            api_key = gateway.create_api_key(_portcullis_argv(), config_path, {**os.environ, **env}, "bench-key")
+            proc, _ = _start_gateway(run, name, cfg, env)
+            audit = run.workdir / name / "audit.jsonl"
+        else:  # portcullis_jwt
+            jwks_url = f"http://127.0.0.1:{jwks_port}/jwks.json"
+            cfg = gateway.jwt_config(run.workdir / name, port, up_port, free_port(), jwks_url)
+            proc, _ = _start_gateway(run, name, cfg, env)
+            audit = run.workdir / name / "audit.jsonl"
+        run.targets[name] = Target(name, port, proc, logs[name], audit)
+    # The same bytes to every setup, credentials included even where nothing reads them.
+    run.headers = [("Accept", "application/json"), ("X-API-Key", api_key),
+                   ("Authorization", f"Bearer {jwt_material.token}")]
+    for target in run.targets.values():
+        _await_port(target.sut, target.port)
+        probe(run, target)
+
+
+def probe(run: Run, target: Target) -> None:
+    """One request with the benchmark's headers; anything but 200 stops the run with the SUT's log."""
+    conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=10)
+    try:
+        conn.request("GET", REQUEST_PATH, headers=dict(run.headers))
+        resp = conn.getresponse()
+        body = resp.read()
+        status = resp.status
+    except OSError as exc:
+        raise BenchError(f"{target.name}: probe failed: {exc!r}. Log tail:\n{target.sut.log_tail()}") from exc
+    finally:
+        conn.close()
+    target.probes += 1
+    if status != 200:
+        raise BenchError(f"{target.name}: probe answered {status}: {body[:500]!r}. Log tail:\n{target.sut.log_tail()}")
+
+
+def _measure(run: Run, target: Target, connections: int, duration_s: int) -> dict[str, Any]:
+    """One wrk run; CPU of the SUT's process tree over the run, per completed request."""
+    before = tree_cpu_seconds(target.sut.pid)
+    result = run_wrk(target.url, run.headers, connections=connections, duration_s=duration_s, cpu=run.load_cpu)
+    cpu_s = tree_cpu_seconds(target.sut.pid) - before
+    target.account(result)
+    figures = result.as_dict()
+    figures["cpu_s"] = round(cpu_s, 4)
+    figures["cpu_us_per_request"] = round(cpu_s * 1e6 / result.requests, 2) if result.requests else None
+    if target.sut.popen.poll() is not None:
+        raise BenchError(f"{target.name} exited during the run. Log tail:\n{target.sut.log_tail()}")
+    return figures
+
+
+def measure_all(run: Run) -> None:
+    """Warm-up once per setup, then interleaved rounds of saturation (c50) and unloaded (c1) runs."""
+    o = run.opts
+    for target in run.targets.values():
+        print(f"warm-up {target.name} ({o.warmup_s}s, c{o.connections})", flush=True)
+        target.warmup = _measure(run, target, o.connections, o.warmup_s)
+    for index in range(1, o.rounds + 1):
+        for target in run.targets.values():
+            c50 = _measure(run, target, o.connections, o.duration_s)
+            c1 = _measure(run, target, 1, o.c1_duration_s)
+            target.runs.append({"c50": c50, "c1": c1})
+            print(f"round {index}/{o.rounds} {target.name:24s} c{o.connections}: {c50['rps']:>10,.0f} rps "
+                  f"p99 {c50['p99_ms']:.3f} ms  cpu {c50['cpu_us_per_request']} us/req | "
+                  f"c1: p50 {c1['p50_ms']:.3f} ms p99 {c1['p99_ms']:.3f} ms", flush=True)
+
+
+def _count_lines(path: Path) -> int:
+    """Lines in a file and its rotated siblings (``audit.jsonl.1`` …)."""
+    total = 0
+    for candidate in sorted(path.parent.glob(path.name + "*")):
+        if candidate.name == path.name or candidate.name[len(path.name) + 1:].isdigit():
+            with candidate.open("rb") as f:
+                total += sum(1 for _ in f)
+    return total
+
+
+def audit_check(run: Run) -> dict[str, dict[str, Any]]:
+    """Stop each audited gateway gracefully (it drains its queue), then count what it wrote.
+
+    See bench/README.md ("Audit check") for why ``match`` is defined this way.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name in AUDITED:
+        target = run.targets.get(name)
+        if target is None or target.audit_file is None:
+            continue
+        status = target.sut.stop(timeout_s=60)
+        audit_records = _count_lines(target.audit_file) if target.audit_file.exists() else 0
+        upstream_requests = _count_lines(target.upstream_log) if target.upstream_log.exists() else 0
+        wrk_requests = target.wrk_requests + target.probes
+        match = (audit_records == upstream_requests
+                 and wrk_requests <= audit_records <= wrk_requests + target.in_flight_bound)
+        out[name] = {"audit_records": audit_records, "wrk_requests": wrk_requests,
+                     "upstream_requests": upstream_requests, "in_flight_bound": target.in_flight_bound,
+                     "gateway_exit_status": status, "match": match}
+    return out
+
+
+def _command_version(argv: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(list(argv), capture_output=True, timeout=10, check=False)  # noqa: S603
+    except OSError as exc:
+        return f"unavailable ({exc})"
+    text = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+    return text[0].strip() if text else "unknown"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str | None:
+    argv = ["git", "-C", str(REPO), "rev-parse", "HEAD"]  # read-only
+    done = subprocess.run(argv, capture_output=True, timeout=10, check=False)  # noqa: S603
+    return done.stdout.decode().strip() or None
+
+
+def machine_info(pinned: bool) -> dict[str, Any]:
+    from bench.bare_proxy import CLIENT_NAME
+
+    nproc = os.cpu_count() or 1
+    return {
+        "cpu_model": _cpu_model(),
+        "nproc": nproc,
+        "pinned": pinned,
+        "pinning": (f"SUT on CPU {SUT_CPU}; wrk and upstream nginx on CPU {LOAD_CPU}" if pinned
+                    else f"not pinned: {nproc} CPU(s) or no taskset"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "nginx": _command_version(["nginx", "-v"]),
+        "wrk": _command_version(["wrk", "-v"]).split(" [")[0],
+        "bare_proxy_upstream_client": CLIENT_NAME,
+        "portcullis_commit": _git_commit(),
+    }
+
+
+def build_result(run: Run, audits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    setups: dict[str, Any] = {}
+    for name in run.opts.setups:
+        label = SETUPS[name]
+        target = run.targets.get(name)
+        if target is None:
+            setups[name] = {"label": label, "status": NOT_AVAILABLE.get(name, "not run"),
+                            "median": None, "rounds": [], "warmup": None, "errors": None}
+            continue
+        errors = sum(r[level]["non_2xx_3xx"] + r[level]["socket_errors"] for r in target.runs for level in r)
+        upstream_requests = _count_lines(target.upstream_log) if target.upstream_log.exists() else None
+        setups[name] = {"label": label, "status": "ok", "url": target.url, "median": report.medians(target.runs),
+                        "rounds": target.runs, "warmup": target.warmup, "errors": errors,
+                        "wrk_requests_total": target.wrk_requests, "probes": target.probes,
+                        "upstream_requests": upstream_requests}
+    audit_ok = [a["match"] for a in audits.values()]
+    return {
+        "ratios": report.ratios(setups),
+        "added_latency_ms": report.added_latency(setups),
+        "audit_records_match": all(audit_ok) if audit_ok else None,
+        "audit": audits,
+        "setups": setups,
+        "machine": machine_info(run.group.pinned),
+        "targets": report.TARGETS,
+        "config": {"rounds": run.opts.rounds, "duration_s": run.opts.duration_s,
+                   "c1_duration_s": run.opts.c1_duration_s, "warmup_s": run.opts.warmup_s,
+                   "connections": run.opts.connections, "request": f"GET {REQUEST_PATH}",
+                   "request_headers": [name for name, _ in run.headers]},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_results(result: dict[str, Any], results_dir: Path) -> str:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "latest.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    markdown = report.render_markdown(result)
+    (results_dir / "latest.md").write_text(markdown, encoding="utf-8")
+    return markdown
+
+
+def _check_tools() -> None:
+    missing = [tool for tool in ("nginx", "wrk") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"missing {', '.join(missing)}: run `make bench` (it installs them) or apt-get install")
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main() -> int:
+    opts = Options.from_env()
+    _check_tools()
+    pinned = cpu_pinning_available()
+    if not pinned:
+        print("only one CPU (or no taskset): running without CPU pinning", flush=True)
+    # SIGTERM (e.g. make interrupted by a CI timeout) unwinds through the `finally` below, so every
+    # server the harness started is stopped by PID instead of being left behind in its own session.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    workdir = Path(tempfile.mkdtemp(prefix="portcullis-bench-"))
+    run = Run(opts, workdir, ProcessGroup(workdir, pinned))
+    try:
+        start_setups(run)
+        measure_all(run)
+        audits = audit_check(run)
+        result = build_result(run, audits)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:  # BenchError, wrk or `keys create` failures
+        print(f"\nBENCH FAILED: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        run.group.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    markdown = write_results(result, opts.results_dir)
+    print("\n" + markdown, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
