@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import os
 import re
 import signal
@@ -18,11 +16,7 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from tests.conftest import PEPPER, UpstreamServer
+from tests.conftest import PEPPER, UpstreamServer, self_signed_cert
 
 READY = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+) \(admin http://127\.0\.0\.1:(\d+)\)")
 
@@ -154,27 +148,8 @@ async def test_graceful_shutdown_finishes_in_flight_requests_and_writes_every_au
     assert len({r["id"] for r in records}) == 51
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_file, key_file
-
-
 async def test_tls_termination_serves_https_with_hsts(tmp_path: Path, upstream: UpstreamServer) -> None:
-    cert, key = await asyncio.to_thread(_self_signed, tmp_path)
+    cert, key = await asyncio.to_thread(self_signed_cert, tmp_path)
     served = await start(tmp_path, config_text(
         upstream.url, listen_extra=f', tls: {{cert_file: "{cert}", key_file: "{key}"}}'))
     try:
