@@ -1,0 +1,73 @@
+"""``portcullis egress check``: would the egress guard let the gateway call this URL, and where?
+
+Why a command: when an agent's call is refused, an operator needs the guard's reason (and, when
+allowed, the addresses the call would be pinned to) without sending anything. ``--resolve`` answers
+the lookup instead of DNS, as curl's option does, so a verdict can be reproduced exactly.
+
+This release checks a URL against the global defaults (public addresses, https, ports 80/443);
+``--config`` and ``--route`` join when egress routes land in the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import ip_network
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from portcullis.egress.resolver import SystemResolver, parse_resolve_option
+from portcullis.egress.ssrf import GuardPolicy, Resolver, SsrfGuard, Verdict
+
+__all__ = ["app", "check_url"]
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command("check")
+def check_url(
+    url: Annotated[str, typer.Argument(help="The URL an egress call would request.")],
+    resolve: Annotated[
+        list[str] | None,
+        typer.Option("--resolve", help="Answer HOST with these addresses, not DNS: HOST=IP[,IP...] (repeatable)."),
+    ] = None,
+    allow_http: Annotated[bool, typer.Option("--allow-http", help="Accept plain http:// as a route may.")] = False,
+    allow_network: Annotated[
+        list[str] | None,
+        typer.Option("--allow-network", help="A CIDR a route excepts, e.g. 10.20.0.0/16 (repeatable)."),
+    ] = None,
+    allow_host: Annotated[
+        list[str] | None, typer.Option("--allow-host", help="Allow-list entry: a name or *.suffix (repeatable).")
+    ] = None,
+) -> None:
+    """Print the guard's verdict without sending anything. Exit status: 0 allowed, 3 blocked, 2 bad input."""
+    console = Console()
+    resolver: Resolver
+    try:
+        resolver = parse_resolve_option(resolve) if resolve else SystemResolver()
+        policy = GuardPolicy(
+            allowed_hosts=tuple(h.lower() for h in allow_host or ()),
+            allowed_networks=tuple(ip_network(n, strict=False) for n in allow_network or ()),
+            allow_http=allow_http,
+        )
+    except ValueError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    verdict = asyncio.run(SsrfGuard(resolver).check(url, policy))
+    _print(console, url, verdict)
+    raise typer.Exit(0 if verdict.allowed else 3)
+
+
+def _print(console: Console, url: str, verdict: Verdict) -> None:
+    console.print(f"url:       {url}", highlight=False, markup=False)
+    if verdict.target is not None:
+        t = verdict.target
+        console.print(f"target:    {t.scheme}://{t.host}:{t.port}{t.path_and_query}", highlight=False, markup=False)
+    if verdict.addresses:
+        console.print("addresses: " + ", ".join(str(a) for a in verdict.addresses), highlight=False)
+    if verdict.allowed:
+        console.print("[green]allowed[/green]: the call would be pinned to the addresses above", highlight=False)
+    else:
+        console.print(f"[red]blocked[/red]: {verdict.reason}", highlight=False)
