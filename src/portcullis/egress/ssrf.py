@@ -239,6 +239,10 @@ class SsrfGuard:
             target = parse_egress_url(url)
         except UnsafeUrl as exc:
             return Verdict(False, exc.reason)
+        return await self.check_target(target, policy)
+
+    async def check_target(self, target: EgressTarget, policy: GuardPolicy) -> Verdict:
+        """The scheme, port, name and address rules for an already parsed target (one lookup)."""
         if target.scheme == "http" and not policy.allow_http:
             return Verdict(False, "https_required", target)
         if target.port not in policy.allowed_ports:
