@@ -190,7 +190,13 @@ class UpstreamProtocolError(UpstreamError):
 
 
 class CircuitOpen(UpstreamError):
+    """The endpoint's breaker is open: fail fast (503) and say when to retry."""
+
     code = ErrorCode.CIRCUIT_OPEN
+
+    def __init__(self, reason: str = "circuit_open", *, retry_after_s: float = 0.0) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
 
 
 class StoreError(PortcullisError):

@@ -1,5 +1,7 @@
 """Egress: the guarded door from workflows and agents to third-party APIs (issue 4, in progress).
 
-This release holds the SSRF guard and its resolvers; routes, budgets, breakers, the vault and the
-httpx transport build on them.
+Built so far, each tested on its own: the SSRF guard (``ssrf``), its resolvers (``resolver``),
+resolve-then-pin for aiohttp (``pinning``), the per-endpoint circuit breaker (``breaker``) and
+retries with full jitter and a retry budget (``retry``). Egress routes in the config, the HTTP
+entry point, the httpx transport, budgets, the vault and the audit of calls build on them.
 """

@@ -1,0 +1,170 @@
+"""The egress circuit breaker's state machine, on a manual clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from portcullis.egress.breaker import BreakerConfig, BreakerState, CircuitBreaker, Permit, is_failure
+from portcullis.errors import CircuitOpen
+from portcullis.testing import ManualClock
+
+Transition = tuple[str, BreakerState, BreakerState]
+
+
+def make(config: BreakerConfig | None = None) -> tuple[CircuitBreaker, ManualClock, list[Transition]]:
+    clock = ManualClock()
+    seen: list[Transition] = []
+    cfg = config or BreakerConfig(failure_rate=0.5, min_calls=4, window_s=60, open_s=30, half_open_probes=2)
+    return CircuitBreaker("github", cfg, clock, lambda *t: seen.append(t)), clock, seen
+
+
+def call(b: CircuitBreaker, *, failed: bool, duration_s: float = 0.05) -> None:
+    b.record(b.acquire(), failed=failed, duration_s=duration_s)
+
+
+@pytest.mark.parametrize(("status", "error", "expected"), [
+    (200, False, False), (201, False, False), (304, False, False), (400, False, False), (401, False, False),
+    (404, False, False), (422, False, False), (429, False, True), (500, False, True), (502, False, True),
+    (503, False, True), (None, True, True), (None, False, True),
+])
+def test_what_counts_as_a_failure(status: int | None, error: bool, expected: bool) -> None:
+    assert is_failure(status, error=error) is expected
+
+
+def test_it_opens_at_the_failure_rate_only_once_enough_calls_were_seen() -> None:
+    b, _, seen = make()
+    call(b, failed=True)
+    call(b, failed=True)
+    call(b, failed=True)  # 3/3 failed, but fewer than min_calls=4
+    assert b.state is BreakerState.CLOSED
+    call(b, failed=False)  # 3/4 = 75% >= 50%
+    assert b.state is BreakerState.OPEN
+    assert seen == [("github", BreakerState.CLOSED, BreakerState.OPEN)]
+
+
+def test_a_healthy_endpoint_with_some_failures_stays_closed() -> None:
+    b, _, _ = make()
+    for i in range(100):
+        call(b, failed=i % 3 == 2)  # every third call fails: about 33%
+    assert b.state is BreakerState.CLOSED
+
+
+def test_open_fails_fast_with_retry_after_then_half_opens_after_open_s() -> None:
+    b, clock, _ = make()
+    for _ in range(4):
+        call(b, failed=True)
+    with pytest.raises(CircuitOpen) as info:
+        b.acquire()
+    assert info.value.retry_after_s == 30
+    clock.advance(29)
+    with pytest.raises(CircuitOpen) as info:
+        b.acquire()
+    assert info.value.retry_after_s == pytest.approx(1)
+    clock.advance(1)
+    assert b.state is BreakerState.HALF_OPEN
+
+
+def test_half_open_admits_only_its_probes_and_closes_when_all_succeed() -> None:
+    b, clock, seen = make()
+    for _ in range(4):
+        call(b, failed=True)
+    clock.advance(30)
+    p1, p2 = b.acquire(), b.acquire()
+    assert p1.probe and p2.probe
+    with pytest.raises(CircuitOpen):
+        b.acquire()  # a third concurrent call would be more than the configured probes
+    b.record(p1, failed=False, duration_s=0.1)
+    assert b.state is BreakerState.HALF_OPEN
+    b.record(p2, failed=False, duration_s=0.1)
+    assert b.state is BreakerState.CLOSED
+    assert [t[2] for t in seen] == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED]
+
+
+def test_a_failed_probe_reopens_for_a_full_open_period() -> None:
+    b, clock, _ = make()
+    for _ in range(4):
+        call(b, failed=True)
+    clock.advance(30)
+    b.record(b.acquire(), failed=True, duration_s=0.1)
+    assert b.state is BreakerState.OPEN
+    clock.advance(29)
+    assert b.state is BreakerState.OPEN
+    clock.advance(1)
+    assert b.state is BreakerState.HALF_OPEN
+
+
+def test_a_cancelled_probe_frees_its_slot() -> None:
+    b, clock, _ = make(BreakerConfig(min_calls=1, open_s=5, half_open_probes=1))
+    call(b, failed=True)
+    clock.advance(5)
+    probe = b.acquire()
+    b.release(probe)
+    assert b.acquire().probe
+
+
+def test_slow_calls_open_it_when_configured() -> None:
+    b, _, _ = make(BreakerConfig(failure_rate=1.0, slow_call_rate=0.5, slow_call_s=2.0, min_calls=4))
+    for duration in (0.1, 3.0, 2.5, 0.1):
+        call(b, failed=False, duration_s=duration)
+    assert b.state is BreakerState.OPEN
+
+
+def test_a_time_window_forgets_old_failures() -> None:
+    b, clock, _ = make(BreakerConfig(failure_rate=0.5, min_calls=4, window_s=60))
+    for _ in range(3):
+        call(b, failed=True)
+    clock.advance(61)
+    call(b, failed=True)  # the three old failures are outside the window: 1 call < min_calls
+    assert b.state is BreakerState.CLOSED
+
+
+def test_a_count_window_keeps_the_last_n_calls() -> None:
+    b, _, _ = make(BreakerConfig(failure_rate=0.5, min_calls=4, window_calls=4))
+    for failed in (True, False, False, False, False, False):
+        call(b, failed=failed)
+    assert b.state is BreakerState.CLOSED  # never more than one failure in four
+    call(b, failed=True)
+    call(b, failed=True)
+    assert b.state is BreakerState.OPEN  # the last four: two of four failed
+
+
+def test_outcomes_from_before_a_transition_are_ignored() -> None:
+    b, clock, _ = make()
+    late = b.acquire()
+    for _ in range(4):
+        call(b, failed=True)
+    clock.advance(30)
+    probe = b.acquire()
+    b.record(late, failed=False, duration_s=0.1)  # admitted while closed: says nothing now
+    b.record(probe, failed=False, duration_s=0.1)
+    assert b.state is BreakerState.HALF_OPEN  # still needs its second probe
+
+
+def test_operators_can_force_either_way_and_reset() -> None:
+    b, _, seen = make()
+    b.force(BreakerState.FORCED_OPEN)
+    with pytest.raises(CircuitOpen):
+        b.acquire()
+    b.force(BreakerState.FORCED_CLOSED)
+    for _ in range(20):
+        call(b, failed=True)
+    assert b.state is BreakerState.FORCED_CLOSED  # a forced state does not learn
+    b.reset()
+    assert b.state is BreakerState.CLOSED
+    assert [t[2] for t in seen] == [BreakerState.FORCED_OPEN, BreakerState.FORCED_CLOSED, BreakerState.CLOSED]
+    with pytest.raises(ValueError, match="forced"):
+        b.force(BreakerState.OPEN)
+
+
+def test_a_permit_records_its_generation() -> None:
+    b, _, _ = make()
+    assert b.acquire() == Permit(probe=False, generation=0)
+
+
+@pytest.mark.parametrize("bad", [
+    {"failure_rate": 0}, {"failure_rate": 1.5}, {"min_calls": 0}, {"half_open_probes": 0},
+    {"window_calls": 0, "window_s": 0}, {"window_calls": -1},
+])
+def test_nonsense_configs_are_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=r"must|needs"):
+        BreakerConfig(**bad)  # type: ignore[arg-type]
