@@ -22,8 +22,11 @@ The tree::
     │   ├── UpstreamUnavailable
     │   ├── UpstreamProtocolError
     │   └── CircuitOpen
-    └── StoreError
-        └── StoreUnavailable
+    ├── StoreError
+    │   └── StoreUnavailable
+    └── VaultError
+        ├── VaultLocked             secrets exist but the master key is missing or wrong
+        └── SecretNotFound
 
 What this module refuses to do: carry exception text to clients. ``str(exc)`` is for logs.
 """
@@ -45,6 +48,7 @@ __all__ = [
     "PayloadTooLarge",
     "PortcullisError",
     "RateLimited",
+    "SecretNotFound",
     "StoreError",
     "StoreUnavailable",
     "Unauthenticated",
@@ -52,6 +56,8 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "VaultError",
+    "VaultLocked",
 ]
 
 
@@ -205,3 +211,15 @@ class StoreError(PortcullisError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached. Never shown to a client as such."""
+
+
+class VaultError(PortcullisError):
+    """The credential vault failed. Messages name secrets, never their values."""
+
+
+class VaultLocked(VaultError):
+    """Secrets exist but ``PORTCULLIS_SECRET_KEY`` is missing or cannot decrypt them."""
+
+
+class SecretNotFound(VaultError):
+    """No secret by that name."""

@@ -11,8 +11,6 @@ config. Errors are one red line on stderr, never a traceback, and never echo the
 
 from __future__ import annotations
 
-import asyncio
-import datetime
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -25,10 +23,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, when, with_store
 from portcullis.clock import SystemClock
-from portcullis.config.loader import load_config
 from portcullis.config.types import parse_duration
-from portcullis.errors import ConfigError, StoreUnavailable
 from portcullis.identity.api_keys import create_key
 from portcullis.stores.base import ApiKeyRecord
 from portcullis.stores.sqlite import SqliteStore
@@ -41,51 +38,21 @@ _CONSUMER = re.compile(r"[A-Za-z0-9_.@\-]{1,64}")
 _SCOPE = re.compile(r"[A-Za-z0-9_.@:\-]{1,64}")  # ":" as in orders:read
 _T = TypeVar("_T")
 
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", envvar="PORTCULLIS_CONFIG", help="The gateway's YAML config.")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
-
-
 @dataclass(frozen=True, slots=True)
 class _Settings:
     sqlite_path: str
     pepper: bytes
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(Text(message, style="red"))
-    return typer.Exit(code)
-
-
 def _settings(path: Path) -> _Settings:
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        raise _fail(f"{path}: invalid config\n{exc}") from None
+    cfg = load_or_fail(path)
     if cfg.keys is None:
-        raise _fail(f"{path}: API keys need a `keys:` section with `pepper` (keys.pepper)")
+        raise fail(f"{path}: API keys need a `keys:` section with `pepper` (keys.pepper)")
     return _Settings(cfg.store.sqlite_path, cfg.keys.pepper.get_secret_value().encode())
 
 
 def _with_store(settings: _Settings, work: Callable[[SqliteStore], Awaitable[_T]]) -> _T:
-    async def run() -> _T:
-        store = await SqliteStore.connect(settings.sqlite_path)
-        try:
-            return await work(store)
-        finally:
-            await store.aclose()
-
-    try:
-        return asyncio.run(run())
-    except StoreUnavailable as exc:
-        raise _fail(f"store unavailable ({settings.sqlite_path}): {exc}", code=1) from None
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return with_store(settings.sqlite_path, work)
 
 
 def _status(record: ApiKeyRecord, now: float) -> str:
@@ -104,18 +71,18 @@ def create(
 ) -> None:
     """Create a key. It is shown once: store it now."""
     if not _CONSUMER.fullmatch(consumer):
-        raise _fail("--consumer: consumer names are 1-64 characters: letters, digits, _ . @ -")
+        raise fail("--consumer: consumer names are 1-64 characters: letters, digits, _ . @ -")
     scope_set = frozenset(s.strip() for s in scopes.split(",") if s.strip())
     if any(not _SCOPE.fullmatch(s) for s in scope_set):
-        raise _fail("--scopes: scopes are 1-64 characters: letters, digits, _ . @ : -")
+        raise fail("--scopes: scopes are 1-64 characters: letters, digits, _ . @ : -")
     expires_s: float | None = None
     if expires is not None:
         try:
             expires_s = parse_duration(expires)
         except ValueError as exc:
-            raise _fail(f"--expires: {exc}") from None
+            raise fail(f"--expires: {exc}") from None
         if expires_s <= 0:
-            raise _fail("--expires: a lifetime must be longer than zero")
+            raise fail("--expires: a lifetime must be longer than zero")
     settings = _settings(config)
     issued = _with_store(settings, lambda store: create_key(
         store, consumer, scope_set, pepper=settings.pepper, clock=SystemClock(), expires_in_s=expires_s,
@@ -152,8 +119,8 @@ def list_keys(
     for column in ("key id", "consumer", "scopes", "created", "expires", "status", "last used"):
         table.add_column(column, overflow="fold")
     for r in records:
-        cells = (r.key_id, r.consumer_id, ",".join(sorted(r.scopes)) or "-", _when(r.created_at),
-                 _when(r.expires_at), _status(r, now), _when(r.last_used_at))
+        cells = (r.key_id, r.consumer_id, ",".join(sorted(r.scopes)) or "-", when(r.created_at),
+                 when(r.expires_at), _status(r, now), when(r.last_used_at))
         table.add_row(*(Text(c) for c in cells))  # Text: a stored name is never read as Rich markup
     Console().print(table)
 
@@ -166,5 +133,5 @@ def revoke(
     """Revoke a key for good."""
     settings = _settings(config)
     if not _with_store(settings, lambda store: store.revoke(key_id)):
-        raise _fail(f"no key with id {key_id!r}", code=1)
+        raise fail(f"no key with id {key_id!r}", code=1)
     Console(highlight=False).print(Text(f"Revoked {key_id}.", style="green"))

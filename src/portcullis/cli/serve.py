@@ -9,8 +9,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from portcullis.cli.common import with_store
+from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
-from portcullis.errors import ConfigError
+from portcullis.errors import ConfigError, VaultError
+from portcullis.ingress.build import open_vault
+from portcullis.stores.sqlite import SqliteStore
 
 __all__ = ["serve"]
 
@@ -25,10 +29,24 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     try:
-        load_config(config)
+        cfg = load_config(config)
     except ConfigError as exc:
         Console(stderr=True).print(f"[red]config error[/red]\n{exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None
+    _check_vault(cfg.store.sqlite_path)
     from portcullis.server.run import serve_forever
 
     serve_forever(config)
+
+
+def _check_vault(sqlite_path: str) -> None:
+    """Refuse to start, with what to do, when stored secrets cannot be decrypted."""
+
+    async def check(store: SqliteStore) -> None:
+        await open_vault(store, SystemClock())
+
+    try:
+        with_store(sqlite_path, check)
+    except VaultError as exc:
+        Console(stderr=True).print(f"[red]vault locked[/red]\n{exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from None

@@ -7,6 +7,8 @@ both call ``plan_chain``.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +40,7 @@ from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.sqlite import SqliteStore
 from portcullis.upstream.base import Timeouts, Upstream
 from portcullis.upstream.http1 import Http1Upstream
+from portcullis.vault import SECRET_KEY_ENV, MasterKeys, Vault
 
 __all__ = ["Verifiers", "build_runtime", "effective_request", "open_services", "plan_chain"]
 
@@ -49,10 +52,28 @@ class Verifiers:
     failed_auth: FailedAuthShield | None = None  # shared by every route; None in `portcullis check`
 
 
-async def open_services(config: GatewayConfig, *, clock: Clock, base_dir: Path | None = None) -> Services:
-    """Open the process-lifetime state: the store, counters, and the audit writer (started)."""
+async def open_vault(store: SqliteStore, clock: Clock, env: Mapping[str, str] | None = None) -> Vault:
+    """The vault over ``store``, unlocked: raises ``VaultLocked`` if secrets exist and the master key
+    (``PORTCULLIS_SECRET_KEY``) is missing or wrong, so a gateway never starts unable to inject."""
+    keys: MasterKeys | None = None
+    if (os.environ if env is None else env).get(SECRET_KEY_ENV):
+        keys = MasterKeys.from_env(env)
+    vault = Vault(store, keys, clock)
+    await vault.unlock()
+    return vault
+
+
+async def open_services(
+    config: GatewayConfig, *, clock: Clock, base_dir: Path | None = None, env: Mapping[str, str] | None = None
+) -> Services:
+    """Open the process-lifetime state: the store, the vault, counters, and the audit writer (started)."""
     base = base_dir or Path.cwd()
     store = await SqliteStore.connect(str(_resolve(base, config.store.sqlite_path)))
+    try:
+        vault = await open_vault(store, clock, env)
+    except BaseException:
+        await store.aclose()
+        raise
     sinks: list[AuditSink] = []
     audit_cfg = config.audit
     if audit_cfg.file:
@@ -67,7 +88,7 @@ async def open_services(config: GatewayConfig, *, clock: Clock, base_dir: Path |
     )
     await audit.start()
     limiter = MultiLimiter(MemoryCounterStore(), clock)
-    return Services(clock=clock, metrics=GatewayMetrics(), store=store, limiter=limiter, audit=audit)
+    return Services(clock=clock, metrics=GatewayMetrics(), store=store, limiter=limiter, audit=audit, vault=vault)
 
 
 def _resolve(base: Path, path: str) -> Path:

@@ -28,6 +28,7 @@ from portcullis.observability.metrics import GatewayMetrics
 from portcullis.pipeline.base import Policy
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.upstream.base import Timeouts, Upstream
+from portcullis.vault import Vault
 
 if TYPE_CHECKING:
     from portcullis.audit.writer import AuditWriter
@@ -45,13 +46,14 @@ _KEY_USE_FLUSH_S = 30.0
 
 @dataclass(slots=True)
 class Services:
-    """Process-lifetime state shared by every runtime: store, counters, audit, metrics."""
+    """Process-lifetime state shared by every runtime: store, vault, counters, audit, metrics."""
 
     clock: Clock
     metrics: GatewayMetrics
     store: SqliteStore
     limiter: MultiLimiter
     audit: AuditWriter
+    vault: Vault
     readiness: dict[str, bool] = field(default_factory=dict)
 
     async def aclose(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["ApiKeyRecord", "AuditQuery", "AuditSink", "KeyStore"]
+__all__ = ["ApiKeyRecord", "AuditQuery", "AuditSink", "KeyStore", "SecretRecord", "SecretStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,4 +87,43 @@ class AuditSink(Protocol):
 
     async def aclose(self) -> None:
         """Flush and release resources."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRecord:
+    """One vault secret as stored: only its ciphertext (a Fernet token) and a keyed fingerprint."""
+
+    name: str
+    ciphertext: bytes
+    fingerprint: str
+    created_at: float
+    updated_at: float
+    last_used_at: float | None = None
+
+
+class SecretStore(Protocol):
+    """Encrypted secrets by name. The store never sees a plaintext."""
+
+    async def put_secret(self, record: SecretRecord) -> None:
+        """Insert or replace (keeping ``created_at`` and ``last_used_at`` of an existing name)."""
+        ...
+
+    async def get_secret(self, name: str) -> SecretRecord | None:
+        ...
+
+    async def list_secrets(self) -> list[SecretRecord]:
+        """Every secret, by name."""
+        ...
+
+    async def delete_secret(self, name: str) -> bool:
+        """True if it existed."""
+        ...
+
+    async def touch_secret(self, name: str, at: float) -> None:
+        """Record a use (only moves forward)."""
+        ...
+
+    async def replace_ciphertexts(self, ciphertexts: Mapping[str, bytes], at: float) -> None:
+        """Swap every named ciphertext at once (master-key rotation): all or nothing."""
         ...

@@ -1,4 +1,5 @@
-"""SQLite store for one machine: API key records and the audit table, with versioned migrations.
+"""SQLite store for one machine: API key records, the audit table and the vault's encrypted secrets,
+with versioned migrations.
 
 Why aiosqlite: every query runs on the connection's own thread, so the event loop never blocks on
 the disk. Why WAL: the gateway reads keys while the CLI creates or revokes them from another
@@ -30,7 +31,7 @@ import aiosqlite
 import orjson
 
 from portcullis.errors import StoreUnavailable
-from portcullis.stores.base import ApiKeyRecord, AuditQuery
+from portcullis.stores.base import ApiKeyRecord, AuditQuery, SecretRecord
 
 __all__ = ["MAX_AUDIT_ROWS", "SCHEMA_VERSION", "SchemaTooNew", "SqliteStore"]
 
@@ -60,9 +61,20 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX audit_ts ON audit (ts)",
         "CREATE INDEX audit_consumer_ts ON audit (consumer_id, ts)",
     ),
+    (
+        """CREATE TABLE secrets (
+            name TEXT PRIMARY KEY,
+            ciphertext BLOB NOT NULL,
+            fingerprint TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            last_used_at REAL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 MAX_AUDIT_ROWS = 10_000
+_SECRET_COLUMNS = "name, ciphertext, fingerprint, created_at, updated_at, last_used_at"
 _KEY_COLUMNS = "key_id, consumer_id, secret_hash, scopes, created_at, expires_at, disabled, last_used_at"
 _AUDIT_FILTERS = (  # (column, operator, AuditQuery field): the only text that is put into audit SQL
     ("ts", ">=", "since"), ("ts", "<", "until"), ("consumer_id", "=", "consumer_id"),
@@ -204,6 +216,62 @@ class SqliteStore:
 
     # --- lifecycle --------------------------------------------------------------------------
 
+    # --- SecretStore -----------------------------------------------------------------------
+
+    async def put_secret(self, record: SecretRecord) -> None:
+        async with self._write_lock, _translate():
+            await self._conn.execute(
+                "INSERT INTO secrets (name, ciphertext, fingerprint, created_at, updated_at, last_used_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET ciphertext = excluded.ciphertext,"
+                " fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+                (record.name, record.ciphertext, record.fingerprint, record.created_at, record.updated_at,
+                 record.last_used_at),
+            )
+            await self._conn.commit()
+
+    async def get_secret(self, name: str) -> SecretRecord | None:
+        async with _translate(), self._conn.execute(
+            f"SELECT {_SECRET_COLUMNS} FROM secrets WHERE name = ?", (name,)  # noqa: S608 - constant
+        ) as cur:
+            row = await cur.fetchone()
+        return _secret_record(row) if row else None
+
+    async def list_secrets(self) -> builtins.list[SecretRecord]:
+        async with _translate(), self._conn.execute(
+            f"SELECT {_SECRET_COLUMNS} FROM secrets ORDER BY name"  # noqa: S608 - constant
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_secret_record(r) for r in rows]
+
+    async def delete_secret(self, name: str) -> bool:
+        async with self._write_lock, _translate():
+            cur = await self._conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
+            await self._conn.commit()
+            return (cur.rowcount or 0) > 0
+
+    async def touch_secret(self, name: str, at: float) -> None:
+        async with self._write_lock, _translate():
+            await self._conn.execute(
+                "UPDATE secrets SET last_used_at = ? WHERE name = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                (at, name, at),
+            )
+            await self._conn.commit()
+
+    async def replace_ciphertexts(self, ciphertexts: Mapping[str, bytes], at: float) -> None:
+        async with self._write_lock, _translate():
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                for name, ciphertext in ciphertexts.items():
+                    cur = await self._conn.execute(
+                        "UPDATE secrets SET ciphertext = ?, updated_at = ? WHERE name = ?", (ciphertext, at, name)
+                    )
+                    if (cur.rowcount or 0) != 1:
+                        raise sqlite3.IntegrityError(f"no secret {name!r}")
+                await self._conn.commit()
+            except BaseException:
+                await self._conn.rollback()
+                raise
+
     async def ping(self) -> None:
         async with _translate(), self._conn.execute("SELECT 1") as cur:
             await cur.fetchone()
@@ -239,6 +307,11 @@ async def _migrate(db: aiosqlite.Connection) -> None:
     except BaseException:
         await db.rollback()
         raise
+
+
+def _secret_record(row: Any) -> SecretRecord:
+    return SecretRecord(name=row[0], ciphertext=bytes(row[1]), fingerprint=row[2], created_at=row[3],
+                        updated_at=row[4], last_used_at=row[5])
 
 
 def _key_record(row: Any) -> ApiKeyRecord:

@@ -1,0 +1,66 @@
+"""What the store-backed commands share: the --config option, failing with one red line, running
+work against the configured store, and showing times.
+
+Exit codes across those commands: 0 done, 1 the thing asked for failed (not found, store
+unavailable, vault locked), 2 bad input or config. Never a traceback, never a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from portcullis.config.loader import load_config
+from portcullis.config.model import GatewayConfig
+from portcullis.errors import ConfigError, StoreUnavailable
+from portcullis.stores.sqlite import SqliteStore
+
+__all__ = ["ConfigOption", "JsonOption", "fail", "load_or_fail", "when", "with_store"]
+
+_T = TypeVar("_T")
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", envvar="PORTCULLIS_CONFIG", help="The gateway's YAML config.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one red line on stderr; return the ``Exit`` to raise."""
+    Console(stderr=True, highlight=False).print(Text(message, style="red"))
+    return typer.Exit(code)
+
+
+def load_or_fail(path: Path) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise fail(f"{path}: invalid config\n{exc}") from None
+
+
+def with_store(sqlite_path: str, work: Callable[[SqliteStore], Awaitable[_T]]) -> _T:
+    """Open the store, run ``work`` on it, close it; an unreachable store exits 1."""
+    async def run() -> _T:
+        store = await SqliteStore.connect(sqlite_path)
+        try:
+            return await work(store)
+        finally:
+            await store.aclose()
+
+    try:
+        return asyncio.run(run())
+    except StoreUnavailable as exc:
+        raise fail(f"store unavailable ({sqlite_path}): {exc}", code=1) from None
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")

@@ -1,0 +1,182 @@
+"""Secrets for egress credential injection: Fernet at rest, MultiFernet for master-key rotation.
+
+Why Fernet (``cryptography``): authenticated encryption (AES-128-CBC + HMAC-SHA256) with a
+versioned token format and ``MultiFernet.rotate`` for re-encryption; we write no cryptography.
+
+Rules this module keeps:
+- **The master key comes from the environment** (``PORTCULLIS_SECRET_KEY``), never the config file
+  or the database: a stolen database alone is ciphertext. Several comma-separated keys may be
+  given during a rotation: the first encrypts, all decrypt.
+- **A ciphertext is bound to its name**: the plaintext carries the name and ``reveal`` checks it, so
+  someone with write access to the table cannot move the Stripe key's ciphertext under the name a
+  less trusted route injects (Fernet has no associated data, so the binding is in the payload).
+- **Values never leave except through ``reveal``**: ``list`` returns names, fingerprints and
+  times; errors name secrets, never values.
+- **Fingerprints** identify a value without revealing it: an HMAC keyed from the master key at the
+  time the secret was set (a plain hash of a short secret could be brute-forced offline).
+- **A locked vault refuses to start**: if secrets exist and the key is missing or cannot decrypt
+  every one of them, ``unlock`` raises ``VaultLocked`` with what to do, before any traffic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import orjson
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from portcullis.clock import Clock
+from portcullis.errors import SecretNotFound, VaultError, VaultLocked
+from portcullis.stores.base import SecretRecord, SecretStore
+
+__all__ = ["SECRET_KEY_ENV", "MasterKeys", "SecretInfo", "Vault", "generate_master_key", "valid_secret_name"]
+
+SECRET_KEY_ENV = "PORTCULLIS_SECRET_KEY"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+_FINGERPRINT_CONTEXT = b"portcullis vault fingerprint v1"
+
+
+def generate_master_key() -> str:
+    """A new random master key, in the form ``PORTCULLIS_SECRET_KEY`` takes."""
+    return Fernet.generate_key().decode("ascii")
+
+
+def valid_secret_name(name: str) -> bool:
+    return bool(_NAME.match(name))
+
+
+class MasterKeys:
+    """The master keys from the environment: the first encrypts, every one decrypts."""
+
+    def __init__(self, keys: list[bytes]) -> None:
+        if not keys:
+            raise VaultLocked(f"{SECRET_KEY_ENV} is not set")
+        try:
+            self._fernets = [Fernet(k) for k in keys]
+        except (ValueError, TypeError):
+            raise VaultLocked(
+                f"{SECRET_KEY_ENV} must be Fernet keys (32 url-safe base64 bytes), comma-separated; "
+                "generate one with `portcullis secrets generate-key`"
+            ) from None
+        self._multi = MultiFernet(self._fernets)
+        self._fingerprint_key = hmac.new(keys[0], _FINGERPRINT_CONTEXT, hashlib.sha256).digest()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> MasterKeys:
+        raw = (os.environ if env is None else env).get(SECRET_KEY_ENV, "")
+        return cls([k.strip().encode("ascii") for k in raw.split(",") if k.strip()])
+
+    def encrypt(self, name: str, value: str) -> bytes:
+        return self._multi.encrypt(orjson.dumps({"name": name, "value": value}))
+
+    def decrypt(self, name: str, ciphertext: bytes) -> str:
+        try:
+            payload = orjson.loads(self._multi.decrypt(ciphertext))
+        except InvalidToken:
+            raise VaultLocked(f"secret {name!r} cannot be decrypted with {SECRET_KEY_ENV}") from None
+        if not isinstance(payload, dict) or payload.get("name") != name or not isinstance(payload.get("value"), str):
+            raise VaultError(f"secret {name!r} holds a ciphertext made for another name")
+        value: str = payload["value"]
+        return value
+
+    def rotate(self, ciphertext: bytes) -> bytes:
+        """Re-encrypt under the first key (the name binding is inside and is kept)."""
+        return self._multi.rotate(ciphertext)
+
+    def fingerprint(self, value: str) -> str:
+        return "fp_" + hmac.new(self._fingerprint_key, value.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class SecretInfo:
+    """What may be shown about a secret: never its value."""
+
+    name: str
+    fingerprint: str
+    created_at: float
+    updated_at: float
+    last_used_at: float | None
+
+
+class Vault:
+    """Set, list, delete, rotate and (at injection time only) reveal secrets."""
+
+    def __init__(self, store: SecretStore, keys: MasterKeys | None, clock: Clock) -> None:
+        self._store = store
+        self._keys = keys
+        self._clock = clock
+
+    def _require_keys(self) -> MasterKeys:
+        if self._keys is None:
+            raise VaultLocked(f"{SECRET_KEY_ENV} is not set; the vault cannot encrypt or decrypt")
+        return self._keys
+
+    async def unlock(self) -> int:
+        """Check every stored secret decrypts with the configured keys; return how many exist.
+
+        Called at start-up: an empty vault needs no key, a non-empty one refuses to start without
+        the right one.
+        """
+        records = await self._store.list_secrets()
+        if not records:
+            return 0
+        if self._keys is None:
+            raise VaultLocked(
+                f"the vault holds {len(records)} secret(s) but {SECRET_KEY_ENV} is not set; "
+                "set it to the master key the secrets were stored with"
+            )
+        for record in records:
+            self._keys.decrypt(record.name, record.ciphertext)
+        return len(records)
+
+    async def set(self, name: str, value: str) -> SecretInfo:
+        if not valid_secret_name(name):
+            raise VaultError("secret names are 1-64 of a-z 0-9 _ . - (starting with a letter or digit)")
+        if not value:
+            raise VaultError("a secret value cannot be empty")
+        keys = self._require_keys()
+        now = self._clock.wall()
+        existing = await self._store.get_secret(name)
+        record = SecretRecord(
+            name=name, ciphertext=keys.encrypt(name, value), fingerprint=keys.fingerprint(value),
+            created_at=existing.created_at if existing else now, updated_at=now,
+            last_used_at=existing.last_used_at if existing else None,
+        )
+        await self._store.put_secret(record)
+        return _info(record)
+
+    async def list(self) -> list[SecretInfo]:
+        return [_info(r) for r in await self._store.list_secrets()]
+
+    async def delete(self, name: str) -> None:
+        if not await self._store.delete_secret(name):
+            raise SecretNotFound(f"no secret named {name!r}")
+
+    async def reveal(self, name: str) -> str:
+        """The plaintext, for injection into one outgoing request. Records the use."""
+        record = await self._store.get_secret(name)
+        if record is None:
+            raise SecretNotFound(f"no secret named {name!r}")
+        value = self._require_keys().decrypt(name, record.ciphertext)
+        await self._store.touch_secret(name, self._clock.wall())
+        return value
+
+    async def rotate_master(self) -> int:
+        """Re-encrypt every secret under the first master key; all or nothing. Returns the count."""
+        keys = self._require_keys()
+        records = await self._store.list_secrets()
+        rotated: dict[str, bytes] = {}
+        for record in records:
+            keys.decrypt(record.name, record.ciphertext)  # refuse before writing anything
+            rotated[record.name] = keys.rotate(record.ciphertext)
+        await self._store.replace_ciphertexts(rotated, self._clock.wall())
+        return len(rotated)
+
+
+def _info(record: SecretRecord) -> SecretInfo:
+    return SecretInfo(record.name, record.fingerprint, record.created_at, record.updated_at, record.last_used_at)

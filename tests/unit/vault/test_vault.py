@@ -1,0 +1,127 @@
+"""The vault against a real SQLite file: encryption at rest, name binding, rotation, locking."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from portcullis.errors import SecretNotFound, VaultError, VaultLocked
+from portcullis.ingress.build import open_vault
+from portcullis.stores.sqlite import SqliteStore
+from portcullis.testing import ManualClock
+from portcullis.vault import SECRET_KEY_ENV, MasterKeys, Vault, generate_master_key
+
+TOKEN = "ghp_" + "A1b2C3d4" * 5
+OLD, NEW = generate_master_key(), generate_master_key()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = await SqliteStore.connect(str(tmp_path / "vault.db"))
+    yield s
+    await s.aclose()
+
+
+def keys(*raw: str) -> MasterKeys:
+    return MasterKeys.from_env({SECRET_KEY_ENV: ",".join(raw)})
+
+
+def raw_rows(path: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT * FROM secrets").fetchall()
+
+
+async def test_a_secret_round_trips_and_is_only_ciphertext_at_rest(store: SqliteStore, tmp_path: Path) -> None:
+    clock = ManualClock()
+    vault = Vault(store, keys(OLD), clock)
+    info = await vault.set("github_token", TOKEN)
+    assert info.fingerprint.startswith("fp_") and TOKEN not in info.fingerprint
+    clock.advance(5)
+    assert await vault.reveal("github_token") == TOKEN
+    rows = await asyncio.to_thread(raw_rows, tmp_path / "vault.db")
+    assert len(rows) == 1 and TOKEN.encode() not in b"".join(str(c).encode() for c in rows[0])
+    [listed] = await vault.list()
+    assert listed.last_used_at == clock.wall()  # every use is recorded
+    assert not hasattr(listed, "value")
+
+
+async def test_a_ciphertext_moved_under_another_name_is_refused(store: SqliteStore) -> None:
+    vault = Vault(store, keys(OLD), ManualClock())
+    await vault.set("stripe_key", "sk_live_secret")
+    await vault.set("public_thing", "harmless")
+    stripe = await store.get_secret("stripe_key")
+    assert stripe is not None
+    await store.replace_ciphertexts({"public_thing": stripe.ciphertext}, 1.0)  # an attacker with DB write access
+    with pytest.raises(VaultError, match="another name"):
+        await vault.reveal("public_thing")
+
+
+async def test_a_wrong_or_missing_key_locks_the_vault_before_any_traffic(store: SqliteStore) -> None:
+    await Vault(store, keys(OLD), ManualClock()).set("github_token", TOKEN)
+    with pytest.raises(VaultLocked, match="cannot be decrypted"):
+        await open_vault(store, ManualClock(), {SECRET_KEY_ENV: NEW})
+    with pytest.raises(VaultLocked, match="is not set"):
+        await open_vault(store, ManualClock(), {})
+    with pytest.raises(VaultLocked, match="Fernet keys"):
+        await open_vault(store, ManualClock(), {SECRET_KEY_ENV: "not-a-key"})
+    assert await (await open_vault(store, ManualClock(), {SECRET_KEY_ENV: OLD})).unlock() == 1
+
+
+async def test_an_empty_vault_needs_no_key(store: SqliteStore) -> None:
+    vault = await open_vault(store, ManualClock(), {})
+    assert await vault.list() == []
+    with pytest.raises(VaultLocked):
+        await vault.set("x", "y")  # but storing one does
+
+
+async def test_rotation_re_encrypts_everything_under_the_new_key(store: SqliteStore) -> None:
+    clock = ManualClock()
+    await Vault(store, keys(OLD), clock).set("a", "alpha")
+    await Vault(store, keys(OLD), clock).set("b", "beta")
+    before = {r.name: r.ciphertext for r in await store.list_secrets()}
+    assert await Vault(store, keys(NEW, OLD), clock).rotate_master() == 2
+    after = {r.name: r.ciphertext for r in await store.list_secrets()}
+    assert all(before[n] != after[n] for n in before)
+    new_only = Vault(store, keys(NEW), clock)
+    assert [await new_only.reveal("a"), await new_only.reveal("b")] == ["alpha", "beta"]
+    with pytest.raises(VaultLocked):
+        await Vault(store, keys(OLD), clock).reveal("a")
+
+
+async def test_a_rotation_that_cannot_decrypt_one_secret_changes_nothing(store: SqliteStore) -> None:
+    clock = ManualClock()
+    await Vault(store, keys(OLD), clock).set("a", "alpha")
+    await Vault(store, keys(NEW), clock).set("b", "beta")  # stored under another key by mistake
+    before = await store.list_secrets()
+    with pytest.raises(VaultLocked):
+        await Vault(store, keys(NEW), clock).rotate_master()  # cannot read "a"
+    assert await store.list_secrets() == before
+
+
+async def test_replacing_keeps_creation_time_and_changes_the_fingerprint(store: SqliteStore) -> None:
+    clock = ManualClock()
+    vault = Vault(store, keys(OLD), clock)
+    first = await vault.set("t", "one")
+    clock.advance(60)
+    second = await vault.set("t", "two")
+    assert second.created_at == first.created_at and second.updated_at == first.updated_at + 60
+    assert second.fingerprint != first.fingerprint
+    assert (await vault.set("t", "two")).fingerprint == second.fingerprint
+
+
+@pytest.mark.parametrize(("name", "value"), [("Bad Name", "v"), ("", "v"), ("-x", "v"), ("a" * 65, "v"), ("ok", "")])
+async def test_bad_names_and_empty_values_are_refused(store: SqliteStore, name: str, value: str) -> None:
+    with pytest.raises(VaultError, match=r"secret names|cannot be empty"):
+        await Vault(store, keys(OLD), ManualClock()).set(name, value)
+
+
+async def test_unknown_names_are_not_found(store: SqliteStore) -> None:
+    vault = Vault(store, keys(OLD), ManualClock())
+    with pytest.raises(SecretNotFound):
+        await vault.reveal("nope")
+    with pytest.raises(SecretNotFound):
+        await vault.delete("nope")
