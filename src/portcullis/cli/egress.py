@@ -4,20 +4,24 @@ Why a command: when an agent's call is refused, an operator needs the guard's re
 allowed, the addresses the call would be pinned to) without sending anything. ``--resolve`` answers
 the lookup instead of DNS, as curl's option does, so a verdict can be reproduced exactly.
 
-This release checks a URL against the global defaults (public addresses, https, ports 80/443);
-``--config`` and ``--route`` join when egress routes land in the config.
+With ``--config`` (and ``--route``) the rules come from the config's ``egress:`` section, through
+the same function the data path uses; without it, the global defaults (public addresses, https,
+ports 80/443) plus any ``--allow-*`` what-if flags.
 """
 
 from __future__ import annotations
 
 import asyncio
 from ipaddress import ip_network
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from portcullis.cli.common import load_or_fail
+from portcullis.egress.policy import default_policy, route_policy
 from portcullis.egress.resolver import SystemResolver, parse_resolve_option
 from portcullis.egress.ssrf import GuardPolicy, Resolver, SsrfGuard, Verdict
 
@@ -41,17 +45,29 @@ def check_url(
     allow_host: Annotated[
         list[str] | None, typer.Option("--allow-host", help="Allow-list entry: a name or *.suffix (repeatable).")
     ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Check under this config's egress section.")
+    ] = None,
+    route: Annotated[
+        str | None, typer.Option("--route", help="Check as this egress route would (needs --config).")
+    ] = None,
 ) -> None:
     """Print the guard's verdict without sending anything. Exit status: 0 allowed, 3 blocked, 2 bad input."""
     console = Console()
     resolver: Resolver
+    what_if = bool(allow_host or allow_network or allow_http)
     try:
         resolver = parse_resolve_option(resolve) if resolve else SystemResolver()
-        policy = GuardPolicy(
-            allowed_hosts=tuple(h.lower() for h in allow_host or ()),
-            allowed_networks=tuple(ip_network(n, strict=False) for n in allow_network or ()),
-            allow_http=allow_http,
-        )
+        if route is not None and (config is None or what_if):
+            raise ValueError("--route needs --config, and takes its rules from it (no --allow-* flags)")
+        if config is not None and not what_if:
+            policy = _config_policy(config, route)
+        else:
+            policy = GuardPolicy(
+                allowed_hosts=tuple(h.lower() for h in allow_host or ()),
+                allowed_networks=tuple(ip_network(n, strict=False) for n in allow_network or ()),
+                allow_http=allow_http,
+            )
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2) from None
@@ -71,3 +87,13 @@ def _print(console: Console, url: str, verdict: Verdict) -> None:
         console.print("[green]allowed[/green]: the call would be pinned to the addresses above", highlight=False)
     else:
         console.print(f"[red]blocked[/red]: {verdict.reason}", highlight=False)
+
+
+def _config_policy(path: Path, route_name: str | None) -> GuardPolicy:
+    cfg = load_or_fail(path)
+    if route_name is None:
+        return default_policy(cfg.egress)
+    route = cfg.egress.route(route_name) if cfg.egress else None
+    if cfg.egress is None or route is None:
+        raise ValueError(f"{path}: no egress route named {route_name!r}")
+    return route_policy(cfg.egress, route)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from portcullis.config.egress import EgressConfig
 from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HttpMethod, Rate
 
 __all__ = [
@@ -436,6 +437,9 @@ class GatewayConfig(_Model):
         default_factory=SecurityHeadersConfig, description="Response security headers."
     )
     audit: AuditConfig = Field(default_factory=AuditConfig, description="The audit trail.")
+    egress: EgressConfig | None = Field(
+        None, description="Third-party APIs that workflows and agents may call through the gateway."
+    )
     upstreams: dict[str, UpstreamConfig] = Field(description="Backends, by name.")
     routes: list[RouteConfig] = Field(min_length=1, description="Routes, matched most specific first.")
 

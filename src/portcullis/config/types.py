@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "HeaderName",
     "HttpMethod",
     "RateWindow",
+    "host_allowed",
     "parse_byte_size",
     "parse_duration",
     "parse_rate",
@@ -133,3 +135,18 @@ Cidr = Annotated[
 ]
 HeaderName = Annotated[str, BeforeValidator(_parse_header_name)]
 HttpMethod = Annotated[str, BeforeValidator(_parse_method)]
+
+
+def host_allowed(host: str, patterns: Iterable[str]) -> bool:
+    """Exact names, or ``*.suffix`` matching any name below ``suffix`` (not ``suffix`` itself).
+
+    Lives here because both the config (checking routes against the global list) and the egress
+    guard match host names the same way.
+    """
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return True
+        elif host == pattern:
+            return True
+    return False

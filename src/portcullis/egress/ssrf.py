@@ -26,11 +26,13 @@ answer with any address without DNS.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Protocol
 from urllib.parse import urlsplit
+
+from portcullis.config.types import host_allowed
 
 __all__ = [
     "METADATA_HOSTS",
@@ -103,11 +105,13 @@ class GuardPolicy:
     """What a route (or the gateway) permits beyond public addresses.
 
     ``allowed_hosts``: exact names or ``*.suffix`` patterns; empty means any public host.
+    ``global_hosts``: the gateway-wide list, checked as well (a route cannot widen it).
     ``allowed_networks``: explicit exceptions (an on-premises API); checked before the public rule.
     ``allow_http``: plain http is refused unless a route says so.
     """
 
     allowed_hosts: tuple[str, ...] = ()
+    global_hosts: tuple[str, ...] = ()  # the gateway-wide allow-list: when set, a host must match it too
     allowed_networks: tuple[IpNetwork, ...] = ()
     allow_http: bool = False
     allowed_ports: frozenset[int] = field(default_factory=lambda: frozenset({80, 443}))
@@ -217,17 +221,6 @@ def _embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
     return None
 
 
-def host_allowed(host: str, patterns: Iterable[str]) -> bool:
-    """Exact names, or ``*.suffix`` matching any name below ``suffix`` (not ``suffix`` itself)."""
-    for pattern in patterns:
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
-                return True
-        elif host == pattern:
-            return True
-    return False
-
-
 class SsrfGuard:
     """Checks one URL under a ``GuardPolicy``; the resolver is the only I/O."""
 
@@ -251,6 +244,8 @@ class SsrfGuard:
             return Verdict(False, "metadata_host", target)
         if policy.allowed_hosts and not host_allowed(target.host, policy.allowed_hosts):
             return Verdict(False, "host_not_allowed", target)
+        if policy.global_hosts and not host_allowed(target.host, policy.global_hosts):
+            return Verdict(False, "host_not_allowed_globally", target)
         if target.literal is not None:
             addresses: tuple[IpAddress, ...] = (target.literal,)
         else:

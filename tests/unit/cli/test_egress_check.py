@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -46,3 +48,37 @@ def test_route_style_exceptions_can_be_tried_from_the_command_line() -> None:
 def test_bad_options_exit_2_without_a_traceback(args: list[str]) -> None:
     r = egress(*args)
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+CONFIG = """
+upstreams: {api: {url: "http://127.0.0.1:9"}}
+routes: [{name: r, path: /r, upstream: api, auth: none}]
+egress:
+  allow_hosts: ["api.github.com", "crm.corp.example"]
+  routes:
+    - {name: github, url: "https://api.github.com"}
+    - {name: crm, url: "https://crm.corp.example:8443", allow_networks: [10.20.0.0/16]}
+"""
+
+
+def test_a_route_from_the_config_decides_hosts_ports_and_networks(tmp_path: Path) -> None:
+    config = tmp_path / "p.yaml"
+    config.write_text(CONFIG)
+    ok = egress("https://crm.corp.example:8443/accounts", "-c", str(config), "--route", "crm",
+                "--resolve", "crm.corp.example=10.20.1.2")
+    assert ok.exit_code == 0, ok.output
+    other_port = egress("https://crm.corp.example/accounts", "-c", str(config), "--route", "crm",
+                        "--resolve", "crm.corp.example=10.20.1.2")
+    assert other_port.exit_code == 3 and "port_not_allowed" in other_port.output
+    other_host = egress("https://api.github.com:8443/", "-c", str(config), "--route", "crm",
+                        "--resolve", "api.github.com=140.82.112.6")
+    assert other_host.exit_code == 3 and "host_not_allowed" in other_host.output
+    outside_global = egress("https://example.org/", "-c", str(config), "--resolve", "example.org=93.184.216.34")
+    assert outside_global.exit_code == 3 and "host_not_allowed_globally" in outside_global.output
+
+
+def test_an_unknown_route_or_a_route_without_config_is_bad_input(tmp_path: Path) -> None:
+    config = tmp_path / "p.yaml"
+    config.write_text(CONFIG)
+    assert egress("https://api.github.com/", "-c", str(config), "--route", "nope").exit_code == 2
+    assert egress("https://api.github.com/", "--route", "github").exit_code == 2
