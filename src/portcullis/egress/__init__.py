@@ -1,8 +1,10 @@
 """Egress: the guarded door from workflows and agents to third-party APIs (issue 4, in progress).
 
-Built so far, each tested on its own: the SSRF guard (``ssrf``), its resolvers (``resolver``),
-resolve-then-pin for aiohttp (``pinning``), the per-endpoint circuit breaker (``breaker``),
-retries with full jitter and a retry budget (``retry``), limits on the provider's answer
-(``response_guard``) and the route-to-policy mapping of the ``egress:`` config (``policy``). Egress routes in the config, the HTTP
-entry point, the httpx transport, budgets, the vault and the audit of calls build on them.
+Built so far, each tested on its own:
+- ``ssrf``: the SSRF guard; ``resolver``: its resolvers; ``pinning``: resolve-then-pin for aiohttp;
+- ``breaker``: the per-endpoint circuit breaker; ``retry``: full jitter and a retry budget;
+- ``response_guard``: limits on the provider's answer;
+- ``policy``: from the ``egress:`` config to the guard's policy.
+The vault lives in ``portcullis.vault``. The HTTP entry point, the httpx transport, budgets,
+credential injection on the data path and the audit of calls build on them.
 """
