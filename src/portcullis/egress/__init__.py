@@ -3,8 +3,8 @@
 Built so far, each tested on its own:
 - ``ssrf``: the SSRF guard; ``resolver``: its resolvers; ``pinning``: resolve-then-pin for aiohttp;
 - ``breaker``: the per-endpoint circuit breaker; ``retry``: full jitter and a retry budget;
-- ``response_guard``: limits on the provider's answer;
+- ``response_guard``: limits on the provider's answer; ``budgets``: exact call and cost budgets;
 - ``policy``: from the ``egress:`` config to the guard's policy.
-The vault lives in ``portcullis.vault``. The HTTP entry point, the httpx transport, budgets,
+The vault lives in ``portcullis.vault``. The HTTP entry point, the httpx transport,
 credential injection on the data path and the audit of calls build on them.
 """

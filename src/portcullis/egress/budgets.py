@@ -1,0 +1,164 @@
+"""Call and cost budgets for egress: per execution, per workflow, per user, per endpoint.
+
+Why exact counters and not the rate limiter's windows: a budget is a hard cap ("this execution may
+make 100 calls", "this user may spend 5.00 a day"), where the limiter's sliding window trades
+exactness for memory. Each budget here is a counter whose window starts at its first use and
+resets ``window_s`` later (Redis ``INCRBY`` + ``EXPIRE`` semantics, so the shared store can do the
+same in one script). Every budget a call touches is checked and spent together, all or nothing:
+50 parallel calls against a budget of 10 admit exactly 10, and a refusal spends nothing anywhere.
+
+Costs are kept in integer micro-units so that sums are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from portcullis.clock import Clock
+
+__all__ = [
+    "BudgetCounterStore",
+    "BudgetDecision",
+    "BudgetLimits",
+    "Budgets",
+    "CallContext",
+    "MemoryBudgetStore",
+    "Spend",
+]
+
+_MICRO = 1_000_000
+_HOUR = 3600.0
+_DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling: the execution and workflow named by the caller, the authenticated user."""
+
+    execution_id: str
+    workflow_id: str
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLimits:
+    """``None`` switches a budget off; ``0`` is not "unlimited" but "none allowed"."""
+
+    execution_calls: int | None = 100
+    execution_window_s: float = _HOUR
+    execution_cost: float | None = None
+    workflow_calls_per_hour: int | None = None
+    workflow_calls_per_day: int | None = None
+    user_calls_per_day: int | None = None
+    user_cost_per_day: float | None = None
+    endpoint_calls_per_workflow_day: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        values = [self.execution_calls, self.execution_cost, self.workflow_calls_per_hour,
+                  self.workflow_calls_per_day, self.user_calls_per_day, self.user_cost_per_day,
+                  *self.endpoint_calls_per_workflow_day.values()]
+        if any(v is not None and v < 0 for v in values) or self.execution_window_s <= 0:
+            raise ValueError("budgets must not be negative, and the execution window must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """One counter a call touches: its key, its cap, its window, what the call costs from it."""
+
+    name: str  # which budget, for the 429 body and the audit: "execution_calls", "user_cost_per_day", …
+    key: str
+    limit: int
+    window_s: float
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetDecision:
+    allowed: bool
+    exhausted: str | None  # the first budget that refused, by name
+    remaining: Mapping[str, float]  # per budget, after this call (costs in currency units)
+    reset_s: float  # seconds until the exhausted budget resets (0 when allowed)
+
+
+class BudgetCounterStore(Protocol):
+    """Anchored-window counters, spent all or nothing."""
+
+    async def spend(self, items: Sequence[Spend], now: float) -> tuple[bool, int | None, list[int], float]:
+        """(allowed, index of the first refusing item, used after the call per item, its reset in s)."""
+        ...
+
+
+class MemoryBudgetStore:
+    """Counters for one process: ``key -> (window end, used)``. Expired windows are dropped lazily."""
+
+    def __init__(self, *, max_entries: int = 1_000_000) -> None:
+        self._counters: dict[str, tuple[float, int]] = {}
+        self._max = max_entries
+
+    async def spend(self, items: Sequence[Spend], now: float) -> tuple[bool, int | None, list[int], float]:
+        counters = self._counters
+        current: list[tuple[float, int]] = []
+        for index, item in enumerate(items):
+            entry = counters.get(item.key)
+            if entry is None or entry[0] <= now:
+                entry = (now + item.window_s, 0)
+            if entry[1] + item.amount > item.limit:
+                return False, index, [c[1] for c in current] + [entry[1]], entry[0] - now
+            current.append(entry)
+        used = []
+        for item, (end, value) in zip(items, current, strict=True):
+            counters[item.key] = (end, value + item.amount)
+            used.append(value + item.amount)
+        if len(counters) > self._max:
+            for key in [k for k, (end, _) in counters.items() if end <= now][: len(counters) - self._max]:
+                del counters[key]
+        return True, None, used, 0.0
+
+
+class Budgets:
+    """Turns a call's context and cost into the counters it must spend from, and spends them."""
+
+    def __init__(self, limits: BudgetLimits, store: BudgetCounterStore, clock: Clock) -> None:
+        self._limits = limits
+        self._store = store
+        self._clock = clock
+
+    def plan(self, ctx: CallContext, route: str, cost: float) -> list[Spend]:
+        lim = self._limits
+        micro = round(cost * _MICRO)
+        e, w, u = ctx.execution_id, ctx.workflow_id, ctx.user
+        items = []
+        if lim.execution_calls is not None:
+            items.append(Spend("execution_calls", f"x:{w}:{e}:calls", lim.execution_calls, lim.execution_window_s, 1))
+        if lim.execution_cost is not None:
+            items.append(Spend("execution_cost", f"x:{w}:{e}:cost", round(lim.execution_cost * _MICRO),
+                               lim.execution_window_s, micro))
+        if lim.workflow_calls_per_hour is not None:
+            items.append(Spend("workflow_calls_per_hour", f"w:{w}:h", lim.workflow_calls_per_hour, _HOUR, 1))
+        if lim.workflow_calls_per_day is not None:
+            items.append(Spend("workflow_calls_per_day", f"w:{w}:d", lim.workflow_calls_per_day, _DAY, 1))
+        if lim.user_calls_per_day is not None:
+            items.append(Spend("user_calls_per_day", f"u:{u}:d", lim.user_calls_per_day, _DAY, 1))
+        if lim.user_cost_per_day is not None:
+            items.append(Spend("user_cost_per_day", f"u:{u}:cost", round(lim.user_cost_per_day * _MICRO), _DAY, micro))
+        endpoint = lim.endpoint_calls_per_workflow_day.get(route)
+        if endpoint is not None:
+            items.append(Spend(f"endpoint_calls:{route}", f"w:{w}:r:{route}", endpoint, _DAY, 1))
+        return items
+
+    async def consume(self, ctx: CallContext, route: str, cost: float = 0.0) -> BudgetDecision:
+        items = self.plan(ctx, route, cost)
+        if not items:
+            return BudgetDecision(True, None, {}, 0.0)
+        allowed, refused, used, reset = await self._store.spend(items, self._clock.monotonic())
+        remaining = {item.name: _shown(item, item.limit - u) for item, u in zip(items, used, strict=False)}
+        if not allowed:
+            assert refused is not None
+            return BudgetDecision(False, items[refused].name, remaining, reset)
+        return BudgetDecision(True, None, remaining, 0.0)
+
+
+def _shown(item: Spend, left: int) -> float:
+    return left / _MICRO if item.name.endswith("cost") or item.name.endswith("cost_per_day") else float(left)

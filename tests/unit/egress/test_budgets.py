@@ -1,0 +1,88 @@
+"""Egress budgets: exact caps, all-or-nothing spending, anchored windows, costs in exact units."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from portcullis.egress.budgets import BudgetLimits, Budgets, CallContext, MemoryBudgetStore
+from portcullis.testing import ManualClock
+
+CTX = CallContext(execution_id="ex-1", workflow_id="wf-billing", user="alice")
+
+
+def budgets(limits: BudgetLimits, clock: ManualClock | None = None) -> tuple[Budgets, ManualClock]:
+    clk = clock or ManualClock()
+    return Budgets(limits, MemoryBudgetStore(), clk), clk
+
+
+async def test_fifty_parallel_calls_against_a_budget_of_ten_admit_exactly_ten() -> None:
+    b, _ = budgets(BudgetLimits(execution_calls=10))
+    decisions = await asyncio.gather(*(b.consume(CTX, "github") for _ in range(50)))
+    assert sum(d.allowed for d in decisions) == 10
+    refused = [d for d in decisions if not d.allowed]
+    assert all(d.exhausted == "execution_calls" and d.remaining["execution_calls"] == 0 for d in refused)
+
+
+async def test_the_default_caps_an_execution_at_one_hundred_calls_and_other_executions_are_separate() -> None:
+    b, _ = budgets(BudgetLimits())
+    results = [(await b.consume(CTX, "github")).allowed for _ in range(101)]
+    assert results == [True] * 100 + [False]
+    other = CallContext(execution_id="ex-2", workflow_id="wf-billing", user="alice")
+    assert (await b.consume(other, "github")).allowed
+
+
+async def test_a_refusal_spends_nothing_from_any_other_budget() -> None:
+    b, _ = budgets(BudgetLimits(execution_calls=None, workflow_calls_per_day=100, user_calls_per_day=2))
+    assert (await b.consume(CTX, "github")).allowed
+    assert (await b.consume(CTX, "github")).allowed
+    refused = await b.consume(CTX, "github")
+    assert (refused.allowed, refused.exhausted) == (False, "user_calls_per_day")
+    # the workflow was charged for the two admitted calls only
+    another_user = CallContext(execution_id="ex-1", workflow_id="wf-billing", user="bob")
+    assert (await b.consume(another_user, "github")).remaining["workflow_calls_per_day"] == 97
+
+
+async def test_windows_start_at_first_use_and_reset_after_their_length() -> None:
+    b, clock = budgets(BudgetLimits(execution_calls=None, workflow_calls_per_hour=2))
+    clock.advance(1234)  # windows are anchored at first use, not at the top of the hour
+    assert (await b.consume(CTX, "r")).allowed and (await b.consume(CTX, "r")).allowed
+    refused = await b.consume(CTX, "r")
+    assert not refused.allowed and refused.reset_s == pytest.approx(3600)
+    clock.advance(3599)
+    assert not (await b.consume(CTX, "r")).allowed
+    clock.advance(1)
+    assert (await b.consume(CTX, "r")).allowed
+
+
+async def test_costs_add_up_exactly_and_refuse_the_call_that_would_overspend() -> None:
+    b, _ = budgets(BudgetLimits(execution_calls=None, execution_cost=0.3, user_cost_per_day=10))
+    for _ in range(3):
+        assert (await b.consume(CTX, "openai", cost=0.1)).allowed  # 0.1 + 0.1 + 0.1 == 0.3, exactly
+    over = await b.consume(CTX, "openai", cost=0.01)
+    assert (over.allowed, over.exhausted) == (False, "execution_cost")
+    assert over.remaining["execution_cost"] == 0.0
+    assert (await b.consume(CTX, "openai", cost=0.0)).allowed  # a free call still passes
+
+
+async def test_per_endpoint_budgets_inside_a_workflow() -> None:
+    b, _ = budgets(BudgetLimits(execution_calls=None, endpoint_calls_per_workflow_day={"stripe": 1}))
+    assert (await b.consume(CTX, "stripe")).allowed
+    refused = await b.consume(CTX, "stripe")
+    assert (refused.allowed, refused.exhausted) == (False, "endpoint_calls:stripe")
+    assert (await b.consume(CTX, "github")).allowed  # other endpoints are not capped by it
+
+
+async def test_zero_means_none_allowed_and_none_means_no_budget() -> None:
+    b, _ = budgets(BudgetLimits(execution_calls=0))
+    assert not (await b.consume(CTX, "r")).allowed
+    free, _ = budgets(BudgetLimits(execution_calls=None))
+    assert all([(await free.consume(CTX, "r")).allowed for _ in range(500)])
+
+
+def test_negative_budgets_are_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        BudgetLimits(execution_calls=-1)
+    with pytest.raises(ValueError, match="negative"):
+        BudgetLimits(endpoint_calls_per_workflow_day={"x": -5})
