@@ -1,20 +1,29 @@
 """The ``egress:`` section: which third-party APIs workflows and agents may reach, and how.
 
-Why only these fields so far: an option that is accepted but not enforced reads like a protection
-that is not there. The SSRF guard's settings are here because ``portcullis egress check --config
---route`` enforces them today; limits, budgets, breakers, retries, credential injection and
-response caps join as the egress data path enforces them.
+Every field here is enforced by ``egress/executor.py`` (and the guard's by ``portcullis egress
+check``): an option that is accepted but not enforced would read like a protection that is not
+there. Rate limits per endpoint and the entry points join as they are built.
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from portcullis.config.types import Cidr, host_allowed
+from portcullis.config.types import ByteSize, Cidr, Duration, HttpMethod, host_allowed
 
-__all__ = ["EgressConfig", "EgressRouteConfig"]
+__all__ = [
+    "SECRET_REFERENCE",
+    "EgressBreakerConfig",
+    "EgressBudgetsConfig",
+    "EgressConfig",
+    "EgressRetryConfig",
+    "EgressRouteConfig",
+]
+
+SECRET_REFERENCE = re.compile(r"\{secret:([a-z0-9][a-z0-9_.\-]{0,63})\}")
 
 _HOST_PATTERN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_*")
 
@@ -35,6 +44,37 @@ def _check_host_patterns(values: list[str]) -> list[str]:
     return out
 
 
+class EgressRetryConfig(_Model):
+    max_attempts: int = Field(3, ge=1, le=10, description="Attempts including the first; 1 turns retries off.")
+    base: Duration = Field("100ms", description="First backoff ceiling; doubles per retry (full jitter).")
+    cap: Duration = Field("5s", description="Largest backoff ceiling.")
+    retry_after_cap: Duration = Field("30s", description="Longest Retry-After honoured; longer fails the call now.")
+    budget_ratio: float = Field(0.2, ge=0, le=1, description="Retries may add at most this share of recent calls.")
+    budget_min_per_s: float = Field(
+        1.0, ge=0, description="Retries always allowed on a quiet endpoint (per second, over a 10 s window)."
+    )
+
+
+class EgressBreakerConfig(_Model):
+    failure_rate: float = Field(0.5, gt=0, le=1, description="Share of failed calls in the window that opens it.")
+    slow_call: Duration = Field("10s", description="A call at least this slow counts as slow.")
+    slow_call_rate: float = Field(1.0, gt=0, le=1, description="Share of slow calls that opens it (1.0: never).")
+    min_calls: int = Field(10, ge=1, description="Calls the window needs before the rates count.")
+    window: Duration = Field("60s", description="The window the rates are measured over.")
+    open_for: Duration = Field("30s", description="How long it stays open before probing.")
+    half_open_probes: int = Field(3, ge=1, description="Calls let through to probe; all must succeed to close.")
+
+
+class EgressBudgetsConfig(_Model):
+    execution_calls: int | None = Field(100, ge=0, description="Calls per execution (X-Execution-Id); null: no cap.")
+    execution_window: Duration = Field("1h", description="An execution's budget resets this long after its first call.")
+    execution_cost: float | None = Field(None, ge=0, description="Cost per execution (sum of route costs).")
+    workflow_calls_per_hour: int | None = Field(None, ge=0, description="Calls per workflow per hour.")
+    workflow_calls_per_day: int | None = Field(None, ge=0, description="Calls per workflow per day.")
+    user_calls_per_day: int | None = Field(None, ge=0, description="Calls per authenticated user per day.")
+    user_cost_per_day: float | None = Field(None, ge=0, description="Cost per authenticated user per day.")
+
+
 class EgressRouteConfig(_Model):
     name: str = Field(description="Route name: /egress/<name>/… and audit records use it.")
     url: str = Field(description="Base URL of the third-party API, e.g. https://api.github.com.")
@@ -47,6 +87,23 @@ class EgressRouteConfig(_Model):
         default_factory=list,
         description="Private networks this route may reach (an on-premises API). Metadata names stay refused.",
     )
+    methods: list[HttpMethod] = Field(default_factory=list, description="Methods allowed; empty: any.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Headers set on every call, replacing the caller's; `{secret:NAME}` is filled from the vault.",
+    )
+    cost: float = Field(0.0, ge=0, description="What one call costs against cost budgets.")
+    calls_per_workflow_day: int | None = Field(None, ge=0, description="Calls to this route per workflow per day.")
+    connect_timeout: Duration = Field("5s", description="Timeout to open a connection.")
+    read_timeout: Duration = Field("30s", description="Timeout between bytes of the answer.")
+    total_timeout: Duration = Field("60s", description="Timeout for the whole call, retries included.")
+    max_response_bytes: ByteSize = Field("10MiB", description="Largest answer on the wire; more is a 502.")
+    max_decoded_bytes: ByteSize | None = Field(
+        "100MiB", description="Largest answer once decompressed (bomb guard); null: unchecked."
+    )
+    content_types: list[str] = Field(default_factory=list, description="Media types accepted; empty: any.")
+    retry: EgressRetryConfig = Field(default_factory=EgressRetryConfig, description="Retries of safe calls.")
+    breaker: EgressBreakerConfig = Field(default_factory=EgressBreakerConfig, description="The circuit breaker.")
 
     @field_validator("name")
     @classmethod
@@ -59,6 +116,24 @@ class EgressRouteConfig(_Model):
     @classmethod
     def _hosts(cls, values: list[str]) -> list[str]:
         return _check_host_patterns(values)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, values: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for name, value in values.items():
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or any(c in value for c in "\r\n\0"):
+                raise ValueError(f"{name!r}: not a valid header")
+            stripped = SECRET_REFERENCE.sub("", value)
+            if "{secret:" in stripped:
+                raise ValueError(f"{name}: secret references are {{secret:name}} with a-z 0-9 _ . -")
+            out[name.lower()] = value
+        return out
+
+    @field_validator("content_types")
+    @classmethod
+    def _media(cls, values: list[str]) -> list[str]:
+        return [v.strip().lower() for v in values]
 
     @model_validator(mode="after")
     def _url(self) -> EgressRouteConfig:
@@ -78,6 +153,9 @@ class EgressConfig(_Model):
         description="Global allow-list (exact names or *.suffix); when set, every route's host must match it.",
     )
     routes: list[EgressRouteConfig] = Field(default_factory=list, description="Third-party APIs, by name.")
+    budgets: EgressBudgetsConfig = Field(
+        default_factory=EgressBudgetsConfig, description="Call and cost budgets across routes."
+    )
 
     @field_validator("allow_hosts")
     @classmethod

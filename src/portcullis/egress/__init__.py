@@ -4,7 +4,8 @@ Built so far, each tested on its own:
 - ``ssrf``: the SSRF guard; ``resolver``: its resolvers; ``pinning``: resolve-then-pin for aiohttp;
 - ``breaker``: the per-endpoint circuit breaker; ``retry``: full jitter and a retry budget;
 - ``response_guard``: limits on the provider's answer; ``budgets``: exact call and cost budgets;
-- ``policy``: from the ``egress:`` config to the guard's policy.
-The vault lives in ``portcullis.vault``. The HTTP entry point, the httpx transport,
-credential injection on the data path and the audit of calls build on them.
+- ``policy``: from the ``egress:`` config to the guard's policy;
+- ``executor``: one call end to end, composing all of the above with the vault's credentials.
+The vault lives in ``portcullis.vault``. The HTTP entry point, the httpx transport and the audit
+of calls are next; both entry points will hand their calls to ``EgressExecutor``.
 """

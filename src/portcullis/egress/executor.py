@@ -1,0 +1,292 @@
+"""One egress call, end to end: route, guard, budgets, breaker, credentials, send, limits, retries.
+
+Why one composer: the HTTP entry point (``/egress/<route>/…``) and the in-process httpx transport
+must apply exactly the same policy, so both hand an ``EgressRequest`` to ``EgressExecutor.call``.
+
+Order, and why:
+1. the route must exist and allow the method; the path is canonicalised (the same canonicaliser as
+   ingress) and appended to the route's base URL, so ``..`` cannot climb out of it;
+2. the SSRF guard checks the URL under the route's policy (scheme, port, host lists);
+3. budgets are spent (all or nothing) before anything is sent;
+4. the caller's credentials for the *gateway* (Authorization, API-key headers, cookies) are
+   removed, and the route's headers are set, with ``{secret:name}`` filled from the vault at this
+   moment only;
+5. each attempt asks the breaker first (never retry into an open breaker), connects through the
+   guarded resolver (resolve-then-pin), never follows redirects, and reads the answer within the
+   response limits;
+6. failures (5xx, 429, timeouts, connection errors) are retried only when safe, after a jittered or
+   provider-requested wait, while the retry budget and the total timeout allow.
+
+Errors leave as Portcullis errors with fixed reasons and no chained third-party exception: an
+aiohttp error can carry the request's headers, and with them an injected credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiohttp
+import yarl
+
+from portcullis.clock import Clock
+from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, EgressRouteConfig
+from portcullis.egress.breaker import BreakerConfig, BreakerState, CircuitBreaker, is_failure
+from portcullis.egress.budgets import (
+    BudgetCounterStore,
+    BudgetDecision,
+    BudgetLimits,
+    Budgets,
+    CallContext,
+    MemoryBudgetStore,
+)
+from portcullis.egress.pinning import BlockedDestination, GuardedResolver
+from portcullis.egress.policy import route_policy
+from portcullis.egress.response_guard import ResponseLimits, ResponseRefused, check_content_type, read_limited
+from portcullis.egress.retry import RetryBudget, RetryConfig, may_retry_request, retry_delay_s
+from portcullis.egress.ssrf import Resolver, SsrfGuard
+from portcullis.errors import (
+    BudgetExhausted,
+    ClientError,
+    EgressDenied,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from portcullis.http.target import canonicalize_target
+from portcullis.vault import Vault
+
+__all__ = ["EgressExecutor", "EgressRequest", "EgressResult"]
+
+# Never sent to a third party: hop-by-hop headers, the caller's credentials for the gateway, its
+# cookies, and the gateway's own context headers.
+_STRIPPED = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+    "host", "content-length", "authorization", "proxy-authorization", "cookie", "x-api-key",
+    "x-workflow-id", "x-execution-id", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+    "x-real-ip",
+})
+_RESPONSE_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+                                  "proxy-connection", "set-cookie"})
+
+
+@dataclass(frozen=True, slots=True)
+class EgressRequest:
+    route: str
+    method: str
+    path_and_query: str  # relative to the route's base URL, e.g. "/repos/acme/app?state=open"
+    context: CallContext
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EgressResult:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    attempts: int
+    budget: BudgetDecision
+    breaker: BreakerState
+
+
+@dataclass(slots=True)
+class _Route:
+    config: EgressRouteConfig
+    base: str
+    breaker: CircuitBreaker
+    retry: RetryConfig
+    retry_budget: RetryBudget
+    limits: ResponseLimits
+    connector_policy: GuardedResolver
+    session: aiohttp.ClientSession | None = None
+
+
+class EgressExecutor:
+    """Executes egress calls for every route of one ``egress:`` config."""
+
+    def __init__(
+        self, config: EgressConfig, *, vault: Vault, resolver: Resolver, clock: Clock,
+        budget_store: BudgetCounterStore | None = None, rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_breaker: Callable[[str, BreakerState, BreakerState], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._vault = vault
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._guard = SsrfGuard(resolver)
+        b = config.budgets
+        self._budgets = Budgets(BudgetLimits(
+            execution_calls=b.execution_calls, execution_window_s=b.execution_window,
+            execution_cost=b.execution_cost, workflow_calls_per_hour=b.workflow_calls_per_hour,
+            workflow_calls_per_day=b.workflow_calls_per_day, user_calls_per_day=b.user_calls_per_day,
+            user_cost_per_day=b.user_cost_per_day,
+            endpoint_calls_per_workflow_day={r.name: r.calls_per_workflow_day for r in config.routes
+                                             if r.calls_per_workflow_day is not None},
+        ), budget_store or MemoryBudgetStore(), clock)
+        self._routes = {r.name: self._compile(r, on_breaker) for r in config.routes}
+
+    def _compile(
+        self, route: EgressRouteConfig, on_breaker: Callable[[str, BreakerState, BreakerState], None] | None
+    ) -> _Route:
+        br, rt = route.breaker, route.retry
+        retry = RetryConfig(max_attempts=rt.max_attempts, base_s=rt.base, cap_s=rt.cap,
+                            retry_after_cap_s=rt.retry_after_cap, budget_ratio=rt.budget_ratio,
+                            budget_min_per_s=rt.budget_min_per_s)
+        scheme = urlsplit(route.url).scheme
+        return _Route(
+            config=route,
+            base=route.url.rstrip("/"),
+            breaker=CircuitBreaker(route.name, BreakerConfig(
+                failure_rate=br.failure_rate, slow_call_rate=br.slow_call_rate, slow_call_s=br.slow_call,
+                min_calls=br.min_calls, window_s=br.window, open_s=br.open_for, half_open_probes=br.half_open_probes,
+            ), self._clock, on_breaker),
+            retry=retry,
+            retry_budget=RetryBudget(retry, self._clock),
+            limits=ResponseLimits(max_bytes=route.max_response_bytes, max_decoded_bytes=route.max_decoded_bytes,
+                                  content_types=tuple(route.content_types)),
+            connector_policy=GuardedResolver(self._guard, route_policy(self._config, route), scheme=scheme),
+        )
+
+    def breaker(self, route: str) -> CircuitBreaker:
+        return self._routes[route].breaker
+
+    async def aclose(self) -> None:
+        for route in self._routes.values():
+            if route.session is not None:
+                await route.session.close()
+                route.session = None
+
+    async def call(self, request: EgressRequest) -> EgressResult:
+        route = self._routes.get(request.route)
+        if route is None:
+            raise EgressDenied("unknown_route")
+        cfg = route.config
+        method = request.method.upper()
+        if cfg.methods and method not in cfg.methods:
+            raise EgressDenied("method_not_allowed")
+        url = self._url(route, request.path_and_query)
+        verdict = await self._guard.check(url, route_policy(self._config, cfg))
+        if not verdict.allowed:
+            raise EgressDenied(verdict.reason)
+        budget = await self._budgets.consume(request.context, cfg.name, cfg.cost)
+        if not budget.allowed:
+            raise BudgetExhausted(f"budget:{budget.exhausted}")
+        headers = await self._headers(cfg, request.headers)
+        return await self._attempts(route, method, url, headers, request, budget)
+
+    def _url(self, route: _Route, path_and_query: str) -> str:
+        if not path_and_query.startswith("/"):
+            raise EgressDenied("path_invalid")
+        try:
+            target = canonicalize_target(path_and_query.encode("latin-1"), host=None)
+        except (ClientError, UnicodeEncodeError):
+            raise EgressDenied("path_invalid") from None
+        query = target.query.decode("latin-1")
+        return route.base + target.path + (f"?{query}" if query else "")
+
+    async def _headers(self, cfg: EgressRouteConfig, caller: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        set_by_route = set(cfg.headers)
+        out = [(k, v) for k, v in caller if k.lower() not in _STRIPPED and k.lower() not in set_by_route]
+        for name, template in cfg.headers.items():
+            value = template
+            for secret_name in SECRET_REFERENCE.findall(template):
+                value = value.replace(f"{{secret:{secret_name}}}", await self._vault.reveal(secret_name))
+            out.append((name, value))
+        return out
+
+    async def _attempts(
+        self, route: _Route, method: str, url: str, headers: list[tuple[str, str]], request: EgressRequest,
+        budget: BudgetDecision,
+    ) -> EgressResult:
+        cfg = route.config
+        deadline = self._clock.monotonic() + cfg.total_timeout
+        safe = may_retry_request(method, {k.lower(): v for k, v in headers})
+        route.retry_budget.request()
+        attempt = 0
+        while True:
+            attempt += 1
+            permit = route.breaker.acquire()  # CircuitOpen propagates: no call, no retry into it
+            started = self._clock.monotonic()
+            status: int | None = None
+            error: UpstreamError | None = None
+            answer: tuple[int, list[tuple[str, str]], bytes] | None = None
+            try:
+                answer = await self._send(route, method, url, headers, request.body, deadline - started)
+                status = answer[0]
+            except UpstreamError as exc:
+                error = exc
+            except BaseException:
+                route.breaker.release(permit)
+                raise
+            failed = is_failure(status, error=error is not None)
+            route.breaker.record(permit, failed=failed, duration_s=self._clock.monotonic() - started)
+            if not failed and answer is not None:
+                return EgressResult(answer[0], answer[1], answer[2], attempt, budget, route.breaker.state)
+            delay = self._retry_delay(route, answer, attempt, safe, deadline, error)
+            if delay is None:
+                if answer is not None:
+                    return EgressResult(answer[0], answer[1], answer[2], attempt, budget, route.breaker.state)
+                assert error is not None
+                raise error
+            await self._sleep(delay)
+
+    def _retry_delay(
+        self, route: _Route, answer: tuple[int, list[tuple[str, str]], bytes] | None, attempt: int, safe: bool,
+        deadline: float, error: UpstreamError | None,
+    ) -> float | None:
+        if not safe or attempt >= route.retry.max_attempts or isinstance(error, ResponseRefused):
+            return None
+        retry_after = None
+        if answer is not None:
+            retry_after = next((v for k, v in answer[1] if k.lower() == "retry-after"), None)
+        delay = retry_delay_s(attempt, retry_after, route.retry, self._rng, self._clock.wall())
+        if delay is None or self._clock.monotonic() + delay >= deadline:
+            return None
+        if not route.retry_budget.try_retry():
+            return None
+        return delay
+
+    async def _send(
+        self, route: _Route, method: str, url: str, headers: list[tuple[str, str]], body: bytes | None,
+        time_left: float,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        if time_left <= 0:
+            raise UpstreamTimeout("egress_total_timeout")
+        cfg = route.config
+        timeout = aiohttp.ClientTimeout(total=time_left, sock_connect=cfg.connect_timeout, sock_read=cfg.read_timeout)
+        try:
+            async with self._session(route).request(
+                method, yarl.URL(url, encoded=True), headers=headers, data=body, allow_redirects=False,
+                timeout=timeout,
+            ) as resp:
+                check_content_type(resp.headers.get("Content-Type"), route.limits.content_types)
+                data = await read_limited(resp.content.iter_chunked(65536), route.limits,
+                                          encoding=resp.headers.get("Content-Encoding"))
+                kept = [(k, v) for k, v in resp.headers.items() if k.lower() not in _RESPONSE_HOP_BY_HOP]
+                return resp.status, kept, data
+        except ResponseRefused:
+            raise
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, BlockedDestination):
+                raise UpstreamUnavailable(f"egress_blocked:{exc.os_error.reason}") from None
+            raise UpstreamUnavailable("egress_unreachable") from None
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout("egress_timeout") from None
+        except (aiohttp.ClientError, ConnectionError):
+            raise UpstreamUnavailable("egress_connection_failed") from None
+
+    def _session(self, route: _Route) -> aiohttp.ClientSession:
+        if route.session is None or route.session.closed:
+            route.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=route.connector_policy, use_dns_cache=False, limit=100),
+                auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent",),
+            )
+        return route.session
+

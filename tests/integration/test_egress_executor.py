@@ -1,0 +1,236 @@
+"""Egress calls end to end against a fake third-party API on 127.0.0.1.
+
+The provider is a real aiohttp server; it is reachable only because each route here names it
+through a fixed resolver and carries an explicit 127.0.0.0/8 network exception (the guard refuses
+loopback otherwise). Waits between retries go through an injected sleep that records them, so no
+test sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from portcullis.config.egress import EgressConfig
+from portcullis.egress.breaker import BreakerState
+from portcullis.egress.budgets import CallContext
+from portcullis.egress.executor import EgressExecutor, EgressRequest
+from portcullis.egress.resolver import StaticResolver
+from portcullis.errors import BudgetExhausted, CircuitOpen, EgressDenied, UpstreamProtocolError
+from portcullis.stores.sqlite import SqliteStore
+from portcullis.testing import ManualClock
+from portcullis.vault import MasterKeys, Vault, generate_master_key
+
+SECRET = "ghp_" + "S3cr3tT0k3n" * 3
+CTX = CallContext(execution_id="ex-1", workflow_id="wf-1", user="alice")
+
+
+@dataclass
+class Provider:
+    port: int = 0
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)  # answers in turn; then 200
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen.append({"method": request.method, "path": request.path_qs, "headers": dict(request.headers),
+                          "body": await request.read()})
+        status, headers, body = self.script.pop(0) if self.script else (200, {}, b'{"ok": true}')
+        return web.Response(status=status, headers={"Content-Type": "application/json", **headers}, body=body)
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[Provider]:
+    p = Provider()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", p.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    p.port = runner.addresses[0][1]
+    try:
+        yield p
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class World:
+    executor: EgressExecutor
+    provider: Provider
+    clock: ManualClock
+    sleeps: list[float]
+    transitions: list[tuple[str, BreakerState, BreakerState]]
+
+    async def call(self, path: str = "/v1/items", method: str = "GET", route: str = "partner",
+                   headers: list[tuple[str, str]] | None = None, body: bytes | None = None,
+                   ctx: CallContext = CTX) -> Any:
+        return await self.executor.call(EgressRequest(route, method, path, ctx, headers or [], body))
+
+
+Factory = Callable[..., Any]
+
+
+@pytest.fixture
+async def world(tmp_path: Path, provider: Provider) -> AsyncIterator[Factory]:
+    made: list[tuple[EgressExecutor, SqliteStore]] = []
+
+    async def make(route_extra: dict[str, Any] | None = None, budgets: dict[str, Any] | None = None,
+                   resolve_to: str = "127.0.0.1") -> World:
+        route = {"name": "partner", "url": f"http://api.partner.test:{provider.port}", "allow_http": True,
+                 "allow_networks": ["127.0.0.0/8"], "headers": {"Authorization": "Bearer {secret:partner_token}"},
+                 "retry": {"max_attempts": 3}, **(route_extra or {})}
+        config = EgressConfig.model_validate({"routes": [route], "budgets": budgets or {}})
+        store = await SqliteStore.connect(str(tmp_path / f"v{len(made)}.db"))
+        clock = ManualClock()
+        vault = Vault(store, MasterKeys([generate_master_key().encode()]), clock)
+        await vault.set("partner_token", SECRET)
+        sleeps: list[float] = []
+        transitions: list[tuple[str, BreakerState, BreakerState]] = []
+
+        async def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            clock.advance(seconds)
+
+        executor = EgressExecutor(
+            config, vault=vault, resolver=StaticResolver({"api.partner.test": [[ip_address(resolve_to)]]}),
+            clock=clock, sleep=sleep, on_breaker=lambda *t: transitions.append(t),
+        )
+        made.append((executor, store))
+        return World(executor, provider, clock, sleeps, transitions)
+
+    try:
+        yield make
+    finally:
+        for executor, store in made:
+            await executor.aclose()
+            await store.aclose()
+
+
+async def test_a_call_carries_the_vault_credential_and_never_the_callers(world: Factory) -> None:
+    w: World = await world()
+    result = await w.call("/v1/items?limit=5", headers=[("Authorization", "Bearer caller-jwt"), ("X-API-Key", "pcl_x"),
+                                                        ("Cookie", "s=1"), ("X-Workflow-Id", "wf-1"),
+                                                        ("Accept", "application/json")])
+    assert (result.status, result.body, result.attempts) == (200, b'{"ok": true}', 1)
+    [seen] = w.provider.seen
+    assert seen["path"] == "/v1/items?limit=5"
+    assert seen["headers"]["Authorization"] == f"Bearer {SECRET}"
+    assert seen["headers"]["Accept"] == "application/json"
+    assert seen["headers"]["Host"] == f"api.partner.test:{w.provider.port}"
+    for gone in ("X-API-Key", "Cookie", "X-Workflow-Id"):
+        assert gone not in seen["headers"]
+    assert result.budget.remaining["execution_calls"] == 99
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"route": "nope"}, "unknown_route"),
+    ({"path": "/v1/../../admin"}, "path_invalid"),
+    ({"path": "v1/items"}, "path_invalid"),
+    ({"method": "DELETE"}, "method_not_allowed"),
+])
+async def test_calls_outside_the_route_are_refused_before_anything_is_sent(
+    world: Factory, kwargs: dict[str, str], reason: str
+) -> None:
+    w: World = await world({"methods": ["GET", "POST"]})
+    with pytest.raises(EgressDenied) as info:
+        await w.call(**kwargs)
+    assert info.value.reason == reason
+    assert w.provider.seen == []
+
+
+async def test_dot_segments_are_resolved_inside_the_routes_base_url(world: Factory) -> None:
+    w: World = await world()
+    await w.call("/v1/%2e%2e/admin")
+    assert w.provider.seen[0]["path"] == "/admin"  # normalised, and still under the route's base URL
+
+
+async def test_a_route_whose_name_resolves_to_a_private_address_is_refused(world: Factory) -> None:
+    w: World = await world({"allow_networks": []}, resolve_to="10.1.2.3")
+    with pytest.raises(EgressDenied) as info:
+        await w.call()
+    assert info.value.reason == "address_private"
+    assert w.provider.seen == []
+
+
+async def test_a_failing_get_is_retried_with_jitter_and_then_succeeds(world: Factory) -> None:
+    w: World = await world()
+    w.provider.script = [(503, {}, b"busy"), (502, {}, b"bad gateway")]
+    result = await w.call()
+    assert (result.status, result.attempts, len(w.provider.seen)) == (200, 3, 3)
+    assert len(w.sleeps) == 2 and 0 <= w.sleeps[0] <= 0.1 and 0 <= w.sleeps[1] <= 0.2
+
+
+async def test_retry_after_is_honoured_and_a_too_long_one_ends_the_call(world: Factory) -> None:
+    w: World = await world()
+    w.provider.script = [(429, {"Retry-After": "2"}, b""), (429, {"Retry-After": "3600"}, b"")]
+    result = await w.call()
+    assert (result.status, result.attempts) == (429, 2)  # the provider's answer, after one believed wait
+    assert w.sleeps == [2.0]
+
+
+async def test_a_post_is_never_retried_unless_it_carries_an_idempotency_key(world: Factory) -> None:
+    w: World = await world()
+    w.provider.script = [(503, {}, b""), (503, {}, b"")]
+    result = await w.call(method="POST", body=b"{}")
+    assert (result.status, result.attempts, len(w.provider.seen)) == (503, 1, 1)
+    keyed = await w.call(method="POST", body=b"{}", headers=[("Idempotency-Key", "order-42")])
+    assert (keyed.status, keyed.attempts) == (200, 2)
+
+
+async def test_the_breaker_opens_and_then_fails_fast_without_calling(world: Factory) -> None:
+    w: World = await world({"retry": {"max_attempts": 1}, "breaker": {"min_calls": 4, "open_for": "30s"}})
+    w.provider.script = [(500, {}, b"")] * 4
+    for _ in range(4):
+        assert (await w.call()).status == 500
+    with pytest.raises(CircuitOpen) as info:
+        await w.call()
+    assert info.value.retry_after_s == 30
+    assert len(w.provider.seen) == 4
+    assert w.transitions == [("partner", BreakerState.CLOSED, BreakerState.OPEN)]
+    w.clock.advance(30)
+    assert (await w.call()).status == 200  # a half-open probe goes through
+
+
+async def test_a_total_outage_costs_the_provider_at_most_the_retry_budget(world: Factory) -> None:
+    w: World = await world({"breaker": {"failure_rate": 1.0, "min_calls": 100000},
+                            "retry": {"max_attempts": 3, "budget_ratio": 0.2, "budget_min_per_s": 0}})
+    w.provider.script = [(503, {}, b"")] * 10_000
+    for _ in range(100):
+        await w.call()
+        w.clock.advance(0.1)
+    # Without the budget, 100 calls would cost 300 requests; with it, at most 100 x (1 + 0.2).
+    # (The floor for quiet endpoints, budget_min_per_s, is off here so the ratio alone is measured.)
+    assert 100 < len(w.provider.seen) <= 100 * 1.2
+
+
+async def test_an_oversized_answer_is_cut_with_a_reason(world: Factory) -> None:
+    w: World = await world({"max_response_bytes": "1KiB"})
+    w.provider.script = [(200, {}, b"x" * 5000)]
+    with pytest.raises(UpstreamProtocolError) as info:
+        await w.call()
+    assert info.value.reason == "response_too_large"
+    assert SECRET not in repr(info.value) and info.value.__cause__ is None
+
+
+async def test_an_exhausted_budget_answers_which_one_and_sends_nothing(world: Factory) -> None:
+    w: World = await world(budgets={"execution_calls": 2})
+    await w.call()
+    await w.call()
+    with pytest.raises(BudgetExhausted) as info:
+        await w.call()
+    assert info.value.reason == "budget:execution_calls"
+    assert len(w.provider.seen) == 2
+
+
+async def test_redirects_are_not_followed(world: Factory) -> None:
+    w: World = await world()
+    w.provider.script = [(302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b"")]
+    result = await w.call()
+    assert result.status == 302 and len(w.provider.seen) == 1
