@@ -5,7 +5,7 @@ Built so far, each tested on its own:
 - ``breaker``: the per-endpoint circuit breaker; ``retry``: full jitter and a retry budget;
 - ``response_guard``: limits on the provider's answer; ``budgets``: exact call and cost budgets;
 - ``policy``: from the ``egress:`` config to the guard's policy;
-- ``executor``: one call end to end, composing all of the above with the vault's credentials.
-The vault lives in ``portcullis.vault``. The HTTP entry point, the httpx transport and the audit
-of calls are next; both entry points will hand their calls to ``EgressExecutor``.
+- ``executor``: one call end to end, composing all of the above with the vault's credentials;
+- ``transport``: the in-process door, an httpx transport over the executor (SDKs take it).
+The vault lives in ``portcullis.vault``. The HTTP entry point and the audit of calls are next.
 """

@@ -1,0 +1,91 @@
+"""``portcullis.egress.transport.AsyncTransport``: guarded egress inside the caller's own process.
+
+Why a transport: the OpenAI and Anthropic Python SDKs (and most modern clients) accept an
+``httpx.AsyncClient``; giving it this transport puts every call through the same executor as the
+gateway's HTTP entry point (guard, budgets, breaker, vault credentials, limits, retries) without a
+network hop to the gateway and without the process ever holding the provider's key.
+
+A request is matched to the egress route whose base URL it falls under (scheme, host, port and
+path prefix); a URL no route covers is refused, as the HTTP entry point refuses an unknown route.
+Refusals surface as ``httpx`` responses with the gateway's problem documents (403 destination
+denied, 429 budget exhausted, 503 circuit open), so SDK retry logic sees ordinary HTTP answers.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import httpx
+
+from portcullis.config.egress import EgressConfig
+from portcullis.egress.budgets import CallContext
+from portcullis.egress.executor import EgressExecutor, EgressRequest
+from portcullis.errors import BudgetExhausted, CircuitOpen, ClientError, UpstreamError
+from portcullis.http.problem import render_problem
+from portcullis.ids import random_hex
+
+__all__ = ["AsyncTransport"]
+
+
+class AsyncTransport(httpx.AsyncBaseTransport):
+    """An httpx transport bound to one execution context."""
+
+    def __init__(self, executor: EgressExecutor, config: EgressConfig, context: CallContext) -> None:
+        self._executor = executor
+        self._context = context
+        self._bases = []
+        for route in config.routes:
+            parts = urlsplit(route.url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            self._bases.append((parts.scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/"), route.name))
+        self._bases.sort(key=lambda b: len(b[3]), reverse=True)  # the longest prefix wins
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        port = url.port or (443 if url.scheme == "https" else 80)
+        raw_path = url.raw_path.decode("ascii")
+        path, _, query = raw_path.partition("?")
+        for scheme, host, base_port, prefix, name in self._bases:
+            if (url.scheme, url.host.lower(), port) != (scheme, host, base_port):
+                continue
+            if prefix and path != prefix and not path.startswith(prefix + "/"):
+                continue
+            relative = path[len(prefix):] or "/"
+            call = EgressRequest(
+                route=name, method=request.method, path_and_query=relative + (f"?{query}" if query else ""),
+                context=self._context, headers=list(request.headers.multi_items()), body=await request.aread(),
+            )
+            return await self._execute(call, request)
+        return _problem(ClientError("no_route_for_url"), request, 403)
+
+    async def _execute(self, call: EgressRequest, request: httpx.Request) -> httpx.Response:
+        try:
+            result = await self._executor.call(call)
+        except CircuitOpen as exc:
+            return _problem(exc, request, None, retry_after=exc.retry_after_s)
+        except (ClientError, UpstreamError) as exc:
+            return _problem(exc, request, None)
+        headers = [(k, v) for k, v in result.headers if k.lower() not in ("content-length", "content-encoding")]
+        headers.append(("X-Egress-Attempts", str(result.attempts)))
+        for name, left in result.budget.remaining.items():
+            headers.append(("X-Budget-Remaining", f"{name}={left:g}"))
+        # The body is handed over as received; httpx must not decode it a second time.
+        encoding = next((v for k, v in result.headers if k.lower() == "content-encoding"), None)
+        if encoding:
+            headers.append(("Content-Encoding", encoding))
+        return httpx.Response(result.status, headers=headers, content=result.body, request=request)
+
+
+def _problem(
+    exc: ClientError | UpstreamError, request: httpx.Request, status: int | None, *, retry_after: float | None = None
+) -> httpx.Response:
+    extra: tuple[tuple[bytes, bytes], ...] = ()
+    if retry_after is not None:
+        extra = ((b"retry-after", str(max(1, round(retry_after))).encode()),)
+    # Only a budget's name is told to the caller (it must know which cap it hit); a guard's reason
+    # stays in the audit, or a prompt could use it to map internal DNS ("private" vs "no such name").
+    detail = f"Exhausted: {exc.reason.removeprefix('budget:')}." if isinstance(exc, BudgetExhausted) else None
+    code_status, headers, body = render_problem(exc.code, random_hex(128), extra_headers=extra, detail=detail)
+    return httpx.Response(
+        status or code_status, headers=[(k.decode(), v.decode()) for k, v in headers], content=body, request=request,
+    )

@@ -1,0 +1,94 @@
+"""The in-process door: ``httpx.AsyncClient(transport=AsyncTransport(...))``, as an SDK would use it.
+
+The provider is a real server on 127.0.0.1 behind a fixed resolver and an explicit 127.0.0.0/8
+exception (see test_egress_executor.py). The client code never holds the provider's key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from portcullis.config.egress import EgressConfig
+from portcullis.egress.budgets import CallContext
+from portcullis.egress.executor import EgressExecutor
+from portcullis.egress.resolver import StaticResolver
+from portcullis.egress.transport import AsyncTransport
+from portcullis.stores.sqlite import SqliteStore
+from portcullis.testing import ManualClock
+from portcullis.vault import MasterKeys, Vault, generate_master_key
+
+KEY = "sk-" + "llmprovider" * 4
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, list[dict[str, Any]]]]:
+    seen: list[dict[str, Any]] = []
+
+    async def completions(request: web.Request) -> web.Response:
+        seen.append({"path": request.path_qs, "auth": request.headers.get("Authorization"),
+                     "body": await request.json()})
+        return web.json_response({"id": "cmpl-1", "choices": [{"text": "hello"}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    config = EgressConfig.model_validate({
+        "budgets": {"execution_calls": 2},
+        "routes": [{"name": "llm", "url": f"http://llm.test:{port}/v1", "allow_http": True,
+                    "allow_networks": ["127.0.0.0/8"], "methods": ["POST"],
+                    "headers": {"Authorization": "Bearer {secret:llm_key}"}}],
+    })
+    store = await SqliteStore.connect(str(tmp_path / "v.db"))
+    vault = Vault(store, MasterKeys([generate_master_key().encode()]), ManualClock())
+    await vault.set("llm_key", KEY)
+    executor = EgressExecutor(config, vault=vault, resolver=StaticResolver({"llm.test": [[ip_address("127.0.0.1")]]}),
+                              clock=ManualClock())
+    transport = AsyncTransport(executor, config, CallContext("ex-7", "wf-agent", "alice"))
+    http = httpx.AsyncClient(transport=transport, base_url=f"http://llm.test:{port}/v1")
+    try:
+        yield http, seen
+    finally:
+        await http.aclose()
+        await executor.aclose()
+        await store.aclose()
+        await runner.cleanup()
+
+
+async def test_an_sdk_style_call_goes_through_with_the_vault_key(
+    client: tuple[httpx.AsyncClient, list[dict[str, Any]]]
+) -> None:
+    http, seen = client
+    r = await http.post("/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                        headers={"Authorization": "Bearer not-the-real-key"})
+    assert r.status_code == 200 and r.json()["choices"][0]["text"] == "hello"
+    assert seen == [{"path": "/v1/chat/completions", "auth": f"Bearer {KEY}",
+                     "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}]
+    assert r.headers["x-egress-attempts"] == "1"
+    assert "execution_calls=1" in r.headers.get_list("x-budget-remaining")
+    assert KEY not in r.text
+
+
+async def test_refusals_are_problem_documents_the_sdk_can_read(
+    client: tuple[httpx.AsyncClient, list[dict[str, Any]]]
+) -> None:
+    http, seen = client
+    denied = await http.get("/chat/completions")  # the route allows POST only
+    assert denied.status_code == 403 and denied.json()["code"] == "egress.destination_denied"
+    elsewhere = await http.post("http://169.254.169.254/latest/meta-data/", json={})
+    assert elsewhere.status_code == 403  # no route covers it: refused without a lookup
+    await http.post("/chat/completions", json={})
+    await http.post("/chat/completions", json={})
+    spent = await http.post("/chat/completions", json={})
+    assert spent.status_code == 429
+    assert spent.json()["code"] == "budget.exhausted" and "execution_calls" in spent.json()["detail"]
+    assert len(seen) == 2
