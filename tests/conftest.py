@@ -141,10 +141,17 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     started: list[tuple[uvicorn.Server, asyncio.Task[None], Gateway]] = []
 
-    async def factory(yaml_text: str, *, env: dict[str, str] | None = None, clock: ManualClock | None = None) -> Gateway:
+    async def factory(
+        yaml_text: str, *, env: dict[str, str] | None = None, clock: ManualClock | None = None,
+        resolver: Any = None, secrets: dict[str, str] | None = None,
+    ) -> Gateway:
         config = load_config_text(yaml_text, env=env or {})
         clk = clock or ManualClock()
-        services = await open_services(config, clock=clk, base_dir=tmp_path)
+        services = await open_services(config, clock=clk, base_dir=tmp_path, env=env or {})
+        for name, value in (secrets or {}).items():
+            await services.vault.set(name, value)
+        if resolver is not None:
+            services.egress_resolver = resolver  # egress names answered without DNS
         runtime = build_runtime(config, services)
         app = GatewayApp(runtime)
         server = uvicorn.Server(uvicorn.Config(

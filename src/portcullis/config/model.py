@@ -29,6 +29,8 @@ __all__ = [
     "AuthConfig",
     "AuthorizeConfig",
     "CorsConfig",
+    "EgressEntryConfig",
+    "EgressSection",
     "GatewayConfig",
     "JsonBodyConfig",
     "JwtAuthConfig",
@@ -414,6 +416,33 @@ class RouteConfig(_Model):
         return self
 
 
+class EgressEntryConfig(_Model):
+    enabled: bool = Field(True, description="Serve /<prefix>/<route>/<path> on the API listener.")
+    path_prefix: str = Field("/egress", description="Where the egress door is mounted.")
+    auth: AuthConfig = Field(
+        default_factory=lambda: AuthConfig(api_key=ApiKeyAuthConfig()),
+        description="How callers authenticate (as on an ingress route; a key by default, never public).",
+    )
+    authorize: AuthorizeConfig | None = Field(None, description="Scopes or roles a caller needs.")
+    rate_limits: list[RateLimitConfig] = Field(default_factory=list, description="Limits on callers of the door.")
+    max_body_bytes: ByteSize = Field("1MiB", description="Largest request body a caller may send.")
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[a-z0-9_.-]+)+", value):
+            raise ValueError("expected a path like /egress (lowercase segments, no trailing slash)")
+        return value
+
+
+class EgressSection(EgressConfig):
+    """The ``egress:`` section: routes and budgets (``config/egress.py``) plus the HTTP door."""
+
+    entry: EgressEntryConfig = Field(
+        default_factory=EgressEntryConfig, description="The HTTP door: /egress/<route>/<path>."
+    )
+
+
 class GatewayConfig(_Model):
     version: Literal[1] = Field(1, description="Config format version.")
     listen: ListenConfig = Field(default_factory=ListenConfig, description="The API listener.")
@@ -437,7 +466,7 @@ class GatewayConfig(_Model):
         default_factory=SecurityHeadersConfig, description="Response security headers."
     )
     audit: AuditConfig = Field(default_factory=AuditConfig, description="The audit trail.")
-    egress: EgressConfig | None = Field(
+    egress: EgressSection | None = Field(
         None, description="Third-party APIs that workflows and agents may call through the gateway."
     )
     upstreams: dict[str, UpstreamConfig] = Field(description="Backends, by name.")
@@ -471,4 +500,14 @@ class GatewayConfig(_Model):
                     raise ValueError(f"{where}.rate_limits: {lim.name!r} is also a global limit name")
                 if lim.key == "consumer" and route.is_public:
                     raise ValueError(f"{where}.rate_limits: a public route has no consumer to count")
+        if self.egress is not None and self.egress.entry.enabled:
+            entry = self.egress.entry
+            if entry.auth.api_key is not None and self.keys is None:
+                raise ValueError("egress.entry.auth.api_key: set the top-level `keys.pepper` to use API keys")
+            if entry.auth.jwt is not None and not self.jwt_issuers:
+                raise ValueError("egress.entry.auth.jwt: no `jwt_issuers` are configured")
+            if any(r.name == "egress" for r in self.routes):
+                raise ValueError("routes: the name 'egress' is the egress door's while egress.entry is enabled")
+            if any(r.path == entry.path_prefix or r.path.startswith(entry.path_prefix + "/") for r in self.routes):
+                raise ValueError(f"egress.entry.path_prefix: {entry.path_prefix} is also used by an ingress route")
         return self

@@ -16,7 +16,17 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from portcullis.errors import ClientError, ErrorCode, PayloadTooLarge, UpstreamError
+from portcullis.egress.budgets import CallContext
+from portcullis.egress.executor import EgressExecutor, EgressRequest
+from portcullis.errors import (
+    BudgetExhausted,
+    CircuitOpen,
+    ClientError,
+    ErrorCode,
+    MalformedRequest,
+    PayloadTooLarge,
+    UpstreamError,
+)
 from portcullis.http.context import RequestContext, ResponseHead
 from portcullis.http.headers import get_all, get_one
 from portcullis.http.problem import render_problem
@@ -25,6 +35,7 @@ from portcullis.ids import random_hex
 from portcullis.ingress.forward import response_headers
 from portcullis.ingress.router import RouteMatch
 from portcullis.ingress.runtime import CompiledRoute, Runtime
+from portcullis.limiting.headers import retry_after_value
 from portcullis.pipeline.base import Reject, Respond
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.upstream.base import UpstreamRequest
@@ -43,6 +54,7 @@ _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _CONTENT_LENGTH = re.compile(rb"^[0-9]{1,18}$")
 _HTTP_VERSIONS = frozenset({"1.0", "1.1"})
 _DRAIN_LIMIT = 1024 * 1024
+_CONTEXT_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")  # X-Workflow-Id, X-Execution-Id
 
 
 def new_request_id() -> str:
@@ -214,6 +226,8 @@ class GatewayApp:
         self, send: Send, ctx: RequestContext, route: CompiledRoute, chain: PolicyChain, entered: int,
         peer: str | None, peer_trusted: bool,
     ) -> tuple[bool, int]:
+        if route.egress is not None:
+            return await self._forward_egress(send, ctx, route.egress, chain, entered)
         rt = self.runtime
         has_body = (ctx.content_length or 0) > 0 or get_one(ctx.headers, b"transfer-encoding") is not None
         body: AsyncIterator[bytes] | bytes | None
@@ -258,6 +272,50 @@ class GatewayApp:
         finally:
             await response.aclose()
         return True, head.status
+
+    async def _forward_egress(
+        self, send: Send, ctx: RequestContext, executor: EgressExecutor, chain: PolicyChain, entered: int,
+    ) -> tuple[bool, int]:
+        """The egress door: the authenticated caller's call, run by the egress executor."""
+        workflow = get_one(ctx.headers, b"x-workflow-id")
+        execution = get_one(ctx.headers, b"x-execution-id")
+        if not (workflow and execution and _CONTEXT_ID.match(workflow) and _CONTEXT_ID.match(execution)):
+            raise MalformedRequest("egress_context")
+        principal = ctx.principal
+        if principal is None:  # pragma: no cover - the door's chain always authenticates
+            raise MalformedRequest("egress_unauthenticated")
+        has_body = (ctx.content_length or 0) > 0 or get_one(ctx.headers, b"transfer-encoding") is not None
+        body = await ctx.read_body() if has_body else None
+        if has_body:
+            ctx.body_consumed = True
+        query = ctx.query.decode("latin-1")
+        stripped = ctx.strip_request_headers
+        request = EgressRequest(
+            route=ctx.params["egress_route"], method=ctx.method,
+            path_and_query="/" + ctx.params["egress_path"] + (f"?{query}" if query else ""),
+            context=CallContext(execution.decode(), workflow.decode(), principal.consumer_id),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers if k not in stripped],
+            body=body,
+        )
+        try:
+            result = await executor.call(request)
+        except BudgetExhausted as exc:
+            ctx.decision = f"egress_refused:{exc.reason}"
+            detail = f"Exhausted: {exc.reason.removeprefix('budget:')}."
+            return False, await self._send_problem(send, ctx, exc.code, chain, entered, detail=detail)
+        except CircuitOpen as exc:
+            ctx.decision = f"egress_refused:{exc.reason}"
+            extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
+            return False, await self._send_problem(send, ctx, exc.code, chain, entered, extra)
+        ctx.upstream_status = result.status
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
+        head = ResponseHead(result.status, response_headers(headers))
+        head.headers = [(k, v) for k, v in head.headers if k != b"content-length"]
+        head.headers.append((b"content-length", b"%d" % len(result.body)))
+        head.headers.append((b"x-egress-attempts", b"%d" % result.attempts))
+        for name, left in result.budget.remaining.items():
+            head.headers.append((b"x-budget-remaining", f"{name}={left:g}".encode()))
+        return True, await self._send_head_and_body(send, ctx, head, chain, entered, result.body)
 
     async def _stream_body(self, ctx: RequestContext) -> AsyncIterator[bytes]:
         limit = ctx.max_body_bytes

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
-from portcullis.config.model import AuthConfig, GatewayConfig, RequestConfig, RouteConfig
+from portcullis.config.model import AuthConfig, EgressEntryConfig, GatewayConfig, RequestConfig, RouteConfig
+from portcullis.egress.executor import EgressExecutor
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.jwt_tokens import JwtVerifier
@@ -38,7 +39,7 @@ from portcullis.policies.validate import BodyPolicy
 from portcullis.stores.base import AuditSink
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.sqlite import SqliteStore
-from portcullis.upstream.base import Timeouts, Upstream
+from portcullis.upstream.base import Timeouts, Upstream, UpstreamRequest, UpstreamResponse
 from portcullis.upstream.http1 import Http1Upstream
 from portcullis.vault import SECRET_KEY_ENV, MasterKeys, Vault
 
@@ -186,10 +187,25 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
             ),
             max_body_bytes=effective_request(config, route).max_body_bytes,
         )
+    router_routes = list(config.routes)
+    egress = None
+    if config.egress is not None and config.egress.entry.enabled:
+        egress = EgressExecutor(config.egress, vault=services.vault, resolver=services.egress_resolver,
+                                clock=services.clock)
+        door = egress_door_route(config.egress.entry)
+        router_routes.append(door)
+        routes[door.name] = CompiledRoute(
+            name=door.name,
+            chain=PolicyChain(plan_chain(config, door, limiter=services.limiter, metrics=services.metrics,
+                                         verifiers=verifiers)),
+            upstream=_NO_UPSTREAM, timeouts=Timeouts(1, 1, 1),
+            forward=ForwardHeaders(upstream_host=None, forward_identity=False),
+            max_body_bytes=config.egress.entry.max_body_bytes, egress=egress,
+        )
     return Runtime(
         config=config,
         services=services,
-        router=Router(config.routes),
+        router=Router(router_routes),
         routes=routes,
         base_chain=PolicyChain([]),
         security_headers=SecurityHeadersPolicy(config.security_headers, tls=config.listen.tls is not None),
@@ -198,6 +214,30 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         key_verifier=verifiers.keys,
         jwt_verifier=verifiers.jwt,
         max_header_bytes=config.listen.max_header_bytes,
+        egress=egress,
     )
 
 
+EGRESS_ROUTE_NAME = "egress"
+
+
+def egress_door_route(entry: EgressEntryConfig) -> RouteConfig:
+    """The ingress route the egress door is served on: ``<prefix>/<route>/<path>``, authenticated."""
+    return RouteConfig(
+        name=EGRESS_ROUTE_NAME, path=f"{entry.path_prefix}/{{egress_route}}/{{egress_path:path}}",
+        upstream=EGRESS_ROUTE_NAME, auth=entry.auth, authorize=entry.authorize, rate_limits=entry.rate_limits,
+        request=RequestConfig(max_body_bytes=entry.max_body_bytes), forward_identity=False,
+    )
+
+
+class _NoUpstream:
+    """The egress door's placeholder: its calls go through the executor, never here."""
+
+    async def send(self, request: UpstreamRequest, *, timeouts: Timeouts) -> UpstreamResponse:
+        raise AssertionError("the egress door has no upstream")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        return None
+
+
+_NO_UPSTREAM = _NoUpstream()

@@ -18,6 +18,9 @@ from portcullis.audit.record import AuditRecord
 from portcullis.audit.redact import redact_query, redact_text
 from portcullis.clock import Clock
 from portcullis.config.model import GatewayConfig
+from portcullis.egress.executor import EgressExecutor
+from portcullis.egress.resolver import SystemResolver
+from portcullis.egress.ssrf import Resolver
 from portcullis.errors import StoreUnavailable
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.http.context import RequestContext
@@ -54,6 +57,7 @@ class Services:
     limiter: MultiLimiter
     audit: AuditWriter
     vault: Vault
+    egress_resolver: Resolver = field(default_factory=SystemResolver)  # tests inject fixed answers
     readiness: dict[str, bool] = field(default_factory=dict)
 
     async def aclose(self) -> None:
@@ -72,6 +76,7 @@ class CompiledRoute:
     timeouts: Timeouts
     forward: ForwardHeaders
     max_body_bytes: int | None
+    egress: EgressExecutor | None = None  # set on the egress door's route: calls go through it, not upstream
 
 
 @dataclass(slots=True, eq=False)
@@ -89,6 +94,7 @@ class Runtime:
     key_verifier: ApiKeyVerifier | None
     jwt_verifier: JwtVerifier | None
     max_header_bytes: int
+    egress: EgressExecutor | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -125,6 +131,8 @@ class Runtime:
         self._tasks.clear()
         for upstream in self.upstreams.values():
             await upstream.aclose()
+        if self.egress is not None:
+            await self.egress.aclose()
         if self.jwt_verifier is not None:
             await self.jwt_verifier.aclose()
         if self.key_verifier is not None:

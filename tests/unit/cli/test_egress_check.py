@@ -51,6 +51,7 @@ def test_bad_options_exit_2_without_a_traceback(args: list[str]) -> None:
 
 
 CONFIG = """
+keys: {pepper: "egress-check-test-pepper-0123456789abcdef"}
 upstreams: {api: {url: "http://127.0.0.1:9"}}
 routes: [{name: r, path: /r, upstream: api, auth: none}]
 egress:

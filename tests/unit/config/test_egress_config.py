@@ -11,6 +11,7 @@ from portcullis.egress.policy import default_policy, route_policy
 from portcullis.errors import ConfigError
 
 BASE = """
+keys: {pepper: "egress-config-test-pepper-0123456789abcdef"}
 upstreams: {api: {url: "http://127.0.0.1:9"}}
 routes: [{name: r, path: /r, upstream: api, auth: none}]
 """
@@ -50,6 +51,9 @@ egress:
     ('egress: {routes: [{name: "bad name", url: "https://a.example"}]}', "route names"),
     ('egress: {routes: [{name: a, url: "https://a.example", allow_networks: ["10.0.0.0/33"]}]}', "allow_networks"),
     ('egress: {routes: [{name: a, url: "https://a.example", retries: 3}]}', "retries"),
+    ('egress: {entry: {path_prefix: "/r"}}', "also used by an ingress route"),
+    ('egress: {entry: {path_prefix: "egress/"}}', "expected a path"),
+    ('egress: {entry: {auth: {jwt: {}}}}', "no `jwt_issuers`"),
 ])
 def test_unsafe_or_unknown_settings_are_refused_naming_the_field(egress: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:

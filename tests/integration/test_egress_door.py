@@ -1,0 +1,121 @@
+"""The egress door on the gateway: ``/egress/<route>/<path>``, authenticated like any ingress route.
+
+The third-party API is a real server on 127.0.0.1, named through a fixed resolver and reachable
+only through the route's explicit 127.0.0.0/8 exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from ipaddress import ip_address
+from typing import Any
+
+import pytest
+from aiohttp import web
+from tests.conftest import PEPPER, GatewayFactory, gateway_yaml
+
+from portcullis.egress.resolver import StaticResolver
+from portcullis.vault import generate_master_key
+
+TOKEN = "ghp_" + "D00rT0k3n" * 4
+MASTER = generate_master_key()
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+    seen: list[dict[str, Any]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append({"method": request.method, "path": request.path_qs, "headers": dict(request.headers),
+                     "body": await request.read()})
+        return web.json_response({"ok": True}, headers={"X-Provider": "yes"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1], seen
+    finally:
+        await runner.cleanup()
+
+
+def config(port: int, budgets: str = "{execution_calls: 3}") -> str:
+    return gateway_yaml("http://127.0.0.1:9", f"""
+routes:
+  - {{name: health, path: /health, upstream: api, auth: none}}
+egress:
+  budgets: {budgets}
+  routes:
+    - name: partner
+      url: "http://api.partner.test:{port}"
+      allow_http: true
+      allow_networks: [127.0.0.0/8]
+      headers: {{Authorization: "Bearer {{secret:partner_token}}"}}
+""")
+
+
+CONTEXT = {"X-Workflow-Id": "wf-1", "X-Execution-Id": "ex-1"}
+
+
+async def door(make_gateway: GatewayFactory, port: int, **kwargs: Any) -> Any:
+    return await make_gateway(
+        config(port, **kwargs), env={"PORTCULLIS_SECRET_KEY": MASTER},
+        resolver=StaticResolver({"api.partner.test": [[ip_address("127.0.0.1")]]}),
+        secrets={"partner_token": TOKEN},
+    )
+
+
+async def test_an_authenticated_call_reaches_the_provider_with_the_vault_credential(
+    make_gateway: GatewayFactory, provider: tuple[int, list[dict[str, Any]]]
+) -> None:
+    port, seen = provider
+    gw = await door(make_gateway, port)
+    key = await gw.key("agent-7")
+    r = await gw.client.post("/egress/partner/v1/issues?labels=bug", json={"title": "t"},
+                             headers={"X-API-Key": key, **CONTEXT})
+    assert r.status_code == 200 and r.json() == {"ok": True}
+    assert r.headers["x-provider"] == "yes" and r.headers["x-egress-attempts"] == "1"
+    assert "execution_calls=2" in r.headers.get_list("x-budget-remaining")
+    assert r.headers["x-content-type-options"] == "nosniff"  # the gateway's response hygiene applies
+    [call] = seen
+    assert call["path"] == "/v1/issues?labels=bug" and call["body"] == b'{"title":"t"}'
+    assert call["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert "X-API-Key" not in call["headers"] and "X-Workflow-Id" not in call["headers"]
+    assert TOKEN not in r.text
+    [record] = [rec for rec in await gw.audit_records() if rec["route"] == "egress"]
+    assert (record["consumer_id"], record["status"], record["upstream_status"]) == ("agent-7", 200, 200)
+    assert TOKEN not in str(record)
+
+
+async def test_the_door_needs_credentials_and_an_execution_context(
+    make_gateway: GatewayFactory, provider: tuple[int, list[dict[str, Any]]]
+) -> None:
+    port, seen = provider
+    gw = await door(make_gateway, port)
+    key = await gw.key("agent-7")
+    assert (await gw.client.get("/egress/partner/v1/x", headers=CONTEXT)).status_code == 401
+    missing = await gw.client.get("/egress/partner/v1/x", headers={"X-API-Key": key})
+    assert missing.status_code == 400 and missing.json()["code"] == "request.malformed"
+    bad = await gw.client.get("/egress/partner/v1/x", headers={"X-API-Key": key, "X-Workflow-Id": "wf 1",
+                                                               "X-Execution-Id": "ex-1"})
+    assert bad.status_code == 400
+    assert seen == []
+
+
+async def test_unknown_routes_budgets_and_ssrf_are_refused_as_problem_documents(
+    make_gateway: GatewayFactory, provider: tuple[int, list[dict[str, Any]]]
+) -> None:
+    port, seen = provider
+    gw = await door(make_gateway, port, budgets="{execution_calls: 1}")
+    key = await gw.key("agent-7")
+    headers = {"X-API-Key": key, **CONTEXT}
+    unknown = await gw.client.get("/egress/nope/v1/x", headers=headers)
+    assert unknown.status_code == 403 and unknown.json()["code"] == "egress.destination_denied"
+    assert (await gw.client.get("/egress/partner/v1/x", headers=headers)).status_code == 200
+    spent = await gw.client.get("/egress/partner/v1/x", headers=headers)
+    assert spent.status_code == 429 and spent.json()["code"] == "budget.exhausted"
+    assert "execution_calls" in spent.json()["detail"]
+    assert len(seen) == 1
+    assert PEPPER not in spent.text
