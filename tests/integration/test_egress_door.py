@@ -86,7 +86,13 @@ async def test_an_authenticated_call_reaches_the_provider_with_the_vault_credent
     assert TOKEN not in r.text
     [record] = [rec for rec in await gw.audit_records() if rec["route"] == "egress"]
     assert (record["consumer_id"], record["status"], record["upstream_status"]) == ("agent-7", 200, 200)
+    assert record["egress"] == {
+        "route": "partner", "workflow_id": "wf-1", "execution_id": "ex-1", "host": "api.partner.test",
+        "attempts": 1, "breaker": "closed", "cost": 0.0, "budget_remaining": {"execution_calls": 2.0},
+    }
     assert TOKEN not in str(record)
+    metrics = gw.services.metrics.render().decode()
+    assert 'portcullis_egress_calls_total{route="partner",status="2xx"} 1.0' in metrics
 
 
 async def test_the_door_needs_credentials_and_an_execution_context(

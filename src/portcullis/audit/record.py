@@ -38,6 +38,7 @@ class AuditRecord:
     bytes_out: int
     upstream_status: int | None
     user_agent: str | None
+    egress: dict[str, Any] | None = None  # egress door calls: route, host, execution, workflow, attempts…
 
     @classmethod
     def create(cls, *, clock: Clock, **fields: Any) -> AuditRecord:
@@ -55,7 +56,7 @@ class AuditRecord:
             "key_id": self.key_id, "method": self.method, "route": self.route, "path": self.path,
             "query": self.query, "status": self.status, "decision": self.decision, "latency_ms": self.latency_ms,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "upstream_status": self.upstream_status,
-            "user_agent": self.user_agent,
+            "user_agent": self.user_agent, "egress": self.egress,
         }
 
     def to_json_bytes(self) -> bytes:

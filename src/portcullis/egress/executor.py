@@ -91,6 +91,8 @@ class EgressResult:
     attempts: int
     budget: BudgetDecision
     breaker: BreakerState
+    host: str = ""
+    cost: float = 0.0
 
 
 @dataclass(slots=True)
@@ -227,14 +229,22 @@ class EgressExecutor:
             failed = is_failure(status, error=error is not None)
             route.breaker.record(permit, failed=failed, duration_s=self._clock.monotonic() - started)
             if not failed and answer is not None:
-                return EgressResult(answer[0], answer[1], answer[2], attempt, budget, route.breaker.state)
+                return self._result(route, url, answer, attempt, budget)
             delay = self._retry_delay(route, answer, attempt, safe, deadline, error)
             if delay is None:
                 if answer is not None:
-                    return EgressResult(answer[0], answer[1], answer[2], attempt, budget, route.breaker.state)
+                    return self._result(route, url, answer, attempt, budget)
                 assert error is not None
                 raise error
             await self._sleep(delay)
+
+    @staticmethod
+    def _result(
+        route: _Route, url: str, answer: tuple[int, list[tuple[str, str]], bytes], attempt: int,
+        budget: BudgetDecision,
+    ) -> EgressResult:
+        return EgressResult(answer[0], answer[1], answer[2], attempt, budget, route.breaker.state,
+                            host=urlsplit(url).hostname or "", cost=route.config.cost)
 
     def _retry_delay(
         self, route: _Route, answer: tuple[int, list[tuple[str, str]], bytes] | None, attempt: int, safe: bool,

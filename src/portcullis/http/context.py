@@ -57,6 +57,7 @@ class RequestContext:
     bytes_in: int = 0
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     strip_request_headers: set[bytes] = field(default_factory=set)
+    egress: dict[str, Any] | None = None  # the egress door's call, for the audit record
 
     async def read_body(self) -> bytes:
         """Buffer the whole body, refusing more than ``max_body_bytes`` (413).

@@ -288,6 +288,8 @@ class GatewayApp:
         body = await ctx.read_body() if has_body else None
         if has_body:
             ctx.body_consumed = True
+        ctx.egress = {"route": ctx.params["egress_route"], "workflow_id": workflow.decode(),
+                      "execution_id": execution.decode()}
         query = ctx.query.decode("latin-1")
         stripped = ctx.strip_request_headers
         request = EgressRequest(
@@ -308,6 +310,9 @@ class GatewayApp:
             extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
             return False, await self._send_problem(send, ctx, exc.code, chain, entered, extra)
         ctx.upstream_status = result.status
+        ctx.egress.update(host=result.host, attempts=result.attempts, breaker=result.breaker.value,
+                          cost=result.cost, budget_remaining=dict(result.budget.remaining))
+        self.runtime.metrics.egress_call(request.route, result.status, result.attempts)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
         head = ResponseHead(result.status, response_headers(headers))
         head.headers = [(k, v) for k, v in head.headers if k != b"content-length"]

@@ -7,6 +7,7 @@ both call ``plan_chain``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
 from portcullis.config.model import AuthConfig, EgressEntryConfig, GatewayConfig, RequestConfig, RouteConfig
+from portcullis.egress.breaker import BreakerState
 from portcullis.egress.executor import EgressExecutor
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.identity.api_keys import ApiKeyVerifier
@@ -44,6 +46,8 @@ from portcullis.upstream.http1 import Http1Upstream
 from portcullis.vault import SECRET_KEY_ENV, MasterKeys, Vault
 
 __all__ = ["Verifiers", "build_runtime", "effective_request", "open_services", "plan_chain"]
+
+log = logging.getLogger("portcullis.egress")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +194,14 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
     router_routes = list(config.routes)
     egress = None
     if config.egress is not None and config.egress.entry.enabled:
+        metrics = services.metrics
+
+        def breaker_moved(route: str, before: BreakerState, after: BreakerState) -> None:
+            metrics.egress_breaker_transitions.labels(route, after.value).inc()
+            log.warning("egress breaker %s: %s -> %s", route, before.value, after.value)
+
         egress = EgressExecutor(config.egress, vault=services.vault, resolver=services.egress_resolver,
-                                clock=services.clock)
+                                clock=services.clock, on_breaker=breaker_moved)
         door = egress_door_route(config.egress.entry)
         router_routes.append(door)
         routes[door.name] = CompiledRoute(

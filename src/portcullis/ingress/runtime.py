@@ -167,6 +167,7 @@ class Runtime:
                 bytes_out=ctx.bytes_out,
                 upstream_status=ctx.upstream_status,
                 user_agent=redact_text(ua[:256].decode("latin-1")) if ua else None,
+                egress=ctx.egress,
             ))
         except Exception:
             services.metrics.internal_errors.inc()

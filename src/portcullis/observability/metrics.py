@@ -55,6 +55,16 @@ class GatewayMetrics:
         self.config_reloads = Counter(
             "portcullis_config_reloads_total", "Config reloads by result.", ["result"], registry=r,
         )
+        self.egress_calls = Counter(
+            "portcullis_egress_calls_total", "Egress calls by route and status class.", ["route", "status"], registry=r,
+        )
+        self.egress_retries = Counter(
+            "portcullis_egress_retries_total", "Retries spent on egress calls, by route.", ["route"], registry=r,
+        )
+        self.egress_breaker_transitions = Counter(
+            "portcullis_egress_breaker_transitions_total", "Circuit breaker state changes, by route and new state.",
+            ["route", "state"], registry=r,
+        )
         # A plain int read at scrape time: a Gauge inc/dec pair took two locks per request.
         self.requests_in_flight = 0
         self.in_flight = Gauge("portcullis_requests_in_flight", "Requests being served.", registry=r)
@@ -74,6 +84,11 @@ class GatewayMetrics:
         if histogram is None:
             histogram = self._durations[route] = self.request_duration.labels(route)
         histogram.observe(seconds)
+
+    def egress_call(self, route: str, status: int, attempts: int) -> None:
+        self.egress_calls.labels(route, f"{status // 100}xx").inc()
+        if attempts > 1:
+            self.egress_retries.labels(route).inc(attempts - 1)
 
     def upstream_answered(self, route: str, seconds: float) -> None:
         histogram = self._upstream_durations.get(route)
