@@ -22,7 +22,7 @@ from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.executor import EgressExecutor, EgressRequest
 from portcullis.egress.resolver import StaticResolver
-from portcullis.errors import BudgetExhausted, CircuitOpen, EgressDenied, UpstreamProtocolError
+from portcullis.errors import BudgetExhausted, CircuitOpen, EgressDenied, RateLimited, UpstreamProtocolError
 from portcullis.stores.sqlite import SqliteStore
 from portcullis.testing import ManualClock
 from portcullis.vault import MasterKeys, Vault, generate_master_key
@@ -234,3 +234,24 @@ async def test_redirects_are_not_followed(world: Factory) -> None:
     w.provider.script = [(302, {"Location": "http://169.254.169.254/latest/meta-data/"}, b"")]
     result = await w.call()
     assert result.status == 302 and len(w.provider.seen) == 1
+
+
+async def test_endpoint_rate_limits_refuse_with_retry_after_and_send_nothing(world: Factory) -> None:
+    w: World = await world({"rate_limits": ["2/second", "100/hour"]})
+    await w.call()
+    await w.call()
+    with pytest.raises(RateLimited) as info:
+        await w.call()
+    assert info.value.retry_after_s == pytest.approx(0.5)
+    assert len(w.provider.seen) == 2
+    w.clock.advance(0.5)
+    assert (await w.call()).status == 200
+
+
+async def test_per_workflow_rate_limits_count_each_workflow_apart(world: Factory) -> None:
+    w: World = await world({"rate_limits": ["1/second"], "rate_limit_per_workflow": True})
+    await w.call()
+    other = CallContext(execution_id="ex-9", workflow_id="wf-2", user="alice")
+    assert (await w.call(ctx=other)).status == 200
+    with pytest.raises(RateLimited):
+        await w.call()

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from portcullis.config.types import ByteSize, Cidr, Duration, HttpMethod, host_allowed
+from portcullis.config.types import ByteSize, Cidr, Duration, HttpMethod, Rate, host_allowed
 
 __all__ = [
     "SECRET_REFERENCE",
@@ -91,6 +91,14 @@ class EgressRouteConfig(_Model):
     headers: dict[str, str] = Field(
         default_factory=dict,
         description="Headers set on every call, replacing the caller's; `{secret:NAME}` is filled from the vault.",
+    )
+    rate_limits: list[Rate] = Field(
+        default_factory=list,
+        description="Rates for this endpoint, all enforced at once: e.g. ['10/second', '5000/hour'].",
+    )
+    burst: int | None = Field(None, ge=1, description="Extra capacity of the shortest rate window.")
+    rate_limit_per_workflow: bool = Field(
+        False, description="Count the rates per workflow instead of once for every caller of the route."
     )
     cost: float = Field(0.0, ge=0, description="What one call costs against cost budgets.")
     calls_per_workflow_day: int | None = Field(None, ge=0, description="Calls to this route per workflow per day.")

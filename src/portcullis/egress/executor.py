@@ -7,7 +7,8 @@ Order, and why:
 1. the route must exist and allow the method; the path is canonicalised (the same canonicaliser as
    ingress) and appended to the route's base URL, so ``..`` cannot climb out of it;
 2. the SSRF guard checks the URL under the route's policy (scheme, port, host lists);
-3. budgets are spent (all or nothing) before anything is sent;
+3. the endpoint's rate limits, then the budgets, are spent (each all or nothing) before anything
+   is sent;
 4. the caller's credentials for the *gateway* (Authorization, API-key headers, cookies) are
    removed, and the route's headers are set, with ``{secret:name}`` filled from the vault at this
    moment only;
@@ -52,11 +53,14 @@ from portcullis.errors import (
     BudgetExhausted,
     ClientError,
     EgressDenied,
+    RateLimited,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from portcullis.http.target import canonicalize_target
+from portcullis.limiting.limiter import LimitRule, MultiLimiter
+from portcullis.stores.memory import MemoryCounterStore
 from portcullis.vault import Vault
 
 __all__ = ["EgressExecutor", "EgressRequest", "EgressResult"]
@@ -104,6 +108,7 @@ class _Route:
     retry_budget: RetryBudget
     limits: ResponseLimits
     connector_policy: GuardedResolver
+    rate_rule: LimitRule | None = None
     session: aiohttp.ClientSession | None = None
 
 
@@ -115,8 +120,10 @@ class EgressExecutor:
         budget_store: BudgetCounterStore | None = None, rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_breaker: Callable[[str, BreakerState, BreakerState], None] | None = None,
+        limiter: MultiLimiter | None = None,
     ) -> None:
         self._config = config
+        self._limiter = limiter or MultiLimiter(MemoryCounterStore(), clock)
         self._vault = vault
         self._clock = clock
         self._rng = rng or random.Random()
@@ -153,6 +160,8 @@ class EgressExecutor:
             limits=ResponseLimits(max_bytes=route.max_response_bytes, max_decoded_bytes=route.max_decoded_bytes,
                                   content_types=tuple(route.content_types)),
             connector_policy=GuardedResolver(self._guard, route_policy(self._config, route), scheme=scheme),
+            rate_rule=LimitRule(name=f"egress:{route.name}", windows=tuple(route.rate_limits), burst=route.burst)
+            if route.rate_limits else None,
         )
 
     def breaker(self, route: str) -> CircuitBreaker:
@@ -176,6 +185,11 @@ class EgressExecutor:
         verdict = await self._guard.check(url, route_policy(self._config, cfg))
         if not verdict.allowed:
             raise EgressDenied(verdict.reason)
+        if route.rate_rule is not None:
+            subject = request.context.workflow_id if cfg.rate_limit_per_workflow else "*"
+            decision = await self._limiter.consume([(route.rate_rule, subject)])
+            if not decision.allowed:
+                raise RateLimited(f"rate_limited:{route.rate_rule.name}", retry_after_s=decision.retry_after_s)
         budget = await self._budgets.consume(request.context, cfg.name, cfg.cost)
         if not budget.allowed:
             raise BudgetExhausted(f"budget:{budget.exhausted}")

@@ -20,7 +20,7 @@ import httpx
 from portcullis.config.egress import EgressConfig
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.executor import EgressExecutor, EgressRequest
-from portcullis.errors import BudgetExhausted, CircuitOpen, ClientError, UpstreamError
+from portcullis.errors import BudgetExhausted, CircuitOpen, ClientError, RateLimited, UpstreamError
 from portcullis.http.problem import render_problem
 from portcullis.ids import random_hex
 
@@ -61,7 +61,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
     async def _execute(self, call: EgressRequest, request: httpx.Request) -> httpx.Response:
         try:
             result = await self._executor.call(call)
-        except CircuitOpen as exc:
+        except (CircuitOpen, RateLimited) as exc:
             return _problem(exc, request, None, retry_after=exc.retry_after_s)
         except (ClientError, UpstreamError) as exc:
             return _problem(exc, request, None)

@@ -25,6 +25,7 @@ from portcullis.errors import (
     ErrorCode,
     MalformedRequest,
     PayloadTooLarge,
+    RateLimited,
     UpstreamError,
 )
 from portcullis.http.context import RequestContext, ResponseHead
@@ -305,7 +306,7 @@ class GatewayApp:
             ctx.decision = f"egress_refused:{exc.reason}"
             detail = f"Exhausted: {exc.reason.removeprefix('budget:')}."
             return False, await self._send_problem(send, ctx, exc.code, chain, entered, detail=detail)
-        except CircuitOpen as exc:
+        except (CircuitOpen, RateLimited) as exc:
             ctx.decision = f"egress_refused:{exc.reason}"
             extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
             return False, await self._send_problem(send, ctx, exc.code, chain, entered, extra)
