@@ -125,3 +125,51 @@ async def test_unknown_routes_budgets_and_ssrf_are_refused_as_problem_documents(
     assert "execution_calls" in spent.json()["detail"]
     assert len(seen) == 1
     assert PEPPER not in spent.text
+
+
+async def test_operators_force_and_reset_breakers_from_the_cli_through_the_admin_api(
+    make_gateway: GatewayFactory, provider: tuple[int, list[dict[str, Any]]]
+) -> None:
+    import asyncio
+    import contextlib
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from portcullis.admin.app import create_admin_app
+    from portcullis.cli.main import app as cli
+
+    port, seen = provider
+    gw = await door(make_gateway, port)
+    key = await gw.key("agent-7")
+    server = uvicorn.Server(uvicorn.Config(create_admin_app(gw.app), host="127.0.0.1", port=0, lifespan="off",
+                                           log_level="warning"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.005)
+        admin = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        runner = CliRunner()
+
+        def run(*args: str) -> Any:
+            return runner.invoke(cli, ["egress", *args, "--admin", admin], env={"COLUMNS": "200"})
+
+        forced = await asyncio.to_thread(run, "breaker", "partner", "open")
+        assert forced.exit_code == 0 and "partner: forced_open" in forced.output
+        refused = await gw.client.get("/egress/partner/v1/x", headers={"X-API-Key": key, **CONTEXT})
+        assert refused.status_code == 503 and "retry-after" in refused.headers
+        listed = await asyncio.to_thread(run, "breakers")
+        assert "forced_open" in listed.output
+        reset = await asyncio.to_thread(run, "breaker", "partner", "reset")
+        assert "partner: closed" in reset.output
+        assert (await gw.client.get("/egress/partner/v1/x", headers={"X-API-Key": key, **CONTEXT})).status_code == 200
+        unknown = await asyncio.to_thread(run, "breaker", "nope", "open")
+        assert unknown.exit_code == 1
+        assert len(seen) == 1
+        metrics = gw.services.metrics.render().decode()
+        assert 'portcullis_egress_breaker_transitions_total{route="partner",state="forced_open"} 1.0' in metrics
+    finally:
+        server.should_exit = True
+        await task

@@ -1,4 +1,4 @@
-"""The admin listener: health probes, Prometheus metrics, reload and key revocation.
+"""The admin listener: health probes, Prometheus metrics, reload, key revocation, egress breakers.
 
 Why a separate listener (default 127.0.0.1): operational endpoints must never be reachable on the
 public API port. ``/healthz`` says the process is alive; ``/readyz`` says it can serve (config
@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
+from portcullis.egress.breaker import BreakerState
 from portcullis.errors import StoreUnavailable
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.reload import Reloader
@@ -57,6 +58,33 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
         if not result.ok:
             return JSONResponse({"status": "rejected", "error": result.error}, status_code=422)
         return JSONResponse({"status": "reloaded", "restart_needed": list(result.restart_needed)})
+
+    @app.get("/egress/breakers", summary="Every egress route's circuit breaker state.")
+    async def breakers() -> JSONResponse:
+        executor = gateway.runtime.egress
+        if executor is None:
+            return JSONResponse({"code": "egress.not_configured"}, status_code=404)
+        return JSONResponse([
+            {"route": name, "state": b.state.value, "retry_after_s": round(b.retry_after_s(), 3)}
+            for name, b in executor.breakers().items()
+        ])
+
+    @app.post("/egress/breakers/{route}/{action}", summary="Force a breaker open or closed, or reset it.")
+    async def breaker_action(route: str, action: str) -> JSONResponse:
+        executor = gateway.runtime.egress
+        breaker = executor.breakers().get(route) if executor is not None else None
+        if breaker is None:
+            return JSONResponse({"code": "egress.unknown_route"}, status_code=404)
+        if action == "open":
+            breaker.force(BreakerState.FORCED_OPEN)
+        elif action == "close":
+            breaker.force(BreakerState.FORCED_CLOSED)
+        elif action == "reset":
+            breaker.reset()
+        else:
+            return JSONResponse({"code": "request.malformed", "detail": "action is open, close or reset"},
+                                status_code=400)
+        return JSONResponse({"route": route, "state": breaker.state.value})
 
     @app.post("/keys/{key_id}/revoke", summary="Revoke an API key; it stops working at once here.")
     async def revoke(key_id: str) -> JSONResponse:

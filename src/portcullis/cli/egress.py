@@ -12,6 +12,10 @@ ports 80/443) plus any ``--allow-*`` what-if flags.
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +23,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from portcullis.cli.common import load_or_fail
 from portcullis.egress.policy import default_policy, route_policy
@@ -97,3 +102,54 @@ def _config_policy(path: Path, route_name: str | None) -> GuardPolicy:
     if cfg.egress is None or route is None:
         raise ValueError(f"{path}: no egress route named {route_name!r}")
     return route_policy(cfg.egress, route)
+
+
+AdminOption = Annotated[
+    str, typer.Option("--admin", envvar="PORTCULLIS_ADMIN_URL", help="The running gateway's admin listener.")
+]
+
+
+def _admin(method: str, url: str) -> tuple[int, object]:
+    """One JSON call to the admin listener (stdlib only: the CLI needs no HTTP client library)."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        Console(stderr=True).print("[red]--admin must be an http:// or https:// URL[/red]")
+        raise typer.Exit(2)
+    request = urllib.request.Request(url, method=method, headers={"Accept": "application/json"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - scheme checked above
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+    except (urllib.error.URLError, OSError) as exc:
+        Console(stderr=True).print(f"[red]admin listener unreachable at {escape(url)}: {escape(str(exc))}[/red]")
+        raise typer.Exit(1) from None
+
+
+@app.command("breakers")
+def breakers(admin: AdminOption = "http://127.0.0.1:9090") -> None:
+    """Show every egress route's circuit breaker (from the running gateway)."""
+    status, body = _admin("GET", admin.rstrip("/") + "/egress/breakers")
+    if status != 200 or not isinstance(body, list):
+        Console(stderr=True).print(f"[red]no egress breakers ({status})[/red]")
+        raise typer.Exit(1)
+    table = Table("route", "state", "retry after (s)")
+    for row in body:
+        table.add_row(str(row["route"]), str(row["state"]), str(row["retry_after_s"]))
+    Console(highlight=False).print(table)
+
+
+@app.command("breaker")
+def breaker(
+    route: Annotated[str, typer.Argument(help="The egress route.")],
+    action: Annotated[str, typer.Argument(help="open (force open), close (force closed) or reset.")],
+    admin: AdminOption = "http://127.0.0.1:9090",
+) -> None:
+    """Force a route's breaker open or closed, or reset it to closed with an empty window."""
+    if action not in ("open", "close", "reset"):
+        Console(stderr=True).print("[red]action is open, close or reset[/red]")
+        raise typer.Exit(2)
+    status, body = _admin("POST", f"{admin.rstrip('/')}/egress/breakers/{urllib.parse.quote(route, safe='')}/{action}")
+    if status != 200 or not isinstance(body, dict):
+        Console(stderr=True).print(f"[red]no egress route {escape(route)!r} ({status})[/red]")
+        raise typer.Exit(1)
+    Console(highlight=False).print(f"{body['route']}: {body['state']}")

@@ -167,6 +167,10 @@ class EgressExecutor:
     def breaker(self, route: str) -> CircuitBreaker:
         return self._routes[route].breaker
 
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """Every route's breaker, by route name (for the admin API)."""
+        return {name: r.breaker for name, r in self._routes.items()}
+
     async def aclose(self) -> None:
         for route in self._routes.values():
             if route.session is not None:

@@ -201,7 +201,8 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
             log.warning("egress breaker %s: %s -> %s", route, before.value, after.value)
 
         egress = EgressExecutor(config.egress, vault=services.vault, resolver=services.egress_resolver,
-                                clock=services.clock, on_breaker=breaker_moved, limiter=services.limiter)
+                                clock=services.clock, on_breaker=breaker_moved, limiter=services.limiter,
+                                budget_store=services.egress_budgets)
         door = egress_door_route(config.egress.entry)
         router_routes.append(door)
         routes[door.name] = CompiledRoute(

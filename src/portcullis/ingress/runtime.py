@@ -18,6 +18,7 @@ from portcullis.audit.record import AuditRecord
 from portcullis.audit.redact import redact_query, redact_text
 from portcullis.clock import Clock
 from portcullis.config.model import GatewayConfig
+from portcullis.egress.budgets import MemoryBudgetStore
 from portcullis.egress.executor import EgressExecutor
 from portcullis.egress.resolver import SystemResolver
 from portcullis.egress.ssrf import Resolver
@@ -58,6 +59,7 @@ class Services:
     audit: AuditWriter
     vault: Vault
     egress_resolver: Resolver = field(default_factory=SystemResolver)  # tests inject fixed answers
+    egress_budgets: MemoryBudgetStore = field(default_factory=MemoryBudgetStore)  # survives reloads
     readiness: dict[str, bool] = field(default_factory=dict)
 
     async def aclose(self) -> None:
