@@ -167,6 +167,12 @@ async def test_operators_force_and_reset_breakers_from_the_cli_through_the_admin
         assert (await gw.client.get("/egress/partner/v1/x", headers={"X-API-Key": key, **CONTEXT})).status_code == 200
         unknown = await asyncio.to_thread(run, "breaker", "nope", "open")
         assert unknown.exit_code == 1
+        left = await asyncio.to_thread(run, "budgets", "--route", "partner", "--workflow", "wf-1",
+                                       "--execution", "ex-1", "--user", "agent-7")
+        assert left.exit_code == 0 and "execution_calls" in left.output and " 2 " in left.output  # 3 - 1 call
+        fresh = await asyncio.to_thread(run, "budgets", "--route", "partner", "--workflow", "wf-1",
+                                        "--execution", "ex-2", "--user", "agent-7")
+        assert " 3 " in fresh.output
         assert len(seen) == 1
         metrics = gw.services.metrics.render().decode()
         assert 'portcullis_egress_breaker_transitions_total{route="partner",state="forced_open"} 1.0' in metrics

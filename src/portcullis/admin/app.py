@@ -16,6 +16,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from portcullis.egress.breaker import BreakerState
+from portcullis.egress.budgets import CallContext
 from portcullis.errors import StoreUnavailable
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.reload import Reloader
@@ -85,6 +86,17 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
             return JSONResponse({"code": "request.malformed", "detail": "action is open, close or reset"},
                                 status_code=400)
         return JSONResponse({"route": route, "state": breaker.state.value})
+
+    @app.get("/egress/budgets", summary="What is left of each budget a call would spend from.")
+    async def budgets(route: str, workflow_id: str, execution_id: str, user: str) -> JSONResponse:
+        executor = gateway.runtime.egress
+        if executor is None:
+            return JSONResponse({"code": "egress.not_configured"}, status_code=404)
+        try:
+            left = await executor.budgets_remaining(CallContext(execution_id, workflow_id, user), route)
+        except KeyError:
+            return JSONResponse({"code": "egress.unknown_route"}, status_code=404)
+        return JSONResponse({"route": route, "remaining": left})
 
     @app.post("/keys/{key_id}/revoke", summary="Revoke an API key; it stops working at once here.")
     async def revoke(key_id: str) -> JSONResponse:

@@ -153,3 +153,23 @@ def breaker(
         Console(stderr=True).print(f"[red]no egress route {escape(route)!r} ({status})[/red]")
         raise typer.Exit(1)
     Console(highlight=False).print(f"{body['route']}: {body['state']}")
+
+
+@app.command("budgets")
+def budgets(
+    route: Annotated[str, typer.Option("--route", help="The egress route the call would use.")],
+    workflow: Annotated[str, typer.Option("--workflow", help="X-Workflow-Id.")],
+    execution: Annotated[str, typer.Option("--execution", help="X-Execution-Id.")],
+    user: Annotated[str, typer.Option("--user", help="The authenticated consumer.")],
+    admin: AdminOption = "http://127.0.0.1:9090",
+) -> None:
+    """What is left of each budget a call would spend from (from the running gateway; nothing spent)."""
+    query = urllib.parse.urlencode({"route": route, "workflow_id": workflow, "execution_id": execution, "user": user})
+    status, body = _admin("GET", f"{admin.rstrip('/')}/egress/budgets?{query}")
+    if status != 200 or not isinstance(body, dict):
+        Console(stderr=True).print(f"[red]no egress route {escape(route)!r} ({status})[/red]")
+        raise typer.Exit(1)
+    table = Table("budget", "remaining")
+    for name, left in body["remaining"].items():
+        table.add_row(str(name), f"{left:g}")
+    Console(highlight=False).print(table)

@@ -89,6 +89,10 @@ class BudgetCounterStore(Protocol):
         """(allowed, index of the first refusing item, used after the call per item, its reset in s)."""
         ...
 
+    async def used(self, items: Sequence[Spend], now: float) -> list[int]:
+        """What each counter holds now (0 for one not used in its current window). Spends nothing."""
+        ...
+
 
 class MemoryBudgetStore:
     """Counters for one process: ``key -> (window end, used)``. Expired windows are dropped lazily."""
@@ -115,6 +119,14 @@ class MemoryBudgetStore:
             for key in [k for k, (end, _) in counters.items() if end <= now][: len(counters) - self._max]:
                 del counters[key]
         return True, None, used, 0.0
+
+
+    async def used(self, items: Sequence[Spend], now: float) -> list[int]:
+        out = []
+        for item in items:
+            entry = self._counters.get(item.key)
+            out.append(0 if entry is None or entry[0] <= now else entry[1])
+        return out
 
 
 class Budgets:
@@ -158,6 +170,12 @@ class Budgets:
             assert refused is not None
             return BudgetDecision(False, items[refused].name, remaining, reset)
         return BudgetDecision(True, None, remaining, 0.0)
+
+    async def remaining(self, ctx: CallContext, route: str) -> dict[str, float]:
+        """What is left of every budget a call to ``route`` in ``ctx`` would spend from (nothing spent)."""
+        items = self.plan(ctx, route, 0.0)
+        used = await self._store.used(items, self._clock.monotonic())
+        return {item.name: _shown(item, item.limit - u) for item, u in zip(items, used, strict=True)}
 
 
 def _shown(item: Spend, left: int) -> float:

@@ -51,6 +51,7 @@ from portcullis.egress.retry import RetryBudget, RetryConfig, may_retry_request,
 from portcullis.egress.ssrf import Resolver, SsrfGuard
 from portcullis.errors import (
     BudgetExhausted,
+    CircuitOpen,
     ClientError,
     EgressDenied,
     RateLimited,
@@ -167,6 +168,12 @@ class EgressExecutor:
     def breaker(self, route: str) -> CircuitBreaker:
         return self._routes[route].breaker
 
+    async def budgets_remaining(self, context: CallContext, route: str) -> dict[str, float]:
+        """What is left of each budget a call to ``route`` would spend from; raises ``KeyError`` for no route."""
+        if route not in self._routes:
+            raise KeyError(route)
+        return await self._budgets.remaining(context, route)
+
     def breakers(self) -> dict[str, CircuitBreaker]:
         """Every route's breaker, by route name (for the admin API)."""
         return {name: r.breaker for name, r in self._routes.items()}
@@ -189,6 +196,9 @@ class EgressExecutor:
         verdict = await self._guard.check(url, route_policy(self._config, cfg))
         if not verdict.allowed:
             raise EgressDenied(verdict.reason)
+        if route.breaker.state in (BreakerState.OPEN, BreakerState.FORCED_OPEN):
+            # Fail fast before any limit or budget is spent on a call that cannot be sent.
+            raise CircuitOpen(f"circuit_open:{cfg.name}", retry_after_s=route.breaker.retry_after_s())
         if route.rate_rule is not None:
             subject = request.context.workflow_id if cfg.rate_limit_per_workflow else "*"
             decision = await self._limiter.consume([(route.rate_rule, subject)])

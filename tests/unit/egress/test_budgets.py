@@ -86,3 +86,11 @@ def test_negative_budgets_are_refused() -> None:
         BudgetLimits(execution_calls=-1)
     with pytest.raises(ValueError, match="negative"):
         BudgetLimits(endpoint_calls_per_workflow_day={"x": -5})
+
+
+async def test_remaining_is_read_without_spending() -> None:
+    b, _ = budgets(BudgetLimits(execution_calls=5, user_calls_per_day=10))
+    assert await b.remaining(CTX, "r") == {"execution_calls": 5.0, "user_calls_per_day": 10.0}
+    await b.consume(CTX, "r")
+    assert await b.remaining(CTX, "r") == {"execution_calls": 4.0, "user_calls_per_day": 9.0}
+    assert await b.remaining(CTX, "r") == {"execution_calls": 4.0, "user_calls_per_day": 9.0}
