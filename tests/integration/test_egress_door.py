@@ -89,6 +89,7 @@ async def test_an_authenticated_call_reaches_the_provider_with_the_vault_credent
     assert record["egress"] == {
         "route": "partner", "workflow_id": "wf-1", "execution_id": "ex-1", "host": "api.partner.test",
         "attempts": 1, "breaker": "closed", "cost": 0.0, "budget_remaining": {"execution_calls": 2.0},
+        "secrets": ["partner_token"],  # every use of a vault secret is audited by name, never by value
     }
     assert TOKEN not in str(record)
     metrics = gw.services.metrics.render().decode()

@@ -8,6 +8,8 @@ test sleeps.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
@@ -22,7 +24,15 @@ from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.executor import EgressExecutor, EgressRequest
 from portcullis.egress.resolver import StaticResolver
-from portcullis.errors import BudgetExhausted, CircuitOpen, EgressDenied, RateLimited, UpstreamProtocolError
+from portcullis.errors import (
+    BudgetExhausted,
+    CircuitOpen,
+    EgressDenied,
+    RateLimited,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from portcullis.stores.sqlite import SqliteStore
 from portcullis.testing import ManualClock
 from portcullis.vault import MasterKeys, Vault, generate_master_key
@@ -37,7 +47,12 @@ class Provider:
     seen: list[dict[str, Any]] = field(default_factory=list)
     script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)  # answers in turn; then 200
 
+    stall: bool = False
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
     async def handle(self, request: web.Request) -> web.Response:
+        if self.stall:
+            await self.release.wait()  # a provider that does not answer until the test ends
         self.seen.append({"method": request.method, "path": request.path_qs, "headers": dict(request.headers),
                           "body": await request.read()})
         status, headers, body = self.script.pop(0) if self.script else (200, {}, b'{"ok": true}')
@@ -57,6 +72,7 @@ async def provider() -> AsyncIterator[Provider]:
     try:
         yield p
     finally:
+        p.release.set()
         await runner.cleanup()
 
 
@@ -255,3 +271,26 @@ async def test_per_workflow_rate_limits_count_each_workflow_apart(world: Factory
     assert (await w.call(ctx=other)).status == 200
     with pytest.raises(RateLimited):
         await w.call()
+
+
+async def test_a_provider_that_never_answers_times_out_and_leaks_nothing(
+    world: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    w: World = await world({"read_timeout": "200ms", "retry": {"max_attempts": 1}})
+    w.provider.stall = True
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(UpstreamTimeout) as info:
+        await w.call()
+    assert info.value.reason == "egress_timeout" and info.value.__cause__ is None
+    assert SECRET not in caplog.text and SECRET not in repr(info.value)
+
+
+async def test_an_unreachable_provider_is_unavailable_and_leaks_nothing(
+    world: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    w: World = await world({"url": "http://api.partner.test:1", "retry": {"max_attempts": 1}})
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(UpstreamUnavailable) as info:
+        await w.call()
+    assert info.value.reason == "egress_unreachable"
+    assert SECRET not in caplog.text and SECRET not in repr(info.value)

@@ -92,3 +92,43 @@ async def test_refusals_are_problem_documents_the_sdk_can_read(
     assert spent.status_code == 429
     assert spent.json()["code"] == "budget.exhausted" and "execution_calls" in spent.json()["detail"]
     assert len(seen) == 2
+
+
+async def test_the_sync_transport_serves_a_plain_httpx_client(tmp_path: Path) -> None:
+    import asyncio
+
+    from portcullis.egress.transport import Transport
+
+    seen: list[str | None] = []
+
+    async def hello(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"sync": True})
+
+    app = web.Application()
+    app.router.add_get("/v1/hello", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    config = EgressConfig.model_validate({"routes": [{
+        "name": "llm", "url": f"http://llm.test:{port}/v1", "allow_http": True, "allow_networks": ["127.0.0.0/8"],
+        "headers": {"Authorization": "Bearer {secret:llm_key}"}}]})
+    store = await SqliteStore.connect(str(tmp_path / "v.db"))
+    vault = Vault(store, MasterKeys([generate_master_key().encode()]), ManualClock())
+    await vault.set("llm_key", KEY)
+    resolver = StaticResolver({"llm.test": [[ip_address("127.0.0.1")]]})
+
+    def use_it() -> tuple[int, Any]:
+        transport = Transport(lambda: EgressExecutor(config, vault=vault, resolver=resolver, clock=ManualClock()),
+                              config, CallContext("ex-s", "wf-sync", "bob"))
+        with httpx.Client(transport=transport) as http:
+            r = http.get(f"http://llm.test:{port}/v1/hello")
+            return r.status_code, r.json()
+
+    try:
+        assert await asyncio.to_thread(use_it) == (200, {"sync": True})
+        assert seen == [f"Bearer {KEY}"]
+    finally:
+        await store.aclose()
+        await runner.cleanup()

@@ -98,6 +98,7 @@ class EgressResult:
     breaker: BreakerState
     host: str = ""
     cost: float = 0.0
+    secrets: tuple[str, ...] = ()  # vault secrets injected into the call, by name (for the audit)
 
 
 @dataclass(slots=True)
@@ -271,8 +272,9 @@ class EgressExecutor:
         route: _Route, url: str, answer: tuple[int, list[tuple[str, str]], bytes], attempt: int,
         budget: BudgetDecision,
     ) -> EgressResult:
+        used = tuple(n for template in route.config.headers.values() for n in SECRET_REFERENCE.findall(template))
         return EgressResult(answer[0], answer[1], answer[2], attempt, budget, route.breaker.state,
-                            host=urlsplit(url).hostname or "", cost=route.config.cost)
+                            host=urlsplit(url).hostname or "", cost=route.config.cost, secrets=used)
 
     def _retry_delay(
         self, route: _Route, answer: tuple[int, list[tuple[str, str]], bytes] | None, attempt: int, safe: bool,

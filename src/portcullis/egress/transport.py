@@ -13,6 +13,9 @@ denied, 429 budget exhausted, 503 circuit open), so SDK retry logic sees ordinar
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -24,7 +27,7 @@ from portcullis.errors import BudgetExhausted, CircuitOpen, ClientError, RateLim
 from portcullis.http.problem import render_problem
 from portcullis.ids import random_hex
 
-__all__ = ["AsyncTransport"]
+__all__ = ["AsyncTransport", "Transport"]
 
 
 class AsyncTransport(httpx.AsyncBaseTransport):
@@ -39,6 +42,9 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             port = parts.port or (443 if parts.scheme == "https" else 80)
             self._bases.append((parts.scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/"), route.name))
         self._bases.sort(key=lambda b: len(b[3]), reverse=True)  # the longest prefix wins
+
+    async def aclose(self) -> None:
+        await self._executor.aclose()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -89,3 +95,39 @@ def _problem(
     return httpx.Response(
         status or code_status, headers=[(k.decode(), v.decode()) for k, v in headers], content=body, request=request,
     )
+
+
+class Transport(httpx.BaseTransport):
+    """The synchronous door, for ``httpx.Client`` and sync SDK clients.
+
+    The executor is asynchronous (its connections, breaker and budgets live on one event loop), so
+    this transport runs that loop on a private thread and hands each request to it; calls from
+    several threads are serialised onto it. Close it (or use it as a context manager) to stop the
+    thread.
+    """
+
+    def __init__(self, executor_factory: Callable[[], EgressExecutor], config: EgressConfig,
+                 context: CallContext) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="portcullis-egress", daemon=True)
+        self._thread.start()
+
+        async def build() -> AsyncTransport:
+            return AsyncTransport(executor_factory(), config, context)
+
+        self._async = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+        forwarded = httpx.Request(request.method, request.url, headers=request.headers, content=body)
+        future = asyncio.run_coroutine_threadsafe(self._async.handle_async_request(forwarded), self._loop)
+        response = future.result()
+        content = response.content
+        return httpx.Response(response.status_code, headers=response.headers, content=content, request=request)
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._async.aclose(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._loop.close()

@@ -312,7 +312,8 @@ class GatewayApp:
             return False, await self._send_problem(send, ctx, exc.code, chain, entered, extra)
         ctx.upstream_status = result.status
         ctx.egress.update(host=result.host, attempts=result.attempts, breaker=result.breaker.value,
-                          cost=result.cost, budget_remaining=dict(result.budget.remaining))
+                          cost=result.cost, budget_remaining=dict(result.budget.remaining),
+                          secrets=list(result.secrets))
         self.runtime.metrics.egress_call(request.route, result.status, result.attempts)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
         head = ResponseHead(result.status, response_headers(headers))
