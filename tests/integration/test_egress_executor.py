@@ -115,7 +115,8 @@ async def world(tmp_path: Path, provider: Provider) -> AsyncIterator[Factory]:
             clock.advance(seconds)
 
         executor = EgressExecutor(
-            config, vault=vault, resolver=StaticResolver({"api.partner.test": [[ip_address(resolve_to)]]}),
+            config, vault=vault, resolver=StaticResolver({"api.partner.test": [[ip_address(resolve_to)]],
+                                                          "other.partner.test": [[ip_address("127.0.0.1")]]}),
             clock=clock, sleep=sleep, on_breaker=lambda *t: transitions.append(t),
         )
         made.append((executor, store))
@@ -294,3 +295,46 @@ async def test_an_unreachable_provider_is_unavailable_and_leaks_nothing(
         await w.call()
     assert info.value.reason == "egress_unreachable"
     assert SECRET not in caplog.text and SECRET not in repr(info.value)
+
+
+async def test_a_route_may_follow_redirects_each_guarded_and_within_its_hop_limit(world: Factory) -> None:
+    w: World = await world({"max_redirects": 1})
+    w.provider.script = [(302, {"Location": "/v1/moved"}, b"")]
+    result = await w.call()
+    assert (result.status, [c["path"] for c in w.provider.seen]) == (200, ["/v1/items", "/v1/moved"])
+    assert w.provider.seen[1]["headers"]["Authorization"] == f"Bearer {SECRET}"  # same origin: kept
+    w.provider.script = [(302, {"Location": "/a"}, b""), (302, {"Location": "/b"}, b"")]
+    assert (await w.call()).status == 302  # the second hop is over the limit: returned as it is
+
+
+async def test_a_redirect_to_metadata_or_a_foreign_host_is_refused(world: Factory) -> None:
+    w: World = await world({"max_redirects": 3})
+    for location, reason in [
+        ("http://169.254.169.254/latest/meta-data/", "redirect_port_not_allowed"),
+        (f"http://169.254.169.254:{w.provider.port}/latest/meta-data/", "redirect_host_not_allowed"),
+        (f"http://api.partner.test.evil.example:{w.provider.port}/", "redirect_host_not_allowed"),
+    ]:
+        w.provider.script = [(302, {"Location": location}, b"")]
+        with pytest.raises(EgressDenied) as info:
+            await w.call()
+        assert info.value.reason == reason
+    assert len(w.provider.seen) == 3  # only the first hop of each was sent
+
+
+async def test_leaving_the_origin_drops_the_injected_credential(world: Factory) -> None:
+    # CVE-2018-1000007 (curl) and CVE-2018-18074 (requests): credentials followed a redirect to another host.
+    w: World = await world({"max_redirects": 1, "allow_hosts": ["other.partner.test"]})
+    w.provider.script = [(307, {"Location": f"http://other.partner.test:{w.provider.port}/v1/there"}, b"")]
+    result = await w.call(headers=[("Accept", "application/json")])
+    assert result.status == 200
+    second = w.provider.seen[1]
+    assert second["headers"]["Host"] == f"other.partner.test:{w.provider.port}"
+    assert "Authorization" not in second["headers"] and second["headers"]["Accept"] == "application/json"
+
+
+async def test_a_303_after_a_post_continues_as_a_get_without_the_body(world: Factory) -> None:
+    w: World = await world({"max_redirects": 1})
+    w.provider.script = [(303, {"Location": "/v1/result/1"}, b"")]
+    result = await w.call(method="POST", body=b'{"x": 1}')
+    assert result.status == 200
+    assert [(c["method"], c["body"]) for c in w.provider.seen] == [("POST", b'{"x": 1}'), ("GET", b"")]

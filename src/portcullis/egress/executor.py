@@ -13,8 +13,9 @@ Order, and why:
    removed, and the route's headers are set, with ``{secret:name}`` filled from the vault at this
    moment only;
 5. each attempt asks the breaker first (never retry into an open breaker), connects through the
-   guarded resolver (resolve-then-pin), never follows redirects, and reads the answer within the
-   response limits;
+   guarded resolver (resolve-then-pin), follows redirects only as far as the route allows (each
+   hop guarded again, credentials dropped when the origin changes), and reads the answer within
+   the response limits;
 6. failures (5xx, 429, timeouts, connection errors) are retried only when safe, after a jittered or
    provider-requested wait, while the retry budget and the total timeout allow.
 
@@ -28,7 +29,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import yarl
@@ -155,7 +156,8 @@ class EgressExecutor:
             base=route.url.rstrip("/"),
             breaker=CircuitBreaker(route.name, BreakerConfig(
                 failure_rate=br.failure_rate, slow_call_rate=br.slow_call_rate, slow_call_s=br.slow_call,
-                min_calls=br.min_calls, window_s=br.window, open_s=br.open_for, half_open_probes=br.half_open_probes,
+                min_calls=br.min_calls, window_s=br.window, window_calls=br.window_calls, open_s=br.open_for,
+                half_open_probes=br.half_open_probes,
             ), self._clock, on_breaker),
             retry=retry,
             retry_budget=RetryBudget(retry, self._clock),
@@ -248,7 +250,7 @@ class EgressExecutor:
             error: UpstreamError | None = None
             answer: tuple[int, list[tuple[str, str]], bytes] | None = None
             try:
-                answer = await self._send(route, method, url, headers, request.body, deadline - started)
+                answer = await self._follow(route, method, url, headers, request.body, deadline)
                 status = answer[0]
             except UpstreamError as exc:
                 error = exc
@@ -292,6 +294,35 @@ class EgressExecutor:
             return None
         return delay
 
+    async def _follow(
+        self, route: _Route, method: str, url: str, headers: list[tuple[str, str]], body: bytes | None,
+        deadline: float,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Send, and follow up to ``max_redirects`` redirects, each passing the whole guard again.
+
+        Leaving the route's origin drops the headers the route injected (its credentials), as curl
+        and requests do after CVE-2018-1000007 and CVE-2018-18074; a 303 (and a 301/302 after a
+        POST) continues as a GET without a body, as browsers do.
+        """
+        cfg = route.config
+        policy = route_policy(self._config, cfg)
+        for hop in range(cfg.max_redirects + 1):
+            answer = await self._send(route, method, url, headers, body, deadline - self._clock.monotonic())
+            status, answer_headers = answer[0], answer[1]
+            location = next((v for k, v in answer_headers if k.lower() == "location"), None)
+            if status not in _REDIRECTS or not location or hop == cfg.max_redirects:
+                return answer
+            next_url = urljoin(url, location)
+            verdict = await self._guard.check(next_url, policy)
+            if not verdict.allowed:
+                raise EgressDenied(f"redirect_{verdict.reason}")
+            if _origin(next_url) != _origin(url):
+                headers = [(k, v) for k, v in headers if k.lower() not in cfg.headers]
+            if status == 303 or (status in (301, 302) and method == "POST"):
+                method, body = "GET", None
+            url = next_url
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def _send(
         self, route: _Route, method: str, url: str, headers: list[tuple[str, str]], body: bytes | None,
         time_left: float,
@@ -330,3 +361,10 @@ class EgressExecutor:
             )
         return route.session
 
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
