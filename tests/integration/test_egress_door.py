@@ -126,6 +126,9 @@ async def test_unknown_routes_budgets_and_ssrf_are_refused_as_problem_documents(
     assert "execution_calls" in spent.json()["detail"]
     assert len(seen) == 1
     assert PEPPER not in spent.text
+    metrics = gw.services.metrics.render().decode()
+    assert 'portcullis_egress_refusals_total{kind="budget",route="partner"} 1.0' in metrics
+    assert 'portcullis_egress_refusals_total{kind="unknown_route",route=""} 1.0' in metrics
 
 
 async def test_operators_force_and_reset_breakers_from_the_cli_through_the_admin_api(
@@ -177,6 +180,9 @@ async def test_operators_force_and_reset_breakers_from_the_cli_through_the_admin
         assert len(seen) == 1
         metrics = gw.services.metrics.render().decode()
         assert 'portcullis_egress_breaker_transitions_total{route="partner",state="forced_open"} 1.0' in metrics
+        assert 'portcullis_egress_refusals_total{kind="circuit_open",route="partner"} 1.0' in metrics
+        assert 'portcullis_egress_breaker_open{route="partner"} 0.0' in metrics  # reset: closed again
+        assert 'portcullis_egress_duration_seconds_count{route="partner"} 1.0' in metrics
     finally:
         server.should_exit = True
         await task

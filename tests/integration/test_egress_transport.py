@@ -6,6 +6,8 @@ exception (see test_egress_executor.py). The client code never holds the provide
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from ipaddress import ip_address
 from pathlib import Path
@@ -15,6 +17,8 @@ import httpx
 import pytest
 from aiohttp import web
 
+from portcullis.audit.jsonl import JsonlFileSink
+from portcullis.audit.writer import AuditWriter
 from portcullis.config.egress import EgressConfig
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.executor import EgressExecutor
@@ -53,11 +57,20 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, list[
     await vault.set("llm_key", KEY)
     executor = EgressExecutor(config, vault=vault, resolver=StaticResolver({"llm.test": [[ip_address("127.0.0.1")]]}),
                               clock=ManualClock())
-    transport = AsyncTransport(executor, config, CallContext("ex-7", "wf-agent", "alice"))
+    audit = AuditWriter([JsonlFileSink(tmp_path / "audit.jsonl", max_bytes=1 << 20, backup_count=1)],
+                        spill_path=tmp_path / "spill.jsonl", clock=ManualClock())
+    await audit.start()
+    transport = AsyncTransport(executor, config, CallContext("ex-7", "wf-agent", "alice"), audit=audit)
     http = httpx.AsyncClient(transport=transport, base_url=f"http://llm.test:{port}/v1")
+    async def trail() -> str:
+        await audit.flush()
+        return await asyncio.to_thread((tmp_path / "audit.jsonl").read_text)
+
+    http.trail = trail  # type: ignore[attr-defined]
     try:
         yield http, seen
     finally:
+        await audit.aclose()
         await http.aclose()
         await executor.aclose()
         await store.aclose()
@@ -76,6 +89,12 @@ async def test_an_sdk_style_call_goes_through_with_the_vault_key(
     assert r.headers["x-egress-attempts"] == "1"
     assert "execution_calls=1" in r.headers.get_list("x-budget-remaining")
     assert KEY not in r.text
+    text = await http.trail()  # type: ignore[attr-defined]
+    [record] = [json.loads(line) for line in text.splitlines()]
+    assert (record["route"], record["consumer_id"], record["status"], record["decision"]) == (
+        "egress", "alice", 200, "allowed")
+    assert record["egress"]["execution_id"] == "ex-7" and record["egress"]["secrets"] == ["llm_key"]
+    assert KEY not in text  # the credential never reaches the audit trail
 
 
 async def test_refusals_are_problem_documents_the_sdk_can_read(
@@ -92,6 +111,8 @@ async def test_refusals_are_problem_documents_the_sdk_can_read(
     assert spent.status_code == 429
     assert spent.json()["code"] == "budget.exhausted" and "execution_calls" in spent.json()["detail"]
     assert len(seen) == 2
+    decisions = [json.loads(line)["decision"] for line in (await http.trail()).splitlines()]  # type: ignore[attr-defined]
+    assert decisions[0] == "egress_refused:method_not_allowed" and decisions[-1].startswith("egress_refused:budget")
 
 
 async def test_the_sync_transport_serves_a_plain_httpx_client(tmp_path: Path) -> None:

@@ -16,10 +16,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from portcullis.audit.record import AuditRecord
+from portcullis.audit.redact import redact_query, redact_text
+from portcullis.audit.writer import AuditWriter
+from portcullis.clock import Clock, SystemClock
 from portcullis.config.egress import EgressConfig
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.executor import EgressExecutor, EgressRequest
@@ -33,9 +38,14 @@ __all__ = ["AsyncTransport", "Transport"]
 class AsyncTransport(httpx.AsyncBaseTransport):
     """An httpx transport bound to one execution context."""
 
-    def __init__(self, executor: EgressExecutor, config: EgressConfig, context: CallContext) -> None:
+    def __init__(
+        self, executor: EgressExecutor, config: EgressConfig, context: CallContext, *,
+        audit: AuditWriter | None = None, clock: Clock | None = None,
+    ) -> None:
         self._executor = executor
         self._context = context
+        self._audit = audit
+        self._clock = clock or SystemClock()
         self._bases = []
         for route in config.routes:
             parts = urlsplit(route.url)
@@ -45,6 +55,22 @@ class AsyncTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._executor.aclose()
+
+    def _record(
+        self, call: EgressRequest, status: int, decision: str, started: float, details: dict[str, Any] | None
+    ) -> None:
+        """One audit record per in-process call, shaped like the HTTP door's (route ``egress``)."""
+        if self._audit is None:
+            return
+        path, _, query = call.path_and_query.partition("?")
+        self._audit.submit(AuditRecord.create(
+            clock=self._clock, request_id=random_hex(128), client_ip="in-process",
+            consumer_id=call.context.user, key_id=None, method=call.method, route="egress",
+            path=redact_text(f"/{call.route}{path}"), query=redact_query(query) if query else None, status=status,
+            decision=decision, latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
+            bytes_in=len(call.body or b""), bytes_out=0, upstream_status=status if details else None,
+            user_agent=None, egress={**_record_fields(call), **(details or {})},
+        ))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -65,12 +91,21 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         return _problem(ClientError("no_route_for_url"), request, 403)
 
     async def _execute(self, call: EgressRequest, request: httpx.Request) -> httpx.Response:
+        started = self._clock.monotonic()
         try:
             result = await self._executor.call(call)
         except (CircuitOpen, RateLimited) as exc:
-            return _problem(exc, request, None, retry_after=exc.retry_after_s)
+            response = _problem(exc, request, None, retry_after=exc.retry_after_s)
+            self._record(call, response.status_code, f"egress_refused:{exc.reason}", started, None)
+            return response
         except (ClientError, UpstreamError) as exc:
-            return _problem(exc, request, None)
+            response = _problem(exc, request, None)
+            self._record(call, response.status_code, f"egress_refused:{exc.reason}", started, None)
+            return response
+        self._record(call, result.status, "allowed", started, {
+            "host": result.host, "attempts": result.attempts, "breaker": result.breaker.value, "cost": result.cost,
+            "budget_remaining": dict(result.budget.remaining), "secrets": list(result.secrets),
+        })
         headers = [(k, v) for k, v in result.headers if k.lower() not in ("content-length", "content-encoding")]
         headers.append(("X-Egress-Attempts", str(result.attempts)))
         for name, left in result.budget.remaining.items():
@@ -80,6 +115,11 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         if encoding:
             headers.append(("Content-Encoding", encoding))
         return httpx.Response(result.status, headers=headers, content=result.body, request=request)
+
+
+def _record_fields(call: EgressRequest) -> dict[str, Any]:
+    return {"route": call.route, "workflow_id": call.context.workflow_id,
+            "execution_id": call.context.execution_id}
 
 
 def _problem(

@@ -300,13 +300,26 @@ class GatewayApp:
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers if k not in stripped],
             body=body,
         )
+        metrics = self.runtime.metrics
+        started = self.runtime.clock.monotonic()
         try:
             result = await executor.call(request)
-        except BudgetExhausted as exc:
+        except ClientError as exc:
+            # An unknown route name is the caller's text: never a label value (cardinality).
+            label = request.route if request.route in executor.breakers() else ""
+            metrics.egress_refusals.labels(label, exc.reason.split(":", 1)[0]).inc()
+            extra: tuple[tuple[bytes, bytes], ...] = ()
+            detail = None
+            if isinstance(exc, RateLimited):
+                extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
+            elif isinstance(exc, BudgetExhausted):
+                detail = f"Exhausted: {exc.reason.removeprefix('budget:')}."
+            else:
+                raise
             ctx.decision = f"egress_refused:{exc.reason}"
-            detail = f"Exhausted: {exc.reason.removeprefix('budget:')}."
-            return False, await self._send_problem(send, ctx, exc.code, chain, entered, detail=detail)
-        except (CircuitOpen, RateLimited) as exc:
+            return False, await self._send_problem(send, ctx, exc.code, chain, entered, extra, detail)
+        except CircuitOpen as exc:
+            metrics.egress_refusals.labels(request.route, "circuit_open").inc()
             ctx.decision = f"egress_refused:{exc.reason}"
             extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
             return False, await self._send_problem(send, ctx, exc.code, chain, entered, extra)
@@ -314,7 +327,7 @@ class GatewayApp:
         ctx.egress.update(host=result.host, attempts=result.attempts, breaker=result.breaker.value,
                           cost=result.cost, budget_remaining=dict(result.budget.remaining),
                           secrets=list(result.secrets))
-        self.runtime.metrics.egress_call(request.route, result.status, result.attempts)
+        metrics.egress_call(request.route, result.status, result.attempts, self.runtime.clock.monotonic() - started)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
         head = ResponseHead(result.status, response_headers(headers))
         head.headers = [(k, v) for k, v in head.headers if k != b"content-length"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,7 +18,7 @@ from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
 from portcullis.config.model import AuthConfig, EgressEntryConfig, GatewayConfig, RequestConfig, RouteConfig
-from portcullis.egress.breaker import BreakerState
+from portcullis.egress.breaker import BreakerState, CircuitBreaker
 from portcullis.egress.executor import EgressExecutor
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.identity.api_keys import ApiKeyVerifier
@@ -203,6 +203,8 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         egress = EgressExecutor(config.egress, vault=services.vault, resolver=services.egress_resolver,
                                 clock=services.clock, on_breaker=breaker_moved, limiter=services.limiter,
                                 budget_store=services.egress_budgets)
+        for route_name, breaker in egress.breakers().items():
+            metrics.egress_breaker_open.labels(route_name).set_function(_breaker_open_reader(breaker))
         door = egress_door_route(config.egress.entry)
         router_routes.append(door)
         routes[door.name] = CompiledRoute(
@@ -252,3 +254,8 @@ class _NoUpstream:
 
 
 _NO_UPSTREAM = _NoUpstream()
+
+
+def _breaker_open_reader(breaker: CircuitBreaker) -> Callable[[], float]:
+    """The breaker-open gauge's value, read at scrape time."""
+    return lambda: float(breaker.state in (BreakerState.OPEN, BreakerState.FORCED_OPEN))

@@ -65,6 +65,18 @@ class GatewayMetrics:
             "portcullis_egress_breaker_transitions_total", "Circuit breaker state changes, by route and new state.",
             ["route", "state"], registry=r,
         )
+        self.egress_duration = Histogram(
+            "portcullis_egress_duration_seconds", "Egress call duration (retries included), by route.",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.egress_refusals = Counter(
+            "portcullis_egress_refusals_total", "Egress calls refused before sending, by route and reason kind.",
+            ["route", "kind"], registry=r,
+        )
+        self.egress_breaker_open = Gauge(
+            "portcullis_egress_breaker_open", "1 while a route's breaker refuses calls (open or forced open).",
+            ["route"], registry=r,
+        )
         # A plain int read at scrape time: a Gauge inc/dec pair took two locks per request.
         self.requests_in_flight = 0
         self.in_flight = Gauge("portcullis_requests_in_flight", "Requests being served.", registry=r)
@@ -85,8 +97,9 @@ class GatewayMetrics:
             histogram = self._durations[route] = self.request_duration.labels(route)
         histogram.observe(seconds)
 
-    def egress_call(self, route: str, status: int, attempts: int) -> None:
+    def egress_call(self, route: str, status: int, attempts: int, seconds: float) -> None:
         self.egress_calls.labels(route, f"{status // 100}xx").inc()
+        self.egress_duration.labels(route).observe(seconds)
         if attempts > 1:
             self.egress_retries.labels(route).inc(attempts - 1)
 
