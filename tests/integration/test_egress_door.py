@@ -183,6 +183,11 @@ async def test_operators_force_and_reset_breakers_from_the_cli_through_the_admin
         assert 'portcullis_egress_refusals_total{kind="circuit_open",route="partner"} 1.0' in metrics
         assert 'portcullis_egress_breaker_open{route="partner"} 0.0' in metrics  # reset: closed again
         assert 'portcullis_egress_duration_seconds_count{route="partner"} 1.0' in metrics
+        moves = [(r["decision"], r["egress"]) for r in await gw.audit_records() if r["decision"].startswith("breaker:")]
+        assert moves == [
+            ("breaker:forced_open", {"route": "partner", "breaker_from": "closed", "breaker": "forced_open"}),
+            ("breaker:closed", {"route": "partner", "breaker_from": "forced_open", "breaker": "closed"}),
+        ]
     finally:
         server.should_exit = True
         await task

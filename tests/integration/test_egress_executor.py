@@ -338,3 +338,26 @@ async def test_a_303_after_a_post_continues_as_a_get_without_the_body(world: Fac
     result = await w.call(method="POST", body=b'{"x": 1}')
     assert result.status == 200
     assert [(c["method"], c["body"]) for c in w.provider.seen] == [("POST", b'{"x": 1}'), ("GET", b"")]
+
+
+async def test_only_the_routes_path_patterns_are_reachable(world: Factory) -> None:
+    w: World = await world({"paths": ["/v1/items", "/v1/repos/*/issues", "/v1/files/**"]})
+    for path in ("/v1/items", "/v1/repos/app/issues", "/v1/files/a/b/c.txt"):
+        assert (await w.call(path)).status == 200
+    for path in ("/v1/admin", "/v1/repos/app/pulls", "/v1/repos/app/issues/1", "/v1/files", "/v1/items/../admin"):
+        with pytest.raises(EgressDenied) as info:
+            await w.call(path)
+        assert info.value.reason == "path_not_allowed"
+    assert len(w.provider.seen) == 3
+
+
+async def test_costs_follow_the_first_matching_rule(world: Factory) -> None:
+    w: World = await world({"cost": 0.01, "costs": [
+        {"path": "/v1/chat/**", "methods": ["POST"], "cost": 0.5},
+        {"path": "/v1/embeddings", "cost": 0.1},
+    ]}, budgets={"execution_calls": None, "execution_cost": 1.0})
+    assert (await w.call("/v1/chat/completions", method="POST", body=b"{}")).cost == 0.5
+    assert (await w.call("/v1/embeddings")).cost == 0.1
+    assert (await w.call("/v1/chat/completions")).cost == 0.01  # GET: the rule is for POST only
+    result = await w.call("/v1/other")
+    assert result.budget.remaining["execution_cost"] == pytest.approx(1.0 - 0.5 - 0.1 - 0.01 - 0.01)

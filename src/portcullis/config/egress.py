@@ -19,6 +19,7 @@ __all__ = [
     "EgressBreakerConfig",
     "EgressBudgetsConfig",
     "EgressConfig",
+    "EgressCostRule",
     "EgressRetryConfig",
     "EgressRouteConfig",
 ]
@@ -76,6 +77,23 @@ class EgressBudgetsConfig(_Model):
     user_cost_per_day: float | None = Field(None, ge=0, description="Cost per authenticated user per day.")
 
 
+_PATH_PATTERN = re.compile(r"^(/([A-Za-z0-9._~!$&'()+,;=:@%-]+|\*|\*\*))+/?$|^/$")
+
+
+def _check_path_pattern(value: str) -> str:
+    if not _PATH_PATTERN.match(value) or "**" in value.rstrip("/").rsplit("/", 1)[0].split("/"):
+        raise ValueError(f"{value!r}: expected /segment/* /segments, with ** only as the last segment")
+    return value
+
+
+class EgressCostRule(_Model):
+    path: str = Field(description="Path pattern: `*` is one segment, a final `**` is the rest.")
+    methods: list[HttpMethod] = Field(default_factory=list, description="Methods it applies to; empty: any.")
+    cost: float = Field(ge=0, description="What a matching call costs (instead of the route's `cost`).")
+
+    _path = field_validator("path")(lambda cls, v: _check_path_pattern(v))
+
+
 class EgressRouteConfig(_Model):
     name: str = Field(description="Route name: /egress/<name>/… and audit records use it.")
     url: str = Field(description="Base URL of the third-party API, e.g. https://api.github.com.")
@@ -89,6 +107,10 @@ class EgressRouteConfig(_Model):
         description="Private networks this route may reach (an on-premises API). Metadata names stay refused.",
     )
     methods: list[HttpMethod] = Field(default_factory=list, description="Methods allowed; empty: any.")
+    paths: list[str] = Field(
+        default_factory=list,
+        description="Path patterns allowed under the base URL (`*` one segment, final `**` the rest); empty: any.",
+    )
     headers: dict[str, str] = Field(
         default_factory=dict,
         description="Headers set on every call, replacing the caller's; `{secret:NAME}` is filled from the vault.",
@@ -102,6 +124,9 @@ class EgressRouteConfig(_Model):
         False, description="Count the rates per workflow instead of once for every caller of the route."
     )
     cost: float = Field(0.0, ge=0, description="What one call costs against cost budgets.")
+    costs: list[EgressCostRule] = Field(
+        default_factory=list, description="Costs by path (and method), first match wins; otherwise `cost`."
+    )
     calls_per_workflow_day: int | None = Field(None, ge=0, description="Calls to this route per workflow per day.")
     connect_timeout: Duration = Field("5s", description="Timeout to open a connection.")
     read_timeout: Duration = Field("30s", description="Timeout between bytes of the answer.")
@@ -141,6 +166,11 @@ class EgressRouteConfig(_Model):
                 raise ValueError(f"{name}: secret references are {{secret:name}} with a-z 0-9 _ . -")
             out[name.lower()] = value
         return out
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, values: list[str]) -> list[str]:
+        return [_check_path_pattern(v) for v in values]
 
     @field_validator("content_types")
     @classmethod
@@ -187,3 +217,13 @@ class EgressConfig(_Model):
 
     def route(self, name: str) -> EgressRouteConfig | None:
         return next((r for r in self.routes if r.name == name), None)
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    """``*`` matches one segment, a final ``**`` any remaining segments (at least one)."""
+    want = pattern.strip("/").split("/") if pattern != "/" else []
+    have = path.strip("/").split("/") if path != "/" else []
+    if want and want[-1] == "**":
+        prefix = want[:-1]
+        return len(have) > len(prefix) and all(w in ("*", h) for w, h in zip(prefix, have, strict=False))
+    return len(want) == len(have) and all(w in ("*", h) for w, h in zip(want, have, strict=True))

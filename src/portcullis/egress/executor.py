@@ -35,7 +35,7 @@ import aiohttp
 import yarl
 
 from portcullis.clock import Clock
-from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, EgressRouteConfig
+from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, EgressRouteConfig, path_matches
 from portcullis.egress.breaker import BreakerConfig, BreakerState, CircuitBreaker, is_failure
 from portcullis.egress.budgets import (
     BudgetCounterStore,
@@ -195,7 +195,9 @@ class EgressExecutor:
         method = request.method.upper()
         if cfg.methods and method not in cfg.methods:
             raise EgressDenied("method_not_allowed")
-        url = self._url(route, request.path_and_query)
+        url, relative_path = self._url(route, request.path_and_query)
+        if cfg.paths and not any(path_matches(p, relative_path) for p in cfg.paths):
+            raise EgressDenied("path_not_allowed")
         verdict = await self._guard.check(url, route_policy(self._config, cfg))
         if not verdict.allowed:
             raise EgressDenied(verdict.reason)
@@ -207,13 +209,15 @@ class EgressExecutor:
             decision = await self._limiter.consume([(route.rate_rule, subject)])
             if not decision.allowed:
                 raise RateLimited(f"rate_limited:{route.rate_rule.name}", retry_after_s=decision.retry_after_s)
-        budget = await self._budgets.consume(request.context, cfg.name, cfg.cost)
+        cost = next((r.cost for r in cfg.costs if path_matches(r.path, relative_path)
+                     and (not r.methods or method in r.methods)), cfg.cost)
+        budget = await self._budgets.consume(request.context, cfg.name, cost)
         if not budget.allowed:
             raise BudgetExhausted(f"budget:{budget.exhausted}")
         headers = await self._headers(cfg, request.headers)
-        return await self._attempts(route, method, url, headers, request, budget)
+        return await self._attempts(route, method, url, headers, request, budget, cost)
 
-    def _url(self, route: _Route, path_and_query: str) -> str:
+    def _url(self, route: _Route, path_and_query: str) -> tuple[str, str]:
         if not path_and_query.startswith("/"):
             raise EgressDenied("path_invalid")
         try:
@@ -221,7 +225,7 @@ class EgressExecutor:
         except (ClientError, UnicodeEncodeError):
             raise EgressDenied("path_invalid") from None
         query = target.query.decode("latin-1")
-        return route.base + target.path + (f"?{query}" if query else "")
+        return route.base + target.path + (f"?{query}" if query else ""), target.path
 
     async def _headers(self, cfg: EgressRouteConfig, caller: list[tuple[str, str]]) -> list[tuple[str, str]]:
         set_by_route = set(cfg.headers)
@@ -235,7 +239,7 @@ class EgressExecutor:
 
     async def _attempts(
         self, route: _Route, method: str, url: str, headers: list[tuple[str, str]], request: EgressRequest,
-        budget: BudgetDecision,
+        budget: BudgetDecision, cost: float,
     ) -> EgressResult:
         cfg = route.config
         deadline = self._clock.monotonic() + cfg.total_timeout
@@ -260,11 +264,11 @@ class EgressExecutor:
             failed = is_failure(status, error=error is not None)
             route.breaker.record(permit, failed=failed, duration_s=self._clock.monotonic() - started)
             if not failed and answer is not None:
-                return self._result(route, url, answer, attempt, budget)
+                return self._result(route, url, answer, attempt, budget, cost)
             delay = self._retry_delay(route, answer, attempt, safe, deadline, error)
             if delay is None:
                 if answer is not None:
-                    return self._result(route, url, answer, attempt, budget)
+                    return self._result(route, url, answer, attempt, budget, cost)
                 assert error is not None
                 raise error
             await self._sleep(delay)
@@ -272,11 +276,11 @@ class EgressExecutor:
     @staticmethod
     def _result(
         route: _Route, url: str, answer: tuple[int, list[tuple[str, str]], bytes], attempt: int,
-        budget: BudgetDecision,
+        budget: BudgetDecision, cost: float,
     ) -> EgressResult:
         used = tuple(n for template in route.config.headers.values() for n in SECRET_REFERENCE.findall(template))
         return EgressResult(answer[0], answer[1], answer[2], attempt, budget, route.breaker.state,
-                            host=urlsplit(url).hostname or "", cost=route.config.cost, secrets=used)
+                            host=urlsplit(url).hostname or "", cost=cost, secrets=used)
 
     def _retry_delay(
         self, route: _Route, answer: tuple[int, list[tuple[str, str]], bytes] | None, attempt: int, safe: bool,

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from portcullis.audit.jsonl import JsonlFileSink
+from portcullis.audit.record import AuditRecord
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
 from portcullis.config.model import AuthConfig, EgressEntryConfig, GatewayConfig, RequestConfig, RouteConfig
@@ -23,6 +24,7 @@ from portcullis.egress.executor import EgressExecutor
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.jwt_tokens import JwtVerifier
+from portcullis.ids import random_hex
 from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
 from portcullis.ingress.runtime import CompiledRoute, Runtime, Services
@@ -199,6 +201,12 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         def breaker_moved(route: str, before: BreakerState, after: BreakerState) -> None:
             metrics.egress_breaker_transitions.labels(route, after.value).inc()
             log.warning("egress breaker %s: %s -> %s", route, before.value, after.value)
+            services.audit.submit(AuditRecord.create(
+                clock=services.clock, request_id=random_hex(128), client_ip="gateway", consumer_id=None,
+                key_id=None, method="-", route=EGRESS_ROUTE_NAME, path=f"/{route}", query=None, status=0,
+                decision=f"breaker:{after.value}", latency_ms=0.0, bytes_in=0, bytes_out=0, upstream_status=None,
+                user_agent=None, egress={"route": route, "breaker_from": before.value, "breaker": after.value},
+            ))
 
         egress = EgressExecutor(config.egress, vault=services.vault, resolver=services.egress_resolver,
                                 clock=services.clock, on_breaker=breaker_moved, limiter=services.limiter,

@@ -59,3 +59,20 @@ def test_unsafe_or_unknown_settings_are_refused_naming_the_field(egress: str, me
     with pytest.raises(ConfigError) as info:
         load(egress)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("pattern", "path", "expected"), [
+    ("/v1/items", "/v1/items", True), ("/v1/items", "/v1/items/1", False), ("/v1/*/issues", "/v1/app/issues", True),
+    ("/v1/*/issues", "/v1/issues", False), ("/v1/**", "/v1/a/b", True), ("/v1/**", "/v1", False),
+    ("/**", "/anything/at/all", True), ("/", "/", True),
+])
+def test_path_patterns(pattern: str, path: str, expected: bool) -> None:
+    from portcullis.config.egress import path_matches
+
+    assert path_matches(pattern, path) is expected
+
+
+@pytest.mark.parametrize("pattern", ["v1/items", "/v1/**/x", "/v1/it ems", "/v1/a*b"])
+def test_bad_path_patterns_are_refused(pattern: str) -> None:
+    with pytest.raises(ConfigError):
+        load(f'egress: {{routes: [{{name: a, url: "https://a.example", paths: ["{pattern}"]}}]}}')
