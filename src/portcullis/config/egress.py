@@ -68,7 +68,9 @@ class EgressBreakerConfig(_Model):
 
 
 class EgressBudgetsConfig(_Model):
-    execution_calls: int | None = Field(100, ge=0, description="Calls per execution (X-Execution-Id); null: no cap.")
+    execution_calls: int | None = Field(
+        100, ge=0, description="Calls per execution (X-Execution-Id); 0 or null: no cap (only if written out)."
+    )
     execution_window: Duration = Field("1h", description="An execution's budget resets this long after its first call.")
     execution_cost: float | None = Field(None, ge=0, description="Cost per execution (sum of route costs).")
     workflow_calls_per_hour: int | None = Field(None, ge=0, description="Calls per workflow per hour.")

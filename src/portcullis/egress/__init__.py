@@ -9,3 +9,7 @@ Built so far, each tested on its own:
 - ``transport``: the in-process door, an httpx transport over the executor (SDKs take it).
 The vault lives in ``portcullis.vault``. The HTTP entry point and the audit of calls are next.
 """
+
+from portcullis.egress.transport import AsyncTransport, Transport
+
+__all__ = ["AsyncTransport", "Transport"]

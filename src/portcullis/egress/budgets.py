@@ -44,7 +44,8 @@ class CallContext:
 
 @dataclass(frozen=True, slots=True)
 class BudgetLimits:
-    """``None`` switches a budget off; ``0`` is not "unlimited" but "none allowed"."""
+    """``None`` or ``0`` switches a budget off (the issue's convention: 0 means unlimited, and only
+    when written out; the per-execution call cap defaults to 100)."""
 
     execution_calls: int | None = 100
     execution_window_s: float = _HOUR
@@ -142,21 +143,21 @@ class Budgets:
         micro = round(cost * _MICRO)
         e, w, u = ctx.execution_id, ctx.workflow_id, ctx.user
         items = []
-        if lim.execution_calls is not None:
+        if lim.execution_calls:
             items.append(Spend("execution_calls", f"x:{w}:{e}:calls", lim.execution_calls, lim.execution_window_s, 1))
-        if lim.execution_cost is not None:
+        if lim.execution_cost:
             items.append(Spend("execution_cost", f"x:{w}:{e}:cost", round(lim.execution_cost * _MICRO),
                                lim.execution_window_s, micro))
-        if lim.workflow_calls_per_hour is not None:
+        if lim.workflow_calls_per_hour:
             items.append(Spend("workflow_calls_per_hour", f"w:{w}:h", lim.workflow_calls_per_hour, _HOUR, 1))
-        if lim.workflow_calls_per_day is not None:
+        if lim.workflow_calls_per_day:
             items.append(Spend("workflow_calls_per_day", f"w:{w}:d", lim.workflow_calls_per_day, _DAY, 1))
-        if lim.user_calls_per_day is not None:
+        if lim.user_calls_per_day:
             items.append(Spend("user_calls_per_day", f"u:{u}:d", lim.user_calls_per_day, _DAY, 1))
-        if lim.user_cost_per_day is not None:
+        if lim.user_cost_per_day:
             items.append(Spend("user_cost_per_day", f"u:{u}:cost", round(lim.user_cost_per_day * _MICRO), _DAY, micro))
         endpoint = lim.endpoint_calls_per_workflow_day.get(route)
-        if endpoint is not None:
+        if endpoint:
             items.append(Spend(f"endpoint_calls:{route}", f"w:{w}:r:{route}", endpoint, _DAY, 1))
         return items
 

@@ -74,11 +74,14 @@ async def test_per_endpoint_budgets_inside_a_workflow() -> None:
     assert (await b.consume(CTX, "github")).allowed  # other endpoints are not capped by it
 
 
-async def test_zero_means_none_allowed_and_none_means_no_budget() -> None:
-    b, _ = budgets(BudgetLimits(execution_calls=0))
-    assert not (await b.consume(CTX, "r")).allowed
-    free, _ = budgets(BudgetLimits(execution_calls=None))
-    assert all([(await free.consume(CTX, "r")).allowed for _ in range(500)])
+async def test_zero_or_none_written_out_lifts_a_cap() -> None:
+    # The convention: the per-execution cap defaults to 100, and 0 means unlimited only
+    # when someone writes it.
+    for lifted in (0, None):
+        free, _ = budgets(BudgetLimits(execution_calls=lifted))
+        assert all([(await free.consume(CTX, "r")).allowed for _ in range(500)])
+    capped, _ = budgets(BudgetLimits())
+    assert [(await capped.consume(CTX, "r")).allowed for _ in range(101)][-1] is False
 
 
 def test_negative_budgets_are_refused() -> None:
