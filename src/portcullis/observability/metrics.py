@@ -73,6 +73,10 @@ class GatewayMetrics:
             "portcullis_egress_refusals_total", "Egress calls refused before sending, by route and reason kind.",
             ["route", "kind"], registry=r,
         )
+        self.egress_cost = Counter(
+            "portcullis_egress_cost_total", "Cost spent against egress budgets (route costs), by route.",
+            ["route"], registry=r,
+        )
         self.egress_breaker_open = Gauge(
             "portcullis_egress_breaker_open", "1 while a route's breaker refuses calls (open or forced open).",
             ["route"], registry=r,
@@ -97,9 +101,11 @@ class GatewayMetrics:
             histogram = self._durations[route] = self.request_duration.labels(route)
         histogram.observe(seconds)
 
-    def egress_call(self, route: str, status: int, attempts: int, seconds: float) -> None:
+    def egress_call(self, route: str, status: int, attempts: int, seconds: float, cost: float = 0.0) -> None:
         self.egress_calls.labels(route, f"{status // 100}xx").inc()
         self.egress_duration.labels(route).observe(seconds)
+        if cost:
+            self.egress_cost.labels(route).inc(cost)
         if attempts > 1:
             self.egress_retries.labels(route).inc(attempts - 1)
 
