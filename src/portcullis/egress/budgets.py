@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from portcullis.clock import Clock
+from portcullis.stores.base import Spend
 
 __all__ = [
     "BudgetCounterStore",
@@ -62,17 +63,6 @@ class BudgetLimits:
                   *self.endpoint_calls_per_workflow_day.values()]
         if any(v is not None and v < 0 for v in values) or self.execution_window_s <= 0:
             raise ValueError("budgets must not be negative, and the execution window must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class Spend:
-    """One counter a call touches: its key, its cap, its window, what the call costs from it."""
-
-    name: str  # which budget, for the 429 body and the audit: "execution_calls", "user_cost_per_day", …
-    key: str
-    limit: int
-    window_s: float
-    amount: int
 
 
 @dataclass(frozen=True, slots=True)

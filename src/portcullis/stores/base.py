@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["ApiKeyRecord", "AuditQuery", "AuditSink", "KeyStore", "SecretRecord", "SecretStore"]
+__all__ = ["ApiKeyRecord", "AuditQuery", "AuditSink", "KeyStore", "SecretRecord", "SecretStore", "Spend"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,3 +127,14 @@ class SecretStore(Protocol):
     async def replace_ciphertexts(self, ciphertexts: Mapping[str, bytes], at: float) -> None:
         """Swap every named ciphertext at once (master-key rotation): all or nothing."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """One budget counter an egress call touches: its key, its cap, its window, what the call costs from it."""
+
+    name: str  # which budget, for the 429 body and the audit: "execution_calls", "user_cost_per_day", …
+    key: str
+    limit: int
+    window_s: float
+    amount: int

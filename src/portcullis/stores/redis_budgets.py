@@ -1,0 +1,115 @@
+"""Egress budgets in Redis: every counter a call touches, checked and spent in one Lua script.
+
+The same contract and semantics as ``egress.budgets.MemoryBudgetStore`` (checked against it by a
+contract test): each counter's window starts at its first use and ends ``window_s`` later
+(``INCRBY`` + ``PEXPIRE``), and a call spends from all of them or from none. Window ends are kept
+as Redis key expiries on Redis's own clock, so instances with skewed clocks agree; tests that need
+a manual clock pass ``server_time=False`` and the script then tracks window ends itself.
+
+Keys: ``<key_prefix>{pclb}:<budget key>``; the shared hash tag keeps a call's counters in one
+Cluster slot (see ``redis_counters.py`` for the trade-off).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from portcullis.stores.base import Spend
+
+__all__ = ["RedisBudgetStore"]
+
+_SPEND = r"""
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+else
+  now = tonumber(ARGV[1])
+end
+local used = {}
+local ends = {}
+for i = 1, #KEYS do
+  local base = 1 + (i - 1) * 3
+  local limit = tonumber(ARGV[base + 1])
+  local window = tonumber(ARGV[base + 2])
+  local amount = tonumber(ARGV[base + 3])
+  local st = redis.call('HMGET', KEYS[i], 'u', 'e')
+  local value = tonumber(st[1]) or 0
+  local window_end = tonumber(st[2])
+  if window_end == nil or window_end <= now then
+    value = 0
+    window_end = now + window
+  end
+  if value + amount > limit then
+    local reply = {'0', tostring(i - 1), string.format('%.17g', window_end - now)}
+    for j = 1, i - 1 do reply[#reply + 1] = tostring(used[j]) end
+    reply[#reply + 1] = tostring(value)
+    return reply
+  end
+  used[i] = value + amount
+  ends[i] = window_end
+end
+local reply = {'1', '-1', '0'}
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], 'u', used[i], 'e', string.format('%.17g', ends[i]))
+  redis.call('PEXPIRE', KEYS[i], math.ceil((ends[i] - now) * 1000) + 1000)
+  reply[#reply + 1] = tostring(used[i])
+end
+return reply
+"""
+
+_USED = r"""
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+else
+  now = tonumber(ARGV[1])
+end
+local reply = {}
+for i = 1, #KEYS do
+  local st = redis.call('HMGET', KEYS[i], 'u', 'e')
+  local window_end = tonumber(st[2])
+  if window_end == nil or window_end <= now then
+    reply[i] = '0'
+  else
+    reply[i] = st[1]
+  end
+end
+return reply
+"""
+
+
+class RedisBudgetStore:
+    """``BudgetCounterStore`` over Redis."""
+
+    def __init__(self, client: Redis, *, key_prefix: str = "portcullis:", server_time: bool = True) -> None:
+        self._client = client
+        self._prefix = key_prefix
+        self._server_time = server_time
+        self._spend = client.register_script(_SPEND)
+        self._used = client.register_script(_USED)
+
+    def _keys(self, items: Sequence[Spend]) -> list[str]:
+        return [f"{self._prefix}{{pclb}}:{item.key}" for item in items]
+
+    async def spend(self, items: Sequence[Spend], now: float) -> tuple[bool, int | None, list[int], float]:
+        args: list[Any] = ["" if self._server_time else repr(now)]
+        for item in items:
+            args += [item.limit, repr(item.window_s), item.amount]
+        reply = [v.decode() if isinstance(v, bytes) else str(v) for v in
+                 await self._spend(keys=self._keys(items), args=args)]
+        allowed = reply[0] == "1"
+        refused = int(reply[1])
+        used = [int(float(v)) for v in reply[3:]]
+        return allowed, (refused if refused >= 0 else None), used, float(reply[2])
+
+    async def used(self, items: Sequence[Spend], now: float) -> list[int]:
+        reply = await self._used(keys=self._keys(items), args=["" if self._server_time else repr(now)])
+        return [int(float(v.decode() if isinstance(v, bytes) else v)) for v in reply]
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,100 @@
+"""The egress budget store contract, run on the memory store and on the real Redis.
+
+Same scenarios, same manual clock, same answers: exact caps, all-or-nothing spending, windows
+anchored at first use, reads that spend nothing. Redis tests use their own key prefix and delete
+it; under ``CI=true`` an unreachable Redis fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from portcullis.egress.budgets import BudgetCounterStore, BudgetLimits, Budgets, CallContext, MemoryBudgetStore
+from portcullis.stores.redis_budgets import RedisBudgetStore
+from portcullis.testing import ManualClock
+
+CTX = CallContext(execution_id="ex-1", workflow_id="wf-1", user="alice")
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[BudgetCounterStore]:
+    if request.param == "memory":
+        yield MemoryBudgetStore()
+        return
+    client = await asyncio.to_thread(lambda: Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1))
+    try:
+        await client.ping()
+    except Exception:
+        await client.aclose()
+        if os.environ.get("CI") == "true":
+            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (required under CI)")
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    prefix = f"pcltest:{uuid.uuid4().hex}:"
+    redis_store = RedisBudgetStore(client, key_prefix=prefix, server_time=False)
+    try:
+        yield redis_store
+    finally:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await redis_store.aclose()
+
+
+async def test_fifty_parallel_calls_against_ten_admit_exactly_ten(store: BudgetCounterStore) -> None:
+    budgets = Budgets(BudgetLimits(execution_calls=10), store, ManualClock())
+    decisions = await asyncio.gather(*(budgets.consume(CTX, "r") for _ in range(50)))
+    assert sum(d.allowed for d in decisions) == 10
+
+
+async def test_a_refusal_spends_nothing_anywhere(store: BudgetCounterStore) -> None:
+    budgets = Budgets(BudgetLimits(execution_calls=None, workflow_calls_per_day=100, user_calls_per_day=2),
+                      store, ManualClock())
+    assert [(await budgets.consume(CTX, "r")).allowed for _ in range(3)] == [True, True, False]
+    assert await budgets.remaining(CTX, "r") == {"workflow_calls_per_day": 98.0, "user_calls_per_day": 0.0}
+
+
+async def test_windows_are_anchored_at_first_use(store: BudgetCounterStore) -> None:
+    clock = ManualClock()
+    budgets = Budgets(BudgetLimits(execution_calls=None, workflow_calls_per_hour=1), store, clock)
+    clock.advance(777)
+    assert (await budgets.consume(CTX, "r")).allowed
+    refused = await budgets.consume(CTX, "r")
+    assert not refused.allowed and refused.reset_s == pytest.approx(3600)
+    clock.advance(3599.5)
+    assert not (await budgets.consume(CTX, "r")).allowed
+    clock.advance(0.5)
+    assert (await budgets.consume(CTX, "r")).allowed
+
+
+async def test_costs_are_exact(store: BudgetCounterStore) -> None:
+    budgets = Budgets(BudgetLimits(execution_calls=None, execution_cost=0.3), store, ManualClock())
+    assert [(await budgets.consume(CTX, "r", cost=0.1)).allowed for _ in range(4)] == [True, True, True, False]
+
+
+async def test_redis_uses_its_own_clock_when_asked() -> None:
+    client = await asyncio.to_thread(lambda: Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1))
+    try:
+        await client.ping()
+    except Exception:
+        await client.aclose()
+        if os.environ.get("CI") == "true":
+            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (required under CI)")
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    prefix = f"pcltest:{uuid.uuid4().hex}:"
+    store = RedisBudgetStore(client, key_prefix=prefix)  # Redis TIME decides windows
+    try:
+        budgets = Budgets(BudgetLimits(execution_calls=1), store, ManualClock(monotonic=0.0))
+        assert [(await budgets.consume(CTX, "r")).allowed for _ in range(2)] == [True, False]
+        ttl = await client.pttl(f"{prefix}{{pclb}}:x:wf-1:ex-1:calls")
+        assert 3_600_000 < ttl <= 3_601_000  # the window ends an hour after first use, on Redis's clock
+    finally:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await store.aclose()
