@@ -20,6 +20,7 @@ from portcullis.egress.budgets import CallContext
 from portcullis.errors import StoreUnavailable
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.reload import Reloader
+from portcullis.stores.failover import FailoverCounterStore
 
 __all__ = ["create_admin_app"]
 
@@ -43,7 +44,11 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
             checks["store"] = "ok"
         except (StoreUnavailable, TimeoutError):
             checks["store"] = "unavailable"
-        ready = all(v == "ok" for v in checks.values())
+        counters = runtime.services.limiter.store
+        if isinstance(counters, FailoverCounterStore):
+            # Degraded still serves (local share or fail closed): report it, stay ready.
+            checks["shared_state"] = "degraded" if counters.degraded else "ok"
+        ready = all(v in ("ok", "degraded") for v in checks.values())
         return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
                             status_code=200 if ready else 503)
 

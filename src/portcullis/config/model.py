@@ -41,6 +41,7 @@ __all__ = [
     "RequestConfig",
     "RouteConfig",
     "SecurityHeadersConfig",
+    "SharedStateConfig",
     "ShieldConfig",
     "ShieldRouteConfig",
     "StoreConfig",
@@ -416,6 +417,23 @@ class RouteConfig(_Model):
         return self
 
 
+class SharedStateConfig(_Model):
+    url: str = Field(description="Redis shared by every instance: redis://host:port/db (rediss:// for TLS).")
+    key_prefix: str = Field("portcullis:", description="Prefix of every key, so several gateways can share a Redis.")
+    on_failure: Literal["open", "closed"] = Field(
+        "open", description="Redis down: open = each instance admits its local share; closed = refuse (429)."
+    )
+    instances: int = Field(1, ge=1, description="Gateway instances: a limit's local share is limit / instances.")
+    timeout: Duration = Field("250ms", description="Longest wait for Redis before a decision falls back.")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss"):
+            raise ValueError("expected redis://host:port/db or rediss://…")
+        return value
+
+
 class EgressEntryConfig(_Model):
     enabled: bool = Field(True, description="Serve /<prefix>/<route>/<path> on the API listener.")
     path_prefix: str = Field("/egress", description="Where the egress door is mounted.")
@@ -452,6 +470,9 @@ class GatewayConfig(_Model):
         description="Peers whose X-Forwarded-For is believed (CIDRs). Empty: only the socket peer counts.",
     )
     store: StoreConfig = Field(default_factory=StoreConfig, description="Durable store.")
+    shared_state: SharedStateConfig | None = Field(
+        None, description="Redis for rate-limit counters shared by every instance; none: in memory, per process."
+    )
     keys: KeysConfig | None = Field(None, description="API key hashing; required when any route accepts keys.")
     jwt_issuers: list[JwtIssuerConfig] = Field(default_factory=list, description="Trusted JWT issuers.")
     shield: ShieldConfig = Field(default_factory=ShieldConfig, description="Global IP lists and pre-auth limits.")

@@ -7,6 +7,7 @@ both call ``plan_chain``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -14,11 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
 from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
-from portcullis.config.model import AuthConfig, EgressEntryConfig, GatewayConfig, RequestConfig, RouteConfig
+from portcullis.config.model import (
+    AuthConfig,
+    EgressEntryConfig,
+    GatewayConfig,
+    RequestConfig,
+    RouteConfig,
+    SharedStateConfig,
+)
 from portcullis.egress.breaker import BreakerState, CircuitBreaker
 from portcullis.egress.executor import EgressExecutor
 from portcullis.http.client_ip import ClientAddressResolver
@@ -28,6 +40,7 @@ from portcullis.ids import random_hex
 from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
 from portcullis.ingress.runtime import CompiledRoute, Runtime, Services
+from portcullis.limiting.base import CounterStore
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.pipeline.base import Policy
@@ -41,7 +54,9 @@ from portcullis.policies.security_headers import SecurityHeadersPolicy
 from portcullis.policies.shield import IpShieldPolicy
 from portcullis.policies.validate import BodyPolicy
 from portcullis.stores.base import AuditSink
+from portcullis.stores.failover import FailoverCounterStore
 from portcullis.stores.memory import MemoryCounterStore
+from portcullis.stores.redis_counters import RedisCounterStore
 from portcullis.stores.sqlite import SqliteStore
 from portcullis.upstream.base import Timeouts, Upstream, UpstreamRequest, UpstreamResponse
 from portcullis.upstream.http1 import Http1Upstream
@@ -94,7 +109,10 @@ async def open_services(
         flush_interval_s=audit_cfg.flush_interval, queue_max=audit_cfg.queue_max,
     )
     await audit.start()
-    limiter = MultiLimiter(MemoryCounterStore(), clock)
+    counters: CounterStore = MemoryCounterStore()
+    if config.shared_state is not None:
+        counters = await shared_counters(config.shared_state, clock)
+    limiter = MultiLimiter(counters, clock)
     return Services(clock=clock, metrics=GatewayMetrics(), store=store, limiter=limiter, audit=audit, vault=vault)
 
 
@@ -267,3 +285,14 @@ _NO_UPSTREAM = _NoUpstream()
 def _breaker_open_reader(breaker: CircuitBreaker) -> Callable[[], float]:
     """The breaker-open gauge's value, read at scrape time."""
     return lambda: float(breaker.state in (BreakerState.OPEN, BreakerState.FORCED_OPEN))
+
+
+async def shared_counters(cfg: SharedStateConfig, clock: Clock) -> FailoverCounterStore:
+    """Rate-limit counters in Redis behind the outage fallback. The client is built off the loop
+    (redis-py reads its package metadata) and without retries of its own (the fallback decides)."""
+    client = await asyncio.to_thread(lambda: Redis.from_url(
+        cfg.url, socket_connect_timeout=cfg.timeout, socket_timeout=cfg.timeout, retry=Retry(NoBackoff(), 0),
+        driver_info=None,  # no CLIENT SETINFO: its version lookup stats files on every new connection
+    ))
+    return FailoverCounterStore(RedisCounterStore(client, key_prefix=cfg.key_prefix), clock,
+                                instances=cfg.instances, on_failure=cfg.on_failure)

@@ -66,6 +66,7 @@ class Services:
         """Drain the audit queue, then close the store. Called once, at shutdown."""
         await self.audit.aclose()
         await self.store.aclose()
+        await self.limiter.store.aclose()
 
 
 @dataclass(slots=True)

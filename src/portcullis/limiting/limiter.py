@@ -21,6 +21,10 @@ class MultiLimiter:
         self._store = store
         self._clock = clock
 
+    @property
+    def store(self) -> CounterStore:
+        return self._store
+
     async def consume(self, hits: Sequence[tuple[LimitRule, str]], cost: int = 1) -> LimitDecision:
         """Admit and spend from every hit, or refuse and spend nothing."""
         return await self._store.apply(hits, self._clock.monotonic(), cost, commit=True)
