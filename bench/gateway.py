@@ -117,6 +117,19 @@ def full_config(workdir: Path, port: int, upstream_port: int, admin_port: int) -
     return cfg
 
 
+def redis_config(
+    workdir: Path, port: int, upstream_port: int, admin_port: int, *, key_store: Path, redis_prefix: str
+) -> dict[str, Any]:
+    """Setup 7: setup 5 with its rate limits counted in Redis (the machine's, under a fresh prefix).
+
+    It reads its API key from setup 5's store (``key_store``), so both get the same request bytes.
+    """
+    cfg = full_config(workdir, port, upstream_port, admin_port)
+    cfg["store"] = {"url": f"sqlite:///{key_store}"}
+    cfg["shared_state"] = {"url": "redis://127.0.0.1:6379/0", "key_prefix": redis_prefix}
+    return cfg
+
+
 def jwt_config(workdir: Path, port: int, upstream_port: int, admin_port: int, jwks_url: str) -> dict[str, Any]:
     """Setup 6: as setup 5 but RS256 JWTs checked against a JWKS fetched over loopback HTTP."""
     cfg = _base(workdir, port, upstream_port, admin_port)
