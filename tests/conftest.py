@@ -265,3 +265,51 @@ def self_signed_cert(tmp: Path, *, names: tuple[str, ...] = ("127.0.0.1", "local
     key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_file, key_file
+
+
+# --- services on this machine ------------------------------------------------------------------
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def missing_service(what: str) -> None:
+    """The one place the policy lives: under CI=true a missing service fails the run; elsewhere it skips."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} (required under CI)")
+    pytest.skip(what)
+
+
+async def redis_client(**extra: Any) -> Any:
+    """A client for the machine's Redis, built off the loop (redis-py stats its package metadata)."""
+    from redis.asyncio import Redis
+
+    return await asyncio.to_thread(lambda: Redis(host=REDIS_HOST, port=REDIS_PORT, **extra))
+
+
+async def redis_reachable() -> bool:
+    client = await redis_client(socket_connect_timeout=1)
+    try:
+        await client.ping()
+        return True
+    except Exception:  # redis' ConnectionError is not an OSError
+        return False
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def redis_space() -> AsyncIterator[tuple[Any, str]]:
+    """The machine's Redis and a fresh key prefix, deleted afterwards."""
+    import uuid
+
+    if not await redis_reachable():
+        missing_service(f"Redis is not reachable on {REDIS_HOST}:{REDIS_PORT}")
+    client = await redis_client()
+    prefix = f"pcltest:{uuid.uuid4().hex}:"
+    try:
+        yield client, prefix
+    finally:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()

@@ -8,9 +8,6 @@ it; under ``CI=true`` an unreachable Redis fails the run.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -23,27 +20,11 @@ CTX = CallContext(execution_id="ex-1", workflow_id="wf-1", user="alice")
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[BudgetCounterStore]:
+def store(request: pytest.FixtureRequest) -> BudgetCounterStore:
     if request.param == "memory":
-        yield MemoryBudgetStore()
-        return
-    client = await asyncio.to_thread(lambda: Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1))
-    try:
-        await client.ping()
-    except Exception:
-        await client.aclose()
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (required under CI)")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
-    prefix = f"pcltest:{uuid.uuid4().hex}:"
-    redis_store = RedisBudgetStore(client, key_prefix=prefix, server_time=False)
-    try:
-        yield redis_store
-    finally:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-        await redis_store.aclose()
+        return MemoryBudgetStore()
+    client, prefix = request.getfixturevalue("redis_space")
+    return RedisBudgetStore(client, key_prefix=prefix, server_time=False)
 
 
 async def test_fifty_parallel_calls_against_ten_admit_exactly_ten(store: BudgetCounterStore) -> None:
@@ -77,24 +58,10 @@ async def test_costs_are_exact(store: BudgetCounterStore) -> None:
     assert [(await budgets.consume(CTX, "r", cost=0.1)).allowed for _ in range(4)] == [True, True, True, False]
 
 
-async def test_redis_uses_its_own_clock_when_asked() -> None:
-    client = await asyncio.to_thread(lambda: Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1))
-    try:
-        await client.ping()
-    except Exception:
-        await client.aclose()
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (required under CI)")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
-    prefix = f"pcltest:{uuid.uuid4().hex}:"
+async def test_redis_uses_its_own_clock_when_asked(redis_space: tuple[Redis, str]) -> None:
+    client, prefix = redis_space
     store = RedisBudgetStore(client, key_prefix=prefix)  # Redis TIME decides windows
-    try:
-        budgets = Budgets(BudgetLimits(execution_calls=1), store, ManualClock(monotonic=0.0))
-        assert [(await budgets.consume(CTX, "r")).allowed for _ in range(2)] == [True, False]
-        ttl = await client.pttl(f"{prefix}{{pclb}}:x:wf-1:ex-1:calls")
-        assert 3_600_000 < ttl <= 3_601_000  # the window ends an hour after first use, on Redis's clock
-    finally:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-        await store.aclose()
+    budgets = Budgets(BudgetLimits(execution_calls=1), store, ManualClock(monotonic=0.0))
+    assert [(await budgets.consume(CTX, "r")).allowed for _ in range(2)] == [True, False]
+    ttl = await client.pttl(f"{prefix}{{pclb}}:x:wf-1:ex-1:calls")
+    assert 3_600_000 < ttl <= 3_601_000  # the window ends an hour after first use, on Redis's clock

@@ -2,71 +2,35 @@
 
 The memory store is the reference: fed the same requests at the same (manual) times, the Redis
 store's Lua script must give the same decisions, the same Retry-After and the same RateLimit
-figures. Each test works under its own key prefix and deletes it afterwards. Under ``CI=true`` an
-unreachable Redis fails the run; elsewhere it skips.
+figures. Each test works under its own key prefix (``redis_space``) and deletes it afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
+from tests.conftest import missing_service, redis_client, redis_reachable
 
 from portcullis.config.types import RateWindow
 from portcullis.limiting.rules import LimitDecision, LimitRule
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.redis_counters import RedisCounterStore
 
-REDIS = {"host": "127.0.0.1", "port": 6379}
-
-
-async def new_client(**extra: object) -> Redis:
-    # redis-py reads its package metadata (a file stat) when a client is built: off the loop.
-    return await asyncio.to_thread(lambda: Redis(**REDIS, **extra))  # type: ignore[arg-type]
-
-
-async def _reachable() -> bool:
-    client = await new_client(socket_connect_timeout=1)
-    try:
-        await client.ping()
-        return True
-    except OSError:
-        return False
-    except Exception:  # redis.exceptions.ConnectionError is not an OSError
-        return False
-    finally:
-        await client.aclose()
-
 
 def _require_redis() -> None:
-    if not asyncio.run(_reachable()):
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (required under CI)")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    if not asyncio.run(redis_reachable()):
+        missing_service("Redis is not reachable on 127.0.0.1:6379")
 
 
 @pytest.fixture
-async def store() -> AsyncIterator[RedisCounterStore]:
-    if not await _reachable():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (required under CI)")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
-    prefix = f"pcltest:{uuid.uuid4().hex}:"
-    client = await new_client()
-    s = RedisCounterStore(client, key_prefix=prefix, server_time=False)
-    try:
-        yield s
-    finally:
-        keys = [k async for k in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-        await s.aclose()
+def store(redis_space: tuple[Redis, str]) -> RedisCounterStore:
+    client, prefix = redis_space
+    return RedisCounterStore(client, key_prefix=prefix, server_time=False)
 
 
 def same(a: LimitDecision, b: LimitDecision) -> None:
@@ -102,18 +66,12 @@ async def test_peek_spends_nothing_and_refund_gives_back(store: RedisCounterStor
     assert (await store.apply([(KEY, "bob")], now, 1, commit=True)).allowed
 
 
-async def test_server_time_is_used_when_asked(store: RedisCounterStore) -> None:
-    client = await new_client()
-    server = RedisCounterStore(client, key_prefix=store._prefix + "srv:")  # Redis TIME decides
-    try:
-        rule = LimitRule(name="srv", windows=[RateWindow(2, 60.0)])
-        results = [(await server.apply([(rule, "x")], 0.0, 1, commit=True)).allowed for _ in range(3)]
-        assert results == [True, True, False]  # a nonsense client time (0.0) is ignored
-    finally:
-        keys = [k async for k in client.scan_iter(match=store._prefix + "srv:*")]
-        if keys:
-            await client.delete(*keys)
-        await server.aclose()
+async def test_server_time_is_used_when_asked(redis_space: tuple[Redis, str]) -> None:
+    client, prefix = redis_space
+    server = RedisCounterStore(client, key_prefix=prefix)  # Redis TIME decides
+    rule = LimitRule(name="srv", windows=[RateWindow(2, 60.0)])
+    results = [(await server.apply([(rule, "x")], 0.0, 1, commit=True)).allowed for _ in range(3)]
+    assert results == [True, True, False]  # a nonsense client time (0.0) is ignored
 
 
 steps = st.lists(
@@ -137,7 +95,7 @@ def test_redis_decides_exactly_as_the_memory_store(rule: LimitRule, sequence: li
 
     async def run() -> None:
         prefix = f"pcltest:{uuid.uuid4().hex}:"
-        client = await new_client()
+        client = await redis_client()
         redis_store = RedisCounterStore(client, key_prefix=prefix, server_time=False)
         memory = MemoryCounterStore()
         shared = LimitRule(name="shared", windows=[RateWindow(6, 2.0)])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import shutil
 import signal
 import socket
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.conftest import missing_service
 
 from portcullis.upstream.base import Timeouts, UpstreamRequest
 from portcullis.upstream.http1 import Http1Upstream
@@ -78,9 +78,7 @@ def _prepare(directory: Path) -> int:
 @pytest.fixture
 async def nginx(tmp_path: Path) -> AsyncIterator[Nginx]:
     if NGINX is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("nginx is not installed; `make test` installs it")
-        pytest.skip("nginx is not installed (make test installs it)")
+        missing_service("nginx is not installed (make test installs it)")
     port = await asyncio.to_thread(_prepare, tmp_path)
     proc = await asyncio.create_subprocess_exec(
         NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import uuid
+from typing import Any
 
 import httpx
-import pytest
-from redis.asyncio import Redis
 from tests.conftest import GatewayFactory, UpstreamServer, gateway_yaml
 
 from portcullis.admin.app import create_admin_app
@@ -26,23 +22,10 @@ routes:
 """)
 
 
-async def _require_redis() -> None:
-    client = await asyncio.to_thread(lambda: Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1))
-    try:
-        await client.ping()
-    except Exception:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (required under CI)")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
-    finally:
-        await client.aclose()
-
-
 async def test_a_limit_holds_across_gateways_sharing_redis(
-    make_gateway: GatewayFactory, upstream: UpstreamServer
+    make_gateway: GatewayFactory, upstream: UpstreamServer, redis_space: tuple[Any, str]
 ) -> None:
-    await _require_redis()
-    prefix = f"pcltest:{uuid.uuid4().hex}:"
+    _, prefix = redis_space
     first = await make_gateway(shared(upstream.url, prefix))
     second = await make_gateway(shared(upstream.url, prefix))
     statuses = []

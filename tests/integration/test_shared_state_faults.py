@@ -17,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from tests.conftest import missing_service
 
 from portcullis.config.types import RateWindow
 from portcullis.limiting.rules import LimitRule
@@ -66,7 +67,7 @@ def _free_port() -> int:
 @pytest.fixture
 async def private_redis() -> AsyncIterator[PrivateRedis]:
     if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
+        missing_service("redis-server is not installed")
     server = PrivateRedis(await asyncio.to_thread(_free_port))
     await server.start()
     try:
