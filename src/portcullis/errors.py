@@ -170,7 +170,13 @@ class EgressDenied(ClientError):
 
 
 class BudgetExhausted(ClientError):
+    """``reason`` is ``budget:<name>``; unlike other reasons, the budget's name is told to the caller."""
+
     code = ErrorCode.BUDGET_EXHAUSTED
+
+    @property
+    def detail(self) -> str:
+        return f"Exhausted: {self.reason.removeprefix('budget:')}."
 
 
 class UpstreamError(PortcullisError):

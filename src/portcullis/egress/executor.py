@@ -49,7 +49,7 @@ from portcullis.egress.pinning import BlockedDestination, GuardedResolver
 from portcullis.egress.policy import route_policy
 from portcullis.egress.response_guard import ResponseLimits, ResponseRefused, check_content_type, read_limited
 from portcullis.egress.retry import RetryBudget, RetryConfig, may_retry_request, retry_delay_s
-from portcullis.egress.ssrf import Resolver, SsrfGuard
+from portcullis.egress.ssrf import GuardPolicy, Resolver, SsrfGuard
 from portcullis.errors import (
     BudgetExhausted,
     CircuitOpen,
@@ -110,7 +110,10 @@ class _Route:
     retry: RetryConfig
     retry_budget: RetryBudget
     limits: ResponseLimits
+    policy: GuardPolicy
     connector_policy: GuardedResolver
+    host: str
+    secrets: tuple[str, ...]  # vault secrets its headers inject, by name (for the audit)
     rate_rule: LimitRule | None = None
     session: aiohttp.ClientSession | None = None
 
@@ -150,7 +153,8 @@ class EgressExecutor:
         retry = RetryConfig(max_attempts=rt.max_attempts, base_s=rt.base, cap_s=rt.cap,
                             retry_after_cap_s=rt.retry_after_cap, budget_ratio=rt.budget_ratio,
                             budget_min_per_s=rt.budget_min_per_s)
-        scheme = urlsplit(route.url).scheme
+        parts = urlsplit(route.url)
+        policy = route_policy(self._config, route)
         return _Route(
             config=route,
             base=route.url.rstrip("/"),
@@ -163,13 +167,19 @@ class EgressExecutor:
             retry_budget=RetryBudget(retry, self._clock),
             limits=ResponseLimits(max_bytes=route.max_response_bytes, max_decoded_bytes=route.max_decoded_bytes,
                                   content_types=tuple(route.content_types)),
-            connector_policy=GuardedResolver(self._guard, route_policy(self._config, route), scheme=scheme),
+            policy=policy,
+            connector_policy=GuardedResolver(self._guard, policy, scheme=parts.scheme),
+            host=parts.hostname or "",
+            secrets=tuple(n for template in route.headers.values() for n in SECRET_REFERENCE.findall(template)),
             rate_rule=LimitRule(name=f"egress:{route.name}", windows=tuple(route.rate_limits), burst=route.burst)
             if route.rate_limits else None,
         )
 
     def breaker(self, route: str) -> CircuitBreaker:
         return self._routes[route].breaker
+
+    def has_route(self, name: str) -> bool:
+        return name in self._routes
 
     async def budgets_remaining(self, context: CallContext, route: str) -> dict[str, float]:
         """What is left of each budget a call to ``route`` would spend from; raises ``KeyError`` for no route."""
@@ -198,7 +208,7 @@ class EgressExecutor:
         url, relative_path = self._url(route, request.path_and_query)
         if cfg.paths and not any(path_matches(p, relative_path) for p in cfg.paths):
             raise EgressDenied("path_not_allowed")
-        verdict = await self._guard.check(url, route_policy(self._config, cfg))
+        verdict = await self._guard.check(url, route.policy)
         if not verdict.allowed:
             raise EgressDenied(verdict.reason)
         if route.breaker.state in (BreakerState.OPEN, BreakerState.FORCED_OPEN):
@@ -278,9 +288,8 @@ class EgressExecutor:
         route: _Route, url: str, answer: tuple[int, list[tuple[str, str]], bytes], attempt: int,
         budget: BudgetDecision, cost: float,
     ) -> EgressResult:
-        used = tuple(n for template in route.config.headers.values() for n in SECRET_REFERENCE.findall(template))
         return EgressResult(answer[0], answer[1], answer[2], attempt, budget, route.breaker.state,
-                            host=urlsplit(url).hostname or "", cost=cost, secrets=used)
+                            host=route.host, cost=cost, secrets=route.secrets)
 
     def _retry_delay(
         self, route: _Route, answer: tuple[int, list[tuple[str, str]], bytes] | None, attempt: int, safe: bool,
@@ -308,8 +317,7 @@ class EgressExecutor:
         and requests do after CVE-2018-1000007 and CVE-2018-18074; a 303 (and a 301/302 after a
         POST) continues as a GET without a body, as browsers do.
         """
-        cfg = route.config
-        policy = route_policy(self._config, cfg)
+        cfg, policy = route.config, route.policy
         for hop in range(cfg.max_redirects + 1):
             answer = await self._send(route, method, url, headers, body, deadline - self._clock.monotonic())
             status, answer_headers = answer[0], answer[1]

@@ -130,7 +130,7 @@ def _problem(
         extra = ((b"retry-after", str(max(1, round(retry_after))).encode()),)
     # Only a budget's name is told to the caller (it must know which cap it hit); a guard's reason
     # stays in the audit, or a prompt could use it to map internal DNS ("private" vs "no such name").
-    detail = f"Exhausted: {exc.reason.removeprefix('budget:')}." if isinstance(exc, BudgetExhausted) else None
+    detail = exc.detail if isinstance(exc, BudgetExhausted) else None
     code_status, headers, body = render_problem(exc.code, random_hex(128), extra_headers=extra, detail=detail)
     return httpx.Response(
         status or code_status, headers=[(k.decode(), v.decode()) for k, v in headers], content=body, request=request,

@@ -306,14 +306,14 @@ class GatewayApp:
             result = await executor.call(request)
         except ClientError as exc:
             # An unknown route name is the caller's text: never a label value (cardinality).
-            label = request.route if request.route in executor.breakers() else ""
+            label = request.route if executor.has_route(request.route) else ""
             metrics.egress_refusals.labels(label, exc.reason.split(":", 1)[0]).inc()
             extra: tuple[tuple[bytes, bytes], ...] = ()
             detail = None
             if isinstance(exc, RateLimited):
                 extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
             elif isinstance(exc, BudgetExhausted):
-                detail = f"Exhausted: {exc.reason.removeprefix('budget:')}."
+                detail = exc.detail
             else:
                 raise
             ctx.decision = f"egress_refused:{exc.reason}"

@@ -53,8 +53,10 @@ class ForwardHeaders:
         out.append((b"host", host))
         if body_length is not None:
             out.append((b"content-length", b"%d" % body_length))
-        client = (peer or ctx.client_ip).encode("latin-1")
-        out.append((b"x-forwarded-for", b", ".join([*prior_xff, client]) if prior_xff else ctx.client_ip.encode()))
+        if prior_xff:  # behind a trusted proxy: keep its chain and append the peer
+            out.append((b"x-forwarded-for", b", ".join([*prior_xff, (peer or ctx.client_ip).encode("latin-1")])))
+        else:
+            out.append((b"x-forwarded-for", ctx.client_ip.encode()))
         out.append((b"x-forwarded-proto", ctx.scheme.encode()))
         if ctx.host:
             out.append((b"x-forwarded-host", ctx.host.encode("latin-1")))

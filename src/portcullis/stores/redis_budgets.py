@@ -18,17 +18,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from portcullis.stores.base import Spend
+from portcullis.stores.redis_scripting import NOW_PREAMBLE, texts, time_arg
 
 __all__ = ["RedisBudgetStore"]
 
-_SPEND = r"""
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[1])
-end
+_SPEND = NOW_PREAMBLE + r"""
 local used = {}
 local ends = {}
 for i = 1, #KEYS do
@@ -61,14 +55,7 @@ end
 return reply
 """
 
-_USED = r"""
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[1])
-end
+_USED = NOW_PREAMBLE + r"""
 local reply = {}
 for i = 1, #KEYS do
   local st = redis.call('HMGET', KEYS[i], 'u', 'e')
@@ -97,19 +84,18 @@ class RedisBudgetStore:
         return [f"{self._prefix}{{pclb}}:{item.key}" for item in items]
 
     async def spend(self, items: Sequence[Spend], now: float) -> tuple[bool, int | None, list[int], float]:
-        args: list[Any] = ["" if self._server_time else repr(now)]
+        args: list[Any] = [time_arg(self._server_time, now)]
         for item in items:
             args += [item.limit, repr(item.window_s), item.amount]
-        reply = [v.decode() if isinstance(v, bytes) else str(v) for v in
-                 await self._spend(keys=self._keys(items), args=args)]
+        reply = texts(await self._spend(keys=self._keys(items), args=args))
         allowed = reply[0] == "1"
         refused = int(reply[1])
         used = [int(float(v)) for v in reply[3:]]
         return allowed, (refused if refused >= 0 else None), used, float(reply[2])
 
     async def used(self, items: Sequence[Spend], now: float) -> list[int]:
-        reply = await self._used(keys=self._keys(items), args=["" if self._server_time else repr(now)])
-        return [int(float(v.decode() if isinstance(v, bytes) else v)) for v in reply]
+        reply = await self._used(keys=self._keys(items), args=[time_arg(self._server_time, now)])
+        return [int(float(v)) for v in texts(reply)]
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -27,17 +27,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from portcullis.limiting.rules import LimitDecision, LimitRule, QuotaState
+from portcullis.stores.redis_scripting import NOW_PREAMBLE, texts, time_arg
 
 __all__ = ["RedisCounterStore"]
 
-_APPLY = r"""
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[1])
-end
+_APPLY = NOW_PREAMBLE + r"""
 local cost = tonumber(ARGV[2])
 local commit = ARGV[3] == '1'
 local EPS = 1e-9
@@ -135,14 +129,7 @@ for _, v in ipairs(out) do reply[#reply + 1] = v end
 return reply
 """
 
-_REFUND = r"""
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-else
-  now = tonumber(ARGV[1])
-end
+_REFUND = NOW_PREAMBLE + r"""
 local cost = tonumber(ARGV[2])
 for i = 1, #KEYS do
   local base = 2 + (i - 1) * 3
@@ -187,7 +174,7 @@ class RedisCounterStore:
         self, hits: Sequence[tuple[LimitRule, str]], now: float, cost: int, *, commit: bool
     ) -> LimitDecision:
         keys: list[str] = []
-        args: list[Any] = ["" if self._server_time else repr(now), cost, "1" if commit else "0"]
+        args: list[Any] = [time_arg(self._server_time, now), cost, "1" if commit else "0"]
         owners: list[tuple[LimitRule, int]] = []
         for rule, subject in hits:
             for spec in rule.specs:
@@ -196,7 +183,7 @@ class RedisCounterStore:
                          repr(spec.window_s), spec.limit]
                 owners.append((rule, spec.index))
         reply = await self._apply(keys=keys, args=args)
-        values = [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
+        values = texts(reply)
         allowed = values[0] == "1"
         violated_at = int(values[2])
         quota: list[QuotaState] = []
@@ -218,7 +205,7 @@ class RedisCounterStore:
 
     async def refund(self, hits: Sequence[tuple[LimitRule, str]], now: float, cost: int) -> None:
         keys: list[str] = []
-        args: list[Any] = ["" if self._server_time else repr(now), cost]
+        args: list[Any] = [time_arg(self._server_time, now), cost]
         for rule, subject in hits:
             for spec in rule.specs:
                 keys.append(self._key(rule, subject, spec.index))
