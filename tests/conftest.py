@@ -20,12 +20,14 @@ import pytest
 import uvicorn
 from aiohttp import web
 from blockbuster import blockbuster_ctx
+from tests.redis_server import REDIS_SERVER, PrivateRedis, free_port
 
 from portcullis.config.loader import load_config_text
 from portcullis.identity.api_keys import issue_key
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.build import build_runtime, open_services
 from portcullis.ingress.runtime import Runtime, Services
+from portcullis.ingress.shared_events import attach_shared_events
 from portcullis.server.protocol import TargetPreservingProtocol
 from portcullis.testing import ManualClock
 
@@ -154,6 +156,9 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             services.egress_resolver = resolver  # egress names answered without DNS
         runtime = build_runtime(config, services)
         app = GatewayApp(runtime)
+        if services.shared is not None:
+            await runtime.start()  # loads shared breaker states
+            attach_shared_events(app, None)
         server = uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=0, http=TargetPreservingProtocol, lifespan="off",
             proxy_headers=False, server_header=False, access_log=False, log_level="warning",
@@ -313,3 +318,16 @@ async def redis_space() -> AsyncIterator[tuple[Any, str]]:
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[PrivateRedis]:
+    """A redis-server of the test's own on a free port, for tests that stop and restart Redis."""
+    if REDIS_SERVER is None:
+        missing_service("redis-server is not installed")
+    server = PrivateRedis(await asyncio.to_thread(free_port))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()

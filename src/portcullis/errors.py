@@ -176,7 +176,10 @@ class BudgetExhausted(ClientError):
 
     @property
     def detail(self) -> str:
-        return f"Exhausted: {self.reason.removeprefix('budget:')}."
+        name = self.reason.removeprefix("budget:")
+        if name == "shared_state":  # the counters are unreachable and budgets fail closed
+            return "Budgets cannot be checked right now; retry shortly."
+        return f"Exhausted: {name}."
 
 
 class UpstreamError(PortcullisError):

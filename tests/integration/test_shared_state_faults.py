@@ -1,4 +1,4 @@
-"""Limits when Redis goes away and comes back, against a private redis-server this test owns.
+"""Limits and budgets when Redis goes away and comes back, against a private redis-server this test owns.
 
 The machine's shared Redis is never stopped: each test starts its own ``redis-server`` on a free
 127.0.0.1 port (no persistence), kills it by PID, and restarts it on the same port.
@@ -7,73 +7,26 @@ The machine's shared Redis is never stopped: each test starts its own ``redis-se
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from tests.conftest import missing_service
+from tests.redis_server import PrivateRedis
 
 from portcullis.config.types import RateWindow
+from portcullis.egress.budgets import STORE_UNAVAILABLE, BudgetLimits, Budgets, CallContext
 from portcullis.limiting.rules import LimitRule
-from portcullis.stores.failover import FailoverCounterStore
+from portcullis.stores.failover import FailoverBudgetStore, FailoverCounterStore, Outage
+from portcullis.stores.redis_budgets import RedisBudgetStore
 from portcullis.stores.redis_counters import RedisCounterStore
 from portcullis.testing import ManualClock
 
 pytestmark = pytest.mark.faults
-REDIS_SERVER = shutil.which("redis-server")
 RULE = LimitRule(name="per-key", windows=[RateWindow(10, 60.0)])
-
-
-@dataclass
-class PrivateRedis:
-    port: int
-    proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        assert REDIS_SERVER is not None
-        self.proc = await asyncio.create_subprocess_exec(
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        async with asyncio.timeout(10):
-            while True:
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                except OSError:
-                    await asyncio.sleep(0.02)
-                    continue
-                writer.close()
-                await writer.wait_closed()
-                return
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def private_redis() -> AsyncIterator[PrivateRedis]:
-    if REDIS_SERVER is None:
-        missing_service("redis-server is not installed")
-    server = PrivateRedis(await asyncio.to_thread(_free_port))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.kill()
 
 
 async def make(port: int, on_failure: str, clock: ManualClock) -> FailoverCounterStore:
@@ -117,3 +70,52 @@ async def test_fail_closed_refuses_while_redis_is_away(private_redis: PrivateRed
             False, "shared_state_unavailable", 1.0)
     finally:
         await store.aclose()
+
+
+async def test_a_rules_own_on_store_failure_overrides_the_default(private_redis: PrivateRedis) -> None:
+    clock = ManualClock()
+    store = await make(private_redis.port, "open", clock)
+    strict = LimitRule(name="payments", windows=[RateWindow(10, 60.0)], on_store_failure="closed")
+    try:
+        await private_redis.kill()
+        now = 1_700_000_000.0
+        assert (await store.apply([(RULE, "k")], now, 1, commit=True)).allowed  # the default: open
+        refused = await store.apply([(RULE, "k"), (strict, "k")], now, 1, commit=True)
+        assert (refused.allowed, refused.violated) == (False, "shared_state_unavailable")  # one closed rule decides
+    finally:
+        await store.aclose()
+
+
+@contextlib.asynccontextmanager
+async def budget_store(port: int, on_failure: str, clock: ManualClock) -> AsyncIterator[FailoverBudgetStore]:
+    client = await asyncio.to_thread(lambda: Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5,
+                                                   socket_timeout=0.5, retry=Retry(NoBackoff(), 0)))
+    shared = RedisBudgetStore(client, key_prefix=f"pcltest:{uuid.uuid4().hex}:", server_time=False)
+    try:
+        yield FailoverBudgetStore(shared, Outage(clock), instances=2, on_failure=on_failure)  # type: ignore[arg-type]
+    finally:
+        await client.aclose()
+
+
+async def test_budgets_fail_closed_while_redis_is_away_and_say_why(private_redis: PrivateRedis) -> None:
+    clock = ManualClock()
+    async with budget_store(private_redis.port, "closed", clock) as store:
+        budgets = Budgets(BudgetLimits(execution_calls=10), store, clock)
+        ctx = CallContext("run-1", "wf", "alice")
+        assert (await budgets.consume(ctx, "github")).allowed
+        await private_redis.kill()
+        refused = await budgets.consume(ctx, "github")
+        assert (refused.allowed, refused.exhausted, refused.reset_s) == (False, STORE_UNAVAILABLE, 1.0)
+        await private_redis.start()
+        clock.advance(1.0)
+        assert (await budgets.consume(ctx, "github")).allowed  # recovered (the private Redis kept nothing)
+
+
+async def test_budgets_fail_open_to_a_local_share_when_configured(private_redis: PrivateRedis) -> None:
+    clock = ManualClock()
+    async with budget_store(private_redis.port, "open", clock) as store:
+        budgets = Budgets(BudgetLimits(execution_calls=10), store, clock)
+        await private_redis.kill()
+        decisions = [await budgets.consume(CallContext("run-1", "wf", "alice"), "github") for _ in range(8)]
+    assert [d.allowed for d in decisions].count(True) == 5  # 10 shared by 2 instances
+    assert decisions[-1].exhausted == "execution_calls"

@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 
 from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import CallContext
 from portcullis.errors import StoreUnavailable
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.reload import Reloader
-from portcullis.stores.failover import FailoverCounterStore
+from portcullis.ingress.shared_events import RELOAD_EVENT, REVOKE_EVENT
 
 __all__ = ["create_admin_app"]
 
@@ -44,10 +45,16 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
             checks["store"] = "ok"
         except (StoreUnavailable, TimeoutError):
             checks["store"] = "unavailable"
-        counters = runtime.services.limiter.store
-        if isinstance(counters, FailoverCounterStore):
-            # Degraded still serves (local share or fail closed): report it, stay ready.
-            checks["shared_state"] = "degraded" if counters.degraded else "ok"
+        shared = runtime.services.shared
+        if shared is not None:
+            # Degraded still serves (local share or fail closed): report it, stay ready. The probe
+            # itself asks Redis, so an idle instance notices an outage (and a recovery) too.
+            try:
+                await asyncio.wait_for(shared.client.ping(), _READY_DEADLINE_S)
+                shared.outage.recovered()
+            except (RedisError, OSError, TimeoutError) as exc:
+                shared.outage.failed(exc)
+            checks["shared_state"] = "degraded" if shared.degraded else "ok"
         ready = all(v in ("ok", "degraded") for v in checks.values())
         return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
                             status_code=200 if ready else 503)
@@ -63,7 +70,10 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
         result = await reloader.reload()
         if not result.ok:
             return JSONResponse({"status": "rejected", "error": result.error}, status_code=422)
-        return JSONResponse({"status": "reloaded", "restart_needed": list(result.restart_needed)})
+        shared = gateway.runtime.services.shared
+        broadcast = shared is not None and await shared.events.publish(RELOAD_EVENT)
+        return JSONResponse({"status": "reloaded", "restart_needed": list(result.restart_needed),
+                             "broadcast": broadcast})
 
     @app.get("/egress/breakers", summary="Every egress route's circuit breaker state.")
     async def breakers() -> JSONResponse:
@@ -111,6 +121,8 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
         found = await verifier.revoke(key_id)
         if not found:
             return JSONResponse({"status": "not_found"}, status_code=404)
-        return JSONResponse({"status": "revoked", "key_id": key_id})
+        shared = gateway.runtime.services.shared
+        broadcast = shared is not None and await shared.events.publish(REVOKE_EVENT, key_id=key_id)
+        return JSONResponse({"status": "revoked", "key_id": key_id, "broadcast": broadcast})
 
     return app

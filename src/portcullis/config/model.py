@@ -250,6 +250,10 @@ class RateLimitConfig(_Model):
     burst: int | None = Field(
         None, ge=1, description="Extra capacity of the shortest window (token bucket depth). Default: its limit."
     )
+    on_store_failure: Literal["open", "closed"] | None = Field(
+        None, description="When the shared state (Redis) is down: open = admit this instance's share of the "
+        "limit, closed = refuse (429). Default: shared_state.on_failure.",
+    )
 
     _name = field_validator("name")(_check_name)
 
@@ -422,6 +426,10 @@ class SharedStateConfig(_Model):
     key_prefix: str = Field("portcullis:", description="Prefix of every key, so several gateways can share a Redis.")
     on_failure: Literal["open", "closed"] = Field(
         "open", description="Redis down: open = each instance admits its local share; closed = refuse (429)."
+    )
+    budgets_on_failure: Literal["open", "closed"] = Field(
+        "closed", description="Redis down: closed = egress calls that spend a budget are refused (429, budget "
+        "shared_state); open = each instance spends from its share of every budget, counted from zero.",
     )
     instances: int = Field(1, ge=1, description="Gateway instances: a limit's local share is limit / instances.")
     timeout: Duration = Field("250ms", description="Longest wait for Redis before a decision falls back.")

@@ -11,6 +11,11 @@ injected clock, and every transition is reported to ``on_transition`` (audit and
     HALF_OPEN --(every probe succeeded)--> CLOSED;  --(a probe failed)--> OPEN
     forced_open / forced_closed: an operator's override, until ``reset``
 
+Sharing (``egress/shared_breakers.py``): every transition this breaker makes on its own evidence
+(or an operator's) goes to ``on_shared``; one another instance made arrives through ``adopt``,
+which moves this breaker without reporting it back. Half-open is never shared: each instance
+probes for itself once its open period ends, and a close after successful probes is shared.
+
 What counts as a failure is the caller's call (``is_failure``): 5xx, 429, timeouts and connection
 errors do; other 4xx are the client's mistake and do not.
 """
@@ -83,6 +88,7 @@ class CircuitBreaker:
         self._config = config
         self._clock = clock
         self._on_transition = on_transition
+        self.on_shared: Callable[[str, BreakerState, float], None] | None = None  # (route, state, open for s)
         self._state = BreakerState.CLOSED
         self._generation = 0
         self._opened_at = 0.0
@@ -155,6 +161,25 @@ class CircuitBreaker:
         """Back to CLOSED with an empty window (also ends a forced state)."""
         self._transition(BreakerState.CLOSED)
 
+    def adopt(self, state: BreakerState, open_for_s: float = 0.0) -> None:
+        """Take a state another instance reached (``open_for_s``: what is left of its open period).
+        An operator's forced state here is only changed by another operator's action."""
+        if state is BreakerState.HALF_OPEN:
+            return
+        if state is BreakerState.OPEN:
+            if self._state in (BreakerState.FORCED_OPEN, BreakerState.FORCED_CLOSED):
+                return
+            opened_at = self._clock.monotonic() - max(0.0, self._config.open_s - open_for_s)
+            if self._state is BreakerState.OPEN:
+                self._opened_at = max(self._opened_at, opened_at)  # the later opening decides
+            else:
+                self._transition(BreakerState.OPEN, shared=False)
+                self._opened_at = opened_at
+            return
+        if state is BreakerState.CLOSED and self._state is BreakerState.CLOSED:
+            return
+        self._transition(state, shared=False)
+
     # --- internals -------------------------------------------------------------------------
 
     def _maybe_half_open(self) -> None:
@@ -171,7 +196,7 @@ class CircuitBreaker:
             while calls and calls[0][0] <= horizon:
                 calls.popleft()
 
-    def _transition(self, to: BreakerState) -> None:
+    def _transition(self, to: BreakerState, *, shared: bool = True) -> None:
         before = self._state
         self._state = to
         self._generation += 1
@@ -182,3 +207,5 @@ class CircuitBreaker:
             self._opened_at = self._clock.monotonic()
         if before is not to and self._on_transition is not None:
             self._on_transition(self.name, before, to)
+        if shared and before is not to and to is not BreakerState.HALF_OPEN and self.on_shared is not None:
+            self.on_shared(self.name, to, self._config.open_s if to is BreakerState.OPEN else 0.0)

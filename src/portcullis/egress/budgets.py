@@ -12,14 +12,15 @@ Costs are kept in integer micro-units so that sums are exact.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from portcullis.clock import Clock
-from portcullis.stores.base import Spend
+from portcullis.stores.base import BudgetCounterStore, Spend
+from portcullis.stores.memory_budgets import MemoryBudgetStore
 
 __all__ = [
+    "STORE_UNAVAILABLE",
     "BudgetCounterStore",
     "BudgetDecision",
     "BudgetLimits",
@@ -29,6 +30,7 @@ __all__ = [
     "Spend",
 ]
 
+STORE_UNAVAILABLE = "shared_state"  # the budget named when the counters cannot be reached
 _MICRO = 1_000_000
 _HOUR = 3600.0
 _DAY = 86400.0
@@ -73,53 +75,6 @@ class BudgetDecision:
     reset_s: float  # seconds until the exhausted budget resets (0 when allowed)
 
 
-class BudgetCounterStore(Protocol):
-    """Anchored-window counters, spent all or nothing."""
-
-    async def spend(self, items: Sequence[Spend], now: float) -> tuple[bool, int | None, list[int], float]:
-        """(allowed, index of the first refusing item, used after the call per item, its reset in s)."""
-        ...
-
-    async def used(self, items: Sequence[Spend], now: float) -> list[int]:
-        """What each counter holds now (0 for one not used in its current window). Spends nothing."""
-        ...
-
-
-class MemoryBudgetStore:
-    """Counters for one process: ``key -> (window end, used)``. Expired windows are dropped lazily."""
-
-    def __init__(self, *, max_entries: int = 1_000_000) -> None:
-        self._counters: dict[str, tuple[float, int]] = {}
-        self._max = max_entries
-
-    async def spend(self, items: Sequence[Spend], now: float) -> tuple[bool, int | None, list[int], float]:
-        counters = self._counters
-        current: list[tuple[float, int]] = []
-        for index, item in enumerate(items):
-            entry = counters.get(item.key)
-            if entry is None or entry[0] <= now:
-                entry = (now + item.window_s, 0)
-            if entry[1] + item.amount > item.limit:
-                return False, index, [c[1] for c in current] + [entry[1]], entry[0] - now
-            current.append(entry)
-        used = []
-        for item, (end, value) in zip(items, current, strict=True):
-            counters[item.key] = (end, value + item.amount)
-            used.append(value + item.amount)
-        if len(counters) > self._max:
-            for key in [k for k, (end, _) in counters.items() if end <= now][: len(counters) - self._max]:
-                del counters[key]
-        return True, None, used, 0.0
-
-
-    async def used(self, items: Sequence[Spend], now: float) -> list[int]:
-        out = []
-        for item in items:
-            entry = self._counters.get(item.key)
-            out.append(0 if entry is None or entry[0] <= now else entry[1])
-        return out
-
-
 class Budgets:
     """Turns a call's context and cost into the counters it must spend from, and spends them."""
 
@@ -156,6 +111,8 @@ class Budgets:
         if not items:
             return BudgetDecision(True, None, {}, 0.0)
         allowed, refused, used, reset = await self._store.spend(items, self._clock.monotonic())
+        if refused == -1:  # the store could not tell (shared state down, failing closed)
+            return BudgetDecision(False, STORE_UNAVAILABLE, {}, reset)
         remaining = {item.name: _shown(item, item.limit - u) for item, u in zip(items, used, strict=False)}
         if not allowed:
             assert refused is not None

@@ -229,6 +229,13 @@ class ApiKeyVerifier:
         self._unknown.pop(key_id, None)
         self._inflight.pop(key_id, None)
 
+    def invalidate_all(self) -> None:
+        """Forget every cached lookup (after missing events that might have revoked some)."""
+        self._epoch += 1
+        self._found.clear()
+        self._unknown.clear()
+        self._inflight.clear()
+
     async def revoke(self, key_id: str) -> bool:
         """Revoke in the store and forget the cached record now: the next request is refused."""
         found = await self._store.revoke(key_id)

@@ -7,17 +7,12 @@ both call ``plan_chain``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
-
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.record import AuditRecord
@@ -33,6 +28,7 @@ from portcullis.config.model import (
 )
 from portcullis.egress.breaker import BreakerState, CircuitBreaker
 from portcullis.egress.executor import EgressExecutor
+from portcullis.egress.shared_breakers import SharedBreakers
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.jwt_tokens import JwtVerifier
@@ -53,10 +49,10 @@ from portcullis.policies.rate_limit import RateLimitPolicy
 from portcullis.policies.security_headers import SecurityHeadersPolicy
 from portcullis.policies.shield import IpShieldPolicy
 from portcullis.policies.validate import BodyPolicy
-from portcullis.stores.base import AuditSink
-from portcullis.stores.failover import FailoverCounterStore
+from portcullis.stores.base import AuditSink, BudgetCounterStore
 from portcullis.stores.memory import MemoryCounterStore
-from portcullis.stores.redis_counters import RedisCounterStore
+from portcullis.stores.memory_budgets import MemoryBudgetStore
+from portcullis.stores.shared_state import SharedState, open_shared_state
 from portcullis.stores.sqlite import SqliteStore
 from portcullis.upstream.base import Timeouts, Upstream, UpstreamRequest, UpstreamResponse
 from portcullis.upstream.http1 import Http1Upstream
@@ -109,11 +105,17 @@ async def open_services(
         flush_interval_s=audit_cfg.flush_interval, queue_max=audit_cfg.queue_max,
     )
     await audit.start()
+    metrics = GatewayMetrics()
     counters: CounterStore = MemoryCounterStore()
+    budgets: BudgetCounterStore = MemoryBudgetStore()
+    shared = None
     if config.shared_state is not None:
-        counters = await shared_counters(config.shared_state, clock)
-    limiter = MultiLimiter(counters, clock)
-    return Services(clock=clock, metrics=GatewayMetrics(), store=store, limiter=limiter, audit=audit, vault=vault)
+        shared = await open_shared(config.shared_state, clock)
+        counters, budgets = shared.counters, shared.budgets
+        outage = shared.outage
+        metrics.shared_state_degraded.set_function(lambda: float(outage.degraded))
+    return Services(clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit,
+                    vault=vault, egress_budgets=budgets, shared=shared)
 
 
 def _resolve(base: Path, path: str) -> Path:
@@ -241,6 +243,9 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
             forward=ForwardHeaders(upstream_host=None, forward_identity=False),
             max_body_bytes=config.egress.entry.max_body_bytes, egress=egress,
         )
+    breaker_sync = None
+    if egress is not None and services.shared is not None:
+        breaker_sync = SharedBreakers(services.shared, egress.breakers())
     return Runtime(
         config=config,
         services=services,
@@ -254,6 +259,7 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         jwt_verifier=verifiers.jwt,
         max_header_bytes=config.listen.max_header_bytes,
         egress=egress,
+        breaker_sync=breaker_sync,
     )
 
 
@@ -287,12 +293,9 @@ def _breaker_open_reader(breaker: CircuitBreaker) -> Callable[[], float]:
     return lambda: float(breaker.state in (BreakerState.OPEN, BreakerState.FORCED_OPEN))
 
 
-async def shared_counters(cfg: SharedStateConfig, clock: Clock) -> FailoverCounterStore:
-    """Rate-limit counters in Redis behind the outage fallback. The client is built off the loop
-    (redis-py reads its package metadata) and without retries of its own (the fallback decides)."""
-    client = await asyncio.to_thread(lambda: Redis.from_url(
-        cfg.url, socket_connect_timeout=cfg.timeout, socket_timeout=cfg.timeout, retry=Retry(NoBackoff(), 0),
-        driver_info=None,  # no CLIENT SETINFO: its version lookup stats files on every new connection
-    ))
-    return FailoverCounterStore(RedisCounterStore(client, key_prefix=cfg.key_prefix), clock,
-                                instances=cfg.instances, on_failure=cfg.on_failure)
+async def open_shared(cfg: SharedStateConfig, clock: Clock) -> SharedState:
+    """The Redis-backed state every instance shares (not yet listening for events)."""
+    return await open_shared_state(
+        cfg.url, clock, key_prefix=cfg.key_prefix, instances=cfg.instances, on_failure=cfg.on_failure,
+        budgets_on_failure=cfg.budgets_on_failure, timeout_s=cfg.timeout,
+    )

@@ -18,7 +18,7 @@ from portcullis.audit.record import AuditRecord
 from portcullis.audit.redact import redact_query, redact_text
 from portcullis.clock import Clock
 from portcullis.config.model import GatewayConfig
-from portcullis.egress.budgets import MemoryBudgetStore
+from portcullis.egress.budgets import BudgetCounterStore, MemoryBudgetStore
 from portcullis.egress.executor import EgressExecutor
 from portcullis.egress.resolver import SystemResolver
 from portcullis.egress.ssrf import Resolver
@@ -36,9 +36,11 @@ from portcullis.vault import Vault
 
 if TYPE_CHECKING:
     from portcullis.audit.writer import AuditWriter
+    from portcullis.egress.shared_breakers import SharedBreakers
     from portcullis.identity.api_keys import ApiKeyVerifier
     from portcullis.identity.jwt_tokens import JwtVerifier
     from portcullis.limiting.limiter import MultiLimiter
+    from portcullis.stores.shared_state import SharedState
     from portcullis.stores.sqlite import SqliteStore
 
 __all__ = ["CompiledRoute", "Runtime", "Services"]
@@ -59,14 +61,18 @@ class Services:
     audit: AuditWriter
     vault: Vault
     egress_resolver: Resolver = field(default_factory=SystemResolver)  # tests inject fixed answers
-    egress_budgets: MemoryBudgetStore = field(default_factory=MemoryBudgetStore)  # survives reloads
+    egress_budgets: BudgetCounterStore = field(default_factory=MemoryBudgetStore)  # survives reloads
     readiness: dict[str, bool] = field(default_factory=dict)
+    shared: SharedState | None = None  # Redis: counters, budgets, breaker states, events
 
     async def aclose(self) -> None:
         """Drain the audit queue, then close the store. Called once, at shutdown."""
         await self.audit.aclose()
         await self.store.aclose()
-        await self.limiter.store.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()  # the limiter's store is the shared one
+        else:
+            await self.limiter.store.aclose()
 
 
 @dataclass(slots=True)
@@ -98,6 +104,7 @@ class Runtime:
     jwt_verifier: JwtVerifier | None
     max_header_bytes: int
     egress: EgressExecutor | None = None
+    breaker_sync: SharedBreakers | None = None  # with shared state: breakers move on every instance
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -115,6 +122,8 @@ class Runtime:
         """Start background upkeep. JWKS are fetched on first use, not here."""
         if self.key_verifier is not None:
             self._tasks.append(asyncio.create_task(self._flush_key_use(self.key_verifier)))
+        if self.breaker_sync is not None:
+            await self.breaker_sync.load()
 
     @staticmethod
     async def _flush_key_use(verifier: ApiKeyVerifier) -> None:
@@ -134,6 +143,8 @@ class Runtime:
         self._tasks.clear()
         for upstream in self.upstreams.values():
             await upstream.aclose()
+        if self.breaker_sync is not None:
+            await self.breaker_sync.aclose()
         if self.egress is not None:
             await self.egress.aclose()
         if self.jwt_verifier is not None:

@@ -32,14 +32,21 @@ class WindowSpec:
 
 @dataclass(frozen=True, slots=True, init=False)
 class LimitRule:
-    """A named set of windows, all enforced at once. ``burst`` deepens the shortest window."""
+    """A named set of windows, all enforced at once. ``burst`` deepens the shortest window.
+
+    ``on_store_failure`` is this rule's answer when the shared counter store is down ("open": the
+    local share, "closed": refuse); ``None`` follows the store's default."""
 
     name: str
     windows: tuple[RateWindow, ...]
     burst: int | None
     specs: tuple[WindowSpec, ...]
+    on_store_failure: str | None
 
-    def __init__(self, *, name: str, windows: Sequence[RateWindow], burst: int | None = None) -> None:
+    def __init__(
+        self, *, name: str, windows: Sequence[RateWindow], burst: int | None = None,
+        on_store_failure: str | None = None,
+    ) -> None:
         if not windows:
             raise ValueError("a limit rule needs at least one window")
         ordered = tuple(sorted(windows, key=lambda w: w.window_s))
@@ -55,6 +62,7 @@ class LimitRule:
         object.__setattr__(self, "windows", ordered)
         object.__setattr__(self, "burst", burst)
         object.__setattr__(self, "specs", tuple(specs))
+        object.__setattr__(self, "on_store_failure", on_store_failure)
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,10 @@ class GatewayMetrics:
             "portcullis_egress_breaker_open", "1 while a route's breaker refuses calls (open or forced open).",
             ["route"], registry=r,
         )
+        self.shared_state_degraded = Gauge(
+            "portcullis_shared_state_degraded",
+            "1 while Redis is unreachable and limits and budgets follow their on_failure rule.", registry=r,
+        )
         # A plain int read at scrape time: a Gauge inc/dec pair took two locks per request.
         self.requests_in_flight = 0
         self.in_flight = Gauge("portcullis_requests_in_flight", "Requests being served.", registry=r)

@@ -31,7 +31,8 @@ class RateLimitPolicy(PolicyBase):
         self, configs: Sequence[RateLimitConfig], *, route: str, limiter: MultiLimiter, metrics: GatewayMetrics
     ) -> None:
         self._rules = tuple(
-            (c.key, LimitRule(name=c.name, windows=tuple(c.rates), burst=c.burst)) for c in configs
+            (c.key, LimitRule(name=c.name, windows=tuple(c.rates), burst=c.burst,
+                                 on_store_failure=c.on_store_failure)) for c in configs
         )
         self._route_key = route
         self._limiter = limiter

@@ -31,6 +31,7 @@ from portcullis.config.model import GatewayConfig
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.build import build_runtime, open_services
 from portcullis.ingress.reload import Reloader
+from portcullis.ingress.shared_events import attach_shared_events
 from portcullis.server.protocol import TargetPreservingProtocol
 
 __all__ = ["serve", "serve_forever"]
@@ -94,6 +95,7 @@ async def serve(
     app = GatewayApp(runtime)
     await runtime.start()
     reloader = Reloader(app, config_path, grace_s=config.listen.graceful_timeout)
+    attach_shared_events(app, reloader)
     gateway = _GatewayServer(_gateway_config(app, config))
     admin: uvicorn.Server | None = None
     if config.admin.enabled and with_admin:

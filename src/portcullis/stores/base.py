@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["ApiKeyRecord", "AuditQuery", "AuditSink", "KeyStore", "SecretRecord", "SecretStore", "Spend"]
+__all__ = [
+    "ApiKeyRecord", "AuditQuery", "AuditSink", "BudgetCounterStore", "KeyStore", "SecretRecord", "SecretStore", "Spend",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +140,17 @@ class Spend:
     limit: int
     window_s: float
     amount: int
+
+
+class BudgetCounterStore(Protocol):
+    """Anchored-window counters for egress budgets, spent all or nothing (memory or Redis)."""
+
+    async def spend(self, items: Sequence[Spend], now: float) -> tuple[bool, int | None, list[int], float]:
+        """(allowed, index of the first refusing item, used after the call per item, its reset in s).
+
+        The index is -1 when the store refuses without deciding (a shared store that is down)."""
+        ...
+
+    async def used(self, items: Sequence[Spend], now: float) -> list[int]:
+        """What each counter holds now (0 for one not used in its current window). Spends nothing."""
+        ...

@@ -3,8 +3,13 @@
 Why: a limiter that answers 5xx because Redis is down turns a cache outage into an API outage. When
 the shared store fails, each decision falls back to this process's memory store with every limit
 divided by ``instances`` (the local share: N instances each admitting limit/N admit about the limit
-in total), or, with ``on_failure="closed"``, refuses with a short Retry-After. Either way the
-gateway answers; ``degraded`` says so to ``/readyz`` and the metrics.
+in total), or, with ``on_failure="closed"``, refuses with a short Retry-After (a rule's own
+``on_store_failure`` overrides the default; one closed rule in a decision refuses it). Either way
+the gateway answers; ``degraded`` says so to ``/readyz`` and the metrics.
+
+Budgets (``FailoverBudgetStore``) take the same path with their own rule, closed by default: a
+budget is money or a provider quota, and local counters starting from zero during an outage could
+spend a day's budget again.
 
 Reconnects are bounded: after a failure the shared store is not tried again for a backoff that
 doubles up to ``max_backoff_s``, so a dead Redis costs one failed call per backoff, not one per
@@ -25,11 +30,43 @@ from redis.exceptions import RedisError
 from portcullis.clock import Clock
 from portcullis.limiting.base import CounterStore
 from portcullis.limiting.rules import LimitDecision, LimitRule
+from portcullis.stores.base import BudgetCounterStore, Spend
 from portcullis.stores.memory import MemoryCounterStore
+from portcullis.stores.memory_budgets import MemoryBudgetStore
 
-__all__ = ["FailoverCounterStore"]
+__all__ = ["FailoverBudgetStore", "FailoverCounterStore", "Outage"]
 
 log = logging.getLogger("portcullis.shared_state")
+
+
+class Outage:
+    """Whether the shared store is down, and when to try it again (one per Redis, shared by the
+    counter and budget stores, so ``/readyz`` and the metric see one state)."""
+
+    def __init__(self, clock: Clock, *, max_backoff_s: float = 30.0) -> None:
+        self._clock = clock
+        self._max_backoff = max_backoff_s
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self.degraded = False
+
+    def should_try(self) -> bool:
+        """Healthy, or degraded and the backoff has passed: ask the shared store."""
+        return not self.degraded or self._clock.monotonic() >= self._retry_at
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.degraded:
+            log.error("shared state unavailable (%s); limits and budgets follow their on_failure rule",
+                      type(exc).__name__)
+        self.degraded = True
+        self._backoff = min(self._max_backoff, max(0.5, self._backoff * 2))
+        self._retry_at = self._clock.monotonic() + self._backoff
+
+    def recovered(self) -> None:
+        if self.degraded:
+            log.warning("shared state reachable again")
+        self.degraded = False
+        self._backoff = 0.0
 
 
 class FailoverCounterStore:
@@ -37,45 +74,47 @@ class FailoverCounterStore:
 
     def __init__(
         self, shared: CounterStore, clock: Clock, *, instances: int, on_failure: Literal["open", "closed"],
-        max_backoff_s: float = 30.0,
+        max_backoff_s: float = 30.0, outage: Outage | None = None,
     ) -> None:
         if instances < 1:
             raise ValueError("instances must be at least 1")
         self._shared = shared
         self._local = MemoryCounterStore()
-        self._clock = clock
         self._instances = instances
         self._on_failure = on_failure
-        self._max_backoff = max_backoff_s
-        self._backoff = 0.0
-        self._retry_at = 0.0
+        self.outage = outage or Outage(clock, max_backoff_s=max_backoff_s)
         self._shares: dict[LimitRule, LimitRule] = {}
-        self.degraded = False
+
+    @property
+    def degraded(self) -> bool:
+        return self.outage.degraded
 
     async def apply(
         self, hits: Sequence[tuple[LimitRule, str]], now: float, cost: int, *, commit: bool
     ) -> LimitDecision:
-        if not self.degraded or self._clock.monotonic() >= self._retry_at:
+        outage = self.outage
+        if outage.should_try():
             try:
                 decision = await self._shared.apply(hits, now, cost, commit=commit)
             except (RedisError, OSError) as exc:
-                self._failed(exc)
+                outage.failed(exc)
             else:
-                self._recovered()
+                outage.recovered()
                 return decision
-        if self._on_failure == "closed":
-            return LimitDecision(False, 1.0, "shared_state_unavailable", ())
+        for rule, _ in hits:
+            if (rule.on_store_failure or self._on_failure) == "closed":
+                return LimitDecision(False, 1.0, "shared_state_unavailable", ())
         return self._local.apply_now([(self._share(rule), subject) for rule, subject in hits], now, cost,
                                      commit=commit)
 
     async def refund(self, hits: Sequence[tuple[LimitRule, str]], now: float, cost: int) -> None:
-        if self.degraded:
+        if self.outage.degraded:
             await self._local.refund([(self._share(rule), subject) for rule, subject in hits], now, cost)
             return
         try:
             await self._shared.refund(hits, now, cost)
         except (RedisError, OSError) as exc:
-            self._failed(exc)
+            self.outage.failed(exc)
 
     async def aclose(self) -> None:
         await self._shared.aclose()
@@ -88,19 +127,49 @@ class FailoverCounterStore:
             n = self._instances
             windows = [replace(w, limit=max(1, w.limit // n)) for w in rule.windows]
             burst = max(1, rule.burst // n) if rule.burst is not None else None
-            shared = self._shares[rule] = LimitRule(name=rule.name, windows=tuple(windows), burst=burst)
+            shared = self._shares[rule] = LimitRule(name=rule.name, windows=tuple(windows), burst=burst,
+                                                    on_store_failure=rule.on_store_failure)
         return shared
 
-    def _failed(self, exc: BaseException) -> None:
-        if not self.degraded:
-            log.error("shared state unavailable (%s); limits %s", type(exc).__name__,
-                      "use the local share" if self._on_failure == "open" else "refuse")
-        self.degraded = True
-        self._backoff = min(self._max_backoff, max(0.5, self._backoff * 2))
-        self._retry_at = self._clock.monotonic() + self._backoff
 
-    def _recovered(self) -> None:
-        if self.degraded:
-            log.warning("shared state reachable again")
-        self.degraded = False
-        self._backoff = 0.0
+class FailoverBudgetStore:
+    """``BudgetCounterStore`` over a shared store. Down: refuse (``closed``, the default for
+    budgets) or spend from a local share (``open``: each budget's cap divided among the instances).
+    A refusal for the outage names the budget ``shared_state`` and asks for a retry in 1 s."""
+
+    def __init__(
+        self, shared: BudgetCounterStore, outage: Outage, *, instances: int, on_failure: Literal["open", "closed"],
+    ) -> None:
+        if instances < 1:
+            raise ValueError("instances must be at least 1")
+        self._shared = shared
+        self._local = MemoryBudgetStore()
+        self._instances = instances
+        self._on_failure = on_failure
+        self.outage = outage
+
+    async def spend(self, items: Sequence[Spend], now: float) -> tuple[bool, int | None, list[int], float]:
+        outage = self.outage
+        if outage.should_try():
+            try:
+                answer = await self._shared.spend(items, now)
+            except (RedisError, OSError) as exc:
+                outage.failed(exc)
+            else:
+                outage.recovered()
+                return answer
+        if self._on_failure == "closed":
+            return False, -1, [0] * len(items), 1.0
+        return await self._local.spend(self._shares(items), now)
+
+    async def used(self, items: Sequence[Spend], now: float) -> list[int]:
+        if self.outage.should_try():
+            try:
+                return await self._shared.used(items, now)
+            except (RedisError, OSError) as exc:
+                self.outage.failed(exc)
+        return await self._local.used(self._shares(items), now)
+
+    def _shares(self, items: Sequence[Spend]) -> list[Spend]:
+        n = self._instances
+        return [replace(i, limit=max(1, i.limit // n)) if n > 1 else i for i in items]

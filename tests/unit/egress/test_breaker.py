@@ -168,3 +168,72 @@ def test_a_permit_records_its_generation() -> None:
 def test_nonsense_configs_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=r"must|needs"):
         BreakerConfig(**bad)  # type: ignore[arg-type]
+
+
+# --- sharing between instances: what is told (on_shared) and what is taken (adopt) ---------------
+
+Shared = tuple[str, BreakerState, float]
+
+
+def shared_log(b: CircuitBreaker) -> list[Shared]:
+    told: list[Shared] = []
+    b.on_shared = lambda *t: told.append(t)
+    return told
+
+
+def test_its_own_transitions_are_told_except_half_open() -> None:
+    b, clock, _ = make()
+    told = shared_log(b)
+    for _ in range(4):
+        call(b, failed=True)
+    clock.advance(30)
+    call(b, failed=False)  # probe 1 of 2 (half-open is not told)
+    call(b, failed=False)  # probe 2: closed again
+    b.force(BreakerState.FORCED_OPEN)
+    b.reset()
+    assert told == [("github", BreakerState.OPEN, 30.0), ("github", BreakerState.CLOSED, 0.0),
+                    ("github", BreakerState.FORCED_OPEN, 0.0), ("github", BreakerState.CLOSED, 0.0)]
+
+
+def test_an_adopted_open_keeps_the_senders_remaining_period_and_is_not_told_back() -> None:
+    b, clock, seen = make()
+    told = shared_log(b)
+    b.adopt(BreakerState.OPEN, open_for_s=12.0)
+    assert b.state is BreakerState.OPEN and told == []
+    assert seen == [("github", BreakerState.CLOSED, BreakerState.OPEN)]  # still audited and counted here
+    with pytest.raises(CircuitOpen) as info:
+        b.acquire()
+    assert info.value.retry_after_s == pytest.approx(12.0)
+    clock.advance(12)
+    assert b.state is BreakerState.HALF_OPEN  # probes after the sender's period, not a full 30 s
+
+
+def test_an_adopted_close_ends_an_open_period_early() -> None:
+    b, _, _ = make()
+    for _ in range(4):
+        call(b, failed=True)
+    b.adopt(BreakerState.CLOSED)
+    assert b.state is BreakerState.CLOSED
+    b.acquire()
+
+
+def test_a_forced_state_here_ignores_learned_states_but_follows_another_operator() -> None:
+    b, _, _ = make()
+    b.force(BreakerState.FORCED_CLOSED)
+    b.adopt(BreakerState.OPEN, open_for_s=30.0)
+    assert b.state is BreakerState.FORCED_CLOSED
+    b.adopt(BreakerState.FORCED_OPEN)
+    assert b.state is BreakerState.FORCED_OPEN
+    b.adopt(BreakerState.CLOSED)  # another operator's reset
+    assert b.state is BreakerState.CLOSED
+
+
+def test_adopting_a_later_open_extends_the_period_and_half_open_is_never_adopted() -> None:
+    b, clock, _ = make()
+    b.adopt(BreakerState.OPEN, open_for_s=5.0)
+    b.adopt(BreakerState.OPEN, open_for_s=20.0)
+    assert b.retry_after_s() == pytest.approx(20.0)
+    b.adopt(BreakerState.HALF_OPEN)
+    assert b.state is BreakerState.OPEN
+    clock.advance(20)
+    assert b.state is BreakerState.HALF_OPEN
