@@ -1,8 +1,10 @@
-"""The ``KeyStore`` contract, run on every backend: SQLite now, PostgreSQL joins the params later.
+"""The ``KeyStore`` contract, run on every backend: SQLite and PostgreSQL.
 
-Each backend is a real database (SQLite files live in ``tmp_path``). ``open_store`` reopens the
-same database, so persistence is part of the contract. The SQLite-only section at the end covers
-what PostgreSQL will do differently (schema migrations in a file, error translation).
+Each backend is a real database (SQLite files live in ``tmp_path``; PostgreSQL gets a fresh schema
+per test, upgraded once, see ``tests/pg.py``). ``open_store`` reopens the same database, so
+persistence is part of the contract. The SQLite-only section at the end covers its schema in a
+file; PostgreSQL's own behaviour (migrations, timeouts, lost connections) is in
+``test_postgres_store.py``.
 """
 
 from __future__ import annotations
@@ -15,21 +17,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.pg import PG_URL, upgraded_schema
 
 from portcullis.errors import StoreUnavailable
 from portcullis.stores.base import ApiKeyRecord, KeyStore
+from portcullis.stores.postgres import PostgresStore
 from portcullis.stores.sqlite import SCHEMA_VERSION, SchemaTooNew, SqliteStore
 
 Opener = Callable[[], Awaitable[KeyStore]]
 
 
-@pytest.fixture(params=["sqlite"])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     """Opens (or reopens) one backend database; the caller closes what it opens."""
     if request.param == "sqlite":
         path = str(tmp_path / "keys.db")
-        return lambda: SqliteStore.connect(path)
-    raise AssertionError(f"unknown backend {request.param}")  # pragma: no cover
+        yield lambda: SqliteStore.connect(path)
+    elif request.param == "postgres":
+        async with upgraded_schema() as schema:
+            yield lambda: PostgresStore.connect(PG_URL, schema=schema)
+    else:  # pragma: no cover
+        raise AssertionError(f"unknown backend {request.param}")
 
 
 @pytest.fixture
@@ -40,8 +48,8 @@ async def key_store(open_store: Opener) -> AsyncIterator[KeyStore]:
 
 
 def record(key_id: str, consumer: str = "acme", created: float = 1.0, **extra: Any) -> ApiKeyRecord:
-    return ApiKeyRecord(key_id=key_id, consumer_id=consumer, secret_hash="ab" * 32,
-                        scopes=frozenset({"orders:read", "orders:write"}), created_at=created, **extra)
+    extra.setdefault("scopes", frozenset({"orders:read", "orders:write"}))
+    return ApiKeyRecord(key_id=key_id, consumer_id=consumer, secret_hash="ab" * 32, created_at=created, **extra)
 
 
 async def test_a_created_key_reads_back_field_for_field(key_store: KeyStore) -> None:
@@ -62,8 +70,26 @@ async def test_an_unknown_key_is_none(key_store: KeyStore) -> None:
 
 async def test_key_ids_are_matched_exactly(key_store: KeyStore) -> None:
     await key_store.create(record("abc"))
-    for near in ("ABC", "ab", "abc ", "a%", "abc' OR '1'='1"):
+    for near in ("ABC", "ab", "abc ", "a%", "abc' OR '1'='1", "abc\x00", "abc'; DROP TABLE api_keys; --"):
         assert await key_store.get(near) is None
+
+
+async def test_injection_shaped_ids_round_trip_as_data(key_store: KeyStore) -> None:
+    evil = "k'); DELETE FROM api_keys; --"
+    rec = record(evil, consumer="acme' OR '1'='1", scopes=frozenset({"a'b", "$1", "{x,y}"}))
+    await key_store.create(rec)
+    await key_store.create(record("k2"))
+    assert await key_store.get(evil) == rec
+    assert [r.key_id for r in await key_store.list("acme' OR '1'='1")] == [evil]
+    assert await key_store.revoke(evil) is True
+    assert len(await key_store.list()) == 2
+
+
+async def test_ties_in_creation_time_are_ordered_by_key_id_bytewise(key_store: KeyStore) -> None:
+    # PostgreSQL's default collation would sort "B" after "a"; SQLite compares bytes.
+    for key_id in ("b", "a", "B", "_", "A"):
+        await key_store.create(record(key_id))
+    assert [r.key_id for r in await key_store.list()] == ["A", "B", "_", "a", "b"]
 
 
 async def test_list_is_oldest_first_and_filters_by_consumer(key_store: KeyStore) -> None:

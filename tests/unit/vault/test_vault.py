@@ -1,16 +1,19 @@
-"""The vault against a real SQLite file: encryption at rest, name binding, rotation, locking."""
+"""The vault against real stores (a SQLite file, a PostgreSQL schema): encryption at rest, name
+binding, rotation, locking."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from tests.pg import PG_URL, pg_admin, upgraded_schema
 
 from portcullis.errors import SecretNotFound, VaultError, VaultLocked
 from portcullis.ingress.build import open_vault
+from portcullis.stores.postgres import PostgresStore
 from portcullis.stores.sqlite import SqliteStore
 from portcullis.testing import ManualClock
 from portcullis.vault import SECRET_KEY_ENV, MasterKeys, Vault, generate_master_key
@@ -19,11 +22,32 @@ TOKEN = "ghp_" + "A1b2C3d4" * 5
 OLD, NEW = generate_master_key(), generate_master_key()
 
 
+Store = SqliteStore | PostgresStore
+RawRows = Callable[[], Awaitable[list[tuple[object, ...]]]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Store, RawRows]]:
+    """A store and a reader of its ``secrets`` rows as they lie in the database."""
+    if request.param == "sqlite":
+        path = tmp_path / "vault.db"
+        sqlite = await SqliteStore.connect(str(path))
+        try:
+            yield sqlite, lambda: asyncio.to_thread(raw_rows, path)
+        finally:
+            await sqlite.aclose()
+        return
+    async with upgraded_schema() as schema:
+        pg = await PostgresStore.connect(PG_URL, schema=schema)
+        try:
+            yield pg, lambda: pg_raw_rows(schema)
+        finally:
+            await pg.aclose()
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = await SqliteStore.connect(str(tmp_path / "vault.db"))
-    yield s
-    await s.aclose()
+def store(backend: tuple[Store, RawRows]) -> Store:
+    return backend[0]
 
 
 def keys(*raw: str) -> MasterKeys:
@@ -35,21 +59,30 @@ def raw_rows(path: Path) -> list[tuple[object, ...]]:
         return db.execute("SELECT * FROM secrets").fetchall()
 
 
-async def test_a_secret_round_trips_and_is_only_ciphertext_at_rest(store: SqliteStore, tmp_path: Path) -> None:
+async def pg_raw_rows(schema: str) -> list[tuple[object, ...]]:
+    conn = await pg_admin(server_settings={"search_path": schema})
+    try:
+        return [tuple(r) for r in await conn.fetch("SELECT * FROM secrets")]
+    finally:
+        await conn.close()
+
+
+async def test_a_secret_round_trips_and_is_only_ciphertext_at_rest(backend: tuple[Store, RawRows]) -> None:
+    store, read_raw = backend
     clock = ManualClock()
     vault = Vault(store, keys(OLD), clock)
     info = await vault.set("github_token", TOKEN)
     assert info.fingerprint.startswith("fp_") and TOKEN not in info.fingerprint
     clock.advance(5)
     assert await vault.reveal("github_token") == TOKEN
-    rows = await asyncio.to_thread(raw_rows, tmp_path / "vault.db")
+    rows = await read_raw()
     assert len(rows) == 1 and TOKEN.encode() not in b"".join(str(c).encode() for c in rows[0])
     [listed] = await vault.list()
     assert listed.last_used_at == clock.wall()  # every use is recorded
     assert not hasattr(listed, "value")
 
 
-async def test_a_ciphertext_moved_under_another_name_is_refused(store: SqliteStore) -> None:
+async def test_a_ciphertext_moved_under_another_name_is_refused(store: Store) -> None:
     vault = Vault(store, keys(OLD), ManualClock())
     await vault.set("stripe_key", "sk_live_secret")
     await vault.set("public_thing", "harmless")
@@ -60,7 +93,7 @@ async def test_a_ciphertext_moved_under_another_name_is_refused(store: SqliteSto
         await vault.reveal("public_thing")
 
 
-async def test_a_wrong_or_missing_key_locks_the_vault_before_any_traffic(store: SqliteStore) -> None:
+async def test_a_wrong_or_missing_key_locks_the_vault_before_any_traffic(store: Store) -> None:
     await Vault(store, keys(OLD), ManualClock()).set("github_token", TOKEN)
     with pytest.raises(VaultLocked, match="cannot be decrypted"):
         await open_vault(store, ManualClock(), {SECRET_KEY_ENV: NEW})
@@ -71,14 +104,14 @@ async def test_a_wrong_or_missing_key_locks_the_vault_before_any_traffic(store: 
     assert await (await open_vault(store, ManualClock(), {SECRET_KEY_ENV: OLD})).unlock() == 1
 
 
-async def test_an_empty_vault_needs_no_key(store: SqliteStore) -> None:
+async def test_an_empty_vault_needs_no_key(store: Store) -> None:
     vault = await open_vault(store, ManualClock(), {})
     assert await vault.list() == []
     with pytest.raises(VaultLocked):
         await vault.set("x", "y")  # but storing one does
 
 
-async def test_rotation_re_encrypts_everything_under_the_new_key(store: SqliteStore) -> None:
+async def test_rotation_re_encrypts_everything_under_the_new_key(store: Store) -> None:
     clock = ManualClock()
     await Vault(store, keys(OLD), clock).set("a", "alpha")
     await Vault(store, keys(OLD), clock).set("b", "beta")
@@ -92,7 +125,7 @@ async def test_rotation_re_encrypts_everything_under_the_new_key(store: SqliteSt
         await Vault(store, keys(OLD), clock).reveal("a")
 
 
-async def test_a_rotation_that_cannot_decrypt_one_secret_changes_nothing(store: SqliteStore) -> None:
+async def test_a_rotation_that_cannot_decrypt_one_secret_changes_nothing(store: Store) -> None:
     clock = ManualClock()
     await Vault(store, keys(OLD), clock).set("a", "alpha")
     await Vault(store, keys(NEW), clock).set("b", "beta")  # stored under another key by mistake
@@ -102,7 +135,7 @@ async def test_a_rotation_that_cannot_decrypt_one_secret_changes_nothing(store: 
     assert await store.list_secrets() == before
 
 
-async def test_replacing_keeps_creation_time_and_changes_the_fingerprint(store: SqliteStore) -> None:
+async def test_replacing_keeps_creation_time_and_changes_the_fingerprint(store: Store) -> None:
     clock = ManualClock()
     vault = Vault(store, keys(OLD), clock)
     first = await vault.set("t", "one")
@@ -114,12 +147,12 @@ async def test_replacing_keeps_creation_time_and_changes_the_fingerprint(store: 
 
 
 @pytest.mark.parametrize(("name", "value"), [("Bad Name", "v"), ("", "v"), ("-x", "v"), ("a" * 65, "v"), ("ok", "")])
-async def test_bad_names_and_empty_values_are_refused(store: SqliteStore, name: str, value: str) -> None:
+async def test_bad_names_and_empty_values_are_refused(store: Store, name: str, value: str) -> None:
     with pytest.raises(VaultError, match=r"secret names|cannot be empty"):
         await Vault(store, keys(OLD), ManualClock()).set(name, value)
 
 
-async def test_unknown_names_are_not_found(store: SqliteStore) -> None:
+async def test_unknown_names_are_not_found(store: Store) -> None:
     vault = Vault(store, keys(OLD), ManualClock())
     with pytest.raises(SecretNotFound):
         await vault.reveal("nope")

@@ -1,7 +1,7 @@
 """The ``AuditSink`` contract (write batches idempotently) plus ``query_audit``, run on every backend.
 
-SQLite now; PostgreSQL joins the ``audit_sink`` params later. Records are what ``AuditRecord``
-produces: JSON-ready mappings with a unique ``id``.
+SQLite and PostgreSQL (a fresh schema per test, upgraded once, see ``tests/pg.py``). Records are
+what ``AuditRecord`` produces: JSON-ready mappings with a unique ``id``.
 """
 
 from __future__ import annotations
@@ -11,24 +11,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.pg import PG_URL, upgraded_schema
 
 from portcullis.errors import StoreUnavailable
 from portcullis.stores.base import AuditQuery
+from portcullis.stores.postgres import PostgresStore
 from portcullis.stores.sqlite import MAX_AUDIT_ROWS, SqliteStore
 
-Opener = Callable[[], Awaitable[SqliteStore]]
+Sink = SqliteStore | PostgresStore
+Opener = Callable[[], Awaitable[Sink]]
 
 
-@pytest.fixture(params=["sqlite"])
-def open_sink(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def open_sink(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
+    """Opens (or reopens) one backend database; the caller closes what it opens."""
     if request.param == "sqlite":
         path = str(tmp_path / "audit.db")
-        return lambda: SqliteStore.connect(path)
-    raise AssertionError(f"unknown backend {request.param}")  # pragma: no cover
+        yield lambda: SqliteStore.connect(path)
+    elif request.param == "postgres":
+        async with upgraded_schema() as schema:
+            yield lambda: PostgresStore.connect(PG_URL, schema=schema)
+    else:  # pragma: no cover
+        raise AssertionError(f"unknown backend {request.param}")
 
 
 @pytest.fixture
-async def audit_sink(open_sink: Opener) -> AsyncIterator[SqliteStore]:
+async def audit_sink(open_sink: Opener) -> AsyncIterator[Sink]:
     sink = await open_sink()
     yield sink
     await sink.aclose()
@@ -40,17 +48,17 @@ def row(id_: str, ts: float, *, consumer: str | None = "acme", route: str | None
             "status": status, "path": "/orders/1", "latency_ms": 1.5, **extra}
 
 
-async def ids(sink: SqliteStore, query: AuditQuery | None = None) -> list[str]:
+async def ids(sink: Sink, query: AuditQuery | None = None) -> list[str]:
     return [r["id"] for r in await sink.query_audit(query or AuditQuery())]
 
 
-async def test_a_record_reads_back_whole(audit_sink: SqliteStore) -> None:
+async def test_a_record_reads_back_whole(audit_sink: Sink) -> None:
     rec = row("a1", 1.0, user_agent="curl/8", upstream_status=None, nested={"k": [1, 2]})
     await audit_sink.write([rec])
     assert await audit_sink.query_audit(AuditQuery()) == [rec]
 
 
-async def test_writing_the_same_batch_twice_stores_it_once(audit_sink: SqliteStore) -> None:
+async def test_writing_the_same_batch_twice_stores_it_once(audit_sink: Sink) -> None:
     batch = [row("a1", 1.0), row("a2", 2.0)]
     await audit_sink.write(batch)
     await audit_sink.write(batch)  # a replay after a failure
@@ -58,24 +66,30 @@ async def test_writing_the_same_batch_twice_stores_it_once(audit_sink: SqliteSto
     assert await ids(audit_sink) == ["a1", "a2", "a3"]
 
 
-async def test_a_replay_never_overwrites_the_first_copy(audit_sink: SqliteStore) -> None:
+async def test_a_replay_never_overwrites_the_first_copy(audit_sink: Sink) -> None:
     await audit_sink.write([row("a1", 1.0, status=200)])
     await audit_sink.write([row("a1", 1.0, status=500)])
     (only,) = await audit_sink.query_audit(AuditQuery())
     assert only["status"] == 200
 
 
-async def test_an_empty_batch_is_fine(audit_sink: SqliteStore) -> None:
+async def test_the_same_id_twice_in_one_batch_keeps_the_first(audit_sink: Sink) -> None:
+    await audit_sink.write([row("a1", 1.0, status=200), row("a1", 1.0, status=500)])
+    (only,) = await audit_sink.query_audit(AuditQuery())
+    assert only["status"] == 200
+
+
+async def test_an_empty_batch_is_fine(audit_sink: Sink) -> None:
     await audit_sink.write([])
     assert await ids(audit_sink) == []
 
 
-async def test_a_large_batch_lands_whole(audit_sink: SqliteStore) -> None:
+async def test_a_large_batch_lands_whole(audit_sink: Sink) -> None:
     await audit_sink.write([row(f"a{i:05d}", float(i)) for i in range(5000)])
     assert len(await ids(audit_sink, AuditQuery(limit=MAX_AUDIT_ROWS))) == 5000
 
 
-async def test_a_batch_with_a_bad_record_writes_nothing(audit_sink: SqliteStore) -> None:
+async def test_a_batch_with_a_bad_record_writes_nothing(audit_sink: Sink) -> None:
     bad = {"id": "a2", "ts": 2.0, "decision": "allowed"}  # no status
     with pytest.raises(ValueError, match="status"):
         await audit_sink.write([row("a1", 1.0), bad])
@@ -103,14 +117,40 @@ FOUR = [
     (AuditQuery(limit=0), []),
     (AuditQuery(limit=-1), []),
     (AuditQuery(consumer_id="' OR '1'='1"), []),
+    (AuditQuery(route="orders'; DROP TABLE audit; --"), []),
+    (AuditQuery(decision="allowed\x00"), []),
 ], ids=["all", "consumer", "route", "decision", "since-inclusive", "until-exclusive", "window", "combined",
-        "limit", "limit-zero", "negative-limit-is-not-unlimited", "injection-is-a-value"])
-async def test_query_audit_filters(audit_sink: SqliteStore, query: AuditQuery, expected: list[str]) -> None:
+        "limit", "limit-zero", "negative-limit-is-not-unlimited", "injection-is-a-value", "statement-injection-is-a-value",
+        "nul-matches-nothing"])
+async def test_query_audit_filters(audit_sink: Sink, query: AuditQuery, expected: list[str]) -> None:
     await audit_sink.write(FOUR)
     assert await ids(audit_sink, query) == expected
 
 
-async def test_a_query_never_returns_more_than_the_cap(audit_sink: SqliteStore) -> None:
+async def test_injection_shaped_values_round_trip_as_data(audit_sink: Sink) -> None:
+    evil = "x'); DELETE FROM audit; --"
+    rec = row(evil, 1.0, consumer="bob' OR '1'='1", route="$1", decision="a\\b%_")
+    await audit_sink.write([rec, row("a2", 2.0)])
+    assert await audit_sink.query_audit(AuditQuery(consumer_id="bob' OR '1'='1")) == [rec]
+    assert await ids(audit_sink, AuditQuery(route="$1", decision="a\\b%_")) == [evil]
+    assert await ids(audit_sink, AuditQuery(decision="a%")) == []
+    assert await ids(audit_sink) == [evil, "a2"]
+
+
+async def test_ties_in_time_are_ordered_by_id_bytewise(audit_sink: Sink) -> None:
+    # PostgreSQL's default collation would sort "B" after "a"; SQLite compares bytes.
+    await audit_sink.write([row(i, 5.0) for i in ("b", "a", "B", "_", "A")])
+    assert await ids(audit_sink) == ["A", "B", "_", "a", "b"]
+
+
+async def test_a_record_with_a_nul_in_a_filter_column_is_kept_whole(audit_sink: Sink) -> None:
+    # A JWT ``sub`` may carry U+0000; one unstorable record must not block the audit queue.
+    rec = row("a1", 1.0, consumer="bob\x00admin", path="/x\x00y")
+    await audit_sink.write([rec])
+    assert await audit_sink.query_audit(AuditQuery(consumer_id="bob\x00admin")) == [rec]
+
+
+async def test_a_query_never_returns_more_than_the_cap(audit_sink: Sink) -> None:
     await audit_sink.write([row(f"a{i:05d}", float(i)) for i in range(MAX_AUDIT_ROWS + 5)])
     assert len(await ids(audit_sink, AuditQuery(limit=10 * MAX_AUDIT_ROWS))) == MAX_AUDIT_ROWS
 

@@ -1,0 +1,447 @@
+"""PostgreSQL store for gateways that share state: API key records, the audit table and the vault's
+encrypted secrets, the same contract as ``SqliteStore``, with migrations applied only by ``upgrade``.
+
+Why asyncpg: it speaks the PostgreSQL protocol natively on the event loop (no thread per query, no
+sync driver behind an executor) and brings its own connection pool. Why a server-side
+``statement_timeout`` as well as asyncpg's ``command_timeout``: PostgreSQL cancels a stuck statement
+(a lock wait included) and the connection stays usable; the client timeout, a second longer, is only
+the backstop for a server that stopped answering. Acquiring a pooled connection waits at most the
+connect timeout plus the statement timeout. A lost connection (server restart, failover,
+``pg_terminate_backend``) fails that one call and makes the pool replace all its connections, so the
+next call does not meet the next dead one. asyncpg reads ``~/.pgpass`` and probes ``~/.postgresql/``
+on the loop when it opens a connection whose URL names no password or ``sslmode``: a few ``stat``
+calls per new connection, accepted; a URL that names both avoids them.
+
+Why no migration on connect: many instances start at once, often during a rolling deploy where old
+and new code run side by side. Changing the schema is an operator's step (``portcullis db upgrade``,
+which calls ``upgrade``), run once, under ``pg_advisory_xact_lock``, in one transaction.
+``PostgresStore.connect`` only checks the version: an older schema is ``SchemaNotCurrent``, a newer
+one ``SchemaTooNew``, so no instance ever runs against a schema it does not know.
+
+Why ``schema``: every connection (the pool's and ``upgrade``'s) sets ``search_path`` to it in its
+startup packet, so the unqualified table names below resolve there and several gateways, or tests,
+share one database, each in its own schema, with no change to any SQL text. The name is the one
+identifier ever put into SQL text (``CREATE SCHEMA``), so it must match ``[a-z_][a-z0-9_]{0,62}``,
+must not start with ``pg_`` (reserved), and is quoted. All other SQL is constant text with ``$n``
+parameters. asyncpg, OS and timeout errors become ``StoreUnavailable`` in ``_translate`` and nowhere
+else (a duplicate key id is the contract's ``ValueError``).
+
+Where PostgreSQL differs from SQLite and this module evens it out: identifier columns are
+``COLLATE "C"``, so ordering and equality are bytewise as in SQLite. Text cannot hold NUL, so a
+lookup by a value containing NUL finds nothing, storing a key or secret with one is a ``ValueError``,
+and an audit record's filter columns hold NUL as U+FFFD (the record itself is kept whole, as JSON
+text; a JSONB column would reject ``\\u0000``, and one such record would block the audit queue).
+
+What this module refuses to do: store a key secret (records carry only its HMAC), migrate on
+connect, or return more than ``MAX_AUDIT_ROWS`` audit rows in one query. It runs past 400 lines
+because, like ``sqlite.py``, it keeps the three stores beside the migrations that define their tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import orjson
+
+from portcullis.errors import StoreUnavailable
+from portcullis.stores.base import ApiKeyRecord, AuditQuery, SecretRecord
+from portcullis.stores.sqlite import MAX_AUDIT_ROWS, SchemaTooNew
+
+__all__ = [
+    "MAX_AUDIT_ROWS", "SCHEMA_VERSION", "PostgresStore", "SchemaNotCurrent", "SchemaTooNew", "schema_version",
+    "upgrade",
+]
+
+# Migration N is _MIGRATIONS[N - 1], the same numbering as SQLite's. Append only; never edit a released one.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE api_keys (
+            key_id text COLLATE "C" PRIMARY KEY,
+            consumer_id text COLLATE "C" NOT NULL,
+            secret_hash text NOT NULL,
+            scopes text[] NOT NULL,
+            created_at double precision NOT NULL,
+            expires_at double precision,
+            disabled boolean NOT NULL DEFAULT false,
+            last_used_at double precision
+        )""",
+        "CREATE INDEX api_keys_consumer ON api_keys (consumer_id, created_at)",
+        """CREATE TABLE audit (
+            id text COLLATE "C" PRIMARY KEY,
+            ts double precision NOT NULL,
+            consumer_id text COLLATE "C",
+            route text COLLATE "C",
+            decision text COLLATE "C" NOT NULL,
+            status integer NOT NULL,
+            record text NOT NULL
+        )""",
+        "CREATE INDEX audit_ts ON audit (ts, id)",
+        "CREATE INDEX audit_consumer_ts ON audit (consumer_id, ts)",
+    ),
+    (
+        """CREATE TABLE secrets (
+            name text COLLATE "C" PRIMARY KEY,
+            ciphertext bytea NOT NULL,
+            fingerprint text NOT NULL,
+            created_at double precision NOT NULL,
+            updated_at double precision NOT NULL,
+            last_used_at double precision
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_MIGRATION_LOCK = 0x70636C5F6D6967  # "pcl_mig": one upgrader at a time per database
+_KEY_COLUMNS = "key_id, consumer_id, secret_hash, scopes, created_at, expires_at, disabled, last_used_at"
+_SECRET_COLUMNS = "name, ciphertext, fingerprint, created_at, updated_at, last_used_at"
+_AUDIT_FILTERS = (  # (column, operator, AuditQuery field): the only text that is put into audit SQL
+    ("ts", ">=", "since"), ("ts", "<", "until"), ("consumer_id", "=", "consumer_id"),
+    ("route", "=", "route"), ("decision", "=", "decision"),
+)
+_CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError, asyncpg.InternalClientError, ConnectionError,
+)  # InternalClientError: asyncpg's protocol state broke, seen when a FATAL arrives on an idle connection
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
+
+
+class SchemaNotCurrent(StoreUnavailable):
+    """The database is at an older schema version (or empty); an operator must run the upgrade."""
+
+
+@asynccontextmanager
+async def _translate(duplicate: str | None = None) -> AsyncIterator[None]:
+    """The one boundary for asyncpg errors. ``duplicate``: raise ``ValueError(duplicate)`` on a clash."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError as exc:
+        if duplicate is not None:
+            raise ValueError(duplicate) from exc
+        raise StoreUnavailable(f"postgres: {type(exc).__name__}") from exc
+    except _DB_ERRORS as exc:
+        raise StoreUnavailable(f"postgres: {type(exc).__name__}: {exc}") from exc
+
+
+class PostgresStore:
+    """``KeyStore``, ``SecretStore`` and ``AuditSink`` over an asyncpg pool. ``await PostgresStore.connect(url)``."""
+
+    def __init__(self, pool: Any, *, acquire_timeout_s: float) -> None:
+        self._pool: Any = pool
+        self._acquire_timeout_s = acquire_timeout_s
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, schema: str | None = None, statement_timeout_s: float = 5.0,
+        connect_timeout_s: float = 5.0, min_size: int = 1, max_size: int = 10, application_name: str = "portcullis",
+    ) -> PostgresStore:
+        """Open the pool and check the schema version; raises ``SchemaNotCurrent``, ``SchemaTooNew`` or
+        ``StoreUnavailable``. ``application_name`` tags the connections in ``pg_stat_activity``."""
+        _check_schema_name(schema)
+        if not 0 <= min_size <= max_size or max_size < 1:
+            raise ValueError(f"pool sizes need 0 <= min_size <= max_size and max_size >= 1, not {min_size}, {max_size}")
+        settings = _server_settings(schema, application_name, statement_timeout_s)
+        async with _translate():
+            pool = await asyncpg.create_pool(
+                url, min_size=min_size, max_size=max_size, timeout=connect_timeout_s,
+                command_timeout=statement_timeout_s + 1.0, server_settings=settings,
+            )
+        store = cls(pool, acquire_timeout_s=connect_timeout_s + statement_timeout_s)
+        try:
+            async with store._conn() as conn:
+                _require_current(await _read_version(conn))
+        except BaseException:
+            await store.aclose()  # a refused connect leaves no pool behind
+            raise
+        return store
+
+    @asynccontextmanager
+    async def _conn(self, duplicate: str | None = None) -> AsyncIterator[Any]:
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable("postgres: the store is not open")
+        async with _translate(duplicate):
+            try:
+                async with pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                    yield conn
+            except _CONNECTION_LOST:
+                # A server restart or failover kills every backend at once; without this the pool
+                # would hand out its other dead connections one failed call at a time.
+                await pool.expire_connections()
+                raise
+
+    # --- KeyStore ---------------------------------------------------------------------------
+
+    async def create(self, record: ApiKeyRecord) -> None:
+        if not _storable(record.key_id, record.consumer_id, record.secret_hash, *record.scopes):
+            raise ValueError("PostgreSQL text cannot hold NUL: the key record has one")
+        async with self._conn(duplicate=f"duplicate key id {record.key_id!r}") as conn:
+            await conn.execute(
+                f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",  # noqa: S608 - constant
+                record.key_id, record.consumer_id, record.secret_hash, sorted(record.scopes), record.created_at,
+                record.expires_at, record.disabled, record.last_used_at,
+            )
+
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        if not _storable(key_id):
+            return None
+        async with self._conn() as conn:
+            row = await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = $1", key_id)  # noqa: S608
+        return _key_record(row) if row else None
+
+    async def list(self, consumer_id: str | None = None) -> builtins.list[ApiKeyRecord]:
+        if consumer_id is not None and not _storable(consumer_id):
+            return []
+        async with self._conn() as conn:
+            if consumer_id is None:
+                rows = await conn.fetch(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, key_id")  # noqa: S608
+            else:
+                rows = await conn.fetch(
+                    f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE consumer_id = $1"  # noqa: S608 - constant
+                    " ORDER BY created_at, key_id", consumer_id,
+                )
+        return [_key_record(r) for r in rows]
+
+    async def revoke(self, key_id: str) -> bool:
+        if not _storable(key_id):
+            return False
+        async with self._conn() as conn:
+            status = await conn.execute("UPDATE api_keys SET disabled = true WHERE key_id = $1", key_id)
+        return _row_count(status) > 0
+
+    async def touch(self, key_id: str, at: float) -> None:
+        """Only moves forward; the ``WHERE`` skips the write (and its row lock) when it would not."""
+        if not _storable(key_id):
+            return
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE api_keys SET last_used_at = $2"
+                " WHERE key_id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+                key_id, at,
+            )
+
+    # --- AuditSink --------------------------------------------------------------------------
+
+    async def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Insert a batch in one statement; a record whose ``id`` is already stored is skipped."""
+        rows = [_audit_row(r) for r in records]
+        if not rows:
+            return
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO audit (id, ts, consumer_id, route, decision, status, record)"
+                " SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], $4::text[], $5::text[], $6::int[],"
+                " $7::text[]) ON CONFLICT (id) DO NOTHING", *columns,
+            )
+
+    async def query_audit(self, query: AuditQuery) -> builtins.list[dict[str, Any]]:
+        """Matching records, oldest first, at most ``min(query.limit, MAX_AUDIT_ROWS)``."""
+        clauses: builtins.list[str] = []
+        params: builtins.list[Any] = []
+        for column, op, attr in _AUDIT_FILTERS:
+            value = getattr(query, attr)
+            if value is not None:
+                params.append(_nul_free(value) if isinstance(value, str) else float(value))
+                clauses.append(f"{column} {op} ${len(params)}")
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        params.append(max(0, min(query.limit, MAX_AUDIT_ROWS)))  # PostgreSQL refuses a negative LIMIT
+        sql = f"SELECT record FROM audit{where} ORDER BY ts, id LIMIT ${len(params)}"  # noqa: S608 - _AUDIT_FILTERS
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, *params)
+        return [orjson.loads(r[0]) for r in rows]
+
+    # --- SecretStore ------------------------------------------------------------------------
+
+    async def put_secret(self, record: SecretRecord) -> None:
+        if not _storable(record.name, record.fingerprint):
+            raise ValueError("PostgreSQL text cannot hold NUL: the secret record has one")
+        async with self._conn() as conn:
+            await conn.execute(
+                f"INSERT INTO secrets ({_SECRET_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"  # noqa: S608 - constant
+                " ON CONFLICT (name) DO UPDATE SET ciphertext = excluded.ciphertext,"
+                " fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+                record.name, record.ciphertext, record.fingerprint, record.created_at, record.updated_at,
+                record.last_used_at,
+            )
+
+    async def get_secret(self, name: str) -> SecretRecord | None:
+        if not _storable(name):
+            return None
+        async with self._conn() as conn:
+            row = await conn.fetchrow(f"SELECT {_SECRET_COLUMNS} FROM secrets WHERE name = $1", name)  # noqa: S608
+        return _secret_record(row) if row else None
+
+    async def list_secrets(self) -> builtins.list[SecretRecord]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(f"SELECT {_SECRET_COLUMNS} FROM secrets ORDER BY name")  # noqa: S608 - constant
+        return [_secret_record(r) for r in rows]
+
+    async def delete_secret(self, name: str) -> bool:
+        if not _storable(name):
+            return False
+        async with self._conn() as conn:
+            return _row_count(await conn.execute("DELETE FROM secrets WHERE name = $1", name)) > 0
+
+    async def touch_secret(self, name: str, at: float) -> None:
+        if not _storable(name):
+            return
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE secrets SET last_used_at = $2 WHERE name = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+                name, at,
+            )
+
+    async def replace_ciphertexts(self, ciphertexts: Mapping[str, bytes], at: float) -> None:
+        """One statement in one transaction; a name that is not stored rolls the whole swap back."""
+        if not ciphertexts:
+            return
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "UPDATE secrets SET ciphertext = v.ciphertext, updated_at = $3"
+                " FROM unnest($1::text[], $2::bytea[]) AS v(name, ciphertext) WHERE secrets.name = v.name"
+                " RETURNING secrets.name", list(ciphertexts), [bytes(c) for c in ciphertexts.values()], at,
+            )
+            missing = sorted(set(ciphertexts) - {r[0] for r in rows})
+            if missing:
+                raise StoreUnavailable(f"postgres: no secret {missing[0]!r}; nothing was replaced")
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def aclose(self) -> None:
+        """Close the pool gracefully; connections that do not close in time are dropped."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            async with asyncio.timeout(self._acquire_timeout_s):
+                await pool.close()
+        except _DB_ERRORS:
+            pool.terminate()
+
+
+async def upgrade(
+    url: str, *, schema: str | None = None, connect_timeout_s: float = 5.0, application_name: str = "portcullis",
+) -> tuple[int, int]:
+    """Create ``schema`` if missing and apply every pending migration in one transaction, under an
+    advisory lock (a concurrent upgrader waits, then finds nothing to do). Returns (before, after)."""
+    _check_schema_name(schema)
+    async with _translate(), _connection(url, schema, connect_timeout_s, application_name) as conn, \
+            conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        if schema is not None:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')  # checked by _SCHEMA_NAME
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version"
+            " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        before = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+        _refuse_newer(before)
+        for version in range(before + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[version - 1]:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+    return before, SCHEMA_VERSION
+
+
+async def schema_version(
+    url: str, *, schema: str | None = None, connect_timeout_s: float = 5.0, application_name: str = "portcullis",
+) -> int:
+    """The database's schema version; 0 when nothing was ever applied (or the schema does not exist)."""
+    _check_schema_name(schema)
+    async with _translate(), _connection(url, schema, connect_timeout_s, application_name) as conn:
+        return await _read_version(conn)
+
+
+@asynccontextmanager
+async def _connection(url: str, schema: str | None, connect_timeout_s: float, application_name: str,
+                      ) -> AsyncIterator[Any]:
+    conn = await asyncpg.connect(url, timeout=connect_timeout_s,
+                                 server_settings=_server_settings(schema, application_name, None))
+    try:
+        yield conn
+    finally:
+        try:
+            await conn.close(timeout=connect_timeout_s)
+        except _DB_ERRORS:
+            conn.terminate()
+
+
+def _check_schema_name(schema: str | None) -> None:
+    if schema is not None and (not _SCHEMA_NAME.fullmatch(schema) or schema.startswith("pg_")):
+        raise ValueError("a PostgreSQL schema name must match [a-z_][a-z0-9_]{0,62} and not start with pg_")
+
+
+def _server_settings(schema: str | None, application_name: str, statement_timeout_s: float | None) -> dict[str, str]:
+    settings = {"application_name": application_name}
+    if statement_timeout_s is not None:
+        settings["statement_timeout"] = str(max(1, round(statement_timeout_s * 1000)))  # milliseconds; 0 = none
+    if schema is not None:
+        settings["search_path"] = schema
+    return settings
+
+
+async def _read_version(conn: Any) -> int:
+    if await conn.fetchval("SELECT to_regclass('schema_version')") is None:
+        return 0
+    return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+
+
+def _refuse_newer(version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the database schema is version {version}, newer than this Portcullis knows ({SCHEMA_VERSION});"
+            " upgrade Portcullis or use another store"
+        )
+
+
+def _require_current(version: int) -> None:
+    _refuse_newer(version)
+    if version < SCHEMA_VERSION:
+        raise SchemaNotCurrent(
+            f"the database schema is version {version}, this Portcullis needs {SCHEMA_VERSION};"
+            " run `portcullis db upgrade` first"
+        )
+
+
+def _storable(*values: str) -> bool:
+    return not any("\x00" in v for v in values)
+
+
+def _nul_free(value: str) -> str:
+    return value.replace("\x00", "\ufffd")
+
+
+def _row_count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])  # "UPDATE 1", "DELETE 0"
+
+
+def _secret_record(row: Any) -> SecretRecord:
+    return SecretRecord(name=row[0], ciphertext=bytes(row[1]), fingerprint=row[2], created_at=row[3],
+                        updated_at=row[4], last_used_at=row[5])
+
+
+def _key_record(row: Any) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        key_id=row[0], consumer_id=row[1], secret_hash=row[2], scopes=frozenset(row[3]),
+        created_at=row[4], expires_at=row[5], disabled=row[6], last_used_at=row[7],
+    )
+
+
+def _audit_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    missing = [name for name in ("id", "ts", "decision", "status") if record.get(name) is None]
+    if missing:
+        raise ValueError(f"an audit record needs {', '.join(missing)}")
+    consumer, route = record.get("consumer_id"), record.get("route")
+    return (_nul_free(str(record["id"])), float(record["ts"]), None if consumer is None else _nul_free(str(consumer)),
+            None if route is None else _nul_free(str(route)), _nul_free(str(record["decision"])),
+            int(record["status"]), orjson.dumps(dict(record)).decode())
