@@ -23,7 +23,9 @@ The tree::
     │   ├── UpstreamProtocolError
     │   └── CircuitOpen
     ├── StoreError
-    │   └── StoreUnavailable
+    │   └── StoreUnavailable        store.unavailable (admin API); the data path denies or serves cached
+    │       ├── SchemaNotCurrent    PostgreSQL below this version: run `portcullis db upgrade`
+    │       └── SchemaTooNew        migrated by a newer Portcullis
     └── VaultError
         ├── VaultLocked             secrets exist but the master key is missing or wrong
         └── SecretNotFound
@@ -85,6 +87,10 @@ class ErrorCode(StrEnum):
     UPSTREAM_PROTOCOL = "upstream.protocol_error"
     CIRCUIT_OPEN = "upstream.circuit_open"
     SERVICE_UNAVAILABLE = "service.unavailable"
+    STORE_UNAVAILABLE = "store.unavailable"
+    ADMIN_NOT_FOUND = "admin.not_found"
+    ADMIN_CONFLICT = "admin.conflict"
+    ADMIN_CONFIG_REJECTED = "admin.config_rejected"
     INTERNAL = "internal"
 
 
@@ -111,6 +117,10 @@ PUBLIC_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.UPSTREAM_PROTOCOL: (502, "Upstream protocol error."),
     ErrorCode.CIRCUIT_OPEN: (503, "Upstream temporarily unavailable."),
     ErrorCode.SERVICE_UNAVAILABLE: (503, "Service unavailable."),
+    ErrorCode.STORE_UNAVAILABLE: (503, "Store unavailable."),
+    ErrorCode.ADMIN_NOT_FOUND: (404, "Not found."),
+    ErrorCode.ADMIN_CONFLICT: (409, "Not possible in this configuration."),
+    ErrorCode.ADMIN_CONFIG_REJECTED: (422, "Config rejected; nothing changed."),
     ErrorCode.INTERNAL: (500, "Internal error."),
 }
 

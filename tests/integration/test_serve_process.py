@@ -113,7 +113,7 @@ async def test_admin_reload_reports_a_refused_config(served: Served, upstream: U
     await asyncio.to_thread(served.config.write_text, "routes: [}")
     async with httpx.AsyncClient() as client:
         r = await client.post(served.admin + "/reload")
-        assert r.status_code == 422 and r.json()["status"] == "rejected"
+        assert r.status_code == 422 and r.json()["code"] == "admin.config_rejected"
         assert (await client.get(served.base + "/open/x")).status_code == 200
 
 

@@ -12,17 +12,19 @@ import datetime
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from portcullis.config.loader import load_config
-from portcullis.config.model import GatewayConfig
+from portcullis.config.model import GatewayConfig, StoreConfig
 from portcullis.errors import ConfigError, StoreUnavailable
-from portcullis.stores.sqlite import SqliteStore
+from portcullis.stores.base import Store
+from portcullis.stores.opening import open_store
 
-__all__ = ["ConfigOption", "JsonOption", "fail", "load_or_fail", "when", "with_store"]
+__all__ = ["ConfigOption", "JsonOption", "fail", "load_or_fail", "store_label", "when", "with_store"]
 
 _T = TypeVar("_T")
 
@@ -45,10 +47,10 @@ def load_or_fail(path: Path) -> GatewayConfig:
         raise fail(f"{path}: invalid config\n{exc}") from None
 
 
-def with_store(sqlite_path: str, work: Callable[[SqliteStore], Awaitable[_T]]) -> _T:
+def with_store(cfg: StoreConfig, work: Callable[[Store], Awaitable[_T]]) -> _T:
     """Open the store, run ``work`` on it, close it; an unreachable store exits 1."""
     async def run() -> _T:
-        store = await SqliteStore.connect(sqlite_path)
+        store = await open_store(cfg)
         try:
             return await work(store)
         finally:
@@ -57,7 +59,18 @@ def with_store(sqlite_path: str, work: Callable[[SqliteStore], Awaitable[_T]]) -
     try:
         return asyncio.run(run())
     except StoreUnavailable as exc:
-        raise fail(f"store unavailable ({sqlite_path}): {exc}", code=1) from None
+        raise fail(f"store unavailable ({store_label(cfg)}): {exc}", code=1) from None
+
+
+def store_label(cfg: StoreConfig) -> str:
+    """The store's URL without a password, for messages."""
+    if not cfg.is_postgres:
+        return cfg.url
+    parts = urlsplit(cfg.url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
 def when(ts: float | None) -> str:

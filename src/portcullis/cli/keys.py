@@ -11,6 +11,7 @@ config. Errors are one red line on stderr, never a traceback, and never echo the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -25,10 +26,12 @@ from rich.text import Text
 
 from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, when, with_store
 from portcullis.clock import SystemClock
+from portcullis.config.model import SharedStateConfig, StoreConfig
 from portcullis.config.types import parse_duration
 from portcullis.identity.api_keys import create_key
-from portcullis.stores.base import ApiKeyRecord
-from portcullis.stores.sqlite import SqliteStore
+from portcullis.stores.base import ApiKeyRecord, Store
+from portcullis.stores.redis_events import REVOKE_EVENT
+from portcullis.stores.shared_state import broadcast_once
 
 __all__ = ["app"]
 
@@ -40,7 +43,8 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)
 class _Settings:
-    sqlite_path: str
+    store: StoreConfig
+    shared_state: SharedStateConfig | None
     pepper: bytes
 
 
@@ -48,11 +52,11 @@ def _settings(path: Path) -> _Settings:
     cfg = load_or_fail(path)
     if cfg.keys is None:
         raise fail(f"{path}: API keys need a `keys:` section with `pepper` (keys.pepper)")
-    return _Settings(cfg.store.sqlite_path, cfg.keys.pepper.get_secret_value().encode())
+    return _Settings(cfg.store, cfg.shared_state, cfg.keys.pepper.get_secret_value().encode())
 
 
-def _with_store(settings: _Settings, work: Callable[[SqliteStore], Awaitable[_T]]) -> _T:
-    return with_store(settings.sqlite_path, work)
+def _with_store(settings: _Settings, work: Callable[[Store], Awaitable[_T]]) -> _T:
+    return with_store(settings.store, work)
 
 
 def _status(record: ApiKeyRecord, now: float) -> str:
@@ -135,3 +139,11 @@ def revoke(
     if not _with_store(settings, lambda store: store.revoke(key_id)):
         raise fail(f"no key with id {key_id!r}", code=1)
     Console(highlight=False).print(Text(f"Revoked {key_id}.", style="green"))
+    shared = settings.shared_state
+    if shared is not None:
+        told = asyncio.run(broadcast_once(shared.url, key_prefix=shared.key_prefix, timeout_s=shared.timeout,
+                                          kind=REVOKE_EVENT, key_id=key_id))
+        if not told:
+            Console(stderr=True, highlight=False).print(Text(
+                "Could not tell running gateways through Redis; they refuse the key once their cache "
+                "expires (keys.cache_ttl).", style="yellow"))

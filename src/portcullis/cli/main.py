@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from portcullis.cli import check, egress, keys, secrets, serve
+from portcullis.cli import check, db, egress, keys, secrets, serve
 
 __all__ = ["app", "main"]
 
@@ -25,6 +25,7 @@ app.command("explain")(check.explain)
 app.command("config-reference")(check.config_reference)
 app.add_typer(keys.app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(secrets.app, name="secrets", help="Store, list, delete and rotate egress credentials.")
+app.add_typer(db.app, name="db", help="Upgrade or inspect the store's schema.")
 app.add_typer(egress.app, name="egress", help="Check egress destinations against the SSRF guard.")
 
 

@@ -23,7 +23,7 @@ from rich.text import Text
 from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, when, with_store
 from portcullis.clock import SystemClock
 from portcullis.errors import VaultError, VaultLocked
-from portcullis.stores.sqlite import SqliteStore
+from portcullis.stores.base import Store
 from portcullis.vault import MasterKeys, Vault, generate_master_key
 from portcullis.vault.vault import valid_secret_name
 
@@ -36,7 +36,7 @@ NameArg = Annotated[str, typer.Argument(help="Secret name, e.g. github_token (a-
 
 
 def _call(config: Path, work: Callable[[Vault], Awaitable[_T]], *, needs_key: bool) -> _T:
-    sqlite_path = load_or_fail(config).store.sqlite_path
+    store_cfg = load_or_fail(config).store
     keys: MasterKeys | None = None
     try:
         keys = MasterKeys.from_env()
@@ -44,11 +44,11 @@ def _call(config: Path, work: Callable[[Vault], Awaitable[_T]], *, needs_key: bo
         if needs_key:
             raise fail(str(exc)) from None
 
-    async def run(store: SqliteStore) -> _T:
+    async def run(store: Store) -> _T:
         return await work(Vault(store, keys, SystemClock()))
 
     try:
-        return with_store(sqlite_path, run)
+        return with_store(store_cfg, run)
     except VaultError as exc:
         raise fail(str(exc), code=1) from None
 

@@ -12,9 +12,10 @@ from rich.console import Console
 from portcullis.cli.common import with_store
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
+from portcullis.config.model import StoreConfig
 from portcullis.errors import ConfigError, VaultError
 from portcullis.ingress.build import open_vault
-from portcullis.stores.sqlite import SqliteStore
+from portcullis.stores.base import Store
 
 __all__ = ["serve"]
 
@@ -33,20 +34,20 @@ def serve(
     except ConfigError as exc:
         Console(stderr=True).print(f"[red]config error[/red]\n{exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None
-    _check_vault(cfg.store.sqlite_path)
+    _check_vault(cfg.store)
     from portcullis.server.run import serve_forever
 
     serve_forever(config)
 
 
-def _check_vault(sqlite_path: str) -> None:
+def _check_vault(store_cfg: StoreConfig) -> None:
     """Refuse to start, with what to do, when stored secrets cannot be decrypted."""
 
-    async def check(store: SqliteStore) -> None:
+    async def check(store: Store) -> None:
         await open_vault(store, SystemClock())
 
     try:
-        with_store(sqlite_path, check)
+        with_store(store_cfg, check)
     except VaultError as exc:
         Console(stderr=True).print(f"[red]vault locked[/red]\n{exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None

@@ -97,15 +97,43 @@ class AdminConfig(_Model):
 class StoreConfig(_Model):
     url: str = Field(
         "sqlite:///portcullis.db",
-        description="Where consumers, key hashes and the audit table live: sqlite:///PATH.",
+        description="Where consumers, key hashes, vault secrets and the audit table live: sqlite:///PATH for one "
+        "machine (migrated on open), postgresql://USER@HOST:PORT/DB when several instances share them (migrated by "
+        "`portcullis db upgrade`; a gateway refuses a schema it does not know). Put a password in ${ENV}.",
     )
+    schema_name: str | None = Field(
+        None, alias="schema",
+        description="PostgreSQL only: the schema the tables live in (search_path), so several gateways can share "
+        "one database. Default: the server's search_path (public).",
+    )
+    pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL only: most connections per gateway process.")
+    statement_timeout: Duration = Field(
+        "5s", description="PostgreSQL only: longest a statement may run before the database cancels it."
+    )
+    connect_timeout: Duration = Field("5s", description="PostgreSQL only: longest wait for a connection.")
 
     @field_validator("url")
     @classmethod
     def _supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("supported store URLs: sqlite:///PATH, postgresql://USER@HOST:PORT/DB")
         if not value.startswith("sqlite:///"):
-            raise ValueError("supported store URLs: sqlite:///PATH")
+            try:
+                urlsplit(value).port  # noqa: B018 - a port that is not a number raises here
+            except ValueError:
+                raise ValueError("the PostgreSQL URL's port must be a number") from None
         return value
+
+    @field_validator("schema_name")
+    @classmethod
+    def _schema(cls, value: str | None) -> str | None:
+        if value is not None and (not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value) or value.startswith("pg_")):
+            raise ValueError("a schema name is [a-z_][a-z0-9_]{0,62}, not starting with pg_")
+        return value
+
+    @property
+    def is_postgres(self) -> bool:
+        return not self.url.startswith("sqlite:///")
 
     @property
     def sqlite_path(self) -> str:

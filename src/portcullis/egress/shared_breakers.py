@@ -19,14 +19,12 @@ from collections.abc import Mapping
 from redis.exceptions import RedisError
 
 from portcullis.egress.breaker import BreakerState, CircuitBreaker
-from portcullis.stores.redis_events import Event
+from portcullis.stores.redis_events import BREAKER_EVENT, Event
 from portcullis.stores.shared_state import SharedState
 
-__all__ = ["BREAKER_EVENT", "SharedBreakers"]
+__all__ = ["SharedBreakers"]
 
 log = logging.getLogger("portcullis.egress")
-
-BREAKER_EVENT = "breaker"
 
 
 class SharedBreakers:

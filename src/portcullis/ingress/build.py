@@ -49,11 +49,11 @@ from portcullis.policies.rate_limit import RateLimitPolicy
 from portcullis.policies.security_headers import SecurityHeadersPolicy
 from portcullis.policies.shield import IpShieldPolicy
 from portcullis.policies.validate import BodyPolicy
-from portcullis.stores.base import AuditSink, BudgetCounterStore
+from portcullis.stores.base import AuditSink, BudgetCounterStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
+from portcullis.stores.opening import open_store
 from portcullis.stores.shared_state import SharedState, open_shared_state
-from portcullis.stores.sqlite import SqliteStore
 from portcullis.upstream.base import Timeouts, Upstream, UpstreamRequest, UpstreamResponse
 from portcullis.upstream.http1 import Http1Upstream
 from portcullis.vault import SECRET_KEY_ENV, MasterKeys, Vault
@@ -70,7 +70,7 @@ class Verifiers:
     failed_auth: FailedAuthShield | None = None  # shared by every route; None in `portcullis check`
 
 
-async def open_vault(store: SqliteStore, clock: Clock, env: Mapping[str, str] | None = None) -> Vault:
+async def open_vault(store: SecretStore, clock: Clock, env: Mapping[str, str] | None = None) -> Vault:
     """The vault over ``store``, unlocked: raises ``VaultLocked`` if secrets exist and the master key
     (``PORTCULLIS_SECRET_KEY``) is missing or wrong, so a gateway never starts unable to inject."""
     keys: MasterKeys | None = None
@@ -86,7 +86,7 @@ async def open_services(
 ) -> Services:
     """Open the process-lifetime state: the store, the vault, counters, and the audit writer (started)."""
     base = base_dir or Path.cwd()
-    store = await SqliteStore.connect(str(_resolve(base, config.store.sqlite_path)))
+    store = await open_store(config.store, base_dir=base)
     try:
         vault = await open_vault(store, clock, env)
     except BaseException:

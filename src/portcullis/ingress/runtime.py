@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from portcullis.identity.api_keys import ApiKeyVerifier
     from portcullis.identity.jwt_tokens import JwtVerifier
     from portcullis.limiting.limiter import MultiLimiter
+    from portcullis.stores.base import Store
     from portcullis.stores.shared_state import SharedState
-    from portcullis.stores.sqlite import SqliteStore
 
 __all__ = ["CompiledRoute", "Runtime", "Services"]
 
@@ -56,7 +56,7 @@ class Services:
 
     clock: Clock
     metrics: GatewayMetrics
-    store: SqliteStore
+    store: Store
     limiter: MultiLimiter
     audit: AuditWriter
     vault: Vault
@@ -150,7 +150,10 @@ class Runtime:
         if self.jwt_verifier is not None:
             await self.jwt_verifier.aclose()
         if self.key_verifier is not None:
-            await self.key_verifier.flush_last_used()
+            try:
+                await self.key_verifier.flush_last_used()
+            except StoreUnavailable:  # a shutdown during a database outage still shuts down
+                log.warning("could not record API key last use at shutdown: the store is unavailable")
 
     def record(self, ctx: RequestContext, status: int, route: CompiledRoute | None) -> None:
         """Queue the audit record and update metrics. Never raises; never awaits."""

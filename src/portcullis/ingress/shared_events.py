@@ -10,14 +10,11 @@ import logging
 
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.reload import Reloader
-from portcullis.stores.redis_events import Event
+from portcullis.stores.redis_events import RELOAD_EVENT, REVOKE_EVENT, Event
 
-__all__ = ["RELOAD_EVENT", "REVOKE_EVENT", "attach_shared_events"]
+__all__ = ["attach_shared_events"]
 
 log = logging.getLogger("portcullis.shared_state")
-
-REVOKE_EVENT = "revoke"
-RELOAD_EVENT = "reload"
 
 
 class _Handler:

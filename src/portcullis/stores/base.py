@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "ApiKeyRecord", "AuditQuery", "AuditSink", "BudgetCounterStore", "KeyStore", "SecretRecord", "SecretStore", "Spend",
+    "Store",
 ]
 
 
@@ -153,4 +154,13 @@ class BudgetCounterStore(Protocol):
 
     async def used(self, items: Sequence[Spend], now: float) -> list[int]:
         """What each counter holds now (0 for one not used in its current window). Spends nothing."""
+        ...
+
+
+class Store(KeyStore, SecretStore, AuditSink, Protocol):
+    """The durable store a gateway opens: keys, secrets and the audit table in one database
+    (``SqliteStore`` or ``PostgresStore``)."""
+
+    async def query_audit(self, query: AuditQuery) -> list[dict[str, Any]]:
+        """Matching audit records, oldest first."""
         ...

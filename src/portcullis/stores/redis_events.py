@@ -26,11 +26,15 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-__all__ = ["Event", "RedisEventBus"]
+__all__ = ["BREAKER_EVENT", "RELOAD_EVENT", "REVOKE_EVENT", "Event", "RedisEventBus", "encode_event"]
 
 log = logging.getLogger("portcullis.shared_state")
 
 _MAX_EVENT_BYTES = 4096
+
+REVOKE_EVENT = "revoke"  # {key_id}: forget the cached key
+RELOAD_EVENT = "reload"  # {}: reload the config file
+BREAKER_EVENT = "breaker"  # {route, state, open_for_s}: adopt a breaker state
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,11 @@ class Event:
 
 
 Handler = Callable[[Event], Awaitable[None]]
+
+
+def encode_event(kind: str, origin: str, data: dict[str, Any]) -> bytes:
+    """The wire form of an event (also used by the CLI, which publishes without listening)."""
+    return orjson.dumps({"k": kind, "o": origin, "d": data})
 
 
 class RedisEventBus:
@@ -64,7 +73,7 @@ class RedisEventBus:
 
     async def publish(self, kind: str, **data: Any) -> bool:
         """Tell every instance (this one included). False, logged, when Redis cannot be reached."""
-        message = orjson.dumps({"k": kind, "o": self.instance_id, "d": data})
+        message = encode_event(kind, self.instance_id, data)
         try:
             await self._pub.publish(self._channel, message)
         except (RedisError, OSError) as exc:

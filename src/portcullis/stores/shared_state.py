@@ -20,15 +20,16 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from portcullis.clock import Clock
 from portcullis.ids import random_hex
 from portcullis.stores.failover import FailoverBudgetStore, FailoverCounterStore, Outage
 from portcullis.stores.redis_budgets import RedisBudgetStore
 from portcullis.stores.redis_counters import RedisCounterStore
-from portcullis.stores.redis_events import RedisEventBus
+from portcullis.stores.redis_events import RedisEventBus, encode_event
 
-__all__ = ["SharedState", "build_redis_client", "open_shared_state"]
+__all__ = ["SharedState", "broadcast_once", "build_redis_client", "open_shared_state"]
 
 
 @dataclass(slots=True)
@@ -84,3 +85,15 @@ async def open_shared_state(
         events=RedisEventBus(client, listener, channel=f"{key_prefix}events", instance_id=instance_id),
         _listener=listener,
     )
+
+
+async def broadcast_once(url: str, *, key_prefix: str, timeout_s: float, kind: str, **data: Any) -> bool:
+    """Publish one event from outside a gateway (the CLI). False when Redis cannot be reached."""
+    client = await build_redis_client(url, timeout_s=timeout_s)
+    try:
+        await client.publish(f"{key_prefix}events", encode_event(kind, "cli", data))
+    except (RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()
+    return True

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -33,7 +35,7 @@ import orjson
 from portcullis.errors import StoreUnavailable
 from portcullis.stores.base import ApiKeyRecord, AuditQuery, SecretRecord
 
-__all__ = ["MAX_AUDIT_ROWS", "SCHEMA_VERSION", "SchemaTooNew", "SqliteStore"]
+__all__ = ["MAX_AUDIT_ROWS", "SCHEMA_VERSION", "SchemaTooNew", "SqliteStore", "schema_version"]
 
 # Migration N is _MIGRATIONS[N - 1]. Append only; never edit a released one.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -281,6 +283,24 @@ class SqliteStore:
         if db is not None:
             async with _translate():
                 await db.close()
+
+
+async def schema_version(path: str) -> int:
+    """The file's schema version without migrating it (0 for a new or empty file)."""
+    return await asyncio.to_thread(_read_version, path)
+
+
+def _read_version(path: str) -> int:
+    if not Path(path).exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            if db.execute("SELECT name FROM sqlite_master WHERE name = 'schema_version'").fetchone() is None:
+                return 0
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"sqlite: {type(exc).__name__}: {exc}") from exc
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _probe(path: str) -> None:
