@@ -1,0 +1,117 @@
+"""Real gateway processes for the multi-instance and fault suites: ``portcullis serve`` as operators run it.
+
+Each instance runs in its own working directory (its own audit file and spill files) on ports the
+kernel picks (``port: 0``); the ready line says which. Instances share what the config points them
+at: the machine's PostgreSQL (one schema per test) and a Redis (a key prefix per test, or a private
+``redis-server``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from tests.conftest import PEPPER
+
+READY = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+) \(admin http://127\.0\.0\.1:(\d+)\)")
+
+
+@dataclass
+class Served:
+    proc: asyncio.subprocess.Process
+    base: str
+    admin: str
+    config: Path
+    cwd: Path
+    output: list[str]
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                await self.proc.wait()
+
+    def audit_records(self) -> list[dict[str, object]]:
+        path = self.cwd / "audit.jsonl"
+        if not path.exists():
+            return []
+        return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+async def run_cli(*args: str, cwd: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "portcullis", *args, cwd=cwd, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+async def start(cwd: Path, text: str) -> Served:
+    """Write ``text`` as the config, start ``portcullis serve``, wait for its ready line."""
+    await asyncio.to_thread(cwd.mkdir, parents=True, exist_ok=True)
+    config = cwd / "portcullis.yaml"
+    await asyncio.to_thread(config.write_text, text)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "portcullis", "serve", str(config), "--log-level", "warning",
+        cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    output: list[str] = []
+    async with asyncio.timeout(30):
+        while True:
+            line = (await proc.stdout.readline()).decode()
+            if not line:
+                raise AssertionError("gateway exited before it was ready:\n" + "".join(output))
+            output.append(line)
+            if m := READY.search(line):
+                scheme, port, admin = m.groups()
+                served = Served(proc, f"{scheme}://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", config, cwd,
+                                output)
+                asyncio.get_running_loop().create_task(_drain(proc, output))
+                return served
+
+
+async def _drain(proc: asyncio.subprocess.Process, output: list[str]) -> None:
+    """Keep reading the instance's output (a full pipe would stall it); kept for failure messages."""
+    assert proc.stdout is not None
+    while line := await proc.stdout.readline():
+        output.append(line.decode())
+
+
+def cluster_config(
+    *, upstream_url: str, pg_url: str, schema: str, redis_url: str, key_prefix: str, on_failure: str = "open",
+    instances: int = 3, extra_routes: str = "",
+) -> str:
+    return f"""
+version: 1
+listen: {{host: 127.0.0.1, port: 0, graceful_timeout: 5s}}
+admin: {{host: 127.0.0.1, port: 0}}
+keys: {{pepper: "{PEPPER}", cache_ttl: 1h}}
+store: {{url: "{pg_url}", schema: {schema}, pool_size: 4, statement_timeout: 2s, connect_timeout: 2s}}
+shared_state: {{url: "{redis_url}", key_prefix: "{key_prefix}", instances: {instances}, on_failure: {on_failure},
+                timeout: 250ms}}
+audit: {{file: audit.jsonl, to_store: true, flush_interval: 0.05s}}
+upstreams:
+  api: {{url: "{upstream_url}"}}
+routes:
+  - name: orders
+    path: "/orders/{{rest:path}}"
+    upstream: api
+    auth: {{api_key: {{}}}}
+    rate_limits: [{{name: per-consumer, key: consumer, rates: ["10/minute"]}}]
+  - {{name: open, path: "/open/{{rest:path}}", upstream: api, auth: none}}
+{extra_routes}
+egress:
+  budgets: {{execution_calls: 0, workflow_calls_per_day: 10}}
+  routes:
+    - {{name: partner, url: "{upstream_url}", allow_http: true, allow_networks: [127.0.0.0/8]}}
+"""
