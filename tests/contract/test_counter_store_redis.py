@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 from tests.conftest import missing_service, redis_client, redis_reachable
+from tests.redis_server import PrivateRedis
 
 from portcullis.config.types import RateWindow
 from portcullis.limiting.rules import LimitDecision, LimitRule
@@ -113,3 +114,25 @@ def test_redis_decides_exactly_as_the_memory_store(rule: LimitRule, sequence: li
             await redis_store.aclose()
 
     asyncio.run(run())
+
+
+async def test_concurrent_decisions_share_round_trips_and_stay_exact(store: RedisCounterStore) -> None:
+    rule = LimitRule(name="burst", windows=[RateWindow(10, 60.0)])
+    now = 1_700_000_000.0
+    decisions = await asyncio.gather(*(store.apply([(rule, "alice")], now, 1, commit=True) for _ in range(50)))
+    assert [d.allowed for d in decisions].count(True) == 10  # each script still runs atomically
+    assert store._apply.batches < 10  # 50 decisions in a few pipelines, not 50 round trips
+
+
+async def test_a_flushed_script_cache_is_reloaded_transparently(private_redis: PrivateRedis) -> None:
+    client = await asyncio.to_thread(lambda: Redis(host="127.0.0.1", port=private_redis.port))
+    try:
+        own = RedisCounterStore(client, key_prefix=f"pcltest:{uuid.uuid4().hex}:", server_time=False)
+        rule = LimitRule(name="flush", windows=[RateWindow(5, 60.0)])
+        now = 1_700_000_000.0
+        assert (await own.apply([(rule, "a")], now, 1, commit=True)).allowed
+        await client.script_flush()  # what a Redis restart or failover does to loaded scripts
+        answers = await asyncio.gather(*(own.apply([(rule, "a")], now, 1, commit=True) for _ in range(6)))
+        assert [d.allowed for d in answers].count(True) == 4  # NOSCRIPT reloaded, nothing lost or doubled
+    finally:
+        await client.aclose()

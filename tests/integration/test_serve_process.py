@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
 import ssl
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 from aiohttp import web
+from tests.cluster import Served, start
 from tests.conftest import PEPPER, UpstreamServer, self_signed_cert
-
-READY = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+) \(admin http://127\.0\.0\.1:(\d+)\)")
 
 
 def config_text(upstream_url: str, *, extra_routes: str = "", listen_extra: str = "") -> str:
@@ -36,42 +32,11 @@ routes:
 {extra_routes}"""
 
 
-@dataclass
-class Served:
-    proc: asyncio.subprocess.Process
-    base: str
-    admin: str
-    config: Path
-    cwd: Path
-
-
-async def start(cwd: Path, text: str) -> Served:
-    config = cwd / "portcullis.yaml"
-    await asyncio.to_thread(config.write_text, text)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "portcullis", "serve", str(config), "--log-level", "warning",
-        cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    async with asyncio.timeout(20):
-        while True:
-            line = (await proc.stdout.readline()).decode()
-            if not line:
-                raise AssertionError("gateway exited before it was ready")
-            if m := READY.search(line):
-                scheme, port, admin = m.groups()
-                return Served(proc, f"{scheme}://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", config, cwd)
-
-
 @pytest.fixture
 async def served(tmp_path: Path, upstream: UpstreamServer) -> AsyncIterator[Served]:
     s = await start(tmp_path, config_text(upstream.url))
     yield s
-    if s.proc.returncode is None:
-        s.proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            await s.proc.wait()
+    await s.stop()
 
 
 async def test_probes_and_metrics_answer_on_the_admin_listener(served: Served) -> None:

@@ -13,11 +13,14 @@ from ipaddress import ip_address
 from typing import Any
 
 import httpx
+import pytest
 from tests.conftest import PEPPER, Gateway, GatewayFactory, UpstreamServer, gateway_yaml
 
 from portcullis.admin.app import create_admin_app
 from portcullis.egress.breaker import BreakerState
 from portcullis.egress.resolver import StaticResolver
+
+pytestmark = pytest.mark.multi_instance  # gateways sharing one Redis
 
 
 def config(upstream_url: str, prefix: str) -> str:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from tests.conftest import GatewayFactory, UpstreamServer, gateway_yaml
 
 from portcullis.admin.app import create_admin_app
+
+pytestmark = pytest.mark.multi_instance  # gateways sharing one Redis
 
 
 def shared(upstream_url: str, prefix: str, url: str = "redis://127.0.0.1:6379/0") -> str:

@@ -507,7 +507,8 @@ class GatewayConfig(_Model):
     )
     store: StoreConfig = Field(default_factory=StoreConfig, description="Durable store.")
     shared_state: SharedStateConfig | None = Field(
-        None, description="Redis for rate-limit counters shared by every instance; none: in memory, per process."
+        None, description="Redis shared by every instance: rate limits, budgets, breaker states, revocation and reload "
+        "events; none: all in memory, per process."
     )
     keys: KeysConfig | None = Field(None, description="API key hashing; required when any route accepts keys.")
     jwt_issuers: list[JwtIssuerConfig] = Field(default_factory=list, description="Trusted JWT issuers.")

@@ -18,7 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from portcullis.stores.base import Spend
-from portcullis.stores.redis_scripting import NOW_PREAMBLE, texts, time_arg
+from portcullis.stores.redis_scripting import NOW_PREAMBLE, ScriptBatcher, texts, time_arg
 
 __all__ = ["RedisBudgetStore"]
 
@@ -77,7 +77,7 @@ class RedisBudgetStore:
         self._client = client
         self._prefix = key_prefix
         self._server_time = server_time
-        self._spend = client.register_script(_SPEND)
+        self._spend = ScriptBatcher(client, _SPEND)  # concurrent calls share round trips
         self._used = client.register_script(_USED)
 
     def _keys(self, items: Sequence[Spend]) -> list[str]:
@@ -87,7 +87,7 @@ class RedisBudgetStore:
         args: list[Any] = [time_arg(self._server_time, now)]
         for item in items:
             args += [item.limit, repr(item.window_s), item.amount]
-        reply = texts(await self._spend(keys=self._keys(items), args=args))
+        reply = texts(await self._spend.call(self._keys(items), args))
         allowed = reply[0] == "1"
         refused = int(reply[1])
         used = [int(float(v)) for v in reply[3:]]

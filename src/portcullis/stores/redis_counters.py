@@ -27,7 +27,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from portcullis.limiting.rules import LimitDecision, LimitRule, QuotaState
-from portcullis.stores.redis_scripting import NOW_PREAMBLE, texts, time_arg
+from portcullis.stores.redis_scripting import NOW_PREAMBLE, ScriptBatcher, texts, time_arg
 
 __all__ = ["RedisCounterStore"]
 
@@ -164,7 +164,7 @@ class RedisCounterStore:
         self._client = client
         self._prefix = key_prefix
         self._server_time = server_time
-        self._apply = client.register_script(_APPLY)
+        self._apply = ScriptBatcher(client, _APPLY)  # concurrent decisions share round trips
         self._refund = client.register_script(_REFUND)
 
     def _key(self, rule: LimitRule, subject: str, index: int) -> str:
@@ -182,7 +182,7 @@ class RedisCounterStore:
                 args += ["1" if spec.gcra else "0", repr(spec.emission_s), repr(spec.tolerance_s),
                          repr(spec.window_s), spec.limit]
                 owners.append((rule, spec.index))
-        reply = await self._apply(keys=keys, args=args)
+        reply = await self._apply.call(keys, args)
         values = texts(reply)
         allowed = values[0] == "1"
         violated_at = int(values[2])

@@ -19,7 +19,7 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.mark.parametrize("example", ["quickstart.yaml", "reference.yaml"])
+@pytest.mark.parametrize("example", ["quickstart.yaml", "reference.yaml", "several-instances.yaml"])
 def test_check_accepts_the_shipped_examples(example: str) -> None:
     code, out = run("check", str(ROOT / "examples" / example))
     assert code == 0, out

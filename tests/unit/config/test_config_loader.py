@@ -133,7 +133,7 @@ def test_api_key_routes_need_a_pepper() -> None:
     assert "keys.pepper" in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "reference.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "reference.yaml", "several-instances.yaml"])
 def test_shipped_examples_are_valid(name: str) -> None:
     path = Path(__file__).resolve().parents[3] / "examples" / name
     cfg = load_config(path, env={"PORTCULLIS_KEY_PEPPER": PEPPER, "IDP_HS_SECRET": "s" * 40})
