@@ -30,7 +30,7 @@ test: $(VENV)/.installed-test nginx
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src bench
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=10
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench

@@ -20,7 +20,7 @@ routes:
 """
 
 
-async def test_ten_thousand_wrong_keys_from_one_ip_are_cut_off_cheaply(
+async def test_two_thousand_wrong_keys_from_one_ip_are_cut_off_cheaply(
     make_gateway: GatewayFactory, upstream: UpstreamServer, monkeypatch: object
 ) -> None:
     gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
@@ -40,11 +40,11 @@ async def test_ten_thousand_wrong_keys_from_one_ip_are_cut_off_cheaply(
         r = await gw.client.get("/orders/1", headers={"X-API-Key": key})
         statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
 
-    for _ in range(200):
+    for _ in range(40):  # 100x the failed-auth budget of 20; 10,000 took most of a minute of CI
         await asyncio.gather(*(attempt() for _ in range(50)))
-    assert sum(statuses.values()) == 10_000
+    assert sum(statuses.values()) == 2_000
     assert statuses.get(401, 0) <= 20
-    assert statuses[429] >= 10_000 - 20
+    assert statuses[429] >= 2_000 - 20
     assert lookups <= 20
     assert upstream.seen == []
 
