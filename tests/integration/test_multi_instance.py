@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.cluster import Served, cluster_config, run_cli, start
-from tests.conftest import UpstreamServer
+from tests.conftest import UpstreamServer, missing_service
 from tests.pg import PG_URL, fresh_schema, pg_admin, pg_reachable
 
 pytestmark = pytest.mark.multi_instance
@@ -39,8 +39,6 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(tmp_path: Path, upstream: UpstreamServer, redis_space: tuple[Any, str]) -> AsyncIterator[Cluster]:
-    from tests.conftest import missing_service
-
     if not await pg_reachable():
         missing_service(f"PostgreSQL is not reachable at {PG_URL}")
     async with fresh_schema() as schema:
@@ -66,8 +64,6 @@ async def _write(path: Path, text: str) -> Path:
 async def test_a_gateway_refuses_to_start_on_a_schema_it_does_not_know(
     tmp_path: Path, upstream: UpstreamServer, redis_space: tuple[Any, str]
 ) -> None:
-    from tests.conftest import missing_service
-
     if not await pg_reachable():
         missing_service(f"PostgreSQL is not reachable at {PG_URL}")
     async with fresh_schema() as schema:

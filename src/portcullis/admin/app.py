@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
@@ -33,7 +34,7 @@ from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import CallContext
 from portcullis.errors import ErrorCode, StoreUnavailable
 from portcullis.http.problem import render_problem
-from portcullis.identity.api_keys import create_key
+from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, create_key
 from portcullis.ids import random_hex
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.reload import Reloader
@@ -54,8 +55,13 @@ def problem(code: ErrorCode, detail: str | None = None, *, retry_after_s: int | 
 
 
 class NewKey(BaseModel):
-    consumer: str = Field(pattern=r"^[A-Za-z0-9_.@\-]{1,64}$")
-    scopes: list[str] = Field(default_factory=list, max_length=64)
+    """``POST /keys``: the same rules as ``portcullis keys create``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    consumer: str = Field(pattern=f"^{CONSUMER_PATTERN}$")
+    scopes: list[Annotated[str, StringConstraints(pattern=f"^{SCOPE_PATTERN}$")]] = Field(
+        default_factory=list, max_length=64)
     expires_in_s: float | None = Field(None, gt=0)
 
 

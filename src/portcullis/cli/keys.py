@@ -28,7 +28,7 @@ from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, 
 from portcullis.clock import SystemClock
 from portcullis.config.model import SharedStateConfig, StoreConfig
 from portcullis.config.types import parse_duration
-from portcullis.identity.api_keys import create_key
+from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, create_key
 from portcullis.stores.base import ApiKeyRecord, Store
 from portcullis.stores.redis_events import REVOKE_EVENT
 from portcullis.stores.shared_state import broadcast_once
@@ -37,8 +37,8 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
-_CONSUMER = re.compile(r"[A-Za-z0-9_.@\-]{1,64}")
-_SCOPE = re.compile(r"[A-Za-z0-9_.@:\-]{1,64}")  # ":" as in orders:read
+_CONSUMER = re.compile(CONSUMER_PATTERN)
+_SCOPE = re.compile(SCOPE_PATTERN)
 _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,9 @@ from portcullis.identity.principal import Principal
 from portcullis.stores.base import ApiKeyRecord, KeyStore
 
 __all__ = [
+    "CONSUMER_PATTERN",
     "KEY_LENGTH",
+    "SCOPE_PATTERN",
     "ApiKeyVerifier",
     "IssuedKey",
     "create_key",
@@ -55,6 +57,10 @@ SECRET_LENGTH = 43
 KEY_LENGTH = len(PREFIX) + KEY_ID_LENGTH + 1 + SECRET_LENGTH
 _KEY = re.compile(r"pcl_([a-z0-9]{12})_([A-Za-z0-9_\-]{43})")
 _KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+# What a consumer name and a scope may be, wherever keys are created (CLI, admin API): both end up
+# in upstream identity headers and audit records, so no separators, spaces or control characters.
+CONSUMER_PATTERN = r"[A-Za-z0-9_.@\-]{1,64}"
+SCOPE_PATTERN = r"[A-Za-z0-9_.@:\-]{1,64}"  # ":" as in orders:read
 _NEGATIVE_TTL_S = 1.0
 _CREATE_ATTEMPTS = 3
 _V = TypeVar("_V")
