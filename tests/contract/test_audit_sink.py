@@ -6,15 +6,13 @@ what ``AuditRecord`` produces: JSON-ready mappings with a unique ``id``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from tests.pg import PG_URL, upgraded_schema
 
 from portcullis.errors import StoreUnavailable
-from portcullis.stores.base import AuditQuery
+from portcullis.stores.base import AuditQuery, Store
 from portcullis.stores.postgres import PostgresStore
 from portcullis.stores.sqlite import MAX_AUDIT_ROWS, SqliteStore
 
@@ -22,24 +20,9 @@ Sink = SqliteStore | PostgresStore
 Opener = Callable[[], Awaitable[Sink]]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def open_sink(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
-    """Opens (or reopens) one backend database; the caller closes what it opens."""
-    if request.param == "sqlite":
-        path = str(tmp_path / "audit.db")
-        yield lambda: SqliteStore.connect(path)
-    elif request.param == "postgres":
-        async with upgraded_schema() as schema:
-            yield lambda: PostgresStore.connect(PG_URL, schema=schema)
-    else:  # pragma: no cover
-        raise AssertionError(f"unknown backend {request.param}")
-
-
 @pytest.fixture
-async def audit_sink(open_sink: Opener) -> AsyncIterator[Sink]:
-    sink = await open_sink()
-    yield sink
-    await sink.aclose()
+def audit_sink(backend: Store) -> Store:
+    return backend
 
 
 def row(id_: str, ts: float, *, consumer: str | None = "acme", route: str | None = "orders",
@@ -155,21 +138,21 @@ async def test_a_query_never_returns_more_than_the_cap(audit_sink: Sink) -> None
     assert len(await ids(audit_sink, AuditQuery(limit=10 * MAX_AUDIT_ROWS))) == MAX_AUDIT_ROWS
 
 
-async def test_audit_survives_a_reopen(open_sink: Opener) -> None:
-    sink = await open_sink()
+async def test_audit_survives_a_reopen(open_backend: Opener) -> None:
+    sink = await open_backend()
     try:
         await sink.write(FOUR)
     finally:
         await sink.aclose()
-    sink = await open_sink()
+    sink = await open_backend()
     try:
         assert await ids(sink) == ["a1", "a2", "a3", "a4"]
     finally:
         await sink.aclose()
 
 
-async def test_writing_to_a_closed_sink_is_unavailable(open_sink: Opener) -> None:
-    sink = await open_sink()
+async def test_writing_to_a_closed_sink_is_unavailable(open_backend: Opener) -> None:
+    sink = await open_backend()
     await sink.aclose()
     with pytest.raises(StoreUnavailable):
         await sink.write([row("a1", 1.0)])

@@ -1,7 +1,7 @@
 """The ``KeyStore`` contract, run on every backend: SQLite and PostgreSQL.
 
 Each backend is a real database (SQLite files live in ``tmp_path``; PostgreSQL gets a fresh schema
-per test, upgraded once, see ``tests/pg.py``). ``open_store`` reopens the same database, so
+per test, upgraded once, see ``tests/pg.py``). ``open_backend`` reopens the same database, so
 persistence is part of the contract. The SQLite-only section at the end covers its schema in a
 file; PostgreSQL's own behaviour (migrations, timeouts, lost connections) is in
 ``test_postgres_store.py``.
@@ -12,39 +12,22 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.pg import PG_URL, upgraded_schema
 
 from portcullis.errors import StoreUnavailable
-from portcullis.stores.base import ApiKeyRecord, KeyStore
-from portcullis.stores.postgres import PostgresStore
+from portcullis.stores.base import ApiKeyRecord, KeyStore, Store
 from portcullis.stores.sqlite import SCHEMA_VERSION, SchemaTooNew, SqliteStore
 
 Opener = Callable[[], Awaitable[KeyStore]]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
-    """Opens (or reopens) one backend database; the caller closes what it opens."""
-    if request.param == "sqlite":
-        path = str(tmp_path / "keys.db")
-        yield lambda: SqliteStore.connect(path)
-    elif request.param == "postgres":
-        async with upgraded_schema() as schema:
-            yield lambda: PostgresStore.connect(PG_URL, schema=schema)
-    else:  # pragma: no cover
-        raise AssertionError(f"unknown backend {request.param}")
-
-
 @pytest.fixture
-async def key_store(open_store: Opener) -> AsyncIterator[KeyStore]:
-    store = await open_store()
-    yield store
-    await store.aclose()
+def key_store(backend: Store) -> Store:
+    return backend
 
 
 def record(key_id: str, consumer: str = "acme", created: float = 1.0, **extra: Any) -> ApiKeyRecord:
@@ -146,22 +129,22 @@ async def test_ping_answers(key_store: KeyStore) -> None:
     await key_store.ping()
 
 
-async def test_keys_survive_a_reopen(open_store: Opener) -> None:
-    store = await open_store()
+async def test_keys_survive_a_reopen(open_backend: Opener) -> None:
+    store = await open_backend()
     try:
         await store.create(record("k1"))
         await store.revoke("k1")
     finally:
         await store.aclose()
-    store = await open_store()
+    store = await open_backend()
     try:
         assert await store.get("k1") == record("k1", disabled=True)
     finally:
         await store.aclose()
 
 
-async def test_a_closed_store_is_unavailable(open_store: Opener) -> None:
-    store = await open_store()
+async def test_a_closed_store_is_unavailable(open_backend: Opener) -> None:
+    store = await open_backend()
     await store.aclose()
     with pytest.raises(StoreUnavailable):
         await store.get("k1")

@@ -5,14 +5,12 @@ The store only ever sees ciphertexts; the vault tests exercise the same methods 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
-from tests.pg import PG_URL, upgraded_schema
 
 from portcullis.errors import StoreUnavailable
-from portcullis.stores.base import SecretRecord
+from portcullis.stores.base import SecretRecord, Store
 from portcullis.stores.postgres import PostgresStore
 from portcullis.stores.sqlite import SqliteStore
 
@@ -20,22 +18,9 @@ SecretBackend = SqliteStore | PostgresStore
 Opener = Callable[[], Awaitable[SecretBackend]]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def open_secrets(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
-    """Opens (or reopens) one backend database; the caller closes what it opens."""
-    if request.param == "sqlite":
-        path = str(tmp_path / "secrets.db")
-        yield lambda: SqliteStore.connect(path)
-    else:
-        async with upgraded_schema() as name:
-            yield lambda: PostgresStore.connect(PG_URL, schema=name)
-
-
 @pytest.fixture
-async def secrets(open_secrets: Opener) -> AsyncIterator[SecretBackend]:
-    store = await open_secrets()
-    yield store
-    await store.aclose()
+def secrets(backend: Store) -> Store:
+    return backend
 
 
 def secret(name: str, ciphertext: bytes = b"gAAAA\x00\xff-token", *, at: float = 1.0) -> SecretRecord:
@@ -107,13 +92,13 @@ async def test_injection_shaped_secret_names_round_trip_as_data(secrets: SecretB
     assert [s.name for s in await secrets.list_secrets()] == [evil, "y"]
 
 
-async def test_secrets_survive_a_reopen(open_secrets: Opener) -> None:
-    store = await open_secrets()
+async def test_secrets_survive_a_reopen(open_backend: Opener) -> None:
+    store = await open_backend()
     try:
         await store.put_secret(secret("t"))
     finally:
         await store.aclose()
-    store = await open_secrets()
+    store = await open_backend()
     try:
         assert await store.get_secret("t") == secret("t")
     finally:

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, store_label
+from portcullis.config.model import StoreConfig
 from portcullis.errors import StoreUnavailable
 from portcullis.stores.opening import store_version, upgrade_store
 
@@ -30,10 +33,7 @@ app = typer.Typer(help="Upgrade or inspect the store's schema.", no_args_is_help
 def upgrade(config: ConfigOption = Path("portcullis.yaml"), as_json: JsonOption = False) -> None:
     """Apply every pending schema migration (idempotent)."""
     cfg = load_or_fail(config).store
-    try:
-        before, after = asyncio.run(upgrade_store(cfg))
-    except StoreUnavailable as exc:
-        raise fail(f"store unavailable ({store_label(cfg)}): {exc}", code=1) from None
+    before, after = _versions(cfg, upgrade_store)
     if as_json:
         typer.echo(json.dumps({"store": store_label(cfg), "before": before, "after": after}))
     elif before == after:
@@ -46,10 +46,7 @@ def upgrade(config: ConfigOption = Path("portcullis.yaml"), as_json: JsonOption 
 def status(config: ConfigOption = Path("portcullis.yaml"), as_json: JsonOption = False) -> None:
     """Show the schema version against the one this Portcullis needs."""
     cfg = load_or_fail(config).store
-    try:
-        current, needed = asyncio.run(store_version(cfg))
-    except StoreUnavailable as exc:
-        raise fail(f"store unavailable ({store_label(cfg)}): {exc}", code=1) from None
+    current, needed = _versions(cfg, store_version)
     state = "current" if current == needed else ("behind: run `portcullis db upgrade`" if current < needed
                                                   else "newer than this Portcullis")
     if as_json:
@@ -59,3 +56,10 @@ def status(config: ConfigOption = Path("portcullis.yaml"), as_json: JsonOption =
         typer.echo(f"{store_label(cfg)}: schema version {current}, this Portcullis needs {needed} ({state})")
     if current != needed:
         raise typer.Exit(1)
+
+
+def _versions(cfg: StoreConfig, ask: Callable[[StoreConfig], Coroutine[Any, Any, tuple[int, int]]]) -> tuple[int, int]:
+    try:
+        return asyncio.run(ask(cfg))
+    except StoreUnavailable as exc:
+        raise fail(f"store unavailable ({store_label(cfg)}): {exc}", code=1) from None
