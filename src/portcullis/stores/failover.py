@@ -55,12 +55,15 @@ class Outage:
         return not self.degraded or self._clock.monotonic() >= self._retry_at
 
     def failed(self, exc: BaseException) -> None:
+        now = self._clock.monotonic()
+        if self.degraded and now < self._retry_at:
+            return  # another caller of the same attempt (one batch fails all its callers): counted once
         if not self.degraded:
             log.error("shared state unavailable (%s); limits and budgets follow their on_failure rule",
                       type(exc).__name__)
         self.degraded = True
         self._backoff = min(self._max_backoff, max(0.5, self._backoff * 2))
-        self._retry_at = self._clock.monotonic() + self._backoff
+        self._retry_at = now + self._backoff
 
     def recovered(self) -> None:
         if self.degraded:
