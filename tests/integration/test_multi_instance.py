@@ -166,3 +166,19 @@ async def test_every_request_is_in_the_shared_audit_table_once(cluster: Cluster)
     finally:
         await conn.close()
     assert len({r["id"] for r in rows}) == len(rows) == 30
+
+
+async def test_a_key_revoked_with_the_cli_is_refused_by_every_running_instance_within_a_second(
+    cluster: Cluster,
+) -> None:
+    key, key_id = await cluster.new_key()
+    headers = {"X-API-Key": key}
+    for gateway in cluster.instances:
+        assert (await cluster.client.get(f"{gateway.base}/orders/warm", headers=headers)).status_code == 200
+    code, out = await run_cli("keys", "revoke", key_id, "--config", str(cluster.instances[0].config),
+                              cwd=cluster.instances[0].cwd)
+    assert code == 0 and "Revoked" in out and "Could not tell" not in out, out
+    async with asyncio.timeout(1.0):
+        for gateway in cluster.instances:
+            while (await cluster.client.get(f"{gateway.base}/orders/x", headers=headers)).status_code != 401:
+                await asyncio.sleep(0.01)
