@@ -49,6 +49,11 @@ def admin(gw: Gateway) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(create_admin_app(gw.app)), base_url="http://admin")
 
 
+def spilled_gauge(metrics: str) -> float:
+    line = next(li for li in metrics.splitlines() if li.startswith("portcullis_audit_spilled_records "))
+    return float(line.split()[1])
+
+
 async def stored_ids(schema: str) -> list[str]:
     conn = await pg_admin(server_settings={"search_path": schema})
     try:
@@ -85,9 +90,11 @@ async def test_a_database_outage_keeps_cached_keys_working_refuses_new_keys_and_
 
         await gw.services.audit.flush()
         assert gw.services.audit.stats.spilled > 0  # the database sink's batches wait in a spill file
+        assert spilled_gauge((await api.get("/metrics")).text) > 0  # and an SRE can see them wait
 
         await proxy.restore()
         await gw.services.audit.flush()  # replays the spill file, in order, before anything new
+        assert spilled_gauge((await api.get("/metrics")).text) == 0
         assert (await api.post("/keys", json={"consumer": "bob"})).status_code == 201
 
     answered = {r["request_id"]: r["id"] for r in await gw.audit_records()}

@@ -67,6 +67,7 @@ class AuditWriter:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._late: asyncio.Task[None] | None = None
+        self._waiting = [0] * len(self._sinks)  # records in each sink's spill file
         self.stats = AuditStats()
 
     @property
@@ -93,6 +94,11 @@ class AuditWriter:
         self._late = None
         if not task.cancelled() and task.exception() is not None:
             log.error("late audit flush failed", exc_info=task.exception())
+
+    @property
+    def waiting(self) -> int:
+        """Records waiting in spill files for a sink to come back (the ``audit_spilled`` gauge)."""
+        return sum(self._waiting)
 
     @property
     def pending(self) -> int:
@@ -146,6 +152,7 @@ class AuditWriter:
             if not await self._has_spill(index):
                 continue
             rows = await asyncio.to_thread(_read_spill, path)
+            self._waiting[index] = len(rows)  # exact, also for files a previous process left
             try:
                 for start in range(0, len(rows), self._batch):
                     await sink.write(rows[start:start + self._batch])
@@ -154,6 +161,7 @@ class AuditWriter:
                 log.warning("audit sink %d still failing (%r); %d records wait in %s", index, exc, len(rows), path)
                 continue
             await asyncio.to_thread(path.unlink, True)
+            self._waiting[index] = 0
             self.stats.replayed += len(rows)
             self.stats.written += len(rows)
 
@@ -163,6 +171,7 @@ class AuditWriter:
     async def _append_spill(self, index: int, rows: list[dict[str, Any]]) -> None:
         data = b"".join(orjson.dumps(r) + b"\n" for r in rows)
         await asyncio.to_thread(_append_bytes, self._spill[index], data)
+        self._waiting[index] += len(rows)
         self.stats.spilled += len(rows)
 
     async def aclose(self) -> None:

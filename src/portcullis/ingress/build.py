@@ -106,6 +106,7 @@ async def open_services(
     )
     await audit.start()
     metrics = GatewayMetrics()
+    metrics.audit_spilled.set_function(lambda: float(audit.waiting))
     counters: CounterStore = MemoryCounterStore()
     budgets: BudgetCounterStore = MemoryBudgetStore()
     shared = None
