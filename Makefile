@@ -1,53 +1,71 @@
-# Portcullis: every target creates .venv and installs what it needs; nothing is installed by hand.
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
+# Portcullis: every target creates .venv and installs exactly what uv.lock says; nothing is installed by hand.
+#
+# How installs stay reproducible: pip installs one tool, uv, into .tools from tools.lock (its version
+# and hashes); uv then makes .venv match uv.lock exactly (hashes checked, extra packages removed).
+# `--locked` refuses to run when pyproject.toml and uv.lock disagree: `make lock` re-resolves after
+# an edit of pyproject.toml, `make lock-upgrade` moves every dependency to its newest compatible release.
+PYTHON     ?= python3
+VENV       := .venv
+BIN        := $(VENV)/bin
+TOOLS      := .tools
+UV         := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.8
+SYNC       := $(UV) sync --locked --quiet --python $(PYTHON)
 
-.PHONY: run test lint typecheck unit bench clean nginx
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS    := never
+export UV_NO_PROGRESS         := 1
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+.PHONY: run test lint typecheck bench lock lock-upgrade tools-lock test-tools clean
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+$(UV): tools.lock
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --require-hashes --no-deps -r tools.lock
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[test]"
-	touch $(VENV)/.installed $@
-
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[test,bench]"
-	touch $(VENV)/.installed $(VENV)/.installed-test $@
-
-## make run: the gateway on examples/quickstart.yaml in front of the bundled demo backend.
-run: $(VENV)/.installed
+## make run: the gateway on embedded defaults in front of the bundled demo backend.
+run: $(UV)
+	$(SYNC)
 	$(BIN)/python -m portcullis.demo.run
 
-## make test: lint, types, import layers, then the whole suite (nginx is a real upstream in some tests).
-test: $(VENV)/.installed-test nginx
+## make test: lint, types, import layers, then the whole suite (nginx is a real upstream, wrk drives the soak).
+test: $(UV) test-tools
+	$(SYNC) --extra test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src bench
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q --durations=10
 
-lint: $(VENV)/.installed-test
+lint: $(UV)
+	$(SYNC) --extra test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
 
-typecheck: $(VENV)/.installed-test
+typecheck: $(UV)
+	$(SYNC) --extra test
 	$(BIN)/mypy src bench
 
 ## make bench: nginx + wrk from Debian if missing, then every setup under load; writes bench/results/latest.{json,md}.
-bench: $(VENV)/.installed-bench
-	command -v nginx >/dev/null && command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk)
+bench: $(UV) test-tools
+	$(SYNC) --extra test --extra bench
 	$(BIN)/python -m bench.run
 
-# Debian's nginx, for the upstream-client tests and the benchmark; never started as a service.
-nginx:
-	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
+## make lock: re-resolve uv.lock after pyproject.toml changed (keeps every pin that still fits).
+lock: $(UV)
+	$(UV) lock --python $(PYTHON)
+
+## make lock-upgrade: every dependency to its newest release within pyproject.toml's ranges.
+lock-upgrade: $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+
+tools-lock: $(UV)
+	echo "uv==$(UV_VERSION)" | $(UV) pip compile --generate-hashes --universal --no-header -q - -o tools.lock.new
+	{ head -n 2 tools.lock; grep -v '^ *# via' tools.lock.new; } > tools.lock.tmp && mv tools.lock.tmp tools.lock && rm tools.lock.new
+
+# Debian's nginx (a real upstream in tests, never started as a service) and wrk (load for the soak and the bench).
+test-tools:
+	@{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null && command -v wrk >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk)
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

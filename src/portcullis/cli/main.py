@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from portcullis import __version__
 from portcullis.cli import check, db, egress, keys, secrets, serve
 
 __all__ = ["app", "main"]
@@ -19,6 +20,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"portcullis {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True,
+    ),
+) -> None:
+    """Portcullis: a security gateway for APIs, driven by one YAML file."""
+
+
 app.command("serve")(serve.serve)
 app.command("check")(check.check)
 app.command("explain")(check.explain)

@@ -67,7 +67,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        procs.append(subprocess.Popen([sys.executable, "-m", "portcullis.demo.backend", "--port", "9000"], cwd=DEMO))
+        procs.append(subprocess.Popen([sys.executable, "-m", "portcullis.demo.backend", "--port", "9000"], cwd=DEMO))  # noqa: S603
         _wait_http("http://127.0.0.1:9000/")
         create = ("keys", "create", "--json", "--consumer")
         reader = json.loads(_portcullis(*create, "demo-reader", "--scopes", "orders:read", env=env))

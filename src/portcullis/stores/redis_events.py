@@ -106,7 +106,7 @@ class RedisEventBus:
                 self.connected.clear()
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(backoff)  # operational backoff, not a decision: real time
             backoff = min(5.0, backoff * 2)
 
