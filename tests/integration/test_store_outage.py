@@ -8,7 +8,9 @@ with other tests, keeps running.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -32,17 +34,22 @@ async def proxied_pg() -> AsyncIterator[tuple[TcpProxy, str]]:
             await proxy.aclose()
 
 
-def config(upstream_url: str, port: int, schema: str) -> str:
-    return gateway_yaml(upstream_url, f"""
-keys: {{pepper: "{PEPPER}", cache_ttl: 1h}}
+def config(upstream_url: str, port: int, schema: str, *, keys: str = "cache_ttl: 1h",
+           store_timeouts: str = "connect_timeout: 1s, statement_timeout: 1s", extra: str = "") -> str:
+    return gateway_yaml(upstream_url, f"""{extra}
+keys: {{pepper: "{PEPPER}", {keys}}}
 routes:
   - {{name: orders, path: "/orders/{{rest:path}}", upstream: api, auth: {{api_key: {{}}}}}}
   - {{name: open, path: "/open/{{rest:path}}", upstream: api, auth: none}}
 """, keys=False).replace(
         'store: {url: "sqlite:///gateway.db"}',
         f'store: {{url: "postgresql://postgres:postgres@127.0.0.1:{port}/test?sslmode=disable", schema: {schema},'
-        " connect_timeout: 1s, statement_timeout: 1s}",
+        f" {store_timeouts}}}",
     )
+
+
+def shared_state(prefix: str) -> str:
+    return f'shared_state: {{url: "redis://127.0.0.1:6379/0", key_prefix: "{prefix}"}}'
 
 
 def admin(gw: Gateway) -> httpx.AsyncClient:
@@ -102,3 +109,30 @@ async def test_a_database_outage_keeps_cached_keys_working_refuses_new_keys_and_
     assert sorted(ids) == sorted(set(ids))  # nothing twice
     assert set(answered.values()) <= set(ids)  # nothing lost: every record the file has, the database has
     assert len(answered) == 42  # 1 + 40 + 1 requests (admin calls are not proxied traffic)
+
+
+async def test_readyz_answers_within_its_deadline_while_postgresql_hangs_and_names_the_check(
+    proxied_pg: tuple[TcpProxy, str], make_gateway: GatewayFactory, upstream: UpstreamServer,
+    redis_space: tuple[Any, str],
+) -> None:
+    proxy, schema = proxied_pg
+    # The store's own timeouts at their defaults (5 s), as in the measured incident; Redis answers.
+    gw = await make_gateway(config(upstream.url, proxy.port, schema, store_timeouts="",
+                                   extra=shared_state(redis_space[1])))
+    loop = asyncio.get_running_loop()
+    async with admin(gw) as api:
+        assert (await api.get("/readyz")).json()["checks"]["store"] == "ok"
+        proxy.hang()  # PostgreSQL accepts TCP and never answers
+        try:
+            for _ in range(2):  # the second asks while the first probe is still stuck
+                started = loop.time()
+                ready = await api.get("/readyz")
+                took = loop.time() - started
+                assert took < 3.0  # its deadline is 1 s; before the fix it answered after 7 s
+                assert ready.status_code == 200  # a shared database down keeps the instance ready
+                assert ready.json() == {
+                    "status": "ready", "checks": {"config": "ok", "store": "degraded", "shared_state": "ok"},
+                    "timed_out": ["store"],
+                }
+        finally:
+            await proxy.restore()
