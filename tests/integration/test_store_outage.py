@@ -15,10 +15,13 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import PEPPER, Gateway, GatewayFactory, UpstreamServer, gateway_yaml
-from tests.pg import pg_admin, upgraded_schema
+from tests.pg import PG_URL, pg_admin, upgraded_schema
 from tests.tcp_proxy import TcpProxy
 
 from portcullis.admin.app import create_admin_app
+from portcullis.stores.postgres import PostgresStore
+from portcullis.stores.redis_events import REVOKE_EVENT, Event
+from portcullis.stores.shared_state import broadcast_once
 
 pytestmark = pytest.mark.faults
 
@@ -136,3 +139,78 @@ async def test_readyz_answers_within_its_deadline_while_postgresql_hangs_and_nam
                 }
         finally:
             await proxy.restore()
+
+
+def stale_served(metrics: str) -> float:
+    line = next(li for li in metrics.splitlines() if li.startswith("portcullis_keys_served_stale_total "))
+    return float(line.split()[1])
+
+
+async def test_a_key_seen_before_answers_past_the_cache_ttl_until_stale_if_error_runs_out(
+    proxied_pg: tuple[TcpProxy, str], make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    proxy, schema = proxied_pg
+    gw = await make_gateway(config(upstream.url, proxy.port, schema, keys="cache_ttl: 5s, stale_if_error: 5m"))
+    key = await gw.key("alice")
+    headers = {"X-API-Key": key}
+    assert (await gw.client.get("/orders/1", headers=headers)).status_code == 200  # read from the store now
+
+    await proxy.cut()
+    gw.clock.advance(60)  # twelve TTLs into the outage
+    during = [(await gw.client.get(f"/orders/{n}", headers=headers)).status_code for n in range(10)]
+    gw.clock.advance(300 - 60 - 1)  # the last second of stale use
+    during.append((await gw.client.get("/orders/last", headers=headers)).status_code)
+    assert during == [200] * 11
+    unknown = await gw.client.get("/orders/1", headers={"X-API-Key": "pcl_unknownkey01_" + "a" * 43})
+    assert unknown.status_code == 503 and unknown.json()["code"] == "service.unavailable"
+
+    gw.clock.advance(1)  # five minutes since the store last said the key was valid
+    after = await gw.client.get("/orders/2", headers=headers)
+    assert after.status_code == 503 and after.json()["code"] == "service.unavailable"
+
+    records = await gw.audit_records()
+    assert [r["decision"] for r in records if r["path"].startswith("/orders/") and r["status"] == 200] == [
+        "allowed"] + ["allowed:key_served_stale"] * 11
+    assert stale_served(gw.services.metrics.render().decode()) == 11
+
+
+async def test_a_key_revoked_over_redis_during_the_outage_is_refused_at_once(
+    proxied_pg: tuple[TcpProxy, str], make_gateway: GatewayFactory, upstream: UpstreamServer,
+    redis_space: tuple[Any, str],
+) -> None:
+    proxy, schema = proxied_pg
+    prefix = redis_space[1]
+    gw = await make_gateway(config(upstream.url, proxy.port, schema, keys="cache_ttl: 5s, stale_if_error: 5m",
+                                   extra=shared_state(prefix)))
+    shared = gw.services.shared
+    assert shared is not None
+    await asyncio.wait_for(shared.events.connected.wait(), 5)
+    heard = asyncio.Event()
+
+    async def on_event(event: Event) -> None:  # runs after the gateway's own handler
+        if event.kind == REVOKE_EVENT:
+            heard.set()
+
+    shared.events.subscribe(on_event)
+    key = await gw.key("alice")
+    headers = {"X-API-Key": key}
+    assert (await gw.client.get("/orders/1", headers=headers)).status_code == 200
+
+    await proxy.cut()  # this gateway loses the database; the operator's CLI still reaches it
+    gw.clock.advance(60)
+    assert (await gw.client.get("/orders/2", headers=headers)).status_code == 200  # served stale
+    key_id = key.split("_")[1]
+    store = await PostgresStore.connect(PG_URL, schema=schema)
+    try:
+        assert await store.revoke(key_id)
+    finally:
+        await store.aclose()
+    assert await broadcast_once("redis://127.0.0.1:6379/0", key_prefix=prefix, timeout_s=2, kind=REVOKE_EVENT,
+                                key_id=key_id)  # what `portcullis keys revoke` does
+    await asyncio.wait_for(heard.wait(), 5)
+
+    refused = await gw.client.get("/orders/3", headers=headers)
+    assert refused.status_code == 503 and refused.json()["code"] == "service.unavailable"
+    await proxy.restore()
+    gw.clock.advance(5)
+    assert (await gw.client.get("/orders/4", headers=headers)).json()["code"] == "auth.invalid_credentials"
