@@ -1,8 +1,12 @@
-"""A TCP forwarder a test can cut: the way to take a database away from a gateway without stopping it.
+"""A TCP forwarder a test can cut or hang: the way to take a database away from a gateway without stopping it.
 
 The machine's PostgreSQL is shared and is never stopped. A gateway that reaches it through this
 proxy sees a real outage when the test calls ``cut()``: the listener closes and every open
-connection is reset, so new connects are refused. ``restore()`` listens on the same port again.
+connection is reset, so new connects are refused. ``hang()`` is the nastier outage, a server that
+accepts TCP and never answers (a blackhole: a hung database, a dead peer behind a live load
+balancer): new connections are accepted and held, and nothing more is forwarded either way on the
+open ones. ``restore()`` ends either: it listens on the same port again, or resets the connections
+a hang held (their byte streams lost data) and forwards again.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ class TcpProxy:
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._hung = False
         self.port = 0
 
     async def start(self) -> None:
@@ -23,6 +28,14 @@ class TcpProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._hung:
+            self._writers.add(writer)
+            with contextlib.suppress(OSError):
+                while await reader.read(65536):
+                    pass  # swallowed: a blackhole reads and never answers
+            self._writers.discard(writer)
+            writer.close()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
         except OSError:
@@ -34,6 +47,8 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if self._hung:
+                    continue  # dropped: the peer waits for an answer that never comes
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
@@ -44,17 +59,28 @@ class TcpProxy:
 
     async def cut(self) -> None:
         """Refuse new connections and reset the open ones."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            transport = writer.transport
-            transport.abort()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):  # before wait_closed, which may wait for these connections
+            writer.transport.abort()
         self._writers.clear()
+        if server is not None:
+            await server.wait_closed()
+
+    def hang(self) -> None:
+        """Accept and hold new connections, and forward nothing more on the open ones."""
+        self._hung = True
 
     async def restore(self) -> None:
-        await self.start()
+        """Forward again after ``cut()`` or ``hang()``."""
+        if self._hung:
+            self._hung = False
+            for writer in list(self._writers):
+                writer.transport.abort()
+            self._writers.clear()
+        if self._server is None:
+            await self.start()
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

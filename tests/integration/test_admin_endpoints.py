@@ -24,7 +24,7 @@ async def test_readyz_reports_an_unreachable_store_with_503(
         await gw.services.store.aclose()
         r = await admin.get("/readyz")
     assert r.status_code == 503
-    assert r.json() == {"status": "not_ready", "checks": {"config": "ok", "store": "unavailable"}}
+    assert r.json() == {"status": "not_ready", "checks": {"config": "ok", "store": "unavailable"}, "timed_out": []}
 
 
 async def test_revoking_through_the_admin_api_refuses_the_next_request(

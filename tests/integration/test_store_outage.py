@@ -8,15 +8,20 @@ with other tests, keeps running.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from tests.conftest import PEPPER, Gateway, GatewayFactory, UpstreamServer, gateway_yaml
-from tests.pg import pg_admin, upgraded_schema
+from tests.pg import PG_URL, pg_admin, upgraded_schema
 from tests.tcp_proxy import TcpProxy
 
 from portcullis.admin.app import create_admin_app
+from portcullis.stores.postgres import PostgresStore
+from portcullis.stores.redis_events import REVOKE_EVENT, Event
+from portcullis.stores.shared_state import broadcast_once
 
 pytestmark = pytest.mark.faults
 
@@ -32,17 +37,22 @@ async def proxied_pg() -> AsyncIterator[tuple[TcpProxy, str]]:
             await proxy.aclose()
 
 
-def config(upstream_url: str, port: int, schema: str) -> str:
-    return gateway_yaml(upstream_url, f"""
-keys: {{pepper: "{PEPPER}", cache_ttl: 1h}}
+def config(upstream_url: str, port: int, schema: str, *, keys: str = "cache_ttl: 1h",
+           store_timeouts: str = "connect_timeout: 1s, statement_timeout: 1s", extra: str = "") -> str:
+    return gateway_yaml(upstream_url, f"""{extra}
+keys: {{pepper: "{PEPPER}", {keys}}}
 routes:
   - {{name: orders, path: "/orders/{{rest:path}}", upstream: api, auth: {{api_key: {{}}}}}}
   - {{name: open, path: "/open/{{rest:path}}", upstream: api, auth: none}}
 """, keys=False).replace(
         'store: {url: "sqlite:///gateway.db"}',
         f'store: {{url: "postgresql://postgres:postgres@127.0.0.1:{port}/test?sslmode=disable", schema: {schema},'
-        " connect_timeout: 1s, statement_timeout: 1s}",
+        f" {store_timeouts}}}",
     )
+
+
+def shared_state(prefix: str) -> str:
+    return f'shared_state: {{url: "redis://127.0.0.1:6379/0", key_prefix: "{prefix}"}}'
 
 
 def admin(gw: Gateway) -> httpx.AsyncClient:
@@ -102,3 +112,124 @@ async def test_a_database_outage_keeps_cached_keys_working_refuses_new_keys_and_
     assert sorted(ids) == sorted(set(ids))  # nothing twice
     assert set(answered.values()) <= set(ids)  # nothing lost: every record the file has, the database has
     assert len(answered) == 42  # 1 + 40 + 1 requests (admin calls are not proxied traffic)
+
+
+async def test_readyz_answers_within_its_deadline_while_postgresql_hangs_and_names_the_check(
+    proxied_pg: tuple[TcpProxy, str], make_gateway: GatewayFactory, upstream: UpstreamServer,
+    redis_space: tuple[Any, str],
+) -> None:
+    proxy, schema = proxied_pg
+    # The store's own timeouts at their defaults (5 s), as in the measured incident; Redis answers.
+    gw = await make_gateway(config(upstream.url, proxy.port, schema, store_timeouts="",
+                                   extra=shared_state(redis_space[1])))
+    loop = asyncio.get_running_loop()
+    async with admin(gw) as api:
+        assert (await api.get("/readyz")).json()["checks"]["store"] == "ok"
+        proxy.hang()  # PostgreSQL accepts TCP and never answers
+        try:
+            for _ in range(2):  # the second asks while the first probe is still stuck
+                started = loop.time()
+                ready = await api.get("/readyz")
+                took = loop.time() - started
+                assert took < 3.0  # its deadline is 1 s; before the fix it answered after 7 s
+                assert ready.status_code == 200  # a shared database down keeps the instance ready
+                assert ready.json() == {
+                    "status": "ready", "checks": {"config": "ok", "store": "degraded", "shared_state": "ok"},
+                    "timed_out": ["store"],
+                }
+        finally:
+            await proxy.restore()
+
+
+def stale_served(metrics: str) -> float:
+    line = next(li for li in metrics.splitlines() if li.startswith("portcullis_keys_served_stale_total "))
+    return float(line.split()[1])
+
+
+async def test_a_key_seen_before_answers_past_the_cache_ttl_until_stale_if_error_runs_out(
+    proxied_pg: tuple[TcpProxy, str], make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    proxy, schema = proxied_pg
+    gw = await make_gateway(config(upstream.url, proxy.port, schema, keys="cache_ttl: 5s, stale_if_error: 5m"))
+    key = await gw.key("alice")
+    headers = {"X-API-Key": key}
+    assert (await gw.client.get("/orders/1", headers=headers)).status_code == 200  # read from the store now
+
+    await proxy.cut()
+    gw.clock.advance(60)  # twelve TTLs into the outage
+    during = [(await gw.client.get(f"/orders/{n}", headers=headers)).status_code for n in range(10)]
+    gw.clock.advance(300 - 60 - 1)  # the last second of stale use
+    during.append((await gw.client.get("/orders/last", headers=headers)).status_code)
+    assert during == [200] * 11
+    unknown = await gw.client.get("/orders/1", headers={"X-API-Key": "pcl_unknownkey01_" + "a" * 43})
+    assert unknown.status_code == 503 and unknown.json()["code"] == "service.unavailable"
+
+    gw.clock.advance(1)  # five minutes since the store last said the key was valid
+    after = await gw.client.get("/orders/2", headers=headers)
+    assert after.status_code == 503 and after.json()["code"] == "service.unavailable"
+
+    records = await gw.audit_records()
+    assert [r["decision"] for r in records if r["path"].startswith("/orders/") and r["status"] == 200] == [
+        "allowed"] + ["allowed:key_served_stale"] * 11
+    assert stale_served(gw.services.metrics.render().decode()) == 11
+
+
+async def test_a_key_revoked_over_redis_during_the_outage_is_refused_at_once(
+    proxied_pg: tuple[TcpProxy, str], make_gateway: GatewayFactory, upstream: UpstreamServer,
+    redis_space: tuple[Any, str],
+) -> None:
+    proxy, schema = proxied_pg
+    prefix = redis_space[1]
+    gw = await make_gateway(config(upstream.url, proxy.port, schema, keys="cache_ttl: 5s, stale_if_error: 5m",
+                                   extra=shared_state(prefix)))
+    shared = gw.services.shared
+    assert shared is not None
+    await asyncio.wait_for(shared.events.connected.wait(), 5)
+    heard = asyncio.Event()
+
+    async def on_event(event: Event) -> None:  # runs after the gateway's own handler
+        if event.kind == REVOKE_EVENT:
+            heard.set()
+
+    shared.events.subscribe(on_event)
+    key = await gw.key("alice")
+    headers = {"X-API-Key": key}
+    assert (await gw.client.get("/orders/1", headers=headers)).status_code == 200
+
+    await proxy.cut()  # this gateway loses the database; the operator's CLI still reaches it
+    gw.clock.advance(60)
+    assert (await gw.client.get("/orders/2", headers=headers)).status_code == 200  # served stale
+    key_id = key.split("_")[1]
+    store = await PostgresStore.connect(PG_URL, schema=schema)
+    try:
+        assert await store.revoke(key_id)
+    finally:
+        await store.aclose()
+    assert await broadcast_once("redis://127.0.0.1:6379/0", key_prefix=prefix, timeout_s=2, kind=REVOKE_EVENT,
+                                key_id=key_id)  # what `portcullis keys revoke` does
+    await asyncio.wait_for(heard.wait(), 5)
+
+    refused = await gw.client.get("/orders/3", headers=headers)
+    assert refused.status_code == 503 and refused.json()["code"] == "service.unavailable"
+    await proxy.restore()
+    gw.clock.advance(5)
+    assert (await gw.client.get("/orders/4", headers=headers)).json()["code"] == "auth.invalid_credentials"
+
+
+async def test_a_key_seen_before_is_served_stale_while_postgresql_hangs(
+    proxied_pg: tuple[TcpProxy, str], make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    proxy, schema = proxied_pg
+    gw = await make_gateway(config(upstream.url, proxy.port, schema, keys="cache_ttl: 5s, stale_if_error: 5m"))
+    key = await gw.key("alice")
+    headers = {"X-API-Key": key}
+    assert (await gw.client.get("/orders/1", headers=headers)).status_code == 200
+    proxy.hang()
+    try:
+        gw.clock.advance(60)
+        # The first waits out the store's own timeout (2 s here), the rest are answered from the stale record.
+        statuses = await asyncio.gather(*(gw.client.get(f"/orders/{n}", headers=headers) for n in range(5)))
+        statuses += [await gw.client.get(f"/orders/{n}", headers=headers) for n in range(5)]
+        assert [r.status_code for r in statuses] == [200] * 10
+    finally:
+        await proxy.restore()

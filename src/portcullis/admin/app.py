@@ -13,21 +13,26 @@ cannot be created or revoked, while the gateway keeps serving the keys it has ca
 Readiness and the store: a SQLite file that cannot be read makes the instance not ready. A shared
 PostgreSQL that is down is reported as ``degraded`` and the instance stays ready, because every
 instance sees the same outage: taking them all out of the load balancer would turn a database
-outage into a full one, while they can still serve cached keys and spill the audit trail.
+outage into a full one, while they can still serve cached keys and spill the audit trail. The
+checks (``config``, ``store``, which holds keys and the audit table alike, and ``shared_state``)
+run side by side, and ``/readyz`` answers within ``_READY_DEADLINE_S`` whatever they do
+(``observability/readiness.py``): a check that does not answer in time counts as down (``store``:
+``degraded`` or ``unavailable`` as above; ``shared_state``: ``degraded``) and is named in
+``timed_out``::
+
+    {"status": "ready", "checks": {"config": "ok", "store": "degraded", "shared_state": "ok"},
+     "timed_out": ["store"]}
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from portcullis.egress.breaker import BreakerState
@@ -38,13 +43,16 @@ from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, create
 from portcullis.ids import random_hex
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.reload import Reloader
+from portcullis.ingress.runtime import Runtime
+from portcullis.observability.readiness import Check, CheckStatus, ReadinessProbe
 from portcullis.stores.redis_events import RELOAD_EVENT, REVOKE_EVENT
 
 __all__ = ["create_admin_app"]
 
 log = logging.getLogger("portcullis.admin")
 
-_READY_DEADLINE_S = 1.0
+_READY_DEADLINE_S = 1.0  # what /readyz answers within, whatever the stores do
+_CHECK_TIMEOUT_S = 0.8  # each check's own; the rest of the deadline is for answering
 _STORE_RETRY_AFTER_S = 5
 
 
@@ -63,6 +71,35 @@ class NewKey(BaseModel):
     scopes: list[Annotated[str, StringConstraints(pattern=f"^{SCOPE_PATTERN}$")]] = Field(
         default_factory=list, max_length=64)
     expires_in_s: float | None = Field(None, gt=0)
+
+
+def _readiness_checks(runtime: Runtime) -> list[Check]:
+    """What ``/readyz`` asks. Degraded still serves: a shared PostgreSQL or Redis that is down is
+    down for every instance alike (cached keys, spilled audit, local limit shares), so it is
+    reported and the instance stays ready."""
+    store = runtime.services.store
+    store_down = CheckStatus.DEGRADED if runtime.config.store.is_postgres else CheckStatus.UNAVAILABLE
+
+    async def config() -> CheckStatus:
+        return CheckStatus.OK  # a runtime exists only for a config that loaded
+
+    async def store_answers() -> CheckStatus:
+        try:
+            await store.ping()
+        except StoreUnavailable:
+            return store_down
+        return CheckStatus.OK
+
+    checks = [Check("config", config, _CHECK_TIMEOUT_S, on_timeout=CheckStatus.OK),
+              Check("store", store_answers, _CHECK_TIMEOUT_S, on_timeout=store_down, on_error=store_down)]
+    shared = runtime.services.shared
+    if shared is not None:
+        async def shared_state_answers() -> CheckStatus:
+            return CheckStatus.OK if await shared.probe() else CheckStatus.DEGRADED
+
+        checks.append(Check("shared_state", shared_state_answers, _CHECK_TIMEOUT_S,
+                            on_timeout=CheckStatus.DEGRADED, on_error=CheckStatus.DEGRADED))
+    return checks
 
 
 def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> FastAPI:
@@ -94,29 +131,12 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: config loaded and store reachable.")
+    probe = ReadinessProbe(deadline_s=_READY_DEADLINE_S)
+
+    @app.get("/readyz", summary="Readiness: config loaded, store and shared state answering within a deadline.")
     async def readyz() -> JSONResponse:
-        runtime = gateway.runtime
-        checks: dict[str, str] = {"config": "ok"}
-        ping: Callable[[], Awaitable[None]] = runtime.services.store.ping
-        try:
-            await asyncio.wait_for(ping(), _READY_DEADLINE_S)
-            checks["store"] = "ok"
-        except (StoreUnavailable, TimeoutError):
-            checks["store"] = "degraded" if runtime.config.store.is_postgres else "unavailable"
-        shared = runtime.services.shared
-        if shared is not None:
-            # Degraded still serves (local share or fail closed): report it, stay ready. The probe
-            # itself asks Redis, so an idle instance notices an outage (and a recovery) too.
-            try:
-                await asyncio.wait_for(shared.client.ping(), _READY_DEADLINE_S)
-                shared.outage.recovered()
-            except (RedisError, OSError, TimeoutError) as exc:
-                shared.outage.failed(exc)
-            checks["shared_state"] = "degraded" if shared.degraded else "ok"
-        ready = all(v in ("ok", "degraded") for v in checks.values())
-        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                            status_code=200 if ready else 503)
+        report = await probe.run(_readiness_checks(gateway.runtime))
+        return JSONResponse(report.to_json(), status_code=200 if report.ready else 503)
 
     @app.get("/metrics", summary="Prometheus metrics.")
     async def metrics() -> Response:

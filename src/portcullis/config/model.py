@@ -148,6 +148,12 @@ class KeysConfig(_Model):
     cache_ttl: Duration = Field(
         "5s", description="How long a key lookup is cached. Revocation on this instance clears it at once."
     )
+    stale_if_error: Duration = Field(
+        "5m", description="While the key store is unreachable, a key that was valid when last read from it keeps "
+        "working for this long after that read (RFC 5861's stale-if-error); counted from the read, so it only "
+        "helps when longer than `cache_ttl`. Revocations heard from other instances and `expires_at` still apply "
+        "at once; unknown keys get 503. 0 turns it off.",
+    )
 
     @field_validator("pepper")
     @classmethod

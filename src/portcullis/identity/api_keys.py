@@ -18,8 +18,19 @@ smaller map, so a flood of made-up ids can neither grow memory nor evict real ke
 misses for one id share a single store query. Last use is kept in memory and written by
 ``flush_last_used``, so no request waits for a write.
 
+Stale-if-error (the idea of RFC 5861 section 4): a found record past its TTL is not dropped but
+kept, in the same bounded map, until ``stale_if_error_s`` after the store last returned it. If the
+store then fails (``StoreUnavailable``), that record answers instead, marked ``served_stale`` on the
+principal, and the next ``cache_ttl_s`` of requests for the key are answered from it without
+asking the store again, so an outage costs one store timeout per key per TTL, not one per request.
+Without this, a database outage longer than the TTL refused every key. A stale record is checked
+like a fresh one (secret, ``disabled``, ``expires_at`` against the wall clock), and ``invalidate``
+(a revocation heard over shared events) and ``invalidate_all`` (events possibly missed) drop it, so
+a revoked key is never served stale. Unknown ids are never served stale: they still need the store.
+
 What this module refuses to do: keep or log a plaintext secret, tell a client which check failed
-(the reason is for the audit), or swallow ``StoreUnavailable`` (the caller denies).
+(the reason is for the audit), or swallow ``StoreUnavailable`` when it holds no usable stale record
+(the caller denies).
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from portcullis.clock import Clock
-from portcullis.errors import Unauthenticated
+from portcullis.errors import StoreUnavailable, Unauthenticated
 from portcullis.identity.principal import Principal
 from portcullis.stores.base import ApiKeyRecord, KeyStore
 
@@ -75,6 +86,21 @@ class IssuedKey:
 
     def __repr__(self) -> str:  # keep the plaintext out of logs and tracebacks
         return f"IssuedKey(key='pcl_{self.record.key_id}_…', record={self.record!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    """A found record and its deadlines, on the monotonic clock.
+
+    ``fresh_until``: answered without asking the store. ``stale_until``: kept past that, and
+    answered only when the store fails. ``stale``: ``fresh_until`` was pushed out after a store
+    failure, not by a read, so answers from it are marked ``served_stale``.
+    """
+
+    record: ApiKeyRecord
+    fresh_until: float
+    stale_until: float
+    stale: bool = False
 
 
 def parse_api_key(text: str) -> tuple[str, str]:
@@ -138,10 +164,13 @@ class ApiKeyVerifier:
     """
 
     def __init__(
-        self, store: KeyStore, *, pepper: bytes, clock: Clock, cache_ttl_s: float, max_cache_entries: int = 10_000
+        self, store: KeyStore, *, pepper: bytes, clock: Clock, cache_ttl_s: float, stale_if_error_s: float = 0.0,
+        max_cache_entries: int = 10_000,
     ) -> None:
         if max_cache_entries < 1:
             raise ValueError("max_cache_entries must be at least 1")
+        if stale_if_error_s < 0:
+            raise ValueError("stale_if_error_s must not be negative")
         self._store = store
         self._pepper = pepper
         # hash_secret's HMAC keyed once, copied per check. Keying per request (and, worse, naming the
@@ -149,17 +178,21 @@ class ApiKeyVerifier:
         self._keyed_mac = hmac.new(pepper, digestmod=hashlib.sha256)
         self._clock = clock
         self._ttl = cache_ttl_s
+        self._stale_s = stale_if_error_s
         self._negative_ttl = min(cache_ttl_s, _NEGATIVE_TTL_S)
         self._max = max_cache_entries
         self._max_negative = max(1, max_cache_entries // 10)
-        self._found: OrderedDict[str, tuple[float, ApiKeyRecord]] = OrderedDict()
+        # Fresh and stale records share this one bound: holding records for stale use keeps them
+        # longer, never more of them.
+        self._found: OrderedDict[str, _Cached] = OrderedDict()
         self._unknown: OrderedDict[str, float] = OrderedDict()
-        self._inflight: dict[str, asyncio.Task[ApiKeyRecord | None]] = {}
+        self._inflight: dict[str, asyncio.Task[_Cached | None]] = {}
         self._epoch = 0  # bumped by every invalidation; a lookup begun earlier is not cached
         self._last_used: dict[str, float] = {}
 
     async def verify(self, presented: str) -> Principal:
-        """Check a presented key. Raises ``Unauthenticated`` or, from the store, ``StoreUnavailable``."""
+        """Check a presented key. Raises ``Unauthenticated`` or, from the store, ``StoreUnavailable``
+        (only when no record of the key may be served stale)."""
         key_id, secret = parse_api_key(presented)
         return self._check(key_id, secret, await self._lookup(key_id))
 
@@ -170,16 +203,17 @@ class ApiKeyVerifier:
         key_id, secret = parse_api_key(presented)
         now = self._clock.monotonic()
         found = self._found.get(key_id)
-        if found is not None and found[0] > now:
-            return self._check(key_id, secret, found[1])
+        if found is not None and found.fresh_until > now:
+            return self._check(key_id, secret, found)
         unknown_until = self._unknown.get(key_id)
         if unknown_until is not None and unknown_until > now:
             raise Unauthenticated("unknown_key")
         return None
 
-    def _check(self, key_id: str, secret: str, record: ApiKeyRecord | None) -> Principal:
-        if record is None:
+    def _check(self, key_id: str, secret: str, cached: _Cached | None) -> Principal:
+        if cached is None:
             raise Unauthenticated("unknown_key")
+        record = cached.record
         mac = self._keyed_mac.copy()  # re-keying per request showed up in profiles; a copy does not
         mac.update(secret.encode())
         if not hmac.compare_digest(mac.hexdigest(), record.secret_hash):
@@ -190,15 +224,17 @@ class ApiKeyVerifier:
         if record.expires_at is not None and now >= record.expires_at:
             raise Unauthenticated("expired")
         self._last_used[key_id] = now
-        return Principal(consumer_id=record.consumer_id, method="api_key", key_id=key_id, scopes=record.scopes)
+        return Principal(consumer_id=record.consumer_id, method="api_key", key_id=key_id, scopes=record.scopes,
+                         served_stale=cached.stale)
 
-    async def _lookup(self, key_id: str) -> ApiKeyRecord | None:
+    async def _lookup(self, key_id: str) -> _Cached | None:
         now = self._clock.monotonic()
         found = self._found.get(key_id)
         if found is not None:
-            if found[0] > now:
-                return found[1]
-            del self._found[key_id]
+            if found.fresh_until > now:
+                return found
+            if found.stale_until <= now:
+                del self._found[key_id]  # past any stale use too
         unknown_until = self._unknown.get(key_id)
         if unknown_until is not None:
             if unknown_until > now:
@@ -212,17 +248,40 @@ class ApiKeyVerifier:
         # shield: one cancelled request must not cancel the lookup the others are waiting on
         return await asyncio.shield(task)
 
-    async def _fetch(self, key_id: str, epoch: int) -> ApiKeyRecord | None:
-        record = await self._store.get(key_id)
-        if epoch == self._epoch:  # no revoke or invalidate happened while we were reading
-            now = self._clock.monotonic()
-            if record is None:
+    async def _fetch(self, key_id: str, epoch: int) -> _Cached | None:
+        try:
+            record = await self._store.get(key_id)
+        except StoreUnavailable:
+            stale = self._serve_stale(key_id)
+            if stale is None:
+                raise
+            return stale
+        now = self._clock.monotonic()
+        if record is None:
+            self._found.pop(key_id, None)
+            if epoch == self._epoch:
                 _put(self._unknown, key_id, now + self._negative_ttl, self._max_negative)
-            else:
-                _put(self._found, key_id, (now + self._ttl, record), self._max)
-        return record
+            return None
+        cached = _Cached(record, fresh_until=now + self._ttl, stale_until=now + self._stale_s)
+        if epoch == self._epoch:  # no revoke or invalidate happened while we were reading
+            _put(self._found, key_id, cached, self._max)
+        return cached
 
-    def _forget_inflight(self, key_id: str, task: asyncio.Task[ApiKeyRecord | None]) -> None:
+    def _serve_stale(self, key_id: str) -> _Cached | None:
+        """After a store failure: the kept record, trusted for one more TTL, if still within its
+        stale period. Read after the failed call, so a revocation heard meanwhile has removed it."""
+        found = self._found.get(key_id)
+        now = self._clock.monotonic()
+        if found is None or found.stale_until <= now:
+            return None
+        if found.fresh_until > now:
+            return found  # a concurrent read refreshed it
+        stale = _Cached(found.record, fresh_until=min(now + self._ttl, found.stale_until),
+                        stale_until=found.stale_until, stale=True)
+        self._found[key_id] = stale  # in place: being served stale is no reason to outlive other entries
+        return stale
+
+    def _forget_inflight(self, key_id: str, task: asyncio.Task[_Cached | None]) -> None:
         if self._inflight.get(key_id) is task:
             del self._inflight[key_id]
         if not task.cancelled():

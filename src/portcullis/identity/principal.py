@@ -24,3 +24,6 @@ class Principal:
     roles: frozenset[str] = frozenset()
     claims: Mapping[str, Any] = field(default_factory=dict)
     issuer: str | None = None
+    # API keys only: answered from a record kept past its cache TTL because the key store was
+    # unreachable (stale-if-error). For the audit and metrics; never sent upstream.
+    served_stale: bool = False

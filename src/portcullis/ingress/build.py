@@ -181,7 +181,7 @@ def _build_verifiers(config: GatewayConfig, services: Services) -> Verifiers:
     if config.keys is not None:
         keys = ApiKeyVerifier(
             services.store, pepper=config.keys.pepper.get_secret_value().encode(), clock=services.clock,
-            cache_ttl_s=config.keys.cache_ttl,
+            cache_ttl_s=config.keys.cache_ttl, stale_if_error_s=config.keys.stale_if_error,
         )
     jwt = JwtVerifier(config.jwt_issuers, clock=services.clock) if config.jwt_issuers else None
     failed_auth = FailedAuthShield(failed_auth_rule(config.shield.failed_auth_rate), services.limiter, services.clock)

@@ -46,6 +46,11 @@ class GatewayMetrics:
             "portcullis_upstream_errors_total", "Upstream failures by route and kind.",
             ["route", "kind"], registry=r,
         )
+        self.keys_served_stale = Counter(
+            "portcullis_keys_served_stale_total",
+            "Requests allowed on an API key record kept past its cache TTL because the key store was unreachable.",
+            registry=r,
+        )
         self.internal_errors = Counter(
             "portcullis_internal_errors_total", "Unexpected errors caught by the outermost guard.", registry=r,
         )

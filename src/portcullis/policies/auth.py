@@ -11,6 +11,10 @@ No oracles: an unknown key, a wrong secret, a bad signature and a disallowed alg
 ``auth.missing_credentials`` with a ``WWW-Authenticate`` challenge, because that tells an honest
 client what to do. Two different credentials in one request are refused as ambiguous.
 
+Key store outages: a key the verifier may serve stale (see ``identity/api_keys.py``) is allowed
+with the decision ``allowed:key_served_stale`` and counted in ``portcullis_keys_served_stale_total``;
+any other key answers 503 ``service.unavailable``, never 401, and never fails open.
+
 Credentials are not forwarded: an API key header (or ``Authorization: Bearer pcl_…``) is removed
 before the request goes upstream (Kong's ``hide_credentials``); a JWT is forwarded, since backends
 commonly read its claims.
@@ -115,6 +119,11 @@ class AuthenticationPolicy(PolicyBase):
                 outcome = limited
         if isinstance(outcome, Principal):
             ctx.principal = outcome
+            if outcome.served_stale:
+                # The key store is down and this key was valid when last read (stale-if-error):
+                # allowed, and said so in the audit record and the metric.
+                ctx.decision = "allowed:key_served_stale"
+                self._metrics.keys_served_stale.inc()
             return None
         if isinstance(outcome, Limited):
             return self._too_many(ctx, "shield.failed_auth", outcome.retry_after_s)

@@ -47,6 +47,17 @@ class SharedState:
     def degraded(self) -> bool:
         return self.outage.degraded
 
+    async def probe(self) -> bool:
+        """Ask Redis now (the readiness probe), so an idle instance notices an outage, and a recovery,
+        without waiting for traffic. True when it answered; either way ``degraded`` is up to date."""
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:  # OSError includes TimeoutError
+            self.outage.failed(exc)
+            return False
+        self.outage.recovered()
+        return True
+
     def key(self, *parts: str) -> str:
         """A key of this gateway's (its prefix) outside the counter and budget scripts."""
         return self.key_prefix + ":".join(parts)
