@@ -9,7 +9,9 @@ must not interleave with another coroutine's statements.
 Migrations are numbered tuples of statements below (kept in code, so no package data is needed);
 ``schema_version`` records each one applied. They run inside ``BEGIN IMMEDIATE``, so two processes
 opening a fresh file at once cannot both migrate it, and a database whose schema is newer than this
-code knows is refused with ``SchemaTooNew``.
+code knows is refused with ``SchemaTooNew``. Any number of processes may open, create and migrate
+the same file at once: ``sqlite_file`` creates it private (``0600``) and retries the WAL switch and
+the migration while another opener holds the lock.
 
 All SQL is parameterised. sqlite3 and aiosqlite errors become ``StoreUnavailable`` in
 ``_translate`` and nowhere else (a duplicate key id is the contract's ``ValueError``).
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import random
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -32,8 +35,10 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from portcullis.clock import Clock, SystemClock
 from portcullis.errors import StoreUnavailable
 from portcullis.stores.base import ApiKeyRecord, AuditQuery, SecretRecord
+from portcullis.stores.sqlite_file import BUSY_TIMEOUT_S, make_private, retry_while_busy
 
 __all__ = ["MAX_AUDIT_ROWS", "SCHEMA_VERSION", "SchemaTooNew", "SqliteStore", "schema_version"]
 
@@ -104,15 +109,18 @@ async def _translate(duplicate: str | None = None) -> AsyncIterator[None]:
 class SqliteStore:
     """``KeyStore`` and ``AuditSink`` over one SQLite file. ``await SqliteStore.connect(path)``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, clock: Clock | None = None, rng: random.Random | None = None) -> None:
         self._path = path
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
 
     @classmethod
-    async def connect(cls, path: str) -> SqliteStore:
-        """Open the file (creating it), migrate it, and return the store."""
-        store = cls(path)
+    async def connect(cls, path: str, *, clock: Clock | None = None, rng: random.Random | None = None) -> SqliteStore:
+        """Open the file (creating it), migrate it, and return the store. ``clock`` and ``rng`` pace
+        the retries while another process holds the file's lock."""
+        store = cls(path, clock=clock, rng=rng)
         await store.open()
         return store
 
@@ -121,16 +129,16 @@ class SqliteStore:
         if self._db is not None:
             return
         async with _translate():
+            await asyncio.to_thread(make_private, self._path)
             # Open once on a worker thread first: when aiosqlite's own connect fails, it leaves a
             # stop request for its thread that nobody awaits, and that thread then calls into an
             # event loop that may already be closed. A probe that fails here never starts it.
             await asyncio.to_thread(_probe, self._path)
-            db = await aiosqlite.connect(self._path)
+            db = await aiosqlite.connect(self._path, timeout=BUSY_TIMEOUT_S)
             try:
-                await db.execute("PRAGMA journal_mode=WAL")
-                await db.execute("PRAGMA busy_timeout=5000")
+                await retry_while_busy(lambda: _enable_wal(db), clock=self._clock, rng=self._rng)
                 await db.execute("PRAGMA synchronous=NORMAL")
-                await _migrate(db)
+                await retry_while_busy(lambda: _migrate(db), clock=self._clock, rng=self._rng)
             except BaseException:
                 await db.close()
                 raise
@@ -294,7 +302,7 @@ def _read_version(path: str) -> int:
     if not Path(path).exists():
         return 0
     try:
-        with contextlib.closing(sqlite3.connect(path)) as db:
+        with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as db:
             if db.execute("SELECT name FROM sqlite_master WHERE name = 'schema_version'").fetchone() is None:
                 return 0
             row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
@@ -304,7 +312,12 @@ def _read_version(path: str) -> int:
 
 
 def _probe(path: str) -> None:
-    sqlite3.connect(path).close()
+    sqlite3.connect(path, timeout=BUSY_TIMEOUT_S).close()
+
+
+async def _enable_wal(db: aiosqlite.Connection) -> None:
+    async with db.execute("PRAGMA journal_mode=WAL") as cur:
+        await cur.fetchall()
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:

@@ -16,6 +16,11 @@ Rules this module keeps:
   time the secret was set (a plain hash of a short secret could be brute-forced offline).
 - **A locked vault refuses to start**: if secrets exist and the key is missing or cannot decrypt
   every one of them, ``unlock`` raises ``VaultLocked`` with what to do, before any traffic.
+- **A write never locks the vault**: ``set`` and ``rotate_master`` first check that the keys
+  decrypt every secret already stored (the same rule ``unlock`` applies), and write nothing if
+  not. Checking one secret would not do: a vault whose secrets are under different keys would
+  take the write and still refuse to start. Decrypting every secret costs well under a
+  millisecond each. ``delete`` needs no key: it encrypts nothing, so it cannot lock the vault.
 """
 
 from __future__ import annotations
@@ -135,11 +140,14 @@ class Vault:
         return len(records)
 
     async def set(self, name: str, value: str) -> SecretInfo:
+        """Store or replace a secret. Raises ``VaultLocked``, writing nothing, if the keys cannot
+        decrypt every secret already stored (the gateway would then refuse to start)."""
         if not valid_secret_name(name):
             raise VaultError("secret names are 1-64 of a-z 0-9 _ . - (starting with a letter or digit)")
         if not value:
             raise VaultError("a secret value cannot be empty")
         keys = self._require_keys()
+        _check_keys_open(keys, await self._store.list_secrets())
         now = self._clock.wall()
         existing = await self._store.get_secret(name)
         record = SecretRecord(
@@ -170,12 +178,22 @@ class Vault:
         """Re-encrypt every secret under the first master key; all or nothing. Returns the count."""
         keys = self._require_keys()
         records = await self._store.list_secrets()
-        rotated: dict[str, bytes] = {}
-        for record in records:
-            keys.decrypt(record.name, record.ciphertext)  # refuse before writing anything
-            rotated[record.name] = keys.rotate(record.ciphertext)
+        _check_keys_open(keys, records)  # refuse before writing anything
+        rotated = {record.name: keys.rotate(record.ciphertext) for record in records}
         await self._store.replace_ciphertexts(rotated, self._clock.wall())
         return len(rotated)
+
+
+def _check_keys_open(keys: MasterKeys, records: list[SecretRecord]) -> None:
+    """Raise ``VaultLocked`` for a write unless ``keys`` decrypt every one of ``records``."""
+    for record in records:
+        try:
+            keys.decrypt(record.name, record.ciphertext)
+        except VaultLocked:
+            raise VaultLocked(
+                f"{SECRET_KEY_ENV} cannot decrypt secret {record.name!r} already in the vault, so nothing was "
+                "written; use the key the vault was stored with (new,old during a rotation)"
+            ) from None
 
 
 def _info(record: SecretRecord) -> SecretInfo:

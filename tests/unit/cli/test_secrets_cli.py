@@ -5,13 +5,20 @@ Asserted is what an operator sees, and what no one may see: a secret value is ne
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
 
 from portcullis.cli.main import app
+from portcullis.clock import SystemClock
+from portcullis.config.loader import load_config
+from portcullis.config.model import StoreConfig
+from portcullis.ingress.build import open_vault
+from portcullis.stores.opening import open_store
 from portcullis.vault import generate_master_key
 
 VALUE = "sk_live_" + "Z9y8X7w6" * 4
@@ -73,6 +80,37 @@ def test_rotation_moves_every_secret_to_the_new_key(config: Path) -> None:
     assert "cannot be decrypted" in serve_check(config, old).output  # the old key alone no longer opens it
     # the new key alone does: setting another secret re-reads the store under it
     assert secrets(config, "set", "c", key=new, stdin="gamma").exit_code == 0
+
+
+def stored_rows(config: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(config.parent / "p.db") as db:
+        return db.execute("SELECT * FROM secrets ORDER BY name").fetchall()
+
+
+def test_set_with_a_master_key_that_cannot_decrypt_the_vault_is_refused_and_writes_nothing(config: Path) -> None:
+    key = generate_master_key()
+    assert secrets(config, "set", "github_token", key=key, stdin=VALUE).exit_code == 0
+    before = stored_rows(config)
+    for name in ("stripe_key", "github_token"):  # a new secret, or replacing the existing one
+        refused = secrets(config, "set", name, key=generate_master_key(), stdin="sk_other\n")
+        assert refused.exit_code == 1
+        assert refused.output == (
+            "PORTCULLIS_SECRET_KEY cannot decrypt secret 'github_token' already in the vault, so nothing was "
+            "written; use the key the vault was stored with (new,old during a rotation)\n"
+        )
+    assert stored_rows(config) == before
+    revealed = asyncio.run(unlocked_vault(load_config(config).store, key))  # the gateway still opens it
+    assert revealed == [("github_token", VALUE)]
+
+
+async def unlocked_vault(store_cfg: StoreConfig, key: str) -> list[tuple[str, str]]:
+    """What a starting gateway does: open the store, unlock the vault, reveal each secret."""
+    store = await open_store(store_cfg)
+    try:
+        vault = await open_vault(store, SystemClock(), {"PORTCULLIS_SECRET_KEY": key})
+        return [(info.name, await vault.reveal(info.name)) for info in await vault.list()]
+    finally:
+        await store.aclose()
 
 
 def serve_check(config: Path, key: str | None) -> Result:

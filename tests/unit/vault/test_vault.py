@@ -128,11 +128,30 @@ async def test_rotation_re_encrypts_everything_under_the_new_key(store: Store) -
 async def test_a_rotation_that_cannot_decrypt_one_secret_changes_nothing(store: Store) -> None:
     clock = ManualClock()
     await Vault(store, keys(OLD), clock).set("a", "alpha")
-    await Vault(store, keys(NEW), clock).set("b", "beta")  # stored under another key by mistake
+    await Vault(store, keys(NEW, OLD), clock).set("b", "beta")  # a rotation begun: "b" is under NEW, "a" not yet
     before = await store.list_secrets()
     with pytest.raises(VaultLocked):
         await Vault(store, keys(NEW), clock).rotate_master()  # cannot read "a"
     assert await store.list_secrets() == before
+
+
+async def test_setting_with_a_key_that_cannot_decrypt_the_stored_secrets_writes_nothing(store: Store) -> None:
+    clock = ManualClock()
+    await Vault(store, keys(OLD), clock).set("a", "alpha")
+    before = await store.list_secrets()
+    for name in ("b", "a"):  # neither adding a secret nor replacing the very one it cannot read
+        with pytest.raises(VaultLocked, match="cannot decrypt secret 'a' already in the vault, so nothing was written"):
+            await Vault(store, keys(NEW), clock).set(name, "beta")
+    assert await store.list_secrets() == before
+    assert await (await open_vault(store, clock, {SECRET_KEY_ENV: OLD})).reveal("a") == "alpha"
+
+
+async def test_setting_during_a_rotation_takes_the_new_key_first_and_the_old_one_after(store: Store) -> None:
+    clock = ManualClock()
+    await Vault(store, keys(OLD), clock).set("a", "alpha")
+    await Vault(store, keys(NEW, OLD), clock).set("b", "beta")
+    vault = await open_vault(store, clock, {SECRET_KEY_ENV: f"{NEW},{OLD}"})
+    assert [await vault.reveal("a"), await vault.reveal("b")] == ["alpha", "beta"]
 
 
 async def test_replacing_keeps_creation_time_and_changes_the_fingerprint(store: Store) -> None:
