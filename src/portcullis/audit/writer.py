@@ -10,10 +10,10 @@ requests/s grew 3.6 MiB/s while SQLite took 2,000 records/s). So:
   full when the writer task itself cannot run, since it moves records on at disk speed.
 - The writer task takes what is queued (at most ``8 * batch_size`` records at a time), serialises
   it once in a worker thread (``AuditBatch``) and offers it to one ``SinkLane`` per sink. A lane
-  that keeps up takes the batch into memory (at most ``8 * batch_size`` records); a lane that is
-  behind or down appends it to its own spill file (``audit.spill``), replayed in order, in bounded
-  chunks, once the sink takes records again. Memory therefore holds at most ``queue_max`` queued
-  records plus, per sink, the batches in hand; the rest is on disk.
+  that keeps up takes the batch into memory (at most ``8 * batch_size`` records waiting, and as
+  many being written); a lane that is behind or down appends it to its own spill file, replayed
+  in order, in bounded chunks, once the sink takes records again. Memory therefore holds at most
+  ``queue_max`` queued records plus ``16 * batch_size`` per sink; the rest is on disk.
 - Loss is counted, never silent: a record that can reach neither its sink nor its spill file is
   reported through ``on_lost`` (reason ``spill_failed``) and logged once per state change.
 
@@ -163,7 +163,10 @@ class AuditWriter:
     async def start(self) -> None:
         """Take over what a previous process left in spill files, start replaying it, start the writer task."""
         for lane in self._lanes:
-            await lane.spill.open()
+            try:
+                await lane.spill.open()
+            except OSError as exc:  # the gateway still starts; what cannot be spilled is counted lost
+                log.error("audit spill file %s cannot be read (%r); starting without it", lane.spill.path, exc)
             lane.kick()
         self._task = asyncio.create_task(self._run(), name="portcullis-audit-writer")
 
