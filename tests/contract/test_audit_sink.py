@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from portcullis.errors import StoreUnavailable
-from portcullis.stores.base import AuditQuery, Store
+from portcullis.stores.base import AuditBatch, AuditQuery, Store
 from portcullis.stores.postgres import PostgresStore
 from portcullis.stores.sqlite import MAX_AUDIT_ROWS, SqliteStore
 
@@ -31,51 +31,55 @@ def row(id_: str, ts: float, *, consumer: str | None = "acme", route: str | None
             "status": status, "path": "/orders/1", "latency_ms": 1.5, **extra}
 
 
+async def write(sink: Sink, rows: list[dict[str, Any]]) -> None:
+    await sink.write(AuditBatch.of(rows))
+
+
 async def ids(sink: Sink, query: AuditQuery | None = None) -> list[str]:
     return [r["id"] for r in await sink.query_audit(query or AuditQuery())]
 
 
 async def test_a_record_reads_back_whole(audit_sink: Sink) -> None:
     rec = row("a1", 1.0, user_agent="curl/8", upstream_status=None, nested={"k": [1, 2]})
-    await audit_sink.write([rec])
+    await write(audit_sink, [rec])
     assert await audit_sink.query_audit(AuditQuery()) == [rec]
 
 
 async def test_writing_the_same_batch_twice_stores_it_once(audit_sink: Sink) -> None:
     batch = [row("a1", 1.0), row("a2", 2.0)]
-    await audit_sink.write(batch)
-    await audit_sink.write(batch)  # a replay after a failure
-    await audit_sink.write([row("a2", 2.0), row("a3", 3.0)])  # an overlapping replay
+    await write(audit_sink, batch)
+    await write(audit_sink, batch)  # a replay after a failure
+    await write(audit_sink, [row("a2", 2.0), row("a3", 3.0)])  # an overlapping replay
     assert await ids(audit_sink) == ["a1", "a2", "a3"]
 
 
 async def test_a_replay_never_overwrites_the_first_copy(audit_sink: Sink) -> None:
-    await audit_sink.write([row("a1", 1.0, status=200)])
-    await audit_sink.write([row("a1", 1.0, status=500)])
+    await write(audit_sink, [row("a1", 1.0, status=200)])
+    await write(audit_sink, [row("a1", 1.0, status=500)])
     (only,) = await audit_sink.query_audit(AuditQuery())
     assert only["status"] == 200
 
 
 async def test_the_same_id_twice_in_one_batch_keeps_the_first(audit_sink: Sink) -> None:
-    await audit_sink.write([row("a1", 1.0, status=200), row("a1", 1.0, status=500)])
+    await write(audit_sink, [row("a1", 1.0, status=200), row("a1", 1.0, status=500)])
     (only,) = await audit_sink.query_audit(AuditQuery())
     assert only["status"] == 200
 
 
 async def test_an_empty_batch_is_fine(audit_sink: Sink) -> None:
-    await audit_sink.write([])
+    await write(audit_sink, [])
     assert await ids(audit_sink) == []
 
 
 async def test_a_large_batch_lands_whole(audit_sink: Sink) -> None:
-    await audit_sink.write([row(f"a{i:05d}", float(i)) for i in range(5000)])
+    await write(audit_sink, [row(f"a{i:05d}", float(i)) for i in range(5000)])
     assert len(await ids(audit_sink, AuditQuery(limit=MAX_AUDIT_ROWS))) == 5000
 
 
 async def test_a_batch_with_a_bad_record_writes_nothing(audit_sink: Sink) -> None:
     bad = {"id": "a2", "ts": 2.0, "decision": "allowed"}  # no status
     with pytest.raises(ValueError, match="status"):
-        await audit_sink.write([row("a1", 1.0), bad])
+        await write(audit_sink, [row("a1", 1.0), bad])
     assert await ids(audit_sink) == []
 
 
@@ -106,14 +110,14 @@ FOUR = [
         "limit", "limit-zero", "negative-limit-is-not-unlimited", "injection-is-a-value", "statement-injection-is-a-value",
         "nul-matches-nothing"])
 async def test_query_audit_filters(audit_sink: Sink, query: AuditQuery, expected: list[str]) -> None:
-    await audit_sink.write(FOUR)
+    await write(audit_sink, FOUR)
     assert await ids(audit_sink, query) == expected
 
 
 async def test_injection_shaped_values_round_trip_as_data(audit_sink: Sink) -> None:
     evil = "x'); DELETE FROM audit; --"
     rec = row(evil, 1.0, consumer="bob' OR '1'='1", route="$1", decision="a\\b%_")
-    await audit_sink.write([rec, row("a2", 2.0)])
+    await write(audit_sink, [rec, row("a2", 2.0)])
     assert await audit_sink.query_audit(AuditQuery(consumer_id="bob' OR '1'='1")) == [rec]
     assert await ids(audit_sink, AuditQuery(route="$1", decision="a\\b%_")) == [evil]
     assert await ids(audit_sink, AuditQuery(decision="a%")) == []
@@ -122,26 +126,26 @@ async def test_injection_shaped_values_round_trip_as_data(audit_sink: Sink) -> N
 
 async def test_ties_in_time_are_ordered_by_id_bytewise(audit_sink: Sink) -> None:
     # PostgreSQL's default collation would sort "B" after "a"; SQLite compares bytes.
-    await audit_sink.write([row(i, 5.0) for i in ("b", "a", "B", "_", "A")])
+    await write(audit_sink, [row(i, 5.0) for i in ("b", "a", "B", "_", "A")])
     assert await ids(audit_sink) == ["A", "B", "_", "a", "b"]
 
 
 async def test_a_record_with_a_nul_in_a_filter_column_is_kept_whole(audit_sink: Sink) -> None:
     # A JWT ``sub`` may carry U+0000; one unstorable record must not block the audit queue.
     rec = row("a1", 1.0, consumer="bob\x00admin", path="/x\x00y")
-    await audit_sink.write([rec])
+    await write(audit_sink, [rec])
     assert await audit_sink.query_audit(AuditQuery(consumer_id="bob\x00admin")) == [rec]
 
 
 async def test_a_query_never_returns_more_than_the_cap(audit_sink: Sink) -> None:
-    await audit_sink.write([row(f"a{i:05d}", float(i)) for i in range(MAX_AUDIT_ROWS + 5)])
+    await write(audit_sink, [row(f"a{i:05d}", float(i)) for i in range(MAX_AUDIT_ROWS + 5)])
     assert len(await ids(audit_sink, AuditQuery(limit=10 * MAX_AUDIT_ROWS))) == MAX_AUDIT_ROWS
 
 
 async def test_audit_survives_a_reopen(open_backend: Opener) -> None:
     sink = await open_backend()
     try:
-        await sink.write(FOUR)
+        await write(sink, FOUR)
     finally:
         await sink.aclose()
     sink = await open_backend()
@@ -155,4 +159,4 @@ async def test_writing_to_a_closed_sink_is_unavailable(open_backend: Opener) -> 
     sink = await open_backend()
     await sink.aclose()
     with pytest.raises(StoreUnavailable):
-        await sink.write([row("a1", 1.0)])
+        await write(sink, [row("a1", 1.0)])

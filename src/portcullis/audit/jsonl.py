@@ -4,20 +4,21 @@ Why our own rotation instead of ``logging.handlers.RotatingFileHandler``: writes
 run in a worker thread (file I/O must never block the event loop), and a batch is appended with one
 ``write`` so a record is never split across files.
 Idempotency: a batch is only re-sent to this sink when its write failed, so a record appears once
-unless a write failed half-way (a torn last line, which readers skip).
+unless a write failed half-way (a torn last line, which readers skip) or the process died between
+a replayed chunk's write and the spill offset that records it.
+Permissions: the file holds who called what, so it is created 0600; a file left with wider bits (an
+older version, a hand-made file) is narrowed at the first write, and rotated files keep 0600.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import orjson
+from portcullis.stores.base import AuditBatch
 
-__all__ = ["JsonlFileSink"]
+__all__ = ["JsonlFileSink", "owner_only"]
 
 
 class JsonlFileSink:
@@ -28,11 +29,13 @@ class JsonlFileSink:
         self._max_bytes = max_bytes
         self._backups = backup_count
         self._lock = asyncio.Lock()
+        self._mode_checked = False
 
-    async def write(self, records: Sequence[Mapping[str, Any]]) -> None:
-        if not records:
+    async def write(self, batch: AuditBatch) -> None:
+        """Append the batch's JSON lines with one ``write``, rotating first if it would not fit."""
+        if not len(batch):
             return
-        data = b"".join(orjson.dumps(r) + b"\n" for r in records)
+        data = batch.payload()
         async with self._lock:
             await asyncio.to_thread(self._append, data)
 
@@ -46,6 +49,9 @@ class JsonlFileSink:
             self._rotate()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
+            if not self._mode_checked:
+                owner_only(fd)
+                self._mode_checked = True
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
@@ -60,8 +66,16 @@ class JsonlFileSink:
         for i in range(self._backups - 1, 0, -1):
             src = self.path.with_name(f"{self.path.name}.{i}")
             if src.exists():
-                src.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
+                dst = self.path.with_name(f"{self.path.name}.{i + 1}")
+                src.replace(dst)
+                dst.chmod(0o600)  # a backup from before this version may have wider bits
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
 
     async def aclose(self) -> None:
         return None
+
+
+def owner_only(fd: int) -> None:
+    """Narrow an open audit or spill file to 0600 if it has group or other bits."""
+    if os.fstat(fd).st_mode & 0o077:
+        os.fchmod(fd, 0o600)

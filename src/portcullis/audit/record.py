@@ -7,7 +7,8 @@ Values arrive already redacted (``audit.redact``); this module does not look at 
 
 from __future__ import annotations
 
-import datetime
+import functools
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +50,8 @@ class AuditRecord:
     def to_dict(self) -> dict[str, Any]:
         """The record as sinks store it. Built by hand: ``dataclasses.asdict`` deep-copies every
         value and was a visible cost per request."""
-        when = datetime.datetime.fromtimestamp(self.ts, datetime.UTC)
         return {
-            "id": self.id, "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "ts": self.ts,
+            "id": self.id, "time": _iso_millis(self.ts), "ts": self.ts,
             "request_id": self.request_id, "client_ip": self.client_ip, "consumer_id": self.consumer_id,
             "key_id": self.key_id, "method": self.method, "route": self.route, "path": self.path,
             "query": self.query, "status": self.status, "decision": self.decision, "latency_ms": self.latency_ms,
@@ -61,3 +61,17 @@ class AuditRecord:
 
     def to_json_bytes(self) -> bytes:
         return orjson.dumps(self.to_dict())
+
+
+def _iso_millis(ts: float) -> str:
+    """``ts`` as ISO 8601 UTC with milliseconds (``2026-01-02T03:04:05.678Z``), as
+    ``datetime.isoformat(timespec="milliseconds")`` writes it, at a quarter of the cost: records
+    arrive in time order, so the formatted second is nearly always the cached one."""
+    micros = round(ts * 1_000_000)
+    second, fraction = divmod(micros, 1_000_000)
+    return f"{_iso_second(second)}.{fraction // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=8)
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))

@@ -376,10 +376,20 @@ class AuditConfig(_Model):
     max_file_bytes: ByteSize = Field("100MiB", description="Rotate the file at this size.")
     backup_count: int = Field(5, ge=0, description="Rotated files kept.")
     to_store: bool = Field(True, description="Also write records to the store's audit table.")
-    spill_file: str = Field("audit.spill.jsonl", description="Where records go while a sink fails; replayed later.")
-    batch_size: int = Field(256, ge=1, description="Records written per batch.")
+    spill_file: str = Field(
+        "audit.spill.jsonl",
+        description="Prefix of the per-sink spill files (PATH.0, PATH.1): records wait there, not in memory, while a"
+        " sink is down or behind, and are replayed in order.",
+    )
+    batch_size: int = Field(
+        256, ge=1, description="Records that wake the writer; a sink that is behind is given up to 8 batches at once."
+    )
     flush_interval: Duration = Field("1s", description="Longest time a record waits before being written.")
-    queue_max: int = Field(100_000, ge=1, description="Records held in memory before spilling to the spill file.")
+    queue_max: int = Field(
+        100_000, ge=1,
+        description="Most records queued in memory for the writer; a record that finds the queue full is counted in"
+        " portcullis_audit_lost_records_total.",
+    )
 
 
 class UpstreamConfig(_Model):

@@ -92,21 +92,22 @@ async def open_services(
     except BaseException:
         await store.aclose()
         raise
-    sinks: list[AuditSink] = []
+    sinks: dict[str, AuditSink] = {}
     audit_cfg = config.audit
     if audit_cfg.file:
-        sinks.append(JsonlFileSink(
+        sinks["file"] = JsonlFileSink(
             _resolve(base, audit_cfg.file), max_bytes=audit_cfg.max_file_bytes, backup_count=audit_cfg.backup_count
-        ))
+        )
     if audit_cfg.to_store:
-        sinks.append(store)
+        sinks["store"] = store
+    metrics = GatewayMetrics()
     audit = AuditWriter(
         sinks, spill_path=_resolve(base, audit_cfg.spill_file), clock=clock, batch_size=audit_cfg.batch_size,
-        flush_interval_s=audit_cfg.flush_interval, queue_max=audit_cfg.queue_max,
+        flush_interval_s=audit_cfg.flush_interval, queue_max=audit_cfg.queue_max, on_lost=metrics.audit_records_lost,
     )
     await audit.start()
-    metrics = GatewayMetrics()
     metrics.audit_spilled.set_function(lambda: float(audit.waiting))
+    metrics.audit_queued.set_function(lambda: float(audit.pending))
     counters: CounterStore = MemoryCounterStore()
     budgets: BudgetCounterStore = MemoryBudgetStore()
     shared = None

@@ -57,6 +57,13 @@ class GatewayMetrics:
         self.audit_spilled = Gauge(
             "portcullis_audit_spilled_records", "Audit records waiting in spill files.", registry=r,
         )
+        self.audit_queued = Gauge(
+            "portcullis_audit_queued_records", "Audit records queued in memory for the writer.", registry=r,
+        )
+        self.audit_lost = Counter(
+            "portcullis_audit_lost_records", "Audit records a sink will never get, by sink and reason"
+            " (queue_full, spill_failed, spill_torn).", ["sink", "reason"], registry=r,
+        )
         self.config_reloads = Counter(
             "portcullis_config_reloads_total", "Config reloads by result.", ["result"], registry=r,
         )
@@ -109,6 +116,10 @@ class GatewayMetrics:
         if histogram is None:
             histogram = self._durations[route] = self.request_duration.labels(route)
         histogram.observe(seconds)
+
+    def audit_records_lost(self, sink: str, reason: str, records: int) -> None:
+        """The audit writer's ``on_lost`` hook."""
+        self.audit_lost.labels(sink, reason).inc(records)
 
     def egress_call(self, route: str, status: int, attempts: int, seconds: float, cost: float = 0.0) -> None:
         self.egress_calls.labels(route, f"{status // 100}xx").inc()

@@ -13,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 __all__ = [
-    "ApiKeyRecord", "AuditQuery", "AuditSink", "BudgetCounterStore", "KeyStore", "SecretRecord", "SecretStore", "Spend",
-    "Store",
+    "ApiKeyRecord", "AuditBatch", "AuditQuery", "AuditSink", "BudgetCounterStore", "KeyStore", "SecretRecord",
+    "SecretStore", "Spend", "Store",
 ]
 
 
@@ -77,6 +79,31 @@ class AuditQuery:
     limit: int = 100
 
 
+@dataclass(frozen=True, slots=True)
+class AuditBatch:
+    """Audit records as every sink receives them: each one both as a mapping and as its JSON line.
+
+    Why both: a record is serialised once, by the writer, off the request path; the JSONL sink and
+    the spill file write the lines, the database sinks read the filter columns from the mappings
+    and store the line as the record text. ``lines[i]`` is ``rows[i]`` as compact JSON, no newline.
+    """
+
+    rows: Sequence[Mapping[str, Any]]
+    lines: Sequence[bytes]
+
+    @classmethod
+    def of(cls, rows: Sequence[Mapping[str, Any]]) -> AuditBatch:
+        """Serialise ``rows`` (JSON-ready mappings) into a batch."""
+        return cls(rows, [orjson.dumps(r) for r in rows])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def payload(self) -> bytes:
+        """The batch as JSON lines, each ending in a newline: one write for a file."""
+        return b"\n".join(self.lines) + b"\n" if self.lines else b""
+
+
 class AuditSink(Protocol):
     """Somewhere audit records are written in batches.
 
@@ -84,7 +111,7 @@ class AuditSink(Protocol):
     store it once (replay after a failure is idempotent).
     """
 
-    async def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+    async def write(self, batch: AuditBatch) -> None:
         """Write a batch. Raises ``StoreUnavailable`` (or ``OSError`` for files) on failure."""
         ...
 

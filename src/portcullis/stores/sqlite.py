@@ -27,7 +27,7 @@ import builtins
 import contextlib
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ import orjson
 
 from portcullis.clock import Clock, SystemClock
 from portcullis.errors import StoreUnavailable
-from portcullis.stores.base import ApiKeyRecord, AuditQuery, SecretRecord
+from portcullis.stores.base import ApiKeyRecord, AuditBatch, AuditQuery, SecretRecord
 from portcullis.stores.sqlite_file import BUSY_TIMEOUT_S, make_private, retry_while_busy
 
 __all__ = ["MAX_AUDIT_ROWS", "SCHEMA_VERSION", "SchemaTooNew", "SqliteStore", "schema_version"]
@@ -193,9 +193,10 @@ class SqliteStore:
 
     # --- AuditSink --------------------------------------------------------------------------
 
-    async def write(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Insert a batch in one transaction; a record whose ``id`` is already stored is skipped."""
-        rows = [_audit_row(r) for r in records]
+    async def write(self, batch: AuditBatch) -> None:
+        """Insert a batch in one transaction (``executemany``); a record whose ``id`` is already stored
+        is skipped. The record text is the batch's JSON line, not serialised again."""
+        rows = [_audit_row(r, line) for r, line in zip(batch.rows, batch.lines, strict=True)]
         if not rows:
             return
         async with self._write_lock, _translate():
@@ -354,9 +355,9 @@ def _key_record(row: Any) -> ApiKeyRecord:
     )
 
 
-def _audit_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
+def _audit_row(record: Mapping[str, Any], line: bytes) -> tuple[Any, ...]:
     missing = [name for name in ("id", "ts", "decision", "status") if record.get(name) is None]
     if missing:
         raise ValueError(f"an audit record needs {', '.join(missing)}")
     return (str(record["id"]), float(record["ts"]), record.get("consumer_id"), record.get("route"),
-            str(record["decision"]), int(record["status"]), orjson.dumps(dict(record)).decode())
+            str(record["decision"]), int(record["status"]), line.decode())

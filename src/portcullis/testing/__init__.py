@@ -5,7 +5,13 @@ Only time, DNS and chance are faked in Portcullis tests; everything else is real
 
 from __future__ import annotations
 
-__all__ = ["ManualClock"]
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from portcullis.stores.base import AuditBatch
+
+__all__ = ["CapturingAuditSink", "ManualClock"]
 
 
 class ManualClock:
@@ -31,3 +37,44 @@ class ManualClock:
 
     async def sleep(self, seconds: float) -> None:
         self.advance(max(0.0, seconds))
+
+
+class CapturingAuditSink:
+    """A real ``AuditSink`` that keeps what it is given in memory, idempotent by record id like the stores.
+
+    It can be told to fail (``fail_next`` writes, or every write while ``failing``) and to hold each
+    write until ``release()`` (a sink slower than arrivals, without timers). ``batch_sizes`` and
+    ``attempts`` show how the writer called it.
+    """
+
+    def __init__(self, *, fail_next: int = 0, failing: bool = False, gated: bool = False) -> None:
+        self.rows: list[Mapping[str, Any]] = []
+        self.batch_sizes: list[int] = []
+        self.attempts = 0
+        self.fail_next = fail_next
+        self.failing = failing
+        self._gate = asyncio.Event()
+        if not gated:
+            self._gate.set()
+        self.entered = asyncio.Event()  # set when a write is waiting at the gate
+
+    def release(self) -> None:
+        self._gate.set()
+
+    async def write(self, batch: AuditBatch) -> None:
+        self.attempts += 1
+        self.entered.set()
+        await self._gate.wait()
+        if self.failing or self.fail_next > 0:
+            self.fail_next -= 1
+            raise OSError("disk full")
+        self.batch_sizes.append(len(batch))
+        seen = {r["id"] for r in self.rows}
+        self.rows.extend(r for r in batch.rows if r["id"] not in seen)
+
+    async def aclose(self) -> None:
+        return None
+
+    @property
+    def ids(self) -> list[str]:
+        return [str(r["id"]) for r in self.rows]

@@ -35,3 +35,10 @@ def test_ids_are_unique_and_time_ordered() -> None:
 
 def _others() -> list[str]:
     return [f.name for f in dataclasses.fields(AuditRecord) if f.name not in ("id", "ts")]
+
+
+def test_the_iso_time_is_what_datetime_writes_to_the_millisecond() -> None:
+    for ts in (0.0, 1_700_000_000.0, 1_700_000_000.9994, 1_700_000_000.9999996, 1_767_225_599.999, 1_767_225_600.0005):
+        record = AuditRecord.create(clock=ManualClock(wall=ts), **{n: None for n in _others()})
+        expected = datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
+        assert record.to_dict()["time"] == expected.replace("+00:00", "Z")
