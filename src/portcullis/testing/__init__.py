@@ -1,11 +1,14 @@
 """Public test kit: fakes for time (``ManualClock``) and the pieces tests of Portcullis need.
 
-Only time, DNS and chance are faked in Portcullis tests; everything else is real.
+Only time, DNS and chance are faked in Portcullis tests; everything else is real, such as the
+``RecordingUpstream`` backend that records request heads as they arrive.
 """
 
 from __future__ import annotations
 
-__all__ = ["ManualClock"]
+from portcullis.testing.upstream import RecordedHead, RecordingUpstream
+
+__all__ = ["ManualClock", "RecordedHead", "RecordingUpstream"]
 
 
 class ManualClock:
