@@ -29,7 +29,7 @@ from portcullis.ingress.build import build_runtime, open_services
 from portcullis.ingress.runtime import Runtime, Services
 from portcullis.ingress.shared_events import attach_shared_events
 from portcullis.server.protocol import TargetPreservingProtocol
-from portcullis.testing import ManualClock
+from portcullis.testing import ManualClock, RecordingUpstream
 
 PEPPER = "test-pepper-" + "x" * 40
 
@@ -88,6 +88,14 @@ async def upstream() -> AsyncIterator[UpstreamServer]:
     yield server
     server.hang.set()
     await runner.cleanup()
+
+
+@pytest.fixture
+async def recording_upstream() -> AsyncIterator[RecordingUpstream]:
+    """A raw backend that records each request head on arrival, before reading its body: a head
+    the gateway forwards ahead of a body it then refuses is seen here, unlike with ``upstream``."""
+    async with RecordingUpstream() as server:
+        yield server
 
 
 @dataclass

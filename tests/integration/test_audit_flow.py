@@ -61,3 +61,20 @@ async def test_secrets_in_the_request_never_reach_the_audit_file(
     raw = await asyncio.to_thread((gw.tmp / "audit.jsonl").read_text)
     for leaked in (secret, "s3cr3t-token", "jane.doe@example.com", "4111111111111111"):
         assert leaked not in raw, leaked
+
+
+async def test_passwords_and_provider_keys_never_reach_the_audit_file(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
+    github = "ghp_" + "Zq8Xk2Lm9Pv4Rt7Ws1Yb5Nc3Hd6Fg0JaQ1"  # made up, shaped as GitHub publishes
+    aws = "AKIA" + "QX7TZ3RWV9KM2HPL"
+    await gw.client.get(f"/open/keys/{github}?pass=hunter2&a%5Bpasswd%5D=hunter3&note={aws}",
+                        headers={"User-Agent": f"ci-bot ({github})"})
+    (record,) = await gw.audit_records()
+    raw = await asyncio.to_thread((gw.tmp / "audit.jsonl").read_text)
+    for leaked in ("hunter2", "hunter3", github[4:], aws[4:]):
+        assert leaked not in raw, leaked
+    assert record["path"] == "/open/keys/ghp_[REDACTED]"
+    assert record["query"] == "pass=[REDACTED]&a%5Bpasswd%5D=[REDACTED]&note=AKIA[REDACTED]"
+    assert record["user_agent"] == "ci-bot (ghp_[REDACTED])"

@@ -2,17 +2,24 @@
 
 Random request targets, methods and headers go through a real gateway on a socket (raw bytes, so
 nothing is cleaned up by a client library). A refusal must be a problem document with a request
-id; nothing may produce a 500, a traceback or an upstream request for a refused target.
+id; nothing may produce a 500, a traceback or an upstream request for a refused target. The backend
+records each request head as it arrives (before any body), so a head forwarded for a request that
+was then refused is seen.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.conftest import GatewayFactory, UpstreamServer, gateway_yaml, raw_request
+from tests.conftest import GatewayFactory, gateway_yaml, raw_request
+
+from portcullis.testing import RecordingUpstream
 
 ROUTES = """
 routes:
@@ -46,33 +53,114 @@ def _request(method: str, target: str, headers: list[tuple[str, str]], body: byt
     return head.encode("latin-1") + b"Connection: close\r\n\r\n" + body
 
 
-async def test_random_requests_never_produce_a_server_error(
-    make_gateway: GatewayFactory, upstream: UpstreamServer
-) -> None:
-    gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
-    seen: list[tuple[bytes, bytes]] = []
+@dataclass(frozen=True)
+class Exchange:
+    """One random request and what the client saw: status, headers (lower-case names), body."""
 
-    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    raw: bytes
+    status: int
+    headers: dict[bytes, bytes]
+    body: bytes
+
+    @property
+    def is_refusal(self) -> bool:
+        return self.status >= 400
+
+
+def _random_requests(*, derandomize: bool) -> list[bytes]:
+    made: list[bytes] = []
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=derandomize)
     @given(methods, targets, st.lists(st.tuples(header_names, header_values), max_size=4), bodies)
     def probe(method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        seen.append((_request(method, target, headers, body), b""))
+        made.append(_request(method, target, headers, body))
 
-    await asyncio.to_thread(probe)  # hypothesis touches the file system; keep it off the loop
-    assert len(seen) >= 200
-    answered = 0
-    for raw, _ in seen:
-        response = await raw_request(gw.port, raw, timeout=5)
+    probe()
+    assert len(made) >= 200
+    return made
+
+
+async def _exchanges(port: int, *, derandomize: bool, first: Sequence[bytes] = ()) -> list[Exchange]:
+    """Send ``first``, then the random requests, one by one; those the HTTP parser dropped
+    unanswered are left out."""
+    # hypothesis touches the file system; keep it off the loop
+    requests = await asyncio.to_thread(_random_requests, derandomize=derandomize)
+    out = []
+    for raw in [*first, *requests]:
+        response = await raw_request(port, raw, timeout=5)
         if not response:
             continue  # the HTTP parser closed the connection on malformed framing: acceptable
-        answered += 1
-        status_line, _, rest = response.partition(b"\r\n")
-        status = int(status_line.split(b" ")[1])
-        assert status < 500 or status in (502, 504), (raw, response[:300])
-        assert b"Traceback" not in response
-        head, _, body = rest.partition(b"\r\n\r\n")
-        if status >= 400 and b"application/problem+json" in head and not raw.startswith(b"HEAD "):
-            doc = orjson.loads(body)
+        head, _, body = response.partition(b"\r\n\r\n")
+        status_line, *lines = head.split(b"\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        out.append(Exchange(raw, int(status_line.split(b" ")[1]), headers, body))
+    assert len(out) >= 100
+    return out
+
+
+async def test_random_requests_never_produce_a_server_error(
+    make_gateway: GatewayFactory, recording_upstream: RecordingUpstream
+) -> None:
+    gw = await make_gateway(gateway_yaml(recording_upstream.url, ROUTES))
+    for ex in await _exchanges(gw.port, derandomize=False):
+        assert ex.status < 500 or ex.status in (502, 504), (ex.raw, ex.status, ex.body[:300])
+        assert b"Traceback" not in ex.body
+    assert gw.services.metrics.registry.get_sample_value("portcullis_internal_errors_total") == 0
+
+
+# Issue "The front door" fixes both: when llhttp refuses what it is parsing, uvicorn answers its own
+# plain-text 400 (no problem document, no request id), and a head it had already handed to the app
+# is forwarded before the rest of the request fails. Derandomized (and the forwarding shown by
+# fixed cases), so the strict xfails fail every run until the fix, then XPASS: remove them then,
+# and let the second run random again.
+FRONT_DOOR = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    'issue "The front door": refusals made by the HTTP parser are plain text, and a head can be '
+    "forwarded before its body framing fails"))
+
+
+@FRONT_DOOR
+async def test_every_refusal_of_a_random_request_is_a_problem_document(
+    make_gateway: GatewayFactory, recording_upstream: RecordingUpstream
+) -> None:
+    gw = await make_gateway(gateway_yaml(recording_upstream.url, ROUTES))
+    for ex in await _exchanges(gw.port, derandomize=True):
+        if not ex.is_refusal:
+            continue
+        # RFC 9457: the problem document, and the request id the client can quote to support.
+        assert ex.headers.get(b"content-type") == b"application/problem+json", (ex.raw, ex.status, ex.body[:200])
+        request_id = ex.headers.get(b"x-request-id", b"").decode()
+        assert request_id, ex.raw
+        if not ex.raw.startswith(b"HEAD "):
+            doc = orjson.loads(ex.body)
             assert set(doc) >= {"type", "title", "status", "code", "request_id"}
-            assert doc["status"] == status
-    assert answered >= 100
-    assert b"portcullis_internal_errors_total 0.0" in gw.services.metrics.render()
+            assert (doc["status"], doc["request_id"]) == (ex.status, request_id)
+
+
+# Requests this property found forwarded although refused: an invalid Transfer-Encoding passes
+# llhttp's head callbacks and fails only after the app has started forwarding (hypothesis found
+# the first; the second is CVE-2019-18277's TE obfuscation). Sent first, every run.
+FORWARDED_THOUGH_REFUSED = [
+    b"DELETE /open/%25 HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: I\r\nTransfer-Encoding: !(!\r\n"
+    b"Connection: close\r\n\r\n",
+    b"POST /open/x HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: xchunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+]
+
+
+@FRONT_DOOR
+async def test_no_upstream_request_is_made_for_a_refused_random_request(
+    make_gateway: GatewayFactory, recording_upstream: RecordingUpstream
+) -> None:
+    gw = await make_gateway(gateway_yaml(recording_upstream.url, ROUTES))
+    exchanges = await _exchanges(gw.port, derandomize=True, first=FORWARDED_THOUGH_REFUSED)
+    # A follow-up round trip through the same backend: every head forwarded earlier has arrived.
+    assert (await raw_request(gw.port, b"GET /open/last HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n")
+            ).startswith(b"HTTP/1.1 200")
+    # 502 and 504 are answers about a request that was (rightly) sent; every other head must
+    # belong to a request the client got a non-refusal for.
+    sent = {ex.headers.get(b"x-request-id", b"").decode() for ex in exchanges if ex.status < 400 or ex.status in (502, 504)}
+    forwarded = [head for head in recording_upstream.heads if head.target != "/open/last"]
+    assert [(h.method, h.target) for h in forwarded if h.header("x-request-id") not in sent] == []

@@ -2,7 +2,8 @@
 
 Why a flat frozen value: records are built on the request path and serialised off it; a flat
 shape is cheap for orjson and easy to query in SQLite, PostgreSQL or any log shipper.
-Values arrive already redacted (``audit.redact``); this module does not look at them.
+``create`` passes every string field through ``audit.redact.redact_fields`` (the query should
+already have been through ``redact_query``), so nothing a caller forgot to mask reaches a sink.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from portcullis.audit.redact import redact_fields
 from portcullis.clock import Clock
 from portcullis.ids import random_hex
 
@@ -43,9 +45,9 @@ class AuditRecord:
 
     @classmethod
     def create(cls, *, clock: Clock, **fields: Any) -> AuditRecord:
-        """A record stamped now, with a fresh unique id (time-ordered prefix, random suffix)."""
+        """A record stamped now, with a fresh unique id (time-ordered prefix, random suffix), masked."""
         ts = clock.wall()
-        return cls(id=f"{int(ts * 1000):013x}{random_hex(64)}", ts=ts, **fields)
+        return cls(id=f"{int(ts * 1000):013x}{random_hex(64)}", ts=ts, **redact_fields(fields))
 
     def to_dict(self) -> dict[str, Any]:
         """The record as sinks store it. Built by hand: ``dataclasses.asdict`` deep-copies every

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from portcullis.audit.record import AuditRecord
-from portcullis.audit.redact import redact_query, redact_text
+from portcullis.audit.redact import redact_query
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
 from portcullis.config.egress import EgressConfig
@@ -66,7 +66,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         self._audit.submit(AuditRecord.create(
             clock=self._clock, request_id=random_hex(128), client_ip="in-process",
             consumer_id=call.context.user, key_id=None, method=call.method, route="egress",
-            path=redact_text(f"/{call.route}{path}"), query=redact_query(query) if query else None, status=status,
+            path=f"/{call.route}{path}", query=redact_query(query) if query else None, status=status,
             decision=decision, latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
             bytes_in=len(call.body or b""), bytes_out=0, upstream_status=status if details else None,
             user_agent=None, egress={**_record_fields(call), **(details or {})},

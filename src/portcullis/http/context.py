@@ -53,6 +53,7 @@ class RequestContext:
     body_consumed: bool = False
     body_too_large: bool = False
     upstream_status: int | None = None
+    response_status: int | None = None  # set once the head went out: from then on an error can only cut the body
     bytes_out: int = 0
     bytes_in: int = 0
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)

@@ -6,7 +6,9 @@ that swaps the runtime never changes a request half-way through.
 
 What it refuses to do: show a client anything but a fixed problem document when it refuses or
 fails (no exception text, no stack trace), trust a forwarding header from an untrusted peer, or
-route one path while forwarding another.
+route one path while forwarding another. Nor does it ever make a cut response look complete: once a
+response head has gone out, a failure can only end the connection early (RFC 9112 section 8), so
+the client's HTTP library reports an incomplete message instead of handing over a short body.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from portcullis.pipeline.base import Reject, Respond
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.upstream.base import UpstreamRequest
 
-__all__ = ["RAW_TARGET_KEY", "GatewayApp"]
+__all__ = ["ABORT_KEY", "RAW_TARGET_KEY", "TRUNCATED_KIND", "GatewayApp"]
 
 log = logging.getLogger("portcullis.ingress")
 
@@ -51,6 +53,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 RAW_TARGET_KEY = "portcullis.raw_target"  # set by our uvicorn protocol for absolute-form targets
+# Set by our uvicorn protocol: {"abort": callable} ends the connection where the response stands,
+# without the server's "returned without completing response" error.
+ABORT_KEY = "portcullis.abort"
+# The ``kind`` label of portcullis_upstream_errors_total for a body cut after the head went out:
+# one fixed value, whatever the cause (closed, reset, timed out).
+TRUNCATED_KIND = "upstream.truncated"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _CONTENT_LENGTH = re.compile(rb"^[0-9]{1,18}$")
 _HTTP_VERSIONS = frozenset({"1.0", "1.1"})
@@ -116,7 +124,6 @@ class GatewayApp:
         route: CompiledRoute | None = None
         chain: PolicyChain = rt.base_chain
         entered = len(chain.policies)
-        started_response = False
         try:
             early = self._check_request(ctx, headers, host_values, scope)
             if early is not None:
@@ -154,20 +161,23 @@ class GatewayApp:
                 head = ResponseHead(decision.status, [*decision.headers], local=True)
                 status = await self._send_head_and_body(send, ctx, head, chain, entered, decision.body)
                 return
-            started_response, status = await self._forward(send, ctx, route, chain, entered, peer, peer_trusted)
+            status = await self._forward(send, ctx, route, chain, entered, peer, peer_trusted)
         except ClientError as exc:
             ctx.decision = f"invalid_request:{exc.reason}"
-            if started_response:
+            if ctx.response_status is not None:
+                status = ctx.response_status
+                _abort(scope)
                 return
             if isinstance(exc, PayloadTooLarge):
                 await self._drain(ctx)
             status = await self._send_problem(send, ctx, exc.code, chain, entered)
         except UpstreamError as exc:
-            ctx.decision = f"upstream_error:{exc.reason}"  # e.g. upstream_error:response_truncated
-            rt.metrics.upstream_errors.labels(ctx.route_name or "", exc.code.value).inc()
-            if started_response:
-                log.warning("upstream stream broke request_id=%s route=%s: %r", request_id, ctx.route_name, exc)
+            if ctx.response_status is not None:
+                status = ctx.response_status
+                self._cut_response(scope, ctx, exc)
                 return
+            ctx.decision = f"upstream_error:{exc.reason}"
+            rt.metrics.upstream_errors.labels(ctx.route_name or "", exc.code.value).inc()
             status = await self._send_problem(send, ctx, exc.code, chain, entered)
         except _ClientGone:
             ctx.decision = "client_disconnected"
@@ -176,7 +186,10 @@ class GatewayApp:
             rt.metrics.internal_errors.inc()
             log.exception("internal error request_id=%s", request_id)
             ctx.decision = "internal_error"
-            if not started_response:
+            if ctx.response_status is not None:
+                status = ctx.response_status
+                _abort(scope)
+            else:
                 base = rt.base_chain
                 status = await self._send_problem(send, ctx, ErrorCode.INTERNAL, base, len(base.policies))
         finally:
@@ -226,7 +239,7 @@ class GatewayApp:
     async def _forward(
         self, send: Send, ctx: RequestContext, route: CompiledRoute, chain: PolicyChain, entered: int,
         peer: str | None, peer_trusted: bool,
-    ) -> tuple[bool, int]:
+    ) -> int:
         if route.egress is not None:
             return await self._forward_egress(send, ctx, route.egress, chain, entered)
         rt = self.runtime
@@ -261,6 +274,7 @@ class GatewayApp:
             chain.run_response(ctx, head, entered)
             rt.security_headers.on_response(ctx, head)
             await send({"type": "http.response.start", "status": head.status, "headers": head.headers})
+            ctx.response_status = head.status
             whole = response.complete_body()
             if whole is not None:  # already here: one message, no stream
                 ctx.bytes_out += len(whole)
@@ -272,11 +286,28 @@ class GatewayApp:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await response.aclose()
-        return True, head.status
+        return head.status
+
+    def _cut_response(self, scope: Scope, ctx: RequestContext, exc: UpstreamError) -> None:
+        """The upstream broke its body after the head went out: say so everywhere but in a clean end.
+
+        The audit keeps the status the client saw, with ``upstream_error:response_truncated`` (plus
+        the cause when it was not a plain early close, such as ``:upstream_timeout``); the metric
+        gets one fixed kind; the log gets one line, with no traceback because nothing in the
+        gateway failed. The connection is then closed where the body stands.
+        """
+        cause = "" if exc.reason == "response_truncated" else f":{exc.reason}"
+        ctx.decision = f"upstream_error:response_truncated{cause}"
+        self.runtime.metrics.upstream_errors.labels(ctx.route_name or "", TRUNCATED_KIND).inc()
+        log.warning(
+            "upstream cut the response body request_id=%s route=%s status=%s bytes_sent=%d reason=%s",
+            ctx.request_id, ctx.route_name, ctx.response_status, ctx.bytes_out, exc.reason,
+        )
+        _abort(scope)
 
     async def _forward_egress(
         self, send: Send, ctx: RequestContext, executor: EgressExecutor, chain: PolicyChain, entered: int,
-    ) -> tuple[bool, int]:
+    ) -> int:
         """The egress door: the authenticated caller's call, run by the egress executor."""
         workflow = get_one(ctx.headers, b"x-workflow-id")
         execution = get_one(ctx.headers, b"x-execution-id")
@@ -317,12 +348,12 @@ class GatewayApp:
             else:
                 raise
             ctx.decision = f"egress_refused:{exc.reason}"
-            return False, await self._send_problem(send, ctx, exc.code, chain, entered, extra, detail)
+            return await self._send_problem(send, ctx, exc.code, chain, entered, extra, detail)
         except CircuitOpen as exc:
             metrics.egress_refusals.labels(request.route, "circuit_open").inc()
             ctx.decision = f"egress_refused:{exc.reason}"
             extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
-            return False, await self._send_problem(send, ctx, exc.code, chain, entered, extra)
+            return await self._send_problem(send, ctx, exc.code, chain, entered, extra)
         ctx.upstream_status = result.status
         ctx.egress.update(host=result.host, attempts=result.attempts, breaker=result.breaker.value,
                           cost=result.cost, budget_remaining=dict(result.budget.remaining),
@@ -336,7 +367,7 @@ class GatewayApp:
         head.headers.append((b"x-egress-attempts", b"%d" % result.attempts))
         for name, left in result.budget.remaining.items():
             head.headers.append((b"x-budget-remaining", f"{name}={left:g}".encode()))
-        return True, await self._send_head_and_body(send, ctx, head, chain, entered, result.body)
+        return await self._send_head_and_body(send, ctx, head, chain, entered, result.body)
 
     async def _stream_body(self, ctx: RequestContext) -> AsyncIterator[bytes]:
         limit = ctx.max_body_bytes
@@ -393,6 +424,19 @@ class GatewayApp:
             # The unread body would otherwise be parsed as the next request on this connection.
             head.headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": head.status, "headers": head.headers})
+        ctx.response_status = head.status
         await send({"type": "http.response.body", "body": body, "more_body": False})
         ctx.bytes_out += len(body)
         return head.status
+
+
+def _abort(scope: Scope) -> None:
+    """End the connection with the response as it stands (only ever after its head went out).
+
+    Under our uvicorn protocol this closes the connection quietly. Under another ASGI server the
+    app returns with the response incomplete, which the server answers by closing the connection
+    (uvicorn and hypercorn do; they may log that the response was incomplete).
+    """
+    abort = scope.get("extensions", {}).get(ABORT_KEY, {}).get("abort")
+    if abort is not None:
+        abort()

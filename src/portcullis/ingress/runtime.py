@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from portcullis.audit.record import AuditRecord
-from portcullis.audit.redact import redact_query, redact_text
+from portcullis.audit.redact import redact_query
 from portcullis.clock import Clock
 from portcullis.config.model import GatewayConfig
 from portcullis.egress.budgets import BudgetCounterStore, MemoryBudgetStore
@@ -175,7 +175,7 @@ class Runtime:
                 key_id=principal.key_id if principal else None,
                 method=ctx.method,
                 route=ctx.route_name,
-                path=redact_text(ctx.path),
+                path=ctx.path,  # create() masks every string field
                 query=redact_query(ctx.query) if ctx.query else None,
                 status=status,
                 decision=ctx.decision,
@@ -183,7 +183,7 @@ class Runtime:
                 bytes_in=ctx.bytes_in,
                 bytes_out=ctx.bytes_out,
                 upstream_status=ctx.upstream_status,
-                user_agent=redact_text(ua[:256].decode("latin-1")) if ua else None,
+                user_agent=ua[:256].decode("latin-1") if ua else None,
                 egress=ctx.egress,
             ))
         except Exception:

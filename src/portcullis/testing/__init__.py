@@ -1,6 +1,7 @@
 """Public test kit: fakes for time (``ManualClock``) and the pieces tests of Portcullis need.
 
-Only time, DNS and chance are faked in Portcullis tests; everything else is real.
+Only time, DNS and chance are faked in Portcullis tests; everything else is real, such as the
+``RecordingUpstream`` backend that records request heads as they arrive.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from portcullis.stores.base import AuditBatch
+from portcullis.testing.upstream import RecordedHead, RecordingUpstream
 
-__all__ = ["CapturingAuditSink", "ManualClock"]
+__all__ = ["CapturingAuditSink", "ManualClock", "RecordedHead", "RecordingUpstream"]
 
 
 class ManualClock:
