@@ -78,3 +78,45 @@ async def test_passwords_and_provider_keys_never_reach_the_audit_file(
     assert record["path"] == "/open/keys/ghp_[REDACTED]"
     assert record["query"] == "pass=[REDACTED]&a%5Bpasswd%5D=[REDACTED]&note=AKIA[REDACTED]"
     assert record["user_agent"] == "ci-bot (ghp_[REDACTED])"
+
+
+def _full_queue_yaml(upstream_url: str, when_full: str) -> str:
+    # The writer wakes only for a full batch or after an hour: with a batch bigger than the queue,
+    # three requests fill the queue and nothing drains it until the test calls flush().
+    text = gateway_yaml(upstream_url, ROUTES)
+    return text.replace(
+        "audit: {file: audit.jsonl, spill_file: audit.spill.jsonl, flush_interval: 0.05s}",
+        f"audit: {{file: audit.jsonl, spill_file: audit.spill.jsonl, flush_interval: 1h, batch_size: 1000,"
+        f" queue_max: 3, when_full: {when_full}}}",
+    )
+
+
+async def test_a_full_audit_queue_sheds_requests_before_they_reach_the_upstream(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    gw = await make_gateway(_full_queue_yaml(upstream.url, "shed"))
+    served = [await gw.client.get(f"/open/{i}") for i in range(3)]
+    shed = await gw.client.get("/open/shed")
+
+    assert [r.status_code for r in served] == [200, 200, 200]
+    assert shed.status_code == 503
+    assert shed.headers["content-type"] == "application/problem+json"
+    assert shed.headers["retry-after"] == "1"
+    assert shed.json()["code"] == "service.unavailable"
+    assert shed.json()["request_id"] == shed.headers["x-request-id"]
+    assert [s.raw_path for s in upstream.seen] == ["/open/0", "/open/1", "/open/2"]
+    records = await gw.audit_records()  # flushes: the queue has room again
+    assert [r["path"] for r in records] == ["/open/0", "/open/1", "/open/2"]
+    assert (await gw.client.get("/open/after")).status_code == 200
+
+
+async def test_with_when_full_drop_a_full_queue_serves_and_counts_the_lost_record(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    gw = await make_gateway(_full_queue_yaml(upstream.url, "drop"))
+    statuses = [(await gw.client.get(f"/open/{i}")).status_code for i in range(4)]
+
+    assert statuses == [200, 200, 200, 200]
+    assert len(upstream.seen) == 4
+    assert len(await gw.audit_records()) == 3
+    assert gw.services.audit.stats.lost == 2  # one record, lost for each of the two sinks (file, store)

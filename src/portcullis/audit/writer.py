@@ -7,7 +7,9 @@ requests/s grew 3.6 MiB/s while SQLite took 2,000 records/s). So:
 - ``submit`` appends to a queue bounded by ``queue_max`` and wakes the writer once a batch is
   ready. It never blocks and never raises. A record that finds the queue full is counted lost
   (``on_lost``, reason ``queue_full``) and logged once per full/has-room change: the queue is only
-  full when the writer task itself cannot run, since it moves records on at disk speed.
+  full when the writer task itself cannot run, since it moves records on at disk speed. ``full``
+  lets the ingress shed requests before serving them (``audit.when_full: shed``, the default), so
+  that such a record belongs to a request that was refused, never to one that was served.
 - The writer task takes what is queued (at most ``8 * batch_size`` records at a time), serialises
   it once in a worker thread (``AuditBatch``) and offers it to one ``SinkLane`` per sink. A lane
   that keeps up takes the batch into memory (at most ``8 * batch_size`` records waiting, and as
@@ -122,6 +124,11 @@ class AuditWriter:
     def waiting(self) -> int:
         """Records waiting in spill files for their sink (the ``portcullis_audit_spilled_records`` gauge)."""
         return sum(lane.spill.waiting for lane in self._lanes)
+
+    @property
+    def full(self) -> bool:
+        """True while a new record would find the queue full (the ingress sheds requests then)."""
+        return len(self._queue) >= self._queue_max
 
     @property
     def pending(self) -> int:

@@ -390,6 +390,12 @@ class AuditConfig(_Model):
         description="Most records queued in memory for the writer; a record that finds the queue full is counted in"
         " portcullis_audit_lost_records_total.",
     )
+    when_full: Literal["shed", "drop"] = Field(
+        "shed",
+        description="While the queue is full: shed answers new requests 503 service.unavailable (Retry-After: 1)"
+        " before anything reaches an upstream, so no request is served without its record; drop serves them and"
+        " counts their records lost.",
+    )
 
 
 class UpstreamConfig(_Model):

@@ -63,6 +63,7 @@ _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _CONTENT_LENGTH = re.compile(rb"^[0-9]{1,18}$")
 _HTTP_VERSIONS = frozenset({"1.0", "1.1"})
 _DRAIN_LIMIT = 1024 * 1024
+_RETRY_1S = ((b"retry-after", b"1"),)
 _CONTEXT_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")  # X-Workflow-Id, X-Execution-Id
 
 
@@ -125,6 +126,12 @@ class GatewayApp:
         chain: PolicyChain = rt.base_chain
         entered = len(chain.policies)
         try:
+            if rt.shed_when_audit_full and rt.services.audit.full:
+                # Nothing is served that cannot be audited: the queue is full only when the writer
+                # cannot keep up at all, and shedding load is what lets it catch up.
+                ctx.decision = "shed:audit_queue_full"
+                status = await self._send_problem(send, ctx, ErrorCode.SERVICE_UNAVAILABLE, chain, entered, _RETRY_1S)
+                return
             early = self._check_request(ctx, headers, host_values, scope)
             if early is not None:
                 ctx.decision = f"invalid_request:{early[1]}"

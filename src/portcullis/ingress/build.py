@@ -260,6 +260,7 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         key_verifier=verifiers.keys,
         jwt_verifier=verifiers.jwt,
         max_header_bytes=config.listen.max_header_bytes,
+        shed_when_audit_full=config.audit.when_full == "shed",
         egress=egress,
         breaker_sync=breaker_sync,
     )

@@ -103,6 +103,7 @@ class Runtime:
     key_verifier: ApiKeyVerifier | None
     jwt_verifier: JwtVerifier | None
     max_header_bytes: int
+    shed_when_audit_full: bool = False  # audit.when_full: shed; see GatewayApp._http
     egress: EgressExecutor | None = None
     breaker_sync: SharedBreakers | None = None  # with shared state: breakers move on every instance
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
