@@ -23,42 +23,12 @@ from portcullis.errors import Unauthenticated
 from portcullis.identity.api_keys import ApiKeyVerifier, IssuedKey, create_key, hash_secret
 from portcullis.stores.base import ApiKeyRecord
 from portcullis.stores.sqlite import SqliteStore
-from portcullis.testing import ManualClock
+from portcullis.testing import CountingKeyStore, ManualClock
 
 PEPPER = b"attack-pepper-" + b"a" * 26
 TTL_S = 5.0
 B64URL = string.ascii_letters + string.digits + "-_"
 ID_CHARS = string.ascii_lowercase + string.digits
-
-
-class CountingStore:
-    """A real ``SqliteStore`` that counts how often a key is looked up."""
-
-    def __init__(self, inner: SqliteStore) -> None:
-        self.inner = inner
-        self.gets = 0
-
-    async def create(self, record: ApiKeyRecord) -> None:
-        await self.inner.create(record)
-
-    async def get(self, key_id: str) -> ApiKeyRecord | None:
-        self.gets += 1
-        return await self.inner.get(key_id)
-
-    async def list(self, consumer_id: str | None = None) -> list[ApiKeyRecord]:
-        return await self.inner.list(consumer_id)
-
-    async def revoke(self, key_id: str) -> bool:
-        return await self.inner.revoke(key_id)
-
-    async def touch(self, key_id: str, at: float) -> None:
-        await self.inner.touch(key_id, at)
-
-    async def ping(self) -> None:
-        await self.inner.ping()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.fixture
@@ -72,19 +42,19 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[CountingStore]:
-    s = CountingStore(await SqliteStore.connect(str(db_path)))
+async def store(db_path: Path) -> AsyncIterator[CountingKeyStore]:
+    s = CountingKeyStore(await SqliteStore.connect(str(db_path)))
     yield s
     await s.aclose()
 
 
 @pytest.fixture
-def verifier(store: CountingStore, clock: ManualClock) -> ApiKeyVerifier:
+def verifier(store: CountingKeyStore, clock: ManualClock) -> ApiKeyVerifier:
     return ApiKeyVerifier(store, pepper=PEPPER, clock=clock, cache_ttl_s=TTL_S, max_cache_entries=1000)
 
 
 @pytest.fixture
-async def alice(store: CountingStore, clock: ManualClock) -> IssuedKey:
+async def alice(store: CountingKeyStore, clock: ManualClock) -> IssuedKey:
     return await create_key(store, "alice", ("orders:read",), pepper=PEPPER, clock=clock)
 
 
@@ -120,7 +90,7 @@ def _junk(rng: random.Random) -> str:
 
 
 async def test_ten_thousand_malformed_keys_never_reach_the_store(
-    store: CountingStore, verifier: ApiKeyVerifier, alice: IssuedKey
+    store: CountingKeyStore, verifier: ApiKeyVerifier, alice: IssuedKey
 ) -> None:
     """OWASP-API2-broken-authentication / OWASP-API4: junk is refused by shape, before any lookup."""
     rng = random.Random(2023)
@@ -131,7 +101,7 @@ async def test_ten_thousand_malformed_keys_never_reach_the_store(
 
 
 async def test_ten_thousand_guesses_at_one_key_id_cost_one_lookup_per_negative_ttl(
-    store: CountingStore, verifier: ApiKeyVerifier, clock: ManualClock, alice: IssuedKey
+    store: CountingKeyStore, verifier: ApiKeyVerifier, clock: ManualClock, alice: IssuedKey
 ) -> None:
     """OWASP-API2-broken-authentication: guessing secrets for an unknown id is answered from memory."""
     rng = random.Random(7)
@@ -142,7 +112,7 @@ async def test_ten_thousand_guesses_at_one_key_id_cost_one_lookup_per_negative_t
 
 
 async def test_ten_thousand_guesses_at_a_real_key_cost_one_lookup_and_never_pass(
-    store: CountingStore, verifier: ApiKeyVerifier, alice: IssuedKey
+    store: CountingKeyStore, verifier: ApiKeyVerifier, alice: IssuedKey
 ) -> None:
     """OWASP-API2-broken-authentication: brute force of a known key id."""
     rng = random.Random(8)
@@ -154,7 +124,7 @@ async def test_ten_thousand_guesses_at_a_real_key_cost_one_lookup_and_never_pass
 
 
 async def test_a_flood_of_distinct_made_up_ids_cannot_evict_real_keys(
-    store: CountingStore, verifier: ApiKeyVerifier, alice: IssuedKey
+    store: CountingKeyStore, verifier: ApiKeyVerifier, alice: IssuedKey
 ) -> None:
     """OWASP-API4-resource-consumption: memory stays bounded and the real key stays cached."""
     await still_works(verifier, alice)
@@ -170,7 +140,7 @@ async def test_a_flood_of_distinct_made_up_ids_cannot_evict_real_keys(
 # --- leaked storage ---------------------------------------------------------------------------
 
 async def test_the_database_file_never_holds_a_secret(
-    db_path: Path, store: CountingStore, verifier: ApiKeyVerifier, clock: ManualClock
+    db_path: Path, store: CountingKeyStore, verifier: ApiKeyVerifier, clock: ManualClock
 ) -> None:
     """CWE-256-plaintext-storage: read the SQLite file, its WAL and shm raw."""
     issued = [await create_key(store, f"c{i}", ("a",), pepper=PEPPER, clock=clock) for i in range(20)]
@@ -190,7 +160,7 @@ async def test_the_database_file_never_holds_a_secret(
 
 
 async def test_a_leaked_row_cannot_be_checked_offline_without_the_pepper(
-    store: CountingStore, alice: IssuedKey
+    store: CountingKeyStore, alice: IssuedKey
 ) -> None:
     """CWE-916-unkeyed-hash: the stored digest is keyed; a bare SHA-256 of the secret does not match it."""
     row = await store.inner.get(alice.record.key_id)
@@ -206,7 +176,7 @@ async def test_a_leaked_row_cannot_be_checked_offline_without_the_pepper(
     lambda row: row.secret_hash[-43:],
 ], ids=["OWASP-API2-pass-the-hash-head", "OWASP-API2-pass-the-hash-tail"])
 async def test_presenting_the_stored_hash_as_the_secret_fails(
-    store: CountingStore, verifier: ApiKeyVerifier, alice: IssuedKey, forge: Callable[[ApiKeyRecord], str]
+    store: CountingKeyStore, verifier: ApiKeyVerifier, alice: IssuedKey, forge: Callable[[ApiKeyRecord], str]
 ) -> None:
     row = await store.inner.get(alice.record.key_id)
     assert row is not None
@@ -215,7 +185,7 @@ async def test_presenting_the_stored_hash_as_the_secret_fails(
 
 
 async def test_keys_from_a_gateway_with_another_pepper_are_refused(
-    store: CountingStore, verifier: ApiKeyVerifier, clock: ManualClock, alice: IssuedKey
+    store: CountingKeyStore, verifier: ApiKeyVerifier, clock: ManualClock, alice: IssuedKey
 ) -> None:
     """OWASP-API2-broken-authentication: a row copied in from another deployment does not verify here."""
     foreign = await create_key(store, "mallory", ("admin",), pepper=b"other-pepper-" + b"o" * 27, clock=clock)
@@ -254,7 +224,7 @@ async def test_a_same_length_secret_off_by_one_character_fails_via_a_constant_ti
 
 
 async def test_one_consumers_secret_does_not_open_anothers_key_id(
-    store: CountingStore, verifier: ApiKeyVerifier, clock: ManualClock, alice: IssuedKey
+    store: CountingKeyStore, verifier: ApiKeyVerifier, clock: ManualClock, alice: IssuedKey
 ) -> None:
     """OWASP-API2-broken-authentication: a secret is bound to its key id."""
     mallory = await create_key(store, "mallory", (), pepper=PEPPER, clock=clock)
@@ -266,7 +236,7 @@ async def test_one_consumers_secret_does_not_open_anothers_key_id(
 @pytest.mark.parametrize("key_id", ["abc' OR '1'='1", "abcdefgh123%", "abcdefgh123_", "*"],
                          ids=["CWE-89-quote", "CWE-89-like-percent", "CWE-89-like-underscore", "CWE-89-star"])
 async def test_injection_in_the_key_id_is_refused_by_shape(
-    store: CountingStore, verifier: ApiKeyVerifier, alice: IssuedKey, key_id: str
+    store: CountingKeyStore, verifier: ApiKeyVerifier, alice: IssuedKey, key_id: str
 ) -> None:
     assert await reason(verifier, f"pcl_{key_id}_{secret_of(alice.key)}") == "malformed_key"
     assert store.gets == 0
@@ -276,7 +246,7 @@ async def test_injection_in_the_key_id_is_refused_by_shape(
 # --- revoked and expired keys stay dead -----------------------------------------------------
 
 async def test_a_revoked_key_is_refused_at_once_and_forever(
-    store: CountingStore, verifier: ApiKeyVerifier, clock: ManualClock, alice: IssuedKey
+    store: CountingKeyStore, verifier: ApiKeyVerifier, clock: ManualClock, alice: IssuedKey
 ) -> None:
     """CWE-613-insufficient-expiration: revocation beats the cache and never lapses."""
     bob = await create_key(store, "bob", (), pepper=PEPPER, clock=clock)
@@ -289,7 +259,7 @@ async def test_a_revoked_key_is_refused_at_once_and_forever(
 
 
 async def test_an_expired_key_is_refused_even_while_cached(
-    store: CountingStore, verifier: ApiKeyVerifier, clock: ManualClock, alice: IssuedKey
+    store: CountingKeyStore, verifier: ApiKeyVerifier, clock: ManualClock, alice: IssuedKey
 ) -> None:
     """CWE-613-insufficient-expiration: expiry is checked on every request, not only on lookup."""
     short = await create_key(store, "bob", (), pepper=PEPPER, clock=clock, expires_in_s=2)

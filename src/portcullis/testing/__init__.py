@@ -10,10 +10,10 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from portcullis.stores.base import AuditBatch
+from portcullis.stores.base import ApiKeyRecord, AuditBatch, KeyStore
 from portcullis.testing.upstream import RecordedHead, RecordingUpstream
 
-__all__ = ["CapturingAuditSink", "ManualClock", "RecordedHead", "RecordingUpstream"]
+__all__ = ["CapturingAuditSink", "CountingKeyStore", "ManualClock", "RecordedHead", "RecordingUpstream"]
 
 
 class ManualClock:
@@ -80,3 +80,40 @@ class CapturingAuditSink:
     @property
     def ids(self) -> list[str]:
         return [str(r["id"]) for r in self.rows]
+
+
+class CountingKeyStore:
+    """A real ``KeyStore`` (``inner``) that counts ``get`` and ``touch`` calls, so a test can assert
+    how often a key was looked up (cache hits, floods of unknown ids); ``gate`` can hold ``get``."""
+
+    def __init__(self, inner: KeyStore) -> None:
+        self.inner = inner
+        self.gets = 0
+        self.touches = 0
+        self.gate: asyncio.Event | None = None
+
+    async def create(self, record: ApiKeyRecord) -> None:
+        await self.inner.create(record)
+
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        self.gets += 1
+        record = await self.inner.get(key_id)
+        if self.gate is not None:
+            await self.gate.wait()
+        return record
+
+    async def list(self, consumer_id: str | None = None) -> list[ApiKeyRecord]:
+        return await self.inner.list(consumer_id)
+
+    async def revoke(self, key_id: str) -> bool:
+        return await self.inner.revoke(key_id)
+
+    async def touch(self, key_id: str, at: float) -> None:
+        self.touches += 1
+        await self.inner.touch(key_id, at)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

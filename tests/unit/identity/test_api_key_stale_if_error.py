@@ -13,50 +13,26 @@ import pytest
 
 from portcullis.errors import StoreUnavailable, Unauthenticated
 from portcullis.identity.api_keys import ApiKeyVerifier, IssuedKey, issue_key
-from portcullis.stores.base import ApiKeyRecord
 from portcullis.stores.sqlite import SqliteStore
-from portcullis.testing import ManualClock
+from portcullis.testing import CountingKeyStore, ManualClock
 
 PEPPER = b"p" * 40
 TTL_S = 5.0
 STALE_S = 300.0
 
 
-class CuttableStore:
+class CuttableStore(CountingKeyStore):
     """A real ``SqliteStore`` that a test can close (an outage) and open again; counts ``get`` calls."""
 
     def __init__(self, path: Path, inner: SqliteStore) -> None:
+        super().__init__(inner)
         self.path = path
-        self.inner = inner
-        self.gets = 0
 
     async def cut(self) -> None:
         await self.inner.aclose()
 
     async def restore(self) -> None:
         self.inner = await SqliteStore.connect(str(self.path))
-
-    async def create(self, record: ApiKeyRecord) -> None:
-        await self.inner.create(record)
-
-    async def get(self, key_id: str) -> ApiKeyRecord | None:
-        self.gets += 1
-        return await self.inner.get(key_id)
-
-    async def list(self, consumer_id: str | None = None) -> list[ApiKeyRecord]:
-        return await self.inner.list(consumer_id)
-
-    async def revoke(self, key_id: str) -> bool:
-        return await self.inner.revoke(key_id)
-
-    async def touch(self, key_id: str, at: float) -> None:
-        await self.inner.touch(key_id, at)
-
-    async def ping(self) -> None:
-        await self.inner.ping()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.fixture

@@ -15,42 +15,11 @@ import pytest
 from portcullis.errors import Unauthenticated
 from portcullis.identity.api_keys import ApiKeyVerifier, IssuedKey, issue_key, parse_api_key
 from portcullis.identity.principal import Principal
-from portcullis.stores.base import ApiKeyRecord
 from portcullis.stores.sqlite import SqliteStore
-from portcullis.testing import ManualClock
+from portcullis.testing import CountingKeyStore, ManualClock
 
 PEPPER = b"p" * 40
 TTL_S = 30.0
-
-
-class CountingStore:
-    """A real ``SqliteStore`` that counts ``get`` calls."""
-
-    def __init__(self, inner: SqliteStore) -> None:
-        self.inner = inner
-        self.gets = 0
-
-    async def create(self, record: ApiKeyRecord) -> None:
-        await self.inner.create(record)
-
-    async def get(self, key_id: str) -> ApiKeyRecord | None:
-        self.gets += 1
-        return await self.inner.get(key_id)
-
-    async def list(self, consumer_id: str | None = None) -> list[ApiKeyRecord]:
-        return await self.inner.list(consumer_id)
-
-    async def revoke(self, key_id: str) -> bool:
-        return await self.inner.revoke(key_id)
-
-    async def touch(self, key_id: str, at: float) -> None:
-        await self.inner.touch(key_id, at)
-
-    async def ping(self) -> None:
-        await self.inner.ping()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.fixture
@@ -64,18 +33,18 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[CountingStore]:
-    s = CountingStore(await SqliteStore.connect(str(db_path)))
+async def store(db_path: Path) -> AsyncIterator[CountingKeyStore]:
+    s = CountingKeyStore(await SqliteStore.connect(str(db_path)))
     yield s
     await s.aclose()
 
 
 @pytest.fixture
-def verifier(store: CountingStore, clock: ManualClock) -> ApiKeyVerifier:
+def verifier(store: CountingKeyStore, clock: ManualClock) -> ApiKeyVerifier:
     return ApiKeyVerifier(store, pepper=PEPPER, clock=clock, cache_ttl_s=TTL_S)
 
 
-async def new_key(store: CountingStore, clock: ManualClock, consumer: str = "acme",
+async def new_key(store: CountingKeyStore, clock: ManualClock, consumer: str = "acme",
                   expires_in_s: float | None = None) -> IssuedKey:
     issued = issue_key(consumer, frozenset({"orders:read"}), pepper=PEPPER, clock=clock, expires_in_s=expires_in_s)
     await store.create(issued.record)
@@ -148,14 +117,14 @@ def test_parse_api_key_rejects_malformed_keys(text: str) -> None:
 
 # --- verify -----------------------------------------------------------------------------------
 
-async def test_valid_key_yields_a_principal(store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier) -> None:
+async def test_valid_key_yields_a_principal(store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier) -> None:
     issued = await new_key(store, clock)
     principal = await verifier.verify(issued.key)
     assert principal == Principal(consumer_id="acme", method="api_key", key_id=issued.record.key_id,
                                   scopes=frozenset({"orders:read"}))
 
 
-async def test_wrong_secret_is_bad_secret(store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier) -> None:
+async def test_wrong_secret_is_bad_secret(store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier) -> None:
     issued = await new_key(store, clock)
     assert await reason(verifier, f"pcl_{issued.record.key_id}_{GOOD_SECRET}") == "bad_secret"
 
@@ -165,7 +134,7 @@ async def test_unknown_id_is_unknown_key(verifier: ApiKeyVerifier) -> None:
 
 
 async def test_key_is_expired_after_its_lifetime(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock, expires_in_s=3600)
     await verifier.verify(issued.key)
@@ -174,7 +143,7 @@ async def test_key_is_expired_after_its_lifetime(
 
 
 async def test_revoke_through_verifier_is_seen_at_once_despite_cache(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock)
     await verifier.verify(issued.key)  # the record is now cached
@@ -183,7 +152,7 @@ async def test_revoke_through_verifier_is_seen_at_once_despite_cache(
 
 
 async def test_revoke_in_store_by_another_process_is_seen_after_cache_ttl(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock)
     await verifier.verify(issued.key)
@@ -195,7 +164,7 @@ async def test_revoke_in_store_by_another_process_is_seen_after_cache_ttl(
 
 
 async def test_last_used_is_stored_only_on_flush(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock)
     await verifier.verify(issued.key)
@@ -209,7 +178,7 @@ async def test_last_used_is_stored_only_on_flush(
 
 
 async def test_database_file_never_contains_the_secret(db_path: Path, clock: ManualClock) -> None:
-    s = CountingStore(await SqliteStore.connect(str(db_path)))
+    s = CountingKeyStore(await SqliteStore.connect(str(db_path)))
     try:
         issued = await new_key(s, clock)
         v = ApiKeyVerifier(s, pepper=PEPPER, clock=clock, cache_ttl_s=TTL_S)
@@ -228,7 +197,7 @@ async def test_database_file_never_contains_the_secret(db_path: Path, clock: Man
     assert issued.key.encode() not in raw
 
 
-async def test_malformed_keys_cause_no_store_lookup(store: CountingStore, verifier: ApiKeyVerifier) -> None:
+async def test_malformed_keys_cause_no_store_lookup(store: CountingKeyStore, verifier: ApiKeyVerifier) -> None:
     for i in range(10_000):
         with pytest.raises(Unauthenticated):
             await verifier.verify(f"pcl_{i}_{GOOD_SECRET}")
@@ -236,7 +205,7 @@ async def test_malformed_keys_cause_no_store_lookup(store: CountingStore, verifi
 
 
 async def test_unknown_keys_with_one_id_are_looked_up_once_until_negative_cache_expires(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     for i in range(1000):
         secret = f"{i:043d}"

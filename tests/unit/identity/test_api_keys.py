@@ -16,49 +16,12 @@ import pytest
 from portcullis.errors import StoreUnavailable, Unauthenticated
 from portcullis.identity.api_keys import ApiKeyVerifier, IssuedKey, create_key, issue_key, parse_api_key
 from portcullis.identity.principal import Principal
-from portcullis.stores.base import ApiKeyRecord
 from portcullis.stores.sqlite import SqliteStore
-from portcullis.testing import ManualClock
+from portcullis.testing import CountingKeyStore, ManualClock
 
 PEPPER = b"unit-pepper-" + b"u" * 28
 TTL_S = 30.0
 SECRET = "S" * 43
-
-
-class CountingStore:
-    """A real ``SqliteStore`` that counts ``get`` and ``touch`` calls; ``gate`` can hold ``get``."""
-
-    def __init__(self, inner: SqliteStore) -> None:
-        self.inner = inner
-        self.gets = 0
-        self.touches = 0
-        self.gate: asyncio.Event | None = None
-
-    async def create(self, record: ApiKeyRecord) -> None:
-        await self.inner.create(record)
-
-    async def get(self, key_id: str) -> ApiKeyRecord | None:
-        self.gets += 1
-        record = await self.inner.get(key_id)
-        if self.gate is not None:
-            await self.gate.wait()
-        return record
-
-    async def list(self, consumer_id: str | None = None) -> list[ApiKeyRecord]:
-        return await self.inner.list(consumer_id)
-
-    async def revoke(self, key_id: str) -> bool:
-        return await self.inner.revoke(key_id)
-
-    async def touch(self, key_id: str, at: float) -> None:
-        self.touches += 1
-        await self.inner.touch(key_id, at)
-
-    async def ping(self) -> None:
-        await self.inner.ping()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.fixture
@@ -67,18 +30,18 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
-    s = CountingStore(await SqliteStore.connect(str(tmp_path / "keys.db")))
+async def store(tmp_path: Path) -> AsyncIterator[CountingKeyStore]:
+    s = CountingKeyStore(await SqliteStore.connect(str(tmp_path / "keys.db")))
     yield s
     await s.aclose()
 
 
 @pytest.fixture
-def verifier(store: CountingStore, clock: ManualClock) -> ApiKeyVerifier:
+def verifier(store: CountingKeyStore, clock: ManualClock) -> ApiKeyVerifier:
     return ApiKeyVerifier(store, pepper=PEPPER, clock=clock, cache_ttl_s=TTL_S)
 
 
-async def new_key(store: CountingStore, clock: ManualClock, *, consumer: str = "acme",
+async def new_key(store: CountingKeyStore, clock: ManualClock, *, consumer: str = "acme",
                   scopes: tuple[str, ...] = ("orders:read",), expires_in_s: float | None = None) -> IssuedKey:
     return await create_key(store, consumer, scopes, pepper=PEPPER, clock=clock, expires_in_s=expires_in_s)
 
@@ -156,7 +119,7 @@ def test_malformed_keys_are_refused_by_the_parser(text: str) -> None:
 # --- verification ---------------------------------------------------------------------------
 
 async def test_a_valid_key_yields_its_principal_with_scopes(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock, scopes=("orders:read", "orders:write"))
     assert await verifier.verify(issued.key) == Principal(
@@ -165,7 +128,7 @@ async def test_a_valid_key_yields_its_principal_with_scopes(
     )
 
 
-async def test_a_wrong_secret_is_bad_secret(store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier) -> None:
+async def test_a_wrong_secret_is_bad_secret(store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier) -> None:
     issued = await new_key(store, clock)
     assert await reason(verifier, f"pcl_{issued.record.key_id}_{SECRET}") == "bad_secret"
 
@@ -174,7 +137,7 @@ async def test_an_unknown_id_is_unknown_key(verifier: ApiKeyVerifier) -> None:
     assert await reason(verifier, f"pcl_{GOOD_ID}_{SECRET}") == "unknown_key"
 
 
-async def test_a_key_expires_at_its_lifetime(store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier) -> None:
+async def test_a_key_expires_at_its_lifetime(store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier) -> None:
     issued = await new_key(store, clock, expires_in_s=3600)
     clock.advance(3599)
     assert (await verifier.verify(issued.key)).consumer_id == "acme"
@@ -183,7 +146,7 @@ async def test_a_key_expires_at_its_lifetime(store: CountingStore, clock: Manual
 
 
 async def test_a_key_revoked_through_the_verifier_stops_at_once_despite_the_cache(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock)
     await verifier.verify(issued.key)  # cached now
@@ -196,7 +159,7 @@ async def test_revoking_an_unknown_key_reports_false(verifier: ApiKeyVerifier) -
 
 
 async def test_a_key_revoked_elsewhere_stops_when_the_cache_entry_ages_out(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock)
     await verifier.verify(issued.key)
@@ -208,7 +171,7 @@ async def test_a_key_revoked_elsewhere_stops_when_the_cache_entry_ages_out(
 
 
 async def test_invalidate_makes_the_next_request_read_the_store(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock)
     await verifier.verify(issued.key)
@@ -218,7 +181,7 @@ async def test_invalidate_makes_the_next_request_read_the_store(
 
 
 async def test_the_state_of_a_key_is_told_only_to_its_holder(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock, expires_in_s=10)
     await verifier.revoke(issued.record.key_id)
@@ -237,7 +200,7 @@ async def test_store_errors_propagate_unchanged(tmp_path: Path, clock: ManualClo
 # --- cache ----------------------------------------------------------------------------------
 
 async def test_a_valid_key_is_read_from_the_store_once_per_ttl(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock)
     for _ in range(100):
@@ -249,7 +212,7 @@ async def test_a_valid_key_is_read_from_the_store_once_per_ttl(
 
 
 async def test_an_unknown_id_is_remembered_briefly(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     for _ in range(1000):
         assert await reason(verifier, f"pcl_{GOOD_ID}_{SECRET}") == "unknown_key"
@@ -260,7 +223,7 @@ async def test_an_unknown_id_is_remembered_briefly(
 
 
 async def test_a_key_created_after_a_miss_works_within_a_second(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = issue_key("acme", (), pepper=PEPPER, clock=clock)
     assert await reason(verifier, issued.key) == "unknown_key"
@@ -270,7 +233,7 @@ async def test_a_key_created_after_a_miss_works_within_a_second(
 
 
 async def test_a_flood_of_unknown_ids_does_not_evict_real_keys(
-    store: CountingStore, clock: ManualClock
+    store: CountingKeyStore, clock: ManualClock
 ) -> None:
     verifier = ApiKeyVerifier(store, pepper=PEPPER, clock=clock, cache_ttl_s=TTL_S, max_cache_entries=100)
     issued = await new_key(store, clock)
@@ -282,7 +245,7 @@ async def test_a_flood_of_unknown_ids_does_not_evict_real_keys(
     assert store.gets == reads  # still cached
 
 
-async def test_the_cache_is_bounded(store: CountingStore, clock: ManualClock) -> None:
+async def test_the_cache_is_bounded(store: CountingKeyStore, clock: ManualClock) -> None:
     verifier = ApiKeyVerifier(store, pepper=PEPPER, clock=clock, cache_ttl_s=TTL_S, max_cache_entries=3)
     keys = [await new_key(store, clock, consumer=f"c{i}") for i in range(5)]
     for k in keys:
@@ -295,7 +258,7 @@ async def test_the_cache_is_bounded(store: CountingStore, clock: ManualClock) ->
 
 
 async def test_concurrent_misses_for_one_key_share_one_read(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock)
     principals = await asyncio.gather(*(verifier.verify(issued.key) for _ in range(50)))
@@ -304,7 +267,7 @@ async def test_concurrent_misses_for_one_key_share_one_read(
 
 
 async def test_a_read_that_began_before_a_revoke_is_not_cached(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock)
     store.gate = asyncio.Event()
@@ -320,7 +283,7 @@ async def test_a_read_that_began_before_a_revoke_is_not_cached(
 # --- last use -------------------------------------------------------------------------------
 
 async def test_last_use_is_written_only_on_flush(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock)
     for _ in range(10):
@@ -338,7 +301,7 @@ async def test_last_use_is_written_only_on_flush(
 
 
 async def test_failed_attempts_do_not_count_as_use(
-    store: CountingStore, clock: ManualClock, verifier: ApiKeyVerifier
+    store: CountingKeyStore, clock: ManualClock, verifier: ApiKeyVerifier
 ) -> None:
     issued = await new_key(store, clock)
     await reason(verifier, f"pcl_{issued.record.key_id}_{SECRET}")
@@ -348,7 +311,7 @@ async def test_failed_attempts_do_not_count_as_use(
 
 async def test_last_use_survives_a_failed_flush(tmp_path: Path, clock: ManualClock) -> None:
     path = str(tmp_path / "blip.db")
-    store = CountingStore(await SqliteStore.connect(path))
+    store = CountingKeyStore(await SqliteStore.connect(path))
     issued = await new_key(store, clock)
     verifier = ApiKeyVerifier(store, pepper=PEPPER, clock=clock, cache_ttl_s=TTL_S)
     await verifier.verify(issued.key)
