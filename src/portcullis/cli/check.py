@@ -14,7 +14,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from portcullis.cli.common import config_error_text, fail
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
 from portcullis.config.model import AuthConfig, GatewayConfig, RouteConfig
@@ -36,8 +38,10 @@ def _load(path: Path, console: Console) -> GatewayConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        console.print(f"[red]✗ {path}: invalid config[/red]", highlight=False)
-        console.print(str(exc), markup=False, highlight=False)
+        head, _, rest = config_error_text(path, exc).partition("\n")
+        console.print(Text(f"✗ {head}", style="red"), highlight=False, soft_wrap=True)
+        if rest:
+            console.print(rest, markup=False, highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -142,9 +146,14 @@ def explain(
 def config_reference(
     output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
 ) -> None:
-    """Print the config reference (Markdown), generated from the config model."""
+    """Print the config reference (Markdown), generated from the config model.
+
+    Exit status: 0 written, 1 the output file cannot be written (one line says why)."""
     text = render_reference()
     if output is None:
         typer.echo(text, nl=False)
-    else:
+        return
+    try:
         output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"cannot write {output}: {exc.strerror or type(exc).__name__}", code=1) from None

@@ -119,7 +119,7 @@ class Router:
         # route starting with a literal sorts before every route starting with a parameter: the
         # candidates for a first segment are its literal routes, then the parameter routes. Built in
         # one pass and kept apart (not one merged tuple per first segment, which grew as literal
-        # first segments × parameter routes and made a 20,000-route load take minutes).
+        # first segments times parameter routes and made a 20,000-route load take minutes).
         self._wildcard = tuple(r for r in ordered if r.segments[0].kind is not _Kind.LITERAL)
         by_first: dict[str, list[_CompiledRoute]] = {}
         for r in ordered:
