@@ -94,6 +94,7 @@ class ErrorCode(StrEnum):
     ADMIN_NOT_FOUND = "admin.not_found"
     ADMIN_CONFLICT = "admin.conflict"
     ADMIN_CONFIG_REJECTED = "admin.config_rejected"
+    ADMIN_RELOAD_BUSY = "admin.reload_busy"
     INTERNAL = "internal"
 
 
@@ -124,6 +125,7 @@ PUBLIC_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.ADMIN_NOT_FOUND: (404, "Not found."),
     ErrorCode.ADMIN_CONFLICT: (409, "Not possible in this configuration."),
     ErrorCode.ADMIN_CONFIG_REJECTED: (422, "Config rejected; nothing changed."),
+    ErrorCode.ADMIN_RELOAD_BUSY: (429, "A reload is running or has just run; retry later."),
     ErrorCode.INTERNAL: (500, "Internal error."),
 }
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -37,7 +38,7 @@ from portcullis.http.problem import render_problem
 from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, create_key
 from portcullis.ids import random_hex
 from portcullis.ingress.app import GatewayApp
-from portcullis.ingress.reload import Reloader
+from portcullis.ingress.reload import ReloadBusy, Reloader
 from portcullis.stores.redis_events import RELOAD_EVENT, REVOKE_EVENT
 
 __all__ = ["create_admin_app"]
@@ -122,11 +123,14 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
     async def metrics() -> Response:
         return Response(gateway.runtime.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/reload", summary="Reload the config file here and on every instance sharing state.")
+    @app.post("/reload", summary="Reload the config file here and on every instance sharing state; one at a time, "
+              "at most once per reload.min_interval (429 with Retry-After otherwise).")
     async def reload() -> Response:
         if reloader is None:
             return problem(ErrorCode.ADMIN_CONFLICT, "This gateway was not started from a config file.")
         result = await reloader.reload()
+        if isinstance(result, ReloadBusy):
+            return problem(ErrorCode.ADMIN_RELOAD_BUSY, result.detail, retry_after_s=math.ceil(result.retry_after_s))
         if not result.ok:
             return problem(ErrorCode.ADMIN_CONFIG_REJECTED, result.error)
         shared = gateway.runtime.services.shared
