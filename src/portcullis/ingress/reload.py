@@ -13,6 +13,12 @@ a process: the work is bounded before it starts (the loader refuses files over 1
 deep nesting and huge values), so a thread that cannot be stopped still ends; and the runtime is
 built over this process's counters, metrics and store, which a process could not share.
 
+Sharing the GIL: the worker is pure Python, and a thread waiting for the GIL gets it only when the
+holder is asked to drop it, after the interpreter's switch interval (5 ms). Every wake-up of the
+loop during a reload then waits up to 5 ms, which cut the requests answered during a 20,000-route
+reload tenfold. While the worker runs, the switch interval is 0.5 ms (restored when it ends): in the
+same measurement ten times as many requests were answered, for a reload 1.7 times as long.
+
 Time limit (``reload.timeout``): past it the reload is refused and the previous config keeps
 serving. The thread cannot be stopped, so it is left to finish, whatever it built is closed, and no
 other reload starts until it has: abandoned work never piles up.
@@ -30,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +52,7 @@ __all__ = ["ReloadBusy", "ReloadResult", "Reloader"]
 log = logging.getLogger("portcullis.reload")
 
 _RESTART_SECTIONS = ("listen", "admin", "store", "audit")
+_WORKER_SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +185,12 @@ class Reloader:
 
 def _prepare(path: Path, services: Services) -> Runtime:
     """The worker thread's job: everything a reload does before the swap."""
-    return build_runtime(load_config(path), services)
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(_WORKER_SWITCH_INTERVAL_S)
+    try:
+        return build_runtime(load_config(path), services)
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def _answer(answer: asyncio.Future[ReloadResult], result: ReloadResult) -> None:
