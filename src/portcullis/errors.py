@@ -125,7 +125,7 @@ PUBLIC_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.ADMIN_NOT_FOUND: (404, "Not found."),
     ErrorCode.ADMIN_CONFLICT: (409, "Not possible in this configuration."),
     ErrorCode.ADMIN_CONFIG_REJECTED: (422, "Config rejected; nothing changed."),
-    ErrorCode.ADMIN_RELOAD_BUSY: (429, "A reload is running or has just run; retry later."),
+    ErrorCode.ADMIN_RELOAD_BUSY: (429, "Reload busy; retry later."),
     ErrorCode.INTERNAL: (500, "Internal error."),
 }
 
