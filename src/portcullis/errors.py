@@ -9,6 +9,8 @@ The tree::
 
     PortcullisError
     ├── ConfigError                 names the YAML path; never echoes a secret value
+    │   └── ConfigFileError         the file itself is refused (unreadable, too large, not UTF-8, not
+    │                               YAML, a YAML bomb); names the file and line or byte offset
     ├── ClientError (code → 4xx)
     │   ├── MalformedRequest        request.malformed / request.* codes
     │   ├── PayloadTooLarge         request.too_large
@@ -43,6 +45,7 @@ __all__ = [
     "CircuitOpen",
     "ClientError",
     "ConfigError",
+    "ConfigFileError",
     "EgressDenied",
     "ErrorCode",
     "Forbidden",
@@ -91,6 +94,7 @@ class ErrorCode(StrEnum):
     ADMIN_NOT_FOUND = "admin.not_found"
     ADMIN_CONFLICT = "admin.conflict"
     ADMIN_CONFIG_REJECTED = "admin.config_rejected"
+    ADMIN_RELOAD_BUSY = "admin.reload_busy"
     INTERNAL = "internal"
 
 
@@ -121,6 +125,7 @@ PUBLIC_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.ADMIN_NOT_FOUND: (404, "Not found."),
     ErrorCode.ADMIN_CONFLICT: (409, "Not possible in this configuration."),
     ErrorCode.ADMIN_CONFIG_REJECTED: (422, "Config rejected; nothing changed."),
+    ErrorCode.ADMIN_RELOAD_BUSY: (429, "Reload busy; retry later."),
     ErrorCode.INTERNAL: (500, "Internal error."),
 }
 
@@ -135,6 +140,11 @@ class ConfigError(PortcullisError):
     def __init__(self, message: str, *, path: str = "") -> None:
         self.path = path
         super().__init__(f"{path}: {message}" if path else message)
+
+
+class ConfigFileError(ConfigError):
+    """The config file is refused before its content is validated: one line, ``path`` names the file
+    and, where known, the line and column or the byte offset."""
 
 
 class ClientError(PortcullisError):

@@ -27,6 +27,7 @@ run side by side, and ``/readyz`` answers within ``_READY_DEADLINE_S`` whatever 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated
 
 from fastapi import FastAPI, Request, Response
@@ -42,7 +43,7 @@ from portcullis.http.problem import render_problem
 from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, create_key
 from portcullis.ids import random_hex
 from portcullis.ingress.app import GatewayApp
-from portcullis.ingress.reload import Reloader
+from portcullis.ingress.reload import ReloadBusy, Reloader
 from portcullis.ingress.runtime import Runtime
 from portcullis.observability.readiness import Check, CheckStatus, ReadinessProbe
 from portcullis.stores.redis_events import RELOAD_EVENT, REVOKE_EVENT
@@ -142,11 +143,14 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
     async def metrics() -> Response:
         return Response(gateway.runtime.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/reload", summary="Reload the config file here and on every instance sharing state.")
+    @app.post("/reload", summary="Reload the config file here and on every instance sharing state; one at a time, "
+              "at most once per reload.min_interval (429 with Retry-After otherwise).")
     async def reload() -> Response:
         if reloader is None:
             return problem(ErrorCode.ADMIN_CONFLICT, "This gateway was not started from a config file.")
         result = await reloader.reload()
+        if isinstance(result, ReloadBusy):
+            return problem(ErrorCode.ADMIN_RELOAD_BUSY, result.detail, retry_after_s=math.ceil(result.retry_after_s))
         if not result.ok:
             return problem(ErrorCode.ADMIN_CONFIG_REJECTED, result.error)
         shared = gateway.runtime.services.shared

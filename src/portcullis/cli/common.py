@@ -20,11 +20,13 @@ from rich.text import Text
 
 from portcullis.config.loader import load_config
 from portcullis.config.model import GatewayConfig, StoreConfig
-from portcullis.errors import ConfigError, StoreUnavailable
+from portcullis.errors import ConfigError, ConfigFileError, StoreUnavailable
 from portcullis.stores.base import Store
 from portcullis.stores.opening import open_store
 
-__all__ = ["ConfigOption", "JsonOption", "fail", "load_or_fail", "store_label", "when", "with_store"]
+__all__ = [
+    "ConfigOption", "JsonOption", "config_error_text", "fail", "load_or_fail", "store_label", "when", "with_store",
+]
 
 _T = TypeVar("_T")
 
@@ -36,15 +38,23 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for script
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one red line on stderr; return the ``Exit`` to raise."""
-    Console(stderr=True, highlight=False).print(Text(message, style="red"))
+    Console(stderr=True, highlight=False, soft_wrap=True).print(Text(message, style="red"))
     return typer.Exit(code)
+
+
+def config_error_text(path: Path, exc: ConfigError) -> str:
+    """What every command prints for a refused config: one line when the file itself is refused (the
+    error names the file and where in it), else the file, then one line per problem."""
+    if isinstance(exc, ConfigFileError):
+        return f"invalid config: {exc}"
+    return f"{path}: invalid config\n{exc}"
 
 
 def load_or_fail(path: Path) -> GatewayConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        raise fail(f"{path}: invalid config\n{exc}") from None
+        raise fail(config_error_text(path, exc)) from None
 
 
 def with_store(cfg: StoreConfig, work: Callable[[Store], Awaitable[_T]]) -> _T:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from portcullis.cli.common import with_store
+from portcullis.cli.common import config_error_text, fail, with_store
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
 from portcullis.config.model import StoreConfig
@@ -32,8 +32,7 @@ def serve(
     try:
         cfg = load_config(config)
     except ConfigError as exc:
-        Console(stderr=True).print(f"[red]config error[/red]\n{exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
+        raise fail(config_error_text(config, exc)) from None
     _check_vault(cfg.store)
     from portcullis.server.run import serve_forever
 

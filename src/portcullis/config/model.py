@@ -38,6 +38,7 @@ __all__ = [
     "KeysConfig",
     "ListenConfig",
     "RateLimitConfig",
+    "ReloadConfig",
     "RequestConfig",
     "RouteConfig",
     "SecurityHeadersConfig",
@@ -92,6 +93,25 @@ class AdminConfig(_Model):
     enabled: bool = Field(True, description="Serve /healthz, /readyz and /metrics on a separate listener.")
     host: str = Field("127.0.0.1", description="Admin listener address. Keep it off public interfaces.")
     port: int = Field(9090, ge=0, le=65535, description="Admin listener port.")
+
+
+class ReloadConfig(_Model):
+    timeout: Duration = Field(
+        "30s", description="Longest a reload may spend reading, checking and compiling the new config (off the "
+        "event loop). Past it the reload is refused and the previous config keeps serving.",
+    )
+    min_interval: Duration = Field(
+        "1s", description="Reloads start at most once per this interval, and one runs at a time. `POST /reload` "
+        "beyond that gets 429 with Retry-After; SIGHUPs and other instances' reload events are coalesced into one "
+        "reload, run as soon as allowed.",
+    )
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("the reload timeout must be more than 0s")
+        return value
 
 
 class StoreConfig(_Model):
@@ -523,6 +543,9 @@ class GatewayConfig(_Model):
     version: Literal[1] = Field(1, description="Config format version.")
     listen: ListenConfig = Field(default_factory=ListenConfig, description="The API listener.")
     admin: AdminConfig = Field(default_factory=AdminConfig, description="The admin listener.")
+    reload: ReloadConfig = Field(
+        default_factory=ReloadConfig, description="How reloads are bounded; a change applies from the next reload."
+    )
     trusted_proxies: list[Cidr] = Field(
         default_factory=list,
         description="Peers whose X-Forwarded-For is believed (CIDRs). Empty: only the socket peer counts.",

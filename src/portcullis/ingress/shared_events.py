@@ -32,7 +32,7 @@ class _Handler:
         elif event.kind == RELOAD_EVENT:
             if event.origin != self._instance_id and self._reloader is not None:
                 log.info("config reload asked for by instance %s", event.origin)
-                await self._reloader.reload()
+                self._reloader.request()
         elif runtime.breaker_sync is not None:
             runtime.breaker_sync.on_event(event)
 

@@ -105,7 +105,7 @@ async def serve(
         ))
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reloader.reload()))
+        loop.add_signal_handler(signal.SIGHUP, reloader.request)
     admin_task = asyncio.create_task(admin.serve()) if admin else None
     announcer = asyncio.create_task(_announce(gateway, admin, config, announce))
     try:

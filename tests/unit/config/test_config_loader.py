@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from portcullis.config.loader import load_config, load_config_text
+from portcullis.config.loader import MAX_CONFIG_BYTES, load_config, load_config_text
 from portcullis.config.model import AuthConfig
-from portcullis.errors import ConfigError
+from portcullis.errors import ConfigError, ConfigFileError
 
 PEPPER = "p" * 40
 BASE = f"""
@@ -150,3 +150,48 @@ routes: [{name: r, path: /r, upstream: api, request: {max_body_bytes: 2MiB},
     assert cfg.listen.graceful_timeout == 60.0
     assert cfg.routes[0].request.max_body_bytes == 2 * 1024 * 1024
     assert [(r.limit, r.window_s) for r in cfg.routes[0].rate_limits[0].rates] == [(10, 1.0), (20, 10.0), (5000, 3600.0)]
+
+
+# --- the file itself: size, encoding, values grown through ${ENV} --------------------------------
+
+def test_a_file_over_16_mib_is_refused_in_one_line_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_bytes(b"# " + b"x" * MAX_CONFIG_BYTES + b"\n")
+    with pytest.raises(ConfigFileError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: refused: larger than 16 MiB"
+
+
+def test_a_single_50_mb_string_is_refused_by_the_size_limit(tmp_path: Path) -> None:
+    path = tmp_path / "string.yaml"
+    path.write_bytes(b"routes: '" + b"a" * 50_000_000 + b"'\n")
+    with pytest.raises(ConfigFileError) as info:
+        load_config(path)
+    assert "larger than 16 MiB" in str(info.value)
+
+
+def test_an_oversized_value_in_a_file_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "value.yaml"
+    path.write_text(BASE + "routes: [{name: r, path: /r, upstream: api, hosts: ['" + "h" * 70_000 + "']}]\n")
+    with pytest.raises(ConfigFileError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}, line 4, column 53: refused: a value longer than 64 KiB"
+
+
+def test_a_non_utf8_file_is_one_error_naming_the_file_line_and_byte_offset(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"version: 1\nupstreams: {api: {url: 'http://caf\xe9'}}\n")
+    with pytest.raises(ConfigFileError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}, line 2: not UTF-8 text (byte 0xe9 at byte offset 45)"
+
+
+def test_an_env_value_cannot_grow_a_value_past_64_kib() -> None:
+    message = error_of("routes: [{name: r, path: /r, upstream: api, hosts: ['${BIG}']}]", env={"BIG": "h" * 70_000})
+    assert message == "routes[0].hosts[0]: refused: longer than 64 KiB after ${ENV} interpolation"
+
+
+def test_an_error_in_one_of_many_routes_names_that_route() -> None:
+    routes = ", ".join(f"{{name: r{i}, path: /r{i}, upstream: api}}" for i in range(50))
+    message = error_of(f"routes: [{routes}, {{name: bad, path: /bad, upstream: api, colour: blue}}]")
+    assert message == "routes[50].colour: Extra inputs are not permitted"
