@@ -38,7 +38,9 @@ _API_KEY = re.compile(r"pcl_([a-z0-9]{4,32})_[A-Za-z0-9_\-]{8,}")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 _SCHEME_CREDENTIAL = re.compile(r"\b(Bearer|Basic|Digest|Token|ApiKey)\s+[A-Za-z0-9._~+/=\-]+", re.I)
 _EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9.\-]+\.[A-Za-z]{2,})")
-_CARD = re.compile(r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)")
+# A card number stands apart from its neighbours: a digit run inside a word (a hex request id or
+# key id such as ``5607377059180f3e…``) is an identifier, and masking it broke correlation.
+_CARD = re.compile(r"(?<!\w)(?:\d[ \-]?){12,18}\d(?!\w)")
 
 # Provider key shapes, each kept with its public prefix (which says what leaked, not the secret)
 # and masked after it. The key must not continue a word on its left, so ``task-…`` and ``ask_live_…``
@@ -165,15 +167,23 @@ def redact_headers(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     ]
 
 
+# Fields an auditor correlates and searches by, made by the gateway or checked against an
+# identifier pattern before they get here: they are kept exactly, never masked.
+IDENTIFIER_FIELDS = frozenset({"request_id", "consumer_id", "key_id", "client_ip", "method", "route"})
+
+
 def redact_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Every string in a record's fields through ``redact_text``, nested dicts and lists included.
+    """Every string in a record's fields through ``redact_text``, nested dicts and lists included,
+    except the ``IDENTIFIER_FIELDS``.
 
     ``AuditRecord.create`` calls this, so no field can reach a sink unmasked however a caller built
     it (a reason or a client-chosen workflow id can carry a key as well as a path can). The query
     should already have been through ``redact_query``, which also knows secret parameter names.
     """
     strings = []
-    for value in fields.values():
+    for name, value in fields.items():
+        if name in IDENTIFIER_FIELDS:
+            continue
         if isinstance(value, str):
             strings.append(value)
         elif isinstance(value, dict | list | tuple):
@@ -182,7 +192,7 @@ def redact_fields(fields: dict[str, Any]) -> dict[str, Any]:
         # One prefilter over all of them (no prefix or shape spans the newline), not one per field.
         if not _might_hold_a_secret("\n".join(strings)):
             return fields
-    return {name: _redact_value(value) for name, value in fields.items()}
+    return {name: value if name in IDENTIFIER_FIELDS else _redact_value(value) for name, value in fields.items()}
 
 
 def _redact_value(value: Any) -> Any:
