@@ -301,6 +301,38 @@ async def test_a_misconfigured_issuer_mixing_hs_and_rs_still_never_uses_a_public
     await verifier.aclose()
 
 
+# --- a key the issuer withdrew --------------------------------------------------------------------
+
+WITHDRAWN = [
+    # OpenID Connect Core 1.0 section 10.1.1: an issuer rotates (or drops a leaked key) by editing its
+    # published JWKS. With a 5s TTL and a 30s unknown-kid interval, the withdrawal must count at 5s.
+    pytest.param(False, id="OIDC-Core-10.1.1-withdrawn-key-signs-a-new-token"),
+    pytest.param(True, id="OIDC-Core-10.1.1-token-cached-before-its-key-was-withdrawn"),
+]
+
+
+@pytest.mark.parametrize("cached_before", WITHDRAWN)
+async def test_a_key_withdrawn_from_the_jwks_stops_verifying_within_the_cache_ttl(cached_before: bool) -> None:
+    kept = public_jwk(rsa_key("rsa-2"), "k2", alg="RS256")
+    async with serve_jwks([public_jwk(rsa_key(), "k1", alg="RS256"), kept]) as idp:
+        clock = ManualClock(wall=NOW)
+        verifier = JwtVerifier([issuer(
+            jwks_uri=idp.uri, allow_http_jwks=True, jwks_cache_ttl="5s", jwks_min_refresh_interval="30s",
+        )], clock=clock)
+        genuine = sign(claims(), rsa_key("rsa-2"), "RS256", kid="k2")
+        try:
+            old = valid(sub="user-1")
+            await verifier.verify(old if cached_before else genuine)
+            idp.keys = [kept]
+            clock.advance(5)
+            with pytest.raises(Unauthenticated) as exc:
+                await verifier.verify(old if cached_before else valid(jti="minted-after-the-withdrawal"))
+            assert exc.value.reason == "unknown_kid"
+            assert (await verifier.verify(genuine)).consumer_id == "user-1", "the key still published verifies"
+        finally:
+            await verifier.aclose()
+
+
 # --- legitimate traffic that must pass --------------------------------------------------------------
 
 LEGITIMATE: list[Any] = [

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from portcullis.cli.common import config_error_text, fail
 from portcullis.clock import SystemClock
+from portcullis.config.advice import config_warnings
 from portcullis.config.loader import load_config
 from portcullis.config.model import AuthConfig, GatewayConfig, RouteConfig
 from portcullis.config.reference import render_reference
@@ -72,7 +73,7 @@ def _auth_summary(route: RouteConfig) -> str:
 
 
 def check(config: ConfigArg) -> None:
-    """Validate a config and print each route with its protections."""
+    """Validate a config, print each route with its protections, and warn about settings that interact."""
     console = Console()
     cfg = _load(config, console)
     chain_names = _chain_namer()
@@ -103,6 +104,8 @@ def check(config: ConfigArg) -> None:
             _auth_summary(route), authz, limit_text, req_text, "\n".join(chain_names(cfg, route)),
         )
     console.print(table)
+    for warning in config_warnings(cfg):
+        console.print(Text(f"⚠ {warning}", style="yellow"), highlight=False, soft_wrap=True)
     console.print(f"[green]✓ {config} is valid[/green]", highlight=False)
 
 

@@ -206,9 +206,15 @@ class JwtIssuerConfig(_Model):
     consumer_claim: str = Field("sub", description="Claim that names the consumer.")
     scopes_claim: str = Field("scope", description="Claim holding scopes (space-separated string or list).")
     roles_claim: str = Field("roles", description="Claim holding roles (list or space-separated string).")
-    jwks_cache_ttl: Duration = Field("10m", description="How long a fetched JWKS is trusted.")
+    jwks_cache_ttl: Duration = Field(
+        "10m",
+        description="How long a fetched JWKS is trusted: a key the issuer withdraws stops verifying within this time, "
+        "tokens already cached included.",
+    )
     jwks_min_refresh_interval: Duration = Field(
-        "30s", description="An unknown `kid` refreshes the JWKS at most once per this interval."
+        "30s",
+        description="An unknown `kid` refreshes the JWKS at most once per this interval; the `jwks_cache_ttl` "
+        "refresh never waits for it.",
     )
     jwks_timeout: Duration = Field("3s", description="Timeout for one JWKS fetch.")
     max_token_bytes: ByteSize = Field("8KiB", description="Longer tokens are refused before parsing.")

@@ -8,10 +8,18 @@ refresh storm against the issuer. Here:
   ``keys`` list is accepted; each entry is parsed by PyJWT's ``PyJWK`` and an entry that is not a
   usable public *signature* key (unknown ``kty``/``alg``, ``use`` other than ``sig``, ``oct``,
   RSA under 2048 bits) is skipped, never fatal;
-* keys are trusted for ``ttl_s``; an unknown ``kid`` refreshes at most once per
-  ``min_refresh_interval_s`` (failed attempts count too), and concurrent refreshes share one fetch;
+* keys are trusted for ``ttl_s``: the first lookup after that refetches, so a key the issuer
+  withdrew stops verifying within ``ttl_s`` (OpenID Connect Core 1.0 section 10.1.1: the issuer
+  rotates by editing the published set, the verifier follows it). The unknown-``kid`` limit never delays
+  this refresh; only a failed fetch does, and then for at most ``min(min_refresh_interval_s, ttl_s)``;
+* besides that, a lookup for an unknown ``kid`` refreshes at most once per
+  ``min_refresh_interval_s`` (failed attempts count too), so invented ``kid`` values cannot drive
+  load at the issuer; concurrent refreshes share one fetch;
 * a failing fetch keeps serving the last good keys until ``ttl_s + max_stale_s`` after the last
   good fetch, then the keys are dropped (stale-while-error with a hard limit).
+
+``refresh_due_at`` tells a cache built on these keys (the verified-token cache) how long a verdict
+may be reused: never past the next TTL refresh.
 
 This module is the aiohttp boundary for JWKS fetches: aiohttp, JSON and key-parsing errors end
 here. A caller only ever sees ``Unauthenticated`` with ``jwks_unavailable``, ``unknown_kid`` or
@@ -27,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -154,7 +163,11 @@ class JwksCache:
         self._inline: tuple[VerificationKey, ...] = tuple(k for k in inline if k is not None)
         self._remote: tuple[VerificationKey, ...] = ()
         self._fetched_at: float | None = None
-        self._last_attempt: float | None = None
+        self._failed_at: float | None = None  # the last failed fetch, if none succeeded since
+        self._kid_refresh_at: float | None = None  # the last refresh an unknown kid started
+        # A failed fetch holds back the next one this long: retries stay bounded for the issuer,
+        # and never rarer than the TTL, so withdrawals are followed as soon as it answers again.
+        self._retry_s = min(min_refresh_interval_s, ttl_s)
         self._inflight: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -163,10 +176,14 @@ class JwksCache:
 
         With no ``kid``, the one key that fits ``alg`` is used; several candidates are refused.
         """
-        if self._uri is not None and self._is_due():
-            await self._refresh()
+        refreshed = self._is_due() and await self._refresh(by_unknown_kid=False)
         found = self._find(kid, alg)
-        if isinstance(found, str) and found in ("unknown_kid", "jwks_unavailable") and await self._refresh():
+        if (
+            not refreshed
+            and isinstance(found, str)
+            and found in ("unknown_kid", "jwks_unavailable")
+            and await self._refresh(by_unknown_kid=True)
+        ):
             found = self._find(kid, alg)
         if isinstance(found, str):
             raise Unauthenticated(found)
@@ -185,8 +202,19 @@ class JwksCache:
                 if current is not None and current.cancelling():
                     raise
 
+    @property
+    def refresh_due_at(self) -> float:
+        """The ``Clock.monotonic()`` time at which the fetched keys are due for their TTL refresh:
+        ``inf`` without a ``uri`` (inline keys never change), already past when nothing was fetched
+        yet or the keys are served stale after failed fetches."""
+        if self._uri is None:
+            return math.inf
+        if self._fetched_at is None:
+            return -math.inf
+        return self._fetched_at + self._ttl_s
+
     def _is_due(self) -> bool:
-        return self._fetched_at is None or self._clock.monotonic() - self._fetched_at >= self._ttl_s
+        return self._uri is not None and self._clock.monotonic() >= self.refresh_due_at
 
     def _find(self, kid: str | None, alg: str) -> VerificationKey | str:
         keys = self._inline + self._usable_remote()
@@ -211,17 +239,23 @@ class JwksCache:
                 self._notify()
         return self._remote
 
-    async def _refresh(self) -> bool:
-        """Join the fetch in flight, or start one if the last attempt is older than the interval.
+    async def _refresh(self, *, by_unknown_kid: bool) -> bool:
+        """Join the fetch in flight, or start one unless a fetch failed within the retry delay or,
+        for an unknown kid, an unknown kid already started one within the interval.
         Returns whether a fetch was joined or made (so the caller looks again)."""
         if self._uri is None or self._closed:
             return False
         task = self._inflight
         if task is None:
             now = self._clock.monotonic()
-            if self._last_attempt is not None and now - self._last_attempt < self._min_interval_s:
+            if self._failed_at is not None and now - self._failed_at < self._retry_s:
                 return False
-            self._last_attempt = now
+            if by_unknown_kid:
+                # Only refreshes an unknown kid asks for count here: the TTL refresh never waits
+                # for this interval, or a withdrawn key would outlive the TTL.
+                if self._kid_refresh_at is not None and now - self._kid_refresh_at < self._min_interval_s:
+                    return False
+                self._kid_refresh_at = now
             task = self._inflight = asyncio.create_task(self._fetch_and_store())
         try:
             # shield: one waiter giving up (client gone) must not cancel the fetch for the others.
@@ -236,11 +270,13 @@ class JwksCache:
         try:
             keys = await self._fetch()
         except _FetchFailed as exc:
+            self._failed_at = self._clock.monotonic()
             log.warning("JWKS %s: fetch failed (%s); serving the last good keys", self._uri, exc)
             return
         finally:
             self._inflight = None
         self._fetched_at = self._clock.monotonic()
+        self._failed_at = None
         if {k.fingerprint for k in keys} != {k.fingerprint for k in self._remote}:
             self._remote = keys
             self._notify()

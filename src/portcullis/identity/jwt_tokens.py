@@ -25,10 +25,12 @@ bad_signature, expired, not_yet_valid, issued_in_future, bad_audience, missing_c
 jwks_unavailable.
 
 Verified tokens are cached by sha256 until their ``exp`` (bounded, least recently used out first),
-and the cache is cleared whenever an issuer's fetched key set changes.
+but never past the issuer's next JWKS refresh (``JwksCache.refresh_due_at``): a hit does no key
+lookup, so without that bound a token signed with a withdrawn key would pass until its ``exp``.
+The cache is also cleared whenever an issuer's fetched key set changes.
 
-The module is a little over 300 lines because the checks above are one sequence a reviewer should
-read in one place.
+The module is about 400 lines because the checks above are one sequence a reviewer should read
+in one place.
 """
 
 from __future__ import annotations
@@ -111,29 +113,37 @@ class _Unverified:
     signature: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    principal: Principal
+    issuer: str
+    exp: float  # wall clock: the token's own expiry
+    keys_due_at: float  # monotonic: the issuer's next JWKS refresh, after which the key is looked up again
+
+
 class _TokenCache:
-    """sha256(token) → (Principal, issuer name, exp), bounded, least recently used evicted first."""
+    """sha256(token) → ``_Verdict``, bounded, least recently used evicted first."""
 
     __slots__ = ("_entries", "_size")
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._entries: OrderedDict[bytes, tuple[Principal, str, float]] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Verdict] = OrderedDict()
 
-    def get(self, digest: bytes, now: float) -> tuple[Principal, str] | None:
+    def get(self, digest: bytes, *, wall: float, monotonic: float) -> _Verdict | None:
         entry = self._entries.get(digest)
         if entry is None:
             return None
-        if now >= entry[2]:
+        if wall >= entry.exp or monotonic >= entry.keys_due_at:
             del self._entries[digest]
             return None
         self._entries.move_to_end(digest)
-        return entry[0], entry[1]
+        return entry
 
-    def put(self, digest: bytes, principal: Principal, issuer: str, exp: float) -> None:
+    def put(self, digest: bytes, verdict: _Verdict) -> None:
         if self._size <= 0:
             return
-        self._entries[digest] = (principal, issuer, exp)
+        self._entries[digest] = verdict
         self._entries.move_to_end(digest)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
@@ -206,20 +216,23 @@ class JwtVerifier:
                 errors.append(exc)
                 continue
             # No await between the key lookup and here, so a rotation cannot slip in between.
-            if exp is not None and exp > self._clock.wall():
-                self._cache.put(digest, principal, issuer.name, exp)
+            keys_due_at = issuer.jwks.refresh_due_at if issuer.jwks is not None else math.inf
+            if exp is not None and exp > self._clock.wall() and keys_due_at > self._clock.monotonic():
+                self._cache.put(digest, _Verdict(principal, issuer.name, exp, keys_due_at))
             return principal
         raise errors[0]
 
     def verify_cached(self, token: str, *, allowed_issuers: frozenset[str] | None = None) -> Principal | None:
-        """The principal of a token verified earlier and not yet expired, or ``None`` (no I/O)."""
+        """The principal of a token verified earlier, not yet expired and verified since the issuer's
+        last JWKS refresh was due, or ``None`` (no I/O)."""
         if len(token) > self._max_token_bytes:
             raise Unauthenticated("token_too_large")
         if not token.isascii():
             raise Unauthenticated("malformed_token")
-        hit = self._cache.get(hashlib.sha256(token.encode("ascii")).digest(), self._clock.wall())
-        if hit is not None and (allowed_issuers is None or hit[1] in allowed_issuers):
-            return hit[0]
+        digest = hashlib.sha256(token.encode("ascii")).digest()
+        hit = self._cache.get(digest, wall=self._clock.wall(), monotonic=self._clock.monotonic())
+        if hit is not None and (allowed_issuers is None or hit.issuer in allowed_issuers):
+            return hit.principal
         return None
 
     async def aclose(self) -> None:

@@ -42,6 +42,36 @@ def test_check_reports_errors_with_their_path_and_exit_2(tmp_path: Path) -> None
     assert "Traceback" not in out
 
 
+JWT_CONFIG = """\
+upstreams: {a: {url: 'http://127.0.0.1:1'}}
+jwt_issuers:
+  - {name: idp, issuer: 'https://idp.test', audiences: [api], algorithms: [RS256],
+     jwks_uri: 'https://idp.test/jwks.json', jwks_cache_ttl: %s, jwks_min_refresh_interval: 30s}
+routes: [{name: r, path: /r, upstream: a, auth: {jwt: {}}}]
+"""
+
+
+def test_check_warns_when_the_unknown_kid_interval_is_longer_than_the_jwks_ttl(tmp_path: Path) -> None:
+    config = tmp_path / "jwt.yaml"
+    config.write_text(JWT_CONFIG % "5s")
+    code, out = run("check", str(config))
+    assert code == 0, out
+    assert (
+        "⚠ jwt_issuers[0] (idp): jwks_min_refresh_interval (30s) is longer than jwks_cache_ttl (5s). The JWKS is "
+        "still fetched every 5s, so a withdrawn key stops verifying and a new key is learned within 5s; the interval "
+        "only limits the extra fetches unknown kids cause (one per 30s), it does not slow the TTL refresh.\n"
+    ) in out
+    assert out.index("⚠") < out.index("is valid")
+
+
+def test_check_says_nothing_about_jwks_timing_when_the_ttl_is_the_longer(tmp_path: Path) -> None:
+    config = tmp_path / "jwt.yaml"
+    config.write_text(JWT_CONFIG % "10m")
+    code, out = run("check", str(config))
+    assert code == 0, out
+    assert "⚠" not in out
+
+
 def test_explain_shows_canonical_path_route_and_chain() -> None:
     code, out = run("explain", str(ROOT / "examples" / "quickstart.yaml"), "GET", "/x/../orders//./42")
     assert code == 0, out

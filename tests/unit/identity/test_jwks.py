@@ -130,11 +130,78 @@ async def test_unknown_kid_refreshes_at_most_once_per_interval(
     cache = make_cache()
     await cache.key_for("k1", "RS256")
     assert await reason_of(cache, "nope") == "unknown_kid"
-    assert server.hits == 1, "the fetch that just happened counts as this interval's refresh"
-    clock.advance(INTERVAL)
-    assert await reason_of(cache, "nope") == "unknown_kid"
     assert await reason_of(cache, "nope-again") == "unknown_kid"
+    assert server.hits == 2, "the first load, then one refresh for the unknown kids"
+    clock.advance(INTERVAL - 1)
+    assert await reason_of(cache, "nope") == "unknown_kid"
     assert server.hits == 2
+    clock.advance(1)
+    assert await reason_of(cache, "nope") == "unknown_kid"
+    assert server.hits == 3
+
+
+# A TTL shorter than the unknown-kid interval: the case where one used to hold back the other.
+SHORT_TTL = 5.0
+
+
+async def test_a_key_the_issuer_withdrew_is_refused_after_the_ttl_not_the_refresh_interval(
+    server: JwksServer, make_cache: CacheFactory, clock: ManualClock
+) -> None:
+    # OpenID Connect Core 1.0 section 10.1.1: an issuer rotates by editing its published set.
+    server.keys.append(public_jwk(rsa_key("rsa-2"), "k2", alg="RS256"))
+    cache = make_cache(ttl_s=SHORT_TTL)
+    await cache.key_for("k1", "RS256")
+    server.keys = server.keys[1:]
+    clock.advance(SHORT_TTL)
+    assert await reason_of(cache, "k1") == "unknown_kid"
+    assert (await cache.key_for("k2", "RS256")).kid == "k2"
+
+
+async def test_a_ttl_refresh_right_after_an_unknown_kid_refresh_still_happens_at_the_ttl(
+    server: JwksServer, make_cache: CacheFactory, clock: ManualClock
+) -> None:
+    cache = make_cache(ttl_s=SHORT_TTL)
+    await cache.key_for("k1", "RS256")
+    clock.advance(1)
+    assert await reason_of(cache, "unheard-of") == "unknown_kid"
+    assert server.hits == 2, "the unknown kid refreshed"
+    server.keys = []
+    clock.advance(SHORT_TTL - 1)
+    assert (await cache.key_for("k1", "RS256")).kid == "k1", "still within the TTL of that refresh"
+    clock.advance(1)
+    assert await reason_of(cache, "k1") == "jwks_unavailable"
+    assert server.hits == 3
+
+
+async def test_an_unknown_kid_flood_adds_at_most_one_fetch_per_interval_to_the_ttl_refreshes(
+    server: JwksServer, make_cache: CacheFactory, clock: ManualClock
+) -> None:
+    cache = make_cache(ttl_s=SHORT_TTL)
+    await cache.key_for("k1", "RS256")
+    for _second in range(2 * int(INTERVAL)):
+        for _ in range(10):
+            assert await reason_of(cache, secrets.token_hex(8)) == "unknown_kid"
+        clock.advance(1)
+    ttl_fetches = 2 * int(INTERVAL / SHORT_TTL)  # the first load included
+    assert server.hits == ttl_fetches + 2, "one TTL fetch per TTL, one unknown-kid fetch per interval"
+
+
+async def test_a_failed_fetch_holds_the_ttl_refresh_back_no_longer_than_the_ttl(
+    server: JwksServer, make_cache: CacheFactory, clock: ManualClock
+) -> None:
+    cache = make_cache(ttl_s=SHORT_TTL)
+    await cache.key_for("k1", "RS256")
+    server.status = 500
+    clock.advance(SHORT_TTL)
+    assert (await cache.key_for("k1", "RS256")).kid == "k1", "the last good keys serve while the issuer fails"
+    assert server.hits == 2
+    server.status, server.keys = 200, []
+    clock.advance(SHORT_TTL - 1)
+    assert (await cache.key_for("k1", "RS256")).kid == "k1"
+    assert server.hits == 2, "no retry before the delay"
+    clock.advance(1)
+    assert await reason_of(cache, "k1") == "jwks_unavailable"
+    assert server.hits == 3
 
 
 async def test_a_hundred_concurrent_random_kids_cause_at_most_one_fetch(

@@ -263,6 +263,21 @@ async def test_key_rotation_clears_the_cache(
     assert await reason(verifier, old) == "unknown_kid"
 
 
+async def test_a_cached_token_signed_with_a_withdrawn_key_is_refused_after_the_jwks_ttl(
+    make_verifier: VerifierFactory, idp: JwksServer, clock: ManualClock
+) -> None:
+    # A hit looks up no key, so the cache must end where the key set is due for its refresh.
+    idp.keys.append(public_jwk(rsa_key("rsa-2"), "k2", alg="RS256"))
+    verifier = make_verifier(issuer(
+        jwks_uri=idp.uri, allow_http_jwks=True, jwks_cache_ttl="5s", jwks_min_refresh_interval="30s",
+    ))
+    token = rs256()
+    await verifier.verify(token)
+    idp.keys = idp.keys[1:]
+    clock.advance(5)
+    assert await reason(verifier, token) == "unknown_kid"
+
+
 async def test_a_cache_hit_checks_no_signature_and_fetches_no_keys(
     make_verifier: VerifierFactory, idp: JwksServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,34 @@
+"""Warnings about settings that validate but interact in a way an operator should hear about.
+
+Why apart from the model's validators: these configs are legal and sometimes meant, so refusing
+them would be wrong, yet the effect is not what the field names suggest. ``portcullis check``
+prints each warning as one line naming the YAML path. What this module refuses to do: change or
+refuse a config, or read anything but the validated model.
+"""
+
+from __future__ import annotations
+
+from portcullis.config.model import GatewayConfig
+
+__all__ = ["config_warnings"]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def config_warnings(config: GatewayConfig) -> list[str]:
+    """One line per interaction worth knowing about, in config order; empty when there is none."""
+    warnings: list[str] = []
+    for index, issuer in enumerate(config.jwt_issuers):
+        ttl, interval = issuer.jwks_cache_ttl, issuer.jwks_min_refresh_interval
+        if issuer.jwks_uri and interval > ttl:
+            # identity/jwks.py: the TTL refresh never waits for the unknown-kid interval.
+            warnings.append(
+                f"jwt_issuers[{index}] ({issuer.name}): jwks_min_refresh_interval ({_seconds(interval)}) is longer "
+                f"than jwks_cache_ttl ({_seconds(ttl)}). The JWKS is still fetched every {_seconds(ttl)}, so a "
+                f"withdrawn key stops verifying and a new key is learned within {_seconds(ttl)}; the interval "
+                f"only limits the extra fetches unknown kids cause (one per {_seconds(interval)}), it does not "
+                f"slow the TTL refresh."
+            )
+    return warnings
