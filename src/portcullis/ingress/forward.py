@@ -20,7 +20,6 @@ lookup per header (plus a ``startswith`` over a tuple of prefixes).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 
 from portcullis.config.model import RequestConfig
@@ -61,6 +60,14 @@ class _Names:
         return folded in self.exact or folded.startswith(self.prefixes)
 
 
+def _common_prefix(names: Sequence[bytes]) -> bytes:
+    first, last = min(names), max(names)  # the sorted extremes share what all of them share
+    size = 0
+    while size < len(first) and first[size] == last[size]:
+        size += 1
+    return first[:size]
+
+
 class RequestHeaderRules:
     """What one route does with client request headers, compiled once per config load.
 
@@ -88,7 +95,7 @@ class RequestHeaderRules:
         # What every prefix starts with ("x-" for the default list): one cheap startswith per header,
         # the whole tuple only for the few names that pass it.
         # No prefixes: a gate no folded token can start with (names are ASCII tokens).
-        self.prefix_gate: bytes = os.path.commonprefix(list(self.prefixes)) if self.prefixes else b"\xff"
+        self.prefix_gate: bytes = _common_prefix(self.prefixes) if self.prefixes else b"\xff"
         self.refused_exact: dict[bytes, str] = {
             n: header_family(n.decode("latin-1"))
             for n in self._own_refused.exact | self._inherited_refused.exact if self.refuses(n)
