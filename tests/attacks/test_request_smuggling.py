@@ -38,7 +38,7 @@ ATTACKS = [
     pytest.param(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello",
                  id="content-length-with-sign"),
     pytest.param(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
-                 id="CVE-2019-18277-te-obfuscation", marks=FRONT_DOOR),
+                 id="CVE-2019-18277-te-obfuscation"),
     pytest.param(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
                  id="CVE-2020-7238-space-before-colon"),
     pytest.param(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n",

@@ -1,9 +1,10 @@
 """``portcullis check``, ``explain`` and ``config-reference``: look at a config without serving it.
 
 Why ``explain`` exists: when a request is refused, operators need to see what the gateway would do
-with it — the canonical path (or why the target is rejected), the route it matches and the policy
-chain that would run — without sending anything. It calls the same canonicalizer, router and chain
-planner as the data path, so it cannot disagree with it.
+with it — the canonical path (or why the target is rejected), the route it matches, the policy
+chain that would run, and which request headers the route removes or refuses (and what happens to
+each ``-H`` header) — without sending anything. It calls the same canonicalizer, router, chain
+planner and compiled header rules as the data path, so it cannot disagree with it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from portcullis.config.loader import load_config
 from portcullis.config.model import AuthConfig, GatewayConfig, RouteConfig
 from portcullis.config.reference import render_reference
 from portcullis.errors import ClientError, ConfigError
+from portcullis.http.headers import GATEWAY_SET_HEADERS, REMOVED_BY_DEFAULT, fold_name, header_family, pattern_covers
 from portcullis.http.target import canonicalize_target
 from portcullis.ingress.build import Verifiers, effective_request, plan_chain
+from portcullis.ingress.forward import RequestHeaderRules
 from portcullis.ingress.router import RouteMatch, Router
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
@@ -152,6 +155,46 @@ def explain(
     console.print("chain:", highlight=False)
     for index, name in enumerate(_chain_namer()(cfg, route), 1):
         console.print(f"  {index}. {name}", highlight=False)
+    rules = RequestHeaderRules(cfg.request, route.request)
+    for line in _header_rules_text(cfg, route):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    refused = None
+    for name in headers:
+        folded = fold_name(name.encode("latin-1"))
+        if rules.refuses(folded):
+            verdict = f"refused ({header_family(folded.decode('latin-1'))})"
+            refused = refused or header_family(folded.decode("latin-1"))
+        elif folded in GATEWAY_SET_HEADERS:
+            verdict = "replaced by the gateway's own value"
+        elif rules.removes(folded):
+            verdict = f"removed ({header_family(folded.decode('latin-1'))})"
+        else:
+            verdict = "forwarded"
+        console.print(f"  -H {name}: {verdict}", highlight=False, markup=False, soft_wrap=True)
+    if refused is not None:
+        console.print(f"[red]rejected:  400 request.malformed (reason: rejected_header:{refused})[/red]",
+                      highlight=False)
+        raise typer.Exit(3)
+
+
+def _header_rules_text(cfg: GatewayConfig, route: RouteConfig) -> list[str]:
+    """The route's request header rules, as ``explain`` prints them."""
+    keeps = [*cfg.request.keep_headers, *route.request.keep_headers]
+    kept_defaults = [f for f, names in REMOVED_BY_DEFAULT.items() if all(
+        any(pattern_covers(k, n) for k in keeps) for n in names)]
+    families = ", ".join(f for f in REMOVED_BY_DEFAULT if f not in kept_defaults)
+    removed = [f"default list ({families})" if families else "no default list",
+               *cfg.request.remove_headers, *route.request.remove_headers]
+    refused = [*(p for p in cfg.request.reject_headers
+                 if not any(pattern_covers(k, p) for k in route.request.keep_headers)),
+               *route.request.reject_headers]
+    return [
+        "request headers (names matched case-insensitively, `_` as `-`):",
+        "  replaced: the gateway's own (X-Consumer-Id, X-Forwarded-For, X-Request-Id, …) and hop-by-hop",
+        "  removed:  " + ", ".join(removed),
+        "  kept:     " + (", ".join(keeps) or "-"),
+        "  refused:  " + (", ".join(refused) + " → 400 request.malformed" if refused else "-"),
+    ]
 
 
 def config_reference(

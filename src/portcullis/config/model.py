@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from portcullis.config.egress import EgressConfig
-from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HttpMethod, Rate
+from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HeaderPattern, HttpMethod, Rate
+from portcullis.http.headers import FRAMING_HEADERS, GATEWAY_SET_HEADERS, HOP_BY_HOP, REMOVED_BY_DEFAULT, pattern_covers
 
 __all__ = [
     "AdminConfig",
@@ -353,8 +354,45 @@ class RequestConfig(_Model):
     json_body: JsonBodyConfig | None = Field(
         None, alias="json", description="Validate the body as JSON (also requires application/json)."
     )
+    remove_headers: list[HeaderPattern] = Field(
+        default_factory=list,
+        description="Client request headers removed before forwarding, besides the default list (URL- and "
+        "method-override headers, forwarding hints the gateway does not set, other gateways' identity headers; "
+        "see the README). Names match case-insensitively and with `_` read as `-`; a final `*` is a prefix "
+        "(`x-envoy-*`). A route's list adds to the global one.",
+    )
+    reject_headers: list[HeaderPattern] = Field(
+        default_factory=list,
+        description="A request carrying any of these (matched like `remove_headers`) is refused with 400 "
+        "`request.malformed` and never forwarded; the audit reason names the header's family. A route's list adds "
+        "to the global one. Naming a header the gateway sets (`x-consumer-id`) refuses its client-sent copies and "
+        "their `_` variants instead of removing them.",
+    )
+    keep_headers: list[HeaderPattern] = Field(
+        default_factory=list,
+        description="Forward these although the default list removes them (globally), or although the default "
+        "list or the global `remove_headers` / `reject_headers` would remove or refuse them (on a route). Never "
+        "lifts the gateway's own headers (X-Consumer-Id, X-Forwarded-For, …) or hop-by-hop ones.",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _header_lists(self) -> RequestConfig:
+        for field_name in ("remove_headers", "reject_headers", "keep_headers"):
+            for name in getattr(self, field_name):
+                if any(pattern_covers(name, f.decode()) for f in FRAMING_HEADERS):
+                    raise ValueError(f"{field_name}: {name!r} covers a framing header (Host, Content-Length, "
+                                     "Transfer-Encoding), which the gateway checks itself")
+        for name in self.keep_headers:
+            if not name.endswith("*") and name.encode() in GATEWAY_SET_HEADERS | HOP_BY_HOP:
+                raise ValueError(f"keep_headers: {name!r} is set by the gateway or hop-by-hop; a client's copy "
+                                 "is always removed")
+            for field_name in ("remove_headers", "reject_headers"):
+                if any(pattern_covers(name, other) or pattern_covers(other, name)
+                       for other in getattr(self, field_name)):
+                    raise ValueError(f"keep_headers: {name!r} is also in {field_name} here")
+        return self
 
 
 class CorsConfig(_Model):
@@ -463,7 +501,9 @@ class RouteConfig(_Model):
     authorize: AuthorizeConfig | None = Field(None, description="Scopes, roles and attribute rules.")
     rate_limits: list[RateLimitConfig] = Field(default_factory=list, description="Limits for this route.")
     shield: ShieldRouteConfig | None = Field(None, description="IP allow/deny for this route.")
-    request: RequestConfig = Field(default_factory=RequestConfig, description="Request body limits.")
+    request: RequestConfig = Field(
+        default_factory=RequestConfig, description="Request body limits and header rules for this route."
+    )
     cors: CorsConfig | None = Field(None, description="CORS for browser callers.")
     forward_identity: bool = Field(
         True, description="Send X-Consumer-Id, X-Consumer-Scopes and X-Key-Id to the upstream."
@@ -495,6 +535,14 @@ class RouteConfig(_Model):
             if self.is_public and (a.scopes_all or a.scopes_any or a.roles_any or a.rules):
                 raise ValueError("a public route (auth: none) cannot require scopes, roles or rules")
         return self
+
+
+def _check_keeps(where: str, keeps: list[str], inherited: list[str]) -> None:
+    """A kept name must lift something inherited: otherwise it is a typo that protects nothing."""
+    for name in keeps:
+        if not any(pattern_covers(p, name) or pattern_covers(name, p) for p in inherited):
+            raise ValueError(f"{where}: {name!r} is not removed or refused by the default list or the global "
+                             "request section, so there is nothing to keep")
 
 
 class SharedStateConfig(_Model):
@@ -569,7 +617,8 @@ class GatewayConfig(_Model):
     )
     request: RequestConfig = Field(
         default_factory=lambda: RequestConfig(max_body_bytes=1024 * 1024),
-        description="Defaults for every route; a route's `request` overrides field by field.",
+        description="Defaults for every route; a route's `request` overrides the body fields one by one, and its "
+        "header lists add to these.",
     )
     security_headers: SecurityHeadersConfig = Field(
         default_factory=SecurityHeadersConfig, description="Response security headers."
@@ -586,6 +635,9 @@ class GatewayConfig(_Model):
         issuers = {i.name for i in self.jwt_issuers}
         if len(issuers) != len(self.jwt_issuers):
             raise ValueError("jwt_issuers: names must be unique")
+        defaults = [p for names in REMOVED_BY_DEFAULT.values() for p in names]
+        _check_keeps("request.keep_headers", self.request.keep_headers, defaults)
+        inherited = [*defaults, *self.request.remove_headers, *self.request.reject_headers]
         seen: set[str] = set()
         global_limits = {lim.name for lim in self.rate_limits}
         for i, route in enumerate(self.routes):
@@ -593,6 +645,7 @@ class GatewayConfig(_Model):
             if route.name in seen:
                 raise ValueError(f"{where}.name: {route.name!r} is used by another route")
             seen.add(route.name)
+            _check_keeps(f"{where}.request.keep_headers", route.request.keep_headers, inherited)
             if route.upstream not in self.upstreams:
                 raise ValueError(f"{where}.upstream: no upstream named {route.upstream!r}")
             if isinstance(route.auth, AuthConfig):

@@ -20,6 +20,7 @@ __all__ = [
     "Cidr",
     "Duration",
     "HeaderName",
+    "HeaderPattern",
     "HttpMethod",
     "RateWindow",
     "host_allowed",
@@ -43,6 +44,8 @@ _RATE_UNITS = {
 }
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 section 5.6.2
+# Token characters without "*", then an optional final "*" (a prefix): "x-envoy-*".
+_HEADER_PATTERN = re.compile(r"^[!#$%&'+\-.^_`|~0-9A-Za-z]+\*?$")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -121,6 +124,16 @@ def _parse_header_name(value: Any) -> str:
     return value.lower()
 
 
+def _parse_header_pattern(value: Any) -> str:
+    # Folded as backends read names (lowercase, "_" as "-"; http/headers.py fold_name), so
+    # `X_Original_URL` and `x-original-url` are one entry.
+    if not isinstance(value, str) or not _HEADER_PATTERN.match(value):
+        raise ValueError(
+            "expected an HTTP header name (RFC 9110 token characters), optionally ending in '*' for a prefix"
+        )
+    return value.lower().replace("_", "-")
+
+
 def _parse_method(value: Any) -> str:
     if not isinstance(value, str) or value.upper() not in _METHODS:
         raise ValueError(f"expected one of {', '.join(sorted(_METHODS))}")
@@ -134,6 +147,7 @@ Cidr = Annotated[
     ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_parse_cidr), PlainSerializer(str)
 ]
 HeaderName = Annotated[str, BeforeValidator(_parse_header_name)]
+HeaderPattern = Annotated[str, BeforeValidator(_parse_header_pattern)]
 HttpMethod = Annotated[str, BeforeValidator(_parse_method)]
 
 

@@ -33,7 +33,7 @@ from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.jwt_tokens import JwtVerifier
 from portcullis.ids import random_hex
-from portcullis.ingress.forward import ForwardHeaders
+from portcullis.ingress.forward import ForwardHeaders, RequestHeaderRules
 from portcullis.ingress.router import Router
 from portcullis.ingress.runtime import CompiledRoute, Runtime, Services
 from portcullis.limiting.base import CounterStore
@@ -212,6 +212,7 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
             forward=ForwardHeaders(
                 upstream_host=None if upstream_cfg.preserve_host else parts.netloc,
                 forward_identity=route.forward_identity,
+                rules=RequestHeaderRules(config.request, route.request),
             ),
             max_body_bytes=effective_request(config, route).max_body_bytes,
         )
@@ -242,7 +243,8 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
             chain=PolicyChain(plan_chain(config, door, limiter=services.limiter, metrics=services.metrics,
                                          verifiers=verifiers)),
             upstream=_NO_UPSTREAM, timeouts=Timeouts(1, 1, 1),
-            forward=ForwardHeaders(upstream_host=None, forward_identity=False),
+            forward=ForwardHeaders(upstream_host=None, forward_identity=False,
+                                   rules=RequestHeaderRules(config.request, door.request)),
             max_body_bytes=config.egress.entry.max_body_bytes, egress=egress,
         )
     breaker_sync = None

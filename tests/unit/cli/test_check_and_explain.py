@@ -118,3 +118,35 @@ def test_config_reference_is_fresh() -> None:
     assert code == 0
     committed = (ROOT / "docs" / "config-reference.md").read_text(encoding="utf-8")
     assert out == committed, "docs/config-reference.md is stale: run `portcullis config-reference --output docs/config-reference.md`"
+
+
+HEADER_RULES = """
+upstreams: {api: {url: "http://127.0.0.1:9000"}}
+request: {reject_headers: [x-debug], remove_headers: [x-tenant-*]}
+routes:
+  - {name: legacy, path: /legacy, upstream: api, auth: none, request: {keep_headers: [x-http-method-override]}}
+"""
+
+
+def test_explain_shows_which_request_headers_are_removed_kept_or_refused(tmp_path: Path) -> None:
+    config = tmp_path / "headers.yaml"
+    config.write_text(HEADER_RULES)
+    code, out = run("explain", str(config), "GET", "/legacy", "-H", "X_Consumer_Id: admin", "-H", "X-Original-URL: /a",
+                    "-H", "X-HTTP-Method-Override: PATCH", "-H", "X-Custom-Trace: t")
+    assert code == 0, out
+    assert "removed:  default list (url_override, method_override, forwarding, foreign_identity), x-tenant-*" in out
+    assert "kept:     x-http-method-override" in out
+    assert "refused:  x-debug → 400 request.malformed" in out
+    assert "-H x_consumer_id: replaced by the gateway's own value" in out
+    assert "-H x-original-url: removed (url_override)" in out
+    assert "-H x-http-method-override: forwarded" in out
+    assert "-H x-custom-trace: forwarded" in out
+
+
+def test_explain_a_refused_header_exits_3(tmp_path: Path) -> None:
+    config = tmp_path / "headers.yaml"
+    config.write_text(HEADER_RULES)
+    code, out = run("explain", str(config), "GET", "/legacy", "-H", "X_Debug: 1")
+    assert code == 3
+    assert "-H x_debug: refused (configured)" in out
+    assert "rejected:  400 request.malformed (reason: rejected_header:configured)" in out
