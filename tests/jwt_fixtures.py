@@ -21,6 +21,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from portcullis.config.model import JwtIssuerConfig
+from portcullis.testing import catch_all, serve_app
 
 ISS = "https://idp.example.test"
 AUD = "portcullis-api"
@@ -128,16 +129,9 @@ class JwksServer:
 @asynccontextmanager
 async def serve_jwks(keys: list[dict[str, Any]] | None = None) -> AsyncIterator[JwksServer]:
     server = JwksServer(keys=list(keys or []))
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    server.url = f"http://127.0.0.1:{port}"
-    try:
-        yield server
-    finally:
-        server.release.set()
-        await runner.cleanup()
+    async with serve_app(catch_all(server.handle)) as port:
+        server.url = f"http://127.0.0.1:{port}"
+        try:
+            yield server
+        finally:
+            server.release.set()

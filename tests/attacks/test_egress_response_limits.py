@@ -22,6 +22,7 @@ from portcullis.egress.response_guard import (
     check_content_type,
     read_limited,
 )
+from portcullis.testing import serve_app
 
 BOMB = gzip.compress(b"\0" * (20 * 1024 * 1024), compresslevel=9)  # 20 MiB of zeros in ~20 KiB
 JSON = b'{"items": [1, 2, 3]}' * 100
@@ -50,14 +51,8 @@ async def provider() -> AsyncIterator[str]:
     app.router.add_get("/huge", respond(b"x" * (3 * 1024 * 1024), **{"Content-Type": "application/json"}))
     app.router.add_get("/html", respond(b"<html></html>", **{"Content-Type": "text/html"}))
     app.router.add_get("/brotli", respond(b"\x0b\x02\x80hello\x03", **{"Content-Encoding": "br"}))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 async def fetch(base: str, path: str, limits: ResponseLimits) -> bytes:

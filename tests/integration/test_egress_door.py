@@ -15,6 +15,7 @@ from aiohttp import web
 from tests.conftest import PEPPER, GatewayFactory, gateway_yaml
 
 from portcullis.egress.resolver import StaticResolver
+from portcullis.testing import catch_all, serve_app
 from portcullis.vault import generate_master_key
 
 TOKEN = "ghp_" + "D00rT0k3n" * 4
@@ -30,15 +31,8 @@ async def provider() -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
                      "body": await request.read()})
         return web.json_response({"ok": True}, headers={"X-Provider": "yes"})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield runner.addresses[0][1], seen
-    finally:
-        await runner.cleanup()
+    async with serve_app(catch_all(handle)) as port:
+        yield port, seen
 
 
 def config(port: int, budgets: str = "{execution_calls: 3}") -> str:

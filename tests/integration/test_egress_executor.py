@@ -34,7 +34,7 @@ from portcullis.errors import (
     UpstreamUnavailable,
 )
 from portcullis.stores.sqlite import SqliteStore
-from portcullis.testing import ManualClock
+from portcullis.testing import ManualClock, catch_all, serve_app
 from portcullis.vault import MasterKeys, Vault, generate_master_key
 
 SECRET = "ghp_" + "S3cr3tT0k3n" * 3
@@ -62,18 +62,11 @@ class Provider:
 @pytest.fixture
 async def provider() -> AsyncIterator[Provider]:
     p = Provider()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", p.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    p.port = runner.addresses[0][1]
-    try:
-        yield p
-    finally:
-        p.release.set()
-        await runner.cleanup()
+    async with serve_app(catch_all(p.handle)) as p.port:
+        try:
+            yield p
+        finally:
+            p.release.set()
 
 
 @dataclass

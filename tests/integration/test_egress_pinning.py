@@ -17,6 +17,7 @@ from aiohttp import web
 from portcullis.egress.pinning import BlockedDestination, GuardedResolver
 from portcullis.egress.resolver import StaticResolver
 from portcullis.egress.ssrf import GuardPolicy, SsrfGuard
+from portcullis.testing import serve_app
 
 
 @pytest.fixture
@@ -29,14 +30,8 @@ async def api() -> AsyncIterator[tuple[int, list[str]]]:
 
     app = web.Application()
     app.router.add_get("/v1/hello", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield runner.addresses[0][1], seen
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as port:
+        yield port, seen
 
 
 def session(

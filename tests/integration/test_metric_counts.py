@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Gateway, GatewayFactory, UpstreamServer, gateway_yaml
 
 from portcullis.egress.resolver import StaticResolver
+from portcullis.testing import catch_all, serve_app
 from portcullis.vault import generate_master_key
 
 CONTEXT = {"X-Workflow-Id": "wf-1", "X-Execution-Id": "ex-1"}
@@ -62,15 +63,8 @@ async def provider() -> AsyncIterator[tuple[int, list[int]]]:
     async def handle(request: web.Request) -> web.Response:
         return web.json_response({"ok": True}, status=queued.pop(0) if queued else 200)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield runner.addresses[0][1], queued
-    finally:
-        await runner.cleanup()
+    async with serve_app(catch_all(handle)) as port:
+        yield port, queued
 
 
 async def egress_gateway(make_gateway: GatewayFactory, port: int, *, budgets: str, route_extra: str) -> Any:

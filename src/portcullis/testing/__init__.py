@@ -11,9 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from portcullis.stores.base import ApiKeyRecord, AuditBatch, KeyStore
+from portcullis.testing.loopback import catch_all, serve_app
 from portcullis.testing.upstream import RecordedHead, RecordingUpstream
 
-__all__ = ["CapturingAuditSink", "CountingKeyStore", "ManualClock", "RecordedHead", "RecordingUpstream"]
+__all__ = [
+    "CapturingAuditSink", "CountingKeyStore", "ManualClock", "RecordedHead", "RecordingUpstream", "catch_all",
+    "serve_app",
+]
 
 
 class ManualClock:
