@@ -22,12 +22,14 @@ from aiohttp import web
 from blockbuster import blockbuster_ctx
 from tests.redis_server import REDIS_SERVER, PrivateRedis, free_port
 
+from portcullis.cli.serving import portcullis_listener
 from portcullis.config.loader import load_config_text
 from portcullis.identity.api_keys import issue_key
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.build import build_runtime, open_services
 from portcullis.ingress.runtime import Runtime, Services
 from portcullis.ingress.shared_events import attach_shared_events
+from portcullis.server.listener import Listener
 from portcullis.server.protocol import TargetPreservingProtocol
 from portcullis.testing import ManualClock, RecordingUpstream
 
@@ -109,6 +111,7 @@ class Gateway:
     clock: ManualClock
     tmp: Path
     client: httpx.AsyncClient
+    listener: Listener | None = None  # our server, when the gateway runs on it
 
     @property
     def runtime(self) -> Runtime:
@@ -147,9 +150,15 @@ upstreams:
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
+# Which server carries the API listener in tests: the config's ``listen.server`` unless this
+# environment variable names one (``portcullis`` or ``uvicorn``), so the whole suite can run on either.
+TEST_SERVER = os.environ.get("PORTCULLIS_TEST_SERVER", "")
+ON_PORTCULLIS = TEST_SERVER == "portcullis"
+
+
 @pytest.fixture
 async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
-    started: list[tuple[uvicorn.Server, asyncio.Task[None], Gateway]] = []
+    started: list[tuple[uvicorn.Server | Listener, asyncio.Task[None] | None, Gateway]] = []
 
     async def factory(
         yaml_text: str, *, env: dict[str, str] | None = None, clock: ManualClock | None = None,
@@ -167,6 +176,15 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         if services.shared is not None:
             await runtime.start()  # loads shared breaker states
             attach_shared_events(app, None)
+        if (TEST_SERVER or config.listen.server) == "portcullis":
+            listener = portcullis_listener(app, config)
+            await listener.start("127.0.0.1", 0)
+            port = listener.port
+            base = f"http://127.0.0.1:{port}"
+            gw = Gateway(base, port, app, services, clk, tmp_path, httpx.AsyncClient(base_url=base, timeout=10),
+                         listener)
+            started.append((listener, None, gw))
+            return gw
         server = uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=0, http=TargetPreservingProtocol, lifespan="off",
             proxy_headers=False, server_header=False, access_log=False, log_level="warning",
@@ -188,10 +206,46 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     yield factory
     for server, task, gw in started:
         await gw.client.aclose()
-        server.should_exit = True
-        await task
+        if isinstance(server, Listener):
+            await server.stop()
+        else:
+            server.should_exit = True
+            assert task is not None
+            await task
         await gw.app.runtime.aclose()
         await gw.services.aclose()
+
+
+# Routes for the front-door tests (tests/attacks/test_front_door.py, integration/test_front_door_http.py).
+ROUTES_FRONT_DOOR = """
+routes:
+  - {name: echo, path: "/echo", methods: [GET, POST, HEAD], upstream: api, auth: none}
+  - {name: small, path: "/small", methods: [POST], upstream: api, auth: none, request: {max_body_bytes: 100}}
+  - {name: big, path: "/big", methods: [GET], upstream: api, auth: none}
+  - {name: hang, path: "/hang", methods: [GET], upstream: api, auth: none}
+"""
+
+def front_door_yaml(upstream_url: str, **listen: Any) -> str:
+    fields = {"host": "127.0.0.1", "port": 0, "server": "portcullis", **listen}
+    text = ", ".join(f"{k}: {v}" for k, v in fields.items())
+    return gateway_yaml(upstream_url, ROUTES_FRONT_DOOR).replace(
+        "listen: {host: 127.0.0.1, port: 0}", "listen: {" + text + "}", 1)
+
+
+async def start_front_door(make_gateway: GatewayFactory, upstream: UpstreamServer, **listen: Any) -> Gateway:
+    return await make_gateway(front_door_yaml(upstream.url, **listen))
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes], bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head[:-4].split(b"\r\n")
+    status = int(lines[0].split(b" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get(b"content-length", b"0"))
+    return status, headers, await reader.readexactly(length) if length else b""
 
 
 async def raw_request(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:

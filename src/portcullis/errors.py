@@ -72,6 +72,8 @@ class ErrorCode(StrEnum):
     REQUEST_MALFORMED = "request.malformed"
     REQUEST_TARGET_INVALID = "request.target_invalid"
     REQUEST_HEADERS_TOO_LARGE = "request.headers_too_large"
+    REQUEST_TARGET_TOO_LONG = "request.target_too_long"
+    REQUEST_TIMEOUT = "request.timeout"
     REQUEST_TOO_LARGE = "request.too_large"
     REQUEST_UNSUPPORTED_MEDIA_TYPE = "request.unsupported_media_type"
     REQUEST_INVALID_BODY = "request.invalid_body"
@@ -103,6 +105,8 @@ PUBLIC_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.REQUEST_MALFORMED: (400, "Malformed request."),
     ErrorCode.REQUEST_TARGET_INVALID: (400, "Invalid request target."),
     ErrorCode.REQUEST_HEADERS_TOO_LARGE: (431, "Request headers too large."),
+    ErrorCode.REQUEST_TARGET_TOO_LONG: (414, "Request target too long."),
+    ErrorCode.REQUEST_TIMEOUT: (408, "Request timed out."),
     ErrorCode.REQUEST_TOO_LARGE: (413, "Request body too large."),
     ErrorCode.REQUEST_UNSUPPORTED_MEDIA_TYPE: (415, "Unsupported media type."),
     ErrorCode.REQUEST_INVALID_BODY: (400, "Invalid request body."),

@@ -34,7 +34,7 @@ def serve(
     except ConfigError as exc:
         raise fail(config_error_text(config, exc)) from None
     _check_vault(cfg.store)
-    from portcullis.server.run import serve_forever
+    from portcullis.cli.serving import serve_forever
 
     serve_forever(config)
 

@@ -88,6 +88,66 @@ class ListenConfig(_Model):
     graceful_timeout: Duration = Field(
         "10s", description="How long shutdown waits for in-flight requests to finish."
     )
+    server: Literal["portcullis", "uvicorn"] = Field(
+        "uvicorn", description="HTTP server for API traffic: `portcullis` (our own: the limits, timeouts and caps "
+        "below, refusals audited as problem documents) or `uvicorn` (the former server; only `max_header_bytes` "
+        "and `graceful_timeout` apply). The admin listener always runs on uvicorn.",
+    )
+    max_target_bytes: ByteSize = Field(
+        "8KiB", description="Longest request target (path and query); longer gets 414. Counted within "
+        "`max_header_bytes`.",
+    )
+    max_header_count: int = Field(100, ge=1, le=10_000, description="Most header fields in one request (431).")
+    max_body_bytes: ByteSize = Field(
+        "1MiB", description="Body limit when no route names one (a route's `request.max_body_bytes` wins). The "
+        "server reads and checks the whole body before the request is routed further (413 beyond).",
+    )
+    body_buffer_bytes: ByteSize = Field(
+        "64KiB", description="Request bodies up to this size are held in memory; larger ones spill to a private "
+        "(0600, already unlinked) temporary file.",
+    )
+    first_byte_timeout: Duration = Field(
+        "10s", description="A new connection that sends nothing for this long is closed (no answer, audited).",
+    )
+    head_timeout: Duration = Field(
+        "10s", description="From a request's first byte to the end of its header block (slowloris); 408 beyond.",
+    )
+    body_timeout: Duration = Field(
+        "30s", description="Time allowed for a request body, plus one second per `body_min_rate` bytes "
+        "received; 408 beyond (slow uploads).",
+    )
+    body_min_rate: ByteSize = Field(
+        "8KiB", description="Bytes per second a body upload earns in extra time on top of `body_timeout`.",
+    )
+    keepalive_timeout: Duration = Field(
+        "5s", description="An idle kept-alive connection is closed after this long.",
+    )
+    write_timeout: Duration = Field(
+        "30s", description="A client that leaves `write_buffer_bytes` unread for this long is cut, and the "
+        "upstream answer it held is released.",
+    )
+    write_buffer_bytes: ByteSize = Field(
+        "64KiB", description="Response bytes buffered per connection before the gateway waits for the client "
+        "to read (flow control).",
+    )
+    max_connections: int = Field(
+        4096, ge=1, le=1_000_000, description="Most open client connections per worker process; beyond, 503 "
+        "and close. Lowered at start to half the process's open-file limit, so upstream connections and files "
+        "always find a descriptor.",
+    )
+    max_connections_per_ip: int = Field(
+        256, ge=1, le=1_000_000, description="Most open connections from one peer address; beyond, 503 and "
+        "close. Peers in `trusted_proxies` count only towards `max_connections`.",
+    )
+
+    @field_validator("first_byte_timeout", "head_timeout", "body_timeout", "keepalive_timeout", "write_timeout",
+                     "max_target_bytes", "max_body_bytes", "body_buffer_bytes", "body_min_rate",
+                     "write_buffer_bytes")
+    @classmethod
+    def _listen_positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0")
+        return value
 
 
 class AdminConfig(_Model):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from portcullis.egress.budgets import CallContext
@@ -36,14 +36,16 @@ from portcullis.http.problem import render_problem
 from portcullis.http.target import canonicalize_path, canonicalize_target
 from portcullis.ids import random_hex
 from portcullis.ingress.forward import response_headers
+from portcullis.ingress.front_door import record_refusal, route_body_limit
 from portcullis.ingress.router import RouteMatch
 from portcullis.ingress.runtime import CompiledRoute, Runtime
 from portcullis.limiting.headers import retry_after_value
 from portcullis.pipeline.base import Reject, Respond
 from portcullis.pipeline.chain import PolicyChain
+from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, Refusal
 from portcullis.upstream.base import UpstreamRequest
 
-__all__ = ["ABORT_KEY", "RAW_TARGET_KEY", "TRUNCATED_KIND", "GatewayApp"]
+__all__ = ["TRUNCATED_KIND", "GatewayApp"]
 
 log = logging.getLogger("portcullis.ingress")
 
@@ -52,10 +54,6 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-RAW_TARGET_KEY = "portcullis.raw_target"  # set by our uvicorn protocol for absolute-form targets
-# Set by our uvicorn protocol: {"abort": callable} ends the connection where the response stands,
-# without the server's "returned without completing response" error.
-ABORT_KEY = "portcullis.abort"
 # The ``kind`` label of portcullis_upstream_errors_total for a body cut after the head went out:
 # one fixed value, whatever the cause (closed, reset, timed out).
 TRUNCATED_KIND = "upstream.truncated"
@@ -87,6 +85,14 @@ class GatewayApp:
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+
+    def body_limit(self, scope: Scope) -> int | None:
+        """``server.base.BodyLimit``: the route's body limit, applied by the server before dispatch."""
+        return route_body_limit(self.runtime, scope)
+
+    def refused(self, refusal: Refusal) -> Sequence[tuple[bytes, bytes]]:
+        """``server.base.RefusalSink``: audit and count a refusal the server made; security headers back."""
+        return record_refusal(self.runtime, refusal)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

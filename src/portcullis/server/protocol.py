@@ -19,7 +19,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from portcullis.ingress.app import ABORT_KEY, RAW_TARGET_KEY
+from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY
 
 __all__ = ["TargetPreservingProtocol"]
 

@@ -1,4 +1,13 @@
-"""Run the gateway: the API listener, the admin listener, signals, and an orderly shutdown.
+"""Run the gateway process: the API listener, the admin listener, signals, and an orderly shutdown.
+
+Why here, in ``cli``: this is the composition root. It wires config, runtime, the ingress app, the
+admin app and an HTTP server together, so it imports from every layer; ``cli`` is the top layer and
+may. ``portcullis.server`` (the HTTP server) stays a library that imports none of them (an
+import-linter contract).
+
+``listen.server`` picks the API listener's server: ``portcullis`` (our own, ``server.Listener``,
+with ``ServerLimits`` built here from ``listen.*`` and the app as its ``RefusalSink`` and
+``BodyLimit``) or ``uvicorn``. The admin listener is always uvicorn.
 
 Why uvicorn's ``Server`` is driven directly instead of ``uvicorn.run``: the gateway needs two
 listeners in one process sharing one runtime, SIGHUP for reload, and a shutdown that first stops
@@ -16,8 +25,10 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -27,14 +38,16 @@ import uvicorn
 from portcullis.admin.app import create_admin_app
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
-from portcullis.config.model import GatewayConfig
+from portcullis.config.model import GatewayConfig, ListenConfig
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.build import build_runtime, open_services
 from portcullis.ingress.reload import Reloader
 from portcullis.ingress.shared_events import attach_shared_events
+from portcullis.server.limits import ServerLimits
+from portcullis.server.listener import Listener
 from portcullis.server.protocol import TargetPreservingProtocol
 
-__all__ = ["serve", "serve_forever"]
+__all__ = ["portcullis_listener", "serve", "serve_forever", "server_limits"]
 
 log = logging.getLogger("portcullis.server")
 
@@ -69,6 +82,38 @@ class _GatewayServer(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
+def server_limits(listen: ListenConfig, *, fd_limit: int | None = None) -> ServerLimits:
+    """``listen.*`` as the server's limits; ``max_connections`` at most half the open-file limit."""
+    if fd_limit is None:
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    max_connections = listen.max_connections
+    if fd_limit > 0:
+        max_connections = max(1, min(max_connections, fd_limit // 2))
+    return ServerLimits(
+        max_header_bytes=listen.max_header_bytes, max_target_bytes=listen.max_target_bytes,
+        max_header_count=listen.max_header_count, max_body_bytes=listen.max_body_bytes,
+        body_buffer_bytes=listen.body_buffer_bytes, first_byte_timeout=listen.first_byte_timeout,
+        head_timeout=listen.head_timeout, body_timeout=listen.body_timeout, body_min_rate=listen.body_min_rate,
+        keepalive_timeout=listen.keepalive_timeout, write_timeout=listen.write_timeout,
+        write_high_water=listen.write_buffer_bytes, max_connections=max_connections,
+        max_connections_per_ip=listen.max_connections_per_ip,
+        graceful_timeout=max(0.001, listen.graceful_timeout),
+    )
+
+
+def portcullis_listener(app: GatewayApp, config: GatewayConfig, limits: ServerLimits | None = None) -> Listener:
+    """Our server in front of ``app``: the app is its refusal sink and body-limit source."""
+    context = None
+    tls = config.listen.tls
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    return Listener(
+        app, limits=limits or server_limits(config.listen), sink=app, body_limit=app,
+        exempt_from_ip_cap=lambda ip: app.runtime.is_trusted_peer(ip), ssl=context,
+    )
+
+
 def _gateway_config(app: GatewayApp, config: GatewayConfig) -> uvicorn.Config:
     listen = config.listen
     return uvicorn.Config(
@@ -96,7 +141,6 @@ async def serve(
     await runtime.start()
     reloader = Reloader(app, config_path, grace_s=config.listen.graceful_timeout)
     attach_shared_events(app, reloader)
-    gateway = _GatewayServer(_gateway_config(app, config))
     admin: uvicorn.Server | None = None
     if config.admin.enabled and with_admin:
         admin = _AdminServer(uvicorn.Config(
@@ -107,11 +151,18 @@ async def serve(
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, reloader.request)
     admin_task = asyncio.create_task(admin.serve()) if admin else None
-    announcer = asyncio.create_task(_announce(gateway, admin, config, announce))
     try:
-        await gateway.serve(sockets=sockets)
+        if config.listen.server == "portcullis":
+            await _serve_portcullis(app, config, admin, announce, sockets)
+        else:
+            gateway = _GatewayServer(_gateway_config(app, config))
+            announcer = asyncio.create_task(_announce(lambda: gateway.started, lambda: _bound_port(gateway),
+                                                      admin, config, announce))
+            try:
+                await gateway.serve(sockets=sockets)
+            finally:
+                announcer.cancel()
     finally:
-        announcer.cancel()
         if admin is not None and admin_task is not None:
             admin.should_exit = True
             await admin_task
@@ -120,16 +171,41 @@ async def serve(
         await services.aclose()
 
 
+async def _serve_portcullis(
+    app: GatewayApp, config: GatewayConfig, admin: uvicorn.Server | None,
+    announce: Callable[[str], None] | None, sockets: list[socket.socket] | None,
+) -> None:
+    """Our server until SIGINT/SIGTERM, then its graceful drain (``listen.graceful_timeout``)."""
+    listener = portcullis_listener(app, config)
+    await listener.start(config.listen.host, config.listen.port, sock=sockets[0] if sockets else None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    announcer = asyncio.create_task(_announce(lambda: True, lambda: listener.port, admin, config, announce))
+    try:
+        await stop.wait()
+    finally:
+        announcer.cancel()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await listener.stop()
+
+
 async def _announce(
-    gateway: uvicorn.Server, admin: uvicorn.Server | None, config: GatewayConfig,
+    started: Callable[[], bool], port: Callable[[], int], admin: uvicorn.Server | None, config: GatewayConfig,
     announce: Callable[[str], None] | None,
 ) -> None:
     # uvicorn exposes readiness only as a flag, not an event.
-    while not gateway.started or (admin is not None and not admin.started):  # noqa: ASYNC110
+    while not started() or (admin is not None and not admin.started):  # noqa: ASYNC110
         await asyncio.sleep(0.02)
     scheme = "https" if config.listen.tls else "http"
-    port = _bound_port(gateway)
-    line = f"Portcullis listening on {scheme}://{config.listen.host}:{port}"
+    line = f"Portcullis listening on {scheme}://{config.listen.host}:{port()}"
     if admin is not None:
         line += f" (admin http://{config.admin.host}:{_bound_port(admin)})"
     if announce is not None:

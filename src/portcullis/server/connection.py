@@ -1,0 +1,501 @@
+"""``HttpConnection``: one client connection, an ``asyncio.Protocol`` on llhttp (httptools, strict).
+
+Why our own: uvicorn buffered an unterminated head without limit, had no timeout for a head, a
+body or a client that does not read, answered parser errors in plain text, and dispatched a head
+before its body's framing was known to be good. This protocol owns those decisions:
+
+- sizes while reading: bytes of an unfinished head are counted in ``data_received`` (431, or 414
+  while still in the target), header fields are counted (431), bodies are bounded by the route's
+  limit (413) as they arrive;
+- time: one loop timer per connection (``loop.call_at``), re-armed lazily; what it guards follows
+  from the state (first byte, head, body at a minimum rate, keep-alive idle, a paused write);
+- framing: llhttp's errors and ``framing.py``'s rules become refusals; the connection closes;
+- order: a request is dispatched only once its body is read and checked; reading pauses while a
+  response is in flight, and pipelined requests are answered one after the other.
+
+What it refuses to do: let a refusal reach the client in any form but a problem document, keep a
+connection whose framing failed, or hand the app a request it has not read to the end.
+
+Why over 400 lines: it is one state machine (parse state, in-flight cycle, queue, closing, timer),
+and every transition touches the timer; split across modules it could no longer be read in one
+place. The pure parts live elsewhere (``framing``, ``body``, ``cycle``, ``refusal``, ``response``).
+Candidates to move out next: scope building and the deadline table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from urllib.parse import unquote
+
+import httptools
+
+from portcullis.errors import ErrorCode
+from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, Headers, Refusal
+from portcullis.server.body import RequestBody
+from portcullis.server.cycle import RequestCycle
+from portcullis.server.framing import framing_error
+from portcullis.server.refusal import new_refusal, render_refusal, report
+from portcullis.server.response import CONTINUE
+from portcullis.server.state import ServerState
+
+__all__ = ["HttpConnection"]
+
+log = logging.getLogger("portcullis.server")
+
+_NONE, _HEAD, _BODY = 0, 1, 2  # parse state of the request being read
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_LINGER_S = 2.0  # after a refusal, how long input is read and dropped so the answer is not reset
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing; the refusal is in ``_refusal``."""
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, state: ServerState) -> None:
+        self._state = state
+        self._limits = state.limits
+        self._loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._client: tuple[str, int] | None = None
+        self._server: tuple[str, int] | None = None
+        self._peer = ""
+        self._admitted = False
+        self._closing = False
+        self._served = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._since = 0.0  # start of the current wait (connection, request, idle, paused write, close)
+        self._write_paused_at = 0.0
+        self._writing_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._queue: deque[RequestCycle | Refusal] = deque()
+        self._cycle: RequestCycle | None = None
+        self._refusal: Refusal | None = None
+        self._input_done = False  # a refusal is owed: nothing more is parsed
+        self._parsing = _NONE
+        self._head_bytes = 0
+        self._new_request()
+
+    def _new_request(self) -> None:
+        self._url = b""
+        self._headers: Headers = []
+        self._header_bytes = 0
+        self._host_count = self._te_count = self._cl_count = 0
+        self._te = self._cl = b""
+        self._expect_continue = False
+        self._method = ""
+        self._scope: dict[str, object] | None = None
+        self._body: RequestBody | None = None
+        self._body_limit = 0
+        self._body_since = 0.0
+
+    # -- transport events -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self._client = (str(peer[0]), int(peer[1]))
+            self._peer = self._client[0]
+        sock = transport.get_extra_info("sockname")
+        if isinstance(sock, tuple):
+            self._server = (str(sock[0]), int(sock[1]))
+        transport.set_write_buffer_limits(high=self._limits.write_high_water)
+        self._since = self._loop.time()
+        refused = self._state.caps.admit(self._peer)
+        if refused is not None:
+            refusal = self._new_refusal(ErrorCode.SERVICE_UNAVAILABLE, refused, "connection_cap")
+            transport.write(render_refusal(refusal, report(self._state.sink, refusal)))
+            self._close()
+            return
+        self._admitted = True
+        self._state.connections.add(self)
+        self._state.all_closed.clear()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._admitted:
+            self._admitted = False
+            self._state.caps.release(self._peer)
+            self._state.forget(self)
+        if self._cycle is not None:
+            self._cycle.lost()
+        for item in self._queue:
+            if isinstance(item, RequestCycle):
+                item.lost()
+                item.close_body()
+        self._queue.clear()
+        if self._parsing == _BODY and self._body is not None:
+            self._body.close()
+        self._wake_drain()
+
+    def eof_received(self) -> bool:
+        if self._cycle is not None or self._queue:
+            if self._cycle is not None:
+                self._cycle.keep_alive = False
+            return True  # answer what was asked, then close
+        return False
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._write_paused_at = self._loop.time()
+        self._arm()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_drain()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing or self._input_done:
+            return  # lingering after a refusal: input is dropped
+        if self._parsing != _BODY:
+            if self._parsing == _NONE and self._cycle is None and not self._queue:
+                self._since = self._loop.time()
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # An Upgrade (h2c, websocket) is not offered: the request is answered over HTTP/1.1
+            # and the connection closed, as the bytes after it belong to another protocol.
+            self._closing_after_queue()
+        except httptools.HttpParserError as exc:
+            self._refuse(self._refusal or self._parse_refusal(exc))
+            return
+        if self._parsing == _HEAD and self._head_bytes > self._limits.max_header_bytes:
+            in_target = not self._headers and len(self._url) > self._limits.max_target_bytes // 2
+            code = ErrorCode.REQUEST_TARGET_TOO_LONG if in_target else ErrorCode.REQUEST_HEADERS_TOO_LARGE
+            self._refuse(self._request_refusal(code, "target_too_long" if in_target else "head_too_large"))
+
+    # -- parser callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._new_request()
+        self._parsing = _HEAD
+        if self._cycle is None and not self._queue:
+            self._since = self._loop.time()
+
+    def on_url(self, part: bytes) -> None:
+        self._url += part
+        if len(self._url) > self._limits.max_target_bytes:
+            self._stop(ErrorCode.REQUEST_TARGET_TOO_LONG, "target_too_long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        headers = self._headers
+        if len(headers) >= self._limits.max_header_count:
+            self._stop(ErrorCode.REQUEST_HEADERS_TOO_LARGE, "too_many_headers")
+        if self._header_bytes + len(self._url) > self._limits.max_header_bytes:
+            self._stop(ErrorCode.REQUEST_HEADERS_TOO_LARGE, "head_too_large")
+        name = name.lower()
+        if name == b"host":
+            self._host_count += 1
+        elif name == b"transfer-encoding":
+            self._te_count += 1
+            self._te = value
+        elif name == b"content-length":
+            self._cl_count += 1
+            self._cl = value
+        elif name == b"expect":
+            self._expect_continue = value.lower() == b"100-continue"
+        headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        version = parser.get_http_version()
+        self._method = parser.get_method().decode("ascii", "replace")
+        reason = framing_error(version, self._host_count, self._te_count, self._te, self._cl_count, self._cl)
+        if reason is not None:
+            self._stop(ErrorCode.REQUEST_MALFORMED, reason)
+        scope = self._build_scope(version)
+        self._scope = scope
+        has_body = self._te_count > 0 or (self._cl_count > 0 and int(self._cl) > 0)
+        if not has_body:
+            self._parsing = _NONE
+            return
+        limit = self._limits.max_body_bytes
+        asked = self._state.body_limit
+        if asked is not None:
+            try:
+                limit = asked.body_limit(scope) or limit
+            except Exception:
+                log.exception("body_limit failed; using the listener's default")
+        if self._cl_count and int(self._cl) > limit:
+            self._stop(ErrorCode.REQUEST_TOO_LARGE, "body_too_large")
+        self._body_limit = limit
+        body = self._body = RequestBody(self._limits.body_buffer_bytes)
+        body.on_drained = self._body_drained
+        self._parsing = _BODY
+        self._body_since = self._loop.time()
+        if self._expect_continue and version == "1.1" and self._transport is not None:
+            self._transport.write(CONTINUE)  # RFC 9110 section 10.1.1: the body is wanted
+
+    def on_body(self, data: bytes) -> None:
+        body = self._body
+        assert body is not None
+        if body.size + len(data) > self._body_limit:
+            self._stop(ErrorCode.REQUEST_TOO_LARGE, "body_too_large")
+        if body.append(data):
+            self._pause_reading()
+
+    def on_message_complete(self) -> None:
+        self._parsing = _NONE
+        self._head_bytes = 0
+        scope = self._scope
+        assert scope is not None
+        keep_alive = self._parser.should_keep_alive() and not self._state.draining
+        cycle = RequestCycle(self, scope, self._body, keep_alive=keep_alive, http11=scope["http_version"] == "1.1")
+        scope["extensions"][ABORT_KEY] = {"abort": cycle.abort}  # type: ignore[index]
+        self._body = None
+        self._queue.append(cycle)
+        self._pause_reading()
+        if self._cycle is None:
+            self._next()
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def _build_scope(self, version: str) -> dict[str, object]:
+        url = self._url
+        extensions: dict[str, object] = {}
+        try:
+            parsed = httptools.parse_url(url)
+            raw_path: bytes = parsed.path or b""
+            query: bytes = parsed.query or b""
+        except httptools.HttpParserInvalidURLError:
+            raw_path, query = b"", b""
+        if url[:1] != b"/":
+            extensions[RAW_TARGET_KEY] = {"target": url}  # absolute, authority or asterisk form
+        path = raw_path.decode("latin-1")
+        return {
+            "type": "http", "asgi": _ASGI, "http_version": version, "server": self._server,
+            "client": self._client, "scheme": self._state.scheme, "method": self._method, "root_path": "",
+            "path": unquote(path) if "%" in path else path, "raw_path": raw_path, "query_string": query,
+            "headers": self._headers, "extensions": extensions,
+        }
+
+    def _next(self) -> None:
+        """Start the next queued request, send a queued refusal, or go idle."""
+        self._cycle = None
+        if self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, Refusal):
+                self._send_refusal(item)
+                return
+            self._cycle = item
+            self._loop.create_task(self._run(item))
+            return
+        if self._state.draining:
+            self._close()
+            return
+        self._since = self._loop.time()
+        self._resume_reading()
+        self._arm()
+
+    async def _run(self, cycle: RequestCycle) -> None:
+        try:
+            await cycle.finish_body()
+            await self._state.app(cycle.scope, cycle.receive, cycle.send)
+        except Exception:
+            log.exception("the app failed on a request")
+            self._app_failed(cycle)
+        else:
+            if not cycle.complete and not cycle.disconnected:
+                log.error("the app returned without completing its response")
+                self._app_failed(cycle)
+        finally:
+            cycle.close_body()
+
+    def _app_failed(self, cycle: RequestCycle) -> None:
+        if cycle.complete or cycle.disconnected or self._closing:
+            return
+        if cycle.head_sent:
+            self._close()  # RFC 9112 section 8: an incomplete message is shown by the close
+            return
+        self._cycle = None
+        self._send_refusal(self._new_refusal(ErrorCode.INTERNAL, "app_failed", "internal_error",
+                                             method=str(cycle.scope["method"])))
+
+    def response_complete(self, cycle: RequestCycle) -> None:
+        """Called by the cycle when the last byte of its response is written."""
+        if not cycle.keep_alive or self._closing:
+            self._close()
+            return
+        self._served = True
+        self._next()
+
+    # -- what the cycle uses ------------------------------------------------------------------
+    @property
+    def draining(self) -> bool:
+        return self._state.draining
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._writing_paused and not self._closing
+
+    def write(self, data: bytes) -> None:
+        if not self._closing and self._transport is not None:
+            self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the client has read enough (or is gone); the write timeout bounds the wait."""
+        if self.writing_paused:
+            self._drain_waiter = self._loop.create_future()
+            await self._drain_waiter
+
+    def abort(self) -> None:
+        self._close()
+
+    def abort_now(self) -> None:
+        """Cut the connection without flushing (the drain's time is up)."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def shutdown(self) -> None:
+        """Graceful drain: an idle connection closes now; a busy one after its response."""
+        if self._cycle is None and not self._queue and self._parsing == _NONE:
+            self._close()
+
+    def _wake_drain(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- refusals -----------------------------------------------------------------------------
+    def _new_refusal(self, code: ErrorCode, reason: str, kind: str, **fields: object) -> Refusal:
+        return new_refusal(code, reason, kind, peer=self._peer or None, scheme=self._state.scheme,
+                           duration_s=self._loop.time() - self._since, **fields)  # type: ignore[arg-type]
+
+    def _request_refusal(self, code: ErrorCode, reason: str, kind: str = "invalid_request") -> Refusal:
+        return self._new_refusal(code, reason, kind, method=self._method, target=self._url,
+                                 headers=self._headers, bytes_in=self._body.size if self._body else 0)
+
+    def _stop(self, code: ErrorCode, reason: str) -> None:
+        self._refusal = self._request_refusal(code, reason)
+        raise _Refused(reason)
+
+    def _parse_refusal(self, exc: httptools.HttpParserError) -> Refusal:
+        if isinstance(exc, httptools.HttpParserInvalidURLError):
+            return self._request_refusal(ErrorCode.REQUEST_TARGET_INVALID, "invalid_target")
+        if isinstance(exc, httptools.HttpParserInvalidMethodError):
+            return self._request_refusal(ErrorCode.REQUEST_MALFORMED, "invalid_method")
+        reason = "bad_body_framing" if self._parsing == _BODY else "bad_head"
+        return self._request_refusal(ErrorCode.REQUEST_MALFORMED, reason)
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Refuse: after the responses already owed on this connection, in order (pipelining)."""
+        if self._parsing == _BODY and self._body is not None:
+            self._body.close()
+        self._parsing = _NONE
+        self._refusal = None
+        if self._cycle is not None or self._queue:
+            self._queue.append(refusal)
+            self._pause_reading()
+            self._input_done = True
+            return
+        self._send_refusal(refusal)
+
+    def _send_refusal(self, refusal: Refusal) -> None:
+        extra = report(self._state.sink, refusal)
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        if refusal.answered:
+            transport.write(render_refusal(refusal, extra, head_only=refusal.method == "HEAD"))
+        if not transport.can_write_eof():
+            self._close()
+            return
+        # Lingering close (nginx's lingering_close): unread input would make the kernel answer
+        # with a reset that can destroy the refusal before the client reads it.
+        transport.write_eof()
+        self._closing = True
+        self._since = self._loop.time()
+        self._resume_reading()
+        self._arm()
+
+    def _closing_after_queue(self) -> None:
+        for item in self._queue:
+            if isinstance(item, RequestCycle):
+                item.keep_alive = False
+        if self._cycle is not None:
+            self._cycle.keep_alive = False
+
+    def _close(self) -> None:
+        if self._transport is None:
+            return
+        if not self._closing:
+            self._closing = True
+            self._since = self._loop.time()
+        self._transport.close()
+        self._arm()  # a client that never reads cannot keep a closing connection forever
+
+    # -- reading ------------------------------------------------------------------------------
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport is not None:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    def _body_drained(self) -> None:
+        if self._parsing == _BODY and self._cycle is None and not self._queue:
+            self._resume_reading()
+
+    # -- time ---------------------------------------------------------------------------------
+    def _deadline(self) -> float | None:
+        limits = self._limits
+        if self._closing:
+            return self._since + min(_LINGER_S, limits.write_timeout)
+        if self._writing_paused:
+            return self._write_paused_at + limits.write_timeout
+        if self._cycle is not None or self._queue:
+            return None  # the app's own timeouts bound a request in flight
+        if self._parsing == _HEAD:
+            return self._since + limits.head_timeout
+        if self._parsing == _BODY:
+            size = self._body.size if self._body is not None else 0
+            return self._body_since + limits.body_timeout + size / limits.body_min_rate
+        if self._served:
+            return self._since + limits.keepalive_timeout
+        return self._since + limits.first_byte_timeout
+
+    def _arm(self) -> None:
+        deadline = self._deadline()
+        if deadline is None:
+            return
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it fires first, then re-arms for the later deadline
+            timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline()
+        if deadline is None or self._transport is None:
+            return
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            return
+        if self._closing:
+            self._transport.abort()
+        elif self._writing_paused:
+            log.info("client did not read its response within the write timeout; connection cut")
+            self._transport.abort()
+        elif self._parsing == _HEAD:
+            self._refuse(self._request_refusal(ErrorCode.REQUEST_TIMEOUT, "head_timeout", "server_timeout"))
+        elif self._parsing == _BODY:
+            self._refuse(self._request_refusal(ErrorCode.REQUEST_TIMEOUT, "body_timeout", "server_timeout"))
+        elif self._served:
+            self._close()  # keep-alive idle: an ordinary end
+        else:
+            self._refuse(self._new_refusal(ErrorCode.REQUEST_TIMEOUT, "first_byte_timeout", "server_timeout",
+                                           answered=False))

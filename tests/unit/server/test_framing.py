@@ -1,0 +1,36 @@
+"""framing_error: the rules llhttp leaves to us (RFC 9112 sections 3.2, 6.1, 6.3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from portcullis.server.framing import framing_error
+
+CASES = [
+    # version, host_count, te_count, te, cl_count, cl, expected
+    pytest.param("1.1", 1, 0, b"", 0, b"", None, id="plain-get"),
+    pytest.param("1.1", 1, 1, b"chunked", 0, b"", None, id="chunked"),
+    pytest.param("1.1", 1, 1, b"Chunked", 0, b"", None, id="RFC9112-7-coding-names-are-case-insensitive"),
+    pytest.param("1.1", 1, 0, b"", 1, b"12", None, id="content-length"),
+    pytest.param("1.0", 0, 0, b"", 0, b"", None, id="RFC9112-3.2-http10-without-host"),
+    pytest.param("0.9", 1, 0, b"", 0, b"", "http_version", id="http09"),
+    pytest.param("2.0", 1, 0, b"", 0, b"", "http_version", id="http2-version-on-http1"),
+    pytest.param("1.1", 0, 0, b"", 0, b"", "missing_host", id="RFC9112-3.2-missing-host"),
+    pytest.param("1.1", 2, 0, b"", 0, b"", "duplicate_host", id="RFC9112-3.2-duplicate-host"),
+    pytest.param("1.0", 2, 0, b"", 0, b"", "duplicate_host", id="http10-duplicate-host"),
+    pytest.param("1.0", 1, 1, b"chunked", 0, b"", "te_in_http10", id="RFC9112-6.1-te-in-http10"),
+    pytest.param("1.1", 1, 1, b"chunked", 1, b"4", "cl_and_te", id="portswigger-CL.TE"),
+    pytest.param("1.1", 1, 1, b"xchunked", 0, b"", "bad_transfer_encoding", id="CVE-2019-18277-xchunked"),
+    pytest.param("1.1", 1, 1, b"chunked, identity", 0, b"", "bad_transfer_encoding", id="portswigger-TE-list"),
+    pytest.param("1.1", 1, 2, b"chunked", 0, b"", "bad_transfer_encoding", id="portswigger-TE.TE"),
+    pytest.param("1.1", 1, 0, b"", 2, b"5", "bad_content_length", id="RFC9112-6.3-duplicate-cl"),
+    pytest.param("1.1", 1, 0, b"", 1, b"+5", "bad_content_length", id="cl-with-sign"),
+    pytest.param("1.1", 1, 0, b"", 1, b"1" * 19, "bad_content_length", id="CVE-2018-7159-cl-overflow"),
+]
+
+
+@pytest.mark.parametrize(("version", "hosts", "te_count", "te", "cl_count", "cl", "expected"), CASES)
+def test_framing_rules(
+    version: str, hosts: int, te_count: int, te: bytes, cl_count: int, cl: bytes, expected: str | None
+) -> None:
+    assert framing_error(version, hosts, te_count, te, cl_count, cl) == expected
