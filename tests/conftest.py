@@ -153,7 +153,7 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 # Which server carries the API listener in tests: the config's ``listen.server`` unless this
 # environment variable names one (``portcullis`` or ``uvicorn``), so the whole suite can run on either.
 TEST_SERVER = os.environ.get("PORTCULLIS_TEST_SERVER", "")
-ON_PORTCULLIS = TEST_SERVER == "portcullis"
+ON_PORTCULLIS = TEST_SERVER in ("", "portcullis")  # the default listen.server
 
 
 @pytest.fixture

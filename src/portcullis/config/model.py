@@ -80,7 +80,7 @@ class TlsConfig(_Model):
 class ListenConfig(_Model):
     host: str = Field("127.0.0.1", description="Address the gateway listens on for API traffic.")
     port: int = Field(8080, ge=0, le=65535, description="Port for API traffic (0 picks a free port).")
-    workers: int = Field(1, ge=1, le=64, description="Worker processes (uvicorn workers).")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes sharing the listening socket.")
     tls: TlsConfig | None = Field(None, description="Terminate TLS with these files; HSTS is sent only then.")
     max_header_bytes: ByteSize = Field(
         "16KiB", description="Largest total size of request headers; larger requests get 431."
@@ -89,7 +89,7 @@ class ListenConfig(_Model):
         "10s", description="How long shutdown waits for in-flight requests to finish."
     )
     server: Literal["portcullis", "uvicorn"] = Field(
-        "uvicorn", description="HTTP server for API traffic: `portcullis` (our own: the limits, timeouts and caps "
+        "portcullis", description="HTTP server for API traffic: `portcullis` (our own: the limits, timeouts and caps "
         "below, refusals audited as problem documents) or `uvicorn` (the former server; only `max_header_bytes` "
         "and `graceful_timeout` apply). The admin listener always runs on uvicorn.",
     )

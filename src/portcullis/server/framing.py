@@ -40,7 +40,7 @@ def framing_error(
         if cl_count:
             return "cl_and_te"
         if te_count > 1 or te.lower() != b"chunked":
-            return "bad_transfer_encoding"
+            return "te_not_chunked"
     if cl_count and (cl_count > 1 or not cl.isdigit() or len(cl) > 18):
         return "bad_content_length"
     return None
