@@ -95,9 +95,9 @@ class HttpConnection(asyncio.Protocol):
         self._body_since = 0.0
 
     # -- transport events -------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport is not an asyncio.Transport subclass, only the same interface.
-        self._transport = cast(asyncio.Transport, transport)
+        self._transport = transport = cast(asyncio.Transport, base)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self._client = (str(peer[0]), int(peer[1]))
