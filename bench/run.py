@@ -46,6 +46,7 @@ SETUPS: dict[str, str] = {
     "nginx_proxy": "2 nginx reverse proxy",
     "bare_python_proxy": "3 bare Python proxy (floor)",
     "portcullis_no_policies": "4 Portcullis, no policies",
+    "portcullis_no_policies_uvicorn": "4b Portcullis, no policies, former server (uvicorn)",
     "portcullis_full": "5 Portcullis, full (API key)",
     "portcullis_jwt": "6 Portcullis, JWT (RS256)",
     "portcullis_redis_limits": "7 Portcullis, Redis limits",
@@ -208,6 +209,10 @@ def start_setups(run: Run) -> None:
                                    cpu=run.sut_cpu, cwd=REPO, env={"PYTHONPATH": str(REPO)})
         elif name == "portcullis_no_policies":
             proc, _ = _start_gateway(run, name, gateway.no_policy_config(run.workdir / name, port, up_port), env)
+        elif name == "portcullis_no_policies_uvicorn":  # what our own server is measured against
+            cfg = gateway.no_policy_config(run.workdir / name, port, up_port)
+            cfg["listen"]["server"] = "uvicorn"
+            proc, _ = _start_gateway(run, name, cfg, env)
         elif name == "portcullis_full":
             cfg = gateway.full_config(run.workdir / name, port, up_port, free_port())
             config_path = gateway.write_config(run.workdir / name / "portcullis.yaml", cfg)
