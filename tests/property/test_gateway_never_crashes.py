@@ -53,6 +53,13 @@ def _request(method: str, target: str, headers: list[tuple[str, str]], body: byt
     return head.encode("latin-1") + b"Connection: close\r\n\r\n" + body
 
 
+def _declares_unsent_body(raw: bytes) -> bool:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lengths = [line.partition(b":")[2].strip() for line in head.split(b"\r\n")[1:]
+               if line.partition(b":")[0].strip().lower() == b"content-length"]
+    return len(lengths) == 1 and lengths[0].isdigit() and int(lengths[0]) > len(body)
+
+
 @dataclass(frozen=True)
 class Exchange:
     """One random request and what the client saw: status, headers (lower-case names), body."""
@@ -88,7 +95,13 @@ async def _exchanges(port: int, *, derandomize: bool, first: Sequence[bytes] = (
     requests = await asyncio.to_thread(_random_requests, derandomize=derandomize)
     out = []
     for raw in [*first, *requests]:
-        response = await raw_request(port, raw, timeout=5)
+        try:
+            response = await raw_request(port, raw, timeout=5)
+        except TimeoutError:
+            # The one request a server rightly leaves unanswered: it declared a body the client
+            # never sent, so the server waits (listen.body_timeout cuts it, much later).
+            assert _declares_unsent_body(raw), raw
+            continue
         if not response:
             continue  # the HTTP parser closed the connection on malformed framing: acceptable
         head, _, body = response.partition(b"\r\n\r\n")
