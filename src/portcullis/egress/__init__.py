@@ -1,13 +1,13 @@
-"""Egress: the guarded door from workflows and agents to third-party APIs (issue 4, in progress).
+"""Egress: the guarded door from workflows and agents to third-party APIs.
 
-Built so far, each tested on its own:
+Its parts, each tested on its own:
 - ``ssrf``: the SSRF guard; ``resolver``: its resolvers; ``pinning``: resolve-then-pin for aiohttp;
 - ``breaker``: the per-endpoint circuit breaker; ``retry``: full jitter and a retry budget;
 - ``response_guard``: limits on the provider's answer; ``budgets``: exact call and cost budgets;
 - ``policy``: from the ``egress:`` config to the guard's policy;
 - ``executor``: one call end to end, composing all of the above with the vault's credentials;
 - ``transport``: the in-process door, an httpx transport over the executor (SDKs take it).
-The vault lives in ``portcullis.vault``. The HTTP entry point and the audit of calls are next.
+The vault lives in ``portcullis.vault``; the HTTP door (``/egress/<route>/…``) is served by the ingress app.
 """
 
 from portcullis.egress.transport import AsyncTransport, Transport
