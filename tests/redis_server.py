@@ -6,6 +6,7 @@ The machine's shared Redis is never stopped; fault tests stop this one instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 from dataclasses import dataclass
@@ -26,14 +27,24 @@ class PrivateRedis:
         )
         async with asyncio.timeout(10):
             while True:
+                # Ready means it answers a command, not only that it accepts a connection.
                 try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
                 except OSError:
                     await asyncio.sleep(0.02)
                     continue
-                writer.close()
-                await writer.wait_closed()
-                return
+                try:
+                    writer.write(b"PING\r\n")
+                    await writer.drain()
+                    if await reader.readline() == b"+PONG\r\n":
+                        return
+                except OSError:
+                    pass
+                finally:
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+                await asyncio.sleep(0.02)
 
     async def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

@@ -30,9 +30,11 @@ RULE = LimitRule(name="per-key", windows=[RateWindow(10, 60.0)])
 
 
 async def make(port: int, on_failure: str, clock: ManualClock) -> FailoverCounterStore:
-    # No client-side retries: the failover store decides what a failure means, at once.
-    client = await asyncio.to_thread(lambda: Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5,
-                                                   socket_timeout=0.5, retry=Retry(NoBackoff(), 0)))
+    # No client-side retries: the failover store decides what a failure means, at once. A killed
+    # server refuses connections at once; the 2 s timeout only spares a busy CI machine a false
+    # outage on a healthy Redis (0.5 s once timed out the very first script load).
+    client = await asyncio.to_thread(lambda: Redis(host="127.0.0.1", port=port, socket_connect_timeout=2,
+                                                   socket_timeout=2, retry=Retry(NoBackoff(), 0)))
     shared = RedisCounterStore(client, key_prefix=f"pcltest:{uuid.uuid4().hex}:", server_time=False)
     return FailoverCounterStore(shared, clock, instances=2, on_failure=on_failure)  # type: ignore[arg-type]
 
@@ -88,8 +90,8 @@ async def test_a_rules_own_on_store_failure_overrides_the_default(private_redis:
 
 @contextlib.asynccontextmanager
 async def budget_store(port: int, on_failure: str, clock: ManualClock) -> AsyncIterator[FailoverBudgetStore]:
-    client = await asyncio.to_thread(lambda: Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5,
-                                                   socket_timeout=0.5, retry=Retry(NoBackoff(), 0)))
+    client = await asyncio.to_thread(lambda: Redis(host="127.0.0.1", port=port, socket_connect_timeout=2,
+                                                   socket_timeout=2, retry=Retry(NoBackoff(), 0)))
     shared = RedisBudgetStore(client, key_prefix=f"pcltest:{uuid.uuid4().hex}:", server_time=False)
     try:
         yield FailoverBudgetStore(shared, Outage(clock), instances=2, on_failure=on_failure)  # type: ignore[arg-type]
