@@ -143,9 +143,16 @@ def jwt_config(workdir: Path, port: int, upstream_port: int, admin_port: int, jw
     return cfg
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """PyYAML writes an object used twice as an anchor and an alias; the gateway refuses aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.dump(config, Dumper=_NoAliasDumper, sort_keys=False), encoding="utf-8")
     return path
 
 
