@@ -384,6 +384,7 @@ def build_result(run: Run, audits: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {
         "ratios": report.ratios(setups),
         "added_latency_ms": report.added_latency(setups),
+        "tail_ratio": report.tail_ratio(setups),
         "audit_records_match": all(audit_ok) if audit_ok else None,
         "audit": audits,
         "setups": setups,
