@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 __all__ = [
-    "MASK", "PROVIDER_KEY_SHAPES", "is_sensitive_name", "redact_fields", "redact_headers", "redact_query",
-    "redact_text",
+    "IDENTIFIER_FIELDS", "MASK", "PROVIDER_KEY_SHAPES", "is_sensitive_name", "might_hold_a_secret", "redact_headers",
+    "redact_nested", "redact_query", "redact_text",
 ]
 
 MASK = "[REDACTED]"
@@ -172,34 +172,20 @@ def redact_headers(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 IDENTIFIER_FIELDS = frozenset({"request_id", "consumer_id", "key_id", "client_ip", "method", "route"})
 
 
-def redact_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Every string in a record's fields through ``redact_text``, nested dicts and lists included,
-    except the ``IDENTIFIER_FIELDS``.
+def might_hold_a_secret(text: str) -> bool:
+    """The cheap prefilter ``redact_text`` asks first: ``False`` means masking would change nothing.
 
-    ``AuditRecord.create`` calls this, so no field can reach a sink unmasked however a caller built
-    it (a reason or a client-chosen workflow id can carry a key as well as a path can). The query
-    should already have been through ``redact_query``, which also knows secret parameter names.
+    Callers with several strings join them with newlines and ask once (no shape spans a newline).
     """
-    strings = []
-    for name, value in fields.items():
-        if name in IDENTIFIER_FIELDS:
-            continue
-        if isinstance(value, str):
-            strings.append(value)
-        elif isinstance(value, dict | list | tuple):
-            break  # nested values (egress details): mask field by field
-    else:
-        # One prefilter over all of them (no prefix or shape spans the newline), not one per field.
-        if not _might_hold_a_secret("\n".join(strings)):
-            return fields
-    return {name: value if name in IDENTIFIER_FIELDS else _redact_value(value) for name, value in fields.items()}
+    return _might_hold_a_secret(text)
 
 
-def _redact_value(value: Any) -> Any:
+def redact_nested(value: Any) -> Any:
+    """Every string in ``value`` through ``redact_text``, nested dicts and lists included."""
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, dict):
-        return {k: _redact_value(v) for k, v in value.items()}
+        return {k: redact_nested(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_redact_value(v) for v in value]
+        return [redact_nested(v) for v in value]
     return value

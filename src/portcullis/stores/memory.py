@@ -23,7 +23,9 @@ __all__ = ["MemoryCounterStore"]
 
 _SWEEP_PER_CALL = 4
 
-# state: [expires_at, a, b, c] — GCRA: a = tat; sliding: a = bucket, b = current, c = previous
+# One entry per (rule, subject): [expires_at, then three numbers per window of the rule]. GCRA
+# window: (tat, 0, 0); sliding window: (bucket, current, previous). One entry per rule rather than
+# one per window: a three-window rule costs one dict lookup and one re-insert, not three.
 _State = list[float]
 
 
@@ -31,7 +33,7 @@ class MemoryCounterStore:
     """``CounterStore`` in a dict kept in least-recently-updated order."""
 
     def __init__(self, *, max_entries: int = 1_000_000) -> None:
-        self._entries: dict[tuple[str, str, int], _State] = {}
+        self._entries: dict[tuple[str, str], _State] = {}
         self._max_entries = max_entries
 
     def __len__(self) -> int:
@@ -53,35 +55,45 @@ class MemoryCounterStore:
         allowed = True
         retry_after = 0.0
         violated: str | None = None
-        updates: list[tuple[tuple[str, str, int], _State]] = []
+        updates: list[tuple[tuple[str, str], _State]] = []
         quota: list[QuotaState] = []
         for rule, subject in hits:
+            key = (rule.name, subject)
+            state = entries.get(key)
+            new_state: _State = [0.0]
+            expires = 0.0
             # the tightest window of this rule so far: (remaining, limit, window_s, reset_s)
             best: tuple[int, int, float, float] | None = None
             for spec in rule.specs:
-                key = (rule.name, subject, spec.index)
-                state = entries.get(key)
+                at = 1 + 3 * spec.index
                 if spec.gcra:
-                    tat = state[1] if state is not None else now
+                    tat = state[at] if state is not None else now
                     ok, new_tat, wait = gcra_check(tat, now, spec.emission_s, spec.tolerance_s, cost)
                     remaining, reset = gcra_remaining(new_tat, now, spec.emission_s, spec.tolerance_s)
-                    new_state: _State = [new_tat, new_tat, 0.0, 0.0]
+                    new_state += (new_tat, 0.0, 0.0)
+                    window_expires = new_tat
                 else:
-                    bucket, current, previous = (int(state[1]), int(state[2]), int(state[3])) if state else (-2, 0, 0)
+                    bucket, current, previous = (
+                        (int(state[at]), int(state[at + 1]), int(state[at + 2])) if state is not None else (-2, 0, 0)
+                    )
                     ok, bucket, current, previous, wait, remaining = sliding_check(
                         bucket, current, previous, now, spec.window_s, spec.limit, cost
                     )
                     reset = (bucket + 1) * spec.window_s - now
-                    new_state = [(bucket + 2) * spec.window_s, float(bucket), float(current), float(previous)]
+                    new_state += (float(bucket), float(current), float(previous))
+                    window_expires = (bucket + 2) * spec.window_s
+                if window_expires > expires:
+                    expires = window_expires
                 if not ok:
                     if allowed or wait > retry_after:
                         retry_after = wait
                     if allowed:
                         violated = rule.name
                     allowed = False
-                updates.append((key, new_state))
                 if best is None or remaining * best[1] < best[0] * spec.limit:
                     best = (remaining, spec.limit, spec.window_s, reset)
+            new_state[0] = expires
+            updates.append((key, new_state))
             if best is not None:
                 quota.append(QuotaState(rule.name, best[1], best[2], best[0], best[3]))
         if allowed and commit:
@@ -96,15 +108,15 @@ class MemoryCounterStore:
     async def refund(self, hits: Sequence[tuple[LimitRule, str]], now: float, cost: int) -> None:
         entries = self._entries
         for rule, subject in hits:
+            state = entries.get((rule.name, subject))
+            if state is None:
+                continue
             for spec in rule.specs:
-                state = entries.get((rule.name, subject, spec.index))
-                if state is None:
-                    continue
+                at = 1 + 3 * spec.index
                 if spec.gcra:
-                    tat = max(now, state[1] - spec.emission_s * cost)
-                    state[0] = state[1] = tat
-                elif int(state[1]) == int(now // spec.window_s):
-                    state[2] = max(0.0, state[2] - cost)
+                    state[at] = max(now, state[at] - spec.emission_s * cost)
+                elif int(state[at]) == int(now // spec.window_s):
+                    state[at + 1] = max(0.0, state[at + 1] - cost)
 
     def _sweep(self, now: float) -> None:
         entries = self._entries
