@@ -14,7 +14,7 @@ from portcullis.config.model import JsonBodyConfig, RequestConfig
 from portcullis.errors import ErrorCode, PayloadTooLarge
 from portcullis.http.context import RequestContext
 from portcullis.pipeline.base import Reject
-from portcullis.policies.validate import BodyPolicy
+from portcullis.policies.stage5_validate.body import BodyPolicy
 
 MAX_BODY = 2 * 1024 * 1024
 ROUTE = RequestConfig(max_body_bytes=MAX_BODY, json_body=JsonBodyConfig())  # depth 32, 1000 keys

@@ -41,14 +41,14 @@ from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.pipeline.base import Policy
 from portcullis.pipeline.chain import PolicyChain
-from portcullis.policies.auth import AuthenticationPolicy
-from portcullis.policies.auth_shield import FailedAuthShield, failed_auth_rule
-from portcullis.policies.authorize import AuthorizePolicy
-from portcullis.policies.cors import CorsPolicy
-from portcullis.policies.rate_limit import RateLimitPolicy
-from portcullis.policies.security_headers import SecurityHeadersPolicy
-from portcullis.policies.shield import IpShieldPolicy
-from portcullis.policies.validate import BodyPolicy
+from portcullis.policies.stage1_shield.cors import CorsPolicy
+from portcullis.policies.stage1_shield.ip_rules import IpShieldPolicy
+from portcullis.policies.stage2_authenticate.credentials import AuthenticationPolicy
+from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, failed_auth_rule
+from portcullis.policies.stage3_authorize.scopes import AuthorizePolicy
+from portcullis.policies.stage4_limit.rate_limit import RateLimitPolicy
+from portcullis.policies.stage5_validate.body import BodyPolicy
+from portcullis.policies.stage6_respond.security_headers import SecurityHeadersPolicy
 from portcullis.stores.base import AuditSink, BudgetCounterStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore

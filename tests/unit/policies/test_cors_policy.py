@@ -12,7 +12,7 @@ from portcullis.errors import ErrorCode
 from portcullis.http.context import RequestContext, ResponseHead
 from portcullis.pipeline.base import Decision, PolicyBase, Reject, Respond, Stage
 from portcullis.pipeline.chain import PolicyChain
-from portcullis.policies.cors import CorsPolicy
+from portcullis.policies.stage1_shield.cors import CorsPolicy
 
 APP = "https://app.example.com"
 CONFIG = CorsConfig(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portcullis.policies.json_guard import check_json
+from portcullis.policies.stage5_validate.json_guard import check_json
 
 FORBIDDEN = frozenset({"__proto__", "constructor", "prototype"})
 

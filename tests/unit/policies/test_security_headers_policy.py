@@ -11,7 +11,7 @@ from portcullis.config.model import SecurityHeadersConfig
 from portcullis.http.context import RequestContext, ResponseHead
 from portcullis.identity.principal import Principal
 from portcullis.pipeline.base import Stage
-from portcullis.policies.security_headers import SecurityHeadersPolicy
+from portcullis.policies.stage6_respond.security_headers import SecurityHeadersPolicy
 
 DEFAULTS = SecurityHeadersConfig()
 ALICE = Principal(consumer_id="alice", method="api_key", key_id="k1")

@@ -11,7 +11,7 @@ from portcullis.config.model import JsonBodyConfig, RequestConfig
 from portcullis.errors import ConfigError, ErrorCode, PayloadTooLarge
 from portcullis.http.context import RequestContext
 from portcullis.pipeline.base import Reject, Stage
-from portcullis.policies.validate import BodyPolicy
+from portcullis.policies.stage5_validate.body import BodyPolicy
 
 JSON_ONLY = RequestConfig(json_body=JsonBodyConfig())
 

@@ -29,7 +29,7 @@ from portcullis.errors import ConfigError, ErrorCode
 from portcullis.http.context import RequestContext
 from portcullis.http.headers import get_all, get_one
 from portcullis.pipeline.base import Decision, PolicyBase, Reject, Stage
-from portcullis.policies.json_guard import check_json
+from portcullis.policies.stage5_validate.json_guard import check_json
 
 __all__ = ["BodyPolicy"]
 

@@ -36,7 +36,7 @@ from portcullis.limiting.headers import retry_after_value
 from portcullis.limiting.limiter import LimitRule, MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.pipeline.base import Decision, PolicyBase, Reject, Stage
-from portcullis.policies.auth_shield import FailedAuthShield, Limited, Outcome
+from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, Limited, Outcome
 
 __all__ = ["AuthenticationPolicy"]
 

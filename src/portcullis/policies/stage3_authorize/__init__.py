@@ -1,0 +1,1 @@
+"""Stage 3, authorize: may this caller use this route (scopes, roles)."""

@@ -1,0 +1,1 @@
+"""Stage 4, limit: rate limits per consumer, IP, route or globally."""

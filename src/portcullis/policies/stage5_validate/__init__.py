@@ -1,0 +1,1 @@
+"""Stage 5, validate: the request body, only once the caller is known and within limits."""

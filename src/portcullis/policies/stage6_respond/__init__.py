@@ -1,0 +1,1 @@
+"""Stage 6, respond: what every response carries (security headers)."""
