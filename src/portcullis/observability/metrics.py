@@ -8,9 +8,9 @@ would explode cardinality and leak identities.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from portcullis.observability.local_metrics import LocalCounter, LocalHistogram
 
 __all__ = ["GatewayMetrics"]
 
@@ -23,17 +23,18 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
+        # Updated on every request: counted locally, exported on scrape (see local_metrics.py).
+        self.requests = LocalCounter(
             "portcullis_requests_total", "Requests by route, status and decision kind.",
             ["route", "status", "decision"], registry=r,
         )
-        self.request_duration = Histogram(
+        self.request_duration = LocalHistogram(
             "portcullis_request_duration_seconds", "Time from request to response end, by route.",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+            "route", buckets=_LATENCY_BUCKETS, registry=r,
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = LocalHistogram(
             "portcullis_upstream_duration_seconds", "Time to the upstream's response head, by route.",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+            "route", buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.rate_limited = Counter(
             "portcullis_rate_limit_hits_total", "Requests refused by a rate limit, by limit name.",
@@ -101,21 +102,14 @@ class GatewayMetrics:
         self.requests_in_flight = 0
         self.in_flight = Gauge("portcullis_requests_in_flight", "Requests being served.", registry=r)
         self.in_flight.set_function(lambda: self.requests_in_flight)
-        # Labelled children, looked up once: ``labels()`` costs more than ``inc()`` itself.
-        self._finished: dict[tuple[str, int, str], Any] = {}
-        self._durations: dict[str, Any] = {}
-        self._upstream_durations: dict[str, Any] = {}
+        self._status_text: dict[int, str] = {}
 
     def request_finished(self, route: str, status: int, decision_kind: str, seconds: float) -> None:
-        key = (route, status, decision_kind)
-        counter = self._finished.get(key)
-        if counter is None:
-            counter = self._finished[key] = self.requests.labels(route, str(status), decision_kind)
-        counter.inc()
-        histogram = self._durations.get(route)
-        if histogram is None:
-            histogram = self._durations[route] = self.request_duration.labels(route)
-        histogram.observe(seconds)
+        text = self._status_text.get(status)
+        if text is None:
+            text = self._status_text[status] = str(status)
+        self.requests.inc((route, text, decision_kind))
+        self.request_duration.observe(route, seconds)
 
     def audit_records_lost(self, sink: str, reason: str, records: int) -> None:
         """The audit writer's ``on_lost`` hook."""
@@ -130,10 +124,7 @@ class GatewayMetrics:
             self.egress_retries.labels(route).inc(attempts - 1)
 
     def upstream_answered(self, route: str, seconds: float) -> None:
-        histogram = self._upstream_durations.get(route)
-        if histogram is None:
-            histogram = self._upstream_durations[route] = self.upstream_duration.labels(route)
-        histogram.observe(seconds)
+        self.upstream_duration.observe(route, seconds)
 
     def render(self) -> bytes:
         """The text exposition format."""
