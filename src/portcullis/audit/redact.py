@@ -148,9 +148,12 @@ def redact_query(query: bytes | str) -> str:
         return ""
     # Nothing percent-encoded, so nothing hides from the prefilter, and re-quoting would give back
     # the same text: only the names need a look (parsing cost more than the rest of a record).
+    # A name hint anywhere in the query (names or values) sends it to the per-name look; most
+    # queries hold none, and one search over the whole string beats one per parameter.
     if (
         _PLAIN_QUERY.fullmatch(raw) and not _might_hold_a_secret(raw)
-        and not any(is_sensitive_name(part.partition("=")[0]) for part in raw.split("&"))
+        and (_NAME_HINT.search(raw.lower()) is None
+             or not any(is_sensitive_name(part.partition("=")[0]) for part in raw.split("&")))
     ):
         return raw
     parts = []
