@@ -22,6 +22,7 @@ Numbers leave the script as strings: Redis would truncate Lua floats to integers
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -157,6 +158,16 @@ return 1
 """
 
 
+@dataclass(frozen=True, slots=True)
+class _RuleWire:
+    """One rule as the script takes it: key stem, per-window key suffixes, the window arguments."""
+
+    rule: LimitRule
+    prefix: str
+    suffixes: tuple[str, ...]
+    args: list[Any]
+
+
 class RedisCounterStore:
     """``CounterStore`` over one Redis (or a Redis Cluster slot; see the module docstring)."""
 
@@ -166,9 +177,23 @@ class RedisCounterStore:
         self._server_time = server_time
         self._apply = ScriptBatcher(client, _APPLY)  # concurrent decisions share round trips
         self._refund = client.register_script(_REFUND)
+        # A rule's script arguments never change: built once per rule (per config load), not per request.
+        self._wire: dict[str, _RuleWire] = {}
 
     def _key(self, rule: LimitRule, subject: str, index: int) -> str:
         return f"{self._prefix}{{pcl}}:{rule.name}:{subject}:{index}"
+
+    def _wire_of(self, rule: LimitRule) -> _RuleWire:
+        wire = self._wire.get(rule.name)
+        if wire is None or wire.rule is not rule:  # a reload builds new rules under old names
+            wire = self._wire[rule.name] = _RuleWire(
+                rule,
+                f"{self._prefix}{{pcl}}:{rule.name}:",
+                tuple(f":{spec.index}" for spec in rule.specs),
+                [a for spec in rule.specs for a in ("1" if spec.gcra else "0", repr(spec.emission_s),
+                                                    repr(spec.tolerance_s), repr(spec.window_s), spec.limit)],
+            )
+        return wire
 
     async def apply(
         self, hits: Sequence[tuple[LimitRule, str]], now: float, cost: int, *, commit: bool
@@ -177,11 +202,11 @@ class RedisCounterStore:
         args: list[Any] = [time_arg(self._server_time, now), cost, "1" if commit else "0"]
         owners: list[tuple[LimitRule, int]] = []
         for rule, subject in hits:
-            for spec in rule.specs:
-                keys.append(self._key(rule, subject, spec.index))
-                args += ["1" if spec.gcra else "0", repr(spec.emission_s), repr(spec.tolerance_s),
-                         repr(spec.window_s), spec.limit]
-                owners.append((rule, spec.index))
+            wire = self._wire_of(rule)
+            stem = wire.prefix + subject
+            keys += [stem + suffix for suffix in wire.suffixes]
+            args += wire.args
+            owners += [(rule, spec.index) for spec in rule.specs]
         reply = await self._apply.call(keys, args)
         values = texts(reply)
         allowed = values[0] == "1"
