@@ -31,7 +31,7 @@ from portcullis.errors import (
     UpstreamError,
 )
 from portcullis.http.context import RequestContext, ResponseHead
-from portcullis.http.headers import get_all, get_one
+from portcullis.http.headers import fold_name, get_all, get_one
 from portcullis.http.problem import render_problem
 from portcullis.http.target import canonicalize_path, canonicalize_target
 from portcullis.ids import random_hex
@@ -362,12 +362,15 @@ class GatewayApp:
         ctx.egress = {"route": ctx.params["egress_route"], "workflow_id": workflow.decode(),
                       "execution_id": execution.decode()}
         query = ctx.query.decode("latin-1")
-        stripped = ctx.strip_request_headers
+        stripped = ctx.strip_request_headers  # the credential the door's authentication read
         request = EgressRequest(
             route=ctx.params["egress_route"], method=ctx.method,
             path_and_query="/" + ctx.params["egress_path"] + (f"?{query}" if query else ""),
             context=CallContext(execution.decode(), workflow.decode(), principal.consumer_id),
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers if k not in stripped],
+            # The executor applies the route's header rules (the same object as this route's):
+            # one filter for every egress door, and the one ingress routes use.
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers
+                     if fold_name(k) not in stripped],
             body=body,
         )
         metrics = self.runtime.metrics

@@ -30,10 +30,11 @@ from portcullis.egress.breaker import BreakerState, CircuitBreaker
 from portcullis.egress.executor import EgressExecutor
 from portcullis.egress.shared_breakers import SharedBreakers
 from portcullis.http.client_ip import ClientAddressResolver
+from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.jwt_tokens import JwtVerifier
 from portcullis.ids import random_hex
-from portcullis.ingress.forward import ForwardHeaders, RequestHeaderRules
+from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
 from portcullis.ingress.runtime import CompiledRoute, Runtime, Services
 from portcullis.limiting.base import CounterStore
@@ -231,20 +232,22 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
                 user_agent=None, egress={"route": route, "breaker_from": before.value, "breaker": after.value},
             ))
 
+        door = egress_door_route(config.egress.entry)
+        # One set of rules for the door: refused before its chain runs (like any route), removed
+        # by the executor, which applies the same object to every call it makes.
+        door_rules = RequestHeaderRules(config.request, door.request)
         egress = EgressExecutor(config.egress, vault=services.vault, resolver=services.egress_resolver,
                                 clock=services.clock, on_breaker=breaker_moved, limiter=services.limiter,
-                                budget_store=services.egress_budgets)
+                                budget_store=services.egress_budgets, header_rules=door_rules)
         for route_name, breaker in egress.breakers().items():
             metrics.egress_breaker_open.labels(route_name).set_function(_breaker_open_reader(breaker))
-        door = egress_door_route(config.egress.entry)
         router_routes.append(door)
         routes[door.name] = CompiledRoute(
             name=door.name,
             chain=PolicyChain(plan_chain(config, door, limiter=services.limiter, metrics=services.metrics,
                                          verifiers=verifiers)),
             upstream=_NO_UPSTREAM, timeouts=Timeouts(1, 1, 1),
-            forward=ForwardHeaders(upstream_host=None, forward_identity=False,
-                                   rules=RequestHeaderRules(config.request, door.request)),
+            forward=ForwardHeaders(upstream_host=None, forward_identity=False, rules=door_rules),
             max_body_bytes=config.egress.entry.max_body_bytes, egress=egress,
         )
     breaker_sync = None
