@@ -102,6 +102,7 @@ def check(config: ConfigArg) -> None:
         ) or "-"
         req = effective_request(cfg, route)
         req_text = f"body≤{req.max_body_bytes}" if req.max_body_bytes is not None else "body: unlimited"
+        req_text += f"\nbody {req.body_buffering}"
         if req.json_body:
             req_text += f"\njson depth≤{req.json_body.max_depth} keys≤{req.json_body.max_keys}"
         table.add_row(
@@ -170,6 +171,7 @@ def explain(
     console.print("chain:", highlight=False)
     for index, name in enumerate(_chain_namer()(cfg, route), 1):
         console.print(f"  {index}. {name}", highlight=False)
+    console.print(_body_text(cfg, route, door=route is door), highlight=False)
     rules = RequestHeaderRules(cfg.request, route.request)
     for line in _header_rules_text(cfg, route, egress):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -182,6 +184,16 @@ def explain(
         console.print(f"[red]rejected:  400 request.malformed (reason: rejected_header:{refused})[/red]",
                       highlight=False)
         raise typer.Exit(3)
+
+
+def _body_text(cfg: GatewayConfig, route: RouteConfig, *, door: bool) -> str:
+    """How the route's request body is read, as ``explain`` prints it."""
+    req = effective_request(cfg, route)
+    limit = f"at most {req.max_body_bytes} bytes" if req.max_body_bytes is not None else "no limit"
+    if door or req.body_buffering != "streamed":
+        return f"body:      buffered ({limit}): read and checked whole before anything is forwarded"
+    return (f"body:      streamed ({limit}): forwarded as it arrives; a body cut for its size, framing or "
+            "timeout reaches the upstream cut")
 
 
 def _header_verdict(

@@ -36,13 +36,13 @@ from portcullis.http.problem import render_problem
 from portcullis.http.target import canonicalize_path, canonicalize_target
 from portcullis.ids import random_hex
 from portcullis.ingress.forward import response_headers
-from portcullis.ingress.front_door import record_refusal, route_body_limit
+from portcullis.ingress.front_door import record_refusal, route_body_plan
 from portcullis.ingress.router import RouteMatch
 from portcullis.ingress.runtime import CompiledRoute, Runtime
 from portcullis.limiting.headers import retry_after_value
 from portcullis.pipeline.base import Reject, Respond
 from portcullis.pipeline.chain import PolicyChain
-from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, Refusal
+from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, BodyPlan, Refusal
 from portcullis.upstream.base import UpstreamRequest
 
 __all__ = ["TRUNCATED_KIND", "GatewayApp"]
@@ -86,9 +86,9 @@ class GatewayApp:
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
-    def body_limit(self, scope: Scope) -> int | None:
-        """``server.base.BodyLimit``: the route's body limit, applied by the server before dispatch."""
-        return route_body_limit(self.runtime, scope)
+    def body_plan(self, scope: Scope) -> BodyPlan:
+        """``server.base.BodyPlanner``: the route's body limit, and whether the route streams its body."""
+        return route_body_plan(self.runtime, scope)
 
     def refused(self, refusal: Refusal) -> Sequence[tuple[bytes, bytes]]:
         """``server.base.RefusalSink``: audit and count a refusal the server made; security headers back."""

@@ -133,6 +133,7 @@ def effective_request(config: GatewayConfig, route: RouteConfig) -> RequestConfi
         max_body_bytes=own.max_body_bytes if own.max_body_bytes is not None else glob.max_body_bytes,
         content_types=own.content_types or glob.content_types,
         json_body=own.json_body if own.json_body is not None else glob.json_body,
+        body_buffering=own.body_buffering or glob.body_buffering or "buffered",
     )
 
 
@@ -203,6 +204,7 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
     for route in config.routes:
         upstream_cfg = config.upstreams[route.upstream]
         parts = urlsplit(upstream_cfg.url)
+        request = effective_request(config, route)
         routes[route.name] = CompiledRoute(
             name=route.name,
             chain=PolicyChain(plan_chain(
@@ -215,7 +217,8 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
                 forward_identity=route.forward_identity,
                 rules=RequestHeaderRules(config.request, route.request),
             ),
-            max_body_bytes=effective_request(config, route).max_body_bytes,
+            max_body_bytes=request.max_body_bytes,
+            stream_body=request.body_buffering == "streamed",
         )
     router_routes = list(config.routes)
     egress = None

@@ -196,3 +196,33 @@ def test_explain_an_unknown_egress_route_exits_3(tmp_path: Path) -> None:
     code, out = run("explain", str(config), "GET", "/egress/gitlab/user")
     assert code == 3
     assert "no egress route named 'gitlab': 403 egress.destination_denied" in out
+
+
+STREAMED = """
+upstreams: {api: {url: "http://127.0.0.1:9000"}}
+routes:
+  - {name: uploads, path: /uploads, upstream: api, auth: none, request: {body_buffering: streamed, max_body_bytes: 5GiB}}
+  - {name: orders, path: /orders, upstream: api, auth: none}
+"""
+
+
+def test_check_shows_whether_each_route_streams_its_body(tmp_path: Path) -> None:
+    config = tmp_path / "streamed.yaml"
+    config.write_text(STREAMED)
+    code, out = run("check", str(config))
+    assert code == 0, out
+    uploads = out[out.index("│ uploads"):out.index("│ orders")]
+    assert "body≤5368709120" in uploads and "body streamed" in uploads
+    assert "body buffered" in out[out.index("│ orders"):]
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    pytest.param("/uploads", "body:      streamed (at most 5368709120 bytes): forwarded as it arrives", id="streamed"),
+    pytest.param("/orders", "body:      buffered (at most 1048576 bytes): read and checked whole", id="buffered"),
+])
+def test_explain_shows_how_a_route_reads_its_body(tmp_path: Path, target: str, expected: str) -> None:
+    config = tmp_path / "streamed.yaml"
+    config.write_text(STREAMED)
+    code, out = run("explain", str(config), "POST", target)
+    assert code == 0, out
+    assert expected in out
