@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -66,7 +67,7 @@ async def assert_problem(gw: Gateway, response: tuple[int, dict[bytes, bytes], b
 
 
 @contextlib.asynccontextmanager
-async def upload(gw: Gateway):  # type: ignore[no-untyped-def]
+async def upload(gw: Gateway) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     try:
         yield reader, writer
