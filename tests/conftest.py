@@ -225,10 +225,10 @@ routes:
   - {name: hang, path: "/hang", methods: [GET], upstream: api, auth: none}
 """
 
-def front_door_yaml(upstream_url: str, **listen: Any) -> str:
+def front_door_yaml(upstream_url: str, routes: str = ROUTES_FRONT_DOOR, **listen: Any) -> str:
     fields = {"host": "127.0.0.1", "port": 0, "server": "portcullis", **listen}
     text = ", ".join(f"{k}: {v}" for k, v in fields.items())
-    return gateway_yaml(upstream_url, ROUTES_FRONT_DOOR).replace(
+    return gateway_yaml(upstream_url, routes).replace(
         "listen: {host: 127.0.0.1, port: 0}", "listen: {" + text + "}", 1)
 
 

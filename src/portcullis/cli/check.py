@@ -21,14 +21,16 @@ from rich.text import Text
 from portcullis.cli.common import config_error_text, fail
 from portcullis.clock import SystemClock
 from portcullis.config.advice import config_warnings
+from portcullis.config.egress import EgressRouteConfig
 from portcullis.config.loader import load_config
 from portcullis.config.model import AuthConfig, GatewayConfig, RouteConfig
 from portcullis.config.reference import render_reference
+from portcullis.egress.executor import CALLER_ONLY_HEADERS
 from portcullis.errors import ClientError, ConfigError
+from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.http.headers import GATEWAY_SET_HEADERS, REMOVED_BY_DEFAULT, fold_name, header_family, pattern_covers
 from portcullis.http.target import canonicalize_target
-from portcullis.ingress.build import Verifiers, effective_request, plan_chain
-from portcullis.ingress.forward import RequestHeaderRules
+from portcullis.ingress.build import Verifiers, effective_request, egress_door_route, plan_chain
 from portcullis.ingress.router import RouteMatch, Router
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
@@ -100,6 +102,7 @@ def check(config: ConfigArg) -> None:
         ) or "-"
         req = effective_request(cfg, route)
         req_text = f"body≤{req.max_body_bytes}" if req.max_body_bytes is not None else "body: unlimited"
+        req_text += f"\nbody {req.body_buffering}"
         if req.json_body:
             req_text += f"\njson depth≤{req.json_body.max_depth} keys≤{req.json_body.max_keys}"
         table.add_row(
@@ -142,34 +145,40 @@ def explain(
         raise typer.Exit(3) from None
     console.print(f"canonical: {canonical.path}" + (f"?{canonical.query.decode('latin-1')}" if canonical.query else ""),
                   highlight=False)
-    match = Router(cfg.routes).match(host, method.upper(), canonical.path)
+    section = cfg.egress if cfg.egress is not None and cfg.egress.entry.enabled else None
+    door = egress_door_route(section.entry) if section is not None else None
+    match = Router([*cfg.routes, door] if door is not None else cfg.routes).match(host, method.upper(), canonical.path)
     if not isinstance(match, RouteMatch):
         status = "404 route.not_found" if match.kind == "not_found" else (
             f"405 route.method_not_allowed (allow: {', '.join(match.allowed)})")
         console.print(f"[red]no route:  {status}[/red]", highlight=False)
         raise typer.Exit(3)
     route = match.route
-    console.print(f"route:     {route.name} → {cfg.upstreams[route.upstream].url}{canonical.path}", highlight=False)
+    egress: EgressRouteConfig | None = None
+    if section is not None and route is door:
+        egress = section.route(match.params["egress_route"])
+        if egress is None:
+            console.print(f"[red]route:     egress door, but no egress route named {match.params['egress_route']!r}: "
+                          "403 egress.destination_denied (after the chain)[/red]", highlight=False, soft_wrap=True)
+            raise typer.Exit(3)
+        query = f"?{canonical.query.decode('latin-1')}" if canonical.query else ""
+        url = f"{egress.url.rstrip('/')}/{match.params['egress_path']}{query}"
+        console.print(f"route:     egress → {egress.name}: {url}", highlight=False)
+    else:
+        console.print(f"route:     {route.name} → {cfg.upstreams[route.upstream].url}{canonical.path}", highlight=False)
     if match.params:
         console.print("params:    " + ", ".join(f"{k}={v!r}" for k, v in match.params.items()), highlight=False)
     console.print("chain:", highlight=False)
     for index, name in enumerate(_chain_namer()(cfg, route), 1):
         console.print(f"  {index}. {name}", highlight=False)
+    console.print(_body_text(cfg, route, door=route is door), highlight=False)
     rules = RequestHeaderRules(cfg.request, route.request)
-    for line in _header_rules_text(cfg, route):
+    for line in _header_rules_text(cfg, route, egress):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     refused = None
     for name in headers:
-        folded = fold_name(name.encode("latin-1"))
-        if rules.refuses(folded):
-            verdict = f"refused ({header_family(folded.decode('latin-1'))})"
-            refused = refused or header_family(folded.decode("latin-1"))
-        elif folded in GATEWAY_SET_HEADERS:
-            verdict = "replaced by the gateway's own value"
-        elif rules.removes(folded):
-            verdict = f"removed ({header_family(folded.decode('latin-1'))})"
-        else:
-            verdict = "forwarded"
+        verdict, family = _header_verdict(rules, fold_name(name.encode("latin-1")), egress)
+        refused = refused or family
         console.print(f"  -H {name}: {verdict}", highlight=False, markup=False, soft_wrap=True)
     if refused is not None:
         console.print(f"[red]rejected:  400 request.malformed (reason: rejected_header:{refused})[/red]",
@@ -177,8 +186,41 @@ def explain(
         raise typer.Exit(3)
 
 
-def _header_rules_text(cfg: GatewayConfig, route: RouteConfig) -> list[str]:
-    """The route's request header rules, as ``explain`` prints them."""
+def _body_text(cfg: GatewayConfig, route: RouteConfig, *, door: bool) -> str:
+    """How the route's request body is read, as ``explain`` prints it."""
+    req = effective_request(cfg, route)
+    limit = f"at most {req.max_body_bytes} bytes" if req.max_body_bytes is not None else "no limit"
+    if door or req.body_buffering != "streamed":
+        return f"body:      buffered ({limit}): read and checked whole before anything is forwarded"
+    return (f"body:      streamed ({limit}): forwarded as it arrives; a body cut for its size, framing or "
+            "timeout reaches the upstream cut")
+
+
+def _header_verdict(
+    rules: RequestHeaderRules, folded: bytes, egress: EgressRouteConfig | None
+) -> tuple[str, str | None]:
+    """What happens to one request header, and its family when it is refused."""
+    family = header_family(folded.decode("latin-1"))
+    if rules.refuses(folded):
+        return f"refused ({family})", family
+    if egress is not None:  # a third party gets none of the gateway's own headers, only the route's
+        if folded.decode("latin-1") in egress.headers:
+            return "replaced by the egress route's value", None
+        if folded in CALLER_ONLY_HEADERS:
+            return "removed (the caller's gateway credential or context)", None
+        if rules.removes(folded):
+            return f"removed ({family})", None
+        return "sent to the provider", None
+    if folded in GATEWAY_SET_HEADERS:
+        return "replaced by the gateway's own value", None
+    if rules.removes(folded):
+        return f"removed ({family})", None
+    return "forwarded", None
+
+
+def _header_rules_text(cfg: GatewayConfig, route: RouteConfig, egress: EgressRouteConfig | None) -> list[str]:
+    """The route's request header rules, as ``explain`` prints them (for an egress call, what the
+    provider gets instead of the gateway's own headers)."""
     keeps = [*cfg.request.keep_headers, *route.request.keep_headers]
     kept_defaults = [f for f, names in REMOVED_BY_DEFAULT.items() if all(
         any(pattern_covers(k, n) for k in keeps) for n in names)]
@@ -188,9 +230,16 @@ def _header_rules_text(cfg: GatewayConfig, route: RouteConfig) -> list[str]:
     refused = [*(p for p in cfg.request.reject_headers
                  if not any(pattern_covers(k, p) for k in route.request.keep_headers)),
                *route.request.reject_headers]
+    own = [
+        "  replaced: the gateway's own (X-Consumer-Id, X-Forwarded-For, X-Request-Id, …) and hop-by-hop",
+    ] if egress is None else [
+        "  dropped:  the gateway's own (X-Consumer-Id, X-Forwarded-For, X-Request-Id, …), hop-by-hop, and the "
+        "caller's gateway credentials and context (" + ", ".join(sorted(n.decode() for n in CALLER_ONLY_HEADERS)) + ")",
+        "  set:      " + (", ".join(egress.headers) + " (the egress route's)" if egress.headers else "-"),
+    ]
     return [
         "request headers (names matched case-insensitively, `_` as `-`):",
-        "  replaced: the gateway's own (X-Consumer-Id, X-Forwarded-For, X-Request-Id, …) and hop-by-hop",
+        *own,
         "  removed:  " + ", ".join(removed),
         "  kept:     " + (", ".join(keeps) or "-"),
         "  refused:  " + (", ".join(refused) + " → 400 request.malformed" if refused else "-"),

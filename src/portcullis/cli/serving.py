@@ -7,7 +7,7 @@ import-linter contract).
 
 ``listen.server`` picks the API listener's server: ``portcullis`` (our own, ``server.Listener``,
 with ``ServerLimits`` built here from ``listen.*`` and the app as its ``RefusalSink`` and
-``BodyLimit``) or ``uvicorn``. The admin listener is always uvicorn.
+``BodyPlanner``) or ``uvicorn``. The admin listener is always uvicorn.
 
 Why uvicorn's ``Server`` is driven directly instead of ``uvicorn.run``: the gateway needs two
 listeners in one process sharing one runtime, SIGHUP for reload, and a shutdown that first stops
@@ -109,7 +109,7 @@ def portcullis_listener(app: GatewayApp, config: GatewayConfig, limits: ServerLi
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(tls.cert_file, tls.key_file)
     return Listener(
-        app, limits=limits or server_limits(config.listen), sink=app, body_limit=app,
+        app, limits=limits or server_limits(config.listen), sink=app, body_plan=app,
         exempt_from_ip_cap=lambda ip: app.runtime.is_trusted_peer(ip), ssl=context,
     )
 

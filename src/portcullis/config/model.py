@@ -100,7 +100,8 @@ class ListenConfig(_Model):
     max_header_count: int = Field(100, ge=1, le=10_000, description="Most header fields in one request (431).")
     max_body_bytes: ByteSize = Field(
         "1MiB", description="Body limit when no route names one (a route's `request.max_body_bytes` wins). The "
-        "server reads and checks the whole body before the request is routed further (413 beyond).",
+        "server reads and checks the whole body before the request is routed further (413 beyond), unless the "
+        "route streams it (`request.body_buffering: streamed`: counted as it is forwarded).",
     )
     body_buffer_bytes: ByteSize = Field(
         "64KiB", description="Request bodies up to this size are held in memory; larger ones spill to a private "
@@ -114,7 +115,8 @@ class ListenConfig(_Model):
     )
     body_timeout: Duration = Field(
         "30s", description="Time allowed for a request body, plus one second per `body_min_rate` bytes "
-        "received; 408 beyond (slow uploads).",
+        "received; 408 beyond (slow uploads). On a streamed route, time the body waits for the gateway (before "
+        "its policies are done, or while the upstream reads slower than the client sends) is not counted.",
     )
     body_min_rate: ByteSize = Field(
         "8KiB", description="Bytes per second a body upload earns in extra time on top of `body_timeout`.",
@@ -404,6 +406,10 @@ class JsonBodyConfig(_Model):
     )
 
 
+_STREAMED_JSON = ("body_buffering: a streamed body cannot be validated as JSON before it is forwarded "
+                  "(drop `json` or buffer the body)")
+
+
 class RequestConfig(_Model):
     max_body_bytes: ByteSize | None = Field(
         None, description="Largest body; Content-Length is checked first, streamed bodies are counted."
@@ -413,6 +419,15 @@ class RequestConfig(_Model):
     )
     json_body: JsonBodyConfig | None = Field(
         None, alias="json", description="Validate the body as JSON (also requires application/json)."
+    )
+    body_buffering: Literal["buffered", "streamed"] | None = Field(
+        None,
+        description="`buffered` (the default): the whole body is read and checked (framing, `max_body_bytes`, "
+        "body timeouts) before the upstream is contacted. `streamed`: the request is forwarded once its head is "
+        "checked and the body follows as it arrives (large uploads), still bounded by the same limit and "
+        "timeouts; but a malformed chunk, a body over the limit or a stalled upload is then found mid-stream and "
+        "the upstream sees a cut request. Cannot be combined with `json` (it needs the whole body first). Our "
+        "own server only (`listen.server: portcullis`).",
     )
     remove_headers: list[HeaderPattern] = Field(
         default_factory=list,
@@ -439,6 +454,8 @@ class RequestConfig(_Model):
 
     @model_validator(mode="after")
     def _header_lists(self) -> RequestConfig:
+        if self.body_buffering == "streamed" and self.json_body is not None:
+            raise ValueError(_STREAMED_JSON)
         for field_name in ("remove_headers", "reject_headers", "keep_headers"):
             for name in getattr(self, field_name):
                 if any(pattern_covers(name, f.decode()) for f in FRAMING_HEADERS):
@@ -706,6 +723,9 @@ class GatewayConfig(_Model):
                 raise ValueError(f"{where}.name: {route.name!r} is used by another route")
             seen.add(route.name)
             _check_keeps(f"{where}.request.keep_headers", route.request.keep_headers, inherited)
+            streamed = (route.request.body_buffering or self.request.body_buffering) == "streamed"
+            if streamed and (route.request.json_body or self.request.json_body) is not None:
+                raise ValueError(f"{where}.request.{_STREAMED_JSON}")
             if route.upstream not in self.upstreams:
                 raise ValueError(f"{where}.upstream: no upstream named {route.upstream!r}")
             if isinstance(route.auth, AuthConfig):

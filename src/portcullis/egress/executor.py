@@ -4,14 +4,17 @@ Why one composer: the HTTP entry point (``/egress/<route>/…``) and the in-proc
 must apply exactly the same policy, so both hand an ``EgressRequest`` to ``EgressExecutor.call``.
 
 Order, and why:
-1. the route must exist and allow the method; the path is canonicalised (the same canonicaliser as
-   ingress) and appended to the route's base URL, so ``..`` cannot climb out of it;
+1. a caller header the rules refuse (``reject_headers``) ends the call (400) before anything is
+   looked up or spent, as on an ingress route; the route must exist and allow the method; the
+   path is canonicalised (the same canonicaliser as ingress) and appended to the route's base URL,
+   so ``..`` cannot climb out of it;
 2. the SSRF guard checks the URL under the route's policy (scheme, port, host lists);
 3. the endpoint's rate limits, then the budgets, are spent (each all or nothing) before anything
    is sent;
-4. the caller's credentials for the *gateway* (Authorization, API-key headers, cookies) are
-   removed, and the route's headers are set, with ``{secret:name}`` filled from the vault at this
-   moment only;
+4. the caller's headers pass the ingress rules (``http/header_rules.py``: hop-by-hop, the gateway's
+   own, the default list, the configured lists), so a provider that honours ``X-HTTP-Method-Override``
+   cannot run a method the route does not allow; its credentials for the *gateway* (Authorization,
+   API-key headers, cookies) go too; the route's headers are set, ``{secret:name}`` filled now;
 5. each attempt asks the breaker first (never retry into an open breaker), connects through the
    guarded resolver (resolve-then-pin), follows redirects only as far as the route allows (each
    hop guarded again, credentials dropped when the origin changes), and reads the answer within
@@ -55,28 +58,30 @@ from portcullis.errors import (
     CircuitOpen,
     ClientError,
     EgressDenied,
+    MalformedRequest,
     RateLimited,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from portcullis.http.header_rules import RequestHeaderRules
+from portcullis.http.headers import HOP_BY_HOP, RawHeaders, fold_name
 from portcullis.http.target import canonicalize_target
 from portcullis.limiting.limiter import LimitRule, MultiLimiter
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.vault import Vault
 
-__all__ = ["EgressExecutor", "EgressRequest", "EgressResult"]
+__all__ = ["CALLER_ONLY_HEADERS", "EgressExecutor", "EgressRequest", "EgressResult"]
 
-# Never sent to a third party: hop-by-hop headers, the caller's credentials for the gateway, its
-# cookies, and the gateway's own context headers.
-_STRIPPED = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-    "host", "content-length", "authorization", "proxy-authorization", "cookie", "x-api-key",
-    "x-workflow-id", "x-execution-id", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
-    "x-real-ip",
-})
-_RESPONSE_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-                                  "proxy-connection", "set-cookie"})
+# Never sent to a third party, besides what the header rules remove (``http/header_rules.py``:
+# hop-by-hop, the gateway's own headers, the default list): the caller's credentials for the
+# *gateway*, its cookies, and the gateway's context headers. Folded names, so variants go too.
+CALLER_ONLY_HEADERS = frozenset({b"authorization", b"cookie", b"x-api-key", b"x-workflow-id", b"x-execution-id"})
+# The provider's hop-by-hop headers end here; its cookies are not the caller's business.
+_RESPONSE_DROP = frozenset({name.decode() for name in HOP_BY_HOP} | {"set-cookie"})
+# Header text crosses as str (aiohttp's and httpx's type); the rules compare bytes. UTF-8 with
+# surrogateescape turns any str into bytes and back unchanged, whichever door decoded it how.
+_TEXT, _ESCAPE = "utf-8", "surrogateescape"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +90,7 @@ class EgressRequest:
     method: str
     path_and_query: str  # relative to the route's base URL, e.g. "/repos/acme/app?state=open"
     context: CallContext
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)  # the caller's, as sent: filtered here
     body: bytes | None = None
 
 
@@ -114,6 +119,7 @@ class _Route:
     connector_policy: GuardedResolver
     host: str
     secrets: tuple[str, ...]  # vault secrets its headers inject, by name (for the audit)
+    replaced: frozenset[bytes]  # folded names never taken from the caller: CALLER_ONLY_HEADERS, the route's
     rate_rule: LimitRule | None = None
     session: aiohttp.ClientSession | None = None
 
@@ -126,9 +132,13 @@ class EgressExecutor:
         budget_store: BudgetCounterStore | None = None, rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_breaker: Callable[[str, BreakerState, BreakerState], None] | None = None,
-        limiter: MultiLimiter | None = None,
+        limiter: MultiLimiter | None = None, header_rules: RequestHeaderRules | None = None,
     ) -> None:
+        """``header_rules`` decide which caller headers reach a provider, for every door: by default
+        the default list (``RequestHeaderRules.defaults()``); the gateway passes its egress door's
+        rules (the global ``request`` lists), so both of its doors apply the same ones."""
         self._config = config
+        self._header_rules = header_rules or RequestHeaderRules.defaults()
         self._limiter = limiter or MultiLimiter(MemoryCounterStore(), clock)
         self._vault = vault
         self._clock = clock
@@ -171,6 +181,7 @@ class EgressExecutor:
             connector_policy=GuardedResolver(self._guard, policy, scheme=parts.scheme),
             host=parts.hostname or "",
             secrets=tuple(n for template in route.headers.values() for n in SECRET_REFERENCE.findall(template)),
+            replaced=CALLER_ONLY_HEADERS | {fold_name(name.encode("latin-1")) for name in route.headers},
             rate_rule=LimitRule(name=f"egress:{route.name}", windows=tuple(route.rate_limits), burst=route.burst)
             if route.rate_limits else None,
         )
@@ -198,6 +209,11 @@ class EgressExecutor:
                 route.session = None
 
     async def call(self, request: EgressRequest) -> EgressResult:
+        caller = [(k.encode(_TEXT, _ESCAPE), v.encode(_TEXT, _ESCAPE)) for k, v in request.headers]
+        refused = self._header_rules.refusal(caller)
+        if refused is not None:
+            # Before anything is looked up or spent, as an ingress route refuses before its chain.
+            raise MalformedRequest(f"rejected_header:{refused}")
         route = self._routes.get(request.route)
         if route is None:
             raise EgressDenied("unknown_route")
@@ -224,7 +240,7 @@ class EgressExecutor:
         budget = await self._budgets.consume(request.context, cfg.name, cost)
         if not budget.allowed:
             raise BudgetExhausted(f"budget:{budget.exhausted}")
-        headers = await self._headers(cfg, request.headers)
+        headers = await self._headers(route, caller)
         return await self._attempts(route, method, url, headers, request, budget, cost)
 
     def _url(self, route: _Route, path_and_query: str) -> tuple[str, str]:
@@ -237,10 +253,12 @@ class EgressExecutor:
         query = target.query.decode("latin-1")
         return route.base + target.path + (f"?{query}" if query else ""), target.path
 
-    async def _headers(self, cfg: EgressRouteConfig, caller: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        set_by_route = set(cfg.headers)
-        out = [(k, v) for k, v in caller if k.lower() not in _STRIPPED and k.lower() not in set_by_route]
-        for name, template in cfg.headers.items():
+    async def _headers(self, route: _Route, caller: RawHeaders) -> list[tuple[str, str]]:
+        """The caller's headers that cross (the rules, minus its gateway credentials and the names
+        the route sets), then the route's, with ``{secret:name}`` filled from the vault now."""
+        out = [(k.decode(_TEXT, _ESCAPE), v.decode(_TEXT, _ESCAPE))
+               for k, v in self._header_rules.crossing(caller, route.replaced)]
+        for name, template in route.config.headers.items():
             value = template
             for secret_name in SECRET_REFERENCE.findall(template):
                 value = value.replace(f"{{secret:{secret_name}}}", await self._vault.reveal(secret_name))
@@ -351,7 +369,7 @@ class EgressExecutor:
                 check_content_type(resp.headers.get("Content-Type"), route.limits.content_types)
                 data = await read_limited(resp.content.iter_chunked(65536), route.limits,
                                           encoding=resp.headers.get("Content-Encoding"))
-                kept = [(k, v) for k, v in resp.headers.items() if k.lower() not in _RESPONSE_HOP_BY_HOP]
+                kept = [(k, v) for k, v in resp.headers.items() if k.lower() not in _RESPONSE_DROP]
                 return resp.status, kept, data
         except ResponseRefused:
             raise

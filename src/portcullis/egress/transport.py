@@ -9,6 +9,10 @@ A request is matched to the egress route whose base URL it falls under (scheme, 
 path prefix); a URL no route covers is refused, as the HTTP entry point refuses an unknown route.
 Refusals surface as ``httpx`` responses with the gateway's problem documents (403 destination
 denied, 429 budget exhausted, 503 circuit open), so SDK retry logic sees ordinary HTTP answers.
+
+The caller's headers pass the executor's header rules, the default list at least (URL- and
+method-override headers, forwarding hints, other gateways' identity headers): code in this process
+is often an agent's tool and no more trusted than a caller of the gateway's door.
 """
 
 from __future__ import annotations

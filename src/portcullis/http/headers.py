@@ -13,8 +13,9 @@ or instead of the proxy's own value (oauth2-proxy GHSA-vjrc-mh2v-45x6 / CVE-2025
 Envoy offers ``headers_with_underscores_action``). ``fold_name`` is that reading: ASCII lowercase
 and ``_`` as ``-``, one ``bytes.translate`` over a precomputed table.
 
-What it does not decide: which of these headers a route removes or refuses (``ingress/forward.py``
-compiles that per route from the config). This module only holds the facts and the default list.
+What it does not decide: which of these headers a route removes or refuses (``http/header_rules.py``
+compiles that per route from the config, for ingress routes and egress calls alike). This module
+only holds the facts and the default list.
 """
 
 from __future__ import annotations

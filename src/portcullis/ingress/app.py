@@ -31,18 +31,18 @@ from portcullis.errors import (
     UpstreamError,
 )
 from portcullis.http.context import RequestContext, ResponseHead
-from portcullis.http.headers import get_all, get_one
+from portcullis.http.headers import fold_name, get_all, get_one
 from portcullis.http.problem import render_problem
 from portcullis.http.target import canonicalize_path, canonicalize_target
 from portcullis.ids import random_hex
 from portcullis.ingress.forward import response_headers
-from portcullis.ingress.front_door import record_refusal, route_body_limit
+from portcullis.ingress.front_door import record_refusal, route_body_plan
 from portcullis.ingress.router import RouteMatch
 from portcullis.ingress.runtime import CompiledRoute, Runtime
 from portcullis.limiting.headers import retry_after_value
 from portcullis.pipeline.base import Reject, Respond
 from portcullis.pipeline.chain import PolicyChain
-from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, Refusal
+from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, BodyPlan, Refusal
 from portcullis.upstream.base import UpstreamRequest
 
 __all__ = ["TRUNCATED_KIND", "GatewayApp"]
@@ -86,9 +86,9 @@ class GatewayApp:
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
-    def body_limit(self, scope: Scope) -> int | None:
-        """``server.base.BodyLimit``: the route's body limit, applied by the server before dispatch."""
-        return route_body_limit(self.runtime, scope)
+    def body_plan(self, scope: Scope) -> BodyPlan:
+        """``server.base.BodyPlanner``: the route's body limit, and whether the route streams its body."""
+        return route_body_plan(self.runtime, scope)
 
     def refused(self, refusal: Refusal) -> Sequence[tuple[bytes, bytes]]:
         """``server.base.RefusalSink``: audit and count a refusal the server made; security headers back."""
@@ -362,12 +362,15 @@ class GatewayApp:
         ctx.egress = {"route": ctx.params["egress_route"], "workflow_id": workflow.decode(),
                       "execution_id": execution.decode()}
         query = ctx.query.decode("latin-1")
-        stripped = ctx.strip_request_headers
+        stripped = ctx.strip_request_headers  # the credential the door's authentication read
         request = EgressRequest(
             route=ctx.params["egress_route"], method=ctx.method,
             path_and_query="/" + ctx.params["egress_path"] + (f"?{query}" if query else ""),
             context=CallContext(execution.decode(), workflow.decode(), principal.consumer_id),
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers if k not in stripped],
+            # The executor applies the route's header rules (the same object as this route's):
+            # one filter for every egress door, and the one ingress routes use.
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers
+                     if fold_name(k) not in stripped],
             body=body,
         )
         metrics = self.runtime.metrics

@@ -30,10 +30,11 @@ from portcullis.egress.breaker import BreakerState, CircuitBreaker
 from portcullis.egress.executor import EgressExecutor
 from portcullis.egress.shared_breakers import SharedBreakers
 from portcullis.http.client_ip import ClientAddressResolver
+from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.jwt_tokens import JwtVerifier
 from portcullis.ids import random_hex
-from portcullis.ingress.forward import ForwardHeaders, RequestHeaderRules
+from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
 from portcullis.ingress.runtime import CompiledRoute, Runtime, Services
 from portcullis.limiting.base import CounterStore
@@ -132,6 +133,7 @@ def effective_request(config: GatewayConfig, route: RouteConfig) -> RequestConfi
         max_body_bytes=own.max_body_bytes if own.max_body_bytes is not None else glob.max_body_bytes,
         content_types=own.content_types or glob.content_types,
         json_body=own.json_body if own.json_body is not None else glob.json_body,
+        body_buffering=own.body_buffering or glob.body_buffering or "buffered",
     )
 
 
@@ -202,6 +204,7 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
     for route in config.routes:
         upstream_cfg = config.upstreams[route.upstream]
         parts = urlsplit(upstream_cfg.url)
+        request = effective_request(config, route)
         routes[route.name] = CompiledRoute(
             name=route.name,
             chain=PolicyChain(plan_chain(
@@ -214,7 +217,8 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
                 forward_identity=route.forward_identity,
                 rules=RequestHeaderRules(config.request, route.request),
             ),
-            max_body_bytes=effective_request(config, route).max_body_bytes,
+            max_body_bytes=request.max_body_bytes,
+            stream_body=request.body_buffering == "streamed",
         )
     router_routes = list(config.routes)
     egress = None
@@ -231,20 +235,22 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
                 user_agent=None, egress={"route": route, "breaker_from": before.value, "breaker": after.value},
             ))
 
+        door = egress_door_route(config.egress.entry)
+        # One set of rules for the door: refused before its chain runs (like any route), removed
+        # by the executor, which applies the same object to every call it makes.
+        door_rules = RequestHeaderRules(config.request, door.request)
         egress = EgressExecutor(config.egress, vault=services.vault, resolver=services.egress_resolver,
                                 clock=services.clock, on_breaker=breaker_moved, limiter=services.limiter,
-                                budget_store=services.egress_budgets)
+                                budget_store=services.egress_budgets, header_rules=door_rules)
         for route_name, breaker in egress.breakers().items():
             metrics.egress_breaker_open.labels(route_name).set_function(_breaker_open_reader(breaker))
-        door = egress_door_route(config.egress.entry)
         router_routes.append(door)
         routes[door.name] = CompiledRoute(
             name=door.name,
             chain=PolicyChain(plan_chain(config, door, limiter=services.limiter, metrics=services.metrics,
                                          verifiers=verifiers)),
             upstream=_NO_UPSTREAM, timeouts=Timeouts(1, 1, 1),
-            forward=ForwardHeaders(upstream_host=None, forward_identity=False,
-                                   rules=RequestHeaderRules(config.request, door.request)),
+            forward=ForwardHeaders(upstream_host=None, forward_identity=False, rules=door_rules),
             max_body_bytes=config.egress.entry.max_body_bytes, egress=egress,
         )
     breaker_sync = None

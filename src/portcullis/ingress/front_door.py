@@ -1,12 +1,14 @@
-"""The ingress side of the front door's hooks: route body limits, and refusals recorded like requests.
+"""The ingress side of the front door's hooks: route body plans, and refusals recorded like requests.
 
 Why here: the HTTP server (``portcullis.server``) refuses what it cannot parse, frame, size or time,
 before the app sees a request, but it must not know about routes, audit or metrics (it imports
-nothing from ingress). ``GatewayApp`` implements its two Protocols (``server.base.BodyLimit`` and
+nothing from ingress). ``GatewayApp`` implements its two Protocols (``server.base.BodyPlanner`` and
 ``server.base.RefusalSink``) by delegating here:
 
-- ``route_body_limit``: the matched route's ``max_body_bytes`` (same canonicalizer and router as
-  the request will meet), so the server reads and checks the body against it before dispatch;
+- ``route_body_plan``: the matched route's ``max_body_bytes`` (same canonicalizer and router as
+  the request will meet), which the server holds the body to, and whether the route streams it
+  (``request.body_buffering: streamed``: dispatched at its head) or has it read and checked whole
+  before dispatch (the default);
 - ``record_refusal``: one audit record and the request metric for the refusal (decision
   ``invalid_request:…``, ``server_timeout:…``, ``connection_cap:…``), and the security headers the
   server adds to its problem document.
@@ -26,9 +28,9 @@ from portcullis.http.headers import get_all
 from portcullis.http.target import canonicalize_path, canonicalize_target
 from portcullis.ingress.router import RouteMatch
 from portcullis.ingress.runtime import Runtime
-from portcullis.server.base import RAW_TARGET_KEY, Refusal, Scope
+from portcullis.server.base import RAW_TARGET_KEY, BodyPlan, Refusal, Scope
 
-__all__ = ["record_refusal", "route_body_limit"]
+__all__ = ["record_refusal", "route_body_plan"]
 
 _CACHE_CONTROL = b"cache-control"  # the problem renderer sets its own
 
@@ -37,7 +39,10 @@ async def _nothing() -> dict[str, Any]:  # pragma: no cover - a refused request 
     return {"type": "http.disconnect"}
 
 
-def route_body_limit(rt: Runtime, scope: Scope) -> int | None:
+_DEFAULT_PLAN = BodyPlan()
+
+
+def route_body_plan(rt: Runtime, scope: Scope) -> BodyPlan:
     headers = scope["headers"]
     hosts = get_all(headers, b"host")
     host = hosts[0].decode("latin-1") if len(hosts) == 1 else None
@@ -48,11 +53,12 @@ def route_body_limit(rt: Runtime, scope: Scope) -> int | None:
         else:
             path = canonicalize_path(scope["raw_path"])
     except ClientError:
-        return None  # the app refuses the target; the listener's default bounds the body meanwhile
+        return _DEFAULT_PLAN  # the app refuses the target; the listener's default bounds the body meanwhile
     match = rt.router.match(host, scope["method"], path)
     if isinstance(match, RouteMatch):
-        return rt.routes[match.route.name].max_body_bytes
-    return None
+        route = rt.routes[match.route.name]
+        return BodyPlan(limit=route.max_body_bytes, stream=route.stream_body)
+    return _DEFAULT_PLAN
 
 
 def record_refusal(rt: Runtime, refusal: Refusal) -> Sequence[tuple[bytes, bytes]]:

@@ -86,6 +86,7 @@ class CompiledRoute:
     forward: ForwardHeaders
     max_body_bytes: int | None
     egress: EgressExecutor | None = None  # set on the egress door's route: calls go through it, not upstream
+    stream_body: bool = False  # request.body_buffering: streamed; the server dispatches at the head
 
 
 @dataclass(slots=True, eq=False)

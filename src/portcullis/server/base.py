@@ -4,8 +4,12 @@ Why here: ``portcullis.server`` is the front door and must not import the gatewa
 (``ingress``, ``policies``, ``admin``, ``cli``, ``egress``; an import-linter contract holds that).
 So the server names what it needs from the app as Protocols, and ingress implements them:
 
-- ``BodyLimit.body_limit(scope)``: the largest body this request may carry (the route's
-  ``max_body_bytes``), asked once the head is parsed and before a byte of the body is buffered.
+- ``BodyPlanner.body_plan(scope)``: what to do with this request's body (a ``BodyPlan``: the
+  largest body it may carry, the route's ``max_body_bytes``, and whether it is streamed), asked
+  once the head is parsed and before a byte of the body is read. A buffered body is read and
+  checked whole before dispatch; a streamed one is dispatched with its head and reaches the app as
+  it arrives, and a refusal the server makes mid-body (too large, bad framing, too slow) reaches
+  the app as a ``ClientError`` raised by ``receive`` (the app answers it and owns its audit).
 - ``RefusalSink.refused(refusal)``: told of every request the server refuses itself (parser,
   framing, size, timeout, connection cap), so the refusal is audited and counted like any other;
   it returns the extra response headers (security headers) for the problem document.
@@ -26,7 +30,8 @@ __all__ = [
     "ABORT_KEY",
     "RAW_TARGET_KEY",
     "ASGIApp",
-    "BodyLimit",
+    "BodyPlan",
+    "BodyPlanner",
     "Headers",
     "Message",
     "Receive",
@@ -90,9 +95,23 @@ class RefusalSink(Protocol):
         ...
 
 
-class BodyLimit(Protocol):
-    """How large a body the app accepts for a request (the route's ``max_body_bytes``)."""
+@dataclass(frozen=True, slots=True)
+class BodyPlan:
+    """What the server does with one request's body.
 
-    def body_limit(self, scope: Scope) -> int | None:
-        """Largest body in bytes for this request's route; ``None``: the listener's default."""
+    ``limit``: the largest body in bytes (``None``: the listener's default). ``stream``: dispatch
+    the request as soon as its head is checked and hand the body over as it arrives (nginx's
+    ``proxy_request_buffering off``) instead of reading and checking it whole first.
+    """
+
+    limit: int | None = None
+    stream: bool = False
+
+
+class BodyPlanner(Protocol):
+    """How the app wants a request's body handled (implemented by the ingress app, per route)."""
+
+    def body_plan(self, scope: Scope) -> BodyPlan:
+        """The plan for this request's body. Called on the event loop once the head is parsed;
+        must not block. If it raises, the body is buffered within the listener's default limit."""
         ...

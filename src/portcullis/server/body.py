@@ -13,9 +13,8 @@ a time; while a batch is being written and more than ``threshold`` bytes wait in
 What it refuses to do: hold more than ``threshold`` bytes in memory for long, or keep the file
 after ``close``.
 
-A hook for later: a route that opts into streaming pass-through would get a body object with the
-same ``next_chunk`` interface fed straight from ``data_received``; the connection only talks to
-this interface.
+A route that opts into streaming pass-through gets a ``StreamedBody`` (``stream.py``) instead,
+with the same ``next_chunk`` / ``finish`` / ``close`` interface, fed straight from ``data_received``.
 """
 
 from __future__ import annotations

@@ -10,11 +10,13 @@ before its body's framing was known to be good. This protocol owns those decisio
 - time: one loop timer per connection (``loop.call_at``), re-armed lazily; what it guards follows
   from the state (first byte, head, body at a minimum rate, keep-alive idle, a paused write);
 - framing: llhttp's errors and ``framing.py``'s rules become refusals; the connection closes;
-- order: a request is dispatched only once its body is read and checked; reading pauses while a
-  response is in flight, and pipelined requests are answered one after the other.
+- order: a request is dispatched only once its body is read and checked (unless the app's
+  ``BodyPlan`` streams it: then at its head, with the body following as a ``StreamedBody``);
+  reading pauses while a response is in flight, and pipelined requests are answered in order.
 
 What it refuses to do: let a refusal reach the client in any form but a problem document, keep a
-connection whose framing failed, or hand the app a request it has not read to the end.
+connection whose framing failed, or hand the app a request it has not read to the end unless the
+app asked for the body streamed.
 
 Why over 400 lines: it is one state machine (parse state, in-flight cycle, queue, closing, timer),
 and every transition touches the timer; split across modules it could no longer be read in one
@@ -32,14 +34,15 @@ from urllib.parse import unquote
 
 import httptools
 
-from portcullis.errors import ErrorCode
-from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, Headers, Refusal
+from portcullis.errors import ClientError, ErrorCode
+from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, BodyPlan, Headers, Refusal
 from portcullis.server.body import RequestBody
 from portcullis.server.cycle import RequestCycle
 from portcullis.server.framing import framing_error
 from portcullis.server.refusal import new_refusal, render_refusal, report
 from portcullis.server.response import CONTINUE
 from portcullis.server.state import ServerState
+from portcullis.server.stream import StreamedBody
 
 __all__ = ["HttpConnection"]
 
@@ -48,6 +51,7 @@ log = logging.getLogger("portcullis.server")
 _NONE, _HEAD, _BODY = 0, 1, 2  # parse state of the request being read
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _LINGER_S = 2.0  # after a refusal, how long input is read and dropped so the answer is not reset
+_BUFFERED = BodyPlan()  # without a planner: read whole before dispatch, within the listener's limit
 
 
 class _Refused(Exception):
@@ -90,7 +94,7 @@ class HttpConnection(asyncio.Protocol):
         self._expect_continue = False
         self._method = ""
         self._scope: dict[str, object] | None = None
-        self._body: RequestBody | None = None
+        self._body: RequestBody | StreamedBody | None = None
         self._body_limit = 0
         self._body_since = 0.0
 
@@ -139,6 +143,8 @@ class HttpConnection(asyncio.Protocol):
         self._wake_drain()
 
     def eof_received(self) -> bool:
+        if self._parsing == _BODY and isinstance(self._body, StreamedBody):
+            return False  # its body can never end now: as if the client were gone
         if self._cycle is not None or self._queue:
             if self._cycle is not None:
                 self._cycle.keep_alive = False
@@ -220,22 +226,31 @@ class HttpConnection(asyncio.Protocol):
         if not has_body:
             self._parsing = _NONE
             return
-        limit = self._limits.max_body_bytes
-        asked = self._state.body_limit
-        if asked is not None:
+        plan = _BUFFERED
+        planner = self._state.body_plan
+        if planner is not None:
             try:
-                limit = asked.body_limit(scope) or limit
+                plan = planner.body_plan(scope)
             except Exception:
-                log.exception("body_limit failed; using the listener's default")
+                log.exception("body_plan failed; buffering within the listener's default limit")
+        limit = plan.limit or self._limits.max_body_bytes
         if self._cl_count and int(self._cl) > limit:
             self._stop(ErrorCode.REQUEST_TOO_LARGE, "body_too_large")
         self._body_limit = limit
-        body = self._body = RequestBody(self._limits.body_buffer_bytes)
-        body.on_drained = self._body_drained
+        if plan.stream:
+            streamed = StreamedBody(self._limits.body_buffer_bytes, self._loop.time)
+            streamed.on_wanted = self._body_wanted
+            self._body = streamed
+        else:
+            body = self._body = RequestBody(self._limits.body_buffer_bytes)
+            body.on_drained = self._body_drained
         self._parsing = _BODY
         self._body_since = self._loop.time()
         if self._expect_continue and version == "1.1" and self._transport is not None:
             self._transport.write(CONTINUE)  # RFC 9110 section 10.1.1: the body is wanted
+        if plan.stream:
+            self._dispatch(scope, streamed)  # the body follows as it arrives
+        self._arm()  # the body's deadline can come before the one armed for the head
 
     def on_body(self, data: bytes) -> None:
         body = self._body
@@ -250,16 +265,24 @@ class HttpConnection(asyncio.Protocol):
         self._head_bytes = 0
         scope = self._scope
         assert scope is not None
-        keep_alive = self._parser.should_keep_alive() and not self._state.draining
-        cycle = RequestCycle(self, scope, self._body, keep_alive=keep_alive, http11=scope["http_version"] == "1.1")
-        scope["extensions"][ABORT_KEY] = {"abort": cycle.abort}  # type: ignore[index]
+        body = self._body
         self._body = None
+        if isinstance(body, StreamedBody):
+            body.end()  # its request went to the app with its head
+        else:
+            self._dispatch(scope, body)
+        self._pause_reading()  # the next request waits for this one's answer
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def _dispatch(self, scope: dict[str, object], body: RequestBody | StreamedBody | None) -> None:
+        """Queue the request for the app (with its whole body, or its streamed body as it comes)."""
+        keep_alive = self._parser.should_keep_alive() and not self._state.draining
+        cycle = RequestCycle(self, scope, body, keep_alive=keep_alive, http11=scope["http_version"] == "1.1")
+        scope["extensions"][ABORT_KEY] = {"abort": cycle.abort}  # type: ignore[index]
         self._queue.append(cycle)
-        self._pause_reading()
         if self._cycle is None:
             self._next()
 
-    # -- dispatch -----------------------------------------------------------------------------
     def _build_scope(self, version: str) -> dict[str, object]:
         url = self._url
         extensions: dict[str, object] = {}
@@ -323,6 +346,10 @@ class HttpConnection(asyncio.Protocol):
 
     def response_complete(self, cycle: RequestCycle) -> None:
         """Called by the cycle when the last byte of its response is written."""
+        if cycle.body_unread and not self._closing:
+            self._cycle = None
+            self._linger()  # answered before its streamed body ended: the rest is never read
+            return
         if not cycle.keep_alive or self._closing:
             self._close()
             return
@@ -389,6 +416,16 @@ class HttpConnection(asyncio.Protocol):
 
     def _refuse(self, refusal: Refusal) -> None:
         """Refuse: after the responses already owed on this connection, in order (pipelining)."""
+        if self._parsing == _BODY and isinstance(self._body, StreamedBody):
+            # Its request is with the app already: the app answers the refusal (``receive`` raises
+            # it) and records it; nothing more is read from this connection.
+            self._body.fail(ClientError(refusal.reason, code=refusal.code))
+            self._body = None
+            self._parsing = _NONE
+            self._refusal = None
+            self._input_done = True
+            self._pause_reading()
+            return
         if self._parsing == _BODY and self._body is not None:
             self._body.close()
         self._parsing = _NONE
@@ -407,11 +444,16 @@ class HttpConnection(asyncio.Protocol):
             return
         if refusal.answered:
             transport.write(render_refusal(refusal, extra, head_only=refusal.method == "HEAD"))
-        if not transport.can_write_eof():
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after what was written, reading and dropping input meanwhile (nginx's
+        lingering_close): unread input would make the kernel answer with a reset that can destroy
+        the answer before the client reads it."""
+        transport = self._transport
+        if transport is None or not transport.can_write_eof():
             self._close()
             return
-        # Lingering close (nginx's lingering_close): unread input would make the kernel answer
-        # with a reset that can destroy the refusal before the client reads it.
         transport.write_eof()
         self._closing = True
         self._since = self._loop.time()
@@ -449,6 +491,12 @@ class HttpConnection(asyncio.Protocol):
         if self._parsing == _BODY and self._cycle is None and not self._queue:
             self._resume_reading()
 
+    def _body_wanted(self) -> None:
+        """The app took a streamed body's bytes (or waits for more): read on."""
+        if self._parsing == _BODY and not self._closing and not self._input_done:
+            self._resume_reading()
+            self._arm()
+
     # -- time ---------------------------------------------------------------------------------
     def _deadline(self) -> float | None:
         limits = self._limits
@@ -456,13 +504,16 @@ class HttpConnection(asyncio.Protocol):
             return self._since + min(_LINGER_S, limits.write_timeout)
         if self._writing_paused:
             return self._write_paused_at + limits.write_timeout
-        if self._cycle is not None or self._queue:
+        body = self._body
+        streamed = isinstance(body, StreamedBody) and self._parsing == _BODY
+        if (self._cycle is not None or self._queue) and not streamed:
             return None  # the app's own timeouts bound a request in flight
         if self._parsing == _HEAD:
             return self._since + limits.head_timeout
         if self._parsing == _BODY:
-            size = self._body.size if self._body is not None else 0
-            return self._body_since + limits.body_timeout + size / limits.body_min_rate
+            size = body.size if body is not None else 0
+            waited = body.paused_s if isinstance(body, StreamedBody) else 0.0  # for the app, not the client
+            return self._body_since + waited + limits.body_timeout + size / limits.body_min_rate
         if self._served:
             return self._since + limits.keepalive_timeout
         return self._since + limits.first_byte_timeout

@@ -1,15 +1,20 @@
 """``RequestCycle``: one request's ASGI ``receive`` and ``send``, and its response framing.
 
 Why apart from the connection: the connection owns bytes, time and parsing; the cycle owns the
-ASGI contract for one request (a body already read and checked, a response head and body, the
-``abort`` extension) and how that response is framed on the wire (RFC 9112 section 6:
-``content-length`` when the app gave the whole body, chunked when it streams on HTTP/1.1, close
-delimited on HTTP/1.0; no body for HEAD, 1xx, 204 and 304).
+ASGI contract for one request (a body already read and checked, or one streamed as it arrives,
+a response head and body, the ``abort`` extension) and how that response is framed on the wire
+(RFC 9112 section 6: ``content-length`` when the app gave the whole body, chunked when it streams
+on HTTP/1.1, close delimited on HTTP/1.0; no body for HEAD, 1xx, 204 and 304).
 
 Flow control: ``send`` returns only once the transport's write buffer is below its high-water
 mark, so an app streaming an upstream answer to a client that does not read waits instead of
 buffering; the connection's write timeout then cuts the client, ``send`` returns, and the app
 releases its upstream connection. After a disconnect ``send`` is a no-op, as in uvicorn.
+
+A streamed body (``stream.py``) the server refuses mid-way reaches the app as the ``ClientError``
+``receive`` raises (once; then ``http.disconnect``); one whose client went away as
+``http.disconnect``. A response that starts before such a body ended closes the connection after
+it, since the rest of the body is never read.
 
 What it refuses to do: send a second response head, or frame a body twice (a ``transfer-encoding``
 header from the app is dropped; the server frames).
@@ -20,9 +25,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from portcullis.errors import ClientError
 from portcullis.server.base import Message, Scope
 from portcullis.server.body import RequestBody
 from portcullis.server.response import CHUNK_END, date_line, encode_head
+from portcullis.server.stream import BodyGone, StreamedBody
 
 if TYPE_CHECKING:
     from portcullis.server.connection import HttpConnection
@@ -40,17 +47,19 @@ class RequestCycle:
     """The ``receive``/``send`` pair handed to the app for one request."""
 
     __slots__ = (
-        "_body", "_body_done", "_chunked", "_conn", "_head_only", "_head_sent", "_headers", "_http11",
-        "_no_body", "_started", "_waiter", "complete", "disconnected", "keep_alive", "scope", "status",
+        "_body", "_body_done", "_body_refused", "_chunked", "_conn", "_head_only", "_head_sent", "_headers",
+        "_http11", "_no_body", "_started", "_waiter", "complete", "disconnected", "keep_alive", "scope", "status",
     )
 
     def __init__(
-        self, conn: HttpConnection, scope: Scope, body: RequestBody | None, *, keep_alive: bool, http11: bool,
+        self, conn: HttpConnection, scope: Scope, body: RequestBody | StreamedBody | None, *, keep_alive: bool,
+        http11: bool,
     ) -> None:
         self._conn = conn
         self.scope = scope
         self._body = body
         self._body_done = False
+        self._body_refused = False
         self.keep_alive = keep_alive
         self._http11 = http11
         self._head_only = scope["method"] == "HEAD"
@@ -68,6 +77,12 @@ class RequestCycle:
     def head_sent(self) -> bool:
         return self._head_sent
 
+    @property
+    def body_unread(self) -> bool:
+        """A streamed body that has not ended (its rest will never be read for this request)."""
+        body = self._body
+        return isinstance(body, StreamedBody) and not body.ended
+
     async def finish_body(self) -> None:
         """Wait until the request body is wholly in place (a spill file may still be written)."""
         if self._body is not None:
@@ -84,10 +99,17 @@ class RequestCycle:
             if body is None:
                 self._body_done = True
                 return _REQUEST_DONE
-            data, more = await body.next_chunk()
+            try:
+                data, more = await body.next_chunk()
+            except BodyGone:
+                self._body_done = True
+                return _DISCONNECT
+            except ClientError:
+                self._body_done = self._body_refused = True
+                raise
             self._body_done = not more
             return {"type": "http.request", "body": data, "more_body": more}
-        if not (self.disconnected or self.complete):
+        if not (self.disconnected or self.complete or self._body_refused):
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
         return _DISCONNECT
@@ -144,6 +166,8 @@ class RequestCycle:
             elif name == b"transfer-encoding":
                 headers = [(n, v) for n, v in headers if n != b"transfer-encoding"]
         self._no_body = self._head_only or status < 200 or status in (204, 304)
+        if self.body_unread:
+            self.keep_alive = False  # the rest of the request's body is never read
         extra = b"" if has_date else date_line()
         if not has_length and not self._no_body:
             if not more:

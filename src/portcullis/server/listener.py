@@ -16,7 +16,7 @@ import socket
 import ssl as ssl_module
 from collections.abc import Callable
 
-from portcullis.server.base import ASGIApp, BodyLimit, RefusalSink
+from portcullis.server.base import ASGIApp, BodyPlanner, RefusalSink
 from portcullis.server.caps import ConnectionCaps
 from portcullis.server.connection import HttpConnection
 from portcullis.server.limits import ServerLimits
@@ -30,12 +30,12 @@ class Listener:
 
     def __init__(
         self, app: ASGIApp, *, limits: ServerLimits, sink: RefusalSink | None = None,
-        body_limit: BodyLimit | None = None, exempt_from_ip_cap: Callable[[str], bool] | None = None,
+        body_plan: BodyPlanner | None = None, exempt_from_ip_cap: Callable[[str], bool] | None = None,
         ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self._ssl = ssl
         caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_ip, exempt_from_ip_cap)
-        self._state = ServerState(app, limits, caps, sink, body_limit, "https" if ssl else "http")
+        self._state = ServerState(app, limits, caps, sink, body_plan, "https" if ssl else "http")
         self._state.all_closed.set()
         self._server: asyncio.Server | None = None
 

@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from portcullis.server.base import ASGIApp, BodyLimit, RefusalSink
+from portcullis.server.base import ASGIApp, BodyPlanner, RefusalSink
 from portcullis.server.caps import ConnectionCaps
 from portcullis.server.limits import ServerLimits
 
@@ -26,7 +26,7 @@ class ServerState:
     limits: ServerLimits
     caps: ConnectionCaps
     sink: RefusalSink | None
-    body_limit: BodyLimit | None
+    body_plan: BodyPlanner | None
     scheme: str
     connections: set[HttpConnection] = field(default_factory=set)
     draining: bool = False

@@ -3,8 +3,11 @@
 Why raw asyncio rather than an HTTP framework: a framework hands a handler the request only after it
 has read the whole body, so a head the gateway forwarded before a body it then refused would never
 be seen, and "nothing reached the upstream" would be an untested claim. Here a head is recorded the
-moment its blank line arrives; the body is read afterwards (``Content-Length`` or chunked) and
-recorded separately, and only then is the request answered.
+moment its blank line arrives; the body is read afterwards (``Content-Length`` or chunked), its
+bytes recorded as they arrive (``received``), and only then is the request answered. How each
+request ended is recorded too (``outcomes``: ``complete``, or ``cut`` when the connection ended
+before the body its framing announced), and ``wait_for`` lets a test wait for any of it without
+sleeping: a streamed body's first bytes, or the moment the gateway abandoned a request.
 
 What it refuses to do: be a general server. It answers every complete request with one fixed
 ``200`` JSON reply, and it does not check framing beyond what it needs to find the body's end (the
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -45,9 +49,21 @@ class RecordingUpstream:
 
     heads: list[RecordedHead] = field(default_factory=list)  # on arrival, before the body is read
     bodies: list[bytes] = field(default_factory=list)  # whole bodies of the requests answered
+    received: list[bytearray] = field(default_factory=list)  # per head: body bytes so far (no chunk framing)
+    outcomes: list[str] = field(default_factory=list)  # per head, once it ended: "complete" or "cut"
     port: int = 0
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def wait_for(self, condition: Callable[[RecordingUpstream], bool]) -> None:
+        """Return once ``condition(self)`` holds; it is checked whenever something arrives."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: condition(self))
+
+    async def _note(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     @property
     def url(self) -> str:
@@ -69,21 +85,58 @@ class RecordingUpstream:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        open_request = False
         try:
             while True:
                 raw = await reader.readuntil(b"\r\n\r\n")
                 head = _parse_head(raw)
                 self.heads.append(head)
-                self.bodies.append(await _read_body(reader, head))
+                sink = bytearray()
+                self.received.append(sink)
+                open_request = True
+                await self._note()
+                self.bodies.append(await self._read_body(reader, head, sink))
+                self.outcomes.append("complete")
+                open_request = False
+                await self._note()
                 writer.write(_REPLY)
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
             pass  # the gateway closed, cut a body, or sent something this backend cannot frame
         finally:
+            if open_request:
+                self.outcomes.append("cut")
+                await self._note()
             self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    async def _read_body(self, reader: asyncio.StreamReader, head: RecordedHead, sink: bytearray) -> bytes:
+        length = head.header("content-length")
+        if length is not None:
+            await self._read_into(reader, int(length), sink)
+            return bytes(sink)
+        if (head.header("transfer-encoding") or "").lower() != "chunked":
+            return b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+            if size == 0:
+                while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the blank line
+                    pass
+                return bytes(sink)
+            await self._read_into(reader, size, sink)
+            await reader.readexactly(2)
+
+    async def _read_into(self, reader: asyncio.StreamReader, size: int, sink: bytearray) -> None:
+        """Read ``size`` bytes into ``sink`` as they come (a waiting test sees each piece)."""
+        while size > 0:
+            data = await reader.read(min(size, 65536))
+            if not data:
+                raise asyncio.IncompleteReadError(bytes(sink), size)
+            sink += data
+            size -= len(data)
+            await self._note()
 
 
 def _parse_head(raw: bytes) -> RecordedHead:
@@ -96,20 +149,3 @@ def _parse_head(raw: bytes) -> RecordedHead:
             name, _, value = line.partition(":")
             headers.append((name.strip().lower(), value.strip()))
     return RecordedHead(method, target, tuple(headers))
-
-
-async def _read_body(reader: asyncio.StreamReader, head: RecordedHead) -> bytes:
-    length = head.header("content-length")
-    if length is not None:
-        return await reader.readexactly(int(length))
-    if (head.header("transfer-encoding") or "").lower() != "chunked":
-        return b""
-    parts: list[bytes] = []
-    while True:
-        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
-        if size == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the blank line
-                pass
-            return b"".join(parts)
-        parts.append(await reader.readexactly(size))
-        await reader.readexactly(2)

@@ -150,3 +150,79 @@ def test_explain_a_refused_header_exits_3(tmp_path: Path) -> None:
     assert code == 3
     assert "-H x_debug: refused (configured)" in out
     assert "rejected:  400 request.malformed (reason: rejected_header:configured)" in out
+
+
+EGRESS = """
+keys: {pepper: "${PORTCULLIS_KEY_PEPPER}"}
+upstreams: {api: {url: "http://127.0.0.1:9000"}}
+request: {reject_headers: [x-debug], keep_headers: [x-user-id]}
+routes: [{name: health, path: /health, upstream: api, auth: none}]
+egress:
+  routes:
+    - {name: github, url: https://api.github.com, headers: {Authorization: "Bearer {secret:github_token}"}}
+"""
+
+
+def test_explain_an_egress_call_shows_what_reaches_the_provider(tmp_path: Path) -> None:
+    config = tmp_path / "egress.yaml"
+    config.write_text(EGRESS)
+    code, out = run("explain", str(config), "POST", "/egress/github/repos/acme/app/issues?state=open",
+                    "-H", "X_Consumer_Id: admin", "-H", "X-HTTP-Method-Override: DELETE", "-H", "Authorization: t",
+                    "-H", "X_API_Key: k", "-H", "X-User-Id: u", "-H", "Accept: application/json")
+    assert code == 0, out
+    assert "route:     egress → github: https://api.github.com/repos/acme/app/issues?state=open" in out
+    assert "  set:      authorization (the egress route's)" in out
+    assert "removed:  default list (url_override, method_override, forwarding, foreign_identity)" in out
+    assert "kept:     x-user-id" in out
+    assert "-H x_consumer_id: removed (gateway_set)" in out  # not replaced: a provider gets none of them
+    assert "-H x-http-method-override: removed (method_override)" in out
+    assert "-H authorization: replaced by the egress route's value" in out
+    assert "-H x_api_key: removed (the caller's gateway credential or context)" in out
+    assert "-H x-user-id: sent to the provider" in out
+    assert "-H accept: sent to the provider" in out
+
+
+def test_explain_an_egress_call_with_a_refused_header_exits_3(tmp_path: Path) -> None:
+    config = tmp_path / "egress.yaml"
+    config.write_text(EGRESS)
+    code, out = run("explain", str(config), "GET", "/egress/github/user", "-H", "X-Debug: 1")
+    assert code == 3
+    assert "rejected:  400 request.malformed (reason: rejected_header:configured)" in out
+
+
+def test_explain_an_unknown_egress_route_exits_3(tmp_path: Path) -> None:
+    config = tmp_path / "egress.yaml"
+    config.write_text(EGRESS)
+    code, out = run("explain", str(config), "GET", "/egress/gitlab/user")
+    assert code == 3
+    assert "no egress route named 'gitlab': 403 egress.destination_denied" in out
+
+
+STREAMED = """
+upstreams: {api: {url: "http://127.0.0.1:9000"}}
+routes:
+  - {name: uploads, path: /uploads, upstream: api, auth: none, request: {body_buffering: streamed, max_body_bytes: 5GiB}}
+  - {name: orders, path: /orders, upstream: api, auth: none}
+"""
+
+
+def test_check_shows_whether_each_route_streams_its_body(tmp_path: Path) -> None:
+    config = tmp_path / "streamed.yaml"
+    config.write_text(STREAMED)
+    code, out = run("check", str(config))
+    assert code == 0, out
+    uploads = out[out.index("│ uploads"):out.index("│ orders")]
+    assert "body≤5368709120" in uploads and "body streamed" in uploads
+    assert "body buffered" in out[out.index("│ orders"):]
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    pytest.param("/uploads", "body:      streamed (at most 5368709120 bytes): forwarded as it arrives", id="streamed"),
+    pytest.param("/orders", "body:      buffered (at most 1048576 bytes): read and checked whole", id="buffered"),
+])
+def test_explain_shows_how_a_route_reads_its_body(tmp_path: Path, target: str, expected: str) -> None:
+    config = tmp_path / "streamed.yaml"
+    config.write_text(STREAMED)
+    code, out = run("explain", str(config), "POST", target)
+    assert code == 0, out
+    assert expected in out

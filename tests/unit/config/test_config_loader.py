@@ -195,3 +195,22 @@ def test_an_error_in_one_of_many_routes_names_that_route() -> None:
     routes = ", ".join(f"{{name: r{i}, path: /r{i}, upstream: api}}" for i in range(50))
     message = error_of(f"routes: [{routes}, {{name: bad, path: /bad, upstream: api, colour: blue}}]")
     assert message == "routes[50].colour: Extra inputs are not permitted"
+
+
+def test_a_route_streams_its_body_only_when_it_says_so() -> None:
+    cfg = load("routes: [{name: up, path: /up, upstream: api, request: {body_buffering: streamed}},"
+               " {name: r, path: /r, upstream: api}]")
+    assert [r.request.body_buffering for r in cfg.routes] == ["streamed", None]  # None: buffered
+
+
+@pytest.mark.parametrize(("extra", "where"), [
+    pytest.param("routes: [{name: up, path: /up, upstream: api, request: {body_buffering: streamed, json: {}}}]",
+                 "routes[0].request", id="streamed-and-json-on-the-route"),
+    pytest.param("request: {json: {}}\nroutes: [{name: up, path: /up, upstream: api, "
+                 "request: {body_buffering: streamed}}]", "routes[0].request.body_buffering",
+                 id="streamed-route-under-global-json"),
+])
+def test_a_streamed_body_cannot_be_validated_as_json(extra: str, where: str) -> None:
+    error = error_of(extra)
+    assert where in error
+    assert "cannot be validated as JSON before it is forwarded" in error
