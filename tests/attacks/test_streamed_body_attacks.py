@@ -127,7 +127,7 @@ async def test_a_stalled_streamed_upload_is_cut_by_the_body_timeout_with_408(
     async with upload(gw) as (reader, writer):
         writer.write(HEAD + FIRST)  # then nothing more: slow POST
         response = await read_response(reader)
-    await assert_problem(gw, response, 408, "request.timeout", "invalid_request:body_timeout")
+    await assert_problem(gw, response, 408, "request.timeout", "server_timeout:body_timeout")
     assert await upstream_ended(recording_upstream) == ["cut"]
 
 

@@ -185,7 +185,10 @@ class GatewayApp:
                 return
             status = await self._forward(send, ctx, route, chain, entered, peer, peer_trusted)
         except ClientError as exc:
-            ctx.decision = f"invalid_request:{exc.reason}"
+            # A streamed body's timeout reaches the app as a ClientError; it is audited as the
+            # server audits a buffered body's (server_timeout:), so one query finds both.
+            kind = "server_timeout" if exc.code is ErrorCode.REQUEST_TIMEOUT else "invalid_request"
+            ctx.decision = f"{kind}:{exc.reason}"
             if ctx.response_status is not None:
                 status = ctx.response_status
                 _abort(scope)
