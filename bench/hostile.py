@@ -173,37 +173,30 @@ def parse_args(argv: Sequence[str]) -> DriverOptions:
 # -- the driver process --------------------------------------------------------------------------
 
 class _Attack:
-    """One driver run: its slots, what they counted, and the stop signal."""
+    """One driver run: what its slots counted. Slots are tasks, cancelled together when the run stops."""
 
     def __init__(self, opts: DriverOptions, api_key: str) -> None:
         self.opts = opts
         self.api_key = api_key
-        self.stop = asyncio.Event()
         self.attached: Counter[str] = Counter()
         self.opened: Counter[str] = Counter()
         self.outcomes: dict[str, Counter[str]] = {name: Counter() for name, _ in opts.attacks}
         self.samples: list[tuple[float, dict[str, int]]] = []
         self.ready_at: float | None = None
-
-    async def pause(self, seconds: float) -> bool:
-        """Sleep, or return True at once when the run is stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), seconds)
-        return self.stop.is_set()
+        self.started = time.monotonic()
 
     async def slot(self, kind: AttackKind, source: str, delay_s: float) -> None:
-        if await self.pause(delay_s):
-            return
+        await asyncio.sleep(delay_s)
         loop = asyncio.get_running_loop()
-        while not self.stop.is_set():
+        while True:
             started = loop.time()
             outcome = await self.connection(kind, source)
             self.outcomes[kind.name][outcome] += 1
-            if loop.time() - started < 1.0 and await self.pause(1.0):
-                return
+            if loop.time() - started < 1.0:
+                await asyncio.sleep(1.0)
 
     async def connection(self, kind: AttackKind, source: str) -> str:
-        """Hold one connection until the gateway ends it (or the run stops); return what ended it."""
+        """Hold one connection until the gateway ends it; return what ended it."""
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -227,29 +220,27 @@ class _Attack:
     async def _hold(self, kind: AttackKind, sock: socket.socket) -> str:
         if not _send(sock, kind.opening(self.api_key)):
             return _ended(sock)
-        wait = min(_FIRST_CHECK_S, kind.interval_s)
+        await asyncio.sleep(min(_FIRST_CHECK_S, kind.interval_s))
         while True:
-            if await self.pause(wait):
-                return "stopped"
-            wait = kind.interval_s
             if not _established(sock) or not _send(sock, kind.drip):
                 return _ended(sock)
+            await asyncio.sleep(kind.interval_s)
 
     async def sampler(self) -> None:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        ready_at = start + self.opts.ramp_s + 1.0
-        while not await self.pause(_SAMPLE_S):
-            now = loop.time()
-            self.samples.append((round(now - start, 2), dict(self.attached)))
+        ready_at = self.opts.ramp_s + 1.0
+        while True:
+            await asyncio.sleep(_SAMPLE_S)
+            now = time.monotonic() - self.started
+            self.samples.append((round(now, 2), dict(self.attached)))
             if self.ready_at is None and now >= ready_at:
-                self.ready_at = now - start
+                self.ready_at = now
                 print(f"{READY} attached={sum(self.attached.values())}", flush=True)
 
     def stats(self) -> dict[str, Any]:
+        wall = time.monotonic() - self.started
         return {"attacks": dict(self.opts.attacks), "sources": self.opts.sources, "ready_after_s": self.ready_at,
                 "opened": dict(self.opened), "outcomes": {k: dict(v) for k, v in self.outcomes.items()},
-                "samples": self.samples}
+                "samples": self.samples, "driver_cpu_share": round(time.process_time() / wall, 3) if wall else None}
 
 
 def _send(sock: socket.socket, data: bytes) -> bool:
@@ -295,9 +286,10 @@ def _raise_fd_limit(wanted: int) -> None:
 async def _run(opts: DriverOptions, api_key: str) -> dict[str, Any]:
     attack = _Attack(opts, api_key)
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, attack.stop.set)
-    loop.call_later(opts.duration_s, attack.stop.set)
+        loop.add_signal_handler(signum, stop.set)
+    loop.call_later(opts.duration_s, stop.set)
     sources = [f"127.0.0.{2 + i}" for i in range(opts.sources)]
     tasks, index = [], 0
     for name, count in opts.attacks:
@@ -306,7 +298,10 @@ async def _run(opts: DriverOptions, api_key: str) -> dict[str, Any]:
             tasks.append(asyncio.create_task(attack.slot(ATTACKS[name], sources[index % len(sources)], delay)))
             index += 1
     tasks.append(asyncio.create_task(attack.sampler()))
-    await asyncio.gather(*tasks)
+    await stop.wait()
+    for task in tasks:
+        task.cancel()  # every ``connection`` closes its socket on the way out
+    await asyncio.gather(*tasks, return_exceptions=True)
     return attack.stats()
 
 
@@ -363,13 +358,13 @@ def summarize(stats: dict[str, Any]) -> dict[str, Any]:
     outcomes: Counter[str] = Counter()
     for per_kind in stats["outcomes"].values():
         outcomes.update(per_kind)
-    outcomes.pop("stopped", None)
     return {
         "target": sum(stats["attacks"].values()),
         "attached_mean": round(sum(window) / len(window), 1) if window else None,
         "attached_min": min(window) if window else None,
         "opened": sum(stats["opened"].values()),
         "ended_by_gateway": dict(sorted(outcomes.items())),
+        "driver_cpu_share": stats.get("driver_cpu_share"),
     }
 
 

@@ -87,16 +87,16 @@ def test_a_connection_closed_without_a_word_is_read_as_such() -> None:
 def _stats(samples: list[tuple[float, dict[str, int]]], ready: float | None) -> dict[str, Any]:
     return {"attacks": {"slowloris": 200, "non_reader": 50}, "sources": 16, "ready_after_s": ready,
             "opened": {"slowloris": 400, "non_reader": 50},
-            "outcomes": {"slowloris": {"answered_408": 200, "stopped": 200}, "non_reader": {"stopped": 50}},
-            "samples": samples}
+            "outcomes": {"slowloris": {"answered_408": 150, "reset": 1}, "non_reader": {"reset": 2}},
+            "samples": samples, "driver_cpu_share": 0.05}
 
 
-def test_the_summary_counts_attached_connections_only_after_the_ramp() -> None:
+def test_the_summary_counts_attached_connections_only_after_the_ramp_and_sums_outcomes_over_kinds() -> None:
     samples = [(0.5, {"slowloris": 40}), (3.0, {"slowloris": 200, "non_reader": 50}),
                (3.5, {"slowloris": 150, "non_reader": 50})]
     s = summarize(_stats(samples, ready=3.0))
     assert (s["target"], s["attached_mean"], s["attached_min"], s["opened"]) == (250, 225.0, 200, 450)
-    assert s["ended_by_gateway"] == {"answered_408": 200}  # "stopped" is the driver's own doing
+    assert s["ended_by_gateway"] == {"answered_408": 150, "reset": 3}
 
 
 def test_a_driver_that_never_got_ready_has_no_attached_figures() -> None:
