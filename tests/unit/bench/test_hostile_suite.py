@@ -41,8 +41,9 @@ def test_the_scenarios_are_the_issues_done_when_list_plus_a_baseline_and_the_one
 
 def _scenario(name: str, attackers: dict[str, Any] | None, *, alive: bool = True) -> dict[str, Any]:
     normal = {"rps": 3664.2, "p50_ms": 2.23, "p95_ms": 7.3, "p99_ms": 13.88, "non_2xx_3xx": 1, "socket_errors": 2}
+    clean = {"rps": 3801.0, "p50_ms": 2.1, "p95_ms": 5.1, "p99_ms": 9.2, "non_2xx_3xx": 0, "socket_errors": 0}
     return {"name": name, "title": SCENARIOS[name].title, "hostile_clients": SCENARIOS[name].describe(),
-            "loadavg_1m": 2.1, "attackers": attackers, "normal_client": normal, "gateway_alive": alive,
+            "loadavg_1m": 2.1, "attackers": attackers, "clean": clean, "normal_client": normal, "gateway_alive": alive,
             "rss_before_kib": 105_676, "rss_peak_sampled_kib": 110_000, "vm_hwm_kib": 114_073,
             "fds_before": 28, "fds_peak": 2038}
 
@@ -58,11 +59,12 @@ def test_a_scenario_row_shows_what_attached_what_ended_and_what_it_cost() -> Non
                  "ended_by_gateway": {"closed_without_answer": 150}, "driver_cpu_share": 0.134}
     row = next(line for line in _render(_scenario("idle", attackers)) if line.startswith("| 2,000 idle"))
     assert row == ("| 2,000 idle connections | 2,000 / 1,990 of 2,000 | 2,150 | closed_without_answer 150 | 13 | "
-                   "2,010 | 3,664 | 2.23 | 7.30 | 13.88 | 3 | 103.2 | 111.4 |")
+                   "2,010 | 3,801 / 3,664 | 5.10 / 7.30 | 2.23 | 13.88 | 3 | 103.2 | 111.4 |")
 
 
 def test_the_baseline_row_has_no_attacker_figures_and_a_dead_gateway_is_named() -> None:
     lines = _render(_scenario("baseline", None), _scenario("slowloris", None, alive=False))
-    assert next(line for line in lines if line.startswith("| no attack ")).startswith("| no attack |  |  |  |  | 2,010 |")
+    assert next(line for line in lines if line.startswith("| no attack ")).startswith(
+        "| no attack |  |  |  |  | 2,010 | 3,801 / 3,664 |")
     assert any(line.startswith("| 200 slowloris connections (**gateway died**) |") for line in lines)
     assert "- no attack: none" in lines
