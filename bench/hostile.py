@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.nginx import LARGE_BODY_BYTES
 from bench.procs import ManagedProcess, ProcessGroup
 
 __all__ = [
@@ -78,38 +79,32 @@ _SAMPLE_S = 0.5
 
 @dataclass(frozen=True, slots=True)
 class AttackKind:
-    """What one slot sends: an opening, then ``drip`` every ``interval_s`` for as long as it is attached."""
+    """What one slot sends: ``head`` (``{host}`` and ``{key}`` filled in), then ``drip`` every ``interval_s``."""
 
     name: str
     description: str
+    head: str
     interval_s: float
     drip: bytes
     rcvbuf: int | None = None  # a small receive buffer makes a non-reader stall after a few KiB
 
     def opening(self, api_key: str) -> bytes:
-        host = f"Host: {HOST}\r\n".encode()
-        key = f"X-API-Key: {api_key}\r\n".encode()
-        if self.name == "slowloris":
-            return b"GET /api/items/42 HTTP/1.1\r\n" + host + b"X-Slow: "
-        if self.name == "unterminated_head":
-            return b"GET /api/items/42 HTTP/1.1\r\n" + host
-        if self.name == "non_reader":
-            return f"GET {LARGE_PATH} HTTP/1.1\r\n".encode() + host + key + b"\r\n"
-        if self.name == "slow_body":
-            return (b"POST /api/upload HTTP/1.1\r\n" + host + key + b"Content-Type: application/octet-stream\r\n"
-                    b"Content-Length: 524288\r\n\r\n")
-        return b""  # idle: connect and say nothing
+        return self.head.format(host=HOST, key=api_key).encode("latin-1")
 
 
+_GET = "GET /api/items/42 HTTP/1.1\r\nHost: {host}\r\n"
 ATTACKS: dict[str, AttackKind] = {
     kind.name: kind for kind in (
-        AttackKind("slowloris", "a partial head, then one byte a second", 1.0, b"a"),
-        AttackKind("unterminated_head", "header lines of 1 KiB every 0.1 s, never the blank line", 0.1,
+        AttackKind("slowloris", "a partial head, then one byte a second", _GET + "X-Slow: ", 1.0, b"a"),
+        AttackKind("unterminated_head", "header lines of 1 KiB every 0.1 s, never the blank line", _GET, 0.1,
                    b"X-Pad: " + b"p" * 1015 + b"\r\n"),
-        AttackKind("idle", "connects and sends nothing", 1.0, b""),
-        AttackKind("non_reader", f"GET {LARGE_PATH} (8 MiB), never reads; an empty line a second", 1.0,
+        AttackKind("idle", "connects and sends nothing", "", 1.0, b""),
+        AttackKind("non_reader", f"GET {LARGE_PATH} ({LARGE_BODY_BYTES // 2**20} MiB), never reads; an empty line "
+                   "a second", f"GET {LARGE_PATH} HTTP/1.1\r\nHost: {{host}}\r\nX-API-Key: {{key}}\r\n\r\n", 1.0,
                    b"\r\n", rcvbuf=4096),
-        AttackKind("slow_body", "POST with a 512 KiB body sent at 1 KiB/s", 1.0, b"b" * 1024),
+        AttackKind("slow_body", "POST with a 512 KiB body sent at 1 KiB/s",
+                   "POST /api/upload HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {key}\r\n"
+                   "Content-Type: application/octet-stream\r\nContent-Length: 524288\r\n\r\n", 1.0, b"b" * 1024),
     )
 }
 
@@ -264,13 +259,15 @@ def _established(sock: socket.socket) -> bool:
 
 
 def _ended(sock: socket.socket) -> str:
-    """Why the gateway ended a connection: the status it answered, a reset, or a silent close."""
+    """Why the gateway ended a connection: the error it answered, a cut answer, a reset, or a silent close."""
     try:
         head = sock.recv(16, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
         head = b""
     except OSError:
         return "reset"
+    if head.startswith(b"HTTP/1.1 200"):
+        return "cut_mid_response"  # a never-reading client's answer, cut after write_timeout
     if head.startswith(b"HTTP/1.1 ") and len(head) >= 12:
         return f"answered_{head[9:12].decode(errors='replace')}"
     return "closed_without_answer" if not head else "closed_other"

@@ -75,8 +75,9 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         "(client connections plus any upstream connections they hold); peak RSS: the gateway's "
         "high-water mark over its whole life, warm-up included; driver CPU: the hostile driver's share of "
         "one core, taken from the core the normal client (wrk) runs on.",
-        "- ended by the gateway: `answered_NNN` is the status it sent before closing, `closed_without_answer` "
-        "a close with nothing sent, `reset` a connection reset (a cut client that never read).",
+        "- ended by the gateway: `answered_NNN` is the error status it sent before closing, `cut_mid_response` "
+        "a 200 cut before the client read it (`write_timeout`), `closed_without_answer` a close with nothing "
+        "sent, `reset` a connection reset.",
         "",
         "Scenarios:",
         "",

@@ -76,6 +76,15 @@ def test_a_connection_the_gateway_answered_and_closed_is_read_as_that_answer() -
         assert hostile._ended(client) == "answered_408"
 
 
+def test_a_connection_cut_in_the_middle_of_its_answer_is_read_as_a_cut() -> None:
+    client, accepted = _loopback_pair()
+    with client:
+        accepted.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 8388608\r\n\r\nLLLL")
+        accepted.close()
+        _wait_until_not_established(client)
+        assert hostile._ended(client) == "cut_mid_response"
+
+
 def test_a_connection_closed_without_a_word_is_read_as_such() -> None:
     client, accepted = _loopback_pair()
     with client:
