@@ -16,7 +16,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS    := never
 export UV_NO_PROGRESS         := 1
 
-.PHONY: run test lint typecheck bench lock lock-upgrade tools-lock test-tools clean
+.PHONY: run test lint typecheck bench bench-hostile lock lock-upgrade tools-lock test-tools clean
 
 $(UV): tools.lock
 	$(PYTHON) -m venv $(TOOLS)
@@ -49,6 +49,11 @@ typecheck: $(UV)
 bench: $(UV) test-tools
 	$(SYNC) --extra test --extra bench
 	$(BIN)/python -m bench.run
+
+## make bench-hostile: each attack on the front door in turn against the full setup; writes bench/results/hostile.{json,md}.
+bench-hostile: $(UV) test-tools
+	$(SYNC) --extra test --extra bench
+	$(BIN)/python -m bench.hostile_suite
 
 ## make lock: re-resolve uv.lock after pyproject.toml changed (keeps every pin that still fits).
 lock: $(UV)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ __all__ = [
     "jwt_config",
     "make_jwt_material",
     "no_policy_config",
+    "portcullis_argv",
     "write_config",
 ]
 
@@ -141,6 +143,12 @@ def jwt_config(workdir: Path, port: int, upstream_port: int, admin_port: int, jw
                     "auth": {"jwt": {}}, "rate_limits": _limits()}],
     })
     return cfg
+
+
+def portcullis_argv() -> list[str]:
+    """The installed ``portcullis`` console script next to this interpreter (``-m`` as a fallback)."""
+    script = Path(sys.executable).parent / "portcullis"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "portcullis"]
 
 
 class _NoAliasDumper(yaml.SafeDumper):

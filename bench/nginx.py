@@ -11,7 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["UPSTREAM_BODY", "NginxPaths", "proxy_conf", "upstream_conf"]
+from bench.procs import ManagedProcess, ProcessGroup
+
+__all__ = [
+    "LARGE_BODY_BYTES", "UPSTREAM_BODY", "NginxPaths", "proxy_conf", "start_nginx", "upstream_conf", "write_large_body",
+]
 
 # ~100 bytes of JSON, the same for every setup.
 UPSTREAM_BODY = '{"id":42,"name":"portcullis-bench","status":"ok","tags":["a","b","c"],"note":"static upstream body"}'
@@ -19,6 +23,11 @@ UPSTREAM_BODY = '{"id":42,"name":"portcullis-bench","status":"ok","tags":["a","b
 # nginx closes a keep-alive connection after 1000 requests by default; no other setup does, so
 # the limit is lifted everywhere to keep connection reuse identical.
 _KEEPALIVE = "keepalive_requests 1000000;\n    keepalive_timeout 75s;"
+
+# The large answer the never-reading clients of the hostile runs ask for (bench.hostile): large
+# enough that the gateway's write buffer and both kernels' socket buffers cannot hold it all.
+LARGE_BODY_BYTES = 8 * 1024 * 1024
+LARGE_BODY_FILE = "large.bin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +38,19 @@ class NginxPaths:
     conf: Path
     pid: Path
     error_log: Path
+
+    @classmethod
+    def under(cls, prefix: Path) -> NginxPaths:
+        return cls(prefix=prefix, conf=prefix / "nginx.conf", pid=prefix / "nginx.pid", error_log=prefix / "error.log")
+
+
+def start_nginx(group: ProcessGroup, name: str, paths: NginxPaths, conf_text: str, cpu: int | None) -> ManagedProcess:
+    """Our own nginx in the foreground, every path (prefix, logs, temp, pid) under ``paths.prefix``."""
+    (paths.prefix / "temp").mkdir(parents=True, exist_ok=True)
+    paths.conf.write_text(conf_text, encoding="utf-8")
+    argv = ["nginx", "-p", str(paths.prefix), "-e", str(paths.error_log), "-c", str(paths.conf),
+            "-g", "daemon off;"]
+    return group.start(name, argv, cpu=cpu)
 
 
 def _common(paths: NginxPaths) -> str:
@@ -48,10 +70,22 @@ http {{
 """
 
 
+def write_large_body(www: Path) -> Path:
+    """The file behind ``/api/large/blob`` (readable by nginx's unprivileged workers)."""
+    path = www / LARGE_BODY_FILE
+    with path.open("wb") as f:
+        f.write(b"L" * LARGE_BODY_BYTES)
+    path.chmod(0o644)
+    return path
+
+
 def upstream_conf(paths: NginxPaths, blocks: dict[str, int], logs: dict[str, Path], jwks_port: int,
                   jwks_root: Path) -> str:
     """The upstream: one server block per setup (``blocks``: name → port), each logging to ``logs[name]``,
-    plus the JWKS block serving ``jwks_root/jwks.json``."""
+    plus the JWKS block serving ``jwks_root/jwks.json``. Every block also serves the large body
+    (``jwks_root/large.bin``, see ``write_large_body``) at ``/api/large/blob``; the benchmark's
+    request never asks for it."""
+    large = jwks_root / LARGE_BODY_FILE
     servers = []
     for name, port in blocks.items():
         servers.append(f"""
@@ -60,6 +94,7 @@ def upstream_conf(paths: NginxPaths, blocks: dict[str, int], logs: dict[str, Pat
         access_log {logs[name]};
         default_type application/json;
         location / {{ return 200 '{UPSTREAM_BODY}'; }}
+        location = /api/large/blob {{ default_type application/octet-stream; alias {large}; }}
     }}""")
     servers.append(f"""
     server {{  # JWKS for the JWT setup

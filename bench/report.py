@@ -10,14 +10,16 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["TARGETS", "added_latency", "medians", "ratios", "render_markdown", "tail_ratio"]
+__all__ = ["TARGETS", "added_latency", "hostile_ratio", "medians", "ratios", "render_markdown", "tail_ratio"]
 
 # The front door's targets: the full pipeline at least as fast as the thinnest Python proxy (G1),
 # 0.30 of nginx (G2), Redis limits 0.80 of in-memory (G3), JWT 0.95 of API keys (G4), at most
-# 0.15 ms p50 / 1.0 ms p99 added unloaded (G5), and a c50 p99 at most twice the bare proxy's (G6).
+# 0.15 ms p50 / 1.0 ms p99 added unloaded (G5), a c50 p99 at most twice the bare proxy's (G6), and
+# at least 0.90 of setup 5's throughput with 200 slowloris and 50 never-reading clients attached (H1).
 TARGETS: dict[str, float] = {
-    "G1": 1.0, "G2": 0.30, "G3": 0.80, "G4": 0.95, "G5_p50_ms": 0.15, "G5_p99_ms": 1.0, "G6_max": 2.0,
+    "G1": 1.0, "G2": 0.30, "G3": 0.80, "G4": 0.95, "G5_p50_ms": 0.15, "G5_p99_ms": 1.0, "G6_max": 2.0, "H1": 0.90,
 }
+H1_TEXT = "full gateway under attack vs. clean, same instance (rps, c50)"
 
 # Goal → (numerator setup, denominator setup, what it says)
 RATIO_DEFS: dict[str, tuple[str, str, str]] = {
@@ -35,10 +37,12 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def medians(rounds: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, float | None]]:
-    """Per load level (c50, c1), the median of each metric across rounds."""
+def medians(
+    rounds: Sequence[Mapping[str, Mapping[str, Any]]], levels: Sequence[str] = ("c50", "c1"),
+) -> dict[str, dict[str, float | None]]:
+    """Per load level (c50 and c1, or the hostile phase's clean and hostile), each metric's median across rounds."""
     out: dict[str, dict[str, float | None]] = {}
-    for level in ("c50", "c1"):
+    for level in levels:
         runs = [r[level] for r in rounds if level in r]
         out[level] = {m: _median([run.get(m) for run in runs]) for m in _METRICS}
     return out
@@ -77,12 +81,35 @@ def tail_ratio(setups: Mapping[str, Mapping[str, Any]]) -> float | None:
     return round(gw / floor, 4) if gw is not None and floor else None
 
 
+def hostile_ratio(hostile: Mapping[str, Any] | None) -> float | None:
+    """H1: median rps with the attack attached over median rps clean, on the same instance."""
+    if not hostile:
+        return None
+    under, clean = hostile["median"]["hostile"].get("rps"), hostile["median"]["clean"].get("rps")
+    return round(under / clean, 4) if under is not None and clean else None
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
 def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("pass" if ok else "**fail**")
+
+
+def _attack_line(hostile: Mapping[str, Any]) -> str:
+    attacks = " + ".join(f"{n} {kind}" for kind, n in hostile["attacks"].items())
+    rounds = hostile["rounds"]
+    attached = ", ".join(_fmt(r["attackers"]["attached_mean"], 0) for r in rounds)
+    opened = sum(r["attackers"]["opened"] for r in rounds)
+    ended: dict[str, int] = {}
+    for r in rounds:
+        for outcome, n in r["attackers"]["ended_by_gateway"].items():
+            ended[outcome] = ended.get(outcome, 0) + n
+    ends = ", ".join(f"{k} {v}" for k, v in sorted(ended.items())) or "none"
+    return (f"H1 attack: {attacks} from {hostile['sources']} loopback source addresses; attached (mean per "
+            f"round): {attached} of {sum(hostile['attacks'].values())}; connections opened: {opened}; ended by "
+            f"the gateway: {ends}.")
 
 
 def render_markdown(result: Mapping[str, Any]) -> str:
@@ -103,6 +130,13 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             f"| {s['label']} | {_fmt(c50['rps'], 0)} | {_fmt(c50['p50_ms'])} | {_fmt(c50['p99_ms'])} | "
             f"{_fmt(c1['p50_ms'])} | {_fmt(c1['p99_ms'])} | {_fmt(c50['cpu_us_per_request'], 1)} | {s['errors']} |"
         )
+    hostile = result.get("hostile")
+    if hostile:
+        clean_label = "5 Portcullis, full, attack-phase instance, clean"
+        for level, label in (("clean", clean_label), ("hostile", hostile["label"])):
+            m = hostile["median"][level]
+            lines.append(f"| {label} | {_fmt(m['rps'], 0)} | {_fmt(m['p50_ms'])} | {_fmt(m['p99_ms'])} | n/a | n/a | "
+                         f"n/a | {hostile['errors'][level]} |")
     lines += ["", "| goal | definition | value | target | result |", "| --- | --- | ---: | ---: | --- |"]
     targets = result["targets"]
     for goal, (_, _, text) in RATIO_DEFS.items():
@@ -121,10 +155,16 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     ok = None if tail is None else tail <= targets["G6_max"]
     lines.append(f"| G6 | full gateway p99 vs. bare Python proxy p99 (c50) | {_fmt(tail)} | "
                  f"≤ {_fmt(targets['G6_max'], 2)} | {_verdict(ok)} |")
+    if "hostile_ratio" in result:  # absent in results written before the hostile phase existed
+        h1 = result["hostile_ratio"]
+        ok = None if h1 is None else h1 >= targets["H1"]
+        lines.append(f"| H1 | {H1_TEXT} | {_fmt(h1)} | ≥ {_fmt(targets['H1'], 2)} | {_verdict(ok)} |")
     lines += ["", "| audit check | audit records | wrk requests | upstream requests | in-flight bound | match |",
               "| --- | ---: | ---: | ---: | ---: | --- |"]
     for name, a in result["audit"].items():
         lines.append(f"| {result['setups'][name]['label']} | {a['audit_records']} | {a['wrk_requests']} | "
                      f"{a['upstream_requests']} | {a['in_flight_bound']} | {_verdict(a['match'])} |")
     lines += ["", f"audit_records_match: {result['audit_records_match']}", ""]
+    if hostile:
+        lines += [_attack_line(hostile), ""]
     return "\n".join(lines)

@@ -8,7 +8,8 @@ test runs on CPU 0, wrk and the upstream on CPU 1, so the SUT never competes wit
 
 Options (environment): BENCH_ROUNDS (3), BENCH_DURATION (c50 seconds, 8), BENCH_C1_DURATION (4),
 BENCH_WARMUP (2), BENCH_CONNECTIONS (50), BENCH_SETUPS (comma-separated names, default all),
-BENCH_RESULTS (output directory, bench/results).
+BENCH_RESULTS (output directory, bench/results), BENCH_HOSTILE (1: the hostile phase, H1, after the
+rounds when setup 5 is selected; 0 skips it; see bench/hostile_phase.py).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import gateway, report
-from bench.nginx import NginxPaths, proxy_conf, upstream_conf
+from bench import gateway, hostile_phase, report
+from bench.nginx import NginxPaths, proxy_conf, start_nginx, upstream_conf, write_large_body
 from bench.procs import ManagedProcess, ProcessGroup, cpu_pinning_available, free_port, tree_cpu_seconds, wait_for_port
 from bench.wrk import WrkResult, run_wrk
 
@@ -68,6 +69,7 @@ class Options:
     connections: int
     setups: tuple[str, ...]
     results_dir: Path
+    hostile: bool = True
 
     @classmethod
     def from_env(cls) -> Options:
@@ -84,6 +86,7 @@ class Options:
             connections=int(os.environ.get("BENCH_CONNECTIONS", "50")),
             setups=names,
             results_dir=Path(os.environ.get("BENCH_RESULTS", str(REPO / "bench" / "results"))),
+            hostile=os.environ.get("BENCH_HOSTILE", "1") != "0" and "portcullis_full" in names,
         )
 
 
@@ -121,6 +124,8 @@ class Run:
     group: ProcessGroup
     targets: dict[str, Target] = field(default_factory=dict)
     headers: list[tuple[str, str]] = field(default_factory=list)
+    gateway_env: dict[str, str] = field(default_factory=dict)  # the key pepper every gateway shares
+    hostile_upstream: tuple[int, Path] | None = None  # the hostile phase's own upstream block: port, access log
 
     @property
     def load_cpu(self) -> int | None:
@@ -131,26 +136,13 @@ class Run:
         return SUT_CPU if self.group.pinned else None
 
 
-def _portcullis_argv() -> list[str]:
-    """The installed ``portcullis`` console script next to this interpreter (``-m`` as a fallback)."""
-    script = Path(sys.executable).parent / "portcullis"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "portcullis"]
-
-
 def _nginx_paths(run: Run, name: str) -> NginxPaths:
-    prefix = run.workdir / name
-    return NginxPaths(prefix=prefix, conf=prefix / "nginx.conf", pid=prefix / "nginx.pid",
-                      error_log=prefix / "error.log")
+    return NginxPaths.under(run.workdir / name)
 
 
 def _start_nginx(run: Run, name: str, conf_text: str, cpu: int | None) -> ManagedProcess:
     """Our own nginx in the foreground, every path (prefix, logs, temp, pid) in the run's temp dir."""
-    paths = _nginx_paths(run, name)
-    (paths.prefix / "temp").mkdir(parents=True, exist_ok=True)
-    paths.conf.write_text(conf_text, encoding="utf-8")
-    argv = ["nginx", "-p", str(paths.prefix), "-e", str(paths.error_log), "-c", str(paths.conf),
-            "-g", "daemon off;"]
-    return run.group.start(name, argv, cpu=cpu)
+    return start_nginx(run.group, name, _nginx_paths(run, name), conf_text, cpu)
 
 
 def _start_upstream(run: Run, ports: dict[str, int]) -> tuple[ManagedProcess, dict[str, Path], int]:
@@ -163,6 +155,7 @@ def _start_upstream(run: Run, ports: dict[str, int]) -> tuple[ManagedProcess, di
     # nginx workers drop root for an unprivileged user: they must be able to reach and read the JWKS.
     run.workdir.chmod(0o711)
     www.chmod(0o755)
+    write_large_body(www)
     conf = upstream_conf(_nginx_paths(run, "upstream"), ports, logs, jwks_port, www)
     proc = _start_nginx(run, "upstream", conf, run.load_cpu)
     _await_port(proc, jwks_port)
@@ -178,7 +171,7 @@ def _await_port(proc: ManagedProcess, port: int, timeout_s: float = 30.0) -> Non
 def _start_gateway(run: Run, name: str, config: dict[str, Any], env: dict[str, str]) -> tuple[ManagedProcess, Path]:
     workdir = run.workdir / name
     config_path = gateway.write_config(workdir / "portcullis.yaml", config)
-    proc = run.group.start(name, [*_portcullis_argv(), "serve", str(config_path), "--log-level", "warning"],
+    proc = run.group.start(name, [*gateway.portcullis_argv(), "serve", str(config_path), "--log-level", "warning"],
                            cpu=run.sut_cpu, env=env, cwd=workdir)
     return proc, config_path
 
@@ -188,12 +181,16 @@ def start_setups(run: Run) -> None:
     names = [n for n in run.opts.setups if n not in NOT_AVAILABLE]
     ports = {n: free_port() for n in names}
     upstream_ports = {n: free_port() for n in names}
+    if run.opts.hostile:
+        upstream_ports[hostile_phase.HOSTILE_SETUP] = free_port()
     upstream, logs, jwks_port = _start_upstream(run, upstream_ports)
+    if run.opts.hostile:
+        run.hostile_upstream = upstream_ports[hostile_phase.HOSTILE_SETUP], logs[hostile_phase.HOSTILE_SETUP]
     jwt_material = gateway.make_jwt_material()
     jwks_file = run.workdir / "www" / "jwks.json"
     jwks_file.write_text(json.dumps(jwt_material.jwks), encoding="utf-8")
     jwks_file.chmod(0o644)
-    env = {gateway.PEPPER_ENV: os.urandom(32).hex()}
+    env = run.gateway_env = {gateway.PEPPER_ENV: os.urandom(32).hex()}
     api_key = "pcl_not-used-by-this-run"
     key_store: Path | None = None
     for name in names:
@@ -216,7 +213,7 @@ def start_setups(run: Run) -> None:
         elif name == "portcullis_full":
             cfg = gateway.full_config(run.workdir / name, port, up_port, free_port())
             config_path = gateway.write_config(run.workdir / name / "portcullis.yaml", cfg)
-            api_key = gateway.create_api_key(_portcullis_argv(), config_path, {**os.environ, **env}, "bench-key")
+            api_key = gateway.create_api_key(gateway.portcullis_argv(), config_path, {**os.environ, **env}, "bench-key")
             key_store = run.workdir / name / "portcullis.db"
             proc, _ = _start_gateway(run, name, cfg, env)
             audit = run.workdir / name / "audit.jsonl"
@@ -227,7 +224,8 @@ def start_setups(run: Run) -> None:
                                        redis_prefix=f"bench:{os.urandom(6).hex()}:")
             if "portcullis_full" not in names:
                 config_path = gateway.write_config(run.workdir / name / "portcullis.yaml", cfg)
-                api_key = gateway.create_api_key(_portcullis_argv(), config_path, {**os.environ, **env}, "bench-key")
+                api_key = gateway.create_api_key(gateway.portcullis_argv(), config_path, {**os.environ, **env},
+                                                 "bench-key")
             proc, _ = _start_gateway(run, name, cfg, env)
             audit = run.workdir / name / "audit.jsonl"
         else:  # portcullis_jwt
@@ -289,6 +287,29 @@ def measure_all(run: Run) -> None:
             print(f"round {index}/{o.rounds} {target.name:24s} c{o.connections}: {c50['rps']:>10,.0f} rps "
                   f"p99 {c50['p99_ms']:.3f} ms  cpu {c50['cpu_us_per_request']} us/req | "
                   f"c1: p50 {c1['p50_ms']:.3f} ms p99 {c1['p99_ms']:.3f} ms", flush=True)
+
+
+def measure_hostile(run: Run) -> dict[str, Any] | None:
+    """H1 (bench/hostile_phase.py): a fresh gateway with setup 5's config and key, clean and attacked rounds."""
+    if run.hostile_upstream is None or "portcullis_full" not in run.targets:
+        return None
+    name = hostile_phase.HOSTILE_SETUP
+    port, (upstream_port, upstream_log) = free_port(), run.hostile_upstream
+    cfg = gateway.full_config(run.workdir / name, port, upstream_port, free_port())
+    cfg["store"] = {"url": f"sqlite:///{run.workdir / 'portcullis_full' / 'portcullis.db'}"}  # setup 5's API key
+    proc, _ = _start_gateway(run, name, cfg, run.gateway_env)
+    target = Target(name, port, proc, upstream_log)
+    _await_port(proc, port)
+    probe(run, target)
+    o = run.opts
+    try:
+        return hostile_phase.measure(
+            run.group, sut=proc, port=port, url=target.url, headers=run.headers, api_key=dict(run.headers)["X-API-Key"],
+            rounds=o.rounds, duration_s=o.duration_s, warmup_s=o.warmup_s, connections=o.connections,
+            load_cpu=run.load_cpu, workdir=run.workdir / name,
+        )
+    finally:
+        proc.stop()
 
 
 def _count_lines(path: Path) -> int:
@@ -365,7 +386,7 @@ def machine_info(pinned: bool) -> dict[str, Any]:
     }
 
 
-def build_result(run: Run, audits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def build_result(run: Run, audits: dict[str, dict[str, Any]], hostile: dict[str, Any] | None) -> dict[str, Any]:
     setups: dict[str, Any] = {}
     for name in run.opts.setups:
         label = SETUPS[name]
@@ -385,6 +406,8 @@ def build_result(run: Run, audits: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "ratios": report.ratios(setups),
         "added_latency_ms": report.added_latency(setups),
         "tail_ratio": report.tail_ratio(setups),
+        "hostile_ratio": report.hostile_ratio(hostile),
+        "hostile": hostile,
         "audit_records_match": all(audit_ok) if audit_ok else None,
         "audit": audits,
         "setups": setups,
@@ -431,7 +454,8 @@ def main() -> int:
         start_setups(run)
         measure_all(run)
         audits = audit_check(run)
-        result = build_result(run, audits)
+        hostile = measure_hostile(run)
+        result = build_result(run, audits, hostile)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:  # BenchError, wrk or `keys create` failures
         print(f"\nBENCH FAILED: {exc}", file=sys.stderr, flush=True)
         return 1

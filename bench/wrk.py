@@ -1,7 +1,9 @@
 """Run wrk and read its report.
 
 Why parse text: wrk's summary (with ``--latency``) is stable across 4.x releases and needs no Lua
-script on disk; every figure used downstream is extracted here and nowhere else.
+script on disk; every figure used downstream is extracted here and nowhere else. The one figure
+the summary lacks, the 95th percentile (``bench.hostile_suite`` reports it), comes from a
+three-line ``done`` hook (``write_p95_script``) that prints one more line.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.procs import pin_prefix
 
-__all__ = ["WrkResult", "parse_latency_ms", "parse_wrk", "run_wrk"]
+__all__ = ["WrkResult", "parse_latency_ms", "parse_wrk", "run_wrk", "write_p95_script"]
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 _LATENCY = re.compile(r"^\s*(50|75|90|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", re.MULTILINE)
@@ -22,6 +25,11 @@ _REQUESTS = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m),", re.MULTILI
 _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
 _SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+_P95 = re.compile(r"^p95_us\s+([\d.]+)\s*$", re.MULTILINE)
+P95_LUA = """done = function(summary, latency, requests)
+  io.write(string.format("p95_us %d\\n", latency:percentile(95)))
+end
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +44,7 @@ class WrkResult:
     p99_ms: float
     non_2xx_3xx: int
     socket_errors: int
+    p95_ms: float | None = None  # only with the ``write_p95_script`` hook
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +63,7 @@ def parse_wrk(text: str, connections: int) -> WrkResult:
         raise ValueError(f"unexpected wrk output:\n{text}")
     sock = _SOCKET.search(text)
     non2xx = _NON2XX.search(text)
+    p95 = _P95.search(text)
     return WrkResult(
         connections=connections,
         duration_s=parse_latency_ms(req.group(2), req.group(3)) / 1000.0,
@@ -63,13 +73,23 @@ def parse_wrk(text: str, connections: int) -> WrkResult:
         p99_ms=lat["99"],
         non_2xx_3xx=int(non2xx.group(1)) if non2xx else 0,
         socket_errors=sum(int(g) for g in sock.groups()) if sock else 0,
+        p95_ms=float(p95.group(1)) / 1000.0 if p95 else None,
     )
 
 
+def write_p95_script(directory: Path) -> Path:
+    """The ``done`` hook that prints ``p95_us N`` after wrk's summary; pass its path as ``script``."""
+    path = directory / "p95.lua"
+    path.write_text(P95_LUA, encoding="utf-8")
+    return path
+
+
 def run_wrk(url: str, headers: Sequence[tuple[str, str]], *, connections: int, duration_s: int,
-            cpu: int | None) -> WrkResult:
+            cpu: int | None, script: Path | None = None) -> WrkResult:
     """One bounded wrk run (1 thread) against ``url``; raises if wrk fails or overruns."""
     argv = [*pin_prefix(cpu), "wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "--timeout", "5s"]
+    if script is not None:
+        argv += ["-s", str(script)]
     for name, value in headers:
         argv += ["-H", f"{name}: {value}"]
     argv.append(url)

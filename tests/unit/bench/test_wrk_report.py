@@ -39,3 +39,8 @@ def test_microsecond_and_second_latencies_are_converted_to_ms() -> None:
 def test_a_report_without_latency_figures_is_an_error_not_a_zero() -> None:
     with pytest.raises(ValueError, match="unexpected wrk output"):
         parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n", connections=50)
+
+
+def test_the_95th_percentile_is_read_from_the_done_hooks_line_when_present() -> None:
+    assert parse_wrk(WRK_OUTPUT, connections=10).p95_ms is None
+    assert parse_wrk(WRK_OUTPUT + "p95_us 15230\n", connections=10).p95_ms == pytest.approx(15.23)
