@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 import orjson
 import pytest
 from aiohttp import web
-from tests.conftest import Gateway, GatewayFactory, UpstreamServer, read_response, start_front_door
+from tests.conftest import (
+    Gateway,
+    GatewayFactory,
+    UpstreamServer,
+    front_door_yaml,
+    read_response,
+    start_front_door,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -222,6 +230,52 @@ async def test_a_client_that_never_reads_is_cut_and_releases_the_upstream(
     assert 0 < received < len(big)  # cut: the connection ended long before the answer did
     writer.close()
     await served(gw)
+
+
+@pytest.mark.parametrize("max_stalled", [4, 1000], ids=["capped", "uncapped-control"])
+async def test_a_hundred_clients_that_never_read_cannot_starve_the_upstream_pool(
+    make_gateway: GatewayFactory, upstream: UpstreamServer, max_stalled: int
+) -> None:
+    # 100 clients ask for an answer larger than every buffer on the way and never read it, through
+    # an upstream pool of 10, with the default 30 s write_timeout. Each waiting response holds an
+    # upstream connection; at most `max_stalled_responses` may wait, the longest waiting is cut.
+    # Capped, normal requests keep the rest of the pool; the control shows why the cap exists.
+    big = b"z" * (8 * 1024 * 1024)
+
+    async def large(_: web.Request) -> web.StreamResponse:
+        return web.Response(body=big)
+
+    upstream.responses["/big"] = large
+    yaml = front_door_yaml(upstream.url, write_buffer_bytes="16KiB", max_stalled_responses=max_stalled).replace(
+        "connect_timeout: 2s", "connect_timeout: 0.5s", 1).replace(
+        "total_timeout: 5s}", "total_timeout: 5s, pool_size: 10}", 1)
+    gw = await make_gateway(yaml)
+    stalled: list[asyncio.StreamWriter] = []
+    for _ in range(100):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gw.port))
+        _, writer = await asyncio.open_connection(sock=sock, limit=1024)
+        writer.transport.pause_reading()  # never reads
+        writer.write(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        stalled.append(writer)
+    try:
+        # Capped, every attacker's request reaches the upstream in turn; uncapped, the first ten hold the pool.
+        async with asyncio.timeout(20):
+            while len(upstream.seen) < (100 if max_stalled < 10 else 10):
+                await asyncio.sleep(0.05)
+        statuses = [(await gw.client.get("/echo")).status_code for _ in range(20)]
+        if max_stalled == 1000:
+            assert 504 in statuses  # uncapped: ten stalled clients hold the pool, others wait and time out
+            return
+        assert statuses == [200] * 20
+        cut = [r for r in await gw.audit_records() if r["decision"] == "client_cut:stalled"]
+        assert len(cut) == 100 - max_stalled
+        assert all(r["route"] == "big" and r["status"] == 200 and r["bytes_out"] < len(big) for r in cut)
+    finally:
+        for writer in stalled:
+            writer.transport.abort()
 
 
 async def test_connections_beyond_the_per_ip_cap_get_503(make_gateway: GatewayFactory, upstream: UpstreamServer) -> None:

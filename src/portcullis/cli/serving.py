@@ -95,7 +95,8 @@ def server_limits(listen: ListenConfig, *, fd_limit: int | None = None) -> Serve
         body_buffer_bytes=listen.body_buffer_bytes, first_byte_timeout=listen.first_byte_timeout,
         head_timeout=listen.head_timeout, body_timeout=listen.body_timeout, body_min_rate=listen.body_min_rate,
         keepalive_timeout=listen.keepalive_timeout, write_timeout=listen.write_timeout,
-        write_high_water=listen.write_buffer_bytes, max_connections=max_connections,
+        write_high_water=listen.write_buffer_bytes, max_stalled_responses=listen.max_stalled_responses,
+        max_connections=max_connections,
         max_connections_per_ip=listen.max_connections_per_ip,
         graceful_timeout=max(0.001, listen.graceful_timeout),
     )

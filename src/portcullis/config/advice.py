@@ -31,4 +31,13 @@ def config_warnings(config: GatewayConfig) -> list[str]:
                 f"only limits the extra fetches unknown kids cause (one per {_seconds(interval)}), it does not "
                 f"slow the TTL refresh."
             )
+    stalled = config.listen.max_stalled_responses
+    for name, upstream in config.upstreams.items():
+        if upstream.pool_size <= stalled:
+            # server/connection.py drain(): stalled clients may hold up to this many upstream connections.
+            warnings.append(
+                f"upstreams.{name}.pool_size ({upstream.pool_size}) is not above listen.max_stalled_responses "
+                f"({stalled}): clients that never read their answers could hold every connection to this "
+                f"upstream until write_timeout, and other requests would wait for one."
+            )
     return warnings

@@ -132,6 +132,12 @@ class ListenConfig(_Model):
         "64KiB", description="Response bytes buffered per connection before the gateway waits for the client "
         "to read (flow control).",
     )
+    max_stalled_responses: int = Field(
+        32, ge=1, le=1_000_000, description="Most responses waiting at once on clients that leave "
+        "`write_buffer_bytes` unread. A waiting response keeps what it holds (an upstream connection), so "
+        "one wait too many cuts the connection that has waited longest: a client that never reads. Keep it "
+        "well below every upstream's `pool_size`.",
+    )
     max_connections: int = Field(
         4096, ge=1, le=1_000_000, description="Most open client connections per worker process; beyond, 503 "
         "and close. Lowered at start to half the process's open-file limit, so upstream connections and files "

@@ -42,7 +42,7 @@ from portcullis.ingress.runtime import CompiledRoute, Runtime
 from portcullis.limiting.headers import retry_after_value
 from portcullis.pipeline.base import Reject, Respond
 from portcullis.pipeline.chain import PolicyChain
-from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, BodyPlan, Refusal
+from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, BodyPlan, ClientDisconnected, Refusal
 from portcullis.upstream.base import UpstreamRequest
 
 __all__ = ["TRUNCATED_KIND", "GatewayApp"]
@@ -207,6 +207,11 @@ class GatewayApp:
         except _ClientGone:
             ctx.decision = "client_disconnected"
             status = 499
+        except ClientDisconnected as exc:
+            # Our server tells a send to a client that is gone; the upstream answer (if any) was
+            # abandoned mid-body, so its connection is discarded rather than read to the end.
+            ctx.decision = "client_disconnected" if exc.reason == "gone" else f"client_cut:{exc.reason}"
+            status = ctx.response_status if ctx.response_status is not None else 499
         except Exception:
             rt.metrics.internal_errors.inc()
             log.exception("internal error request_id=%s", request_id)

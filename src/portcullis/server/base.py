@@ -32,6 +32,7 @@ __all__ = [
     "ASGIApp",
     "BodyPlan",
     "BodyPlanner",
+    "ClientDisconnected",
     "Headers",
     "Message",
     "Receive",
@@ -82,6 +83,21 @@ class Refusal:
     @property
     def decision(self) -> str:
         return f"{self.kind}:{self.reason}"
+
+
+class ClientDisconnected(OSError):
+    """``send`` was called for a client that is gone: the app should stop producing its response.
+
+    The ASGI spec (2.4) asks a server to raise a server-specific ``OSError`` subclass here rather
+    than drop the message silently: an app streaming an upstream answer otherwise reads the rest of
+    it for nobody, holding the upstream connection. ``reason`` is a fixed token for the audit:
+    ``gone`` (the client closed or reset), ``write_timeout`` (it left its answer unread too long)
+    or ``stalled`` (cut to free what its response held; see ``ServerLimits.max_stalled_responses``).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"client disconnected: {reason}")
+        self.reason = reason
 
 
 class RefusalSink(Protocol):

@@ -76,6 +76,7 @@ class HttpConnection(asyncio.Protocol):
         self._write_paused_at = 0.0
         self._writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._cut_reason = "gone"  # what connection_lost tells the cycle, unless the server cut it
         self._reading_paused = False
         self._queue: deque[RequestCycle | Refusal] = deque()
         self._cycle: RequestCycle | None = None
@@ -132,7 +133,7 @@ class HttpConnection(asyncio.Protocol):
             self._state.caps.release(self._peer)
             self._state.forget(self)
         if self._cycle is not None:
-            self._cycle.lost()
+            self._cycle.lost(self._cut_reason)
         for item in self._queue:
             if isinstance(item, RequestCycle):
                 item.lost()
@@ -370,10 +371,36 @@ class HttpConnection(asyncio.Protocol):
             self._transport.write(data)
 
     async def drain(self) -> None:
-        """Wait until the client has read enough (or is gone); the write timeout bounds the wait."""
-        if self.writing_paused:
-            self._drain_waiter = self._loop.create_future()
+        """Wait until the client has read enough (or is gone); the write timeout bounds the wait.
+
+        While it waits, the app keeps what the response holds (an upstream connection), so the
+        waits are capped (``max_stalled_responses``): one wait too many cuts the connection that
+        has waited longest. A client that never reads is always the longest waiting; one that
+        reads slowly waits a moment and goes. So stalled clients can never hold every upstream
+        connection, and normal traffic keeps the rest of the pool.
+        """
+        if not self.writing_paused:
+            return
+        stalled = self._state.stalled
+        stalled[self] = None
+        if len(stalled) > self._limits.max_stalled_responses:
+            oldest = next(iter(stalled))
+            log.info("a response waited longest on a client that does not read; connection cut to free it")
+            oldest.cut("stalled")
+        if self._closing:
+            return
+        self._drain_waiter = self._loop.create_future()
+        try:
             await self._drain_waiter
+        finally:
+            stalled.pop(self, None)
+
+    def cut(self, reason: str) -> None:
+        """Cut the connection now, without flushing; its response's ``send`` raises with ``reason``."""
+        self._state.stalled.pop(self, None)
+        if self._transport is not None:
+            self._cut_reason = reason
+            self._transport.abort()
 
     def abort(self) -> None:
         self._close()
@@ -541,7 +568,7 @@ class HttpConnection(asyncio.Protocol):
             self._transport.abort()
         elif self._writing_paused:
             log.info("client did not read its response within the write timeout; connection cut")
-            self._transport.abort()
+            self.cut("write_timeout")
         elif self._parsing == _HEAD:
             self._refuse(self._request_refusal(ErrorCode.REQUEST_TIMEOUT, "head_timeout", "server_timeout"))
         elif self._parsing == _BODY:

@@ -26,7 +26,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from portcullis.errors import ClientError
-from portcullis.server.base import Message, Scope
+from portcullis.server.base import ClientDisconnected, Message, Scope
 from portcullis.server.body import RequestBody
 from portcullis.server.response import CHUNK_END, date_line, encode_head
 from portcullis.server.stream import BodyGone, StreamedBody
@@ -48,7 +48,8 @@ class RequestCycle:
 
     __slots__ = (
         "_body", "_body_done", "_body_refused", "_chunked", "_conn", "_head_only", "_head_sent", "_headers",
-        "_http11", "_no_body", "_started", "_waiter", "complete", "disconnected", "keep_alive", "scope", "status",
+        "_http11", "_no_body", "_started", "_waiter", "complete", "cut_reason", "disconnected", "keep_alive", "scope",
+        "status",
     )
 
     def __init__(
@@ -72,6 +73,7 @@ class RequestCycle:
         self.status = 0
         self.complete = False
         self.disconnected = False
+        self.cut_reason = "gone"
 
     @property
     def head_sent(self) -> bool:
@@ -125,8 +127,10 @@ class RequestCycle:
             return
         if kind != "http.response.body" or not self._started:
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
-        if self.complete or self.disconnected:
+        if self.complete:
             return
+        if self.disconnected:
+            raise ClientDisconnected(self.cut_reason)
         body: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
         conn = self._conn
@@ -144,6 +148,8 @@ class RequestCycle:
             conn.response_complete(self)
         elif conn.writing_paused:
             await conn.drain()
+            if self.disconnected:
+                raise ClientDisconnected(self.cut_reason)
 
     def _frame(self, body: bytes) -> bytes:
         if self._no_body:
@@ -192,8 +198,10 @@ class RequestCycle:
             self._wake()
             self._conn.abort()
 
-    def lost(self) -> None:
-        """The client is gone: nothing more is sent, a pending ``receive`` returns disconnect."""
+    def lost(self, reason: str = "gone") -> None:
+        """The client is gone: nothing more is sent (``send`` raises), ``receive`` returns disconnect."""
+        if not self.disconnected:
+            self.cut_reason = reason
         self.disconnected = True
         self._wake()
 

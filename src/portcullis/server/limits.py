@@ -34,6 +34,7 @@ class ServerLimits:
     keepalive_timeout: float = 5.0  # idle between requests on a kept-alive connection
     write_timeout: float = 30.0  # longest a client may leave the write buffer above high water
     write_high_water: int = 64 * KiB  # transport write buffer: ``send`` waits above this
+    max_stalled_responses: int = 32  # responses waiting on clients that do not read; the longest waiting is cut beyond
     max_connections: int = 4096  # open connections in this process (503 beyond)
     max_connections_per_ip: int = 256  # open connections from one peer address (503 beyond)
     graceful_timeout: float = 10.0  # drain: in-flight requests may finish within this

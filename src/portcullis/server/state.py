@@ -29,10 +29,15 @@ class ServerState:
     body_plan: BodyPlanner | None
     scheme: str
     connections: set[HttpConnection] = field(default_factory=set)
+    # Connections whose response is waiting for the client to read, oldest wait first (dicts keep
+    # insertion order). While it waits, the app keeps what the response holds (an upstream
+    # connection): their number is capped by ``limits.max_stalled_responses``.
+    stalled: dict[HttpConnection, None] = field(default_factory=dict)
     draining: bool = False
     all_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def forget(self, connection: HttpConnection) -> None:
+        self.stalled.pop(connection, None)
         self.connections.discard(connection)
         if not self.connections:
             self.all_closed.set()

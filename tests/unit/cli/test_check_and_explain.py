@@ -72,6 +72,18 @@ def test_check_says_nothing_about_jwks_timing_when_the_ttl_is_the_longer(tmp_pat
     assert "⚠" not in out
 
 
+@pytest.mark.parametrize(("pool_size", "warned"), [(32, True), (33, False)])
+def test_check_warns_when_stalled_clients_could_hold_an_upstream_pool(
+    tmp_path: Path, pool_size: int, warned: bool
+) -> None:
+    config = tmp_path / "pool.yaml"
+    config.write_text(f"upstreams: {{a: {{url: 'http://127.0.0.1:1', pool_size: {pool_size}}}}}\n"
+                      "routes: [{name: r, path: /r, upstream: a, auth: none}]\n")
+    code, out = run("check", str(config))
+    assert code == 0, out
+    assert ("⚠ upstreams.a.pool_size (32) is not above listen.max_stalled_responses (32)" in out) is warned
+
+
 def test_explain_shows_canonical_path_route_and_chain() -> None:
     code, out = run("explain", str(ROOT / "examples" / "quickstart.yaml"), "GET", "/x/../orders//./42")
     assert code == 0, out
