@@ -4,7 +4,8 @@ Each refusal must be an RFC 9457 problem document with ``x-request-id`` and the 
 and must leave an audit record; each attack runs next to a normal client that must be served.
 Timeouts are injected small (0.2 s) and nothing asserts a wall-clock duration.
 
-Sources: RFC 9112 sections 2.2, 3.2, 5.2, 6.1, 6.3, 7.1, 9.3; PortSwigger "HTTP request smuggling"
+Sources: RFC 9112 sections 2.2, 3.2, 5.2, 6.1, 6.3, 7.1, 9.3; RFC 9110 section 10.1.1 (Expect);
+J. Kettle, "HTTP/1.1 must die" (2025: Expect-based desync); PortSwigger "HTTP request smuggling"
 (CL.TE, TE.CL, TE.TE); CVE-2019-18277 (TE obfuscation), CVE-2018-7159 (chunk-size overflow),
 CVE-2020-7238 (space before colon); slowloris (R. Hansen, 2009); OWASP-API4 (resource consumption).
 """
@@ -116,6 +117,29 @@ async def test_te_with_content_length_is_refused_before_the_body(make_gateway: G
     assert upstream.seen == []
 
 
+EXPECTATIONS = [
+    pytest.param(b"Expect: something", id="RFC9110-10.1.1-unknown-expectation"),
+    pytest.param(b"Expect: 100-continue; foo=bar", id="RFC9110-10.1.1-100-continue-has-no-parameters"),
+    pytest.param(b"Expect: y 100-continue", id="kettle-2025-expect-desync-obfuscated-value"),
+    pytest.param(b"Expect: 100-continue\r\nExpect: x", id="RFC9110-5.3-unknown-member-in-a-second-field"),
+]
+
+
+@pytest.mark.parametrize("expect", EXPECTATIONS)
+async def test_an_expectation_other_than_100_continue_gets_417_before_the_body(
+    make_gateway: GatewayFactory, upstream: UpstreamServer, expect: bytes
+) -> None:
+    gw = await start_front_door(make_gateway, upstream)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n" + expect + b"\r\n\r\n")
+    response = await read_response(reader)  # no 100 (Continue) first, and no body was sent
+    await assert_refusal(gw, response, 417, "request.expectation_failed", "invalid_request:expectation_unsupported")
+    await assert_closed(reader)
+    writer.close()
+    assert upstream.seen == []
+    await served(gw)
+
+
 async def test_an_unterminated_head_is_cut_at_the_limit_with_bounded_reading(
     make_gateway: GatewayFactory, upstream: UpstreamServer
 ) -> None:
@@ -145,6 +169,15 @@ async def test_too_many_header_fields_get_431(make_gateway: GatewayFactory, upst
     await assert_refusal(gw, response, 431, "request.headers_too_large", "invalid_request:too_many_headers")
 
 
+async def test_expect_fields_count_towards_the_header_field_limit(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    gw = await start_front_door(make_gateway, upstream, max_header_count=10)
+    fields = b"Expect: 100-continue\r\n" * 11
+    response = await exchange(gw.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n" + fields + b"\r\n")
+    await assert_refusal(gw, response, 431, "request.headers_too_large", "invalid_request:too_many_headers")
+
+
 async def test_an_oversized_target_gets_414(make_gateway: GatewayFactory, upstream: UpstreamServer) -> None:
     gw = await start_front_door(make_gateway, upstream, max_target_bytes="1KiB")
     response = await exchange(gw.port, b"GET /echo?" + b"q" * 2000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -158,7 +191,8 @@ async def test_slowloris_head_is_cut_by_the_head_timeout_while_others_are_served
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Slow: ")
     await served(gw)
-    response = await read_response(reader)
+    async with asyncio.timeout(5):  # the head's deadline, not the first-byte one (10 s) armed before it
+        response = await read_response(reader)
     await assert_refusal(gw, response, 408, "request.timeout", "server_timeout:head_timeout")
     writer.close()
 

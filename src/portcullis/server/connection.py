@@ -2,26 +2,30 @@
 
 Why our own: uvicorn buffered an unterminated head without limit, had no timeout for a head, a
 body or a client that does not read, answered parser errors in plain text, and dispatched a head
-before its body's framing was known to be good. This protocol owns those decisions:
+before its body's framing was known to be good. This module is the state machine that owns those
+decisions (parse state, the request in flight, the pipelining queue, closing, one timer):
 
 - sizes while reading: bytes of an unfinished head are counted in ``data_received`` (431, or 414
   while still in the target), header fields are counted (431), bodies are bounded by the route's
   limit (413) as they arrive;
-- time: one loop timer per connection (``loop.call_at``), re-armed lazily; what it guards follows
-  from the state (first byte, head, body at a minimum rate, keep-alive idle, a paused write);
-- framing: llhttp's errors and ``framing.py``'s rules become refusals; the connection closes;
+- time: one loop timer per connection (``loop.call_at``), re-armed lazily; ``deadlines`` says
+  which timeout applies in which state and when it runs out, this module acts on it;
+- framing: llhttp's errors and ``framing``'s rules become refusals (400, or 417 for an ``Expect``
+  other than ``100-continue``); the connection closes;
 - order: a request is dispatched only once its body is read and checked (unless the app's
   ``BodyPlan`` streams it: then at its head, with the body following as a ``StreamedBody``);
   reading pauses while a response is in flight, and pipelined requests are answered in order.
+
+The pure parts live beside it: ``scope`` (what the app is told), ``deadlines`` (the timeout
+table), ``framing`` (head rules), ``body`` (buffering), ``cycle`` (one request's ASGI calls),
+``refusal`` and ``response`` (bytes on the wire).
 
 What it refuses to do: let a refusal reach the client in any form but a problem document, keep a
 connection whose framing failed, or hand the app a request it has not read to the end unless the
 app asked for the body streamed.
 
-Why over 400 lines: it is one state machine (parse state, in-flight cycle, queue, closing, timer),
-and every transition touches the timer; split across modules it could no longer be read in one
-place. The pure parts live elsewhere (``framing``, ``body``, ``cycle``, ``refusal``, ``response``).
-Candidates to move out next: scope building and the deadline table.
+Why over 400 lines: what is left is the state machine itself, and every transition touches the
+timer; split further it could no longer be read in one place.
 """
 
 from __future__ import annotations
@@ -30,17 +34,21 @@ import asyncio
 import logging
 from collections import deque
 from typing import cast
-from urllib.parse import unquote
 
 import httptools
 
 from portcullis.errors import ClientError, ErrorCode
-from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, BodyPlan, Headers, Refusal
+from portcullis.server.base import ABORT_KEY, BodyPlan, Headers, Refusal
 from portcullis.server.body import RequestBody
 from portcullis.server.cycle import RequestCycle
-from portcullis.server.framing import framing_error
+from portcullis.server.deadlines import BODY, HEAD, IN_FLIGHT, KEEPALIVE, LINGER, WRITE, expires_at, waiting_for
+from portcullis.server.deadlines import PARSE_BODY as _BODY
+from portcullis.server.deadlines import PARSE_HEAD as _HEAD
+from portcullis.server.deadlines import PARSE_IDLE as _NONE
+from portcullis.server.framing import Expectation, expectation, framing_error
 from portcullis.server.refusal import new_refusal, render_refusal, report
 from portcullis.server.response import CONTINUE
+from portcullis.server.scope import build_scope, socket_address
 from portcullis.server.state import ServerState
 from portcullis.server.stream import StreamedBody
 
@@ -48,9 +56,6 @@ __all__ = ["HttpConnection"]
 
 log = logging.getLogger("portcullis.server")
 
-_NONE, _HEAD, _BODY = 0, 1, 2  # parse state of the request being read
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
-_LINGER_S = 2.0  # after a refusal, how long input is read and dropped so the answer is not reset
 _BUFFERED = BodyPlan()  # without a planner: read whole before dispatch, within the listener's limit
 
 
@@ -92,7 +97,7 @@ class HttpConnection(asyncio.Protocol):
         self._header_bytes = 0
         self._host_count = self._te_count = self._cl_count = 0
         self._te = self._cl = b""
-        self._expect_continue = False
+        self._expects: list[bytes] | None = None  # Expect field values, when there are any
         self._method = ""
         self._scope: dict[str, object] | None = None
         self._body: RequestBody | StreamedBody | None = None
@@ -103,13 +108,9 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, base: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport is not an asyncio.Transport subclass, only the same interface.
         self._transport = transport = cast(asyncio.Transport, base)
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self._client = (str(peer[0]), int(peer[1]))
-            self._peer = self._client[0]
-        sock = transport.get_extra_info("sockname")
-        if isinstance(sock, tuple):
-            self._server = (str(sock[0]), int(sock[1]))
+        self._client = client = socket_address(transport.get_extra_info("peername"))
+        self._peer = client[0] if client is not None else ""
+        self._server = socket_address(transport.get_extra_info("sockname"))
         transport.set_write_buffer_limits(high=self._limits.write_high_water)
         self._since = self._loop.time()
         refused = self._state.caps.admit(self._peer)
@@ -188,6 +189,8 @@ class HttpConnection(asyncio.Protocol):
         self._parsing = _HEAD
         if self._cycle is None and not self._queue:
             self._since = self._loop.time()
+            # The head's deadline may be earlier than the first-byte or keep-alive one armed now.
+            self._arm()
 
     def on_url(self, part: bytes) -> None:
         self._url += part
@@ -211,7 +214,11 @@ class HttpConnection(asyncio.Protocol):
             self._cl_count += 1
             self._cl = value
         elif name == b"expect":
-            self._expect_continue = value.lower() == b"100-continue"
+            expects = self._expects
+            if expects is None:
+                self._expects = [value]
+            else:
+                expects.append(value)
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -221,7 +228,16 @@ class HttpConnection(asyncio.Protocol):
         reason = framing_error(version, self._host_count, self._te_count, self._te, self._cl_count, self._cl)
         if reason is not None:
             self._stop(ErrorCode.REQUEST_MALFORMED, reason)
-        scope = self._build_scope(version)
+        wants_continue = False
+        if self._expects is not None:
+            expect = expectation(b",".join(self._expects))
+            if expect is Expectation.UNSUPPORTED:
+                self._stop(ErrorCode.REQUEST_EXPECTATION_FAILED, "expectation_unsupported")
+            wants_continue = expect is Expectation.CONTINUE and version == "1.1"  # HTTP/1.0: ignored
+            # Answered here, so not passed on: a backend would judge it again (Envoy drops it too).
+            self._headers = [pair for pair in self._headers if pair[0] != b"expect"]
+        scope = build_scope(self._url, version, self._method, self._headers, self._server, self._client,
+                            self._state.scheme)
         self._scope = scope
         has_body = self._te_count > 0 or (self._cl_count > 0 and int(self._cl) > 0)
         if not has_body:
@@ -247,7 +263,7 @@ class HttpConnection(asyncio.Protocol):
             body.on_drained = self._body_drained
         self._parsing = _BODY
         self._body_since = self._loop.time()
-        if self._expect_continue and version == "1.1" and self._transport is not None:
+        if wants_continue and self._transport is not None:
             self._transport.write(CONTINUE)  # RFC 9110 section 10.1.1: the body is wanted
         if plan.stream:
             self._dispatch(scope, streamed)  # the body follows as it arrives
@@ -284,25 +300,7 @@ class HttpConnection(asyncio.Protocol):
         if self._cycle is None:
             self._next()
 
-    def _build_scope(self, version: str) -> dict[str, object]:
-        url = self._url
-        extensions: dict[str, object] = {}
-        try:
-            parsed = httptools.parse_url(url)
-            raw_path: bytes = parsed.path or b""
-            query: bytes = parsed.query or b""
-        except httptools.HttpParserInvalidURLError:
-            raw_path, query = b"", b""
-        if url[:1] != b"/":
-            extensions[RAW_TARGET_KEY] = {"target": url}  # absolute, authority or asterisk form
-        path = raw_path.decode("latin-1")
-        return {
-            "type": "http", "asgi": _ASGI, "http_version": version, "server": self._server,
-            "client": self._client, "scheme": self._state.scheme, "method": self._method, "root_path": "",
-            "path": unquote(path) if "%" in path else path, "raw_path": raw_path, "query_string": query,
-            "headers": self._headers, "extensions": extensions,
-        }
-
+    # -- dispatch -----------------------------------------------------------------------------
     def _next(self) -> None:
         """Start the next queued request, send a queued refusal, or go idle."""
         self._cycle = None
@@ -312,7 +310,7 @@ class HttpConnection(asyncio.Protocol):
                 self._send_refusal(item)
                 return
             self._cycle = item
-            self._loop.create_task(self._run(item))
+            self._loop.create_task(item.run(self._state.app))
             return
         if self._state.draining:
             self._close()
@@ -321,21 +319,8 @@ class HttpConnection(asyncio.Protocol):
         self._resume_reading()
         self._arm()
 
-    async def _run(self, cycle: RequestCycle) -> None:
-        try:
-            await cycle.finish_body()
-            await self._state.app(cycle.scope, cycle.receive, cycle.send)
-        except Exception:
-            log.exception("the app failed on a request")
-            self._app_failed(cycle)
-        else:
-            if not cycle.complete and not cycle.disconnected:
-                log.error("the app returned without completing its response")
-                self._app_failed(cycle)
-        finally:
-            cycle.close_body()
-
-    def _app_failed(self, cycle: RequestCycle) -> None:
+    def app_failed(self, cycle: RequestCycle) -> None:
+        """Called by the cycle when the app raised or returned without completing its response."""
         if cycle.complete or cycle.disconnected or self._closing:
             return
         if cycle.head_sent:
@@ -525,30 +510,25 @@ class HttpConnection(asyncio.Protocol):
             self._arm()
 
     # -- time ---------------------------------------------------------------------------------
-    def _deadline(self) -> float | None:
-        limits = self._limits
-        if self._closing:
-            return self._since + min(_LINGER_S, limits.write_timeout)
-        if self._writing_paused:
-            return self._write_paused_at + limits.write_timeout
+    def _wait(self) -> tuple[int, float | None]:
+        """What the connection waits for now, and when that runs out (``deadlines``' table).
+
+        A streamed body is read while its request is with the app, so it is timed as a body; the
+        time its reading was paused for the app (backpressure) is not held against the client.
+        """
         body = self._body
-        streamed = isinstance(body, StreamedBody) and self._parsing == _BODY
-        if (self._cycle is not None or self._queue) and not streamed:
-            return None  # the app's own timeouts bound a request in flight
-        if self._parsing == _HEAD:
-            return self._since + limits.head_timeout
-        if self._parsing == _BODY:
-            size = body.size if body is not None else 0
-            waited = body.paused_s if isinstance(body, StreamedBody) else 0.0  # for the app, not the client
-            return self._body_since + waited + limits.body_timeout + size / limits.body_min_rate
-        if self._served:
-            return self._since + limits.keepalive_timeout
-        return self._since + limits.first_byte_timeout
+        streamed = isinstance(body, StreamedBody)
+        busy = (self._cycle is not None or bool(self._queue)) and not (streamed and self._parsing == _BODY)
+        wait = waiting_for(self._closing, self._writing_paused, busy, self._parsing, self._served)
+        waited = body.paused_s if isinstance(body, StreamedBody) else 0.0
+        deadline = expires_at(wait, self._limits, self._since, self._write_paused_at, self._body_since + waited,
+                              body.size if body is not None else 0)
+        return wait, deadline
 
     def _arm(self) -> None:
-        deadline = self._deadline()
+        _, deadline = self._wait()
         if deadline is None:
-            return
+            return  # the app's own timeouts bound a request in flight
         timer = self._timer
         if timer is not None:
             if timer.when() <= deadline:
@@ -558,22 +538,22 @@ class HttpConnection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        deadline = self._deadline()
-        if deadline is None or self._transport is None:
+        wait, deadline = self._wait()
+        transport = self._transport
+        if wait == IN_FLIGHT or transport is None:
             return
-        if self._loop.time() < deadline:
+        if deadline is not None and self._loop.time() < deadline:
             self._timer = self._loop.call_at(deadline, self._on_timer)
-            return
-        if self._closing:
-            self._transport.abort()
-        elif self._writing_paused:
+        elif wait == LINGER:
+            transport.abort()
+        elif wait == WRITE:
             log.info("client did not read its response within the write timeout; connection cut")
             self.cut("write_timeout")
-        elif self._parsing == _HEAD:
+        elif wait == HEAD:
             self._refuse(self._request_refusal(ErrorCode.REQUEST_TIMEOUT, "head_timeout", "server_timeout"))
-        elif self._parsing == _BODY:
+        elif wait == BODY:
             self._refuse(self._request_refusal(ErrorCode.REQUEST_TIMEOUT, "body_timeout", "server_timeout"))
-        elif self._served:
+        elif wait == KEEPALIVE:
             self._close()  # keep-alive idle: an ordinary end
         else:
             self._refuse(self._new_refusal(ErrorCode.REQUEST_TIMEOUT, "first_byte_timeout", "server_timeout",
