@@ -6,7 +6,11 @@ with whatever else runs; the gateway's own CPU time per request barely does. Thi
 to CPU 1, and divides the gateway's utime+stime delta over a wrk run by wrk's request count.
 It refuses to be a benchmark report: no JSON, no README table, just one figure per run.
 
-    python -m bench.cpu_per_request [--runs 3] [--duration 6]
+    python -m bench.cpu_per_request [--runs 3] [--duration 6] [--variant LABEL=PYTHONPATH ...]
+
+With several ``--variant``s (say, a pure-Python copy of src/ against the installed, compiled
+package) the gateways run side by side and are measured in turn, so slow phases of the shared
+machine hit every variant alike.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,16 +60,44 @@ def _wrk(port: int, key: str, duration: int) -> tuple[int, int, str]:
     return (int(match.group(1)) if match else 0), (int(bad.group(1)) if bad else 0), out
 
 
+def _start_gateway(work: Path, label: str, pythonpath: str, up_port: int, env: dict[str, str],
+                   key_store: Path | None) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port, admin_port = free_port(), free_port()
+    cfg = gateway.full_config(work / label, port, up_port, admin_port)
+    if key_store is not None:  # every variant verifies the same key against the first one's store
+        cfg["store"] = {"url": f"sqlite:///{key_store}"}
+    cfg_path = gateway.write_config(work / label / "portcullis.yaml", cfg)
+    if key_store is None:
+        env[_KEY_ENV] = gateway.create_api_key(_portcullis_argv(), cfg_path, env, "bench-key")
+    gw_env = {k: v for k, v in env.items() if k != _KEY_ENV}
+    if pythonpath:
+        gw_env["PYTHONPATH"] = pythonpath
+    log = (work / label / "gateway.log").open("wb")
+    gw = subprocess.Popen(  # noqa: S603
+        [*_pin(0), *_portcullis_argv(), "serve", str(cfg_path), "--log-level", "warning"],
+        env=gw_env, cwd=cfg_path.parent, stdout=log, stderr=subprocess.STDOUT)
+    if not wait_for_port(port, 30, None):
+        raise RuntimeError(f"gateway {label} did not start: " + (work / label / "gateway.log").read_text()[-2000:])
+    return gw, port, work / label / "portcullis.db"
+
+
+_KEY_ENV = "_BENCH_API_KEY"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=6)
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=PYTHONPATH",
+                        help="a gateway importing portcullis from PYTHONPATH (empty: the installed one); "
+                             "several variants run side by side and are measured in alternation")
     args = parser.parse_args()
+    variants = [v.split("=", 1) for v in (args.variant or ["installed="])]
 
     work = Path(tempfile.mkdtemp(prefix="portcullis-cpu-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        up_port, gw_port, admin_port, jwks_port = free_port(), free_port(), free_port(), free_port()
+        up_port, jwks_port = free_port(), free_port()
         paths = nginx.NginxPaths(prefix=work / "nginx", conf=work / "nginx" / "nginx.conf",
                                  pid=work / "nginx" / "nginx.pid", error_log=work / "nginx" / "error.log")
         (paths.prefix / "temp").mkdir(parents=True)
@@ -78,32 +111,34 @@ def main() -> int:
             raise RuntimeError("nginx did not start")
 
         env = {**os.environ, gateway.PEPPER_ENV: os.urandom(32).hex()}
-        cfg_path = gateway.write_config(work / "gw" / "portcullis.yaml",
-                                        gateway.full_config(work / "gw", gw_port, up_port, admin_port))
-        key = gateway.create_api_key(_portcullis_argv(), cfg_path, env, "bench-key")
-        log = (work / "gw" / "gateway.log").open("wb")
-        gw = subprocess.Popen(  # noqa: S603
-            [*_pin(0), *_portcullis_argv(), "serve", str(cfg_path), "--log-level", "warning"],
-            env=env, cwd=cfg_path.parent, stdout=log, stderr=subprocess.STDOUT)
-        procs.append(gw)
-        if not wait_for_port(gw_port, 30):
-            raise RuntimeError("gateway did not start: " + (work / "gw" / "gateway.log").read_text()[-2000:])
+        gateways: list[tuple[str, subprocess.Popen[bytes], int]] = []
+        key_store: Path | None = None
+        for label, pythonpath in variants:
+            gw, port, store = _start_gateway(work, label, pythonpath, up_port, env, key_store)
+            key_store = key_store or store
+            procs.append(gw)
+            gateways.append((label, gw, port))
+        key = env[_KEY_ENV]
 
-        _wrk(gw_port, key, 2)  # warm-up: connections, caches, first-call costs
-        figures = []
+        figures: dict[str, list[float]] = {label: [] for label, _, _ in gateways}
+        for _, _, port in gateways:
+            _wrk(port, key, 2)  # warm-up: connections, caches, first-call costs
         for i in range(args.runs):
-            before = tree_cpu_seconds(gw.pid)
-            count, bad, out = _wrk(gw_port, key, args.duration)
-            used = tree_cpu_seconds(gw.pid) - before
-            if count == 0 or bad:
-                print(out, file=sys.stderr)
-                raise RuntimeError(f"run {i}: {count} requests, {bad} non-2xx")
-            us = used / count * 1e6
-            figures.append(us)
-            print(f"run {i}: {count} req ({count / args.duration:.0f} req/s), {used:.2f} s CPU, {us:.1f} us/req",
-                  flush=True)
-            time.sleep(0.5)
-        print(f"best: {min(figures):.1f} us/req  (runs: {', '.join(f'{f:.1f}' for f in figures)})")
+            for label, gw, port in gateways:
+                before = tree_cpu_seconds(gw.pid)
+                count, bad, out = _wrk(port, key, args.duration)
+                used = tree_cpu_seconds(gw.pid) - before
+                if count == 0 or bad:
+                    print(out, file=sys.stderr)
+                    raise RuntimeError(f"{label} run {i}: {count} requests, {bad} non-2xx")
+                us = used / count * 1e6
+                figures[label].append(us)
+                print(f"{label} run {i}: {count} req ({count / args.duration:.0f} req/s), {used:.2f} s CPU, "
+                      f"{us:.1f} us/req", flush=True)
+                time.sleep(0.5)
+        for label, values in figures.items():
+            print(f"{label}: best {min(values):.1f} us/req, median {statistics.median(values):.1f}"
+                  f"  (runs: {', '.join(f'{f:.1f}' for f in values)})")
         return 0
     finally:
         for p in reversed(procs):
