@@ -136,8 +136,11 @@ def main() -> int:
                 print(f"{label} run {i}: {count} req ({count / args.duration:.0f} req/s), {used:.2f} s CPU, "
                       f"{us:.1f} us/req", flush=True)
                 time.sleep(0.5)
+        first = figures[gateways[0][0]]
         for label, values in figures.items():
-            print(f"{label}: best {min(values):.1f} us/req, median {statistics.median(values):.1f}"
+            ratio = statistics.median(v / f for v, f in zip(values, first, strict=True))
+            print(f"{label}: best {min(values):.1f} us/req, median {statistics.median(values):.1f}, "
+                  f"median ratio to {gateways[0][0]} in the same round {ratio:.3f}"
                   f"  (runs: {', '.join(f'{f:.1f}' for f in values)})")
         return 0
     finally:
