@@ -15,13 +15,26 @@ import asyncio
 import contextlib
 import socket
 import ssl as ssl_module
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from portcullis.server.base import ASGIApp, BodyPlanner, RefusalSink
 from portcullis.server.caps import ConnectionCaps
 from portcullis.server.connection import HttpConnection
 from portcullis.server.limits import ServerLimits
 from portcullis.server.state import ServerState
+
+
+class _Server(Protocol):
+    """What we use of ``loop.create_server``'s result: uvloop returns its own ``uvloop.Server``,
+    which is no ``asyncio.Server`` (compiled code checks the declared type and refused it)."""
+
+    @property
+    def sockets(self) -> Sequence[Any]: ...  # uvloop: a list, asyncio: a tuple
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 __all__ = ["Listener"]
 
@@ -38,7 +51,7 @@ class Listener:
         caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_ip, exempt_from_ip_cap)
         self._state = ServerState(app, limits, caps, sink, body_plan, "https" if ssl else "http")
         self._state.all_closed.set()
-        self._server: asyncio.Server | None = None
+        self._server: _Server | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None) -> None:
         state = self._state
