@@ -241,6 +241,18 @@ async def start_front_door(make_gateway: GatewayFactory, upstream: UpstreamServe
     return await make_gateway(front_door_yaml(upstream.url, **listen), http_server="portcullis")
 
 
+@contextlib.asynccontextmanager
+async def raw_connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A client socket to the gateway for raw bytes, closed on the way out whatever the server did."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes], bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head[:-4].split(b"\r\n")

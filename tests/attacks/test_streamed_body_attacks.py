@@ -16,13 +16,11 @@ POST", Wong Onn Chee, 2010). The legitimate streamed uploads are in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from tests.conftest import Gateway, GatewayFactory, front_door_yaml, read_response
+from tests.conftest import Gateway, GatewayFactory, front_door_yaml, raw_connection, read_response
 
 from portcullis.testing import RecordingUpstream
 
@@ -66,22 +64,11 @@ async def assert_problem(gw: Gateway, response: tuple[int, dict[bytes, bytes], b
     assert [(r["route"], r["status"], r["decision"]) for r in records] == [("upload", status, decision)]
 
 
-@contextlib.asynccontextmanager
-async def upload(gw: Gateway) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-
-
 async def test_the_route_limit_cuts_a_streamed_body_with_413_and_the_upstream_sees_it_aborted(
     make_gateway: GatewayFactory, recording_upstream: RecordingUpstream
 ) -> None:
     gw = await start(make_gateway, recording_upstream)
-    async with upload(gw) as (reader, writer):
+    async with raw_connection(gw.port) as (reader, writer):
         writer.write(HEAD + FIRST)
         await upstream_has(recording_upstream, 60)  # truly mid-stream: the upstream has the first part
         writer.write(b"3c\r\n" + b"b" * 60 + b"\r\n")  # 120 in all: over the limit of 100
@@ -97,7 +84,7 @@ async def test_a_bad_chunk_on_a_streaming_route_ends_the_request_without_a_trace
 ) -> None:
     gw = await start(make_gateway, recording_upstream)
     caplog.set_level(logging.INFO)
-    async with upload(gw) as (reader, writer):
+    async with raw_connection(gw.port) as (reader, writer):
         writer.write(HEAD + FIRST)
         await upstream_has(recording_upstream, 60)
         writer.write(b"zz\r\nhello\r\n0\r\n\r\n")  # RFC 9112 section 7.1: a chunk size is hex digits
@@ -111,7 +98,7 @@ async def test_a_chunk_size_overflow_on_a_streaming_route_is_refused_mid_stream(
     make_gateway: GatewayFactory, recording_upstream: RecordingUpstream
 ) -> None:
     gw = await start(make_gateway, recording_upstream)
-    async with upload(gw) as (reader, writer):
+    async with raw_connection(gw.port) as (reader, writer):
         writer.write(HEAD + FIRST)
         await upstream_has(recording_upstream, 60)
         writer.write(b"1ffffffffffffffff\r\nhello\r\n0\r\n\r\n")  # CVE-2018-7159
@@ -124,7 +111,7 @@ async def test_a_stalled_streamed_upload_is_cut_by_the_body_timeout_with_408(
     make_gateway: GatewayFactory, recording_upstream: RecordingUpstream
 ) -> None:
     gw = await start(make_gateway, recording_upstream, body_timeout="0.3s", body_min_rate="1MiB")
-    async with upload(gw) as (reader, writer):
+    async with raw_connection(gw.port) as (reader, writer):
         writer.write(HEAD + FIRST)  # then nothing more: slow POST
         response = await read_response(reader)
     await assert_problem(gw, response, 408, "request.timeout", "server_timeout:body_timeout")
@@ -135,7 +122,7 @@ async def test_a_client_that_leaves_mid_stream_aborts_the_upstream_request(
     make_gateway: GatewayFactory, recording_upstream: RecordingUpstream
 ) -> None:
     gw = await start(make_gateway, recording_upstream)
-    async with upload(gw) as (_, writer):
+    async with raw_connection(gw.port) as (_, writer):
         writer.write(HEAD + FIRST)
         await upstream_has(recording_upstream, 60)
     assert await upstream_ended(recording_upstream) == ["cut"]

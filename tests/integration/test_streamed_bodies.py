@@ -9,11 +9,9 @@ ended" is observed, never inferred from timing. Refusals mid-stream are in
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
-from tests.conftest import Gateway, GatewayFactory, front_door_yaml, read_response
+from tests.conftest import Gateway, GatewayFactory, front_door_yaml, raw_connection, read_response
 
 from portcullis.testing import RecordingUpstream
 
@@ -31,22 +29,11 @@ async def start(make_gateway: GatewayFactory, upstream: RecordingUpstream, **lis
     return await make_gateway(front_door_yaml(upstream.url, ROUTES, **listen))
 
 
-@contextlib.asynccontextmanager
-async def connection(gw: Gateway) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-
-
 async def test_a_streaming_route_forwards_the_first_bytes_of_a_slow_upload_before_it_ends(
     make_gateway: GatewayFactory, recording_upstream: RecordingUpstream
 ) -> None:
     gw = await start(make_gateway, recording_upstream)
-    async with connection(gw) as (reader, writer):
+    async with raw_connection(gw.port) as (reader, writer):
         writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 14\r\n\r\nfirst")
         async with asyncio.timeout(10):
             await recording_upstream.wait_for(lambda up: bool(up.received) and up.received[0] == b"first")
@@ -65,7 +52,7 @@ async def test_a_buffered_route_forwards_nothing_before_the_upload_ends(
     # The upload stalls after its first part: the gateway waits for the rest (until the body
     # timeout answers 408), and in all that time the upstream sees not even a head.
     gw = await start(make_gateway, recording_upstream, body_timeout="0.3s", body_min_rate="1MiB")
-    async with connection(gw) as (reader, writer):
+    async with raw_connection(gw.port) as (reader, writer):
         writer.write(b"POST /buffered HTTP/1.1\r\nHost: a\r\nContent-Length: 13\r\n\r\nfirst")
         status, _, _ = await read_response(reader)
     assert status == 408
@@ -76,7 +63,7 @@ async def test_a_streamed_chunked_upload_reaches_the_upstream_chunk_by_chunk(
     make_gateway: GatewayFactory, recording_upstream: RecordingUpstream
 ) -> None:
     gw = await start(make_gateway, recording_upstream)
-    async with connection(gw) as (reader, writer):
+    async with raw_connection(gw.port) as (reader, writer):
         writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
         async with asyncio.timeout(10):
             await recording_upstream.wait_for(lambda up: bool(up.received) and up.received[0] == b"first")
@@ -93,7 +80,7 @@ async def test_a_streamed_upload_many_times_the_buffer_arrives_intact(
     # 4 MiB through a 16 KiB buffer: reading pauses and resumes many times (backpressure).
     body = bytes(range(256)) * (16 * 1024)
     gw = await start(make_gateway, recording_upstream, body_buffer_bytes="16KiB")
-    async with connection(gw) as (reader, writer):
+    async with raw_connection(gw.port) as (reader, writer):
         writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body))
         for at in range(0, len(body), 256 * 1024):
             writer.write(body[at:at + 256 * 1024])
@@ -107,7 +94,7 @@ async def test_the_connection_serves_the_next_request_after_a_streamed_one(
     make_gateway: GatewayFactory, recording_upstream: RecordingUpstream
 ) -> None:
     gw = await start(make_gateway, recording_upstream)
-    async with connection(gw) as (reader, writer):
+    async with raw_connection(gw.port) as (reader, writer):
         writer.write(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nfirst")
         assert (await read_response(reader))[0] == 200
         writer.write(b"POST /buffered HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nsecond")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -127,6 +128,20 @@ def _gateway_config(app: GatewayApp, config: GatewayConfig) -> uvicorn.Config:
     )
 
 
+def _freeze_startup_objects() -> None:
+    """Move every object alive after start-up out of the cyclic garbage collector's sight.
+
+    Why: a full collection walks every tracked object, and start-up leaves hundreds of thousands
+    (the config model, the compiled routes, the libraries' own state) that live as long as the
+    process. Walking them took tens of milliseconds, every few seconds under load: the p99 of
+    every setup of ours in ``make bench`` sat near 70 ms against the bare proxy's 7. ``gc.freeze``
+    (Python 3.7+, what Instagram's Django fleet does) leaves them to reference counting; objects
+    made later, per request or by a reload, are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(
     config_path: Path,
     *,
@@ -140,6 +155,7 @@ async def serve(
     runtime = build_runtime(config, services)
     app = GatewayApp(runtime)
     await runtime.start()
+    _freeze_startup_objects()
     reloader = Reloader(app, config_path, grace_s=config.listen.graceful_timeout)
     attach_shared_events(app, reloader)
     admin: uvicorn.Server | None = None
