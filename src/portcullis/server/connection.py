@@ -18,8 +18,8 @@ connection whose framing failed, or hand the app a request it has not read to th
 
 Why over 400 lines: it is one state machine (parse state, in-flight cycle, queue, closing, timer),
 and every transition touches the timer; split across modules it could no longer be read in one
-place. The pure parts live elsewhere (``framing``, ``body``, ``cycle``, ``refusal``, ``response``).
-Candidates to move out next: scope building and the deadline table.
+place. The pure parts live elsewhere (``scope``, ``framing``, ``body``, ``cycle``, ``refusal``, ``response``).
+Candidates to move out next: the deadline table.
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ import asyncio
 import logging
 from collections import deque
 from typing import cast
-from urllib.parse import unquote
 
 import httptools
 
 from portcullis.errors import ErrorCode
-from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, Headers, Refusal
+from portcullis.server.base import ABORT_KEY, Headers, Refusal
 from portcullis.server.body import RequestBody
 from portcullis.server.cycle import RequestCycle
 from portcullis.server.framing import framing_error
 from portcullis.server.refusal import new_refusal, render_refusal, report
 from portcullis.server.response import CONTINUE
+from portcullis.server.scope import build_scope, socket_address
 from portcullis.server.state import ServerState
 
 __all__ = ["HttpConnection"]
@@ -46,7 +46,6 @@ __all__ = ["HttpConnection"]
 log = logging.getLogger("portcullis.server")
 
 _NONE, _HEAD, _BODY = 0, 1, 2  # parse state of the request being read
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
 _LINGER_S = 2.0  # after a refusal, how long input is read and dropped so the answer is not reset
 
 
@@ -98,13 +97,9 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, base: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport is not an asyncio.Transport subclass, only the same interface.
         self._transport = transport = cast(asyncio.Transport, base)
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self._client = (str(peer[0]), int(peer[1]))
-            self._peer = self._client[0]
-        sock = transport.get_extra_info("sockname")
-        if isinstance(sock, tuple):
-            self._server = (str(sock[0]), int(sock[1]))
+        self._client = client = socket_address(transport.get_extra_info("peername"))
+        self._peer = client[0] if client is not None else ""
+        self._server = socket_address(transport.get_extra_info("sockname"))
         transport.set_write_buffer_limits(high=self._limits.write_high_water)
         self._since = self._loop.time()
         refused = self._state.caps.admit(self._peer)
@@ -214,7 +209,8 @@ class HttpConnection(asyncio.Protocol):
         reason = framing_error(version, self._host_count, self._te_count, self._te, self._cl_count, self._cl)
         if reason is not None:
             self._stop(ErrorCode.REQUEST_MALFORMED, reason)
-        scope = self._build_scope(version)
+        scope = build_scope(self._url, version, self._method, self._headers, self._server, self._client,
+                            self._state.scheme)
         self._scope = scope
         has_body = self._te_count > 0 or (self._cl_count > 0 and int(self._cl) > 0)
         if not has_body:
@@ -260,25 +256,6 @@ class HttpConnection(asyncio.Protocol):
             self._next()
 
     # -- dispatch -----------------------------------------------------------------------------
-    def _build_scope(self, version: str) -> dict[str, object]:
-        url = self._url
-        extensions: dict[str, object] = {}
-        try:
-            parsed = httptools.parse_url(url)
-            raw_path: bytes = parsed.path or b""
-            query: bytes = parsed.query or b""
-        except httptools.HttpParserInvalidURLError:
-            raw_path, query = b"", b""
-        if url[:1] != b"/":
-            extensions[RAW_TARGET_KEY] = {"target": url}  # absolute, authority or asterisk form
-        path = raw_path.decode("latin-1")
-        return {
-            "type": "http", "asgi": _ASGI, "http_version": version, "server": self._server,
-            "client": self._client, "scheme": self._state.scheme, "method": self._method, "root_path": "",
-            "path": unquote(path) if "%" in path else path, "raw_path": raw_path, "query_string": query,
-            "headers": self._headers, "extensions": extensions,
-        }
-
     def _next(self) -> None:
         """Start the next queued request, send a queued refusal, or go idle."""
         self._cycle = None
