@@ -18,8 +18,8 @@ connection whose framing failed, or hand the app a request it has not read to th
 
 Why over 400 lines: it is one state machine (parse state, in-flight cycle, queue, closing, timer),
 and every transition touches the timer; split across modules it could no longer be read in one
-place. The pure parts live elsewhere (``scope``, ``framing``, ``body``, ``cycle``, ``refusal``, ``response``).
-Candidates to move out next: the deadline table.
+place. The pure parts live elsewhere (``scope``, ``deadlines``, ``framing``, ``body``, ``cycle``,
+``refusal``, ``response``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ from portcullis.errors import ErrorCode
 from portcullis.server.base import ABORT_KEY, Headers, Refusal
 from portcullis.server.body import RequestBody
 from portcullis.server.cycle import RequestCycle
+from portcullis.server.deadlines import BODY, HEAD, IN_FLIGHT, KEEPALIVE, LINGER, WRITE, expires_at, waiting_for
+from portcullis.server.deadlines import PARSE_BODY as _BODY
+from portcullis.server.deadlines import PARSE_HEAD as _HEAD
+from portcullis.server.deadlines import PARSE_IDLE as _NONE
 from portcullis.server.framing import framing_error
 from portcullis.server.refusal import new_refusal, render_refusal, report
 from portcullis.server.response import CONTINUE
@@ -44,9 +48,6 @@ from portcullis.server.state import ServerState
 __all__ = ["HttpConnection"]
 
 log = logging.getLogger("portcullis.server")
-
-_NONE, _HEAD, _BODY = 0, 1, 2  # parse state of the request being read
-_LINGER_S = 2.0  # after a refusal, how long input is read and dropped so the answer is not reset
 
 
 class _Refused(Exception):
@@ -427,27 +428,14 @@ class HttpConnection(asyncio.Protocol):
             self._resume_reading()
 
     # -- time ---------------------------------------------------------------------------------
-    def _deadline(self) -> float | None:
-        limits = self._limits
-        if self._closing:
-            return self._since + min(_LINGER_S, limits.write_timeout)
-        if self._writing_paused:
-            return self._write_paused_at + limits.write_timeout
-        if self._cycle is not None or self._queue:
-            return None  # the app's own timeouts bound a request in flight
-        if self._parsing == _HEAD:
-            return self._since + limits.head_timeout
-        if self._parsing == _BODY:
-            size = self._body.size if self._body is not None else 0
-            return self._body_since + limits.body_timeout + size / limits.body_min_rate
-        if self._served:
-            return self._since + limits.keepalive_timeout
-        return self._since + limits.first_byte_timeout
-
     def _arm(self) -> None:
-        deadline = self._deadline()
+        body = self._body
+        deadline = expires_at(
+            waiting_for(self._closing, self._writing_paused, self._cycle is not None or bool(self._queue),
+                        self._parsing, self._served),
+            self._limits, self._since, self._write_paused_at, self._body_since, body.size if body is not None else 0)
         if deadline is None:
-            return
+            return  # the app's own timeouts bound a request in flight
         timer = self._timer
         if timer is not None:
             if timer.when() <= deadline:
@@ -457,22 +445,26 @@ class HttpConnection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        deadline = self._deadline()
-        if deadline is None or self._transport is None:
+        wait = waiting_for(self._closing, self._writing_paused, self._cycle is not None or bool(self._queue),
+                           self._parsing, self._served)
+        transport = self._transport
+        if wait == IN_FLIGHT or transport is None:
             return
-        if self._loop.time() < deadline:
+        body = self._body
+        deadline = expires_at(wait, self._limits, self._since, self._write_paused_at, self._body_since,
+                              body.size if body is not None else 0)
+        if deadline is not None and self._loop.time() < deadline:
             self._timer = self._loop.call_at(deadline, self._on_timer)
-            return
-        if self._closing:
-            self._transport.abort()
-        elif self._writing_paused:
+        elif wait == LINGER:
+            transport.abort()
+        elif wait == WRITE:
             log.info("client did not read its response within the write timeout; connection cut")
-            self._transport.abort()
-        elif self._parsing == _HEAD:
+            transport.abort()
+        elif wait == HEAD:
             self._refuse(self._request_refusal(ErrorCode.REQUEST_TIMEOUT, "head_timeout", "server_timeout"))
-        elif self._parsing == _BODY:
+        elif wait == BODY:
             self._refuse(self._request_refusal(ErrorCode.REQUEST_TIMEOUT, "body_timeout", "server_timeout"))
-        elif self._served:
+        elif wait == KEEPALIVE:
             self._close()  # keep-alive idle: an ordinary end
         else:
             self._refuse(self._new_refusal(ErrorCode.REQUEST_TIMEOUT, "first_byte_timeout", "server_timeout",
