@@ -2,24 +2,27 @@
 
 Why our own: uvicorn buffered an unterminated head without limit, had no timeout for a head, a
 body or a client that does not read, answered parser errors in plain text, and dispatched a head
-before its body's framing was known to be good. This protocol owns those decisions:
+before its body's framing was known to be good. This module is the state machine that owns those
+decisions (parse state, the request in flight, the pipelining queue, closing, one timer):
 
 - sizes while reading: bytes of an unfinished head are counted in ``data_received`` (431, or 414
   while still in the target), header fields are counted (431), bodies are bounded by the route's
   limit (413) as they arrive;
-- time: one loop timer per connection (``loop.call_at``), re-armed lazily; what it guards follows
-  from the state (first byte, head, body at a minimum rate, keep-alive idle, a paused write);
-- framing: llhttp's errors and ``framing.py``'s rules become refusals; the connection closes;
+- time: one loop timer per connection (``loop.call_at``), re-armed lazily; ``deadlines`` says
+  which timeout applies in which state and when it runs out, this module acts on it;
+- framing: llhttp's errors and ``framing``'s rules become refusals; the connection closes;
 - order: a request is dispatched only once its body is read and checked; reading pauses while a
   response is in flight, and pipelined requests are answered one after the other.
+
+The pure parts live beside it: ``scope`` (what the app is told), ``deadlines`` (the timeout
+table), ``framing`` (head rules), ``body`` (buffering), ``cycle`` (one request's ASGI calls),
+``refusal`` and ``response`` (bytes on the wire).
 
 What it refuses to do: let a refusal reach the client in any form but a problem document, keep a
 connection whose framing failed, or hand the app a request it has not read to the end.
 
-Why over 400 lines: it is one state machine (parse state, in-flight cycle, queue, closing, timer),
-and every transition touches the timer; split across modules it could no longer be read in one
-place. The pure parts live elsewhere (``scope``, ``deadlines``, ``framing``, ``body``, ``cycle``,
-``refusal``, ``response``).
+Why over 400 lines: what is left is the state machine itself, and every transition touches the
+timer; split further it could no longer be read in one place.
 """
 
 from __future__ import annotations
@@ -266,7 +269,7 @@ class HttpConnection(asyncio.Protocol):
                 self._send_refusal(item)
                 return
             self._cycle = item
-            self._loop.create_task(self._run(item))
+            self._loop.create_task(item.run(self._state.app))
             return
         if self._state.draining:
             self._close()
@@ -275,21 +278,8 @@ class HttpConnection(asyncio.Protocol):
         self._resume_reading()
         self._arm()
 
-    async def _run(self, cycle: RequestCycle) -> None:
-        try:
-            await cycle.finish_body()
-            await self._state.app(cycle.scope, cycle.receive, cycle.send)
-        except Exception:
-            log.exception("the app failed on a request")
-            self._app_failed(cycle)
-        else:
-            if not cycle.complete and not cycle.disconnected:
-                log.error("the app returned without completing its response")
-                self._app_failed(cycle)
-        finally:
-            cycle.close_body()
-
-    def _app_failed(self, cycle: RequestCycle) -> None:
+    def app_failed(self, cycle: RequestCycle) -> None:
+        """Called by the cycle when the app raised or returned without completing its response."""
         if cycle.complete or cycle.disconnected or self._closing:
             return
         if cycle.head_sent:

@@ -1,10 +1,11 @@
 """``RequestCycle``: one request's ASGI ``receive`` and ``send``, and its response framing.
 
 Why apart from the connection: the connection owns bytes, time and parsing; the cycle owns the
-ASGI contract for one request (a body already read and checked, a response head and body, the
-``abort`` extension) and how that response is framed on the wire (RFC 9112 section 6:
-``content-length`` when the app gave the whole body, chunked when it streams on HTTP/1.1, close
-delimited on HTTP/1.0; no body for HEAD, 1xx, 204 and 304).
+ASGI contract for one request (the app's call and whether it completed its response, a body
+already read and checked, a response head and body, the ``abort`` extension) and how that
+response is framed on the wire (RFC 9112 section 6: ``content-length`` when the app gave the whole
+body, chunked when it streams on HTTP/1.1, close delimited on HTTP/1.0; no body for HEAD, 1xx, 204
+and 304).
 
 Flow control: ``send`` returns only once the transport's write buffer is below its high-water
 mark, so an app streaming an upstream answer to a client that does not read waits instead of
@@ -18,9 +19,10 @@ header from the app is dropped; the server frames).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
-from portcullis.server.base import Message, Scope
+from portcullis.server.base import ASGIApp, Message, Scope
 from portcullis.server.body import RequestBody
 from portcullis.server.response import CHUNK_END, date_line, encode_head
 
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from portcullis.server.connection import HttpConnection
 
 __all__ = ["RequestCycle"]
+
+log = logging.getLogger("portcullis.server")
 
 _CLOSE = b"connection: close\r\n"
 _KEEP_ALIVE = b"connection: keep-alive\r\n"
@@ -67,6 +71,21 @@ class RequestCycle:
     @property
     def head_sent(self) -> bool:
         return self._head_sent
+
+    async def run(self, app: ASGIApp) -> None:
+        """Call ``app`` once the body is in place; a failure or an unfinished response goes to the connection."""
+        try:
+            await self.finish_body()
+            await app(self.scope, self.receive, self.send)
+        except Exception:
+            log.exception("the app failed on a request")
+            self._conn.app_failed(self)
+        else:
+            if not self.complete and not self.disconnected:
+                log.error("the app returned without completing its response")
+                self._conn.app_failed(self)
+        finally:
+            self.close_body()
 
     async def finish_body(self) -> None:
         """Wait until the request body is wholly in place (a spill file may still be written)."""
