@@ -43,6 +43,7 @@ from portcullis.limiting.headers import retry_after_value
 from portcullis.pipeline.base import Reject, Respond
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, Refusal
+from portcullis.server.framing import head_framing_error
 from portcullis.upstream.base import UpstreamRequest
 
 __all__ = ["TRUNCATED_KIND", "GatewayApp"]
@@ -58,8 +59,6 @@ Send = Callable[[Message], Awaitable[None]]
 # one fixed value, whatever the cause (closed, reset, timed out).
 TRUNCATED_KIND = "upstream.truncated"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
-_CONTENT_LENGTH = re.compile(rb"^[0-9]{1,18}$")
-_HTTP_VERSIONS = frozenset({"1.0", "1.1"})
 _DRAIN_LIMIT = 1024 * 1024
 _RETRY_1S = ((b"retry-after", b"1"),)
 _CLOSE = ((b"connection", b"close"),)
@@ -221,43 +220,24 @@ class GatewayApp:
     def _check_request(
         self, ctx: RequestContext, headers: list[tuple[bytes, bytes]], host_values: list[bytes], scope: Scope
     ) -> tuple[ErrorCode, str] | None:
-        """Framing, size and target checks that need no route. Returns (code, reason) to refuse."""
-        if scope.get("http_version", "1.1") not in _HTTP_VERSIONS:
-            # llhttp reads a version-less request line as HTTP/0.9 (and still parses headers after
-            # it); another server would read those bytes differently, so neither is forwarded.
-            return ErrorCode.REQUEST_MALFORMED, "http_version"
+        """Framing, size and target checks that need no route. Returns (code, reason) to refuse.
+
+        Under our server a head that breaks a size or framing rule never gets here; under the former
+        server (``listen.server: uvicorn``) this is where it is refused. Size first, then framing, as
+        our server meets them while reading; the framing rules are the server's own
+        (``server.framing``), so either server gives a request the same reason.
+        """
         size = 0
         for name, value in headers:
             size += len(name) + len(value) + 4
         if size > self.runtime.max_header_bytes:
             return ErrorCode.REQUEST_HEADERS_TOO_LARGE, "headers_too_large"
-        if len(host_values) > 1:
-            return ErrorCode.REQUEST_MALFORMED, "duplicate_host"
-        version = scope.get("http_version", "1.1")
-        if not host_values and version == "1.1":
-            # RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host.
-            return ErrorCode.REQUEST_MALFORMED, "missing_host"
-        codings = get_all(headers, b"transfer-encoding")
-        if codings:
-            if version == "1.0":
-                # RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing (an HTTP/1.0
-                # hop would read the body differently), whatever Content-Length says; close after.
-                return ErrorCode.REQUEST_MALFORMED, "te_in_http10"
-            if len(codings) > 1 or codings[0].strip(b" \t").lower() != b"chunked":
-                # Only exactly `chunked` is accepted. Chunked not last, or an unknown coding alone
-                # (`xchunked`, `identity`): RFC 9112 section 6.3 says 400 and close. Chunked after
-                # another coding (`gzip, chunked`): section 6.1 suggests 501, but there is no public
-                # 501 code and the client's fix is the same, so it is 400 too. Stacked fields
-                # (TE.TE, CVE-2019-18277's obfuscations) are the same list split in two.
-                return ErrorCode.REQUEST_MALFORMED, "te_not_chunked"
-        lengths = get_all(headers, b"content-length")
-        if lengths:
-            # RFC 9112 section 6.3: differing or malformed Content-Length is unrecoverable framing.
-            if len(lengths) > 1 or not _CONTENT_LENGTH.match(lengths[0]):
-                return ErrorCode.REQUEST_MALFORMED, "bad_content_length"
-            if codings:
-                return ErrorCode.REQUEST_MALFORMED, "cl_and_te"
-            ctx.content_length = int(lengths[0])
+        reason = head_framing_error(scope.get("http_version", "1.1"), headers)
+        if reason is not None:
+            return ErrorCode.REQUEST_MALFORMED, reason
+        length = get_one(headers, b"content-length")
+        if length is not None:
+            ctx.content_length = int(length)  # checked above: one field, 1 to 18 digits
         try:
             raw_target = scope.get("extensions", {}).get(RAW_TARGET_KEY, {}).get("target")
             if raw_target is not None:

@@ -12,14 +12,26 @@ the head is complete, before a byte of the body is read or anything is dispatche
 - ``Host`` exactly once on HTTP/1.1, at most once on HTTP/1.0 (RFC 9112 section 3.2);
 - the version HTTP/1.1 or HTTP/1.0 (llhttp reads a version-less line as HTTP/0.9).
 
+The first rule broken names the audit reason, checked in this order: version, ``Host``,
+``Transfer-Encoding`` (in HTTP/1.0, with ``Content-Length``, not ``chunked``), ``Content-Length``.
 Every refusal here answers 400 and closes the connection.
 
-What it refuses to do: repair anything. There is no lenient mode.
+One copy of the rules for both servers: our connection counts ``Host``, ``Transfer-Encoding`` and
+``Content-Length`` while llhttp hands it the fields, and asks ``framing_error`` once the head is
+complete (no second pass over the headers on the hot path); the ingress app, which under the
+former server (``listen.server: uvicorn``) is the first to see a head, asks ``head_framing_error``
+with the scope's header list, which counts the same fields and applies the same rules. So a
+request gets the same answer and the same audit reason under either server.
+
+What it refuses to do: repair anything. There is no lenient mode; a value is compared as the
+parser gave it (``chunked`` with trailing whitespace is not ``chunked``; llhttp refuses it too).
 """
 
 from __future__ import annotations
 
-__all__ = ["framing_error"]
+from collections.abc import Iterable
+
+__all__ = ["framing_error", "head_framing_error"]
 
 _VERSIONS = frozenset({"1.1", "1.0"})
 
@@ -27,20 +39,49 @@ _VERSIONS = frozenset({"1.1", "1.0"})
 def framing_error(
     version: str, host_count: int, te_count: int, te: bytes, cl_count: int, cl: bytes,
 ) -> str | None:
-    """The audit reason for refusing this head's framing, or ``None`` when it is unambiguous."""
+    """The audit reason for refusing this head's framing, or ``None`` when it is unambiguous.
+
+    ``te`` and ``cl`` are the last ``Transfer-Encoding`` and ``Content-Length`` values; the counts
+    say how many fields there were.
+    """
     if version not in _VERSIONS:
+        # llhttp reads a version-less request line as HTTP/0.9 (and still parses headers after it);
+        # another server would read those bytes differently.
         return "http_version"
     if host_count > 1:
         return "duplicate_host"
     if host_count == 0 and version == "1.1":
-        return "missing_host"
+        return "missing_host"  # RFC 9112 section 3.2: a server MUST answer 400
     if te_count:
         if version == "1.0":
+            # RFC 9112 section 6.1: an HTTP/1.0 hop would read the body differently, whatever
+            # Content-Length says.
             return "te_in_http10"
         if cl_count:
             return "cl_and_te"
         if te_count > 1 or te.lower() != b"chunked":
+            # Chunked not last, or an unknown coding alone (`xchunked`, `identity`): RFC 9112
+            # section 6.3 says 400 and close. Chunked after another coding (`gzip, chunked`): section
+            # 6.1 suggests 501, but the client's fix is the same. Stacked fields (TE.TE,
+            # CVE-2019-18277's obfuscations) are the same list split in two.
             return "te_not_chunked"
     if cl_count and (cl_count > 1 or not cl.isdigit() or len(cl) > 18):
-        return "bad_content_length"
+        return "bad_content_length"  # RFC 9112 section 6.3: unrecoverable framing
     return None
+
+
+def head_framing_error(version: str, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """``framing_error`` for a whole header list (names lowercase, as in an ASGI scope)."""
+    host_count = te_count = cl_count = 0
+    te = cl = b""
+    for name, value in headers:
+        if name == b"host":
+            host_count += 1
+        elif name == b"transfer-encoding":
+            te_count += 1
+            te = value
+        elif name == b"content-length":
+            cl_count += 1
+            cl = value
+    return framing_error(version, host_count, te_count, te, cl_count, cl)
+

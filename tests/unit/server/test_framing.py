@@ -1,10 +1,10 @@
-"""framing_error: the rules llhttp leaves to us (RFC 9112 sections 3.2, 6.1, 6.3)."""
+"""framing_error: the rules llhttp leaves to us (RFC 9112 sections 3.2, 6.1, 6.3), for our server and the app."""
 
 from __future__ import annotations
 
 import pytest
 
-from portcullis.server.framing import framing_error
+from portcullis.server.framing import framing_error, head_framing_error
 
 CASES = [
     # version, host_count, te_count, te, cl_count, cl, expected
@@ -34,3 +34,26 @@ def test_framing_rules(
     version: str, hosts: int, te_count: int, te: bytes, cl_count: int, cl: bytes, expected: str | None
 ) -> None:
     assert framing_error(version, hosts, te_count, te, cl_count, cl) == expected
+
+
+def head_for(hosts: int, te_count: int, te: bytes, cl_count: int, cl: bytes) -> list[tuple[bytes, bytes]]:
+    """A header list with those fields (the last of each kind carrying the value), among others."""
+    headers = [(b"user-agent", b"t")]
+    headers += [(b"host", b"h%d" % i) for i in range(hosts)]
+    headers += [(b"transfer-encoding", b"chunked")] * (te_count - 1) + [(b"transfer-encoding", te)] * min(te_count, 1)
+    headers += [(b"content-length", b"0")] * (cl_count - 1) + [(b"content-length", cl)] * min(cl_count, 1)
+    return headers
+
+
+@pytest.mark.parametrize(("version", "hosts", "te_count", "te", "cl_count", "cl", "expected"), CASES)
+def test_a_whole_header_list_gets_the_same_answer_as_the_server_s_counts(
+    version: str, hosts: int, te_count: int, te: bytes, cl_count: int, cl: bytes, expected: str | None
+) -> None:
+    assert head_framing_error(version, head_for(hosts, te_count, te, cl_count, cl)) == expected
+
+
+def test_the_first_rule_broken_names_the_reason() -> None:
+    # CL.TE with an obfuscated coding and a bad length: the pair itself is what is refused.
+    headers = [(b"host", b"a"), (b"transfer-encoding", b"xchunked"), (b"content-length", b"+5")]
+    assert head_framing_error("1.1", headers) == "cl_and_te"
+
