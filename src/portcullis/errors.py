@@ -75,6 +75,7 @@ class ErrorCode(StrEnum):
     REQUEST_TARGET_TOO_LONG = "request.target_too_long"
     REQUEST_TIMEOUT = "request.timeout"
     REQUEST_TOO_LARGE = "request.too_large"
+    REQUEST_EXPECTATION_FAILED = "request.expectation_failed"
     REQUEST_UNSUPPORTED_MEDIA_TYPE = "request.unsupported_media_type"
     REQUEST_INVALID_BODY = "request.invalid_body"
     ROUTE_NOT_FOUND = "route.not_found"
@@ -108,6 +109,7 @@ PUBLIC_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.REQUEST_TARGET_TOO_LONG: (414, "Request target too long."),
     ErrorCode.REQUEST_TIMEOUT: (408, "Request timed out."),
     ErrorCode.REQUEST_TOO_LARGE: (413, "Request body too large."),
+    ErrorCode.REQUEST_EXPECTATION_FAILED: (417, "Expectation not supported."),
     ErrorCode.REQUEST_UNSUPPORTED_MEDIA_TYPE: (415, "Unsupported media type."),
     ErrorCode.REQUEST_INVALID_BODY: (400, "Invalid request body."),
     ErrorCode.ROUTE_NOT_FOUND: (404, "Not found."),

@@ -4,7 +4,8 @@ Each refusal must be an RFC 9457 problem document with ``x-request-id`` and the 
 and must leave an audit record; each attack runs next to a normal client that must be served.
 Timeouts are injected small (0.2 s) and nothing asserts a wall-clock duration.
 
-Sources: RFC 9112 sections 2.2, 3.2, 5.2, 6.1, 6.3, 7.1, 9.3; PortSwigger "HTTP request smuggling"
+Sources: RFC 9112 sections 2.2, 3.2, 5.2, 6.1, 6.3, 7.1, 9.3; RFC 9110 section 10.1.1 (Expect);
+J. Kettle, "HTTP/1.1 must die" (2025: Expect-based desync); PortSwigger "HTTP request smuggling"
 (CL.TE, TE.CL, TE.TE); CVE-2019-18277 (TE obfuscation), CVE-2018-7159 (chunk-size overflow),
 CVE-2020-7238 (space before colon); slowloris (R. Hansen, 2009); OWASP-API4 (resource consumption).
 """
@@ -106,6 +107,29 @@ async def test_te_with_content_length_is_refused_before_the_body(make_gateway: G
                                        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     assert response[0] == 400 and response[1][b"content-type"] == b"application/problem+json"
     assert upstream.seen == []
+
+
+EXPECTATIONS = [
+    pytest.param(b"Expect: something", id="RFC9110-10.1.1-unknown-expectation"),
+    pytest.param(b"Expect: 100-continue; foo=bar", id="RFC9110-10.1.1-100-continue-has-no-parameters"),
+    pytest.param(b"Expect: y 100-continue", id="kettle-2025-expect-desync-obfuscated-value"),
+    pytest.param(b"Expect: 100-continue\r\nExpect: x", id="RFC9110-5.3-unknown-member-in-a-second-field"),
+]
+
+
+@pytest.mark.parametrize("expect", EXPECTATIONS)
+async def test_an_expectation_other_than_100_continue_gets_417_before_the_body(
+    make_gateway: GatewayFactory, upstream: UpstreamServer, expect: bytes
+) -> None:
+    gw = await start_front_door(make_gateway, upstream)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n" + expect + b"\r\n\r\n")
+    response = await read_response(reader)  # no 100 (Continue) first, and no body was sent
+    await assert_refusal(gw, response, 417, "request.expectation_failed", "invalid_request:expectation_unsupported")
+    await assert_closed(reader)
+    writer.close()
+    assert upstream.seen == []
+    await served(gw)
 
 
 async def test_an_unterminated_head_is_cut_at_the_limit_with_bounded_reading(

@@ -1,7 +1,7 @@
 """HTTP/1.1 behaviour of the front door (our server) that legitimate clients rely on.
 
 Keep-alive reuse, pipelined requests answered in order (RFC 9112 section 9.3.2), ``Expect:
-100-continue`` (RFC 9110 section 10.1.1), HEAD (RFC 9110 section 9.3.2), bodies spilled to disk
+100-continue`` in the forms RFC 9110 allows (section 10.1.1), HEAD (RFC 9110 section 9.3.2), bodies spilled to disk
 and forwarded intact, and a graceful drain that finishes what is in flight.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 from aiohttp import web
 from tests.conftest import GatewayFactory, UpstreamServer, read_response, start_front_door
 
@@ -50,15 +51,47 @@ async def test_a_refusal_after_pipelined_requests_comes_after_their_answers(
     writer.close()
 
 
+@pytest.mark.parametrize("expect", [
+    pytest.param(b"Expect: 100-continue", id="RFC9110-10.1.1-100-continue"),
+    pytest.param(b"Expect: 100-Continue", id="RFC9110-10.1.1-field-value-is-case-insensitive"),
+    pytest.param(b"Expect:   100-continue \t", id="RFC9110-5.5-surrounding-whitespace-is-not-the-value"),
+    pytest.param(b"Expect: 100-continue, 100-continue", id="RFC9110-5.6.1-list-of-the-same-member"),
+    pytest.param(b"Expect: 100-continue\r\nExpect: 100-continue", id="RFC9110-5.3-two-fields-are-one-list"),
+])
 async def test_expect_100_continue_gets_an_interim_answer_before_the_body(
+    make_gateway: GatewayFactory, upstream: UpstreamServer, expect: bytes
+) -> None:
+    gw = await start_front_door(make_gateway, upstream)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n" + expect + b"\r\n\r\n")
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hello")
+    status, _, body = await read_response(reader)
+    assert status == 200 and orjson.loads(body)["body_bytes"] == 5
+    writer.close()
+
+
+async def test_an_answered_expectation_is_not_passed_on_to_the_backend(
     make_gateway: GatewayFactory, upstream: UpstreamServer
 ) -> None:
     gw = await start_front_door(make_gateway, upstream)
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    await reader.readuntil(b"\r\n\r\n")
     writer.write(b"hello")
-    status, _, body = await read_response(reader)
+    assert (await read_response(reader))[0] == 200
+    assert upstream.seen[-1].all("expect") == []
+    writer.close()
+
+
+async def test_expect_100_continue_in_http10_is_ignored_and_the_body_read(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    # RFC 9110 section 10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request.
+    gw = await start_front_door(make_gateway, upstream)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"POST /echo HTTP/1.0\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello")
+    status, _, body = await read_response(reader)  # the final answer comes first: no 100 before it
     assert status == 200 and orjson.loads(body)["body_bytes"] == 5
     writer.close()
 

@@ -10,7 +10,8 @@ decisions (parse state, the request in flight, the pipelining queue, closing, on
   limit (413) as they arrive;
 - time: one loop timer per connection (``loop.call_at``), re-armed lazily; ``deadlines`` says
   which timeout applies in which state and when it runs out, this module acts on it;
-- framing: llhttp's errors and ``framing``'s rules become refusals; the connection closes;
+- framing: llhttp's errors and ``framing``'s rules become refusals (400, or 417 for an ``Expect``
+  other than ``100-continue``); the connection closes;
 - order: a request is dispatched only once its body is read and checked; reading pauses while a
   response is in flight, and pipelined requests are answered one after the other.
 
@@ -42,7 +43,7 @@ from portcullis.server.deadlines import BODY, HEAD, IN_FLIGHT, KEEPALIVE, LINGER
 from portcullis.server.deadlines import PARSE_BODY as _BODY
 from portcullis.server.deadlines import PARSE_HEAD as _HEAD
 from portcullis.server.deadlines import PARSE_IDLE as _NONE
-from portcullis.server.framing import framing_error
+from portcullis.server.framing import Expectation, expectation, framing_error
 from portcullis.server.refusal import new_refusal, render_refusal, report
 from portcullis.server.response import CONTINUE
 from portcullis.server.scope import build_scope, socket_address
@@ -90,7 +91,7 @@ class HttpConnection(asyncio.Protocol):
         self._header_bytes = 0
         self._host_count = self._te_count = self._cl_count = 0
         self._te = self._cl = b""
-        self._expect_continue = False
+        self._expect = b""  # every Expect field, joined with commas
         self._method = ""
         self._scope: dict[str, object] | None = None
         self._body: RequestBody | None = None
@@ -203,7 +204,10 @@ class HttpConnection(asyncio.Protocol):
             self._cl_count += 1
             self._cl = value
         elif name == b"expect":
-            self._expect_continue = value.lower() == b"100-continue"
+            # Answered here (100 or 417), so not passed on: a backend would judge it again (Envoy
+            # drops it too), while the body it asks about is already read.
+            self._expect = self._expect + b"," + value if self._expect else value
+            return
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -213,6 +217,12 @@ class HttpConnection(asyncio.Protocol):
         reason = framing_error(version, self._host_count, self._te_count, self._te, self._cl_count, self._cl)
         if reason is not None:
             self._stop(ErrorCode.REQUEST_MALFORMED, reason)
+        wants_continue = False
+        if self._expect:
+            expect = expectation(self._expect)
+            if expect is Expectation.UNSUPPORTED:
+                self._stop(ErrorCode.REQUEST_EXPECTATION_FAILED, "expectation_unsupported")
+            wants_continue = expect is Expectation.CONTINUE and version == "1.1"  # HTTP/1.0: ignored
         scope = build_scope(self._url, version, self._method, self._headers, self._server, self._client,
                             self._state.scheme)
         self._scope = scope
@@ -234,7 +244,7 @@ class HttpConnection(asyncio.Protocol):
         body.on_drained = self._body_drained
         self._parsing = _BODY
         self._body_since = self._loop.time()
-        if self._expect_continue and version == "1.1" and self._transport is not None:
+        if wants_continue and self._transport is not None:
             self._transport.write(CONTINUE)  # RFC 9110 section 10.1.1: the body is wanted
 
     def on_body(self, data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""Framing rules for a request head, beyond what llhttp (strict) already refuses.
+"""Framing rules for a request head, beyond what llhttp (strict) already refuses, and ``Expect``.
 
 Why: a request whose body length two servers could read differently is a smuggling vector
 (RFC 9112 section 6.3; PortSwigger CL.TE, TE.CL, TE.TE). llhttp refuses bare LF, obs-fold, a space
@@ -23,17 +23,41 @@ former server (``listen.server: uvicorn``) is the first to see a head, asks ``he
 with the scope's header list, which counts the same fields and applies the same rules. So a
 request gets the same answer and the same audit reason under either server.
 
-What it refuses to do: repair anything. There is no lenient mode; a value is compared as the
-parser gave it (``chunked`` with trailing whitespace is not ``chunked``; llhttp refuses it too).
+``Expect`` (RFC 9110 section 10.1.1) decides when a client sends its body, so it is read here
+too, once per request that has one. The only expectation is ``100-continue``: compared without
+regard to case, as a list (several fields are one list, section 5.3; empty members are ignored,
+section 5.6.1), each member with its surrounding whitespace trimmed (llhttp leaves trailing
+whitespace in a value). Any other member, with parameters (``100-continue; foo=bar``; the
+expectation has none) or without (``something``, ``y 100-continue``), is answered 417 before a byte
+of the body is read. The section allows that; Apache httpd and Go's net/http do it; nginx ignores
+an expectation it does not know and Envoy passes it on, and a backend behind the gateway could then
+read it otherwise (J. Kettle, "HTTP/1.1 must die", 2025: Expect-based desync). Having answered the
+expectation, our server drops the field from the request it hands on, as Envoy does: the body is
+read before dispatch, and a backend that judged the field again could judge it otherwise (aiohttp
+answers 417 to ``100-continue, 100-continue``).
+
+What it refuses to do: repair anything. There is no lenient mode; ``Transfer-Encoding`` is
+compared as the parser gave it (``chunked`` with trailing whitespace is not ``chunked``, and llhttp
+refuses it first).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import Enum
 
-__all__ = ["framing_error", "head_framing_error"]
+__all__ = ["Expectation", "expectation", "framing_error", "head_framing_error"]
 
 _VERSIONS = frozenset({"1.1", "1.0"})
+_OWS = b" \t"
+
+
+class Expectation(Enum):
+    """What an ``Expect`` field value asks of the server."""
+
+    NONE = "none"  # only empty list members: nothing is asked
+    CONTINUE = "100-continue"  # send 100 (Continue) before reading the body (HTTP/1.1 only)
+    UNSUPPORTED = "unsupported"  # answer 417 (Expectation Failed)
 
 
 def framing_error(
@@ -85,3 +109,15 @@ def head_framing_error(version: str, headers: Iterable[tuple[bytes, bytes]]) -> 
             cl = value
     return framing_error(version, host_count, te_count, te, cl_count, cl)
 
+
+def expectation(value: bytes) -> Expectation:
+    """Read ``value``: every ``Expect`` field of a request, joined with commas."""
+    asked = Expectation.NONE
+    for member in value.split(b","):
+        member = member.strip(_OWS)
+        if not member:
+            continue
+        if member.lower() != b"100-continue":
+            return Expectation.UNSUPPORTED
+        asked = Expectation.CONTINUE
+    return asked

@@ -1,10 +1,11 @@
-"""framing_error: the rules llhttp leaves to us (RFC 9112 sections 3.2, 6.1, 6.3), for our server and the app."""
+"""framing_error and expectation: the head rules llhttp leaves to us (RFC 9112 sections 3.2, 6.1, 6.3;
+RFC 9110 section 10.1.1)."""
 
 from __future__ import annotations
 
 import pytest
 
-from portcullis.server.framing import framing_error, head_framing_error
+from portcullis.server.framing import Expectation, expectation, framing_error, head_framing_error
 
 CASES = [
     # version, host_count, te_count, te, cl_count, cl, expected
@@ -57,3 +58,24 @@ def test_the_first_rule_broken_names_the_reason() -> None:
     headers = [(b"host", b"a"), (b"transfer-encoding", b"xchunked"), (b"content-length", b"+5")]
     assert head_framing_error("1.1", headers) == "cl_and_te"
 
+
+EXPECTATIONS = [
+    # every Expect field of a request joined with commas, what it asks
+    pytest.param(b"100-continue", Expectation.CONTINUE, id="RFC9110-10.1.1-100-continue"),
+    pytest.param(b"100-CONTINUE", Expectation.CONTINUE, id="RFC9110-10.1.1-case-insensitive"),
+    pytest.param(b"100-continue \t", Expectation.CONTINUE, id="trailing-whitespace-llhttp-leaves-in-the-value"),
+    pytest.param(b"100-continue,100-continue", Expectation.CONTINUE, id="RFC9110-5.3-two-fields-joined"),
+    pytest.param(b"100-continue, ,", Expectation.CONTINUE, id="RFC9110-5.6.1-empty-members-ignored"),
+    pytest.param(b" , ", Expectation.NONE, id="RFC9110-5.6.1-only-empty-members"),
+    pytest.param(b"something", Expectation.UNSUPPORTED, id="RFC9110-10.1.1-unknown-expectation"),
+    pytest.param(b"100-continue; foo=bar", Expectation.UNSUPPORTED, id="RFC9110-10.1.1-no-defined-parameters"),
+    pytest.param(b"100-continue=1", Expectation.UNSUPPORTED, id="RFC9110-10.1.1-no-value"),
+    pytest.param(b"y 100-continue", Expectation.UNSUPPORTED, id="kettle-2025-expect-desync-obfuscation"),
+    pytest.param(b"100-continue,x", Expectation.UNSUPPORTED, id="unknown-member-beside-100-continue"),
+    pytest.param(b"100-continu", Expectation.UNSUPPORTED, id="near-miss"),
+]
+
+
+@pytest.mark.parametrize(("value", "asked"), EXPECTATIONS)
+def test_expect_asks_for_100_continue_or_nothing_or_is_unsupported(value: bytes, asked: Expectation) -> None:
+    assert expectation(value) is asked
