@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,8 +164,10 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     async def factory(
         yaml_text: str, *, env: dict[str, str] | None = None, clock: ManualClock | None = None,
         resolver: Any = None, secrets: dict[str, str] | None = None, server: str | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> Gateway:
-        """``server`` pins the server whatever PORTCULLIS_TEST_SERVER says (tests of one server's own behaviour)."""
+        """``server`` pins the server whatever PORTCULLIS_TEST_SERVER says (tests of one server's own
+        behaviour); ``verify`` is what ``Gateway.client`` trusts when our server serves ``listen.tls``."""
         config = load_config_text(yaml_text, env=env or {})
         clk = clock or ManualClock()
         services = await open_services(config, clock=clk, base_dir=tmp_path, env=env or {})
@@ -181,9 +184,9 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             listener = portcullis_listener(app, config)
             await listener.start("127.0.0.1", 0)
             port = listener.port
-            base = f"http://127.0.0.1:{port}"
-            gw = Gateway(base, port, app, services, clk, tmp_path, httpx.AsyncClient(base_url=base, timeout=10),
-                         listener)
+            base = f"{'https' if config.listen.tls else 'http'}://127.0.0.1:{port}"
+            client = httpx.AsyncClient(base_url=base, timeout=10, verify=verify)
+            gw = Gateway(base, port, app, services, clk, tmp_path, client, listener)
             started.append((listener, None, gw))
             return gw
         server = uvicorn.Server(uvicorn.Config(
@@ -334,6 +337,69 @@ def self_signed_cert(tmp: Path, *, names: tuple[str, ...] = ("127.0.0.1", "local
     key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_file, key_file
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA and a server certificate it issued: PEM files."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts only this CA (reads a file: call it off the event loop)."""
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+def issue_tls_files(tmp: Path, *, names: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TlsFiles:
+    """A CA (its key thrown away) and a server certificate for ``names``, valid for a day."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Portcullis test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    entries: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            entries.append(x509.DNSName(n))
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(entries), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(tmp / "ca.pem", tmp / "server.pem", tmp / "server.key")
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    return files
 
 
 # --- services on this machine ------------------------------------------------------------------

@@ -107,7 +107,8 @@ class ListenConfig(_Model):
         "(0600, already unlinked) temporary file.",
     )
     first_byte_timeout: Duration = Field(
-        "10s", description="A new connection that sends nothing for this long is closed (no answer, audited).",
+        "10s", description="A new connection that sends nothing for this long is closed (no answer, audited). "
+        "Over TLS it also bounds the handshake, before the first request byte is waited for.",
     )
     head_timeout: Duration = Field(
         "10s", description="From a request's first byte to the end of its header block (slowloris); 408 beyond.",

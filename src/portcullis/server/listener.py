@@ -2,8 +2,9 @@
 
 Why: the composition root needs three things from the server and nothing more: serve an ASGI app
 on a host and port (or on a socket the parent process bound, for ``listen.workers``), with TLS when
-configured; tell the port; and drain on SIGTERM: stop accepting, close idle keep-alive connections
-at once, let requests in flight finish within ``graceful_timeout``, then cut what is left.
+configured (the handshake bounded by ``first_byte_timeout``); tell the port; and drain on SIGTERM:
+stop accepting, close idle keep-alive connections at once, let requests in flight finish within
+``graceful_timeout``, then cut what is left.
 
 What it refuses to do: install signal handlers (the caller owns the process), or wait forever.
 """
@@ -42,12 +43,16 @@ class Listener:
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None) -> None:
         state = self._state
         loop = asyncio.get_running_loop()
+        # A TLS handshake comes before the connection is ours (no caps, no timer, nothing to audit):
+        # first_byte_timeout bounds it too, instead of the event loop's default of 60 s.
+        handshake = state.limits.first_byte_timeout if self._ssl is not None else None
         if sock is not None:
             self._server = await loop.create_server(lambda: HttpConnection(state), sock=sock, ssl=self._ssl,
-                                                    backlog=2048)
+                                                    ssl_handshake_timeout=handshake, backlog=2048)
         else:
             self._server = await loop.create_server(lambda: HttpConnection(state), host, port, ssl=self._ssl,
-                                                    backlog=2048, reuse_address=True)
+                                                    ssl_handshake_timeout=handshake, backlog=2048,
+                                                    reuse_address=True)
 
     @property
     def port(self) -> int:
