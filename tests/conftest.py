@@ -163,10 +163,10 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
 
     async def factory(
         yaml_text: str, *, env: dict[str, str] | None = None, clock: ManualClock | None = None,
-        resolver: Any = None, secrets: dict[str, str] | None = None, server: str | None = None,
+        resolver: Any = None, secrets: dict[str, str] | None = None, http_server: str | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> Gateway:
-        """``server`` pins the server whatever PORTCULLIS_TEST_SERVER says (tests of one server's own
+        """``http_server`` pins the server whatever PORTCULLIS_TEST_SERVER says (tests of one server's own
         behaviour); ``verify`` is what ``Gateway.client`` trusts when our server serves ``listen.tls``."""
         config = load_config_text(yaml_text, env=env or {})
         clk = clock or ManualClock()
@@ -180,7 +180,7 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         if services.shared is not None:
             await runtime.start()  # loads shared breaker states
             attach_shared_events(app, None)
-        if (server or TEST_SERVER or config.listen.server) == "portcullis":
+        if (http_server or TEST_SERVER or config.listen.server) == "portcullis":
             listener = portcullis_listener(app, config)
             await listener.start("127.0.0.1", 0)
             port = listener.port
@@ -238,7 +238,7 @@ def front_door_yaml(upstream_url: str, **listen: Any) -> str:
 
 async def start_front_door(make_gateway: GatewayFactory, upstream: UpstreamServer, **listen: Any) -> Gateway:
     """The gateway on our own server, whatever PORTCULLIS_TEST_SERVER says: these tests are of its behaviour."""
-    return await make_gateway(front_door_yaml(upstream.url, **listen), server="portcullis")
+    return await make_gateway(front_door_yaml(upstream.url, **listen), http_server="portcullis")
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes], bytes]:

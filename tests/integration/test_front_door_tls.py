@@ -30,7 +30,8 @@ async def start_tls_front_door(
     files = await asyncio.to_thread(issue_tls_files, tmp_path)
     trust = await asyncio.to_thread(files.client_context)
     tls = f'{{cert_file: "{files.cert}", key_file: "{files.key}"}}'
-    gw = await make_gateway(front_door_yaml(upstream.url, tls=tls, **listen), server="portcullis", verify=trust)
+    yaml_text = front_door_yaml(upstream.url, tls=tls, **listen)
+    gw = await make_gateway(yaml_text, http_server="portcullis", verify=trust)
     return gw, trust
 
 
