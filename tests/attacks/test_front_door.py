@@ -161,6 +161,15 @@ async def test_too_many_header_fields_get_431(make_gateway: GatewayFactory, upst
     await assert_refusal(gw, response, 431, "request.headers_too_large", "invalid_request:too_many_headers")
 
 
+async def test_expect_fields_count_towards_the_header_field_limit(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    gw = await start_front_door(make_gateway, upstream, max_header_count=10)
+    fields = b"Expect: 100-continue\r\n" * 11
+    response = await exchange(gw.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n" + fields + b"\r\n")
+    await assert_refusal(gw, response, 431, "request.headers_too_large", "invalid_request:too_many_headers")
+
+
 async def test_an_oversized_target_gets_414(make_gateway: GatewayFactory, upstream: UpstreamServer) -> None:
     gw = await start_front_door(make_gateway, upstream, max_target_bytes="1KiB")
     response = await exchange(gw.port, b"GET /echo?" + b"q" * 2000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -91,7 +91,7 @@ class HttpConnection(asyncio.Protocol):
         self._header_bytes = 0
         self._host_count = self._te_count = self._cl_count = 0
         self._te = self._cl = b""
-        self._expect = b""  # every Expect field, joined with commas
+        self._expects: list[bytes] | None = None  # Expect field values, when there are any
         self._method = ""
         self._scope: dict[str, object] | None = None
         self._body: RequestBody | None = None
@@ -204,10 +204,11 @@ class HttpConnection(asyncio.Protocol):
             self._cl_count += 1
             self._cl = value
         elif name == b"expect":
-            # Answered here (100 or 417), so not passed on: a backend would judge it again (Envoy
-            # drops it too), while the body it asks about is already read.
-            self._expect = self._expect + b"," + value if self._expect else value
-            return
+            expects = self._expects
+            if expects is None:
+                self._expects = [value]
+            else:
+                expects.append(value)
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -218,11 +219,13 @@ class HttpConnection(asyncio.Protocol):
         if reason is not None:
             self._stop(ErrorCode.REQUEST_MALFORMED, reason)
         wants_continue = False
-        if self._expect:
-            expect = expectation(self._expect)
+        if self._expects is not None:
+            expect = expectation(b",".join(self._expects))
             if expect is Expectation.UNSUPPORTED:
                 self._stop(ErrorCode.REQUEST_EXPECTATION_FAILED, "expectation_unsupported")
             wants_continue = expect is Expectation.CONTINUE and version == "1.1"  # HTTP/1.0: ignored
+            # Answered here, so not passed on: a backend would judge it again (Envoy drops it too).
+            self._headers = [pair for pair in self._headers if pair[0] != b"expect"]
         scope = build_scope(self._url, version, self._method, self._headers, self._server, self._client,
                             self._state.scheme)
         self._scope = scope
