@@ -120,15 +120,16 @@ def full_config(workdir: Path, port: int, upstream_port: int, admin_port: int) -
 
 
 def redis_config(
-    workdir: Path, port: int, upstream_port: int, admin_port: int, *, key_store: Path, redis_prefix: str
+    workdir: Path, port: int, upstream_port: int, admin_port: int, *, key_store: Path, redis_prefix: str,
+    redis_url: str = "redis://127.0.0.1:6379/0",
 ) -> dict[str, Any]:
-    """Setup 7: setup 5 with its rate limits counted in Redis (the machine's, under a fresh prefix).
+    """Setup 7: setup 5 with its rate limits counted in Redis (``redis_url``, under a fresh prefix).
 
     It reads its API key from setup 5's store (``key_store``), so both get the same request bytes.
     """
     cfg = full_config(workdir, port, upstream_port, admin_port)
     cfg["store"] = {"url": f"sqlite:///{key_store}"}
-    cfg["shared_state"] = {"url": "redis://127.0.0.1:6379/0", "key_prefix": redis_prefix}
+    cfg["shared_state"] = {"url": redis_url, "key_prefix": redis_prefix}
     return cfg
 
 
