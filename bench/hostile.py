@@ -296,17 +296,21 @@ async def _run(opts: DriverOptions, api_key: str) -> dict[str, Any]:
             index += 1
     tasks.append(asyncio.create_task(attack.sampler()))
     await stop.wait()
+    stats = attack.stats()
+    # Written before the sockets close: closing hundreds of them can outlast the harness's patience
+    # (a socket whose unsent bytes the gateway never reads does not close quickly), and a driver
+    # killed then must still leave its figures.
+    opts.stats.write_text(json.dumps(stats) + "\n", encoding="utf-8")
     for task in tasks:
         task.cancel()  # every ``connection`` closes its socket on the way out
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return attack.stats()
+    await asyncio.wait(tasks, timeout=5)
+    return stats
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     _raise_fd_limit(sum(n for _, n in opts.attacks) + 256)
-    stats = asyncio.run(_run(opts, os.environ.get(API_KEY_ENV, "")))
-    opts.stats.write_text(json.dumps(stats) + "\n", encoding="utf-8")
+    asyncio.run(_run(opts, os.environ.get(API_KEY_ENV, "")))
     return 0
 
 
