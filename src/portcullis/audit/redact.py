@@ -3,7 +3,7 @@
 Why here and not at the sinks: every sink (file, database, a later log shipper) must get the
 same masked record, so masking happens once, when the record is built. Patterns are compiled once.
 It runs on every string of every record, so ``redact_text`` first asks a cheap prefilter
-(``_might_hold_a_secret``: the literal prefixes, scheme words and digit count the masks need) and
+(``might_hold_a_secret``: the literal prefixes, scheme words and digit count the masks need) and
 returns the string untouched when it says no, which is what nearly every path, user agent and
 decision gets.
 
@@ -76,7 +76,11 @@ _DIGITS_AS_D = bytes(100 if 48 <= b <= 57 else 46 for b in range(256))  # digit 
 _THIRTEEN_DIGITS = b"d" * 13
 
 
-def _might_hold_a_secret(text: str) -> bool:
+def might_hold_a_secret(text: str) -> bool:
+    """The cheap prefilter ``redact_text`` asks first: ``False`` means masking would change nothing.
+
+    Callers with several strings join them with newlines and ask once (no shape spans a newline).
+    """
     if _LITERAL_HINT.search(text) is not None:
         return True
     if " " in text:
@@ -124,7 +128,7 @@ def _mask_provider_key(m: re.Match[str]) -> str:
 def redact_text(text: str) -> str:
     """Mask Portcullis keys (keeping the key id), JWTs, scheme credentials, provider keys (keeping
     their public prefix), e-mails and card numbers."""
-    if not _might_hold_a_secret(text):
+    if not might_hold_a_secret(text):
         return text
     if "pcl_" in text:
         text = _API_KEY.sub(lambda m: f"pcl_{m.group(1)}_{MASK}", text)
@@ -151,7 +155,7 @@ def redact_query(query: bytes | str) -> str:
     # A name hint anywhere in the query (names or values) sends it to the per-name look; most
     # queries hold none, and one search over the whole string beats one per parameter.
     if (
-        _PLAIN_QUERY.fullmatch(raw) and not _might_hold_a_secret(raw)
+        _PLAIN_QUERY.fullmatch(raw) and not might_hold_a_secret(raw)
         and (_NAME_HINT.search(raw.lower()) is None
              or not any(is_sensitive_name(part.partition("=")[0]) for part in raw.split("&")))
     ):
@@ -173,14 +177,6 @@ def redact_headers(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 # Fields an auditor correlates and searches by, made by the gateway or checked against an
 # identifier pattern before they get here: they are kept exactly, never masked.
 IDENTIFIER_FIELDS = frozenset({"request_id", "consumer_id", "key_id", "client_ip", "method", "route"})
-
-
-def might_hold_a_secret(text: str) -> bool:
-    """The cheap prefilter ``redact_text`` asks first: ``False`` means masking would change nothing.
-
-    Callers with several strings join them with newlines and ask once (no shape spans a newline).
-    """
-    return _might_hold_a_secret(text)
 
 
 def redact_nested(value: Any) -> Any:

@@ -69,10 +69,6 @@ def new_request_id() -> str:
     return random_hex(128)
 
 
-class _ClientGone(Exception):
-    """The client disconnected while its body was being streamed."""
-
-
 class GatewayApp:
     """The ASGI entry. ``runtime`` may be swapped at any time by a reload."""
 
@@ -203,12 +199,10 @@ class GatewayApp:
             ctx.decision = f"upstream_error:{exc.reason}"
             rt.metrics.upstream_errors.labels(ctx.route_name or "", exc.code.value).inc()
             status = await self._send_problem(send, ctx, exc.code, chain, entered)
-        except _ClientGone:
-            ctx.decision = "client_disconnected"
-            status = 499
         except ClientDisconnected as exc:
-            # Our server tells a send to a client that is gone; the upstream answer (if any) was
-            # abandoned mid-body, so its connection is discarded rather than read to the end.
+            # The client is gone: told by our server's send, or by a disconnect while its body was
+            # streamed. An upstream answer (if any) was abandoned mid-body, so its connection is
+            # discarded rather than read to the end.
             ctx.decision = "client_disconnected" if exc.reason == "gone" else f"client_cut:{exc.reason}"
             status = ctx.response_status if ctx.response_status is not None else 499
         except Exception:
@@ -404,7 +398,7 @@ class GatewayApp:
         while True:
             message = await ctx.receive()
             if message["type"] == "http.disconnect":
-                raise _ClientGone()
+                raise ClientDisconnected("gone")
             chunk: bytes = message.get("body", b"")
             ctx.bytes_in += len(chunk)
             if limit is not None and ctx.bytes_in > limit:
