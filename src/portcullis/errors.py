@@ -98,6 +98,8 @@ class ErrorCode(StrEnum):
     ADMIN_CONFLICT = "admin.conflict"
     ADMIN_CONFIG_REJECTED = "admin.config_rejected"
     ADMIN_RELOAD_BUSY = "admin.reload_busy"
+    ADMIN_HOST_REFUSED = "admin.host_refused"
+    ADMIN_ORIGIN_REFUSED = "admin.origin_refused"
     INTERNAL = "internal"
 
 
@@ -132,6 +134,8 @@ PUBLIC_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.ADMIN_CONFLICT: (409, "Not possible in this configuration."),
     ErrorCode.ADMIN_CONFIG_REJECTED: (422, "Config rejected; nothing changed."),
     ErrorCode.ADMIN_RELOAD_BUSY: (429, "Reload busy; retry later."),
+    ErrorCode.ADMIN_HOST_REFUSED: (421, "Misdirected request."),
+    ErrorCode.ADMIN_ORIGIN_REFUSED: (403, "Cross-origin request refused."),
     ErrorCode.INTERNAL: (500, "Internal error."),
 }
 

@@ -6,7 +6,7 @@ its eighteen fields through ``object.__setattr__``, which showed in profiles), a
 cheap for orjson and easy to query in SQLite, PostgreSQL or any log shipper.
 
 ``create`` masks every free-text field (``path``, ``query``, ``decision``, ``user_agent`` and the
-nested ``egress`` details) through ``audit.redact``; the query should already have been through
+nested ``egress`` and ``event`` details) through ``audit.redact``; the query should already have been through
 ``redact_query``, which also knows secret parameter names. The other string fields are the
 identifiers an auditor correlates by (``redact.IDENTIFIER_FIELDS``), kept exactly. A test puts a
 key into every field, so a new free-text field that ``create`` forgot to mask fails it.
@@ -46,27 +46,33 @@ class AuditRecord(NamedTuple):
     upstream_status: int | None
     user_agent: str | None
     egress: dict[str, Any] | None = None  # egress door calls: route, host, execution, workflow, attempts…
+    # Retention class (``request`` 90 days, ``security`` 1 year, ``compliance`` 7 years, ``debug`` 7
+    # days by default); ``event``: what a security event says (actor, role, action, target, outcome).
+    record_class: str = "request"
+    event: dict[str, Any] | None = None
 
     @classmethod
     def create(
         cls, *, clock: Clock, request_id: str, client_ip: str, consumer_id: str | None, key_id: str | None,
         method: str, route: str | None, path: str, query: str | None, status: int, decision: str,
         latency_ms: float, bytes_in: int, bytes_out: int, upstream_status: int | None, user_agent: str | None,
-        egress: dict[str, Any] | None = None,
+        egress: dict[str, Any] | None = None, record_class: str = "request", event: dict[str, Any] | None = None,
     ) -> AuditRecord:
         """A record stamped now, with a fresh unique id (time-ordered prefix, random suffix), masked."""
         ts = clock.wall()
         # One prefilter over every free-text field (no prefix or shape spans the newline); nearly
         # every record holds nothing and is built without a second look.
         joined = f"{path}\n{query or ''}\n{decision}\n{user_agent or ''}"
-        if egress is not None or might_hold_a_secret(joined):
+        if egress is not None or event is not None or might_hold_a_secret(joined):
             path, decision = redact_text(path), redact_text(decision)
             query = redact_text(query) if query is not None else None
             user_agent = redact_text(user_agent) if user_agent is not None else None
             egress = redact_nested(egress) if egress is not None else None
+            event = redact_nested(event) if event is not None else None
         return cls(
             f"{int(ts * 1000):013x}{random_hex(64)}", ts, request_id, client_ip, consumer_id, key_id, method, route,
             path, query, status, decision, latency_ms, bytes_in, bytes_out, upstream_status, user_agent, egress,
+            record_class, event,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,7 +83,7 @@ class AuditRecord(NamedTuple):
             "key_id": self.key_id, "method": self.method, "route": self.route, "path": self.path,
             "query": self.query, "status": self.status, "decision": self.decision, "latency_ms": self.latency_ms,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "upstream_status": self.upstream_status,
-            "user_agent": self.user_agent, "egress": self.egress,
+            "user_agent": self.user_agent, "egress": self.egress, "class": self.record_class, "event": self.event,
         }
 
     def to_json_bytes(self) -> bytes:

@@ -176,7 +176,7 @@ def redact_headers(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 # Fields an auditor correlates and searches by, made by the gateway or checked against an
 # identifier pattern before they get here: they are kept exactly, never masked.
-IDENTIFIER_FIELDS = frozenset({"request_id", "consumer_id", "key_id", "client_ip", "method", "route"})
+IDENTIFIER_FIELDS = frozenset({"request_id", "consumer_id", "key_id", "client_ip", "method", "route", "record_class"})
 
 
 def redact_nested(value: Any) -> Any:
