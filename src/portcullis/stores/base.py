@@ -1,4 +1,4 @@
-"""Protocols for durable state: API keys and the audit trail.
+"""Protocols for durable state: API keys, vault secrets, incident controls and the audit trail.
 
 Why Protocols: the same contract is served by SQLite on one machine and PostgreSQL when many
 gateways share state (a later issue); one contract test suite runs against every backend.
@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import orjson
 
 __all__ = [
-    "ApiKeyRecord", "AuditBatch", "AuditQuery", "AuditSink", "BudgetCounterStore", "KeyStore", "SecretRecord",
-    "SecretStore", "Spend", "Store",
+    "MAX_CONTROLS", "ApiKeyRecord", "AuditBatch", "AuditQuery", "AuditSink", "BudgetCounterStore", "ControlRecord",
+    "ControlStore", "KeyStore", "SecretRecord", "SecretStore", "Spend", "Store",
 ]
 
 
@@ -159,6 +159,53 @@ class SecretStore(Protocol):
         ...
 
 
+MAX_CONTROLS = 100_000  # the most active controls one read returns: a snapshot stays a few MB at most
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRecord:
+    """One incident control as stored (``portcullis.controls`` gives it meaning): a block, or an
+    emergency limit (``factor`` set). Times are wall seconds.
+
+    ``expires_at``: a block stops applying then (None: until lifted); an emergency limit holds its
+    factor until then and ramps back to 1 over the next ``restore_s`` seconds. ``lifted_at``: an
+    operator ended it; the row stays, for the record."""
+
+    control_id: str
+    kind: str  # "block" | "emergency"
+    subject_kind: str  # block: consumer|key|address|workflow|user|execution; emergency: gateway|route|consumer
+    subject: str
+    reason: str
+    created_at: float
+    created_by: str
+    expires_at: float | None = None
+    factor: float | None = None
+    restore_s: float = 0.0
+    lifted_at: float | None = None
+    lifted_by: str | None = None
+
+    def ends_at(self) -> float | None:
+        """When it stops having any effect (None: never, unless lifted)."""
+        return None if self.expires_at is None else self.expires_at + self.restore_s
+
+
+class ControlStore(Protocol):
+    """Incident controls (blocks and emergency limits), durable and shared by every instance."""
+
+    async def add_control(self, record: ControlRecord) -> None:
+        """Store a new control. Raises ``ValueError`` if its id exists."""
+        ...
+
+    async def lift_control(self, control_id: str, at: float, by: str) -> bool:
+        """End a control now. False if there is no such control or it was already lifted."""
+        ...
+
+    async def list_controls(self, *, active_at: float | None = None) -> list[ControlRecord]:
+        """Controls oldest first, at most ``MAX_CONTROLS``. ``active_at``: only those not lifted and
+        still having an effect at that wall time; None: every control ever made, lifted ones included."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Spend:
     """One budget counter an egress call touches: its key, its cap, its window, what the call costs from it."""
@@ -184,9 +231,9 @@ class BudgetCounterStore(Protocol):
         ...
 
 
-class Store(KeyStore, SecretStore, AuditSink, Protocol):
-    """The durable store a gateway opens: keys, secrets and the audit table in one database
-    (``SqliteStore`` or ``PostgresStore``)."""
+class Store(KeyStore, SecretStore, ControlStore, AuditSink, Protocol):
+    """The durable store a gateway opens: keys, secrets, incident controls and the audit table in one
+    database (``SqliteStore`` or ``PostgresStore``)."""
 
     async def query_audit(self, query: AuditQuery) -> list[dict[str, Any]]:
         """Matching audit records, oldest first."""

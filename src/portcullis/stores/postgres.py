@@ -1,5 +1,6 @@
-"""PostgreSQL store for gateways that share state: API key records, the audit table and the vault's
-encrypted secrets, the same contract as ``SqliteStore``, with migrations applied only by ``upgrade``.
+"""PostgreSQL store for gateways that share state: API key records, the audit table, the vault's
+encrypted secrets and the incident controls, the same contract as ``SqliteStore``, with migrations
+applied only by ``upgrade``.
 
 Why asyncpg: it speaks the PostgreSQL protocol natively on the event loop (no thread per query, no
 sync driver behind an executor) and brings its own connection pool. Why a server-side
@@ -50,7 +51,7 @@ import asyncpg
 import orjson
 
 from portcullis.errors import StoreUnavailable
-from portcullis.stores.base import ApiKeyRecord, AuditBatch, AuditQuery, SecretRecord
+from portcullis.stores.base import MAX_CONTROLS, ApiKeyRecord, AuditBatch, AuditQuery, ControlRecord, SecretRecord
 from portcullis.stores.sqlite import MAX_AUDIT_ROWS, SchemaTooNew
 
 __all__ = [
@@ -94,11 +95,31 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_used_at double precision
         )""",
     ),
+    # Incident controls: planned as migration 5 (main's 3, the audit branch's 4); see sqlite.py.
+    (
+        """CREATE TABLE controls (
+            control_id text COLLATE "C" PRIMARY KEY,
+            kind text COLLATE "C" NOT NULL,
+            subject_kind text COLLATE "C" NOT NULL,
+            subject text COLLATE "C" NOT NULL,
+            reason text NOT NULL,
+            created_at double precision NOT NULL,
+            created_by text NOT NULL,
+            expires_at double precision,
+            factor double precision,
+            restore_s double precision NOT NULL DEFAULT 0,
+            lifted_at double precision,
+            lifted_by text
+        )""",
+        "CREATE INDEX controls_created ON controls (created_at, control_id)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _MIGRATION_LOCK = 0x70636C5F6D6967  # "pcl_mig": one upgrader at a time per database
 _KEY_COLUMNS = "key_id, consumer_id, secret_hash, scopes, created_at, expires_at, disabled, last_used_at"
+_CONTROL_COLUMNS = ("control_id, kind, subject_kind, subject, reason, created_at, created_by, expires_at, factor,"
+                    " restore_s, lifted_at, lifted_by")
 _SECRET_COLUMNS = "name, ciphertext, fingerprint, created_at, updated_at, last_used_at"
 _AUDIT_COLUMNS = ("id", "ts", "consumer_id", "route", "decision", "status", "record")
 _AUDIT_FILTERS = (  # (column, operator, AuditQuery field): the only text that is put into audit SQL
@@ -319,6 +340,46 @@ class PostgresStore:
             if missing:
                 raise StoreUnavailable(f"postgres: no secret {missing[0]!r}; nothing was replaced")
 
+    # --- ControlStore -----------------------------------------------------------------------
+
+    async def add_control(self, record: ControlRecord) -> None:
+        if not _storable(record.control_id, record.kind, record.subject_kind, record.subject, record.reason,
+                         record.created_by, record.lifted_by or ""):
+            raise ValueError("PostgreSQL text cannot hold NUL: the control has one")
+        async with self._conn(duplicate=f"duplicate control id {record.control_id!r}") as conn:
+            await conn.execute(
+                f"INSERT INTO controls ({_CONTROL_COLUMNS})"  # noqa: S608 - constant
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                record.control_id, record.kind, record.subject_kind, record.subject, record.reason,
+                record.created_at, record.created_by, record.expires_at, record.factor, record.restore_s,
+                record.lifted_at, record.lifted_by,
+            )
+
+    async def lift_control(self, control_id: str, at: float, by: str) -> bool:
+        if not _storable(control_id):
+            return False
+        async with self._conn() as conn:
+            status = await conn.execute(
+                "UPDATE controls SET lifted_at = $2, lifted_by = $3 WHERE control_id = $1 AND lifted_at IS NULL",
+                control_id, at, _nul_free(by),
+            )
+        return _row_count(status) > 0
+
+    async def list_controls(self, *, active_at: float | None = None) -> builtins.list[ControlRecord]:
+        async with self._conn() as conn:
+            if active_at is None:
+                rows = await conn.fetch(
+                    f"SELECT {_CONTROL_COLUMNS} FROM controls ORDER BY created_at, control_id LIMIT $1",  # noqa: S608
+                    MAX_CONTROLS,
+                )
+            else:
+                rows = await conn.fetch(
+                    f"SELECT {_CONTROL_COLUMNS} FROM controls"  # noqa: S608 - constant
+                    " WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at + restore_s > $1)"
+                    " ORDER BY created_at, control_id LIMIT $2", active_at, MAX_CONTROLS,
+                )
+        return [_control_record(r) for r in rows]
+
     # --- lifecycle --------------------------------------------------------------------------
 
     async def ping(self) -> None:
@@ -436,6 +497,13 @@ def _row_count(status: str) -> int:
 def _secret_record(row: Any) -> SecretRecord:
     return SecretRecord(name=row[0], ciphertext=bytes(row[1]), fingerprint=row[2], created_at=row[3],
                         updated_at=row[4], last_used_at=row[5])
+
+
+def _control_record(row: Any) -> ControlRecord:
+    return ControlRecord(
+        control_id=row[0], kind=row[1], subject_kind=row[2], subject=row[3], reason=row[4], created_at=row[5],
+        created_by=row[6], expires_at=row[7], factor=row[8], restore_s=row[9], lifted_at=row[10], lifted_by=row[11],
+    )
 
 
 def _key_record(row: Any) -> ApiKeyRecord:

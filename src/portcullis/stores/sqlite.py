@@ -1,5 +1,5 @@
-"""SQLite store for one machine: API key records, the audit table and the vault's encrypted secrets,
-with versioned migrations.
+"""SQLite store for one machine: API key records, the audit table, the vault's encrypted secrets and
+the incident controls (blocks, emergency limits), with versioned migrations.
 
 Why aiosqlite: every query runs on the connection's own thread, so the event loop never blocks on
 the disk. Why WAL: the gateway reads keys while the CLI creates or revokes them from another
@@ -37,7 +37,7 @@ import orjson
 
 from portcullis.clock import Clock, SystemClock
 from portcullis.errors import StoreUnavailable
-from portcullis.stores.base import ApiKeyRecord, AuditBatch, AuditQuery, SecretRecord
+from portcullis.stores.base import MAX_CONTROLS, ApiKeyRecord, AuditBatch, AuditQuery, ControlRecord, SecretRecord
 from portcullis.stores.sqlite_file import BUSY_TIMEOUT_S, make_private, retry_while_busy
 
 __all__ = ["MAX_AUDIT_ROWS", "SCHEMA_VERSION", "SchemaTooNew", "SqliteStore", "schema_version"]
@@ -78,10 +78,31 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_used_at REAL
         )""",
     ),
+    # Incident controls. Planned as migration 5 (main's 3 is admin tokens, the audit branch's 4 is
+    # retention); it is the next entry here until those land, and the merge puts it after them.
+    (
+        """CREATE TABLE controls (
+            control_id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            subject_kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            created_by TEXT NOT NULL,
+            expires_at REAL,
+            factor REAL,
+            restore_s REAL NOT NULL DEFAULT 0,
+            lifted_at REAL,
+            lifted_by TEXT
+        )""",
+        "CREATE INDEX controls_created ON controls (created_at, control_id)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 MAX_AUDIT_ROWS = 10_000
 _SECRET_COLUMNS = "name, ciphertext, fingerprint, created_at, updated_at, last_used_at"
+_CONTROL_COLUMNS = ("control_id, kind, subject_kind, subject, reason, created_at, created_by, expires_at, factor,"
+                    " restore_s, lifted_at, lifted_by")
 _KEY_COLUMNS = "key_id, consumer_id, secret_hash, scopes, created_at, expires_at, disabled, last_used_at"
 _AUDIT_FILTERS = (  # (column, operator, AuditQuery field): the only text that is put into audit SQL
     ("ts", ">=", "since"), ("ts", "<", "until"), ("consumer_id", "=", "consumer_id"),
@@ -283,6 +304,39 @@ class SqliteStore:
                 await self._conn.rollback()
                 raise
 
+    # --- ControlStore -----------------------------------------------------------------------
+
+    async def add_control(self, record: ControlRecord) -> None:
+        async with self._write_lock, _translate(duplicate=f"duplicate control id {record.control_id!r}"):
+            await self._conn.execute(
+                f"INSERT INTO controls ({_CONTROL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (record.control_id, record.kind, record.subject_kind, record.subject, record.reason,
+                 record.created_at, record.created_by, record.expires_at, record.factor, record.restore_s,
+                 record.lifted_at, record.lifted_by),
+            )
+            await self._conn.commit()
+
+    async def lift_control(self, control_id: str, at: float, by: str) -> bool:
+        async with self._write_lock, _translate():
+            cur = await self._conn.execute(
+                "UPDATE controls SET lifted_at = ?, lifted_by = ? WHERE control_id = ? AND lifted_at IS NULL",
+                (at, by, control_id),
+            )
+            await self._conn.commit()
+        return (cur.rowcount or 0) > 0
+
+    async def list_controls(self, *, active_at: float | None = None) -> builtins.list[ControlRecord]:
+        sql = f"SELECT {_CONTROL_COLUMNS} FROM controls"  # noqa: S608 - constant
+        params: tuple[Any, ...] = ()
+        if active_at is not None:
+            sql += " WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at + restore_s > ?)"
+            params = (active_at,)
+        async with _translate(), self._conn.execute(
+            sql + " ORDER BY created_at, control_id LIMIT ?", (*params, MAX_CONTROLS)
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_control_record(r) for r in rows]
+
     async def ping(self) -> None:
         async with _translate(), self._conn.execute("SELECT 1") as cur:
             await cur.fetchone()
@@ -346,6 +400,13 @@ async def _migrate(db: aiosqlite.Connection) -> None:
 def _secret_record(row: Any) -> SecretRecord:
     return SecretRecord(name=row[0], ciphertext=bytes(row[1]), fingerprint=row[2], created_at=row[3],
                         updated_at=row[4], last_used_at=row[5])
+
+
+def _control_record(row: Any) -> ControlRecord:
+    return ControlRecord(
+        control_id=row[0], kind=row[1], subject_kind=row[2], subject=row[3], reason=row[4], created_at=row[5],
+        created_by=row[6], expires_at=row[7], factor=row[8], restore_s=row[9], lifted_at=row[10], lifted_by=row[11],
+    )
 
 
 def _key_record(row: Any) -> ApiKeyRecord:
