@@ -16,6 +16,7 @@ The tree::
     │   ├── PayloadTooLarge         request.too_large
     │   ├── Unauthenticated         auth.missing_credentials | auth.invalid_credentials
     │   ├── Forbidden               authz.forbidden
+    │   ├── Blocked                 access.blocked: an incident block matched (block_id for the audit only)
     │   ├── RateLimited             limit.exceeded (retry_after_s)
     │   ├── EgressDenied            egress.destination_denied
     │   └── BudgetExhausted         budget.exhausted
@@ -28,9 +29,11 @@ The tree::
     │   └── StoreUnavailable        store.unavailable (admin API); the data path denies or serves cached
     │       ├── SchemaNotCurrent    PostgreSQL below this version: run `portcullis db upgrade`
     │       └── SchemaTooNew        migrated by a newer Portcullis
-    └── VaultError
-        ├── VaultLocked             secrets exist but the master key is missing or wrong
-        └── SecretNotFound
+    ├── VaultError
+    │   ├── VaultLocked             secrets exist but the master key is missing or wrong
+    │   └── SecretNotFound
+    └── InvalidControl              an incident control (block, emergency limit) that cannot be made
+                                    (also a ValueError): names the field, never a secret
 
 What this module refuses to do: carry exception text to clients. ``str(exc)`` is for logs.
 """
@@ -41,6 +44,7 @@ from enum import StrEnum
 
 __all__ = [
     "PUBLIC_ERRORS",
+    "Blocked",
     "BudgetExhausted",
     "CircuitOpen",
     "ClientError",
@@ -49,6 +53,7 @@ __all__ = [
     "EgressDenied",
     "ErrorCode",
     "Forbidden",
+    "InvalidControl",
     "MalformedRequest",
     "PayloadTooLarge",
     "PortcullisError",
@@ -81,6 +86,7 @@ class ErrorCode(StrEnum):
     ROUTE_NOT_FOUND = "route.not_found"
     METHOD_NOT_ALLOWED = "route.method_not_allowed"
     ACCESS_DENIED = "access.denied"
+    ACCESS_BLOCKED = "access.blocked"
     AUTH_MISSING_CREDENTIALS = "auth.missing_credentials"
     AUTH_INVALID_CREDENTIALS = "auth.invalid_credentials"
     AUTHZ_FORBIDDEN = "authz.forbidden"
@@ -117,6 +123,7 @@ PUBLIC_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.ROUTE_NOT_FOUND: (404, "Not found."),
     ErrorCode.METHOD_NOT_ALLOWED: (405, "Method not allowed."),
     ErrorCode.ACCESS_DENIED: (403, "Access denied."),
+    ErrorCode.ACCESS_BLOCKED: (403, "Access blocked."),
     ErrorCode.AUTH_MISSING_CREDENTIALS: (401, "Missing credentials."),
     ErrorCode.AUTH_INVALID_CREDENTIALS: (401, "Invalid credentials."),
     ErrorCode.AUTHZ_FORBIDDEN: (403, "Forbidden."),
@@ -185,6 +192,19 @@ class Unauthenticated(ClientError):
 
 class Forbidden(ClientError):
     code = ErrorCode.AUTHZ_FORBIDDEN
+
+
+class Blocked(ClientError):
+    """An incident block matched the caller, its key, address, workflow, user or execution.
+
+    ``reason`` is ``blocked:<block id>`` (the audit decision); the block's own reason, written by the
+    operator, is never told to the client, nor which subject matched."""
+
+    code = ErrorCode.ACCESS_BLOCKED
+
+    def __init__(self, block_id: str) -> None:
+        self.block_id = block_id
+        super().__init__(f"blocked:{block_id}")
 
 
 class RateLimited(ClientError):
@@ -262,3 +282,8 @@ class VaultLocked(VaultError):
 
 class SecretNotFound(VaultError):
     """No secret by that name."""
+
+
+class InvalidControl(PortcullisError, ValueError):
+    """An incident control that cannot be made: an unknown kind, a malformed address, a factor out of
+    range. The message names the field and the rule."""

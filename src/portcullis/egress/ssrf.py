@@ -33,6 +33,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from portcullis.config.types import host_allowed
+from portcullis.http.ip_embedding import embedded_ipv4 as _embedded_ipv4
 
 __all__ = [
     "METADATA_HOSTS",
@@ -54,9 +55,7 @@ METADATA_HOSTS = frozenset({
     "metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal",
     "metadata.azure.internal", "kubernetes.default.svc", "kubernetes.default",
 })
-_NAT64 = (ip_network("64:ff9b::/96"), ip_network("64:ff9b:1::/48"))
 _SIXTOFOUR = ip_network("2002::/16")
-_TEREDO = ip_network("2001::/32")
 _CGNAT = ip_network("100.64.0.0/10")
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _NUMERIC_LOOKING = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*\.?$")
@@ -201,23 +200,6 @@ def address_block_reason(address: IpAddress) -> str | None:
         return "reserved"
     if not address.is_global:
         return "not_global"
-    return None
-
-
-def _embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address in _TEREDO:
-        teredo = address.teredo
-        return teredo[1] if teredo else None
-    for net in _NAT64:
-        if address in net:
-            return IPv4Address(int(address) & 0xFFFFFFFF)
-    packed = int(address)
-    if packed >> 32 == 0 and packed > 1:  # IPv4-compatible ::a.b.c.d (deprecated, still routable by some stacks)
-        return IPv4Address(packed)
     return None
 
 

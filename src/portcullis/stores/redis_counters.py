@@ -158,6 +158,9 @@ return 1
 """
 
 
+_MAX_WIRES = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class _RuleWire:
     """One rule as the script takes it: key stem, per-window key suffixes, the window arguments."""
@@ -177,16 +180,20 @@ class RedisCounterStore:
         self._server_time = server_time
         self._apply = ScriptBatcher(client, _APPLY)  # concurrent decisions share round trips
         self._refund = client.register_script(_REFUND)
-        # A rule's script arguments never change: built once per rule (per config load), not per request.
-        self._wire: dict[str, _RuleWire] = {}
+        # A rule's script arguments never change: built once per rule object, not per request. Keyed
+        # by the object: an emergency's scaled rule shares its name (and counters) with the configured
+        # one, and the two alternate; the cache is cleared when reloads or ramps have filled it.
+        self._wire: dict[int, _RuleWire] = {}
 
     def _key(self, rule: LimitRule, subject: str, index: int) -> str:
         return f"{self._prefix}{{pcl}}:{rule.name}:{subject}:{index}"
 
     def _wire_of(self, rule: LimitRule) -> _RuleWire:
-        wire = self._wire.get(rule.name)
-        if wire is None or wire.rule is not rule:  # a reload builds new rules under old names
-            wire = self._wire[rule.name] = _RuleWire(
+        wire = self._wire.get(id(rule))
+        if wire is None or wire.rule is not rule:
+            if len(self._wire) >= _MAX_WIRES:
+                self._wire.clear()
+            wire = self._wire[id(rule)] = _RuleWire(
                 rule,
                 f"{self._prefix}{{pcl}}:{rule.name}:",
                 tuple(f":{spec.index}" for spec in rule.specs),
