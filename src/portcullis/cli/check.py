@@ -25,6 +25,7 @@ from portcullis.config.egress import EgressRouteConfig
 from portcullis.config.loader import load_config
 from portcullis.config.model import AuthConfig, GatewayConfig, RouteConfig
 from portcullis.config.reference import render_reference
+from portcullis.controls.service import IncidentControls
 from portcullis.egress.executor import CALLER_ONLY_HEADERS
 from portcullis.errors import ClientError, ConfigError
 from portcullis.http.header_rules import RequestHeaderRules
@@ -35,6 +36,7 @@ from portcullis.ingress.router import RouteMatch, Router
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.stores.memory import MemoryCounterStore
+from portcullis.stores.memory_controls import MemoryControlStore
 
 __all__ = ["check", "config_reference", "explain"]
 
@@ -58,9 +60,12 @@ def _chain_namer() -> Callable[[GatewayConfig, RouteConfig], list[str]]:
     limiter = MultiLimiter(MemoryCounterStore(), SystemClock())
     metrics = GatewayMetrics()
     verifiers = Verifiers(keys=None, jwt=None)
+    clock = SystemClock()
+    controls = IncidentControls(MemoryControlStore(), clock)  # the chain's shape only: no controls in force
 
     def names(config: GatewayConfig, route: RouteConfig) -> list[str]:
-        policies = plan_chain(config, route, limiter=limiter, metrics=metrics, verifiers=verifiers)
+        policies = plan_chain(config, route, limiter=limiter, metrics=metrics, verifiers=verifiers,
+                              controls=controls, clock=clock)
         return [*(p.name for p in sorted(policies, key=lambda p: p.stage)), "respond.security_headers (every response)"]
 
     return names

@@ -184,6 +184,26 @@ class ReloadConfig(_Model):
         return value
 
 
+class ControlsConfig(_Model):
+    refresh_interval: Duration = Field(
+        "5s", description="Every instance re-reads the incident controls (blocks, emergency limits) from the store "
+        "this often, besides the shared-state event that makes a change apply everywhere within a second: the bound "
+        "on how long a missed event or a Redis outage can leave an instance behind (a change applies from the next "
+        "start).",
+    )
+    emergency_restore: Duration = Field(
+        "10m", description="How long an emergency limit takes to ramp back from its factor to the full limits after "
+        "its duration, when the act does not say (linear; 0s: at once).",
+    )
+
+    @field_validator("refresh_interval")
+    @classmethod
+    def _sensible_interval(cls, value: float) -> float:
+        if not 0.5 <= value <= 300:
+            raise ValueError("the refresh interval must be between 0.5s and 300s")
+        return value
+
+
 class StoreConfig(_Model):
     url: str = Field(
         "sqlite:///portcullis.db",
@@ -696,6 +716,11 @@ class GatewayConfig(_Model):
     keys: KeysConfig | None = Field(None, description="API key hashing; required when any route accepts keys.")
     jwt_issuers: list[JwtIssuerConfig] = Field(default_factory=list, description="Trusted JWT issuers.")
     shield: ShieldConfig = Field(default_factory=ShieldConfig, description="Global IP lists and pre-auth limits.")
+    controls: ControlsConfig = Field(
+        default_factory=ControlsConfig,
+        description="Incident controls (blocks and emergency limits, made through the admin API): how they stay "
+        "current.",
+    )
     rate_limits: list[RateLimitConfig] = Field(
         default_factory=list, description="Limits applied on every route (before the route's own)."
     )

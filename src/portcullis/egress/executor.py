@@ -5,16 +5,19 @@ must apply exactly the same policy, so both hand an ``EgressRequest`` to ``Egres
 
 Order, and why:
 1. a caller header the rules refuse (``reject_headers``) ends the call (400) before anything is
-   looked up or spent, as on an ingress route; the route must exist and allow the method; the
+   looked up or spent, as on an ingress route; an incident block on the call's workflow, user or
+   execution ends it (403 ``access.blocked``, from the in-memory snapshot: no I/O), for both doors
+   alike; the route must exist and allow the method; the
    path is canonicalised (the same canonicaliser as ingress) and appended to the route's base URL,
    so ``..`` cannot climb out of it;
 2. the SSRF guard checks the URL under the route's policy (scheme, port, host lists);
-3. the endpoint's rate limits, then the budgets, are spent (each all or nothing) before anything
-   is sent;
+3. the endpoint's rate limits (scaled by an emergency factor on the route or the user, if any),
+   then the budgets, are spent (each all or nothing) before anything is sent;
 4. the caller's headers pass the ingress rules (``http/header_rules.py``: hop-by-hop, the gateway's
    own, the default list, the configured lists), so a provider that honours ``X-HTTP-Method-Override``
    cannot run a method the route does not allow; its credentials for the *gateway* (Authorization,
-   API-key headers, cookies) go too; the route's headers are set, ``{secret:name}`` filled now;
+   API-key headers, cookies) go too; the route's headers are set, ``{secret:name}`` filled now, and
+   the vault read is one ``secret.read`` security event per call (not per header);
 5. each attempt asks the breaker first (never retry into an open breaker), connects through the
    guarded resolver (resolve-then-pin), follows redirects only as far as the route allows (each
    hop guarded again, credentials dropped when the origin changes), and reads the answer within
@@ -37,8 +40,12 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import yarl
 
+from portcullis.audit.record import AuditRecord
+from portcullis.audit.security_event import security_event
 from portcullis.clock import Clock
 from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, EgressRouteConfig, path_matches
+from portcullis.controls.model import BlockKind
+from portcullis.controls.service import IncidentControls
 from portcullis.egress.breaker import BreakerConfig, BreakerState, CircuitBreaker, is_failure
 from portcullis.egress.budgets import (
     BudgetCounterStore,
@@ -54,6 +61,7 @@ from portcullis.egress.response_guard import ResponseLimits, ResponseRefused, ch
 from portcullis.egress.retry import RetryBudget, RetryConfig, may_retry_request, retry_delay_s
 from portcullis.egress.ssrf import GuardPolicy, Resolver, SsrfGuard
 from portcullis.errors import (
+    Blocked,
     BudgetExhausted,
     CircuitOpen,
     ClientError,
@@ -92,6 +100,8 @@ class EgressRequest:
     context: CallContext
     headers: list[tuple[str, str]] = field(default_factory=list)  # the caller's, as sent: filtered here
     body: bytes | None = None
+    request_id: str = ""  # the door's, for the security events this call causes
+    client_ip: str = "in-process"  # the caller's address at the HTTP door
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +143,16 @@ class EgressExecutor:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_breaker: Callable[[str, BreakerState, BreakerState], None] | None = None,
         limiter: MultiLimiter | None = None, header_rules: RequestHeaderRules | None = None,
+        controls: IncidentControls | None = None, audit: Callable[[AuditRecord], None] | None = None,
     ) -> None:
         """``header_rules`` decide which caller headers reach a provider, for every door: by default
         the default list (``RequestHeaderRules.defaults()``); the gateway passes its egress door's
-        rules (the global ``request`` lists), so both of its doors apply the same ones."""
+        rules (the global ``request`` lists), so both of its doors apply the same ones. ``controls``:
+        the incident controls enforced on every call (blocks, emergency factors); ``audit``: where the
+        ``secret.read`` security events go (the audit writer's ``submit``)."""
         self._config = config
+        self._controls = controls
+        self._audit = audit
         self._header_rules = header_rules or RequestHeaderRules.defaults()
         self._limiter = limiter or MultiLimiter(MemoryCounterStore(), clock)
         self._vault = vault
@@ -214,6 +229,8 @@ class EgressExecutor:
         if refused is not None:
             # Before anything is looked up or spent, as an ingress route refuses before its chain.
             raise MalformedRequest(f"rejected_header:{refused}")
+        if self._controls is not None:
+            self._check_blocks(self._controls, request)
         route = self._routes.get(request.route)
         if route is None:
             raise EgressDenied("unknown_route")
@@ -232,7 +249,9 @@ class EgressExecutor:
             raise CircuitOpen(f"circuit_open:{cfg.name}", retry_after_s=route.breaker.retry_after_s())
         if route.rate_rule is not None:
             subject = request.context.workflow_id if cfg.rate_limit_per_workflow else "*"
-            decision = await self._limiter.consume([(route.rate_rule, subject)])
+            factor = 1.0 if self._controls is None else self._controls.snapshot.factor(
+                cfg.name, request.context.user, self._clock.wall())
+            decision = await self._limiter.consume([(route.rate_rule, subject)], factor=factor)
             if not decision.allowed:
                 raise RateLimited(f"rate_limited:{route.rate_rule.name}", retry_after_s=decision.retry_after_s)
         cost = next((r.cost for r in cfg.costs if path_matches(r.path, relative_path)
@@ -240,8 +259,19 @@ class EgressExecutor:
         budget = await self._budgets.consume(request.context, cfg.name, cost)
         if not budget.allowed:
             raise BudgetExhausted(f"budget:{budget.exhausted}")
-        headers = await self._headers(route, caller)
+        headers = await self._headers(route, caller, request)
         return await self._attempts(route, method, url, headers, request, budget, cost)
+
+    def _check_blocks(self, controls: IncidentControls, request: EgressRequest) -> None:
+        """Raise ``Blocked`` when the call's workflow, user or execution is blocked now."""
+        snapshot, now, ctx = controls.snapshot, self._clock.wall(), request.context
+        block = (snapshot.block(BlockKind.WORKFLOW, ctx.workflow_id, now)
+                 or snapshot.block(BlockKind.USER, ctx.user, now)
+                 or snapshot.block(BlockKind.EXECUTION, ctx.execution_id, now))
+        if block is not None:
+            controls.refused(block, client_ip=request.client_ip, request_id=request.request_id,
+                             actor=f"egress:{request.route}", where="egress")
+            raise Blocked(block.block_id)
 
     def _url(self, route: _Route, path_and_query: str) -> tuple[str, str]:
         if not path_and_query.startswith("/"):
@@ -253,7 +283,7 @@ class EgressExecutor:
         query = target.query.decode("latin-1")
         return route.base + target.path + (f"?{query}" if query else ""), target.path
 
-    async def _headers(self, route: _Route, caller: RawHeaders) -> list[tuple[str, str]]:
+    async def _headers(self, route: _Route, caller: RawHeaders, request: EgressRequest) -> list[tuple[str, str]]:
         """The caller's headers that cross (the rules, minus its gateway credentials and the names
         the route sets), then the route's, with ``{secret:name}`` filled from the vault now."""
         out = [(k.decode(_TEXT, _ESCAPE), v.decode(_TEXT, _ESCAPE))
@@ -263,7 +293,20 @@ class EgressExecutor:
             for secret_name in SECRET_REFERENCE.findall(template):
                 value = value.replace(f"{{secret:{secret_name}}}", await self._vault.reveal(secret_name))
             out.append((name, value))
+        if route.secrets and self._audit is not None:
+            self._secrets_read(self._audit, route, request)
         return out
+
+    def _secrets_read(self, audit: Callable[[AuditRecord], None], route: _Route, request: EgressRequest) -> None:
+        """One ``secret.read`` security event for the secrets this call had injected (seed 000
+        section 7.1: who read the provider key, when, for which execution)."""
+        ctx = request.context
+        audit(security_event(
+            clock=self._clock, action="secret.read", outcome="ok", actor=f"egress:{route.config.name}", role=None,
+            target=",".join(dict.fromkeys(route.secrets)), client_ip=request.client_ip,
+            request_id=request.request_id or "-", status=0, method=request.method,
+            details={"execution_id": ctx.execution_id, "workflow_id": ctx.workflow_id, "user": ctx.user},
+        ))
 
     async def _attempts(
         self, route: _Route, method: str, url: str, headers: list[tuple[str, str]], request: EgressRequest,

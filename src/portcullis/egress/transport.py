@@ -8,7 +8,8 @@ network hop to the gateway and without the process ever holding the provider's k
 A request is matched to the egress route whose base URL it falls under (scheme, host, port and
 path prefix); a URL no route covers is refused, as the HTTP entry point refuses an unknown route.
 Refusals surface as ``httpx`` responses with the gateway's problem documents (403 destination
-denied, 429 budget exhausted, 503 circuit open), so SDK retry logic sees ordinary HTTP answers.
+denied, 403 access blocked by an incident block, 429 budget exhausted, 503 circuit open), so SDK
+retry logic sees ordinary HTTP answers.
 
 The caller's headers pass the executor's header rules, the default list at least (URL- and
 method-override headers, forwarding hints, other gateways' identity headers): code in this process
@@ -32,7 +33,7 @@ from portcullis.clock import Clock, SystemClock
 from portcullis.config.egress import EgressConfig
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.executor import EgressExecutor, EgressRequest
-from portcullis.errors import BudgetExhausted, CircuitOpen, ClientError, RateLimited, UpstreamError
+from portcullis.errors import Blocked, BudgetExhausted, CircuitOpen, ClientError, RateLimited, UpstreamError
 from portcullis.http.problem import render_problem
 from portcullis.ids import random_hex
 
@@ -68,7 +69,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             return
         path, _, query = call.path_and_query.partition("?")
         self._audit.submit(AuditRecord.create(
-            clock=self._clock, request_id=random_hex(128), client_ip="in-process",
+            clock=self._clock, request_id=call.request_id or random_hex(128), client_ip="in-process",
             consumer_id=call.context.user, key_id=None, method=call.method, route="egress",
             path=f"/{call.route}{path}", query=redact_query(query) if query else None, status=status,
             decision=decision, latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
@@ -90,6 +91,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             call = EgressRequest(
                 route=name, method=request.method, path_and_query=relative + (f"?{query}" if query else ""),
                 context=self._context, headers=list(request.headers.multi_items()), body=await request.aread(),
+                request_id=random_hex(128),
             )
             return await self._execute(call, request)
         return _problem(ClientError("no_route_for_url"), request, 403)
@@ -101,6 +103,10 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         except (CircuitOpen, RateLimited) as exc:
             response = _problem(exc, request, None, retry_after=exc.retry_after_s)
             self._record(call, response.status_code, f"egress_refused:{exc.reason}", started, None)
+            return response
+        except Blocked as exc:
+            response = _problem(exc, request, None)
+            self._record(call, response.status_code, exc.reason, started, None)  # blocked:<block id>
             return response
         except (ClientError, UpstreamError) as exc:
             response = _problem(exc, request, None)

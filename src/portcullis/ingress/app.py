@@ -21,6 +21,7 @@ from typing import Any
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.executor import EgressExecutor, EgressRequest
 from portcullis.errors import (
+    Blocked,
     BudgetExhausted,
     CircuitOpen,
     ClientError,
@@ -353,7 +354,7 @@ class GatewayApp:
             # one filter for every egress door, and the one ingress routes use.
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers
                      if fold_name(k) not in stripped],
-            body=body,
+            body=body, request_id=ctx.request_id, client_ip=ctx.client_ip,
         )
         metrics = self.runtime.metrics
         started = self.runtime.clock.monotonic()
@@ -369,6 +370,10 @@ class GatewayApp:
                 extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
             elif isinstance(exc, BudgetExhausted):
                 detail = exc.detail
+            elif isinstance(exc, Blocked):
+                # The audit decision names the block, as on ingress: blocked:<block id>.
+                ctx.decision = exc.reason
+                return await self._send_problem(send, ctx, exc.code, chain, entered)
             else:
                 raise
             ctx.decision = f"egress_refused:{exc.reason}"

@@ -26,9 +26,11 @@ from portcullis.config.model import (
     RouteConfig,
     SharedStateConfig,
 )
+from portcullis.controls.service import IncidentControls
 from portcullis.egress.breaker import BreakerState, CircuitBreaker
 from portcullis.egress.executor import EgressExecutor
 from portcullis.egress.shared_breakers import SharedBreakers
+from portcullis.errors import StoreUnavailable
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.identity.api_keys import ApiKeyVerifier
@@ -42,8 +44,10 @@ from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.pipeline.base import Policy
 from portcullis.pipeline.chain import PolicyChain
+from portcullis.policies.stage1_shield.blocks import AddressBlockPolicy
 from portcullis.policies.stage1_shield.cors import CorsPolicy
 from portcullis.policies.stage1_shield.ip_rules import IpShieldPolicy
+from portcullis.policies.stage2_authenticate.blocks import CallerBlockPolicy
 from portcullis.policies.stage2_authenticate.credentials import AuthenticationPolicy
 from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, failed_auth_rule
 from portcullis.policies.stage3_authorize.scopes import AuthorizePolicy
@@ -54,6 +58,7 @@ from portcullis.stores.base import AuditSink, BudgetCounterStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
 from portcullis.stores.opening import open_store
+from portcullis.stores.redis_events import CONTROLS_EVENT
 from portcullis.stores.shared_state import SharedState, open_shared_state
 from portcullis.upstream.base import Timeouts, Upstream, UpstreamRequest, UpstreamResponse
 from portcullis.upstream.http1 import Http1Upstream
@@ -109,6 +114,12 @@ async def open_services(
     await audit.start()
     metrics.audit_spilled.set_function(lambda: float(audit.waiting))
     metrics.audit_queued.set_function(lambda: float(audit.pending))
+    controls = IncidentControls(store, clock, submit=audit.submit)
+    try:
+        await controls.refresh()  # blocks in force apply from the first request
+    except StoreUnavailable as exc:
+        log.error("incident controls: could not read the store at start-up (%s); retrying every %ss",
+                  exc, config.controls.refresh_interval)
     counters: CounterStore = MemoryCounterStore()
     budgets: BudgetCounterStore = MemoryBudgetStore()
     shared = None
@@ -117,8 +128,11 @@ async def open_services(
         counters, budgets = shared.counters, shared.budgets
         outage = shared.outage
         metrics.shared_state_degraded.set_function(lambda: float(outage.degraded))
+        events = shared.events
+        controls.set_publish(lambda: events.publish(CONTROLS_EVENT))
+    controls.start(config.controls.refresh_interval)
     return Services(clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit,
-                    vault=vault, egress_budgets=budgets, shared=shared)
+                    vault=vault, controls=controls, egress_budgets=budgets, shared=shared)
 
 
 def _resolve(base: Path, path: str) -> Path:
@@ -139,10 +153,11 @@ def effective_request(config: GatewayConfig, route: RouteConfig) -> RequestConfi
 
 def plan_chain(
     config: GatewayConfig, route: RouteConfig, *, limiter: MultiLimiter, metrics: GatewayMetrics,
-    verifiers: Verifiers,
+    verifiers: Verifiers, controls: IncidentControls, clock: Clock,
 ) -> list[Policy]:
     """The policies ``route`` runs, in the order the chain will run them."""
-    policies: list[Policy] = []
+    # Incident blocks on addresses first: a blocked client costs one table lookup and nothing else.
+    policies: list[Policy] = [AddressBlockPolicy(controls, clock)]
     shield = IpShieldPolicy(
         allow_sets=[config.shield.allow, route.shield.allow if route.shield else []],
         deny=[*config.shield.deny, *(route.shield.deny if route.shield else [])],
@@ -166,13 +181,15 @@ def plan_chain(
                 failed_auth_rule(config.shield.failed_auth_rate), limiter, SystemClock()
             ),
         ))
+        policies.append(CallerBlockPolicy(controls, clock))  # blocked consumers and keys, once known
         if route.authorize is not None:
             policies.append(AuthorizePolicy(route.authorize))
     limits = [*config.rate_limits, *route.rate_limits]
     if route.is_public:
         limits = [lim for lim in limits if lim.key != "consumer"]
     if limits:
-        policies.append(RateLimitPolicy(limits, route=route.name, limiter=limiter, metrics=metrics))
+        policies.append(RateLimitPolicy(limits, route=route.name, limiter=limiter, metrics=metrics,
+                                        controls=controls, clock=clock))
     request = effective_request(config, route)
     if request.json_body is not None or request.content_types:
         policies.append(BodyPolicy(request))
@@ -208,7 +225,8 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         routes[route.name] = CompiledRoute(
             name=route.name,
             chain=PolicyChain(plan_chain(
-                config, route, limiter=services.limiter, metrics=services.metrics, verifiers=verifiers
+                config, route, limiter=services.limiter, metrics=services.metrics, verifiers=verifiers,
+                controls=services.controls, clock=services.clock,
             )),
             upstream=upstreams[route.upstream],
             timeouts=Timeouts(upstream_cfg.connect_timeout, upstream_cfg.read_timeout, upstream_cfg.total_timeout),
@@ -241,14 +259,15 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         door_rules = RequestHeaderRules(config.request, door.request)
         egress = EgressExecutor(config.egress, vault=services.vault, resolver=services.egress_resolver,
                                 clock=services.clock, on_breaker=breaker_moved, limiter=services.limiter,
-                                budget_store=services.egress_budgets, header_rules=door_rules)
+                                budget_store=services.egress_budgets, header_rules=door_rules,
+                                controls=services.controls, audit=services.audit.submit)
         for route_name, breaker in egress.breakers().items():
             metrics.egress_breaker_open.labels(route_name).set_function(_breaker_open_reader(breaker))
         router_routes.append(door)
         routes[door.name] = CompiledRoute(
             name=door.name,
             chain=PolicyChain(plan_chain(config, door, limiter=services.limiter, metrics=services.metrics,
-                                         verifiers=verifiers)),
+                                         verifiers=verifiers, controls=services.controls, clock=services.clock)),
             upstream=_NO_UPSTREAM, timeouts=Timeouts(1, 1, 1),
             forward=ForwardHeaders(upstream_host=None, forward_identity=False, rules=door_rules),
             max_body_bytes=config.egress.entry.max_body_bytes, egress=egress,

@@ -36,6 +36,7 @@ from portcullis.vault import Vault
 
 if TYPE_CHECKING:
     from portcullis.audit.writer import AuditWriter
+    from portcullis.controls.service import IncidentControls
     from portcullis.egress.shared_breakers import SharedBreakers
     from portcullis.identity.api_keys import ApiKeyVerifier
     from portcullis.identity.jwt_tokens import JwtVerifier
@@ -52,7 +53,8 @@ _KEY_USE_FLUSH_S = 30.0
 
 @dataclass(slots=True)
 class Services:
-    """Process-lifetime state shared by every runtime: store, vault, counters, audit, metrics."""
+    """Process-lifetime state shared by every runtime: store, vault, counters, audit, metrics, and the
+    incident controls (blocks and emergency limits survive reloads)."""
 
     clock: Clock
     metrics: GatewayMetrics
@@ -60,6 +62,7 @@ class Services:
     limiter: MultiLimiter
     audit: AuditWriter
     vault: Vault
+    controls: IncidentControls
     egress_resolver: Resolver = field(default_factory=SystemResolver)  # tests inject fixed answers
     egress_budgets: BudgetCounterStore = field(default_factory=MemoryBudgetStore)  # survives reloads
     readiness: dict[str, bool] = field(default_factory=dict)
@@ -67,6 +70,7 @@ class Services:
 
     async def aclose(self) -> None:
         """Drain the audit queue, then close the store. Called once, at shutdown."""
+        await self.controls.aclose()
         await self.audit.aclose()
         await self.store.aclose()
         if self.shared is not None:

@@ -1,4 +1,5 @@
-"""What an instance does when another one says something: forget a revoked key, reload, move a breaker.
+"""What an instance does when another one says something: forget a revoked key, reload, move a breaker,
+re-read the incident controls.
 
 One handler per process, attached to the shared-state event bus. It always acts on the runtime
 serving now (``app.runtime``), so events keep working across reloads.
@@ -8,9 +9,10 @@ from __future__ import annotations
 
 import logging
 
+from portcullis.errors import StoreUnavailable
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.reload import Reloader
-from portcullis.stores.redis_events import RELOAD_EVENT, REVOKE_EVENT, Event
+from portcullis.stores.redis_events import CONTROLS_EVENT, RELOAD_EVENT, REVOKE_EVENT, Event
 
 __all__ = ["attach_shared_events"]
 
@@ -33,8 +35,17 @@ class _Handler:
             if event.origin != self._instance_id and self._reloader is not None:
                 log.info("config reload asked for by instance %s", event.origin)
                 self._reloader.request()
+        elif event.kind == CONTROLS_EVENT:
+            if event.origin != self._instance_id:  # the sender swapped its own snapshot already
+                await self._reread_controls()
         elif runtime.breaker_sync is not None:
             runtime.breaker_sync.on_event(event)
+
+    async def _reread_controls(self) -> None:
+        try:
+            await self._app.runtime.services.controls.refresh()
+        except StoreUnavailable as exc:
+            log.warning("incident controls: could not re-read the store (%s); the periodic refresh retries", exc)
 
     async def on_connected(self) -> None:
         """(Re)subscribed: what changed while this instance was not listening is read again."""
@@ -43,6 +54,7 @@ class _Handler:
             await runtime.breaker_sync.load()
         if runtime.key_verifier is not None:
             runtime.key_verifier.invalidate_all()  # a revocation may have been missed
+        await self._reread_controls()  # so may a block
 
 
 def attach_shared_events(app: GatewayApp, reloader: Reloader | None) -> None:

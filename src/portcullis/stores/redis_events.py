@@ -1,9 +1,11 @@
-"""Events every gateway instance must hear at once: a key revoked, a config reloaded, a breaker moved.
+"""Events every gateway instance must hear at once: a key revoked, a config reloaded, a breaker moved,
+an incident control (block, emergency limit) made or lifted.
 
 Why Redis pub/sub: the instances already share a Redis, and these events are small, rare and need
 no history. Delivery is at most once; what a missed event would leave stale has a second line of
 its own (cached keys expire after ``keys.cache_ttl``; breaker states are re-read from their keys
-on every reconnect; a missed reload is a config that differs until the next one, which ``/readyz``
+on every reconnect; incident controls are re-read on every reconnect and every
+``controls.refresh_interval``; a missed reload is a config that differs until the next one, which ``/readyz``
 and the reload metric show).
 
 The listener runs on its own connection without a read timeout (a subscriber waits for as long as
@@ -26,7 +28,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-__all__ = ["BREAKER_EVENT", "RELOAD_EVENT", "REVOKE_EVENT", "Event", "RedisEventBus", "encode_event"]
+__all__ = ["BREAKER_EVENT", "CONTROLS_EVENT", "RELOAD_EVENT", "REVOKE_EVENT", "Event", "RedisEventBus", "encode_event"]
 
 log = logging.getLogger("portcullis.shared_state")
 
@@ -35,6 +37,7 @@ _MAX_EVENT_BYTES = 4096
 REVOKE_EVENT = "revoke"  # {key_id}: forget the cached key
 RELOAD_EVENT = "reload"  # {}: reload the config file
 BREAKER_EVENT = "breaker"  # {route, state, open_for_s}: adopt a breaker state
+CONTROLS_EVENT = "controls"  # {}: re-read the incident controls (a block or emergency limit changed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,19 @@ the request (consumer, client IP, route, global); the arithmetic lives in ``limi
 
 A refusal is 429 with ``Retry-After``; every response carries ``RateLimit-Policy`` and
 ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers) for the rules that apply.
+
+Emergency limits (incident controls): the factor in force for this route and consumer, read from the
+in-memory snapshot, scales every limit of the decision (``limiting/scaling.py``); the headers then
+show the scaled quota, which is the truth the client must pace itself by.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from portcullis.clock import Clock
 from portcullis.config.model import RateLimitConfig
+from portcullis.controls.service import IncidentControls
 from portcullis.errors import ErrorCode
 from portcullis.http.context import RequestContext
 from portcullis.limiting.headers import ratelimit_headers, retry_after_value
@@ -28,7 +34,8 @@ class RateLimitPolicy(PolicyBase):
     stage = Stage.LIMIT
 
     def __init__(
-        self, configs: Sequence[RateLimitConfig], *, route: str, limiter: MultiLimiter, metrics: GatewayMetrics
+        self, configs: Sequence[RateLimitConfig], *, route: str, limiter: MultiLimiter, metrics: GatewayMetrics,
+        controls: IncidentControls | None = None, clock: Clock | None = None,
     ) -> None:
         self._rules = tuple(
             (c.key, LimitRule(name=c.name, windows=tuple(c.rates), burst=c.burst,
@@ -37,6 +44,8 @@ class RateLimitPolicy(PolicyBase):
         self._route_key = route
         self._limiter = limiter
         self._metrics = metrics
+        self._controls = controls if clock is not None else None
+        self._clock = clock
 
     async def on_request(self, ctx: RequestContext) -> Decision | None:
         hits = []
@@ -54,7 +63,12 @@ class RateLimitPolicy(PolicyBase):
             hits.append((rule, subject))
         if not hits:
             return None
-        decision = await self._limiter.consume(hits)
+        factor = 1.0
+        if self._controls is not None and self._clock is not None:
+            principal = ctx.principal
+            factor = self._controls.snapshot.factor(
+                self._route_key, principal.consumer_id if principal else None, self._clock.wall())
+        decision = await self._limiter.consume(hits, factor=factor)
         headers = ratelimit_headers(decision)
         if not decision.allowed:
             limit = decision.violated or "unknown"
