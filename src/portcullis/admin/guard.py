@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from portcullis.admin.permissions import Permission
+from portcullis.identity.admin_roles import Permission
 from portcullis.audit.security_event import security_event
 from portcullis.clock import Clock
 from portcullis.errors import ErrorCode
