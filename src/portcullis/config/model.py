@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from portcullis.identity.admin_roles import RoleBook
 from portcullis.config.egress import EgressConfig
 from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HeaderPattern, HttpMethod, Rate
 from portcullis.http.headers import FRAMING_HEADERS, GATEWAY_SET_HEADERS, HOP_BY_HOP, REMOVED_BY_DEFAULT, pattern_covers
+from portcullis.identity.admin_roles import RoleBook
 
 __all__ = [
     "AdminConfig",
