@@ -203,7 +203,7 @@ async def test_a_key_revoked_over_redis_during_the_outage_is_refused_at_once(
     key_id = key.split("_")[1]
     store = await PostgresStore.connect(PG_URL, schema=schema)
     try:
-        assert await store.revoke(key_id)
+        assert await store.revoke(key_id, 1.0)
     finally:
         await store.aclose()
     assert await broadcast_once("redis://127.0.0.1:6379/0", key_prefix=prefix, timeout_s=2, kind=REVOKE_EVENT,

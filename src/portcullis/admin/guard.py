@@ -27,10 +27,10 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from portcullis.admin.permissions import Permission
 from portcullis.audit.security_event import security_event
 from portcullis.clock import Clock
 from portcullis.errors import ErrorCode
+from portcullis.identity.admin_roles import Permission
 
 __all__ = [
     "OPERATOR_SCOPE_KEY", "PERMISSION_KEY", "PUBLIC", "GuardedRoute", "Operator", "current_operator", "needs",

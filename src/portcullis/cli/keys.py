@@ -136,7 +136,7 @@ def revoke(
 ) -> None:
     """Revoke a key for good."""
     settings = _settings(config)
-    if not _with_store(settings, lambda store: store.revoke(key_id)):
+    if not _with_store(settings, lambda store: store.revoke(key_id, SystemClock().wall())):
         raise fail(f"no key with id {key_id!r}", code=1)
     Console(highlight=False).print(Text(f"Revoked {key_id}.", style="green"))
     shared = settings.shared_state
