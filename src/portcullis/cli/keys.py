@@ -24,11 +24,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, when, with_store
+from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, record_cli_event, when, with_store
 from portcullis.clock import SystemClock
 from portcullis.config.model import SharedStateConfig, StoreConfig
 from portcullis.config.types import parse_duration
-from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, create_key
+from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, IssuedKey, create_key
 from portcullis.stores.base import ApiKeyRecord, Store
 from portcullis.stores.redis_events import REVOKE_EVENT
 from portcullis.stores.shared_state import broadcast_once
@@ -60,8 +60,8 @@ def _with_store(settings: _Settings, work: Callable[[Store], Awaitable[_T]]) -> 
 
 
 def _status(record: ApiKeyRecord, now: float) -> str:
-    if record.disabled:
-        return "revoked"
+    if record.state != "active":
+        return record.state
     return "expired" if record.expires_at is not None and now >= record.expires_at else "active"
 
 
@@ -88,9 +88,15 @@ def create(
         if expires_s <= 0:
             raise fail("--expires: a lifetime must be longer than zero")
     settings = _settings(config)
-    issued = _with_store(settings, lambda store: create_key(
-        store, consumer, scope_set, pepper=settings.pepper, clock=SystemClock(), expires_in_s=expires_s,
-    ))
+
+    async def work(store: Store) -> IssuedKey:
+        issued = await create_key(store, consumer, scope_set, pepper=settings.pepper, clock=SystemClock(),
+                                  expires_in_s=expires_s)
+        await record_cli_event(store, action="key.create", target=f"key_id={issued.record.key_id}",
+                               details={"consumer": consumer, "scopes": sorted(scope_set)})
+        return issued
+
+    issued = _with_store(settings, work)
     record = issued.record
     if as_json:
         typer.echo(json.dumps({"key": issued.key, "key_id": record.key_id, "consumer": consumer,
@@ -136,7 +142,14 @@ def revoke(
 ) -> None:
     """Revoke a key for good."""
     settings = _settings(config)
-    if not _with_store(settings, lambda store: store.revoke(key_id, SystemClock().wall())):
+
+    async def work(store: Store) -> bool:
+        found = await store.revoke(key_id, SystemClock().wall())
+        await record_cli_event(store, action="key.revoke", target=f"key_id={key_id}",
+                               outcome="ok" if found else "refused")
+        return found
+
+    if not _with_store(settings, work):
         raise fail(f"no key with id {key_id!r}", code=1)
     Console(highlight=False).print(Text(f"Revoked {key_id}.", style="green"))
     shared = settings.shared_state

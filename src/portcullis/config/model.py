@@ -232,6 +232,15 @@ class AdminConfig(_Model):
     def is_loopback(self) -> bool:
         return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
 
+    @model_validator(mode="after")
+    def _no_plaintext_tokens_on_the_network(self) -> AdminConfig:
+        if self.enabled and not self.is_loopback and self.tls is None and not self.allow_plaintext_admin:
+            raise ValueError(
+                f"the admin listener on {self.host} (not loopback) needs `admin.tls`, or "
+                "`allow_plaintext_admin: true` when something in front of it terminates TLS"
+            )
+        return self
+
 
 class ReloadConfig(_Model):
     timeout: Duration = Field(
