@@ -31,7 +31,7 @@ from portcullis import __version__
 from portcullis.admin.auth import AdminAuthenticator
 from portcullis.admin.guard import PUBLIC, GuardContext, GuardedRoute, route_permission
 from portcullis.admin.problems import problem
-from portcullis.admin.routes import config, egress, keys, secrets, tokens
+from portcullis.admin.routes import config, controls, egress, keys, secrets, tokens
 from portcullis.admin.routes.probes import probes_router
 from portcullis.errors import ErrorCode, StoreUnavailable
 from portcullis.identity.admin_tokens import AdminTokenVerifier
@@ -78,7 +78,7 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
         return problem(ErrorCode.INTERNAL, request)
 
     routers = [probes_router(metrics_public=runtime.config.admin.metrics_public), keys.router, tokens.router,
-               secrets.router, egress.router, config.router]
+               secrets.router, egress.router, config.router, controls.router]
     for router in routers:
         app.include_router(router)
     routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from portcullis import __version__
-from portcullis.cli import admin, check, db, egress, keys, secrets, serve
+from portcullis.cli import admin, check, controls, db, egress, keys, secrets, serve
 
 __all__ = ["app", "main"]
 
@@ -45,6 +45,8 @@ app.add_typer(keys.app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(secrets.app, name="secrets", help="Store, list, delete and rotate egress credentials.")
 app.add_typer(db.app, name="db", help="Upgrade or inspect the store's schema.")
 app.add_typer(egress.app, name="egress", help="Check egress destinations against the SSRF guard.")
+app.add_typer(controls.blocks_app, name="blocks", help="Incident blocks: list, add and lift (admin API).")
+app.add_typer(controls.emergency_app, name="emergency", help="Emergency rate limits: list, set and lift (admin API).")
 app.add_typer(admin.app, name="admin", help="Admin tokens: bootstrap the first, then manage them.")
 app.command("status")(admin.status)
 

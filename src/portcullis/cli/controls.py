@@ -1,0 +1,159 @@
+"""``portcullis blocks list|add|lift`` and ``portcullis emergency list|set|lift``: incident controls
+from the command line, through the running gateway's admin API.
+
+Why through the admin API and not the store: an act must reach every instance within a second, which
+the gateway that takes it does (it swaps its snapshot and tells the others), and it must be recorded
+as the operator's security event with their token's identity and role, which the admin route class
+does. The CLI only shapes the call and the table (``cli/admin_client.py``: token from
+``PORTCULLIS_ADMIN_TOKEN`` or a private file, shared exit codes: 0 done, 1 refused, 2 usage, 3 denied,
+4 unreachable).
+
+Durations are written as in the config (``30s``, ``15m``, ``2h``); times are shown in UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from portcullis.cli.admin_client import DEFAULT_ADMIN, EXIT_USAGE, AdminOption, JsonOption, admin_call, fail_unless_ok
+from portcullis.config.types import parse_duration
+
+__all__ = ["blocks_app", "emergency_app"]
+
+blocks_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+emergency_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+_KINDS = ("address", "consumer", "key", "workflow", "user", "execution")
+_SCOPES = ("gateway", "route", "consumer")
+AllOption = Annotated[bool, typer.Option("--all", help="Also lifted and expired ones.")]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the audit trail; never shown to the "
+                                           "blocked party).")]
+
+
+def _seconds(text: str, option: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        Console(stderr=True).print(f"[red]{option}: expected a duration such as 30s, 15m or 2h[/red]")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
+
+def _print(body: Any, as_json: bool, table: Table | None = None) -> None:
+    if as_json or table is None:
+        typer.echo(json.dumps(body))
+        return
+    Console(highlight=False).print(table)
+
+
+@blocks_app.command("list")
+def list_blocks(admin: AdminOption = DEFAULT_ADMIN, everything: AllOption = False, as_json: JsonOption = False) -> None:
+    """Blocks in force (every block ever made, with --all)."""
+    answer = admin_call("GET", admin, "/blocks", query={"all": "true" if everything else None})
+    fail_unless_ok(answer)
+    table = Table("id", "kind", "subject", "expires (UTC)", "by", "reason", "lifted (UTC)")
+    for b in answer.body:
+        table.add_row(b["id"], b["kind"], b["subject"], _when(b["expires_at"]), b["created_by"], b["reason"],
+                      _when(b["lifted_at"]))
+    _print(answer.body, as_json, table)
+
+
+@blocks_app.command("add")
+def add_block(
+    kind: Annotated[str, typer.Argument(help="address, consumer, key, workflow, user or execution.")],
+    subject: Annotated[str, typer.Argument(help="The address or CIDR, or the id.")],
+    reason: ReasonOption,
+    expires: Annotated[str | None, typer.Option("--expires", help="Lifetime (e.g. 1h); none: until lifted.")] = None,
+    admin: AdminOption = DEFAULT_ADMIN,
+    as_json: JsonOption = False,
+) -> None:
+    """Block a subject on every instance (within a second)."""
+    if kind not in _KINDS:
+        Console(stderr=True).print(f"[red]kind is one of {', '.join(_KINDS)}[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    body: dict[str, Any] = {"kind": kind, "subject": subject, "reason": reason}
+    if expires is not None:
+        body["expires_in_s"] = _seconds(expires, "--expires")
+    answer = admin_call("POST", admin, "/blocks", body=body)
+    fail_unless_ok(answer)
+    if as_json:
+        typer.echo(json.dumps(answer.body))
+        return
+    Console(highlight=False).print(f"Blocked {answer.body['kind']} {answer.body['subject']}: {answer.body['id']}")
+
+
+@blocks_app.command("lift")
+def lift_block(
+    block_id: Annotated[str, typer.Argument(help="The block's id (blk_…).")],
+    admin: AdminOption = DEFAULT_ADMIN,
+) -> None:
+    """Lift a block on every instance (within a second)."""
+    answer = admin_call("DELETE", admin, f"/blocks/{urllib.parse.quote(block_id, safe='')}")
+    fail_unless_ok(answer)
+    Console(highlight=False).print(f"Lifted {block_id}.")
+
+
+@emergency_app.command("list")
+def list_emergencies(
+    admin: AdminOption = DEFAULT_ADMIN, everything: AllOption = False, as_json: JsonOption = False,
+) -> None:
+    """Emergency limits in force or restoring (every one ever made, with --all)."""
+    answer = admin_call("GET", admin, "/emergency-limits", query={"all": "true" if everything else None})
+    fail_unless_ok(answer)
+    table = Table("id", "scope", "subject", "factor", "now", "until (UTC)", "restore (s)", "by", "reason")
+    for e in answer.body:
+        table.add_row(e["id"], e["scope"], e["subject"] or "*", f"{e['factor']:g}", f"{e['factor_now']:g}",
+                      _when(e["until"]), f"{e['restore_s']:g}", e["created_by"], e["reason"])
+    _print(answer.body, as_json, table)
+
+
+@emergency_app.command("set")
+def set_emergency(
+    scope: Annotated[str, typer.Argument(help="gateway, route or consumer.")],
+    factor: Annotated[float, typer.Argument(help="Share of every limit kept, 0.01 to 1 (e.g. 0.1).")],
+    duration: Annotated[str, typer.Option("--for", help="How long the factor holds (e.g. 30m).")],
+    reason: ReasonOption,
+    subject: Annotated[str, typer.Option("--subject", help="The route or consumer (not for gateway).")] = "",
+    restore: Annotated[str | None, typer.Option("--restore", help="Ramp back to the full limits over this long "
+                                                "(default: controls.emergency_restore).")] = None,
+    admin: AdminOption = DEFAULT_ADMIN,
+    as_json: JsonOption = False,
+) -> None:
+    """Scale rate limits down on every instance, then restore them gradually."""
+    if scope not in _SCOPES:
+        Console(stderr=True).print(f"[red]scope is one of {', '.join(_SCOPES)}[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    body: dict[str, Any] = {"scope": scope, "subject": subject, "factor": factor,
+                            "duration_s": _seconds(duration, "--for"), "reason": reason}
+    if restore is not None:
+        body["restore_s"] = _seconds(restore, "--restore")
+    answer = admin_call("POST", admin, "/emergency-limits", body=body)
+    fail_unless_ok(answer)
+    if as_json:
+        typer.echo(json.dumps(answer.body))
+        return
+    e = answer.body
+    Console(highlight=False).print(
+        f"Emergency limit {e['id']}: {e['scope']} {e['subject'] or '*'} at {e['factor']:g} until "
+        f"{_when(e['until'])} UTC, restored over {e['restore_s']:g}s")
+
+
+@emergency_app.command("lift")
+def lift_emergency(
+    emergency_id: Annotated[str, typer.Argument(help="The emergency limit's id (emg_…).")],
+    admin: AdminOption = DEFAULT_ADMIN,
+) -> None:
+    """End an emergency limit now, everywhere (the full limits at once, no ramp)."""
+    answer = admin_call("DELETE", admin, f"/emergency-limits/{urllib.parse.quote(emergency_id, safe='')}")
+    fail_unless_ok(answer)
+    Console(highlight=False).print(f"Lifted {emergency_id}.")
