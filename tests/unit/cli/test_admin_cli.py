@@ -84,7 +84,7 @@ BASE = 'upstreams: {api: {url: "http://127.0.0.1:9"}}\nroutes: [{name: r, path: 
 
 @pytest.mark.parametrize("admin", ["{host: 0.0.0.0}", "{host: 10.0.0.5}", "{host: '::'}"])
 def test_a_network_facing_admin_listener_without_tls_is_refused(admin: str) -> None:
-    with pytest.raises(ConfigError, match="needs `admin.tls`"):
+    with pytest.raises(ConfigError, match=r"needs `admin\.tls`"):
         load_config_text(f"admin: {admin}\n" + BASE)
 
 
