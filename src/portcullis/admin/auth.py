@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ __all__ = ["AdminAuthenticator", "FailedAuthThrottle", "allowed_host"]
 log = logging.getLogger("portcullis.admin")
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+# RFC 9110 section 7.2: uri-host [ ":" port ]; an IPv6 literal in brackets, a port all digits.
+_HOST = re.compile(r"(?:\[([0-9a-f:.]+)\]|([a-z0-9.\-]+))(?::[0-9]{1,5})?")
 _MAX_TRACKED_ADDRESSES = 10_000
 _ANSWER_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
                    (b"cache-control", b"no-store")]
@@ -112,11 +115,10 @@ class FailedAuthThrottle:
 
 def allowed_host(host_header: str, config: AdminConfig) -> bool:
     """Whether a Host header names this listener (the port is not compared: the socket already did)."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        name = host[1:host.find("]")] if "]" in host else host
-    else:
-        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    match = _HOST.fullmatch(host_header.strip().lower())
+    if match is None:
+        return False
+    name = match.group(1) or match.group(2)
     names = set(_LOOPBACK_NAMES) | {h.lower() for h in config.allowed_hosts}
     if config.host not in ("0.0.0.0", "::", ""):
         names.add(config.host.lower().strip("[]"))
