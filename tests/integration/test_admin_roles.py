@@ -41,6 +41,12 @@ EXPECTED: dict[str, set[str]] = {
     "POST /egress/breakers/{route}/{action}": OPERATORS,
     "GET /egress/budgets": OPERATORS,
     "POST /reload": OPERATORS,
+    "GET /blocks": {"security"},
+    "POST /blocks": {"security"},
+    "DELETE /blocks/{block_id}": {"security"},
+    "GET /emergency-limits": {"security"},
+    "POST /emergency-limits": {"security"},
+    "DELETE /emergency-limits/{emergency_id}": {"security"},
 }
 PUBLIC_ROUTES = {"GET /healthz", "GET /readyz"}
 
