@@ -4,7 +4,8 @@ The proofs the scale-out issue asks for, against real processes started as opera
 (``portcullis db upgrade``, then ``portcullis serve`` three times): a limit of N per minute admits
 N in total however requests are spread; a budget of 10 under 50 parallel calls admits exactly 10; a
 key revoked on one instance is refused by the others within a second; a reload and a breaker
-override on one instance reach the others.
+override on one instance reach the others; an incident block and an emergency limit made on one
+instance apply on the other two within a second, and lifting them (on another) restores access.
 """
 
 from __future__ import annotations
@@ -182,3 +183,59 @@ async def test_a_key_revoked_with_the_cli_is_refused_by_every_running_instance_w
         for gateway in cluster.instances:
             while (await cluster.client.get(f"{gateway.base}/orders/x", headers=headers)).status_code != 401:
                 await asyncio.sleep(0.01)
+
+
+async def _answers_within(cluster: Cluster, gateways: list[Served], path: str, wanted: Any, *,
+                          headers: dict[str, str] | None = None, deadline_s: float = 1.0) -> list[float]:
+    """Poll each gateway until ``wanted(answer)``; how long each took. Fails past ``deadline_s``."""
+    started = time.monotonic()
+
+    async def one(gateway: Served) -> float:
+        async with asyncio.timeout(deadline_s):
+            while not wanted(await cluster.client.get(f"{gateway.base}{path}", headers=headers)):
+                await asyncio.sleep(0.01)
+        return time.monotonic() - started
+
+    return list(await asyncio.gather(*(one(g) for g in gateways)))
+
+
+async def test_a_block_made_on_one_instance_refuses_on_the_other_two_within_a_second_and_lifting_restores(
+    cluster: Cluster,
+) -> None:
+    first, second, third = cluster.instances
+    for gateway in cluster.instances:
+        assert (await cluster.client.get(f"{gateway.base}/open/warm")).status_code == 200
+    made = await cluster.client.post(first.admin + "/blocks", json={
+        "kind": "address", "subject": "127.0.0.0/8", "reason": "flood from the test client"})
+    assert made.status_code == 201, made.text
+
+    def blocked(answer: httpx.Response) -> bool:
+        return answer.status_code == 403 and answer.json()["code"] == "access.blocked"
+
+    delays = await _answers_within(cluster, [second, third], "/open/x", blocked)
+    assert all(d < 1.0 for d in delays), delays
+    assert blocked(await cluster.client.get(f"{first.base}/open/x"))  # the acting instance at once
+    lifted = await cluster.client.delete(f"{third.admin}/blocks/{made.json()['id']}")  # lifted elsewhere
+    assert lifted.status_code == 200, lifted.text
+    delays = await _answers_within(cluster, cluster.instances, "/open/x", lambda a: a.status_code == 200)
+    assert all(d < 1.0 for d in delays), delays
+
+
+async def test_an_emergency_limit_set_on_one_instance_scales_the_limits_of_all_three_within_a_second(
+    cluster: Cluster,
+) -> None:
+    key, _ = await cluster.new_key("alice")
+    headers = {"X-API-Key": key}
+    made = await cluster.client.post(cluster.instances[0].admin + "/emergency-limits", json={
+        "scope": "route", "subject": "orders", "factor": 0.1, "duration_s": 600, "reason": "suspected DDoS"})
+    assert made.status_code == 201, made.text
+
+    def policy(quota: int) -> Any:
+        return lambda answer: answer.headers.get("ratelimit-policy") == f'"per-consumer";q={quota};w=60'
+
+    delays = await _answers_within(cluster, cluster.instances[1:], "/orders/x", policy(1), headers=headers)
+    assert all(d < 1.0 for d in delays), delays
+    lifted = await cluster.client.delete(f"{cluster.instances[1].admin}/emergency-limits/{made.json()['id']}")
+    assert lifted.status_code == 200, lifted.text
+    delays = await _answers_within(cluster, cluster.instances, "/orders/x", policy(10), headers=headers)
+    assert all(d < 1.0 for d in delays), delays
