@@ -5,6 +5,8 @@ applying a control at its expiry with no event at all. Time is a manual clock.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from portcullis.audit.record import AuditRecord
@@ -154,3 +156,16 @@ async def test_refusals_make_one_security_event_per_block_per_minute_with_a_coun
     assert events[0].event["block_id"] == block.block_id
     assert events[1].event["refusals_since_last_event"] == 4
     assert "flood" not in str(events[0])  # the operator's reason stays in the control, not in each refusal
+
+
+async def test_the_periodic_re_read_heals_a_missed_event(clock: ManualClock) -> None:
+    store = MemoryControlStore()
+    here, there = IncidentControls(store, clock), IncidentControls(store, clock)  # no events between them
+    there.start(0.05)  # the operational timer runs on real time; the bound below is its deadline
+    try:
+        block = await here.add_block(BlockKind.USER, "u-7", reason="abuse", actor="token:t")
+        async with asyncio.timeout(2.0):
+            while there.snapshot.block(BlockKind.USER, "u-7", clock.wall()) != block:
+                await asyncio.sleep(0.01)
+    finally:
+        await there.aclose()
