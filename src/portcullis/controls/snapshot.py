@@ -27,7 +27,8 @@ __all__ = ["ControlSnapshot"]
 class ControlSnapshot:
     """Blocks by subject, address blocks by network, emergency factors by scope."""
 
-    __slots__ = ("_addresses", "_emergency_table", "_subjects", "blocks", "emergencies")
+    __slots__ = ("_addresses", "_emergency_table", "_subjects", "blocks", "emergencies", "has_address_blocks",
+                 "has_emergencies", "has_subject_blocks")
 
     def __init__(self, blocks: Sequence[Block] = (), emergencies: Sequence[EmergencyLimit] = ()) -> None:
         self.blocks = tuple(blocks)
@@ -39,6 +40,10 @@ class ControlSnapshot:
                 key = (block.kind, block.subject)
                 subjects[key] = (*subjects.get(key, ()), block)
         self._subjects = subjects
+        # What the enforcement points test first, so that a gateway without controls pays nothing more.
+        self.has_address_blocks = not self._addresses.empty
+        self.has_subject_blocks = bool(subjects)
+        self.has_emergencies = bool(self.emergencies)
         by_scope: dict[EmergencyScope, dict[str, list[EmergencyFactor]]] = {s: {} for s in EmergencyScope}
         for emergency in self.emergencies:
             by_scope[emergency.scope].setdefault(emergency.subject, []).append(

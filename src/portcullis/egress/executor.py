@@ -229,7 +229,7 @@ class EgressExecutor:
         if refused is not None:
             # Before anything is looked up or spent, as an ingress route refuses before its chain.
             raise MalformedRequest(f"rejected_header:{refused}")
-        if self._controls is not None:
+        if self._controls is not None and self._controls.snapshot.has_subject_blocks:
             self._check_blocks(self._controls, request)
         route = self._routes.get(request.route)
         if route is None:
@@ -249,8 +249,9 @@ class EgressExecutor:
             raise CircuitOpen(f"circuit_open:{cfg.name}", retry_after_s=route.breaker.retry_after_s())
         if route.rate_rule is not None:
             subject = request.context.workflow_id if cfg.rate_limit_per_workflow else "*"
-            factor = 1.0 if self._controls is None else self._controls.snapshot.factor(
-                cfg.name, request.context.user, self._clock.wall())
+            factor = 1.0
+            if self._controls is not None and self._controls.snapshot.has_emergencies:
+                factor = self._controls.snapshot.factor(cfg.name, request.context.user, self._clock.wall())
             decision = await self._limiter.consume([(route.rate_rule, subject)], factor=factor)
             if not decision.allowed:
                 raise RateLimited(f"rate_limited:{route.rate_rule.name}", retry_after_s=decision.retry_after_s)

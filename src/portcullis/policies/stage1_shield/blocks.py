@@ -33,7 +33,10 @@ class AddressBlockPolicy(PolicyBase):
         self._clock = clock
 
     async def on_request(self, ctx: RequestContext) -> Decision | None:
-        block = self._controls.snapshot.address_block(ctx.client_ip, self._clock.wall())
+        snapshot = self._controls.snapshot
+        if not snapshot.has_address_blocks:
+            return None
+        block = snapshot.address_block(ctx.client_ip, self._clock.wall())
         if block is None:
             return None
         self._controls.refused(block, client_ip=ctx.client_ip, request_id=ctx.request_id, actor="anonymous",

@@ -32,9 +32,9 @@ class CallerBlockPolicy(PolicyBase):
 
     async def on_request(self, ctx: RequestContext) -> Decision | None:
         principal = ctx.principal
-        if principal is None:
-            return None
         snapshot = self._controls.snapshot
+        if principal is None or not snapshot.has_subject_blocks:
+            return None
         now = self._clock.wall()
         block = snapshot.block(BlockKind.CONSUMER, principal.consumer_id, now) or snapshot.block(
             BlockKind.KEY, principal.key_id, now)

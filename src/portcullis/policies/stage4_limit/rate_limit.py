@@ -64,7 +64,7 @@ class RateLimitPolicy(PolicyBase):
         if not hits:
             return None
         factor = 1.0
-        if self._controls is not None and self._clock is not None:
+        if self._controls is not None and self._clock is not None and self._controls.snapshot.has_emergencies:
             principal = ctx.principal
             factor = self._controls.snapshot.factor(
                 self._route_key, principal.consumer_id if principal else None, self._clock.wall())
