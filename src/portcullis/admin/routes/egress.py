@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -21,6 +21,7 @@ __all__ = ["router"]
 router = APIRouter(route_class=GuardedRoute, tags=["egress"])
 
 _ID = Annotated[str, Query(min_length=1, max_length=128)]
+RouteName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$", description="An egress route's name.")]
 _NO_ROUTE: dict[int | str, dict[str, Any]] = {404: problem_answer("Egress is not configured, or no such route.")}
 
 
@@ -47,7 +48,7 @@ async def breakers(request: Request, runtime: GatewayRuntime) -> Response:
 
 @router.post("/egress/breakers/{route}/{action}", summary="Force a breaker open or closed, or reset it.",
              response_model=BreakerView, **needs(Permission.BREAKERS_WRITE, action="breaker.force", answers=_NO_ROUTE))
-async def breaker_action(request: Request, route: str, action: Literal["open", "close", "reset"],
+async def breaker_action(request: Request, route: RouteName, action: Literal["open", "close", "reset"],
                          runtime: GatewayRuntime) -> Response:
     executor = runtime.egress
     breaker = executor.breakers().get(route) if executor is not None else None
