@@ -158,3 +158,22 @@ def budgets(
     for name, left in answer.body["remaining"].items():
         table.add_row(str(name), f"{left:g}")
     Console(highlight=False).print(table)
+
+
+@app.command("reset-budget")
+def reset_budget(
+    workflow: Annotated[str | None, typer.Option("--workflow", help="X-Workflow-Id (alone: the workflow's counts).")]
+    = None,
+    execution: Annotated[str | None, typer.Option("--execution", help="X-Execution-Id (with --workflow).")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="A user's daily counts.")] = None,
+    admin: AdminOption = DEFAULT_ADMIN,
+    as_json: JsonOption = False,
+) -> None:
+    """Reset one execution's, workflow's or user's budget counters on every instance sharing state."""
+    answer = admin_call("POST", admin, "/egress/budgets/reset",
+                        body={"workflow_id": workflow, "execution_id": execution, "user": user})
+    fail_unless_ok(answer)
+    if as_json:
+        typer.echo(json.dumps(answer.body))
+        return
+    Console(highlight=False).print(f"reset {answer.body['counters_reset']} counters")
