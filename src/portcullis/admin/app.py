@@ -21,16 +21,18 @@ added without one fails every test that builds the app, not just the role matrix
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from portcullis import __version__
 from portcullis.admin.auth import AdminAuthenticator
-from portcullis.admin.guard import PUBLIC, GuardContext, GuardedRoute, route_permission
-from portcullis.admin.problems import problem
+from portcullis.admin.guard import PERMISSION_KEY, PUBLIC, GuardContext, GuardedRoute, route_permission
+from portcullis.admin.problems import problem, problem_answer
 from portcullis.admin.routes import config, controls, egress, keys, secrets, tokens
 from portcullis.admin.routes.probes import probes_router
 from portcullis.errors import ErrorCode, StoreUnavailable
@@ -69,7 +71,9 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 405:
-            return problem(ErrorCode.METHOD_NOT_ALLOWED, request)
+            allow = (exc.headers or {}).get("Allow")
+            return problem(ErrorCode.METHOD_NOT_ALLOWED, request,
+                           extra=[(b"allow", allow.encode())] if allow else None)
         return problem(ErrorCode.ADMIN_NOT_FOUND if exc.status_code == 404 else ErrorCode.REQUEST_MALFORMED, request)
 
     @app.exception_handler(Exception)
@@ -87,8 +91,36 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
     if undeclared:
         raise RuntimeError(f"admin routes without a declared permission: {undeclared}")
     public_paths = [r.path for r in routes if route_permission(r) == PUBLIC]
+    app.openapi = lambda: _openapi_document(app, routes)  # type: ignore[method-assign]
     keys_config = runtime.config.keys
     app.state.tokens = AdminTokenVerifier(runtime.services.store, clock=runtime.clock, stale_if_error_s=(
         keys_config.stale_if_error if keys_config is not None else _TOKEN_STALE_IF_ERROR_S))
     app.add_middleware(AdminAuthenticator, gateway=gateway, tokens=app.state.tokens, public_paths=public_paths)
     return app
+
+
+def _openapi_document(app: FastAPI, routes: list[APIRoute]) -> dict[str, Any]:
+    """FastAPI's document, corrected to say what this API sends: a malformed parameter or body is a
+    400 problem document (not FastAPI's 422 validation body), and every guarded operation takes a
+    bearer token (an admin token or an operator JWT)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    document = get_openapi(title=app.title, version=app.version, routes=routes,
+                           description="The Portcullis admin API. Every operation but the probes needs "
+                           "`Authorization: Bearer <admin token or operator JWT>`; `x-permission` names what the "
+                           "caller's role must grant.")
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            answers = operation.setdefault("responses", {})
+            if "HTTPValidationError" in str(answers.get("422", "")):
+                del answers["422"]
+            if operation.get("parameters") or operation.get("requestBody"):
+                answers.setdefault("400", problem_answer("A parameter or the body does not match this document."))
+            if operation.get(PERMISSION_KEY) != PUBLIC:
+                operation["security"] = [{"bearer": []}]
+    components = document.setdefault("components", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.get("schemas", {}).pop(name, None)
+    components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    app.openapi_schema = document
+    return document

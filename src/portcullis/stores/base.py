@@ -301,6 +301,10 @@ class BudgetCounterStore(Protocol):
         """What each counter holds now (0 for one not used in its current window). Spends nothing."""
         ...
 
+    async def reset(self, keys: Sequence[str]) -> None:
+        """Forget these counters (an operator's budget reset): the next call starts a fresh window."""
+        ...
+
 
 class Store(KeyStore, SecretStore, AdminTokenStore, ControlStore, AuditSink, Protocol):
     """The durable store a gateway opens: keys, admin tokens, secrets, incident controls and the audit

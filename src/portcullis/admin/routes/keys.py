@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -32,6 +32,7 @@ router = APIRouter(route_class=GuardedRoute, tags=["keys"])
 
 _KEY_ID = r"^[a-z0-9]{12}$"
 _MAX_GRACE_S = 30 * 86_400
+KeyId = Annotated[str, Path(pattern=_KEY_ID, description="The 12 characters after `pcl_`.")]
 Scope = Annotated[str, StringConstraints(pattern=f"^{SCOPE_PATTERN}$")]
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: problem_answer("No such key."), 409: problem_answer("API keys are not configured.")}
@@ -119,7 +120,7 @@ async def list_keys(
 
 @router.get("/keys/{key_id}", summary="One key (never its secret).", response_model=KeyView,
             **needs(Permission.KEYS_READ_OWN, answers=_NOT_FOUND))
-async def get_key(request: Request, key_id: str, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def get_key(request: Request, key_id: KeyId, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
     record = await runtime.services.store.get(key_id)
     if record is None or not operator.may_read(Permission.KEYS_READ, Permission.KEYS_READ_OWN, record.consumer_id):
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such key.")
@@ -146,7 +147,7 @@ async def create(request: Request, body: NewKey, runtime: GatewayRuntime) -> Res
 @router.post("/keys/{key_id}/rotate", summary="A new secret for the key; the former one works for `grace_s` more. "
              "The new key is in this answer only.", response_model=IssuedKeyView,
              **needs(Permission.KEYS_WRITE, action="key.rotate", answers=_NOT_FOUND))
-async def rotate(request: Request, key_id: str, body: Rotation, runtime: GatewayRuntime) -> Response:
+async def rotate(request: Request, key_id: KeyId, body: Rotation, runtime: GatewayRuntime) -> Response:
     verifier = runtime.key_verifier
     if verifier is None:
         return problem(ErrorCode.ADMIN_CONFLICT, request, "API keys are not configured.")
@@ -160,7 +161,7 @@ async def rotate(request: Request, key_id: str, body: Rotation, runtime: Gateway
                                       expires_at=record.expires_at).model_dump())
 
 
-async def _set_disabled(request: Request, key_id: str, runtime: Runtime, disabled: bool) -> Response:
+async def _set_disabled(request: Request, key_id: KeyId, runtime: Runtime, disabled: bool) -> Response:
     verifier = runtime.key_verifier
     if verifier is None:
         return problem(ErrorCode.ADMIN_CONFLICT, request, "API keys are not configured.")
@@ -173,19 +174,19 @@ async def _set_disabled(request: Request, key_id: str, runtime: Runtime, disable
 
 @router.post("/keys/{key_id}/disable", summary="Refuse the key until it is enabled again.", response_model=KeyChange,
              **needs(Permission.KEYS_WRITE, action="key.disable", answers=_NOT_FOUND))
-async def disable(request: Request, key_id: str, runtime: GatewayRuntime) -> Response:
+async def disable(request: Request, key_id: KeyId, runtime: GatewayRuntime) -> Response:
     return await _set_disabled(request, key_id, runtime, True)
 
 
 @router.post("/keys/{key_id}/enable", summary="Accept a disabled key again (a revoked one stays revoked).",
              response_model=KeyChange, **needs(Permission.KEYS_WRITE, action="key.enable", answers=_NOT_FOUND))
-async def enable(request: Request, key_id: str, runtime: GatewayRuntime) -> Response:
+async def enable(request: Request, key_id: KeyId, runtime: GatewayRuntime) -> Response:
     return await _set_disabled(request, key_id, runtime, False)
 
 
 @router.post("/keys/{key_id}/revoke", summary="Revoke an API key for good; every instance refuses it within a second.",
              response_model=KeyChange, **needs(Permission.KEYS_WRITE, action="key.revoke", answers=_NOT_FOUND))
-async def revoke(request: Request, key_id: str, runtime: GatewayRuntime) -> Response:
+async def revoke(request: Request, key_id: KeyId, runtime: GatewayRuntime) -> Response:
     verifier = runtime.key_verifier
     if verifier is None:
         return problem(ErrorCode.ADMIN_CONFLICT, request, "API keys are not configured.")

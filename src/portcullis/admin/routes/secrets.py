@@ -8,9 +8,9 @@ times, including the last use.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,7 +19,6 @@ from portcullis.admin.guard import GuardedRoute, needs, note_event
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.errors import ErrorCode, SecretNotFound, VaultError
 from portcullis.identity.admin_roles import Permission
-from portcullis.vault.vault import valid_secret_name
 
 __all__ = ["router"]
 
@@ -43,6 +42,7 @@ class SecretView(BaseModel):
     last_used_at: float | None
 
 
+SecretName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$", description="1-64 of a-z 0-9 _ . -")]
 _ANSWERS: dict[int | str, dict[str, Any]] = {
     404: problem_answer("No such secret."), 409: problem_answer("The vault is locked or refuses the value.")}
 
@@ -67,23 +67,21 @@ async def _store(request: Request, name: str, value: str, runtime: GatewayRuntim
 
 @router.put("/secrets/{name}", summary="Store or replace a secret.", response_model=SecretView,
 **needs(Permission.SECRETS_WRITE, action="secret.put", answers=_ANSWERS))
-async def put_secret(request: Request, name: str, body: SecretValue, runtime: GatewayRuntime) -> Response:
-    if not valid_secret_name(name):
-        return problem(ErrorCode.REQUEST_MALFORMED, request, "Secret names are 1-64 of a-z 0-9 _ . -")
+async def put_secret(request: Request, name: SecretName, body: SecretValue, runtime: GatewayRuntime) -> Response:
     return await _store(request, name, body.value, runtime)
 
 
 @router.post("/secrets/{name}/rotate", summary="Replace an existing secret's value.", response_model=SecretView,
              **needs(Permission.SECRETS_WRITE, action="secret.rotate", answers=_ANSWERS))
-async def rotate_secret(request: Request, name: str, body: SecretValue, runtime: GatewayRuntime) -> Response:
-    if not valid_secret_name(name) or name not in {s.name for s in await runtime.services.vault.list()}:
+async def rotate_secret(request: Request, name: SecretName, body: SecretValue, runtime: GatewayRuntime) -> Response:
+    if name not in {s.name for s in await runtime.services.vault.list()}:
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such secret.")
     return await _store(request, name, body.value, runtime)
 
 
 @router.delete("/secrets/{name}", status_code=204, summary="Delete a secret.", response_class=Response,
                **needs(Permission.SECRETS_WRITE, action="secret.delete", answers=_ANSWERS))
-async def delete_secret(request: Request, name: str, runtime: GatewayRuntime) -> Response:
+async def delete_secret(request: Request, name: SecretName, runtime: GatewayRuntime) -> Response:
     try:
         await runtime.services.vault.delete(name)
     except SecretNotFound:

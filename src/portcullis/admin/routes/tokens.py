@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -28,6 +28,7 @@ __all__ = ["router"]
 router = APIRouter(route_class=GuardedRoute, tags=["admin tokens"])
 
 _ROLE = r"^[a-z][a-z0-9_\-]{0,63}$"
+TokenId = Annotated[str, Path(pattern=r"^[a-z0-9]{12}$", description="The 12 characters after `pca_`.")]
 
 
 class NewToken(BaseModel):
@@ -72,7 +73,7 @@ async def list_tokens(runtime: GatewayRuntime) -> Response:
 @router.post("/admin-tokens", status_code=201, summary="Create an admin token of a role you hold; shown once.",
              response_model=IssuedTokenView,
              **needs(Permission.TOKENS_WRITE, action="token.create", answers={
-                 409: problem_answer("Admin tokens need a pepper."), 422: problem_answer("Unknown role.")}))
+                 409: problem_answer("No token pepper is configured, or no such role.")}))
 async def create_token(request: Request, body: NewToken, runtime: GatewayRuntime,
                        operator: CurrentOperator) -> Response:
     pepper = admin_pepper(runtime.config)
@@ -82,7 +83,7 @@ async def create_token(request: Request, body: NewToken, runtime: GatewayRuntime
     try:
         wanted = book.permissions(body.role)
     except UnknownRole:
-        return problem(ErrorCode.ADMIN_CONFIG_REJECTED, request, "No such role.")
+        return problem(ErrorCode.ADMIN_CONFLICT, request, "No such role in this configuration.")
     if not wanted <= operator.permissions:
         return problem(ErrorCode.AUTHZ_FORBIDDEN, request, "A token can only carry permissions you hold.")
     issued = issue_admin_token(name=body.name, role=body.role, created_by=operator.actor, pepper=pepper,
@@ -98,7 +99,7 @@ async def create_token(request: Request, body: NewToken, runtime: GatewayRuntime
              response_model=TokenView,
              **needs(Permission.TOKENS_WRITE, action="token.revoke", answers={
                  404: problem_answer("No such token, or already revoked.")}))
-async def revoke_token(request: Request, token_id: str, runtime: GatewayRuntime) -> Response:
+async def revoke_token(request: Request, token_id: TokenId, runtime: GatewayRuntime) -> Response:
     store = runtime.services.store
     request.app.state.tokens.forget(token_id)
     if not await store.revoke_admin_token(token_id, runtime.clock.wall()):
