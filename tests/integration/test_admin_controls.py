@@ -78,24 +78,28 @@ async def test_only_the_security_role_runs_incident_controls(
     assert await gw.services.controls.list_blocks(include_inactive=True) == []
 
 
-@pytest.mark.parametrize(("path", "payload", "detail"), [
-    ("/blocks", {"kind": "address", "subject": "10.0.0.300", "reason": "r"}, "subject"),
-    ("/blocks", {"kind": "address", "subject": "10.0.0.1", "reason": "line\nbreak"}, "reason"),
-    ("/blocks", {"kind": "planet", "subject": "x", "reason": "r"}, "kind"),
-    ("/blocks", {"kind": "user", "subject": "u", "reason": "r", "note": "extra"}, "note"),
-    ("/blocks", {"kind": "user", "subject": "u", "reason": "r", "expires_in_s": 0}, "expires_in_s"),
-    ("/emergency-limits", {"scope": "gateway", "factor": 0, "duration_s": 60, "reason": "r"}, "factor"),
-    ("/emergency-limits", {"scope": "route", "subject": "", "factor": 0.5, "duration_s": 60, "reason": "r"},
+@pytest.mark.parametrize(("path", "payload", "status", "detail"), [
+    # refused by the schema: 400 request.malformed
+    ("/blocks", {"kind": "address", "subject": "10.0.0.1", "reason": "line\nbreak"}, 400, "reason"),
+    ("/blocks", {"kind": "planet", "subject": "x", "reason": "r"}, 400, "kind"),
+    ("/blocks", {"kind": "user", "subject": "u", "reason": "r", "note": "extra"}, 400, "note"),
+    ("/blocks", {"kind": "user", "subject": "u", "reason": "r", "expires_in_s": 0}, 400, "expires_in_s"),
+    ("/emergency-limits", {"scope": "gateway", "factor": 0, "duration_s": 60, "reason": "r"}, 400, "factor"),
+    # accepted by the schema, but not enforceable as asked: 409 admin.conflict
+    ("/blocks", {"kind": "address", "subject": "10.0.0.300", "reason": "r"}, 409, "subject"),
+    ("/emergency-limits", {"scope": "route", "subject": "", "factor": 0.5, "duration_s": 60, "reason": "r"}, 409,
      "subject"),
-], ids=["bad-address", "newline-in-reason", "unknown-kind", "unknown-field", "zero-lifetime", "zero-factor",
+], ids=["newline-in-reason", "unknown-kind", "unknown-field", "zero-lifetime", "zero-factor", "bad-address",
         "route-without-a-name"])
-async def test_a_control_that_cannot_be_enforced_is_a_400_that_names_the_field(
-    make_gateway: GatewayFactory, upstream: UpstreamServer, path: str, payload: dict[str, Any], detail: str
+async def test_a_control_that_cannot_be_enforced_is_refused_with_a_detail_that_names_the_field(
+    make_gateway: GatewayFactory, upstream: UpstreamServer, path: str, payload: dict[str, Any], status: int,
+    detail: str,
 ) -> None:
     gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
     async with await gw.admin("security") as admin:
         answer = await admin.post(path, json=payload)
-    assert (answer.status_code, answer.json()["code"]) == (400, "request.malformed")
+    code = "request.malformed" if status == 400 else "admin.conflict"
+    assert (answer.status_code, answer.json()["code"]) == (status, code)
     assert detail in answer.json()["detail"]
     assert await gw.services.controls.list_blocks(include_inactive=True) == []
     assert await gw.services.controls.list_emergencies(include_inactive=True) == []

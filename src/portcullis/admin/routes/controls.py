@@ -8,6 +8,11 @@ class records each act as a security event (``block.create``, ``block.lift``, ``
 
 Reading needs ``blocks.read`` (emergency limits included: both are the incident's state); making and
 lifting blocks needs ``blocks.write``, emergency limits ``emergency.write``.
+
+Refusals, as on the other admin routes: a body the schema refuses (an unknown field or kind, a
+control character, a factor out of range) is 400 ``request.malformed``; a body the schema accepts
+but the control cannot be enforced as asked (a subject that is not an address for an address block,
+a route emergency without a route) is 409 ``admin.conflict``; both details name the field.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ __all__ = ["router"]
 router = APIRouter(route_class=GuardedRoute, tags=["incident controls"])
 
 _DAY_S = 86_400.0
-_ANSWERS: dict[int | str, dict[str, Any]] = {
-    400: problem_answer("The control cannot be enforced as asked (the detail names the field)."),
-    404: problem_answer("No such control in force."),
+_TEXT = r"^[^\x00-\x1f\x7f-\x9f]+$"  # no control characters: these end up in tables, logs and the audit
+_MADE: dict[int | str, dict[str, Any]] = {
+    409: problem_answer("The control cannot be enforced as asked (the detail names the field)."),
 }
+_LIFTED: dict[int | str, dict[str, Any]] = {404: problem_answer("No such control in force.")}
 
 
 class NewBlock(BaseModel):
@@ -44,10 +50,10 @@ class NewBlock(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: BlockKind = Field(description="What is blocked, and so where it is refused.")
-    subject: str = Field(min_length=1, max_length=MAX_SUBJECT_CHARS,
+    subject: str = Field(min_length=1, max_length=MAX_SUBJECT_CHARS, pattern=_TEXT,
                          description="An address or CIDR, or a consumer, key, workflow, user or execution id.")
-    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS, description="Why (audit only; never shown "
-                        "to the blocked party).")
+    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS, pattern=_TEXT,
+                        description="Why (audit only; never shown to the blocked party).")
     expires_in_s: float | None = Field(None, gt=0, le=365 * _DAY_S, description="Lifetime; none: until lifted.")
 
 
@@ -57,12 +63,13 @@ class NewEmergency(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scope: EmergencyScope = Field(description="gateway (every limit), route or consumer.")
-    subject: str = Field("", max_length=MAX_SUBJECT_CHARS, description="The route or consumer; empty for gateway.")
+    subject: str = Field("", max_length=MAX_SUBJECT_CHARS, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$",
+                         description="The route or consumer; empty for gateway.")
     factor: float = Field(ge=MIN_FACTOR, le=1.0, description="What share of its configured rate every limit keeps.")
     duration_s: float = Field(gt=0, le=30 * _DAY_S, description="How long the factor holds.")
     restore_s: float | None = Field(None, ge=0, le=_DAY_S, description="How long the ramp back to 1 takes; none: "
                                     "controls.emergency_restore.")
-    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS, description="Why (audit only).")
+    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS, pattern=_TEXT, description="Why (audit only).")
 
 
 class BlockView(BaseModel):
@@ -122,19 +129,19 @@ async def list_blocks(runtime: GatewayRuntime, everything: AllQuery = False) -> 
 
 
 @router.post("/blocks", status_code=201, summary="Block a subject on every instance within a second.",
-             response_model=BlockView, **needs(Permission.BLOCKS_WRITE, action="block.create", answers=_ANSWERS))
+             response_model=BlockView, **needs(Permission.BLOCKS_WRITE, action="block.create", answers=_MADE))
 async def add_block(request: Request, body: NewBlock, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
     try:
         block = await runtime.services.controls.add_block(
             body.kind, body.subject, reason=body.reason, actor=operator.actor, expires_in_s=body.expires_in_s)
     except InvalidControl as exc:
-        return problem(ErrorCode.REQUEST_MALFORMED, request, str(exc))
+        return problem(ErrorCode.ADMIN_CONFLICT, request, str(exc))
     note_event(request, block_id=block.block_id, kind=block.kind.value, subject=block.subject)
     return JSONResponse(BlockView.of(block).model_dump(mode="json"), status_code=201)
 
 
 @router.delete("/blocks/{block_id}", summary="Lift a block on every instance within a second.",
-               response_model=Lifted, **needs(Permission.BLOCKS_WRITE, action="block.lift", answers=_ANSWERS))
+               response_model=Lifted, **needs(Permission.BLOCKS_WRITE, action="block.lift", answers=_LIFTED))
 async def lift_block(request: Request, block_id: str, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
     if not await runtime.services.controls.lift_block(block_id, actor=operator.actor):
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such block in force.")
@@ -151,7 +158,7 @@ async def list_emergencies(runtime: GatewayRuntime, everything: AllQuery = False
 
 @router.post("/emergency-limits", status_code=201, summary="Scale rate limits down for a while, then restore "
              "them gradually, on every instance.", response_model=EmergencyView,
-             **needs(Permission.EMERGENCY_WRITE, action="emergency.create", answers=_ANSWERS))
+             **needs(Permission.EMERGENCY_WRITE, action="emergency.create", answers=_MADE))
 async def add_emergency(request: Request, body: NewEmergency, runtime: GatewayRuntime,
                         operator: CurrentOperator) -> Response:
     restore = body.restore_s if body.restore_s is not None else runtime.config.controls.emergency_restore
@@ -160,7 +167,7 @@ async def add_emergency(request: Request, body: NewEmergency, runtime: GatewayRu
             body.scope, body.subject, body.factor, duration_s=body.duration_s, restore_s=restore,
             reason=body.reason, actor=operator.actor)
     except InvalidControl as exc:
-        return problem(ErrorCode.REQUEST_MALFORMED, request, str(exc))
+        return problem(ErrorCode.ADMIN_CONFLICT, request, str(exc))
     note_event(request, emergency_id=emergency.emergency_id, scope=emergency.scope.value, subject=emergency.subject,
                factor=emergency.factor)
     return JSONResponse(EmergencyView.of(emergency, runtime.clock.wall()).model_dump(mode="json"), status_code=201)
@@ -168,7 +175,7 @@ async def add_emergency(request: Request, body: NewEmergency, runtime: GatewayRu
 
 @router.delete("/emergency-limits/{emergency_id}", summary="End an emergency limit now (no ramp), everywhere.",
                response_model=Lifted,
-               **needs(Permission.EMERGENCY_WRITE, action="emergency.lift", answers=_ANSWERS))
+               **needs(Permission.EMERGENCY_WRITE, action="emergency.lift", answers=_LIFTED))
 async def lift_emergency(request: Request, emergency_id: str, runtime: GatewayRuntime,
                          operator: CurrentOperator) -> Response:
     if not await runtime.services.controls.lift_emergency(emergency_id, actor=operator.actor):
