@@ -235,3 +235,22 @@ async def test_a_leaked_admin_token_never_reaches_the_audit_trail_or_an_answer(
     await gw.services.audit.flush()
     trail = await asyncio.to_thread((gw.tmp / "audit.jsonl").read_text)
     assert secret not in trail and minted.rsplit("_", 1)[1] not in trail
+
+
+async def test_a_flood_of_refused_requests_puts_a_bounded_number_of_records_on_file(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    # Hammering the admin port must not fill the audit queue: with audit.when_full: shed that would
+    # make the API listener refuse real traffic.
+    gw = await make_gateway(gateway_yaml(
+        upstream.url, "admin: {enabled: false, failed_auth: {max_failures: 5, window: 1m}}\n" + ROUTES,
+    ).replace("admin: {enabled: false}\n", "", 1))
+    async with anonymous(gw, client=("10.0.0.66", 4444)) as attacker:
+        for i in range(60):
+            answer = await attacker.get("/status", headers={"Host": "evil.example"} if i % 2 else {})
+            assert answer.status_code in (401, 421, 429)
+    assert len(await security_events(gw)) == 10  # twice max_failures, then silence for the window
+    gw.clock.advance(60)
+    async with anonymous(gw, client=("10.0.0.66", 4444)) as attacker:
+        await attacker.get("/status")
+    assert len(await security_events(gw)) == 11  # a new window is on record again

@@ -23,7 +23,9 @@ In order, for every other request:
 
 Every refusal here is a problem document and a security event (``admin.auth``, outcome
 ``refused`` or ``throttled``, with the reason: ``missing``, ``malformed_token``, ``bad_secret``,
-``host``, ``origin``…); the throttle bounds how many of those one address can cause.
+``host``, ``origin``…), up to twice ``max_failures`` events per address per window: a flood past
+that is still refused but not recorded again, so it cannot fill the audit queue and make the
+data path shed.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 # RFC 9110 section 7.2: uri-host [ ":" port ]; an IPv6 literal in brackets, a port all digits.
 _HOST = re.compile(r"(?:\[([0-9a-f:.]+)\]|([a-z0-9.\-]+))(?::[0-9]{1,5})?")
 _MAX_TRACKED_ADDRESSES = 10_000
+# Refusals recorded per address per failed-auth window, as a multiple of max_failures: every failure
+# and the first throttled answers are on record; a flood past that is answered but not recorded, so
+# hammering the admin port cannot fill the audit queue (which would make the data path shed).
+_RECORDS_PER_FAILURE = 2
 _ANSWER_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
                    (b"cache-control", b"no-store")]
 _CHALLENGE = (b"www-authenticate", b'Bearer realm="portcullis-admin"')
@@ -134,6 +140,7 @@ class AdminAuthenticator:
         self._gateway = gateway
         self._public = frozenset(public_paths)
         self._throttle = FailedAuthThrottle(clock=gateway.runtime.clock)
+        self._recorded = FailedAuthThrottle(clock=gateway.runtime.clock)  # refusals put on record, per address
         self._tokens = tokens
         self._roles: tuple[object, RoleBook] | None = None
 
@@ -230,6 +237,11 @@ class AdminAuthenticator:
             self._throttle.fail(address, window_s=runtime.config.admin.failed_auth.window)
         extra = [_CHALLENGE] if code in (ErrorCode.AUTH_MISSING_CREDENTIALS, ErrorCode.AUTH_INVALID_CREDENTIALS) else []
         response = problem(code, request, retry_after_s=retry_after_s, extra=extra)
+        window = runtime.config.admin.failed_auth.window
+        budget = _RECORDS_PER_FAILURE * runtime.config.admin.failed_auth.max_failures
+        if self._recorded.retry_after(address, max_failures=budget, window_s=window) is not None:
+            return response  # this address's refusals are on record for this window already
+        self._recorded.fail(address, window_s=window)
         runtime.services.audit.submit(security_event(
             clock=runtime.clock, action="admin.auth", outcome=outcome, actor="anonymous", role=None, target=None,
             client_ip=address, request_id=request_id_of(request.scope), status=response.status_code,
