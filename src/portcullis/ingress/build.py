@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.record import AuditRecord
+from portcullis.audit.retention import RetentionTask
+from portcullis.audit.setup import audit_chainer, head_file
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
 from portcullis.config.model import (
@@ -102,11 +104,19 @@ async def open_services(
     if audit_cfg.to_store:
         sinks["store"] = store
     metrics = GatewayMetrics()
+    spill = _resolve(base, audit_cfg.spill_file)
     audit = AuditWriter(
-        sinks, spill_path=_resolve(base, audit_cfg.spill_file), clock=clock, batch_size=audit_cfg.batch_size,
+        sinks, spill_path=spill, clock=clock, batch_size=audit_cfg.batch_size,
         flush_interval_s=audit_cfg.flush_interval, queue_max=audit_cfg.queue_max, on_lost=metrics.audit_records_lost,
+        chainer=audit_chainer(audit_cfg, clock=clock, head_file=head_file(spill)),
     )
     await audit.start()
+    retention = None
+    if audit_cfg.to_store and audit_cfg.retention.enabled:
+        r = audit_cfg.retention
+        retention = RetentionTask(store, r, clock=clock, every_s=r.run_every, batch_rows=r.batch_rows,
+                                  max_rows=r.max_rows_per_run)
+        retention.start()
     metrics.audit_spilled.set_function(lambda: float(audit.waiting))
     metrics.audit_queued.set_function(lambda: float(audit.pending))
     counters: CounterStore = MemoryCounterStore()
@@ -118,7 +128,7 @@ async def open_services(
         outage = shared.outage
         metrics.shared_state_degraded.set_function(lambda: float(outage.degraded))
     return Services(clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit,
-                    vault=vault, egress_budgets=budgets, shared=shared)
+                    vault=vault, egress_budgets=budgets, shared=shared, retention=retention)
 
 
 def _resolve(base: Path, path: str) -> Path:
