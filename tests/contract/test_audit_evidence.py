@@ -36,7 +36,8 @@ DAY = 86_400.0
 @dataclass
 class Db:
     open: Callable[[], Awaitable[Store]]
-    sql: Callable[[str], Awaitable[list[tuple[Any, ...]]]]  # raw SQL, as an attacker with database access
+    sql: Callable[..., Awaitable[list[tuple[Any, ...]]]]  # raw SQL and parameters, as an attacker with access
+    mark: Callable[[int], str]  # the backend's placeholder for parameter n: ? or $n
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -44,26 +45,26 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db
     if request.param == "sqlite":
         path = str(tmp_path / "store.db")
 
-        def run(statement: str) -> list[tuple[Any, ...]]:
+        def run(statement: str, *args: Any) -> list[tuple[Any, ...]]:
             with contextlib.closing(sqlite3.connect(path)) as conn:
-                rows = conn.execute(statement).fetchall()
+                rows = conn.execute(statement, args).fetchall()
                 conn.commit()
                 return [tuple(r) for r in rows]
 
-        async def sqlite_sql(statement: str) -> list[tuple[Any, ...]]:
-            return await asyncio.to_thread(run, statement)
+        async def sqlite_sql(statement: str, *args: Any) -> list[tuple[Any, ...]]:
+            return await asyncio.to_thread(run, statement, *args)
 
-        yield Db(lambda: SqliteStore.connect(path), sqlite_sql)
+        yield Db(lambda: SqliteStore.connect(path), sqlite_sql, lambda n: "?")
     else:
         async with upgraded_schema() as schema:
-            async def pg_sql(statement: str) -> list[tuple[Any, ...]]:
+            async def pg_sql(statement: str, *args: Any) -> list[tuple[Any, ...]]:
                 conn = await pg_admin(server_settings={"search_path": schema})
                 try:
-                    return [tuple(r) for r in await conn.fetch(statement)]
+                    return [tuple(r) for r in await conn.fetch(statement, *args)]
                 finally:
                     await conn.close()
 
-            yield Db(lambda: PostgresStore.connect(PG_URL, schema=schema), pg_sql)
+            yield Db(lambda: PostgresStore.connect(PG_URL, schema=schema), pg_sql, lambda n: f"${n}")
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def only_problem(report: VerifyReport) -> tuple[ProblemKind, int, str | None]:
 
 
 async def record_id(db: Db, seq: int) -> str:
-    (row,) = await db.sql(f"SELECT id FROM audit WHERE seq = {seq}")  # noqa: S608 - test constant
+    (row,) = await db.sql(f"SELECT id FROM audit WHERE seq = {db.mark(1)}", seq)
     return str(row[0])
 
 
@@ -141,7 +142,7 @@ async def test_two_swapped_rows_name_the_record_out_of_place(store: Store, db: D
     five, six = await db.sql("SELECT record FROM audit WHERE seq IN (5, 6) ORDER BY seq")
     six_id = await record_id(db, 6)
     for seq, text in ((5, six[0]), (6, five[0])):
-        await db.sql(f"UPDATE audit SET record = '{text}' WHERE seq = {seq}")  # noqa: S608 - test data, no quotes
+        await db.sql(f"UPDATE audit SET record = {db.mark(1)} WHERE seq = {db.mark(2)}", text, seq)
     assert only_problem(await verify_store(store, signer=SIGNER)) == (ProblemKind.REORDERED, 6, six_id)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from portcullis import __version__
-from portcullis.cli import check, db, egress, keys, secrets, serve
+from portcullis.cli import audit, check, db, egress, keys, secrets, serve
 
 __all__ = ["app", "main"]
 
@@ -45,6 +45,7 @@ app.add_typer(keys.app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(secrets.app, name="secrets", help="Store, list, delete and rotate egress credentials.")
 app.add_typer(db.app, name="db", help="Upgrade or inspect the store's schema.")
 app.add_typer(egress.app, name="egress", help="Check egress destinations against the SSRF guard.")
+app.add_typer(audit.app, name="audit", help="Verify, expire, search, export and follow the audit trail.")
 
 
 def main() -> None:
