@@ -28,9 +28,12 @@ The tree::
     │   └── StoreUnavailable        store.unavailable (admin API); the data path denies or serves cached
     │       ├── SchemaNotCurrent    PostgreSQL below this version: run `portcullis db upgrade`
     │       └── SchemaTooNew        migrated by a newer Portcullis
-    └── VaultError
-        ├── VaultLocked             secrets exist but the master key is missing or wrong
-        └── SecretNotFound
+    ├── VaultError
+    │   ├── VaultLocked             secrets exist but the master key is missing or wrong
+    │   └── SecretNotFound
+    └── AuditError                  (also ValueError: both are bad input)
+        ├── CursorInvalid           an audit search cursor the store did not hand out
+        └── SigningKeyInvalid       audit.signing_key cannot be used with its algorithm; never holds the key
 
 What this module refuses to do: carry exception text to clients. ``str(exc)`` is for logs.
 """
@@ -41,11 +44,13 @@ from enum import StrEnum
 
 __all__ = [
     "PUBLIC_ERRORS",
+    "AuditError",
     "BudgetExhausted",
     "CircuitOpen",
     "ClientError",
     "ConfigError",
     "ConfigFileError",
+    "CursorInvalid",
     "EgressDenied",
     "ErrorCode",
     "Forbidden",
@@ -54,6 +59,7 @@ __all__ = [
     "PortcullisError",
     "RateLimited",
     "SecretNotFound",
+    "SigningKeyInvalid",
     "StoreError",
     "StoreUnavailable",
     "Unauthenticated",
@@ -262,3 +268,15 @@ class VaultLocked(VaultError):
 
 class SecretNotFound(VaultError):
     """No secret by that name."""
+
+
+class AuditError(PortcullisError):
+    """The audit trail was asked something it cannot answer."""
+
+
+class CursorInvalid(AuditError, ValueError):
+    """A search cursor that this store did not hand out (or that was altered)."""
+
+
+class SigningKeyInvalid(AuditError, ValueError):
+    """The configured audit signing key cannot be used with its algorithm (the message never holds the key)."""

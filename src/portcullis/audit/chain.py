@@ -26,7 +26,7 @@ Scheme (``docs/audit.md`` has the operator's view):
 - **Genesis.** A chain begins with a checkpoint at ``seq`` 0 whose ``hash`` is
   ``SHA-256("portcullis-audit-genesis\\n" + chain id)``, and whose ``previous`` names the head
   (chain, seq, hash) that the previous writer process of this instance left in its head file
-  (``<spill path>.chain``, rewritten at every checkpoint), when there was one. ``verify`` checks
+  (``audit.heads_file``, rewritten at every checkpoint), when there was one. ``verify`` checks
   that the referenced chain reaches that head, so a truncated tail of the previous run shows.
 
 Cost on the writer path: one ``sha256`` over bytes already serialised and one bytes concatenation

@@ -2,7 +2,7 @@
 
 Why one place: the gateway (which seals) and ``portcullis audit verify`` (which checks) must read
 ``audit.signing_key``, ``audit.signing_algorithm`` and the head file path the same way, or a
-trail sealed by one would not verify with the other.
+trail sealed by one would not verify with the other. The head file is ``audit.heads_file``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from portcullis.audit.signing import CheckpointSigner, make_signer
 from portcullis.clock import Clock
 from portcullis.config.model import AuditConfig
 
-__all__ = ["audit_chainer", "audit_signer", "head_file"]
+__all__ = ["audit_chainer", "audit_signer"]
 
 
 def audit_signer(cfg: AuditConfig) -> CheckpointSigner | None:
@@ -28,8 +28,3 @@ def audit_chainer(cfg: AuditConfig, *, clock: Clock, head_file: Path | None) -> 
     """A chainer for a new writer process: a fresh instance id, the configured signer and intervals."""
     return Chainer(clock=clock, signer=audit_signer(cfg), every=cfg.checkpoint_every,
                    interval_s=cfg.checkpoint_interval, head_file=head_file)
-
-
-def head_file(spill_path: Path) -> Path:
-    """Where the writer keeps its chains' heads: beside its spill files."""
-    return spill_path.with_name(spill_path.name + ".chain")

@@ -28,13 +28,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from portcullis.errors import SigningKeyInvalid
+
 __all__ = ["CheckpointSigner", "Ed25519Signer", "HmacSigner", "SigningAlgorithm", "SigningKeyInvalid", "make_signer"]
 
 SigningAlgorithm = Literal["hmac-sha256", "ed25519"]
-
-
-class SigningKeyInvalid(ValueError):
-    """The configured signing key cannot be used with its algorithm (the message never holds the key)."""
 
 
 class CheckpointSigner(Protocol):

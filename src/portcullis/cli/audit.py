@@ -35,7 +35,7 @@ from rich.text import Text
 from portcullis.audit.chain import ChainHead, read_heads
 from portcullis.audit.export import ExportFormat, export, records
 from portcullis.audit.retention import expire as expire_records
-from portcullis.audit.setup import audit_signer, head_file
+from portcullis.audit.setup import audit_signer
 from portcullis.audit.signing import CheckpointSigner, Ed25519Signer, SigningKeyInvalid
 from portcullis.audit.verify import VerifyReport, rotated_files, verify_files, verify_store
 from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, when, with_store
@@ -123,7 +123,7 @@ def verify(
     """Check the hash chains and signed checkpoints; name the first record changed, removed, reordered or cut."""
     cfg = load_or_fail(config)
     signer = _verifier(cfg, public_key)
-    expected = _heads(heads or head_file(Path(cfg.audit.spill_file)), explicit=heads is not None)
+    expected = _heads(heads or Path(cfg.audit.heads_file), explicit=heads is not None)
     reports: dict[str, VerifyReport] = {}
     if not store_only and cfg.audit.file:
         paths = rotated_files(Path(cfg.audit.file))

@@ -578,6 +578,12 @@ class AuditConfig(_Model):
         description="How checkpoints are signed: hmac-sha256 (whoever verifies can also sign) or ed25519 (verify with"
         " the public key alone, `portcullis audit public-key`).",
     )
+    heads_file: str = Field(
+        "audit.heads.json",
+        description="Where this instance keeps its audit chains' latest attested heads (0600, rewritten at every"
+        " checkpoint): the next start's genesis checkpoint names them, and `portcullis audit verify` checks the trail"
+        " reaches them. One per instance, like `spill_file`.",
+    )
     checkpoint_every: int = Field(
         10_000, ge=1, description="Write a signed checkpoint after this many records of one chain."
     )

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.retention import RetentionTask
-from portcullis.audit.setup import audit_chainer, head_file
+from portcullis.audit.setup import audit_chainer
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
 from portcullis.config.model import (
@@ -108,7 +108,7 @@ async def open_services(
     audit = AuditWriter(
         sinks, spill_path=spill, clock=clock, batch_size=audit_cfg.batch_size,
         flush_interval_s=audit_cfg.flush_interval, queue_max=audit_cfg.queue_max, on_lost=metrics.audit_records_lost,
-        chainer=audit_chainer(audit_cfg, clock=clock, head_file=head_file(spill)),
+        chainer=audit_chainer(audit_cfg, clock=clock, head_file=_resolve(base, audit_cfg.heads_file)),
     )
     await audit.start()
     retention = None

@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from portcullis.errors import CursorInvalid
+
 __all__ = [
     "AUDIT_FILTERS", "AUDIT_INSERT_COLUMNS", "CHECKPOINT", "AuditRowValues", "CursorInvalid", "audit_values",
     "decode_cursor", "encode_cursor", "is_checkpoint",
@@ -42,10 +44,6 @@ AUDIT_INSERT_COLUMNS = (
     "id", "ts", "consumer_id", "route", "decision", "status", "record", "record_class", "key_id", "request_id",
     "workflow_id", "execution_id", "user_id", "chain", "seq",
 )
-
-
-class CursorInvalid(ValueError):
-    """A search cursor that this store did not hand out (or that was altered)."""
 
 
 class AuditRowValues(NamedTuple):

@@ -19,7 +19,7 @@ from tests.audit_trail import record
 from typer.testing import CliRunner, Result
 
 from portcullis.audit.jsonl import JsonlFileSink
-from portcullis.audit.setup import audit_chainer, head_file
+from portcullis.audit.setup import audit_chainer
 from portcullis.audit.writer import AuditWriter
 from portcullis.config.loader import load_config
 from portcullis.stores.sqlite import SqliteStore
@@ -33,7 +33,8 @@ def write_config(tmp_path: Path, *, audit_extra: str = f'signing_key: "{HMAC_KEY
     path = tmp_path / "portcullis.yaml"
     path.write_text(
         f'store: {{url: "sqlite:///{tmp_path / "p.db"}"}}\n'
-        f'audit: {{file: "{tmp_path / "audit.jsonl"}", spill_file: "{tmp_path / "spill.jsonl"}", {audit_extra}}}\n'
+        f'audit: {{file: "{tmp_path / "audit.jsonl"}", spill_file: "{tmp_path / "spill.jsonl"}",'
+        f' heads_file: "{tmp_path / "heads.json"}", {audit_extra}}}\n'
         'upstreams: {api: {url: "http://127.0.0.1:9"}}\n'
         'routes: [{name: r, path: "/r", upstream: api, auth: none}]\n'
     )
@@ -49,7 +50,7 @@ def seal_trail(config: Path, count: int = 30, *, clock: ManualClock | None = Non
         spill = Path(cfg.audit.spill_file)
         writer = AuditWriter(
             {"file": JsonlFileSink(Path(str(cfg.audit.file)), max_bytes=0, backup_count=0), "store": store},
-            spill_path=spill, clock=clock, chainer=audit_chainer(cfg.audit, clock=clock, head_file=head_file(spill)),
+            spill_path=spill, clock=clock, chainer=audit_chainer(cfg.audit, clock=clock, head_file=Path(cfg.audit.heads_file)),
         )
         await writer.start()
         for n in range(count):
