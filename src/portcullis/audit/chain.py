@@ -226,7 +226,8 @@ class Chainer:
         if self._head_file is None:
             return
         data = orjson.dumps({cls: head._asdict() for cls, head in self.heads.items()})
-        tmp = self._head_file.with_name(self._head_file.name + ".tmp")
+        # A temporary name of this instance's own: with ``listen.workers`` > 1 several processes share the file.
+        tmp = self._head_file.with_name(f"{self._head_file.name}.{self.instance}.tmp")
         try:
             self._head_file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

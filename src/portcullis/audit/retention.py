@@ -16,6 +16,9 @@ decision and reads the injected ``Clock`` (tests advance a ``ManualClock`` and c
 when to run is an operational timer on the event loop's time, as the writer's flush timer is (a
 manual clock's ``sleep`` returns at once and would make the task spin).
 
+Every run that removes something leaves a ``security`` record of it (``expiry_record``): who ran
+it, and how many records of which class went, so a gap in the trail has its own entry in it.
+
 What it refuses to do: expire a class with no configured retention, touch the JSONL file (size
 rotation handles that), or export anything (``portcullis audit export`` first, if records must
 outlive the store's retention).
@@ -26,14 +29,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from portcullis.audit.record import AuditRecord
+from portcullis.audit.security_event import security_event
 from portcullis.clock import Clock
 from portcullis.errors import StoreUnavailable
+from portcullis.ids import random_hex
 from portcullis.stores.base import AuditStore
 
-__all__ = ["ExpiryResult", "RetentionPolicy", "RetentionTask", "expire"]
+__all__ = ["ExpiryResult", "RetentionPolicy", "RetentionTask", "expire", "expiry_record"]
 
 log = logging.getLogger("portcullis.audit")
 
@@ -89,13 +96,22 @@ async def expire(
     return ExpiryResult(deleted)
 
 
+def expiry_record(result: ExpiryResult, *, clock: Clock, actor: str) -> AuditRecord:
+    """The security event that says what an expiry run removed (``actor``: ``system:retention`` or ``cli:<user>``)."""
+    return security_event(
+        clock=clock, action="audit.expire", outcome="ok", actor=actor, role=None, target="audit", client_ip="",
+        request_id=random_hex(128), status=200, details={"deleted": dict(result.deleted), "total": result.total},
+    )
+
+
 class RetentionTask:
     """Runs ``expire`` every ``every_s`` seconds (on the injected clock) in the running gateway."""
 
     def __init__(
         self, store: AuditStore, policy: RetentionPolicy, *, clock: Clock, every_s: float, batch_rows: int,
-        max_rows: int,
+        max_rows: int, on_expired: Callable[[ExpiryResult], None] | None = None,
     ) -> None:
+        self._on_expired = on_expired
         self._store = store
         self._policy = policy
         self._clock = clock
@@ -120,6 +136,8 @@ class RetentionTask:
         finally:
             self.runs += 1
         if result.total:
+            if self._on_expired is not None:
+                self._on_expired(result)
             log.info("audit retention removed %d records (%s)%s", result.total,
                      ", ".join(f"{c} {n}" for c, n in sorted(result.deleted.items())),
                      "; more wait for the next run" if result.stopped_early else "")

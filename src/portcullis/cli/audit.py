@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import getpass
 import json
 import os
 import sys
@@ -34,8 +35,9 @@ from rich.text import Text
 
 from portcullis.audit.chain import ChainHead, read_heads
 from portcullis.audit.export import ExportFormat, export, records
+from portcullis.audit.retention import ExpiryResult, expiry_record
 from portcullis.audit.retention import expire as expire_records
-from portcullis.audit.setup import audit_signer
+from portcullis.audit.setup import audit_chainer, audit_signer
 from portcullis.audit.signing import CheckpointSigner, Ed25519Signer, SigningKeyInvalid
 from portcullis.audit.verify import VerifyReport, rotated_files, verify_files, verify_store
 from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, when, with_store
@@ -43,7 +45,7 @@ from portcullis.clock import Clock, SystemClock
 from portcullis.config.model import GatewayConfig
 from portcullis.config.types import parse_duration
 from portcullis.stores.audit_rows import CursorInvalid, encode_cursor
-from portcullis.stores.base import AuditPage, AuditSearch, Store
+from portcullis.stores.base import AuditBatch, AuditPage, AuditSearch, Store
 
 __all__ = ["app"]
 
@@ -196,7 +198,19 @@ def expire_command(config: ConfigOption = Path("portcullis.yaml"), as_json: Json
     """Remove records past their class's retention now (export them first if they must be kept)."""
     cfg = load_or_fail(config)
     r = cfg.audit.retention
-    result = _on_store(cfg, lambda store: expire_records(store, r, now=SystemClock().wall(), batch_rows=r.batch_rows))
+    clock = SystemClock()
+
+    async def run(store: Store) -> ExpiryResult:
+        result = await expire_records(store, r, now=clock.wall(), batch_rows=r.batch_rows)
+        if result.total:
+            # The run's own record, in a chain of its own (genesis, the event, a final checkpoint).
+            chainer = audit_chainer(cfg.audit, clock=clock, head_file=None)
+            event = expiry_record(result, clock=clock, actor=f"cli:{getpass.getuser()}")
+            sealed, closed = chainer.seal([event.to_dict()]), chainer.close()
+            await store.write(AuditBatch(sealed.rows + closed.rows, sealed.lines + closed.lines))
+        return result
+
+    result = _on_store(cfg, run)
     if as_json:
         typer.echo(json.dumps({"deleted": result.deleted, "total": result.total}))
     else:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.record import AuditRecord
-from portcullis.audit.retention import RetentionTask
+from portcullis.audit.retention import RetentionTask, expiry_record
 from portcullis.audit.setup import audit_chainer
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
@@ -114,8 +114,10 @@ async def open_services(
     retention = None
     if audit_cfg.to_store and audit_cfg.retention.enabled:
         r = audit_cfg.retention
-        retention = RetentionTask(store, r, clock=clock, every_s=r.run_every, batch_rows=r.batch_rows,
-                                  max_rows=r.max_rows_per_run)
+        retention = RetentionTask(
+            store, r, clock=clock, every_s=r.run_every, batch_rows=r.batch_rows, max_rows=r.max_rows_per_run,
+            on_expired=lambda result: audit.submit(expiry_record(result, clock=clock, actor="system:retention")),
+        )
         retention.start()
     metrics.audit_spilled.set_function(lambda: float(audit.waiting))
     metrics.audit_queued.set_function(lambda: float(audit.pending))

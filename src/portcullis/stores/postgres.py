@@ -327,7 +327,11 @@ class PostgresStore:
         for column, op, attr in AUDIT_FILTERS:
             value = getattr(search, attr)
             if value is not None:
-                params.append(_nul_free(value) if isinstance(value, str) else value)
+                if isinstance(value, str):
+                    value = _nul_free(value)
+                elif column == "ts":
+                    value = float(value)  # asyncpg encodes double precision from a float only
+                params.append(value)
                 clauses.append(f"{column} {op} ${len(params)}")
         if search.cursor is not None:
             ts, record_id = decode_cursor(search.cursor)

@@ -10,7 +10,7 @@ import pytest
 from tests.audit_trail import SIGNER, closing, sealed_batches
 
 from portcullis.audit.chain import Chainer
-from portcullis.audit.retention import RetentionTask
+from portcullis.audit.retention import ExpiryResult, RetentionTask
 from portcullis.config.model import AuditRetentionConfig
 from portcullis.stores.base import AuditSearch
 from portcullis.stores.sqlite import SqliteStore
@@ -19,19 +19,21 @@ from portcullis.testing import ManualClock
 DAY = 86_400.0
 
 
-async def test_a_run_removes_what_the_clock_says_has_expired(tmp_path: Path) -> None:
+async def test_a_run_removes_what_the_clock_says_has_expired_and_reports_it(tmp_path: Path) -> None:
     clock = ManualClock()
     store = await SqliteStore.connect(str(tmp_path / "s.db"))
     try:
         chainer = Chainer(clock=clock, signer=SIGNER, every=10)
         for batch in [*sealed_batches(chainer, clock, 25), closing(chainer)]:
             await store.write(batch)
+        reported: list[ExpiryResult] = []
         task = RetentionTask(store, AuditRetentionConfig(debug="1d"), clock=clock, every_s=600, batch_rows=4,
-                             max_rows=1000)
+                             max_rows=1000, on_expired=reported.append)
         assert (await task.run_once()).total == 0
         clock.advance(90 * DAY + 1)
         assert (await task.run_once()).deleted == {"request": 25}
         assert (await store.search_audit(AuditSearch())).records == []
+        assert [r.deleted for r in reported] == [{"request": 25}]  # the gateway submits it as a security event
     finally:
         await store.aclose()
 

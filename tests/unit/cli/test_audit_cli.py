@@ -163,6 +163,17 @@ def test_expire_removes_records_past_their_retention(tmp_path: Path) -> None:
     assert audit("verify", "-c", str(config), "--store-only").exit_code == 0
 
 
+def test_expire_leaves_a_signed_security_record_of_what_it_removed(tmp_path: Path) -> None:
+    config = write_config(tmp_path, audit_extra=f'signing_key: "{HMAC_KEY}", retention: {{request: "1s"}}')
+    seal_trail(config)
+    assert audit("expire", "-c", str(config)).exit_code == 0
+    found = json.loads(audit("search", "-c", str(config), "--class", "security", "--json").stdout)["records"]
+    (event,) = found
+    assert event["decision"] == "audit.expire:ok" and event["event"]["deleted"] == {"request": 30}
+    assert event["event"]["actor"].startswith("cli:")
+    assert audit("verify", "-c", str(config), "--store-only").exit_code == 0
+
+
 def test_public_key_prints_what_verify_accepts_for_ed25519(tmp_path: Path) -> None:
     seed = base64.b64encode(b"e" * 32).decode()
     config = write_config(tmp_path, audit_extra=f'signing_algorithm: ed25519, signing_key: "{seed}"')
