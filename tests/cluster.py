@@ -13,13 +13,21 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import orjson
 from tests.conftest import PEPPER
 
+from portcullis.admin.auth import admin_pepper
 from portcullis.audit.chain import is_checkpoint
+from portcullis.clock import SystemClock
+from portcullis.config.loader import load_config
+from portcullis.identity.admin_tokens import issue_admin_token
+from portcullis.stores.opening import open_store
 
 READY = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+) \(admin http://127\.0\.0\.1:(\d+)\)")
 
@@ -32,6 +40,7 @@ class Served:
     config: Path
     cwd: Path
     output: list[str]
+    token: str | None = None  # an admin token (role security) in the instance's store, when it has a pepper
 
     async def stop(self) -> None:
         if self.proc.returncode is None:
@@ -78,9 +87,38 @@ async def start(cwd: Path, text: str) -> Served:
             if m := READY.search(line):
                 scheme, port, admin = m.groups()
                 served = Served(proc, f"{scheme}://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", config, cwd,
-                                output)
+                                output, await mint_admin_token(config))
                 asyncio.get_running_loop().create_task(_drain(proc, output))
                 return served
+
+
+async def mint_admin_token(config_path: Path, role: str = "security") -> str | None:
+    """An admin token written straight into the store ``config_path`` names (as ``portcullis admin
+    bootstrap`` does), or None when the config has no pepper for admin tokens."""
+    cfg = await asyncio.to_thread(load_config, config_path)
+    pepper = admin_pepper(cfg)
+    if pepper is None:
+        return None
+    issued = issue_admin_token(name="tests", role=role, created_by="tests", pepper=pepper, clock=SystemClock())
+    store = await open_store(cfg.store, base_dir=config_path.parent)
+    try:
+        await store.create_admin_token(issued.record)
+    finally:
+        await store.aclose()
+    return issued.token
+
+
+class AdminAuth(httpx.Auth):
+    """Sends each instance's admin token to its admin listener, and nothing to any other address."""
+
+    def __init__(self, *instances: Served) -> None:
+        self._tokens = {urlsplit(i.admin).port: i.token for i in instances if i.token}
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        token = self._tokens.get(request.url.port)
+        if token is not None:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
 
 
 async def _drain(proc: asyncio.subprocess.Process, output: list[str]) -> None:

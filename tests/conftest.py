@@ -23,11 +23,15 @@ from aiohttp import web
 from blockbuster import blockbuster_ctx
 from tests.redis_server import REDIS_SERVER, PrivateRedis, free_port
 
+from portcullis.admin.app import create_admin_app
+from portcullis.admin.auth import admin_pepper
 from portcullis.cli.serving import portcullis_listener
 from portcullis.config.loader import load_config_text
+from portcullis.identity.admin_tokens import issue_admin_token
 from portcullis.identity.api_keys import issue_key
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.build import build_runtime, open_services
+from portcullis.ingress.reload import Reloader
 from portcullis.ingress.runtime import Runtime, Services
 from portcullis.ingress.shared_events import attach_shared_events
 from portcullis.server.listener import Listener
@@ -123,6 +127,22 @@ class Gateway:
                            expires_in_s=expires_in_s)
         await self.services.store.create(issued.record)
         return issued.key
+
+    async def admin_token(self, role: str = "security", consumers: tuple[str, ...] = ()) -> str:
+        """A new admin token of ``role`` in this gateway's store (as ``portcullis admin bootstrap`` makes one)."""
+        pepper = admin_pepper(self.runtime.config)
+        assert pepper is not None, "the config has no admin token pepper (admin.token_pepper or keys.pepper)"
+        issued = issue_admin_token(name="tests", role=role, created_by="tests", pepper=pepper, clock=self.clock,
+                                   consumers=frozenset(consumers))
+        await self.services.store.create_admin_token(issued.record)
+        return issued.token
+
+    async def admin(self, role: str = "security", *, reloader: Reloader | None = None,
+                    consumers: tuple[str, ...] = ()) -> httpx.AsyncClient:
+        """A client of this gateway's admin API (in process), authenticated with a new token of ``role``."""
+        token = await self.admin_token(role, consumers)
+        return httpx.AsyncClient(transport=httpx.ASGITransport(create_admin_app(self.app, reloader)),
+                                 base_url="http://127.0.0.1", headers={"Authorization": f"Bearer {token}"})
 
     async def audit_records(self) -> list[dict[str, Any]]:
         await self.services.audit.flush()

@@ -64,7 +64,7 @@ async def test_injection_shaped_ids_round_trip_as_data(key_store: KeyStore) -> N
     await key_store.create(record("k2"))
     assert await key_store.get(evil) == rec
     assert [r.key_id for r in await key_store.list("acme' OR '1'='1")] == [evil]
-    assert await key_store.revoke(evil) is True
+    assert await key_store.revoke(evil, 1.0) is True
     assert len(await key_store.list()) == 2
 
 
@@ -94,14 +94,14 @@ async def test_a_duplicate_key_id_is_a_value_error_and_keeps_the_first(key_store
 
 async def test_revoke_disables_the_key_for_good(key_store: KeyStore) -> None:
     await key_store.create(record("k1"))
-    assert await key_store.revoke("k1") is True
-    assert await key_store.revoke("k1") is True  # revoking twice is harmless
+    assert await key_store.revoke("k1", 5.0) is True
+    assert await key_store.revoke("k1", 6.0) is True  # revoking twice is harmless, and keeps the first time
     got = await key_store.get("k1")
-    assert got is not None and got.disabled
+    assert got is not None and got.disabled and got.revoked_at == 5.0 and got.state == "revoked"
 
 
 async def test_revoking_an_unknown_key_is_false(key_store: KeyStore) -> None:
-    assert await key_store.revoke("nope") is False
+    assert await key_store.revoke("nope", 1.0) is False
 
 
 async def test_last_use_only_moves_forward(key_store: KeyStore) -> None:
@@ -133,12 +133,12 @@ async def test_keys_survive_a_reopen(open_backend: Opener) -> None:
     store = await open_backend()
     try:
         await store.create(record("k1"))
-        await store.revoke("k1")
+        await store.revoke("k1", 2.0)
     finally:
         await store.aclose()
     store = await open_backend()
     try:
-        assert await store.get("k1") == record("k1", disabled=True)
+        assert await store.get("k1") == record("k1", disabled=True, revoked_at=2.0)
     finally:
         await store.aclose()
 

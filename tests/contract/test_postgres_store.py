@@ -20,15 +20,9 @@ from tests.conftest import missing_service
 from tests.pg import PG_URL, fresh_schema, pg_admin, pg_reachable, upgraded_schema
 
 from portcullis.errors import StoreUnavailable
+from portcullis.stores import postgres
 from portcullis.stores.base import ApiKeyRecord
-from portcullis.stores.postgres import (
-    _MIGRATIONS,
-    SCHEMA_VERSION,
-    PostgresStore,
-    SchemaNotCurrent,
-    schema_version,
-    upgrade,
-)
+from portcullis.stores.postgres import SCHEMA_VERSION, PostgresStore, SchemaNotCurrent, schema_version, upgrade
 from portcullis.stores.sqlite import SchemaTooNew
 
 UNREACHABLE = "postgresql://postgres:postgres@127.0.0.1:1/test?sslmode=disable"  # port 1: nothing listens
@@ -107,12 +101,15 @@ async def test_upgrade_applies_every_migration_once_and_is_idempotent(schema: st
 
 
 async def test_an_older_schema_is_brought_up_to_date(schema: str) -> None:
-    # A schema as the first release left it: migration 1 only (run by hand; upgrade always goes to the end).
-    await sql("public", f'CREATE SCHEMA "{schema}"')
-    for statement in _MIGRATIONS[0]:
+    conn = await pg_admin()
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await conn.close()
+    await sql(schema, "CREATE TABLE schema_version"
+                      " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+    for statement in postgres._MIGRATIONS[0]:  # the schema as version 1 left it
         await sql(schema, statement)
-    await sql(schema, "CREATE TABLE schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL"
-                      " DEFAULT now())")
     await sql(schema, "INSERT INTO schema_version (version) VALUES (1)")
     with pytest.raises(SchemaNotCurrent, match=rf"version 1, this Portcullis needs {SCHEMA_VERSION}"):
         await PostgresStore.connect(PG_URL, schema=schema)
@@ -254,7 +251,7 @@ async def test_values_with_nul_are_refused_on_write_and_match_nothing_on_read(cu
             await store.create(key("k\x001"))
         assert await store.get("k\x001") is None
         assert await store.list("acme\x00") == []
-        assert await store.revoke("k\x001") is False
+        assert await store.revoke("k\x001", 1.0) is False
         await store.touch("k\x001", 1.0)
         assert await store.get_secret("s\x00") is None
         assert await store.delete_secret("s\x00") is False

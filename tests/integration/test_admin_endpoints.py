@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from tests.conftest import GatewayFactory, UpstreamServer, gateway_yaml
-
-from portcullis.admin.app import create_admin_app
 
 ROUTES = """
 routes:
@@ -18,7 +15,7 @@ async def test_readyz_reports_an_unreachable_store_with_503(
     make_gateway: GatewayFactory, upstream: UpstreamServer
 ) -> None:
     gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
-    admin = httpx.AsyncClient(transport=httpx.ASGITransport(create_admin_app(gw.app)), base_url="http://admin")
+    admin = await gw.admin()
     async with admin:
         assert (await admin.get("/readyz")).status_code == 200
         await gw.services.store.aclose()
@@ -33,7 +30,7 @@ async def test_revoking_through_the_admin_api_refuses_the_next_request(
     gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
     key = await gw.key("alice")
     assert (await gw.client.get("/orders/1", headers={"X-API-Key": key})).status_code == 200
-    admin = httpx.AsyncClient(transport=httpx.ASGITransport(create_admin_app(gw.app)), base_url="http://admin")
+    admin = await gw.admin()
     async with admin:
         r = await admin.post(f"/keys/{key.split('_')[1]}/revoke")
         assert r.status_code == 200
@@ -57,8 +54,7 @@ async def test_keys_created_through_the_admin_api_work_and_are_shown_once(
     make_gateway: GatewayFactory, upstream: UpstreamServer
 ) -> None:
     gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(create_admin_app(gw.app)),
-                                 base_url="http://admin") as admin:
+    async with await gw.admin() as admin:
         r = await admin.post("/keys", json={"consumer": "alice", "scopes": ["orders:read"], "expires_in_s": 3600})
     assert r.status_code == 201 and r.headers["cache-control"] == "no-store"
     body = r.json()
@@ -82,8 +78,7 @@ async def test_malformed_key_requests_get_a_problem_document_and_create_nothing(
     make_gateway: GatewayFactory, upstream: UpstreamServer, payload: dict[str, object]
 ) -> None:
     gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(create_admin_app(gw.app)),
-                                 base_url="http://admin") as admin:
+    async with await gw.admin() as admin:
         r = await admin.post("/keys", json=payload)
         unknown = await admin.post("/keys/nosuchkey000/revoke")
         wrong_method = await admin.delete("/keys")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.cluster import PEPPER, start
+from tests.cluster import PEPPER, AdminAuth, start
 from tests.conftest import missing_service
 from tests.integration.test_http1_against_nginx import NGINX, Nginx, _prepare
 
@@ -134,7 +134,7 @@ async def test_a_saturated_gateway_keeps_flat_memory_and_audits_every_request_on
     try:
         served = await start(gateway_dir, gateway_config(nginx.url))
         try:
-            async with httpx.AsyncClient(timeout=10) as client:
+            async with httpx.AsyncClient(timeout=10, auth=AdminAuth(served)) as client:
                 created = await client.post(served.admin + "/keys", json={"consumer": "soak"})
                 assert created.status_code == 201, created.text
                 key = created.json()["key"]

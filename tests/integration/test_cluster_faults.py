@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.cluster import Served, cluster_config, run_cli, start
+from tests.cluster import AdminAuth, Served, cluster_config, run_cli, start
 from tests.conftest import UpstreamServer, missing_service
 from tests.pg import PG_URL, fresh_schema, pg_admin, pg_reachable
 from tests.redis_server import PrivateRedis
@@ -92,7 +92,7 @@ async def shared_state_checks(client: httpx.AsyncClient, instances: list[Served]
 
 
 async def test_redis_dying_and_returning_under_load_costs_no_5xx_and_no_audit_record(faulty: Faulty) -> None:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, auth=AdminAuth(*faulty.instances)) as client:
         seen_degraded: list[list[str]] = []
 
         async def outage() -> None:

@@ -151,8 +151,11 @@ async def test_operators_force_and_reset_breakers_from_the_cli_through_the_admin
         admin = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
         runner = CliRunner()
 
+        token = await gw.admin_token("admin")
+
         def run(*args: str) -> Any:
-            return runner.invoke(cli, ["egress", *args, "--admin", admin], env={"COLUMNS": "200"})
+            return runner.invoke(cli, ["egress", *args, "--admin", admin],
+                                 env={"COLUMNS": "200", "PORTCULLIS_ADMIN_TOKEN": token})
 
         forced = await asyncio.to_thread(run, "breaker", "partner", "open")
         assert forced.exit_code == 0 and "partner: forced_open" in forced.output

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.cluster import Served, cluster_config, run_cli, start
+from tests.cluster import AdminAuth, Served, cluster_config, run_cli, start
 from tests.conftest import UpstreamServer, missing_service
 from tests.pg import PG_URL, fresh_schema, pg_admin, pg_reachable
 
@@ -50,7 +50,7 @@ async def cluster(tmp_path: Path, upstream: UpstreamServer, redis_space: tuple[A
         assert code == 0 and "upgraded from version 0" in out, out
         instances = await asyncio.gather(*(start(tmp_path / f"i{n}", text) for n in range(3)))
         try:
-            async with httpx.AsyncClient(timeout=10) as client:
+            async with httpx.AsyncClient(timeout=10, auth=AdminAuth(*instances)) as client:
                 yield Cluster(list(instances), client, settings)
         finally:
             await asyncio.gather(*(i.stop() for i in instances))

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from tests.conftest import GatewayFactory, UpstreamServer, gateway_yaml
+from tests.conftest import Gateway, GatewayFactory, UpstreamServer, gateway_yaml
 from tests.unit.config.test_safe_yaml import BILLION_LAUGHS
 
 from portcullis.admin.app import create_admin_app
@@ -50,10 +50,9 @@ class Admin:
 
 
 @contextlib.asynccontextmanager
-async def admin_for(app_reloader: Reloader, gateway_app: object) -> AsyncIterator[Admin]:
-    from portcullis.ingress.app import GatewayApp
-
-    assert isinstance(gateway_app, GatewayApp)
+async def admin_for(app_reloader: Reloader, gw: Gateway) -> AsyncIterator[Admin]:
+    token = await gw.admin_token("admin")
+    gateway_app = gw.app
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)  # connections wait in the backlog until uvicorn accepts: no readiness polling
@@ -63,7 +62,7 @@ async def admin_for(app_reloader: Reloader, gateway_app: object) -> AsyncIterato
     task = asyncio.create_task(server.serve(sockets=[sock]))
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {token}"}) as client:
             yield Admin(base, client, app_reloader)
     finally:
         server.should_exit = True
@@ -162,7 +161,7 @@ async def test_a_refused_file_is_one_error_line_and_the_old_config_keeps_serving
     assert callable(content)
     data: bytes = content(upstream.url)
     await asyncio.to_thread(config.write_bytes, data)
-    async with admin_for(Reloader(gw.app, config, grace_s=1), gw.app) as admin:
+    async with admin_for(Reloader(gw.app, config, grace_s=1), gw) as admin:
         response = await admin.reload()
     # The offset depends on the length of the upstream's URL (its port).
     assert_problem(response, 422, "admin.config_rejected", error.format(path=config, offset=data.find(b"\xe9")))
@@ -177,7 +176,7 @@ async def test_a_legitimate_config_with_anchors_and_inline_merge_keys_reloads(
     await asyncio.to_thread(config.write_text, gateway_yaml(upstream.url, routes_yaml(
         "  - &added {name: added, path: /added, upstream: api, auth: none}\n"
         "  - {<<: {upstream: api, auth: none}, name: merged, path: /merged}\n")))
-    async with admin_for(Reloader(gw.app, config, grace_s=1), gw.app) as admin:
+    async with admin_for(Reloader(gw.app, config, grace_s=1), gw) as admin:
         response = await admin.reload()
     assert response.status_code == 200
     assert response.json() == {"status": "reloaded", "restart_needed": [], "broadcast": False}
@@ -189,7 +188,7 @@ async def test_a_reload_that_outlasts_its_time_limit_is_refused_and_the_old_conf
     make_gateway: GatewayFactory, upstream: UpstreamServer, fifo: Path
 ) -> None:
     gw = await make_gateway(gateway_yaml(upstream.url, "reload: {timeout: 50ms}\n" + routes_yaml()))
-    async with admin_for(Reloader(gw.app, fifo, grace_s=1), gw.app) as admin:
+    async with admin_for(Reloader(gw.app, fifo, grace_s=1), gw) as admin:
         response = await admin.reload()  # its worker waits on the FIFO, which nobody writes yet
         assert_problem(response, 422, "admin.config_rejected",
                        f"{fifo}: reading, checking and compiling the config took longer than 0.05s")
@@ -206,7 +205,7 @@ async def test_a_reload_asked_for_while_one_runs_gets_429_with_retry_after(
 ) -> None:
     gw = await make_gateway(gateway_yaml(upstream.url, routes_yaml()))
     reloader = Reloader(gw.app, fifo, grace_s=0)
-    async with admin_for(reloader, gw.app) as admin:
+    async with admin_for(reloader, gw) as admin:
         first = await start_reload(reloader)  # its worker now waits on the FIFO
         second = await admin.reload()
         assert second.headers["retry-after"] == "1"
@@ -233,7 +232,7 @@ async def test_reloads_start_at_most_once_per_min_interval(
     gw = await make_gateway(gateway_yaml(upstream.url, "reload: {min_interval: 5s}\n" + routes_yaml()), clock=clock)
     config = tmp_path / "next.yaml"
     await asyncio.to_thread(config.write_text, gateway_yaml(upstream.url, "reload: {min_interval: 5s}\n" + routes_yaml()))
-    async with admin_for(Reloader(gw.app, config, grace_s=0), gw.app) as admin:
+    async with admin_for(Reloader(gw.app, config, grace_s=0), gw) as admin:
         assert (await admin.reload()).status_code == 200
         clock.advance(2)
         flood = [await admin.reload() for _ in range(20)]
@@ -252,7 +251,7 @@ async def test_signals_during_a_running_reload_coalesce_into_one_more_reload(
     clock = ManualClock()
     gw = await make_gateway(gateway_yaml(upstream.url, routes_yaml()), clock=clock)
     reloader = Reloader(gw.app, fifo, grace_s=0)
-    async with admin_for(reloader, gw.app) as admin:
+    async with admin_for(reloader, gw) as admin:
         first = await start_reload(reloader)
         for _ in range(10):  # what SIGHUP and other instances' reload events call
             reloader.request()

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from tests.cluster import Served, start
+from tests.cluster import AdminAuth, Served, start
 from tests.conftest import PEPPER, UpstreamServer, self_signed_cert
 
 from portcullis.audit.chain import is_checkpoint
@@ -42,7 +42,7 @@ async def served(tmp_path: Path, upstream: UpstreamServer) -> AsyncIterator[Serv
 
 
 async def test_probes_and_metrics_answer_on_the_admin_listener(served: Served) -> None:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(auth=AdminAuth(served)) as client:
         assert (await client.get(served.base + "/open/x")).status_code == 200
         assert (await client.get(served.admin + "/healthz")).json() == {"status": "ok"}
         ready = await client.get(served.admin + "/readyz")
@@ -57,7 +57,7 @@ async def test_probes_and_metrics_answer_on_the_admin_listener(served: Served) -
 async def test_sighup_applies_a_valid_config_and_keeps_the_old_one_on_error(
     served: Served, upstream: UpstreamServer
 ) -> None:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(auth=AdminAuth(served)) as client:
         assert (await client.get(served.base + "/new")).status_code == 404
         good = config_text(upstream.url, extra_routes='  - {name: new, path: "/new", upstream: api, auth: none}\n')
         await asyncio.to_thread(served.config.write_text, good)
@@ -78,7 +78,7 @@ async def test_sighup_applies_a_valid_config_and_keeps_the_old_one_on_error(
 
 async def test_admin_reload_reports_a_refused_config(served: Served, upstream: UpstreamServer) -> None:
     await asyncio.to_thread(served.config.write_text, "routes: [}")
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(auth=AdminAuth(served)) as client:
         r = await client.post(served.admin + "/reload")
         assert r.status_code == 422 and r.json()["code"] == "admin.config_rejected"
         assert (await client.get(served.base + "/open/x")).status_code == 200

@@ -12,11 +12,9 @@ from collections.abc import Awaitable, Callable
 from ipaddress import ip_address
 from typing import Any
 
-import httpx
 import pytest
 from tests.conftest import PEPPER, Gateway, GatewayFactory, UpstreamServer, gateway_yaml
 
-from portcullis.admin.app import create_admin_app
 from portcullis.egress.breaker import BreakerState
 from portcullis.egress.resolver import StaticResolver
 
@@ -34,10 +32,6 @@ egress:
   routes:
     - {{name: partner, url: "http://api.partner.test:9", allow_http: true, allow_networks: [127.0.0.0/8]}}
 """, keys=False)
-
-
-def admin(gw: Gateway) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(create_admin_app(gw.app)), base_url="http://admin")
 
 
 async def within(seconds: float, check: Callable[[], Awaitable[bool]]) -> float:
@@ -68,7 +62,7 @@ async def test_a_key_revoked_on_one_gateway_is_refused_by_the_other_within_a_sec
     key = await first.key("alice")
     headers = {"Authorization": f"Bearer {key}"}
     assert (await second.client.get("/orders", headers=headers)).status_code == 200  # now cached there, for 1 h
-    async with admin(first) as api:
+    async with await first.admin() as api:
         answer = await api.post(f"/keys/{key.split('_')[1]}/revoke")
     assert answer.json() == {"status": "revoked", "key_id": key.split("_")[1], "broadcast": True}
 
@@ -84,14 +78,14 @@ async def test_an_operator_opening_a_breaker_on_one_gateway_opens_it_on_the_othe
     first, second = await pair(make_gateway, upstream, redis_space[1])
     assert second.runtime.egress is not None
     breaker = second.runtime.egress.breaker("partner")
-    async with admin(first) as api:
+    async with await first.admin() as api:
         assert (await api.post("/egress/breakers/partner/open")).json()["state"] == "forced_open"
 
     async def opened() -> bool:
         return breaker.state is BreakerState.FORCED_OPEN
 
     await within(1.0, opened)
-    async with admin(first) as api:
+    async with await first.admin() as api:
         await api.post("/egress/breakers/partner/reset")
 
     async def closed() -> bool:

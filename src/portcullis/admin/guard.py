@@ -20,17 +20,18 @@ authentication middleware lets exactly those through without credentials.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from portcullis.admin.permissions import Permission
+from portcullis.admin.problems import problem, problem_answer
 from portcullis.audit.security_event import security_event
 from portcullis.clock import Clock
 from portcullis.errors import ErrorCode
+from portcullis.identity.admin_roles import Permission
 
 __all__ = [
     "OPERATOR_SCOPE_KEY", "PERMISSION_KEY", "PUBLIC", "GuardedRoute", "Operator", "current_operator", "needs",
@@ -42,12 +43,12 @@ ACTION_KEY = "x-audit-action"
 PUBLIC = "public"
 OPERATOR_SCOPE_KEY = "portcullis.operator"
 _EVENT_SCOPE_KEY = "portcullis.event"
-_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 _GUARDED_ANSWERS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No valid credentials.", **_PROBLEM},
-    403: {"description": "The operator's role lacks the permission, or the Host/Origin is refused.", **_PROBLEM},
-    421: {"description": "The Host header is not one this listener answers to (DNS rebinding).", **_PROBLEM},
-    429: {"description": "Too many failed authentications from this address.", **_PROBLEM},
+    401: problem_answer("No valid credentials."),
+    403: problem_answer("The operator's role lacks the permission, or the Origin is refused."),
+    421: problem_answer("The Host header is not one this listener answers to (DNS rebinding)."),
+    429: problem_answer("Too many failed authentications from this address."),
+    503: problem_answer("The store is unavailable."),
 }
 
 
@@ -76,13 +77,15 @@ class Operator:
         return self.may(everything) or (self.may(own) and consumer_id is not None and consumer_id in self.consumers)
 
 
-def needs(permission: Permission, *, action: str | None = None) -> dict[str, Any]:
-    """Route decorator arguments: the permission a call needs, and the security event it records
-    (``action``, e.g. ``key.create``; None for reads that are not worth an event)."""
+def needs(permission: Permission, *, action: str | None = None,
+          answers: Mapping[int | str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Route decorator arguments: the permission a call needs, the security event it records
+    (``action``, e.g. ``key.create``; None for reads that are not worth an event), and the route's
+    own documented answers besides the ones every guarded route can give."""
     extra: dict[str, Any] = {PERMISSION_KEY: permission.value}
     if action is not None:
         extra[ACTION_KEY] = action
-    return {"openapi_extra": extra, "responses": dict(_GUARDED_ANSWERS)}
+    return {"openapi_extra": extra, "responses": {**_GUARDED_ANSWERS, **(answers or {})}}
 
 
 def public() -> dict[str, Any]:
@@ -117,15 +120,13 @@ def _outcome(status: int) -> str:
     return "refused" if status < 500 else "failed"
 
 
-ProblemFactory = Callable[[ErrorCode, Request], Response]
 Submit = Callable[[Any], None]
 
 
 class GuardedRoute(APIRoute):
     """The route class of the admin app: permission check, then the handler, then the security event.
 
-    The app sets ``GuardedRoute.context`` (clock, audit submit, problem renderer) per app through
-    the request scope's ``app.state``; see ``admin.app``.
+    The app puts a ``GuardContext`` (clock, audit submit) in ``app.state.guard``; see ``admin.app``.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -140,9 +141,9 @@ class GuardedRoute(APIRoute):
             context: GuardContext = request.app.state.guard
             operator = request.scope.get(OPERATOR_SCOPE_KEY)
             if not isinstance(operator, Operator):
-                return context.problem(ErrorCode.AUTH_MISSING_CREDENTIALS, request)
+                return problem(ErrorCode.AUTH_MISSING_CREDENTIALS, request)
             if permission is None or not operator.may(permission):
-                response = context.problem(ErrorCode.AUTHZ_FORBIDDEN, request)
+                response = problem(ErrorCode.AUTHZ_FORBIDDEN, request)
                 context.record(request, operator, action or f"{request.method} {self.path}", response.status_code)
                 return response
             response = await handler(request)
@@ -155,11 +156,10 @@ class GuardedRoute(APIRoute):
 
 @dataclass(frozen=True, slots=True)
 class GuardContext:
-    """What ``GuardedRoute`` needs from its app: a clock, the audit writer's submit, a problem renderer."""
+    """What ``GuardedRoute`` needs from its app (``app.state.guard``): a clock and the audit writer's submit."""
 
     clock: Clock
     submit: Submit
-    problem: ProblemFactory
 
     def record(self, request: Request, operator: Operator, action: str, status: int) -> None:
         details: dict[str, Any] = dict(request.scope.get(_EVENT_SCOPE_KEY) or {})

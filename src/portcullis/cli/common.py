@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import getpass
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
+from portcullis.audit.security_event import security_event
+from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
 from portcullis.config.model import GatewayConfig, StoreConfig
 from portcullis.errors import ConfigError, ConfigFileError, StoreUnavailable
-from portcullis.stores.base import Store
+from portcullis.ids import random_hex
+from portcullis.stores.base import AuditBatch, Store
 from portcullis.stores.opening import open_store
 
 __all__ = [
-    "ConfigOption", "JsonOption", "config_error_text", "fail", "load_or_fail", "store_label", "when", "with_store",
+    "ConfigOption", "JsonOption", "config_error_text", "fail", "load_or_fail", "record_cli_event", "store_label",
+    "when", "with_store",
 ]
 
 _T = TypeVar("_T")
@@ -70,6 +76,30 @@ def with_store(cfg: StoreConfig, work: Callable[[Store], Awaitable[_T]]) -> _T:
         return asyncio.run(run())
     except StoreUnavailable as exc:
         raise fail(f"store unavailable ({store_label(cfg)}): {exc}", code=1) from None
+
+
+async def record_cli_event(store: Store, *, action: str, target: str | None, outcome: str = "ok",
+                           details: dict[str, Any] | None = None) -> None:
+    """Write the security event of a command that changed the store directly (no gateway saw it).
+
+    The actor is ``cli:<os user>``. It goes straight into the store's audit table, in the same
+    transaction-free way a gateway's writer would; if that fails the command still reports its own
+    result, and the failure is printed."""
+    record = security_event(
+        clock=SystemClock(), action=action, outcome=outcome, actor=f"cli:{_os_user()}", role=None, target=target,
+        client_ip="local", request_id=random_hex(128), status=0, details=details,
+    )
+    try:
+        await store.write(AuditBatch.of([record.to_dict()]))
+    except StoreUnavailable as exc:
+        Console(stderr=True).print(Text(f"warning: the security event was not recorded ({exc})", style="yellow"))
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid{os.getuid()}"
 
 
 def store_label(cfg: StoreConfig) -> str:

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from portcullis.cli.admin_client import DEFAULT_ADMIN, EXIT_USAGE, AdminOption, JsonOption, admin_call, fail_unless_ok
 from portcullis.cli.common import load_or_fail
 from portcullis.egress.policy import default_policy, route_policy
 from portcullis.egress.resolver import SystemResolver, parse_resolve_option
@@ -104,36 +105,16 @@ def _config_policy(path: Path, route_name: str | None) -> GuardPolicy:
     return route_policy(cfg.egress, route)
 
 
-AdminOption = Annotated[
-    str, typer.Option("--admin", envvar="PORTCULLIS_ADMIN_URL", help="The running gateway's admin listener.")
-]
-
-
-def _admin(method: str, url: str) -> tuple[int, object]:
-    """One JSON call to the admin listener (stdlib only: the CLI needs no HTTP client library)."""
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        Console(stderr=True).print("[red]--admin must be an http:// or https:// URL[/red]")
-        raise typer.Exit(2)
-    request = urllib.request.Request(url, method=method, headers={"Accept": "application/json"})  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - scheme checked above
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-    except (urllib.error.URLError, OSError) as exc:
-        Console(stderr=True).print(f"[red]admin listener unreachable at {escape(url)}: {escape(str(exc))}[/red]")
-        raise typer.Exit(1) from None
-
-
 @app.command("breakers")
-def breakers(admin: AdminOption = "http://127.0.0.1:9090") -> None:
+def breakers(admin: AdminOption = DEFAULT_ADMIN, as_json: JsonOption = False) -> None:
     """Show every egress route's circuit breaker (from the running gateway)."""
-    status, body = _admin("GET", admin.rstrip("/") + "/egress/breakers")
-    if status != 200 or not isinstance(body, list):
-        Console(stderr=True).print(f"[red]no egress breakers ({status})[/red]")
-        raise typer.Exit(1)
+    answer = admin_call("GET", admin, "/egress/breakers")
+    fail_unless_ok(answer)
+    if as_json:
+        typer.echo(json.dumps(answer.body))
+        return
     table = Table("route", "state", "retry after (s)")
-    for row in body:
+    for row in answer.body:
         table.add_row(str(row["route"]), str(row["state"]), str(row["retry_after_s"]))
     Console(highlight=False).print(table)
 
@@ -142,17 +123,19 @@ def breakers(admin: AdminOption = "http://127.0.0.1:9090") -> None:
 def breaker(
     route: Annotated[str, typer.Argument(help="The egress route.")],
     action: Annotated[str, typer.Argument(help="open (force open), close (force closed) or reset.")],
-    admin: AdminOption = "http://127.0.0.1:9090",
+    admin: AdminOption = DEFAULT_ADMIN,
+    as_json: JsonOption = False,
 ) -> None:
     """Force a route's breaker open or closed, or reset it to closed with an empty window."""
     if action not in ("open", "close", "reset"):
         Console(stderr=True).print("[red]action is open, close or reset[/red]")
-        raise typer.Exit(2)
-    status, body = _admin("POST", f"{admin.rstrip('/')}/egress/breakers/{urllib.parse.quote(route, safe='')}/{action}")
-    if status != 200 or not isinstance(body, dict):
-        Console(stderr=True).print(f"[red]no egress route {escape(route)!r} ({status})[/red]")
-        raise typer.Exit(1)
-    Console(highlight=False).print(f"{body['route']}: {body['state']}")
+        raise typer.Exit(EXIT_USAGE)
+    answer = admin_call("POST", admin, f"/egress/breakers/{urllib.parse.quote(route, safe='')}/{action}")
+    fail_unless_ok(answer)
+    if as_json:
+        typer.echo(json.dumps(answer.body))
+        return
+    Console(highlight=False).print(f"{answer.body['route']}: {answer.body['state']}")
 
 
 @app.command("budgets")
@@ -161,15 +144,17 @@ def budgets(
     workflow: Annotated[str, typer.Option("--workflow", help="X-Workflow-Id.")],
     execution: Annotated[str, typer.Option("--execution", help="X-Execution-Id.")],
     user: Annotated[str, typer.Option("--user", help="The authenticated consumer.")],
-    admin: AdminOption = "http://127.0.0.1:9090",
+    admin: AdminOption = DEFAULT_ADMIN,
+    as_json: JsonOption = False,
 ) -> None:
     """What is left of each budget a call would spend from (from the running gateway; nothing spent)."""
-    query = urllib.parse.urlencode({"route": route, "workflow_id": workflow, "execution_id": execution, "user": user})
-    status, body = _admin("GET", f"{admin.rstrip('/')}/egress/budgets?{query}")
-    if status != 200 or not isinstance(body, dict):
-        Console(stderr=True).print(f"[red]no egress route {escape(route)!r} ({status})[/red]")
-        raise typer.Exit(1)
+    answer = admin_call("GET", admin, "/egress/budgets",
+                        query={"route": route, "workflow_id": workflow, "execution_id": execution, "user": user})
+    fail_unless_ok(answer)
+    if as_json:
+        typer.echo(json.dumps(answer.body))
+        return
     table = Table("budget", "remaining")
-    for name, left in body["remaining"].items():
+    for name, left in answer.body["remaining"].items():
         table.add_row(str(name), f"{left:g}")
     Console(highlight=False).print(table)

@@ -1,4 +1,10 @@
-"""``portcullis keys create | list | revoke``: manage consumers' API keys in the configured store.
+"""``portcullis keys create | list | revoke`` (the configured store) and ``rotate | disable | enable``
+(the admin API): manage consumers' API keys.
+
+Why two ways: create, list and revoke work without a running gateway (first set-up, recovery), and
+record their security event themselves; rotation needs its grace period and every instance's
+cache dropped at once, which the running gateway does, so those go through its admin API with
+``PORTCULLIS_ADMIN_TOKEN``.
 
 A key is printed once, at creation; only its HMAC is stored, so a lost key is revoked and replaced,
 never recovered. The config (for the store URL and the pepper) comes from ``--config`` or
@@ -24,18 +30,20 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, when, with_store
+from portcullis.cli.admin_client import DEFAULT_ADMIN, AdminOption, admin_call, fail_unless_ok
+from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, record_cli_event, when, with_store
 from portcullis.clock import SystemClock
 from portcullis.config.model import SharedStateConfig, StoreConfig
 from portcullis.config.types import parse_duration
-from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, create_key
+from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, IssuedKey, create_key
 from portcullis.stores.base import ApiKeyRecord, Store
 from portcullis.stores.redis_events import REVOKE_EVENT
 from portcullis.stores.shared_state import broadcast_once
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app = typer.Typer(help="Create, list, revoke (store), rotate, disable and enable (admin API) API keys.",
+                  no_args_is_help=True)
 
 _CONSUMER = re.compile(CONSUMER_PATTERN)
 _SCOPE = re.compile(SCOPE_PATTERN)
@@ -60,8 +68,8 @@ def _with_store(settings: _Settings, work: Callable[[Store], Awaitable[_T]]) -> 
 
 
 def _status(record: ApiKeyRecord, now: float) -> str:
-    if record.disabled:
-        return "revoked"
+    if record.state != "active":
+        return record.state
     return "expired" if record.expires_at is not None and now >= record.expires_at else "active"
 
 
@@ -88,9 +96,15 @@ def create(
         if expires_s <= 0:
             raise fail("--expires: a lifetime must be longer than zero")
     settings = _settings(config)
-    issued = _with_store(settings, lambda store: create_key(
-        store, consumer, scope_set, pepper=settings.pepper, clock=SystemClock(), expires_in_s=expires_s,
-    ))
+
+    async def work(store: Store) -> IssuedKey:
+        issued = await create_key(store, consumer, scope_set, pepper=settings.pepper, clock=SystemClock(),
+                                  expires_in_s=expires_s)
+        await record_cli_event(store, action="key.create", target=f"key_id={issued.record.key_id}",
+                               details={"consumer": consumer, "scopes": sorted(scope_set)})
+        return issued
+
+    issued = _with_store(settings, work)
     record = issued.record
     if as_json:
         typer.echo(json.dumps({"key": issued.key, "key_id": record.key_id, "consumer": consumer,
@@ -136,7 +150,14 @@ def revoke(
 ) -> None:
     """Revoke a key for good."""
     settings = _settings(config)
-    if not _with_store(settings, lambda store: store.revoke(key_id)):
+
+    async def work(store: Store) -> bool:
+        found = await store.revoke(key_id, SystemClock().wall())
+        await record_cli_event(store, action="key.revoke", target=f"key_id={key_id}",
+                               outcome="ok" if found else "refused")
+        return found
+
+    if not _with_store(settings, work):
         raise fail(f"no key with id {key_id!r}", code=1)
     Console(highlight=False).print(Text(f"Revoked {key_id}.", style="green"))
     shared = settings.shared_state
@@ -147,3 +168,56 @@ def revoke(
             Console(stderr=True, highlight=False).print(Text(
                 "Could not tell running gateways through Redis; they refuse the key once their cache "
                 "expires (keys.cache_ttl).", style="yellow"))
+
+
+@app.command()
+def rotate(
+    key_id: Annotated[str, typer.Argument(help="The key id: the 12 characters after pcl_.")],
+    grace: Annotated[str, typer.Option(help="How long the former secret keeps working (e.g. 1h, 1d; at most 30d).")]
+    = "1d",
+    admin: AdminOption = DEFAULT_ADMIN,
+    as_json: JsonOption = False,
+) -> None:
+    """Give a key a new secret through the admin API; the former one works for --grace more. Shown once."""
+    try:
+        grace_s = parse_duration(grace)
+    except ValueError as exc:
+        raise fail(f"--grace: {exc}") from None
+    answer = admin_call("POST", admin, f"/keys/{key_id}/rotate", body={"grace_s": grace_s})
+    fail_unless_ok(answer)
+    if as_json:
+        typer.echo(json.dumps(answer.body))
+        return
+    console = Console(highlight=False)
+    console.print(Text(f"Rotated {key_id}; the former secret works for {grace} more.", style="green"))
+    console.print(answer.body["key"], markup=False, soft_wrap=True)
+    console.print(Text("This key is shown once and cannot be recovered. Store it now.", style="yellow"))
+
+
+def _set_state(key_id: str, action: str, admin: str, as_json: bool) -> None:
+    answer = admin_call("POST", admin, f"/keys/{key_id}/{action}")
+    fail_unless_ok(answer)
+    if as_json:
+        typer.echo(json.dumps(answer.body))
+        return
+    Console(highlight=False).print(Text(f"{key_id}: {answer.body['status']}.", style="green"))
+
+
+@app.command()
+def disable(
+    key_id: Annotated[str, typer.Argument(help="The key id.")],
+    admin: AdminOption = DEFAULT_ADMIN,
+    as_json: JsonOption = False,
+) -> None:
+    """Refuse a key until it is enabled again (through the admin API; every instance at once)."""
+    _set_state(key_id, "disable", admin, as_json)
+
+
+@app.command()
+def enable(
+    key_id: Annotated[str, typer.Argument(help="The key id.")],
+    admin: AdminOption = DEFAULT_ADMIN,
+    as_json: JsonOption = False,
+) -> None:
+    """Accept a disabled key again (a revoked key stays revoked)."""
+    _set_state(key_id, "enable", admin, as_json)

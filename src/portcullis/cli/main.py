@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from portcullis import __version__
-from portcullis.cli import audit, check, db, egress, keys, secrets, serve
+from portcullis.cli import admin, audit, check, db, egress, keys, secrets, serve
 
 __all__ = ["app", "main"]
 
@@ -46,6 +46,8 @@ app.add_typer(secrets.app, name="secrets", help="Store, list, delete and rotate 
 app.add_typer(db.app, name="db", help="Upgrade or inspect the store's schema.")
 app.add_typer(egress.app, name="egress", help="Check egress destinations against the SSRF guard.")
 app.add_typer(audit.app, name="audit", help="Verify, expire, search, export and follow the audit trail.")
+app.add_typer(admin.app, name="admin", help="Admin tokens: bootstrap the first, then manage them.")
+app.command("status")(admin.status)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, when, with_store
+from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, record_cli_event, when, with_store
 from portcullis.clock import SystemClock
 from portcullis.errors import VaultError, VaultLocked
 from portcullis.stores.base import Store
@@ -35,7 +35,9 @@ _T = TypeVar("_T")
 NameArg = Annotated[str, typer.Argument(help="Secret name, e.g. github_token (a-z 0-9 _ . -).")]
 
 
-def _call(config: Path, work: Callable[[Vault], Awaitable[_T]], *, needs_key: bool) -> _T:
+def _call(config: Path, work: Callable[[Vault], Awaitable[_T]], *, needs_key: bool, action: str | None = None,
+          target: str | None = None) -> _T:
+    """Run ``work`` on the vault; a command that changes it (``action``) records its security event."""
     store_cfg = load_or_fail(config).store
     keys: MasterKeys | None = None
     try:
@@ -45,7 +47,10 @@ def _call(config: Path, work: Callable[[Vault], Awaitable[_T]], *, needs_key: bo
             raise fail(str(exc)) from None
 
     async def run(store: Store) -> _T:
-        return await work(Vault(store, keys, SystemClock()))
+        result = await work(Vault(store, keys, SystemClock()))
+        if action is not None:
+            await record_cli_event(store, action=action, target=target)
+        return result
 
     try:
         return with_store(store_cfg, run)
@@ -80,7 +85,8 @@ def set_secret(
     if not valid_secret_name(name):
         raise fail("secret names are 1-64 of a-z 0-9 _ . - (starting with a letter or digit)")
     value = _read_value(name)
-    info = _call(config, lambda vault: vault.set(name, value), needs_key=True)
+    info = _call(config, lambda vault: vault.set(name, value), needs_key=True, action="secret.put",
+                 target=f"name={name}")
     Console(highlight=False).print(Text(f"Stored {info.name} ({info.fingerprint}).", style="green"))
 
 
@@ -104,14 +110,14 @@ def list_secrets(config: ConfigOption = Path("portcullis.yaml"), as_json: JsonOp
 @app.command("delete")
 def delete_secret(name: NameArg, config: ConfigOption = Path("portcullis.yaml")) -> None:
     """Delete a secret (routes that inject it then fail closed)."""
-    _call(config, lambda vault: vault.delete(name), needs_key=False)
+    _call(config, lambda vault: vault.delete(name), needs_key=False, action="secret.delete", target=f"name={name}")
     Console(highlight=False).print(Text(f"Deleted {name}.", style="green"))
 
 
 @app.command("rotate-master")
 def rotate_master(config: ConfigOption = Path("portcullis.yaml")) -> None:
     """Re-encrypt every secret under the first key in PORTCULLIS_SECRET_KEY (new,old during rotation)."""
-    count = _call(config, lambda vault: vault.rotate_master(), needs_key=True)
+    count = _call(config, lambda vault: vault.rotate_master(), needs_key=True, action="secret.rotate_master")
     Console(highlight=False).print(Text(
         f"Re-encrypted {count} secret(s) under the new master key. Remove the old key from "
         "PORTCULLIS_SECRET_KEY once every gateway runs with the new one.", style="green"))

@@ -163,6 +163,8 @@ async def serve(
         admin = _AdminServer(uvicorn.Config(
             create_admin_app(app, reloader), host=config.admin.host, port=config.admin.port,
             lifespan="off", access_log=False, log_level="warning", server_header=False,
+            ssl_certfile=config.admin.tls.cert_file if config.admin.tls else None,
+            ssl_keyfile=config.admin.tls.key_file if config.admin.tls else None,
         ))
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -31,6 +31,12 @@ def config_warnings(config: GatewayConfig) -> list[str]:
                 f"only limits the extra fetches unknown kids cause (one per {_seconds(interval)}), it does not "
                 f"slow the TTL refresh."
             )
+    admin = config.admin
+    if admin.enabled and admin.token_pepper is None and config.keys is None and admin.operators is None:
+        warnings.append(
+            "admin: no admin token pepper (admin.token_pepper or keys.pepper) and no admin.operators issuer: nobody "
+            "can authenticate, so every admin API call gets 401 (only /healthz and /readyz answer)."
+        )
     stalled = config.listen.max_stalled_responses
     for name, upstream in config.upstreams.items():
         if upstream.pool_size <= stalled:

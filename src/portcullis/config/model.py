@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from portcullis.config.egress import EgressConfig
 from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HeaderPattern, HttpMethod, Rate
 from portcullis.http.headers import FRAMING_HEADERS, GATEWAY_SET_HEADERS, HOP_BY_HOP, REMOVED_BY_DEFAULT, pattern_covers
+from portcullis.identity.admin_roles import RoleBook
 
 __all__ = [
     "AdminConfig",
@@ -159,10 +160,86 @@ class ListenConfig(_Model):
         return value
 
 
+class AdminOperatorsConfig(_Model):
+    issuer: str = Field(description="Name of the `jwt_issuers` entry whose tokens operators present (OIDC).")
+    roles_claim: str | None = Field(
+        None, description="Claim naming the operator's admin roles (list or space-separated); default: the issuer's "
+        "`roles_claim`. Names that are not admin roles are ignored; a token with none may call nothing.",
+    )
+    consumers_claim: str = Field(
+        "portcullis_consumers",
+        description="Claim listing the consumers a `developer` operator owns (what the `*_own` permissions cover).",
+    )
+
+
+class AdminFailedAuthConfig(_Model):
+    max_failures: int = Field(10, ge=1, description="Failed admin authentications allowed per client address per "
+                              "`window` before every request from it gets 429.")
+    window: Duration = Field("1m", description="The window the failures are counted in.")
+
+
 class AdminConfig(_Model):
-    enabled: bool = Field(True, description="Serve /healthz, /readyz and /metrics on a separate listener.")
+    enabled: bool = Field(True, description="Serve the admin API, /healthz, /readyz and /metrics on a separate "
+                          "listener.")
     host: str = Field("127.0.0.1", description="Admin listener address. Keep it off public interfaces.")
     port: int = Field(9090, ge=0, le=65535, description="Admin listener port.")
+    tls: TlsConfig | None = Field(None, description="Serve the admin listener over TLS with these files.")
+    allow_plaintext_admin: bool = Field(
+        False, description="Allow a non-loopback admin listener without `tls` (`portcullis check` and `serve` refuse "
+        "it otherwise: admin tokens would cross the network in clear text).",
+    )
+    token_pepper: SecretStr | None = Field(
+        None, description="Secret mixed into every admin token hash (HMAC-SHA256), at least 32 characters, from "
+        "${ENV}. Default: `keys.pepper`. Admin tokens need one of the two.",
+    )
+    operators: AdminOperatorsConfig | None = Field(
+        None, description="Accept operator JWTs from an OIDC issuer besides admin tokens.",
+    )
+    roles: dict[str, list[str]] = Field(
+        default_factory=dict, description="Custom roles: name → admin permissions (see the operator guide). The "
+        "built-in developer, admin, security and compliance cannot be redefined.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host header names the admin listener answers to, besides localhost, "
+        "127.0.0.1, [::1] and `host` (DNS-rebinding defence: any other Host gets 421).",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Origins (scheme://host[:port]) whose browser requests are accepted; a "
+        "request with any other Origin, or marked cross-site by Sec-Fetch-Site, gets 403 (CSRF defence).",
+    )
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without credentials. Default: a token with `metrics.read` (Prometheus: "
+        "`authorization: {credentials_file: ...}`).",
+    )
+    failed_auth: AdminFailedAuthConfig = Field(
+        default_factory=AdminFailedAuthConfig, description="Throttle for failed admin authentication."
+    )
+
+    @field_validator("token_pepper")
+    @classmethod
+    def _pepper_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("the admin token pepper must be at least 32 characters")
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _known_permissions(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        RoleBook(value)  # raises ValueError naming an unknown permission or a redefined built-in role
+        return value
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+
+    @model_validator(mode="after")
+    def _no_plaintext_tokens_on_the_network(self) -> AdminConfig:
+        if self.enabled and not self.is_loopback and self.tls is None and not self.allow_plaintext_admin:
+            raise ValueError(
+                f"the admin listener on {self.host} (not loopback) needs `admin.tls`, or "
+                "`allow_plaintext_admin: true` when something in front of it terminates TLS"
+            )
+        return self
 
 
 class ReloadConfig(_Model):
@@ -780,6 +857,8 @@ class GatewayConfig(_Model):
         issuers = {i.name for i in self.jwt_issuers}
         if len(issuers) != len(self.jwt_issuers):
             raise ValueError("jwt_issuers: names must be unique")
+        if self.admin.operators is not None and self.admin.operators.issuer not in issuers:
+            raise ValueError(f"admin.operators.issuer: no jwt_issuers entry named {self.admin.operators.issuer!r}")
         defaults = [p for names in REMOVED_BY_DEFAULT.values() for p in names]
         _check_keeps("request.keep_headers", self.request.keep_headers, defaults)
         inherited = [*defaults, *self.request.remove_headers, *self.request.reject_headers]

@@ -1,4 +1,5 @@
-"""``make run``: the demo backend, the gateway on ``examples/quickstart.yaml``, two demo keys, curl lines.
+"""``make run``: the demo backend, the gateway on ``examples/quickstart.yaml``, two demo keys, an admin
+token for the demo operator, curl lines.
 
 Why a script and not a shell recipe: it must work from a fresh clone with nothing but the venv,
 wait for both servers to be ready, and stop both on Ctrl-C. State (SQLite, audit, a generated
@@ -72,9 +73,11 @@ def main() -> None:
         create = ("keys", "create", "--json", "--consumer")
         reader = json.loads(_portcullis(*create, "demo-reader", "--scopes", "orders:read", env=env))
         other = json.loads(_portcullis(*create, "demo-other", "--scopes", "profile:read", env=env))
+        operator = json.loads(_portcullis("admin", "bootstrap", "--json", "--role", "admin", "--name", "demo",
+                                          "--expires", "1d", env=env))
         procs.append(subprocess.Popen([sys.executable, "-m", "portcullis", "serve", str(CONFIG)], cwd=DEMO, env=env))  # noqa: S603
         _wait_http("http://127.0.0.1:9090/healthz")
-        key, other_key = reader["key"], other["key"]
+        key, other_key, token = reader["key"], other["key"], operator["token"]
         print(f"""
 Portcullis is up: API on {GATEWAY}, admin on http://127.0.0.1:9090 (demo state in .demo/).
 
@@ -93,8 +96,14 @@ Portcullis is up: API on {GATEWAY}, admin on http://127.0.0.1:9090 (demo state i
   # the audit trail: one JSON line per request
   tail -n 3 .demo/audit.jsonl
 
-  # metrics and readiness
-  curl -s http://127.0.0.1:9090/metrics | grep portcullis_requests_total
+  # the admin API needs a token (this demo made one with `portcullis admin bootstrap`; 401 without it)
+  export PORTCULLIS_ADMIN_TOKEN='{token}'
+  curl -s -H "Authorization: Bearer $PORTCULLIS_ADMIN_TOKEN" http://127.0.0.1:9090/status
+  curl -s -H "Authorization: Bearer $PORTCULLIS_ADMIN_TOKEN" http://127.0.0.1:9090/metrics | grep requests_total
+  curl -i http://127.0.0.1:9090/keys
+  .venv/bin/portcullis status
+
+  # readiness needs no token (for load balancers and orchestrators)
   curl -s http://127.0.0.1:9090/readyz
 
 Press Ctrl-C to stop.

@@ -57,8 +57,10 @@ __all__ = [
     "ApiKeyVerifier",
     "IssuedKey",
     "create_key",
+    "format_key",
     "hash_secret",
     "issue_key",
+    "new_secret",
     "parse_api_key",
 ]
 
@@ -122,29 +124,41 @@ def hash_secret(secret: str, pepper: bytes) -> str:
 
 
 def issue_key(
-    consumer_id: str, scopes: Iterable[str], *, pepper: bytes, clock: Clock, expires_in_s: float | None = None
+    consumer_id: str, scopes: Iterable[str], *, pepper: bytes, clock: Clock, expires_in_s: float | None = None,
+    roles: Iterable[str] = (),
 ) -> IssuedKey:
     """Make a new key and its record (not stored yet; see ``create_key``)."""
     if expires_in_s is not None and expires_in_s <= 0:
         raise ValueError("expires_in_s must be positive")
     key_id = "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(KEY_ID_LENGTH))
-    secret = secrets.token_urlsafe(32)  # 32 bytes = 256 bits → 43 characters
+    secret = new_secret()
     now = clock.wall()
     record = ApiKeyRecord(
         key_id=key_id, consumer_id=consumer_id, secret_hash=hash_secret(secret, pepper), scopes=frozenset(scopes),
-        created_at=now, expires_at=now + expires_in_s if expires_in_s is not None else None,
+        created_at=now, expires_at=now + expires_in_s if expires_in_s is not None else None, roles=frozenset(roles),
     )
-    return IssuedKey(key=f"{PREFIX}{key_id}_{secret}", record=record)
+    return IssuedKey(key=format_key(key_id, secret), record=record)
+
+
+def new_secret() -> str:
+    """A key's secret: 32 random bytes, 43 base64url characters."""
+    return secrets.token_urlsafe(32)
+
+
+def format_key(key_id: str, secret: str) -> str:
+    """The key a client presents."""
+    return f"{PREFIX}{key_id}_{secret}"
 
 
 async def create_key(
     store: KeyStore, consumer_id: str, scopes: Iterable[str], *, pepper: bytes, clock: Clock,
-    expires_in_s: float | None = None,
+    expires_in_s: float | None = None, roles: Iterable[str] = (),
 ) -> IssuedKey:
     """Issue a key and store it, drawing a new id in the (astronomically rare) case of a clash."""
-    scope_set = frozenset(scopes)
+    scope_set, role_set = frozenset(scopes), frozenset(roles)
     for attempt in range(_CREATE_ATTEMPTS):
-        issued = issue_key(consumer_id, scope_set, pepper=pepper, clock=clock, expires_in_s=expires_in_s)
+        issued = issue_key(consumer_id, scope_set, pepper=pepper, clock=clock, expires_in_s=expires_in_s,
+                           roles=role_set)
         try:
             await store.create(issued.record)
         except ValueError:
@@ -216,16 +230,21 @@ class ApiKeyVerifier:
         record = cached.record
         mac = self._keyed_mac.copy()  # re-keying per request showed up in profiles; a copy does not
         mac.update(secret.encode())
-        if not hmac.compare_digest(mac.hexdigest(), record.secret_hash):
+        digest = mac.hexdigest()
+        now = self._clock.wall()
+        if not hmac.compare_digest(digest, record.secret_hash) and not (
+            # a rotated key's former secret, during its grace period
+            record.previous_secret_hash is not None and record.previous_valid_until is not None
+            and now < record.previous_valid_until and hmac.compare_digest(digest, record.previous_secret_hash)
+        ):
             raise Unauthenticated("bad_secret")
         if record.disabled:
             raise Unauthenticated("disabled")
-        now = self._clock.wall()
         if record.expires_at is not None and now >= record.expires_at:
             raise Unauthenticated("expired")
         self._last_used[key_id] = now
         return Principal(consumer_id=record.consumer_id, method="api_key", key_id=key_id, scopes=record.scopes,
-                         served_stale=cached.stale)
+                         roles=record.roles, served_stale=cached.stale)
 
     async def _lookup(self, key_id: str) -> _Cached | None:
         now = self._clock.monotonic()
@@ -303,7 +322,23 @@ class ApiKeyVerifier:
 
     async def revoke(self, key_id: str) -> bool:
         """Revoke in the store and forget the cached record now: the next request is refused."""
-        found = await self._store.revoke(key_id)
+        found = await self._store.revoke(key_id, self._clock.wall())
+        self.invalidate(key_id)
+        return found
+
+    async def rotate(self, key_id: str, grace_s: float) -> str | None:
+        """Give the key a new secret and return the new key (shown once); the former secret keeps
+        working for ``grace_s`` so clients can move over. None if there is no such key or it is revoked."""
+        if grace_s < 0:
+            raise ValueError("grace_s must not be negative")
+        secret = new_secret()
+        found = await self._store.rotate(key_id, hash_secret(secret, self._pepper), self._clock.wall() + grace_s)
+        self.invalidate(key_id)
+        return format_key(key_id, secret) if found else None
+
+    async def set_disabled(self, key_id: str, disabled: bool) -> bool:
+        """Disable or enable a key; effective here at once. False if there is no such key or it is revoked."""
+        found = await self._store.set_disabled(key_id, disabled)
         self.invalidate(key_id)
         return found
 

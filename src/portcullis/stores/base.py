@@ -4,7 +4,7 @@ Why Protocols: the same contract is served by SQLite on one machine and PostgreS
 gateways share state (a later issue); one contract test suite runs against every backend.
 Backends translate their own exceptions into ``StoreUnavailable`` and nothing else escapes.
 
-What this module refuses to hold: key secrets. A key record carries only the HMAC of its secret.
+What this module refuses to hold: key and admin-token secrets. A record carries only the HMAC of its secret.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any, Protocol
 import orjson
 
 __all__ = [
-    "ApiKeyRecord", "AuditBatch", "AuditChainInfo", "AuditPage", "AuditQuery", "AuditSearch", "AuditSink",
-    "AuditStore", "BudgetCounterStore", "ChainLine", "KeyStore", "SecretRecord", "SecretStore", "Spend", "Store",
+    "AdminTokenRecord", "AdminTokenStore", "ApiKeyRecord", "AuditBatch", "AuditChainInfo", "AuditPage", "AuditQuery",
+    "AuditSearch", "AuditSink", "AuditStore", "BudgetCounterStore", "ChainLine", "KeyPage", "KeyStore", "SecretRecord",
+    "SecretStore", "Spend", "Store",
 ]
 
 
@@ -33,6 +34,26 @@ class ApiKeyRecord:
     expires_at: float | None = None
     disabled: bool = False
     last_used_at: float | None = None
+    roles: frozenset[str] = frozenset()
+    # A rotated key's former secret, accepted until ``previous_valid_until`` (the grace period).
+    previous_secret_hash: str | None = None
+    previous_valid_until: float | None = None
+    revoked_at: float | None = None  # revoked for good (``disabled`` alone can be undone)
+
+    @property
+    def state(self) -> str:
+        """``revoked``, ``disabled`` or ``active`` (expiry is the reader's to judge against its clock)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "disabled" if self.disabled else "active"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPage:
+    """One page of keys in key-id order; ``next_after`` is the cursor for the next page (None: the last)."""
+
+    keys: list[ApiKeyRecord]
+    next_after: str | None
 
 
 class KeyStore(Protocol):
@@ -50,8 +71,22 @@ class KeyStore(Protocol):
         """Every key, or one consumer's, oldest first."""
         ...
 
-    async def revoke(self, key_id: str) -> bool:
-        """Disable a key for good. False if there was no such key."""
+    async def page(self, *, consumer_id: str | None = None, consumer_prefix: str | None = None,
+                   after: str | None = None, limit: int = 100) -> KeyPage:
+        """Keys in key-id order after the cursor ``after``, filtered by consumer (exact or prefix)."""
+        ...
+
+    async def revoke(self, key_id: str, at: float) -> bool:
+        """Disable a key for good (``revoked_at``: ``at``). False if there was no such key."""
+        ...
+
+    async def set_disabled(self, key_id: str, disabled: bool) -> bool:
+        """Disable or enable a key. False if there is no such key or it is revoked."""
+        ...
+
+    async def rotate(self, key_id: str, secret_hash: str, previous_valid_until: float) -> bool:
+        """Give the key a new secret; the current one keeps working until ``previous_valid_until``.
+        False if there is no such key or it is revoked."""
         ...
 
     async def touch(self, key_id: str, at: float) -> None:
@@ -64,6 +99,42 @@ class KeyStore(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AdminTokenRecord:
+    """One admin token as stored. ``consumers``: what a developer token's ``*_own`` permissions cover."""
+
+    token_id: str
+    name: str
+    role: str
+    secret_hash: str
+    created_at: float
+    created_by: str
+    consumers: frozenset[str] = frozenset()
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+
+class AdminTokenStore(Protocol):
+    async def create_admin_token(self, record: AdminTokenRecord) -> None:
+        """Store a new token. Raises ``ValueError`` if the id exists."""
+        ...
+
+    async def get_admin_token(self, token_id: str) -> AdminTokenRecord | None:
+        ...
+
+    async def list_admin_tokens(self) -> list[AdminTokenRecord]:
+        """Every token, oldest first."""
+        ...
+
+    async def revoke_admin_token(self, token_id: str, at: float) -> bool:
+        """Revoke for good. False if there was no such token (or it was already revoked)."""
+        ...
+
+    async def touch_admin_token(self, token_id: str, at: float) -> None:
         ...
 
 
@@ -265,6 +336,6 @@ class AuditStore(AuditSink, Protocol):
         ...
 
 
-class Store(KeyStore, SecretStore, AuditStore, Protocol):
-    """The durable store a gateway opens: keys, secrets and the audit table in one database
+class Store(KeyStore, SecretStore, AdminTokenStore, AuditStore, Protocol):
+    """The durable store a gateway opens: keys, admin tokens, secrets and the audit table in one database
     (``SqliteStore`` or ``PostgresStore``)."""

@@ -60,6 +60,7 @@ from portcullis.stores.audit_rows import (
     is_checkpoint,
 )
 from portcullis.stores.base import (
+    AdminTokenRecord,
     ApiKeyRecord,
     AuditBatch,
     AuditChainInfo,
@@ -67,6 +68,7 @@ from portcullis.stores.base import (
     AuditQuery,
     AuditSearch,
     ChainLine,
+    KeyPage,
     SecretRecord,
 )
 from portcullis.stores.sqlite import MAX_AUDIT_ROWS, SchemaTooNew
@@ -112,6 +114,26 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_used_at double precision
         )""",
     ),
+    (
+        """CREATE TABLE admin_tokens (
+            token_id text COLLATE "C" PRIMARY KEY,
+            name text NOT NULL,
+            role text COLLATE "C" NOT NULL,
+            secret_hash text NOT NULL,
+            consumers text[] NOT NULL,
+            created_at double precision NOT NULL,
+            created_by text NOT NULL,
+            expires_at double precision,
+            revoked_at double precision,
+            last_used_at double precision
+        )""",
+        "ALTER TABLE api_keys ADD COLUMN roles text[] NOT NULL DEFAULT '{}'",
+        "ALTER TABLE api_keys ADD COLUMN previous_secret_hash text",
+        "ALTER TABLE api_keys ADD COLUMN previous_valid_until double precision",
+        "ALTER TABLE api_keys ADD COLUMN revoked_at double precision",
+        # Until this version only a revocation disabled a key: those stay revoked for good.
+        "UPDATE api_keys SET revoked_at = created_at WHERE disabled",
+    ),
     # Issue 11 item 4, the audit trail as evidence: filter columns for search, the chain's place of
     # each record, and the checkpoints' own table. Numbered 4 on main (after the admin tokens' 3).
     # The backfill reads the JSON text only where it has no \u0000 (jsonb refuses it; such rows keep
@@ -152,7 +174,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _MIGRATION_LOCK = 0x70636C5F6D6967  # "pcl_mig": one upgrader at a time per database
-_KEY_COLUMNS = "key_id, consumer_id, secret_hash, scopes, created_at, expires_at, disabled, last_used_at"
+_KEY_COLUMNS = ("key_id, consumer_id, secret_hash, scopes, created_at, expires_at, disabled, last_used_at, roles,"
+                " previous_secret_hash, previous_valid_until, revoked_at")
+_TOKEN_COLUMNS = ("token_id, name, role, secret_hash, consumers, created_at, created_by, expires_at, revoked_at,"
+                  " last_used_at")
+MAX_KEY_PAGE = 1_000
 _SECRET_COLUMNS = "name, ciphertext, fingerprint, created_at, updated_at, last_used_at"
 _AUDIT_COLUMN_LIST = ", ".join(AUDIT_INSERT_COLUMNS)
 _CHECKPOINT_COLUMNS = ("id", "chain", "record_class", "seq", "ts", "final", "record")
@@ -230,13 +256,15 @@ class PostgresStore:
     # --- KeyStore ---------------------------------------------------------------------------
 
     async def create(self, record: ApiKeyRecord) -> None:
-        if not _storable(record.key_id, record.consumer_id, record.secret_hash, *record.scopes):
+        if not _storable(record.key_id, record.consumer_id, record.secret_hash, *record.scopes, *record.roles):
             raise ValueError("PostgreSQL text cannot hold NUL: the key record has one")
         async with self._conn(duplicate=f"duplicate key id {record.key_id!r}") as conn:
             await conn.execute(
-                f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",  # noqa: S608 - constant
+                f"INSERT INTO api_keys ({_KEY_COLUMNS})"  # noqa: S608 - constant
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 record.key_id, record.consumer_id, record.secret_hash, sorted(record.scopes), record.created_at,
-                record.expires_at, record.disabled, record.last_used_at,
+                record.expires_at, record.disabled, record.last_used_at, sorted(record.roles),
+                record.previous_secret_hash, record.previous_valid_until, record.revoked_at,
             )
 
     async def get(self, key_id: str) -> ApiKeyRecord | None:
@@ -259,12 +287,92 @@ class PostgresStore:
                 )
         return [_key_record(r) for r in rows]
 
-    async def revoke(self, key_id: str) -> bool:
+    async def page(self, *, consumer_id: str | None = None, consumer_prefix: str | None = None,
+                   after: str | None = None, limit: int = 100) -> KeyPage:
+        if not _storable(*(v for v in (consumer_id, consumer_prefix, after) if v is not None)):
+            return KeyPage([], None)
+        clauses: builtins.list[str] = []
+        params: builtins.list[Any] = []
+        if consumer_id is not None:
+            params.append(consumer_id)
+            clauses.append(f"consumer_id = ${len(params)}")
+        if consumer_prefix is not None:  # starts_with: no wildcard in the prefix can widen it
+            params.append(consumer_prefix)
+            clauses.append(f"starts_with(consumer_id, ${len(params)})")
+        if after is not None:
+            params.append(after)
+            clauses.append(f"key_id > ${len(params)}")
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        limit = max(1, min(limit, MAX_KEY_PAGE))
+        params.append(limit + 1)
+        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys{where} ORDER BY key_id LIMIT ${len(params)}"  # noqa: S608
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, *params)
+        keys = [_key_record(r) for r in rows[:limit]]
+        return KeyPage(keys, keys[-1].key_id if len(rows) > limit else None)
+
+    async def revoke(self, key_id: str, at: float) -> bool:
+        return await self._update_key(
+            "UPDATE api_keys SET disabled = true, revoked_at = COALESCE(revoked_at, $2) WHERE key_id = $1", key_id, at)
+
+    async def set_disabled(self, key_id: str, disabled: bool) -> bool:
+        return await self._update_key(
+            "UPDATE api_keys SET disabled = $2 WHERE key_id = $1 AND revoked_at IS NULL", key_id, disabled)
+
+    async def rotate(self, key_id: str, secret_hash: str, previous_valid_until: float) -> bool:
+        return await self._update_key(
+            "UPDATE api_keys SET previous_secret_hash = secret_hash, previous_valid_until = $2, secret_hash = $3"
+            " WHERE key_id = $1 AND revoked_at IS NULL", key_id, previous_valid_until, secret_hash)
+
+    async def _update_key(self, sql: str, key_id: str, *args: Any) -> bool:
         if not _storable(key_id):
             return False
         async with self._conn() as conn:
-            status = await conn.execute("UPDATE api_keys SET disabled = true WHERE key_id = $1", key_id)
+            status = await conn.execute(sql, key_id, *args)
         return _row_count(status) > 0
+
+    # --- AdminTokenStore --------------------------------------------------------------------
+
+    async def create_admin_token(self, record: AdminTokenRecord) -> None:
+        if not _storable(record.token_id, record.name, record.role, record.created_by, *record.consumers):
+            raise ValueError("PostgreSQL text cannot hold NUL: the token record has one")
+        async with self._conn(duplicate=f"duplicate token id {record.token_id!r}") as conn:
+            await conn.execute(
+                f"INSERT INTO admin_tokens ({_TOKEN_COLUMNS})"  # noqa: S608 - constant
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                record.token_id, record.name, record.role, record.secret_hash, sorted(record.consumers),
+                record.created_at, record.created_by, record.expires_at, record.revoked_at, record.last_used_at,
+            )
+
+    async def get_admin_token(self, token_id: str) -> AdminTokenRecord | None:
+        if not _storable(token_id):
+            return None
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_TOKEN_COLUMNS} FROM admin_tokens WHERE token_id = $1", token_id)  # noqa: S608 - constant
+        return _token_record(row) if row else None
+
+    async def list_admin_tokens(self) -> builtins.list[AdminTokenRecord]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_TOKEN_COLUMNS} FROM admin_tokens ORDER BY created_at, token_id")  # noqa: S608 - constant
+        return [_token_record(r) for r in rows]
+
+    async def revoke_admin_token(self, token_id: str, at: float) -> bool:
+        if not _storable(token_id):
+            return False
+        async with self._conn() as conn:
+            status = await conn.execute(
+                "UPDATE admin_tokens SET revoked_at = $2 WHERE token_id = $1 AND revoked_at IS NULL", token_id, at)
+        return _row_count(status) > 0
+
+    async def touch_admin_token(self, token_id: str, at: float) -> None:
+        if not _storable(token_id):
+            return
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE admin_tokens SET last_used_at = $2"
+                " WHERE token_id = $1 AND (last_used_at IS NULL OR last_used_at < $2)", token_id, at)
 
     async def touch(self, key_id: str, at: float) -> None:
         """Only moves forward; the ``WHERE`` skips the write (and its row lock) when it would not."""
@@ -567,7 +675,15 @@ def _secret_record(row: Any) -> SecretRecord:
 def _key_record(row: Any) -> ApiKeyRecord:
     return ApiKeyRecord(
         key_id=row[0], consumer_id=row[1], secret_hash=row[2], scopes=frozenset(row[3]),
-        created_at=row[4], expires_at=row[5], disabled=row[6], last_used_at=row[7],
+        created_at=row[4], expires_at=row[5], disabled=row[6], last_used_at=row[7], roles=frozenset(row[8]),
+        previous_secret_hash=row[9], previous_valid_until=row[10], revoked_at=row[11],
+    )
+
+
+def _token_record(row: Any) -> AdminTokenRecord:
+    return AdminTokenRecord(
+        token_id=row[0], name=row[1], role=row[2], secret_hash=row[3], consumers=frozenset(row[4]),
+        created_at=row[5], created_by=row[6], expires_at=row[7], revoked_at=row[8], last_used_at=row[9],
     )
 
 

@@ -46,6 +46,7 @@ from portcullis.stores.audit_rows import (
     is_checkpoint,
 )
 from portcullis.stores.base import (
+    AdminTokenRecord,
     ApiKeyRecord,
     AuditBatch,
     AuditChainInfo,
@@ -53,11 +54,12 @@ from portcullis.stores.base import (
     AuditQuery,
     AuditSearch,
     ChainLine,
+    KeyPage,
     SecretRecord,
 )
 from portcullis.stores.sqlite_file import BUSY_TIMEOUT_S, make_private, retry_while_busy
 
-__all__ = ["MAX_AUDIT_ROWS", "SCHEMA_VERSION", "SchemaTooNew", "SqliteStore", "schema_version"]
+__all__ = ["MAX_AUDIT_ROWS", "MAX_KEY_PAGE", "SCHEMA_VERSION", "SchemaTooNew", "SqliteStore", "schema_version"]
 
 # Migration N is _MIGRATIONS[N - 1]. Append only; never edit a released one.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -94,6 +96,26 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at REAL NOT NULL,
             last_used_at REAL
         )""",
+    ),
+    (
+        """CREATE TABLE admin_tokens (
+            token_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            secret_hash TEXT NOT NULL,
+            consumers TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            created_by TEXT NOT NULL,
+            expires_at REAL,
+            revoked_at REAL,
+            last_used_at REAL
+        )""",
+        "ALTER TABLE api_keys ADD COLUMN roles TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE api_keys ADD COLUMN previous_secret_hash TEXT",
+        "ALTER TABLE api_keys ADD COLUMN previous_valid_until REAL",
+        "ALTER TABLE api_keys ADD COLUMN revoked_at REAL",
+        # Until this version only a revocation disabled a key: those stay revoked for good.
+        "UPDATE api_keys SET revoked_at = created_at WHERE disabled = 1",
     ),
     # Issue 11 item 4, the audit trail as evidence: filter columns for search, the chain's place of
     # each record, and the checkpoints' own table. Numbered 4 on main (after the admin tokens' 3).
@@ -132,8 +154,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 MAX_AUDIT_ROWS = 10_000
+MAX_KEY_PAGE = 1_000
 _SECRET_COLUMNS = "name, ciphertext, fingerprint, created_at, updated_at, last_used_at"
-_KEY_COLUMNS = "key_id, consumer_id, secret_hash, scopes, created_at, expires_at, disabled, last_used_at"
+_KEY_COLUMNS = ("key_id, consumer_id, secret_hash, scopes, created_at, expires_at, disabled, last_used_at, roles,"
+                " previous_secret_hash, previous_valid_until, revoked_at")
+_TOKEN_COLUMNS = ("token_id, name, role, secret_hash, consumers, created_at, created_by, expires_at, revoked_at,"
+                  " last_used_at")
 _AUDIT_INSERT = (
     f"INSERT OR IGNORE INTO audit ({', '.join(AUDIT_INSERT_COLUMNS)})"  # noqa: S608 - constant columns
     f" VALUES ({', '.join('?' * len(AUDIT_INSERT_COLUMNS))})"
@@ -206,9 +232,11 @@ class SqliteStore:
     async def create(self, record: ApiKeyRecord) -> None:
         async with self._write_lock, _translate(duplicate=f"duplicate key id {record.key_id!r}"):
             await self._conn.execute(
-                f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant
-                (record.key_id, record.consumer_id, record.secret_hash, orjson.dumps(sorted(record.scopes)).decode(),
-                 record.created_at, record.expires_at, int(record.disabled), record.last_used_at),
+                f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (record.key_id, record.consumer_id, record.secret_hash, _json_list(record.scopes),
+                 record.created_at, record.expires_at, int(record.disabled), record.last_used_at,
+                 _json_list(record.roles), record.previous_secret_hash, record.previous_valid_until,
+                 record.revoked_at),
             )
             await self._conn.commit()
 
@@ -229,11 +257,84 @@ class SqliteStore:
             rows = await cur.fetchall()
         return [_key_record(r) for r in rows]
 
-    async def revoke(self, key_id: str) -> bool:
+    async def page(self, *, consumer_id: str | None = None, consumer_prefix: str | None = None,
+                   after: str | None = None, limit: int = 100) -> KeyPage:
+        clauses, params = [], []
+        if consumer_id is not None:
+            clauses.append("consumer_id = ?")
+            params.append(consumer_id)
+        if consumer_prefix is not None:  # a range, not LIKE: no wildcard in the prefix can widen it
+            clauses.append("consumer_id >= ? AND consumer_id < ?")
+            params.extend((consumer_prefix, consumer_prefix + "\U0010ffff"))
+        if after is not None:
+            clauses.append("key_id > ?")
+            params.append(after)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        limit = max(1, min(limit, MAX_KEY_PAGE))
+        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys{where} ORDER BY key_id LIMIT ?"  # noqa: S608 - constant parts
+        async with _translate(), self._conn.execute(sql, (*params, limit + 1)) as cur:
+            rows = list(await cur.fetchall())
+        keys = [_key_record(r) for r in rows[:limit]]
+        return KeyPage(keys, keys[-1].key_id if len(rows) > limit else None)
+
+    async def revoke(self, key_id: str, at: float) -> bool:
+        return await self._update_key(
+            "UPDATE api_keys SET disabled = 1, revoked_at = COALESCE(revoked_at, ?) WHERE key_id = ?", (at, key_id))
+
+    async def set_disabled(self, key_id: str, disabled: bool) -> bool:
+        return await self._update_key(
+            "UPDATE api_keys SET disabled = ? WHERE key_id = ? AND revoked_at IS NULL", (int(disabled), key_id))
+
+    async def rotate(self, key_id: str, secret_hash: str, previous_valid_until: float) -> bool:
+        return await self._update_key(
+            "UPDATE api_keys SET previous_secret_hash = secret_hash, previous_valid_until = ?, secret_hash = ?"
+            " WHERE key_id = ? AND revoked_at IS NULL", (previous_valid_until, secret_hash, key_id))
+
+    async def _update_key(self, sql: str, params: tuple[Any, ...]) -> bool:
         async with self._write_lock, _translate():
-            cur = await self._conn.execute("UPDATE api_keys SET disabled = 1 WHERE key_id = ?", (key_id,))
+            cur = await self._conn.execute(sql, params)
             await self._conn.commit()
         return cur.rowcount > 0
+
+    # --- AdminTokenStore --------------------------------------------------------------------
+
+    async def create_admin_token(self, record: AdminTokenRecord) -> None:
+        async with self._write_lock, _translate(duplicate=f"duplicate token id {record.token_id!r}"):
+            await self._conn.execute(
+                f"INSERT INTO admin_tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (record.token_id, record.name, record.role, record.secret_hash, _json_list(record.consumers),
+                 record.created_at, record.created_by, record.expires_at, record.revoked_at, record.last_used_at),
+            )
+            await self._conn.commit()
+
+    async def get_admin_token(self, token_id: str) -> AdminTokenRecord | None:
+        async with _translate(), self._conn.execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM admin_tokens WHERE token_id = ?", (token_id,)  # noqa: S608 - constant
+        ) as cur:
+            row = await cur.fetchone()
+        return _token_record(row) if row else None
+
+    async def list_admin_tokens(self) -> builtins.list[AdminTokenRecord]:
+        async with _translate(), self._conn.execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM admin_tokens ORDER BY created_at, token_id"  # noqa: S608 - constant
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_token_record(r) for r in rows]
+
+    async def revoke_admin_token(self, token_id: str, at: float) -> bool:
+        async with self._write_lock, _translate():
+            cur = await self._conn.execute(
+                "UPDATE admin_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL", (at, token_id))
+            await self._conn.commit()
+        return cur.rowcount > 0
+
+    async def touch_admin_token(self, token_id: str, at: float) -> None:
+        async with self._write_lock, _translate():
+            await self._conn.execute(
+                "UPDATE admin_tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE token_id = ?",
+                (at, token_id),
+            )
+            await self._conn.commit()
 
     async def touch(self, key_id: str, at: float) -> None:
         async with self._write_lock, _translate():
@@ -475,4 +576,17 @@ def _key_record(row: Any) -> ApiKeyRecord:
     return ApiKeyRecord(
         key_id=row[0], consumer_id=row[1], secret_hash=row[2], scopes=frozenset(orjson.loads(row[3])),
         created_at=row[4], expires_at=row[5], disabled=bool(row[6]), last_used_at=row[7],
+        roles=frozenset(orjson.loads(row[8])), previous_secret_hash=row[9], previous_valid_until=row[10],
+        revoked_at=row[11],
     )
+
+
+def _token_record(row: Any) -> AdminTokenRecord:
+    return AdminTokenRecord(
+        token_id=row[0], name=row[1], role=row[2], secret_hash=row[3], consumers=frozenset(orjson.loads(row[4])),
+        created_at=row[5], created_by=row[6], expires_at=row[7], revoked_at=row[8], last_used_at=row[9],
+    )
+
+
+def _json_list(values: frozenset[str]) -> str:
+    return orjson.dumps(sorted(values)).decode()

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from portcullis.stores.base import ApiKeyRecord, AuditBatch, KeyStore
+from portcullis.stores.base import ApiKeyRecord, AuditBatch, KeyPage, KeyStore
 from portcullis.testing.loopback import catch_all, serve_app
 from portcullis.testing.upstream import RecordedHead, RecordingUpstream
 
@@ -109,8 +109,19 @@ class CountingKeyStore:
     async def list(self, consumer_id: str | None = None) -> list[ApiKeyRecord]:
         return await self.inner.list(consumer_id)
 
-    async def revoke(self, key_id: str) -> bool:
-        return await self.inner.revoke(key_id)
+    async def page(self, *, consumer_id: str | None = None, consumer_prefix: str | None = None,
+                   after: str | None = None, limit: int = 100) -> KeyPage:
+        return await self.inner.page(consumer_id=consumer_id, consumer_prefix=consumer_prefix, after=after,
+                                     limit=limit)
+
+    async def revoke(self, key_id: str, at: float) -> bool:
+        return await self.inner.revoke(key_id, at)
+
+    async def set_disabled(self, key_id: str, disabled: bool) -> bool:
+        return await self.inner.set_disabled(key_id, disabled)
+
+    async def rotate(self, key_id: str, secret_hash: str, previous_valid_until: float) -> bool:
+        return await self.inner.rotate(key_id, secret_hash, previous_valid_until)
 
     async def touch(self, key_id: str, at: float) -> None:
         self.touches += 1

@@ -215,7 +215,7 @@ async def test_a_key_revoked_unheard_is_refused_as_disabled_from_its_stale_recor
 ) -> None:
     issued = await new_key(store, clock)
     await verifier.verify(issued.key)
-    await store.inner.revoke(issued.record.key_id)  # revoked where this instance heard nothing
+    await store.inner.revoke(issued.record.key_id, 1.0)  # revoked where this instance heard nothing
     clock.advance(TTL_S)
     assert await reason(verifier, issued.key) == "disabled"  # the read after the TTL saw it
     await store.cut()

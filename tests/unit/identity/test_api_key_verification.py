@@ -156,7 +156,7 @@ async def test_revoke_in_store_by_another_process_is_seen_after_cache_ttl(
 ) -> None:
     issued = await new_key(store, clock)
     await verifier.verify(issued.key)
-    await store.revoke(issued.record.key_id)
+    await store.revoke(issued.record.key_id, 1.0)
     clock.advance(TTL_S - 1)
     await verifier.verify(issued.key)  # still cached: accepted until the TTL passes
     clock.advance(1)

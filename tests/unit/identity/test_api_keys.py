@@ -163,7 +163,7 @@ async def test_a_key_revoked_elsewhere_stops_when_the_cache_entry_ages_out(
 ) -> None:
     issued = await new_key(store, clock)
     await verifier.verify(issued.key)
-    await store.revoke(issued.record.key_id)  # e.g. the CLI, in another process
+    await store.revoke(issued.record.key_id, 1.0)  # e.g. the CLI, in another process
     clock.advance(TTL_S - 1)
     await verifier.verify(issued.key)
     clock.advance(1)
@@ -175,7 +175,7 @@ async def test_invalidate_makes_the_next_request_read_the_store(
 ) -> None:
     issued = await new_key(store, clock)
     await verifier.verify(issued.key)
-    await store.revoke(issued.record.key_id)
+    await store.revoke(issued.record.key_id, 1.0)
     verifier.invalidate(issued.record.key_id)
     assert await reason(verifier, issued.key) == "disabled"
 

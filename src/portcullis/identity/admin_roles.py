@@ -15,6 +15,9 @@ The built-in roles follow seed 000 section 7.2:
   log class (security events included);
 - ``compliance``: audit read of every class, export, verification and retention.
 
+It lives with identity rather than in ``admin/`` because the config checks custom roles against
+these names, and the config sits below the admin layer.
+
 Issuing a token is bounded by the issuer's own role: nobody hands out a permission they lack
 (``grants``), so an ``admin`` cannot mint a ``security`` token.
 """

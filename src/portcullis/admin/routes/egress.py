@@ -1,0 +1,78 @@
+"""Egress circuit breakers and budgets, as operators see and move them during an incident."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from portcullis.admin.context import GatewayRuntime
+from portcullis.admin.guard import GuardedRoute, needs
+from portcullis.admin.problems import problem, problem_answer
+from portcullis.egress.breaker import BreakerState
+from portcullis.egress.budgets import CallContext
+from portcullis.errors import ErrorCode
+from portcullis.identity.admin_roles import Permission
+
+__all__ = ["router"]
+
+router = APIRouter(route_class=GuardedRoute, tags=["egress"])
+
+_ID = Annotated[str, Query(min_length=1, max_length=128)]
+RouteName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$", description="An egress route's name.")]
+_NO_ROUTE: dict[int | str, dict[str, Any]] = {404: problem_answer("Egress is not configured, or no such route.")}
+
+
+class BreakerView(BaseModel):
+    route: str
+    state: str
+    retry_after_s: float
+
+
+class BudgetsView(BaseModel):
+    route: str
+    remaining: dict[str, float]
+
+
+@router.get("/egress/breakers", summary="Every egress route's circuit breaker state.",
+            response_model=list[BreakerView], **needs(Permission.BREAKERS_READ, answers=_NO_ROUTE))
+async def breakers(request: Request, runtime: GatewayRuntime) -> Response:
+    executor = runtime.egress
+    if executor is None:
+        return problem(ErrorCode.ADMIN_NOT_FOUND, request, "Egress is not configured.")
+    return JSONResponse([BreakerView(route=name, state=b.state.value, retry_after_s=round(b.retry_after_s(), 3))
+                         .model_dump() for name, b in executor.breakers().items()])
+
+
+@router.post("/egress/breakers/{route}/{action}", summary="Force a breaker open or closed, or reset it.",
+             response_model=BreakerView, **needs(Permission.BREAKERS_WRITE, action="breaker.force", answers=_NO_ROUTE))
+async def breaker_action(request: Request, route: RouteName, action: Literal["open", "close", "reset"],
+                         runtime: GatewayRuntime) -> Response:
+    executor = runtime.egress
+    breaker = executor.breakers().get(route) if executor is not None else None
+    if breaker is None:
+        return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such egress route.")
+    if action == "open":
+        breaker.force(BreakerState.FORCED_OPEN)
+    elif action == "close":
+        breaker.force(BreakerState.FORCED_CLOSED)
+    else:
+        breaker.reset()
+    return JSONResponse(BreakerView(route=route, state=breaker.state.value,
+                                    retry_after_s=round(breaker.retry_after_s(), 3)).model_dump())
+
+
+@router.get("/egress/budgets", summary="What is left of each budget a call would spend from.",
+            response_model=BudgetsView, **needs(Permission.BUDGETS_READ, answers=_NO_ROUTE))
+async def budgets(request: Request, runtime: GatewayRuntime, route: _ID, workflow_id: _ID, execution_id: _ID,
+                  user: _ID) -> Response:
+    executor = runtime.egress
+    if executor is None:
+        return problem(ErrorCode.ADMIN_NOT_FOUND, request, "Egress is not configured.")
+    try:
+        left = await executor.budgets_remaining(CallContext(execution_id, workflow_id, user), route)
+    except KeyError:
+        return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such egress route.")
+    return JSONResponse(BudgetsView(route=route, remaining=left).model_dump())
