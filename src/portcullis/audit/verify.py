@@ -99,6 +99,18 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``portcullis audit verify --json`` and the admin API)."""
+        return {
+            "ok": self.ok, "signatures_checked": self.signatures_checked, "unchained": self.unchained,
+            "duplicates": self.duplicates, "torn": self.torn,
+            "problems": [{"kind": p.kind.value, "chain": p.chain, "seq": p.seq, "record_id": p.record_id,
+                          "where": p.where, "detail": p.detail} for p in self.problems],
+            "chains": [{"chain": c.chain, "first_seq": c.first_seq, "last_seq": c.last_seq, "records": c.records,
+                        "checkpoints": c.checkpoints, "anchored": c.anchored, "attested_seq": c.attested_seq,
+                        "final": c.final} for c in self.chains],
+        }
+
 
 @dataclass(slots=True)
 class _Pending:

@@ -133,7 +133,7 @@ def verify(
     if not files_only and cfg.audit.to_store:
         reports["store"] = _on_store(cfg, lambda store: verify_store(store, signer=signer, heads=expected))
     if as_json:
-        typer.echo(json.dumps({name: _report_json(r) for name, r in reports.items()}))
+        typer.echo(json.dumps({name: r.to_dict() for name, r in reports.items()}))
     else:
         _print_reports(reports)
     if any(not r.ok for r in reports.values()):
@@ -155,18 +155,6 @@ def _heads(path: Path, *, explicit: bool) -> list[ChainHead]:
     if explicit and not path.exists():
         raise fail(f"--heads: {path} does not exist")
     return list(read_heads(path).values())
-
-
-def _report_json(report: VerifyReport) -> dict[str, Any]:
-    return {
-        "ok": report.ok, "signatures_checked": report.signatures_checked, "unchained": report.unchained,
-        "duplicates": report.duplicates, "torn": report.torn,
-        "problems": [{"kind": p.kind.value, "chain": p.chain, "seq": p.seq, "record_id": p.record_id,
-                      "where": p.where, "detail": p.detail} for p in report.problems],
-        "chains": [{"chain": c.chain, "first_seq": c.first_seq, "last_seq": c.last_seq, "records": c.records,
-                    "checkpoints": c.checkpoints, "anchored": c.anchored, "attested_seq": c.attested_seq,
-                    "final": c.final} for c in report.chains],
-    }
 
 
 def _print_reports(reports: dict[str, VerifyReport]) -> None:
