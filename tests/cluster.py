@@ -29,7 +29,7 @@ from portcullis.config.loader import load_config
 from portcullis.identity.admin_tokens import issue_admin_token
 from portcullis.stores.opening import open_store
 
-READY = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+) \(admin http://127\.0\.0\.1:(\d+)\)")
+READY = re.compile(r"listening on (https?)://127\.0\.0\.1:(\d+) \(admin (https?)://127\.0\.0\.1:(\d+)\)")
 
 
 @dataclass
@@ -85,8 +85,8 @@ async def start(cwd: Path, text: str) -> Served:
                 raise AssertionError("gateway exited before it was ready:\n" + "".join(output))
             output.append(line)
             if m := READY.search(line):
-                scheme, port, admin = m.groups()
-                served = Served(proc, f"{scheme}://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", config, cwd,
+                scheme, port, admin_scheme, admin = m.groups()
+                served = Served(proc, f"{scheme}://127.0.0.1:{port}", f"{admin_scheme}://127.0.0.1:{admin}", config, cwd,
                                 output, await mint_admin_token(config))
                 asyncio.get_running_loop().create_task(_drain(proc, output))
                 return served

@@ -65,3 +65,24 @@ async def test_redis_uses_its_own_clock_when_asked(redis_space: tuple[Redis, str
     assert [(await budgets.consume(CTX, "r")).allowed for _ in range(2)] == [True, False]
     ttl = await client.pttl(f"{prefix}{{pclb}}:x:wf-1:ex-1:calls")
     assert 3_600_000 < ttl <= 3_601_000  # the window ends an hour after first use, on Redis's clock
+
+
+async def test_a_reset_clears_one_subject_and_leaves_every_other_alone(store: BudgetCounterStore) -> None:
+    limits = BudgetLimits(execution_calls=2, workflow_calls_per_day=3, user_calls_per_day=5,
+                          endpoint_calls_per_workflow_day={"llm": 2})
+    budgets = Budgets(limits, store, ManualClock())
+    other = CallContext(execution_id="ex-2", workflow_id="wf-2", user="bob")
+    for ctx in (CTX, CTX, other):
+        assert (await budgets.consume(ctx, "llm")).allowed
+    assert not (await budgets.consume(CTX, "llm")).allowed  # execution_calls spent
+    assert await budgets.reset(workflow_id="wf-1", execution_id="ex-1") == ["x:wf-1:ex-1:calls", "x:wf-1:ex-1:cost"]
+    left = await budgets.remaining(CTX, "llm")
+    assert left["execution_calls"] == 2.0 and left["workflow_calls_per_day"] == 1.0  # only the execution's
+    await budgets.reset(workflow_id="wf-1")
+    assert (await budgets.remaining(CTX, "llm"))["endpoint_calls:llm"] == 2.0
+    await budgets.reset(user="alice")
+    assert (await budgets.remaining(CTX, "llm"))["user_calls_per_day"] == 5.0
+    assert await budgets.remaining(other, "llm") == {"execution_calls": 1.0, "workflow_calls_per_day": 2.0,
+                                                      "user_calls_per_day": 4.0, "endpoint_calls:llm": 1.0}
+    with pytest.raises(ValueError, match="with its workflow"):
+        await budgets.reset(execution_id="ex-1")

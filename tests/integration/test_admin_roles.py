@@ -40,6 +40,7 @@ EXPECTED: dict[str, set[str]] = {
     "GET /egress/breakers": OPERATORS,
     "POST /egress/breakers/{route}/{action}": OPERATORS,
     "GET /egress/budgets": OPERATORS,
+    "POST /egress/budgets/reset": OPERATORS,
     "POST /reload": OPERATORS,
 }
 PUBLIC_ROUTES = {"GET /healthz", "GET /readyz"}

@@ -82,14 +82,19 @@ def slope_per_minute(samples: list[tuple[float, float]]) -> float:
 
 
 def count_lines(path: Path) -> int:
-    """Records in a JSONL trail (the chain's checkpoint lines are not records)."""
+    """Request records in a JSONL file: the operator's own acts are security events, and the chain's
+    checkpoint lines (which name their chain's class) are not records at all."""
+    count = 0
     with path.open("rb") as f:
-        return sum(1 for line in f if b'"kind":"checkpoint"' not in line)
+        for line in f:
+            count += b'"class":"request"' in line and b'"kind":"checkpoint"' not in line
+    return count
 
 
 def sqlite_counts(path: Path) -> tuple[int, int]:
     with contextlib.closing(sqlite3.connect(path)) as db:
-        total, distinct = db.execute("SELECT count(*), count(DISTINCT id) FROM audit").fetchone()
+        total, distinct = db.execute("SELECT count(*), count(DISTINCT id) FROM audit"
+                                     " WHERE json_extract(record, '$.class') = 'request'").fetchone()
     return int(total), int(distinct)
 
 

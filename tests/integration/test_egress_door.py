@@ -188,3 +188,22 @@ async def test_operators_force_and_reset_breakers_from_the_cli_through_the_admin
     finally:
         server.should_exit = True
         await task
+
+
+async def test_an_operator_resets_an_executions_budget_and_the_next_call_goes_through(
+    make_gateway: GatewayFactory, provider: tuple[int, list[dict[str, Any]]]
+) -> None:
+    port, _ = provider
+    gw = await door(make_gateway, port)
+    key = await gw.key("agent-7")
+    headers = {"X-API-Key": key, **CONTEXT}
+    statuses = [(await gw.client.get("/egress/partner/v1/x", headers=headers)).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    async with await gw.admin("admin") as admin:
+        wrong = await admin.post("/egress/budgets/reset", json={"execution_id": "ex-1"})  # which workflow?
+        reset = await admin.post("/egress/budgets/reset", json={"workflow_id": "wf-1", "execution_id": "ex-1"})
+    assert wrong.status_code == 400
+    assert reset.status_code == 200 and reset.json() == {"counters_reset": 2}
+    assert (await gw.client.get("/egress/partner/v1/x", headers=headers)).status_code == 200
+    [event] = [r for r in await gw.audit_records() if r["class"] == "security" and r["event"]["outcome"] == "ok"]
+    assert event["event"]["action"] == "budget.reset" and event["event"]["execution_id"] == "ex-1"

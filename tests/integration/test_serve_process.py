@@ -19,11 +19,11 @@ from tests.conftest import PEPPER, UpstreamServer, self_signed_cert
 from portcullis.audit.chain import is_checkpoint
 
 
-def config_text(upstream_url: str, *, extra_routes: str = "", listen_extra: str = "") -> str:
+def config_text(upstream_url: str, *, extra_routes: str = "", listen_extra: str = "", admin_extra: str = "") -> str:
     return f"""
 version: 1
 listen: {{host: 127.0.0.1, port: 0, graceful_timeout: 10s{listen_extra}}}
-admin: {{host: 127.0.0.1, port: 0}}
+admin: {{host: 127.0.0.1, port: 0{admin_extra}}}
 keys: {{pepper: "{PEPPER}"}}
 store: {{url: "sqlite:///gw.db"}}
 audit: {{file: audit.jsonl, flush_interval: 0.1s}}
@@ -155,3 +155,22 @@ async def test_two_workers_share_the_listener_and_stop_cleanly(tmp_path: Path, u
         assert await served.proc.wait() == 0
     text = await asyncio.to_thread((tmp_path / "audit.jsonl").read_text)
     assert len([r for r in map(orjson.loads, text.splitlines()) if not is_checkpoint(r)]) == 40
+
+
+async def test_the_admin_listener_serves_tls_and_tokens_work_over_it(tmp_path: Path, upstream: UpstreamServer) -> None:
+    cert, key = await asyncio.to_thread(self_signed_cert, tmp_path)
+    served = await start(tmp_path, config_text(
+        upstream.url, admin_extra=f', tls: {{cert_file: "{cert}", key_file: "{key}"}}'))
+    try:
+        assert served.admin.startswith("https://")
+        verify = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(verify=verify, auth=AdminAuth(served)) as client:
+            assert (await client.get(served.admin + "/status")).json()["ready"] is True
+        async with httpx.AsyncClient(verify=verify) as anonymous:
+            assert (await anonymous.get(served.admin + "/status")).status_code == 401
+        async with httpx.AsyncClient() as plaintext:
+            with pytest.raises(httpx.HTTPError):  # no clear-text token ever gets an answer
+                await plaintext.get(served.admin.replace("https://", "http://") + "/status",
+                                    headers={"Authorization": f"Bearer {served.token}"})
+    finally:
+        await served.stop()

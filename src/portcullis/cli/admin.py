@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from portcullis.cli.admin_client import DEFAULT_ADMIN, AdminOption, admin_call, fail_unless_ok
+from portcullis.cli.admin_client import DEFAULT_ADMIN, AdminOption, admin_result
 from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, record_cli_event, when, with_store
 from portcullis.clock import SystemClock
 from portcullis.config.types import parse_duration
@@ -100,12 +100,10 @@ def _token_table(rows: list[dict[str, Any]]) -> Table:
 @tokens_app.command("list")
 def list_tokens(admin: AdminOption = DEFAULT_ADMIN, as_json: JsonOption = False) -> None:
     """Every admin token (never a secret)."""
-    answer = admin_call("GET", admin, "/admin-tokens")
-    fail_unless_ok(answer)
-    if as_json:
-        typer.echo(json.dumps(answer.body))
+    body = admin_result("GET", admin, "/admin-tokens", as_json=as_json)
+    if body is None:
         return
-    Console(highlight=False).print(_token_table(answer.body))
+    Console(highlight=False).print(_token_table(body))
 
 
 @tokens_app.command("create")
@@ -120,35 +118,28 @@ def create_token(
     """Create an admin token through the admin API. Shown once."""
     body = {"name": name, "role": role, "expires_in_s": _lifetime(expires),
             "consumers": [c.strip() for c in consumers.split(",") if c.strip()]}
-    answer = admin_call("POST", admin, "/admin-tokens", body=body)
-    fail_unless_ok(answer)
-    if as_json:
-        typer.echo(json.dumps(answer.body))
+    body = admin_result("POST", admin, "/admin-tokens", body=body, as_json=as_json)
+    if body is None:
         return
     console = Console(highlight=False)
-    console.print(Text(f"Created admin token {answer.body['token_id']} ({role}).", style="green"))
-    console.print(answer.body["token"], markup=False, soft_wrap=True)
+    console.print(Text(f"Created admin token {body['token_id']} ({role}).", style="green"))
+    console.print(body["token"], markup=False, soft_wrap=True)
     console.print(Text("Shown once. Store it now.", style="yellow"))
 
 
 @tokens_app.command("revoke")
 def revoke_token(token_id: str, admin: AdminOption = DEFAULT_ADMIN, as_json: JsonOption = False) -> None:
     """Revoke an admin token; its next request is refused."""
-    answer = admin_call("POST", admin, f"/admin-tokens/{token_id}/revoke")
-    fail_unless_ok(answer)
-    if as_json:
-        typer.echo(json.dumps(answer.body))
+    body = admin_result("POST", admin, f"/admin-tokens/{token_id}/revoke", as_json=as_json)
+    if body is None:
         return
     Console(highlight=False).print(Text(f"Revoked admin token {token_id}.", style="green"))
 
 
 def status(admin: AdminOption = DEFAULT_ADMIN, as_json: JsonOption = False) -> None:
     """The running gateway's status: readiness, routes, breakers, audit writer."""
-    answer = admin_call("GET", admin, "/status")
-    fail_unless_ok(answer)
-    body = answer.body
-    if as_json:
-        typer.echo(json.dumps(body))
+    body = admin_result("GET", admin, "/status", as_json=as_json)
+    if body is None:
         return
     table = Table("field", "value", show_header=False)
     table.add_row("version", str(body["version"]))

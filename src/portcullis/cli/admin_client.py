@@ -32,7 +32,7 @@ from rich.markup import escape
 
 __all__ = [
     "DEFAULT_ADMIN", "EXIT_DENIED", "EXIT_REFUSED", "EXIT_UNREACHABLE", "EXIT_USAGE", "AdminAnswer", "AdminOption",
-    "JsonOption", "admin_call", "fail_unless_ok", "load_token",
+    "JsonOption", "admin_call", "admin_result", "fail_unless_ok", "load_token",
 ]
 
 DEFAULT_ADMIN = "http://127.0.0.1:9090"
@@ -120,6 +120,18 @@ def fail_unless_ok(answer: AdminAnswer) -> None:
         hint = f"set {TOKEN_ENV} to an admin token" if answer.status == 401 else "this token's role lacks it"
         Console(stderr=True).print(f"({hint})")
     raise typer.Exit(EXIT_DENIED if answer.status in (401, 403) else EXIT_REFUSED)
+
+
+def admin_result(method: str, admin: str, path: str, *, as_json: bool, body: Any = None,
+                 query: dict[str, Any] | None = None) -> Any:
+    """One call for a command: exit on a refusal; with ``--json`` print the answer and return None,
+    else return the answer's body for the command to show."""
+    answer = admin_call(method, admin, path, body=body, query=query)
+    fail_unless_ok(answer)
+    if as_json:
+        typer.echo(json.dumps(answer.body))
+        return None
+    return answer.body
 
 
 def _json(raw: bytes) -> Any:

@@ -12,7 +12,6 @@ ports 80/443) plus any ``--allow-*`` what-if flags.
 from __future__ import annotations
 
 import asyncio
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from portcullis.cli.admin_client import DEFAULT_ADMIN, EXIT_USAGE, AdminOption, JsonOption, admin_call, fail_unless_ok
+from portcullis.cli.admin_client import DEFAULT_ADMIN, EXIT_USAGE, AdminOption, JsonOption, admin_result
 from portcullis.cli.common import load_or_fail
 from portcullis.egress.policy import default_policy, route_policy
 from portcullis.egress.resolver import SystemResolver, parse_resolve_option
@@ -108,13 +107,11 @@ def _config_policy(path: Path, route_name: str | None) -> GuardPolicy:
 @app.command("breakers")
 def breakers(admin: AdminOption = DEFAULT_ADMIN, as_json: JsonOption = False) -> None:
     """Show every egress route's circuit breaker (from the running gateway)."""
-    answer = admin_call("GET", admin, "/egress/breakers")
-    fail_unless_ok(answer)
-    if as_json:
-        typer.echo(json.dumps(answer.body))
+    body = admin_result("GET", admin, "/egress/breakers", as_json=as_json)
+    if body is None:
         return
     table = Table("route", "state", "retry after (s)")
-    for row in answer.body:
+    for row in body:
         table.add_row(str(row["route"]), str(row["state"]), str(row["retry_after_s"]))
     Console(highlight=False).print(table)
 
@@ -130,12 +127,11 @@ def breaker(
     if action not in ("open", "close", "reset"):
         Console(stderr=True).print("[red]action is open, close or reset[/red]")
         raise typer.Exit(EXIT_USAGE)
-    answer = admin_call("POST", admin, f"/egress/breakers/{urllib.parse.quote(route, safe='')}/{action}")
-    fail_unless_ok(answer)
-    if as_json:
-        typer.echo(json.dumps(answer.body))
+    body = admin_result("POST", admin, f"/egress/breakers/{urllib.parse.quote(route, safe='')}/{action}",
+                        as_json=as_json)
+    if body is None:
         return
-    Console(highlight=False).print(f"{answer.body['route']}: {answer.body['state']}")
+    Console(highlight=False).print(f"{body['route']}: {body['state']}")
 
 
 @app.command("budgets")
@@ -148,13 +144,29 @@ def budgets(
     as_json: JsonOption = False,
 ) -> None:
     """What is left of each budget a call would spend from (from the running gateway; nothing spent)."""
-    answer = admin_call("GET", admin, "/egress/budgets",
-                        query={"route": route, "workflow_id": workflow, "execution_id": execution, "user": user})
-    fail_unless_ok(answer)
-    if as_json:
-        typer.echo(json.dumps(answer.body))
+    body = admin_result("GET", admin, "/egress/budgets",
+                        query={"route": route, "workflow_id": workflow, "execution_id": execution, "user": user},
+                        as_json=as_json)
+    if body is None:
         return
     table = Table("budget", "remaining")
-    for name, left in answer.body["remaining"].items():
+    for name, left in body["remaining"].items():
         table.add_row(str(name), f"{left:g}")
     Console(highlight=False).print(table)
+
+
+@app.command("reset-budget")
+def reset_budget(
+    workflow: Annotated[str | None, typer.Option("--workflow", help="X-Workflow-Id (alone: the workflow's counts).")]
+    = None,
+    execution: Annotated[str | None, typer.Option("--execution", help="X-Execution-Id (with --workflow).")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="A user's daily counts.")] = None,
+    admin: AdminOption = DEFAULT_ADMIN,
+    as_json: JsonOption = False,
+) -> None:
+    """Reset one execution's, workflow's or user's budget counters on every instance sharing state."""
+    body = admin_result("POST", admin, "/egress/budgets/reset",
+                        body={"workflow_id": workflow, "execution_id": execution, "user": user}, as_json=as_json)
+    if body is None:
+        return
+    Console(highlight=False).print(f"reset {body['counters_reset']} counters")

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from portcullis.cli.admin_client import DEFAULT_ADMIN, AdminOption, admin_call, fail_unless_ok
+from portcullis.cli.admin_client import DEFAULT_ADMIN, AdminOption, admin_result
 from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, record_cli_event, when, with_store
 from portcullis.clock import SystemClock
 from portcullis.config.model import SharedStateConfig, StoreConfig
@@ -183,24 +183,20 @@ def rotate(
         grace_s = parse_duration(grace)
     except ValueError as exc:
         raise fail(f"--grace: {exc}") from None
-    answer = admin_call("POST", admin, f"/keys/{key_id}/rotate", body={"grace_s": grace_s})
-    fail_unless_ok(answer)
-    if as_json:
-        typer.echo(json.dumps(answer.body))
+    body = admin_result("POST", admin, f"/keys/{key_id}/rotate", body={"grace_s": grace_s}, as_json=as_json)
+    if body is None:
         return
     console = Console(highlight=False)
     console.print(Text(f"Rotated {key_id}; the former secret works for {grace} more.", style="green"))
-    console.print(answer.body["key"], markup=False, soft_wrap=True)
+    console.print(body["key"], markup=False, soft_wrap=True)
     console.print(Text("This key is shown once and cannot be recovered. Store it now.", style="yellow"))
 
 
 def _set_state(key_id: str, action: str, admin: str, as_json: bool) -> None:
-    answer = admin_call("POST", admin, f"/keys/{key_id}/{action}")
-    fail_unless_ok(answer)
-    if as_json:
-        typer.echo(json.dumps(answer.body))
+    body = admin_result("POST", admin, f"/keys/{key_id}/{action}", as_json=as_json)
+    if body is None:
         return
-    Console(highlight=False).print(Text(f"{key_id}: {answer.body['status']}.", style="green"))
+    Console(highlight=False).print(Text(f"{key_id}: {body['status']}.", style="green"))
 
 
 @app.command()

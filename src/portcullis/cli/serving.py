@@ -226,7 +226,7 @@ async def _announce(
     scheme = "https" if config.listen.tls else "http"
     line = f"Portcullis listening on {scheme}://{config.listen.host}:{port()}"
     if admin is not None:
-        line += f" (admin http://{config.admin.host}:{_bound_port(admin)})"
+        line += f" (admin {'https' if config.admin.tls else 'http'}://{config.admin.host}:{_bound_port(admin)})"
     if announce is not None:
         announce(line)
     else:

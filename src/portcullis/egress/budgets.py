@@ -119,6 +119,28 @@ class Budgets:
             return BudgetDecision(False, items[refused].name, remaining, reset)
         return BudgetDecision(True, None, remaining, 0.0)
 
+    def subject_keys(self, *, workflow_id: str | None = None, execution_id: str | None = None,
+                     user: str | None = None) -> list[str]:
+        """The counters an operator resets: one execution's (with its workflow), one workflow's
+        (its hourly, daily and per-endpoint counts, not its executions'), or one user's."""
+        if execution_id is not None:
+            if workflow_id is None:
+                raise ValueError("an execution is named with its workflow")
+            return [f"x:{workflow_id}:{execution_id}:calls", f"x:{workflow_id}:{execution_id}:cost"]
+        if workflow_id is not None:
+            routes = self._limits.endpoint_calls_per_workflow_day
+            return [f"w:{workflow_id}:h", f"w:{workflow_id}:d", *(f"w:{workflow_id}:r:{r}" for r in routes)]
+        if user is not None:
+            return [f"u:{user}:d", f"u:{user}:cost"]
+        raise ValueError("name an execution, a workflow or a user")
+
+    async def reset(self, *, workflow_id: str | None = None, execution_id: str | None = None,
+                    user: str | None = None) -> list[str]:
+        """Reset one subject's counters (see ``subject_keys``); returns the counters reset."""
+        keys = self.subject_keys(workflow_id=workflow_id, execution_id=execution_id, user=user)
+        await self._store.reset(keys)
+        return keys
+
     async def remaining(self, ctx: CallContext, route: str) -> dict[str, float]:
         """What is left of every budget a call to ``route`` in ``ctx`` would spend from (nothing spent)."""
         items = self.plan(ctx, route, 0.0)

@@ -198,6 +198,11 @@ class EgressExecutor:
             raise KeyError(route)
         return await self._budgets.remaining(context, route)
 
+    async def reset_budgets(self, *, workflow_id: str | None = None, execution_id: str | None = None,
+                            user: str | None = None) -> list[str]:
+        """An operator's reset of one execution's, workflow's or user's budget counters."""
+        return await self._budgets.reset(workflow_id=workflow_id, execution_id=execution_id, user=user)
+
     def breakers(self) -> dict[str, CircuitBreaker]:
         """Every route's breaker, by route name (for the admin API)."""
         return {name: r.breaker for name, r in self._routes.items()}

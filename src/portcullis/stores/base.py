@@ -299,6 +299,10 @@ class BudgetCounterStore(Protocol):
         """What each counter holds now (0 for one not used in its current window). Spends nothing."""
         ...
 
+    async def reset(self, keys: Sequence[str]) -> None:
+        """Forget these counters (an operator's budget reset): the next call starts a fresh window."""
+        ...
+
 
 class AuditStore(AuditSink, Protocol):
     """The audit table read back: search, the chains for ``verify``, and retention.

@@ -28,6 +28,7 @@ from typing import Literal
 from redis.exceptions import RedisError
 
 from portcullis.clock import Clock
+from portcullis.errors import StoreUnavailable
 from portcullis.limiting.base import CounterStore
 from portcullis.limiting.rules import LimitDecision, LimitRule
 from portcullis.stores.base import BudgetCounterStore, Spend
@@ -172,6 +173,16 @@ class FailoverBudgetStore:
             except (RedisError, OSError) as exc:
                 self.outage.failed(exc)
         return await self._local.used(self._shares(items), now)
+
+    async def reset(self, keys: Sequence[str]) -> None:
+        """Both the shared counters and this process's local shares; a shared store that is down
+        raises ``StoreUnavailable``, so the operator learns the reset did not reach it."""
+        await self._local.reset(keys)
+        try:
+            await self._shared.reset(keys)
+        except (RedisError, OSError) as exc:
+            self.outage.failed(exc)
+            raise StoreUnavailable("shared state unavailable: the budget reset reached this instance only") from exc
 
     def _shares(self, items: Sequence[Spend]) -> list[Spend]:
         n = self._instances

@@ -39,10 +39,13 @@ class MemoryBudgetStore:
                 del counters[key]
         return True, None, used, 0.0
 
-
     async def used(self, items: Sequence[Spend], now: float) -> list[int]:
         out = []
         for item in items:
             entry = self._counters.get(item.key)
             out.append(0 if entry is None or entry[0] <= now else entry[1])
         return out
+
+    async def reset(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._counters.pop(key, None)

@@ -97,5 +97,9 @@ class RedisBudgetStore:
         reply = await self._used(keys=self._keys(items), args=[time_arg(self._server_time, now)])
         return [int(float(v)) for v in texts(reply)]
 
+    async def reset(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self._client.delete(*(f"{self._prefix}{{pclb}}:{key}" for key in keys))
+
     async def aclose(self) -> None:
         await self._client.aclose()

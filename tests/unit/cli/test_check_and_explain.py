@@ -69,7 +69,7 @@ def test_check_says_nothing_about_jwks_timing_when_the_ttl_is_the_longer(tmp_pat
     config.write_text(JWT_CONFIG % "10m")
     code, out = run("check", str(config))
     assert code == 0, out
-    assert "jwks_min_refresh_interval" not in out  # other warnings (the admin listener's) are not this test's
+    assert "jwks_min_refresh_interval" not in out
 
 
 @pytest.mark.parametrize(("pool_size", "warned"), [(32, True), (33, False)])

@@ -6,10 +6,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from portcullis.admin.context import GatewayRuntime
-from portcullis.admin.guard import GuardedRoute, needs
+from portcullis.admin.guard import GuardedRoute, needs, note_event
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import CallContext
@@ -22,13 +22,40 @@ router = APIRouter(route_class=GuardedRoute, tags=["egress"])
 
 _ID = Annotated[str, Query(min_length=1, max_length=128)]
 RouteName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$", description="An egress route's name.")]
-_NO_ROUTE: dict[int | str, dict[str, Any]] = {404: problem_answer("Egress is not configured, or no such route.")}
+_NO_ROUTE: dict[int | str, dict[str, Any]] = {404: problem_answer("Egress is not configured, or no such route."),
+                                              503: problem_answer("The shared state store did not answer.")}
 
 
 class BreakerView(BaseModel):
     route: str
     state: str
     retry_after_s: float
+
+
+_SUBJECT_ID = Field(min_length=1, max_length=128)
+
+
+class ExecutionBudget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow_id: str = _SUBJECT_ID
+    execution_id: str = _SUBJECT_ID
+
+
+class WorkflowBudget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow_id: str = _SUBJECT_ID
+
+
+class UserBudget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = _SUBJECT_ID
+
+
+class BudgetResetView(BaseModel):
+    counters_reset: int
 
 
 class BudgetsView(BaseModel):
@@ -76,3 +103,17 @@ async def budgets(request: Request, runtime: GatewayRuntime, route: _ID, workflo
     except KeyError:
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such egress route.")
     return JSONResponse(BudgetsView(route=route, remaining=left).model_dump())
+
+
+@router.post("/egress/budgets/reset", summary="Reset one execution's (give its workflow), one workflow's or one "
+             "user's budget counters on every instance sharing state.", response_model=BudgetResetView,
+             **needs(Permission.BUDGETS_WRITE, action="budget.reset", answers=_NO_ROUTE))
+async def reset_budgets(request: Request, body: ExecutionBudget | WorkflowBudget | UserBudget,
+                        runtime: GatewayRuntime) -> Response:
+    executor = runtime.egress
+    if executor is None:
+        return problem(ErrorCode.ADMIN_NOT_FOUND, request, "Egress is not configured.")
+    subject = body.model_dump()
+    keys = await executor.reset_budgets(**subject)
+    note_event(request, **subject)
+    return JSONResponse(BudgetResetView(counters_reset=len(keys)).model_dump())
