@@ -225,9 +225,11 @@ class AuditWriter:
         """Hand over everything queued now and wait until every lane has written what it can.
 
         A lane whose sink is down and not yet due for a retry keeps its records in its spill file;
-        ``force`` retries it now regardless (a last attempt at shutdown).
+        ``force`` retries it now regardless (a last attempt at shutdown). Checkpoints that are due
+        go with them.
         """
         await self._dispatch()
+        await self._seal_extra(due=True)
         for lane in self._lanes:
             lane.kick(force=force)
         for lane in self._lanes:

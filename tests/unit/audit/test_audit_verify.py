@@ -1,5 +1,6 @@
 """``verify`` over JSONL trails: an untouched trail verifies; each kind of tampering with a copy is
-caught and the first affected record is named (chain, seq, id, file and line)."""
+caught and the first affected record is named (chain, seq, id, file and line). Also how the writer
+and the chainer place checkpoints (interval, restart, final)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from tests.audit_trail import SIGNER, closing, record, sealed_batches
 from portcullis.audit.chain import Chainer, ChainHead, genesis_hash, read_heads
 from portcullis.audit.signing import Ed25519Signer, HmacSigner
 from portcullis.audit.verify import ProblemKind, VerifyReport, rotated_files, verify_files
-from portcullis.testing import ManualClock
+from portcullis.audit.writer import AuditWriter
+from portcullis.testing import CapturingAuditSink, ManualClock
 
 
 def trail(tmp_path: Path, count: int = 50, *, every: int = 20, name: str = "audit.jsonl") -> Path:
@@ -208,3 +210,20 @@ def test_ed25519_checkpoints_verify_with_the_public_key_alone(tmp_path: Path) ->
     assert verify_files([path], signer=verifier).ok
     with pytest.raises(ValueError, match="only verify"):
         verifier.sign(b"x")
+
+
+async def test_the_writer_checkpoints_an_idle_chain_once_its_interval_passes(tmp_path: Path) -> None:
+    clock, sink = ManualClock(), CapturingAuditSink()
+    writer = AuditWriter([sink], spill_path=tmp_path / "spill.jsonl", clock=clock,
+                         chainer=Chainer(clock=clock, signer=SIGNER, every=1000, interval_s=60, instance="i1"))
+    await writer.start()
+    for n in range(3):
+        writer.submit(record(clock, n))
+    await writer.flush()
+    assert [r["seq"] for r in sink.rows if r.get("kind") == "checkpoint"] == [0]  # genesis only
+    clock.advance(61)
+    await writer.flush()  # no new record, but the interval has passed
+    assert [r["seq"] for r in sink.rows if r.get("kind") == "checkpoint"] == [0, 3]
+    await writer.aclose()
+    finals = [r for r in sink.rows if r.get("kind") == "checkpoint" and r["final"]]
+    assert [(r["seq"], r["final"]) for r in finals] == [(3, True)]
