@@ -25,8 +25,10 @@ from typing import Any
 
 import asyncpg
 
+from portcullis.audit.chain import Chainer
 from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.record import AuditRecord
+from portcullis.audit.signing import HmacSigner
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import SystemClock
 from portcullis.stores.base import AuditBatch, AuditSink
@@ -73,7 +75,9 @@ async def _direct(sink: AuditSink, batch: int, tag: str) -> float:
 
 async def _through_writer(sink: AuditSink, spill: Path, tag: str) -> float:
     batch = records(RECORDS, tag)
-    writer = AuditWriter([sink], spill_path=spill, clock=SystemClock(), batch_size=256, flush_interval_s=0.05)
+    clock = SystemClock()  # sealed into hash chains with signed checkpoints, as the gateway writes
+    writer = AuditWriter([sink], spill_path=spill, clock=clock, batch_size=256, flush_interval_s=0.05,
+                         chainer=Chainer(clock=clock, signer=HmacSigner(b"bench-signing-key-" + b"k" * 14)))
     await writer.start()
     started = time.perf_counter()
     for i, record in enumerate(batch):

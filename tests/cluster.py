@@ -23,6 +23,7 @@ import orjson
 from tests.conftest import PEPPER
 
 from portcullis.admin.auth import admin_pepper
+from portcullis.audit.chain import is_checkpoint
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
 from portcullis.identity.admin_tokens import issue_admin_token
@@ -51,7 +52,8 @@ class Served:
         path = self.cwd / "audit.jsonl"
         if not path.exists():
             return []
-        return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        rows = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        return [r for r in rows if not is_checkpoint(r)]  # the chain's checkpoint lines are not records
 
 
 async def run_cli(*args: str, cwd: Path) -> tuple[int, str]:

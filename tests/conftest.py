@@ -150,7 +150,10 @@ class Gateway:
         text = await asyncio.to_thread(lambda: path.read_text() if path.exists() else "")
         import orjson
 
-        return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+        from portcullis.audit.chain import is_checkpoint
+
+        rows = [orjson.loads(line) for line in text.splitlines() if line.strip()]
+        return [r for r in rows if not is_checkpoint(r)]  # the chain's checkpoint lines are not records
 
 
 def gateway_yaml(upstream_url: str, body: str, *, keys: bool = True) -> str:

@@ -32,8 +32,11 @@ The tree::
     ├── VaultError
     │   ├── VaultLocked             secrets exist but the master key is missing or wrong
     │   └── SecretNotFound
-    └── InvalidControl              an incident control (block, emergency limit) that cannot be made
-                                    (also a ValueError): names the field, never a secret
+    ├── InvalidControl              an incident control (block, emergency limit) that cannot be made
+    │                               (also a ValueError): names the field, never a secret
+    └── AuditError                  (also ValueError: both are bad input)
+        ├── CursorInvalid           an audit search cursor the store did not hand out
+        └── SigningKeyInvalid       audit.signing_key cannot be used with its algorithm; never holds the key
 
 What this module refuses to do: carry exception text to clients. ``str(exc)`` is for logs.
 """
@@ -44,12 +47,14 @@ from enum import StrEnum
 
 __all__ = [
     "PUBLIC_ERRORS",
+    "AuditError",
     "Blocked",
     "BudgetExhausted",
     "CircuitOpen",
     "ClientError",
     "ConfigError",
     "ConfigFileError",
+    "CursorInvalid",
     "EgressDenied",
     "ErrorCode",
     "Forbidden",
@@ -59,6 +64,7 @@ __all__ = [
     "PortcullisError",
     "RateLimited",
     "SecretNotFound",
+    "SigningKeyInvalid",
     "StoreError",
     "StoreUnavailable",
     "Unauthenticated",
@@ -287,3 +293,15 @@ class SecretNotFound(VaultError):
 class InvalidControl(PortcullisError, ValueError):
     """An incident control that cannot be made: an unknown kind, a malformed address, a factor out of
     range. The message names the field and the rule."""
+
+
+class AuditError(PortcullisError):
+    """The audit trail was asked something it cannot answer."""
+
+
+class CursorInvalid(AuditError, ValueError):
+    """A search cursor that this store did not hand out (or that was altered)."""
+
+
+class SigningKeyInvalid(AuditError, ValueError):
+    """The configured audit signing key cannot be used with its algorithm (the message never holds the key)."""

@@ -48,6 +48,12 @@ EXPECTED: dict[str, set[str]] = {
     "GET /emergency-limits": {"security"},
     "POST /emergency-limits": {"security"},
     "DELETE /emergency-limits/{emergency_id}": {"security"},
+    "GET /audit/consumers/{consumer}/records": {"developer", *OPERATORS},
+    "GET /audit/records": {*OPERATORS, "compliance"},
+    "GET /audit/export": {"compliance"},
+    "POST /audit/verify": {"compliance"},
+    "GET /audit/retention": {"compliance"},
+    "POST /audit/retention/run": {"compliance"},
 }
 PUBLIC_ROUTES = {"GET /healthz", "GET /readyz"}
 
@@ -89,7 +95,7 @@ async def test_each_role_reaches_exactly_its_routes(
                                  headers={"Authorization": f"Bearer {token}"}) as client:
         for name in EXPECTED:
             method, template = name.split(" ", 1)
-            path = template.replace("{action}", "reset").replace("{route}", "partner")
+            path = template.replace("{action}", "reset").replace("{route}", "partner").replace("{consumer}", "acme")
             for param in ("{key_id}", "{token_id}", "{name}"):
                 path = path.replace(param, "nosuch000000")
             answer = await client.request(method, path, params={"consumer": "acme"}, json={})

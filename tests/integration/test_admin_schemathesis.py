@@ -99,9 +99,15 @@ def test_every_admin_operation_answers_as_documented(served_admin: Served) -> No
 
 
 def _exercise(operation: Any, served: Served, seen: set[int]) -> None:
+    # An opaque pagination cursor can match its documented pattern and still be one the API never
+    # handed out (400): for those operations only, schema-valid input may be refused.
+    takes_cursor = any(p.name == "cursor" for p in operation.query)
+    excluded = [schemathesis.checks.positive_data_acceptance] if takes_cursor else []
+
     @given(case=operation.as_strategy())
     @settings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def call(case: Any) -> None:
-        seen.add(case.call_and_validate(base_url=served.base, headers=served.headers, timeout=10).status_code)
+        seen.add(case.call_and_validate(base_url=served.base, headers=served.headers, timeout=10,
+                                        excluded_checks=excluded).status_code)
 
     call()

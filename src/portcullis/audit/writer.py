@@ -19,6 +19,12 @@ requests/s grew 3.6 MiB/s while SQLite took 2,000 records/s). So:
 - Loss is counted, never silent: a record that can reach neither its sink nor its spill file is
   reported through ``on_lost`` (reason ``spill_failed``) and logged once per state change.
 
+Chain: with a ``Chainer`` (the gateway always passes one), each batch is sealed into its hash
+chains in the same worker-thread call that serialises it, so every sink and spill file receives the
+same sealed lines and checkpoints in the same order (``audit.chain`` says why and how). Checkpoints
+that fall due while no records arrive are written on the writer's own timer, and ``aclose`` writes
+a final one per chain.
+
 Sinks are idempotent by record id, so a replay after a crash cannot duplicate rows in the stores.
 
 Timing: the writer wakes when a batch is full or after ``flush_interval_s`` of real time. This is
@@ -37,6 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from portcullis.audit.chain import Chainer
 from portcullis.audit.lane import LostHook, SinkLane
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.spill import SpillFile
@@ -82,6 +89,7 @@ class AuditWriter:
         queue_max: int = 100_000,
         replay_chunk_bytes: int = 1 << 20,
         on_lost: LostHook = _ignore_loss,
+        chainer: Chainer | None = None,
     ) -> None:
         named = dict(sinks) if isinstance(sinks, Mapping) else {str(i): s for i, s in enumerate(sinks)}
         self._batch = batch_size
@@ -92,6 +100,7 @@ class AuditWriter:
             for i, (name, sink) in enumerate(named.items())
         )
         self._interval = flush_interval_s
+        self._chainer = chainer
         self._queue_max = queue_max
         self._queue: deque[AuditRecord] = deque()
         self._on_lost = on_lost
@@ -185,6 +194,7 @@ class AuditWriter:
             self._wake.clear()
             try:
                 await self._dispatch()
+                await self._seal_extra(due=True)
                 for lane in self._lanes:
                     lane.kick()
             except Exception:  # a bug here must not stop auditing; the records stay queued
@@ -195,7 +205,19 @@ class AuditWriter:
         async with self._dispatching:
             while self._queue:
                 records = [self._queue.popleft() for _ in range(min(self._batch_max, len(self._queue)))]
-                batch = await asyncio.to_thread(_encode, records)
+                batch = await asyncio.to_thread(_encode, records, self._chainer)
+                for lane in self._lanes:
+                    await lane.offer(batch)
+
+    async def _seal_extra(self, *, due: bool) -> None:
+        """Checkpoints that are due without new records (``due``), or the final ones, to every lane."""
+        chainer = self._chainer
+        if chainer is None or not self._lanes:
+            return
+        async with self._dispatching:
+            sealed = await asyncio.to_thread(chainer.due if due else chainer.close)
+            if sealed.rows:
+                batch = AuditBatch(sealed.rows, sealed.lines)
                 for lane in self._lanes:
                     await lane.offer(batch)
 
@@ -203,9 +225,11 @@ class AuditWriter:
         """Hand over everything queued now and wait until every lane has written what it can.
 
         A lane whose sink is down and not yet due for a retry keeps its records in its spill file;
-        ``force`` retries it now regardless (a last attempt at shutdown).
+        ``force`` retries it now regardless (a last attempt at shutdown). Checkpoints that are due
+        go with them.
         """
         await self._dispatch()
+        await self._seal_extra(due=True)
         for lane in self._lanes:
             lane.kick(force=force)
         for lane in self._lanes:
@@ -221,6 +245,8 @@ class AuditWriter:
         if self._task is not None:
             await self._task
             self._task = None
+        await self._dispatch()
+        await self._seal_extra(due=False)
         await self.flush(force=True)
         for lane in self._lanes:
             lane.closed = True
@@ -228,5 +254,8 @@ class AuditWriter:
                 await lane.sink.aclose()
 
 
-def _encode(records: list[AuditRecord]) -> AuditBatch:
-    return AuditBatch.of([r.to_dict() for r in records])
+def _encode(records: list[AuditRecord], chainer: Chainer | None) -> AuditBatch:
+    if chainer is None:
+        return AuditBatch.of([r.to_dict() for r in records])
+    sealed = chainer.seal([r.to_dict() for r in records])
+    return AuditBatch(sealed.rows, sealed.lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from portcullis import __version__
-from portcullis.cli import admin, check, controls, db, egress, keys, secrets, serve
+from portcullis.cli import admin, audit, check, controls, db, egress, keys, secrets, serve
 
 __all__ = ["app", "main"]
 
@@ -47,6 +47,7 @@ app.add_typer(db.app, name="db", help="Upgrade or inspect the store's schema.")
 app.add_typer(egress.app, name="egress", help="Check egress destinations against the SSRF guard.")
 app.add_typer(controls.blocks_app, name="blocks", help="Incident blocks: list, add and lift (admin API).")
 app.add_typer(controls.emergency_app, name="emergency", help="Emergency rate limits: list, set and lift (admin API).")
+app.add_typer(audit.app, name="audit", help="Verify, expire, search, export and follow the audit trail.")
 app.add_typer(admin.app, name="admin", help="Admin tokens: bootstrap the first, then manage them.")
 app.command("status")(admin.status)
 

@@ -616,6 +616,29 @@ class SecurityHeadersConfig(_Model):
     )
 
 
+class AuditRetentionConfig(_Model):
+    request: Duration = Field("90d", gt=0, description="How long request records are kept in the store.")
+    security: Duration = Field("365d", gt=0, description="How long security events are kept in the store.")
+    compliance: Duration = Field("2557d", gt=0, description="How long compliance records are kept (7 years).")
+    debug: Duration = Field("7d", gt=0, description="How long debug records are kept in the store.")
+    run_every: Duration = Field(
+        "10m", gt=0, description="How often the running gateway removes expired records (0 rows when none)."
+    )
+    batch_rows: int = Field(1000, ge=1, description="Most rows one DELETE statement removes.")
+    max_rows_per_run: int = Field(
+        100_000, ge=1, description="Most records one periodic run removes; the rest waits for the next run."
+    )
+    enabled: bool = Field(True, description="Remove expired records from the store in the running gateway.")
+
+    def keep_s(self, record_class: str) -> float | None:
+        """How long ``record_class`` is kept, or None for a class with no retention (never expired)."""
+        value = getattr(self, record_class, None) if record_class in _RETENTION_CLASSES else None
+        return float(value) if value is not None else None
+
+
+_RETENTION_CLASSES = ("request", "security", "compliance", "debug")
+
+
 class AuditConfig(_Model):
     file: str | None = Field("audit.jsonl", description="Rotating JSONL audit file; null to disable.")
     max_file_bytes: ByteSize = Field("100MiB", description="Rotate the file at this size.")
@@ -641,6 +664,44 @@ class AuditConfig(_Model):
         " before anything reaches an upstream, so no request is served without its record; drop serves them and"
         " counts their records lost.",
     )
+    signing_key: SecretStr | None = Field(
+        None,
+        description="Key that signs the audit chain's checkpoints; set it from ${ENV}. For hmac-sha256 a secret of at"
+        " least 32 characters; for ed25519 a 32-byte private seed in base64 or a PEM private key. Without it"
+        " checkpoints are written unsigned and `portcullis audit verify` can check only the hashes.",
+    )
+    signing_algorithm: Literal["hmac-sha256", "ed25519"] = Field(
+        "hmac-sha256",
+        description="How checkpoints are signed: hmac-sha256 (whoever verifies can also sign) or ed25519 (verify with"
+        " the public key alone, `portcullis audit public-key`).",
+    )
+    heads_file: str = Field(
+        "audit.heads.json",
+        description="Where this instance keeps its audit chains' latest attested heads (0600, rewritten at every"
+        " checkpoint): the next start's genesis checkpoint names them, and `portcullis audit verify` checks the trail"
+        " reaches them. One per instance, like `spill_file`.",
+    )
+    checkpoint_every: int = Field(
+        10_000, ge=1, description="Write a signed checkpoint after this many records of one chain."
+    )
+    checkpoint_interval: Duration = Field(
+        "60s", description="Write a signed checkpoint at least this often while records arrive."
+    )
+    retention: AuditRetentionConfig = Field(
+        default_factory=lambda: AuditRetentionConfig(),
+        description="How long the store keeps each record class; expired records are removed in bounded batches.",
+    )
+
+    @model_validator(mode="after")
+    def _usable_signing_key(self) -> AuditConfig:
+        if self.signing_key is not None:
+            from portcullis.audit.signing import SigningKeyInvalid, make_signer  # the one parser of these keys
+
+            try:
+                make_signer(self.signing_algorithm, self.signing_key.get_secret_value())
+            except SigningKeyInvalid as exc:
+                raise ValueError(f"signing_key: {exc}") from None
+        return self
 
 
 class UpstreamConfig(_Model):

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.record import AuditRecord
+from portcullis.audit.retention import RetentionTask, expiry_record
+from portcullis.audit.setup import audit_chainer
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
 from portcullis.config.model import (
@@ -107,11 +109,21 @@ async def open_services(
     if audit_cfg.to_store:
         sinks["store"] = store
     metrics = GatewayMetrics()
+    spill = _resolve(base, audit_cfg.spill_file)
     audit = AuditWriter(
-        sinks, spill_path=_resolve(base, audit_cfg.spill_file), clock=clock, batch_size=audit_cfg.batch_size,
+        sinks, spill_path=spill, clock=clock, batch_size=audit_cfg.batch_size,
         flush_interval_s=audit_cfg.flush_interval, queue_max=audit_cfg.queue_max, on_lost=metrics.audit_records_lost,
+        chainer=audit_chainer(audit_cfg, clock=clock, head_file=_resolve(base, audit_cfg.heads_file)),
     )
     await audit.start()
+    retention = None
+    if audit_cfg.to_store and audit_cfg.retention.enabled:
+        r = audit_cfg.retention
+        retention = RetentionTask(
+            store, r, clock=clock, every_s=r.run_every, batch_rows=r.batch_rows, max_rows=r.max_rows_per_run,
+            on_expired=lambda result: audit.submit(expiry_record(result, clock=clock, actor="system:retention")),
+        )
+        retention.start()
     metrics.audit_spilled.set_function(lambda: float(audit.waiting))
     metrics.audit_queued.set_function(lambda: float(audit.pending))
     controls = IncidentControls(store, clock, submit=audit.submit)
@@ -132,7 +144,7 @@ async def open_services(
         controls.set_publish(lambda: events.publish(CONTROLS_EVENT))
     controls.start(config.controls.refresh_interval)
     return Services(clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit,
-                    vault=vault, controls=controls, egress_budgets=budgets, shared=shared)
+                    vault=vault, controls=controls, egress_budgets=budgets, shared=shared, retention=retention)
 
 
 def _resolve(base: Path, path: str) -> Path:

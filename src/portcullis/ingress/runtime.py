@@ -35,6 +35,7 @@ from portcullis.upstream.base import Timeouts, Upstream
 from portcullis.vault import Vault
 
 if TYPE_CHECKING:
+    from portcullis.audit.retention import RetentionTask
     from portcullis.audit.writer import AuditWriter
     from portcullis.controls.service import IncidentControls
     from portcullis.egress.shared_breakers import SharedBreakers
@@ -67,9 +68,12 @@ class Services:
     egress_budgets: BudgetCounterStore = field(default_factory=MemoryBudgetStore)  # survives reloads
     readiness: dict[str, bool] = field(default_factory=dict)
     shared: SharedState | None = None  # Redis: counters, budgets, breaker states, events
+    retention: RetentionTask | None = None  # audit.retention, removing expired records from the store
 
     async def aclose(self) -> None:
-        """Drain the audit queue, then close the store. Called once, at shutdown."""
+        """Stop audit retention, drain the audit queue, then close the store. Called once, at shutdown."""
+        if self.retention is not None:
+            await self.retention.aclose()
         await self.controls.aclose()
         await self.audit.aclose()
         await self.store.aclose()

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 import orjson
 
 __all__ = [
-    "MAX_CONTROLS", "AdminTokenRecord", "AdminTokenStore", "ApiKeyRecord", "AuditBatch", "AuditQuery", "AuditSink",
-    "BudgetCounterStore", "ControlRecord", "ControlStore", "KeyPage", "KeyStore", "SecretRecord", "SecretStore",
-    "Spend", "Store",
+    "MAX_CONTROLS", "AdminTokenRecord", "AdminTokenStore", "ApiKeyRecord", "AuditBatch", "AuditChainInfo", "AuditPage",
+    "AuditQuery", "AuditSearch", "AuditSink", "AuditStore", "BudgetCounterStore", "ChainLine", "ControlRecord",
+    "ControlStore", "KeyPage", "KeyStore", "SecretRecord", "SecretStore", "Spend", "Store",
 ]
 
 
@@ -148,6 +148,51 @@ class AuditQuery:
     route: str | None = None
     decision: str | None = None
     limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSearch:
+    """Filters for searching the audit trail; every field that is set must match. ``cursor`` resumes
+    after the last record of a previous page (``AuditPage.next_cursor``); ``limit`` is a page size."""
+
+    since: float | None = None
+    until: float | None = None
+    consumer_id: str | None = None
+    key_id: str | None = None
+    route: str | None = None
+    decision: str | None = None
+    status: int | None = None
+    workflow_id: str | None = None
+    execution_id: str | None = None
+    user_id: str | None = None
+    request_id: str | None = None
+    record_class: str | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    """One page of a search, ordered by (ts, id); ``next_cursor`` is None on the last page."""
+
+    records: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditChainInfo:
+    """A hash chain the store holds records or checkpoints of, and its record class."""
+
+    chain: str
+    record_class: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLine:
+    """One stored record of a chain: its ``seq`` column and the line as the writer sealed it."""
+
+    seq: int
+    line: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,10 +351,42 @@ class BudgetCounterStore(Protocol):
         ...
 
 
-class Store(KeyStore, SecretStore, AdminTokenStore, ControlStore, AuditSink, Protocol):
-    """The durable store a gateway opens: keys, admin tokens, secrets, incident controls and the audit
-    table in one database (``SqliteStore`` or ``PostgresStore``)."""
+class AuditStore(AuditSink, Protocol):
+    """The audit table read back: search, the chains for ``verify``, and retention.
+
+    Checkpoint lines the writer sends are kept apart (``audit_checkpoints``) from the records.
+    """
 
     async def query_audit(self, query: AuditQuery) -> list[dict[str, Any]]:
         """Matching audit records, oldest first."""
         ...
+
+    async def search_audit(self, search: AuditSearch) -> AuditPage:
+        """One page of matching records, ordered by (ts, id), at most ``MAX_AUDIT_ROWS``.
+        Raises ``CursorInvalid`` for a cursor this store did not make."""
+        ...
+
+    async def audit_chains(self) -> list[AuditChainInfo]:
+        """Every chain with a record or a checkpoint, by id."""
+        ...
+
+    async def chain_lines(self, chain: str, *, after_seq: int, limit: int) -> list[ChainLine]:
+        """The chain's records with ``seq > after_seq``, by seq, at most ``limit``."""
+        ...
+
+    async def chain_checkpoints(self, chain: str, *, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """The chain's checkpoints with ``seq > after_seq`` (final ones after the others at a seq), by seq."""
+        ...
+
+    async def expire_chain(self, chain: str, *, through_seq: int, batch_rows: int) -> int:
+        """Delete the chain's records with ``seq <= through_seq`` and its checkpoints below
+        ``through_seq``, in one transaction of statements of at most ``batch_rows`` rows; the
+        checkpoint at ``through_seq`` stays as the anchor ``verify`` starts from. Callers step from
+        checkpoint to checkpoint, so one call deletes at most one checkpoint interval. Returns the
+        records deleted."""
+        ...
+
+
+class Store(KeyStore, SecretStore, AdminTokenStore, ControlStore, AuditStore, Protocol):
+    """The durable store a gateway opens: keys, admin tokens, secrets, incident controls and the audit
+    table in one database (``SqliteStore`` or ``PostgresStore``)."""

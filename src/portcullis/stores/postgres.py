@@ -51,12 +51,25 @@ import asyncpg
 import orjson
 
 from portcullis.errors import StoreUnavailable
+from portcullis.stores.audit_rows import (
+    AUDIT_FILTERS,
+    AUDIT_INSERT_COLUMNS,
+    AuditRowValues,
+    audit_values,
+    decode_cursor,
+    encode_cursor,
+    is_checkpoint,
+)
 from portcullis.stores.base import (
     MAX_CONTROLS,
     AdminTokenRecord,
     ApiKeyRecord,
     AuditBatch,
+    AuditChainInfo,
+    AuditPage,
     AuditQuery,
+    AuditSearch,
+    ChainLine,
     ControlRecord,
     KeyPage,
     SecretRecord,
@@ -124,7 +137,43 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Until this version only a revocation disabled a key: those stay revoked for good.
         "UPDATE api_keys SET revoked_at = created_at WHERE disabled",
     ),
-    # Incident controls: migration 5 in the release (after the audit branch's 4); see sqlite.py.
+    # Issue 11 item 4, the audit trail as evidence: filter columns for search, the chain's place of
+    # each record, and the checkpoints' own table. Migration 4.
+    # The backfill reads the JSON text only where it has no \u0000 (jsonb refuses it; such rows keep
+    # NULL columns and the default class).
+    (
+        "ALTER TABLE audit ADD COLUMN record_class text COLLATE \"C\" NOT NULL DEFAULT 'request'",
+        "ALTER TABLE audit ADD COLUMN key_id text COLLATE \"C\"",
+        "ALTER TABLE audit ADD COLUMN request_id text COLLATE \"C\"",
+        "ALTER TABLE audit ADD COLUMN workflow_id text COLLATE \"C\"",
+        "ALTER TABLE audit ADD COLUMN execution_id text COLLATE \"C\"",
+        "ALTER TABLE audit ADD COLUMN user_id text COLLATE \"C\"",
+        "ALTER TABLE audit ADD COLUMN chain text COLLATE \"C\"",
+        "ALTER TABLE audit ADD COLUMN seq bigint",
+        r"""UPDATE audit SET record_class = COALESCE(j ->> 'class', 'request'), key_id = j ->> 'key_id',
+            request_id = j ->> 'request_id', workflow_id = j -> 'egress' ->> 'workflow_id',
+            execution_id = j -> 'egress' ->> 'execution_id',
+            user_id = COALESCE(j -> 'egress' ->> 'user_id', j -> 'egress' ->> 'user')
+            FROM (SELECT id AS jid, record::jsonb AS j FROM audit WHERE strpos(record, '\u0000') = 0) AS parsed
+            WHERE audit.id = parsed.jid""",
+        "CREATE INDEX audit_chain_seq ON audit (chain, seq) WHERE chain IS NOT NULL",
+        "CREATE INDEX audit_request ON audit (request_id)",
+        "CREATE INDEX audit_key_ts ON audit (key_id, ts) WHERE key_id IS NOT NULL",
+        "CREATE INDEX audit_workflow_ts ON audit (workflow_id, ts) WHERE workflow_id IS NOT NULL",
+        "CREATE INDEX audit_execution_ts ON audit (execution_id, ts) WHERE execution_id IS NOT NULL",
+        "CREATE INDEX audit_user_ts ON audit (user_id, ts) WHERE user_id IS NOT NULL",
+        """CREATE TABLE audit_checkpoints (
+            id text COLLATE "C" PRIMARY KEY,
+            chain text COLLATE "C" NOT NULL,
+            record_class text COLLATE "C" NOT NULL,
+            seq bigint NOT NULL,
+            ts double precision NOT NULL,
+            final boolean NOT NULL,
+            record text NOT NULL
+        )""",
+        "CREATE INDEX audit_checkpoints_chain ON audit_checkpoints (chain, seq, final)",
+    ),
+    # Incident controls (issue 11 item 3): blocks and emergency limits.
     (
         """CREATE TABLE controls (
             control_id text COLLATE "C" PRIMARY KEY,
@@ -154,11 +203,8 @@ MAX_KEY_PAGE = 1_000
 _CONTROL_COLUMNS = ("control_id, kind, subject_kind, subject, reason, created_at, created_by, expires_at, factor,"
                     " restore_s, lifted_at, lifted_by")
 _SECRET_COLUMNS = "name, ciphertext, fingerprint, created_at, updated_at, last_used_at"
-_AUDIT_COLUMNS = ("id", "ts", "consumer_id", "route", "decision", "status", "record")
-_AUDIT_FILTERS = (  # (column, operator, AuditQuery field): the only text that is put into audit SQL
-    ("ts", ">=", "since"), ("ts", "<", "until"), ("consumer_id", "=", "consumer_id"),
-    ("route", "=", "route"), ("decision", "=", "decision"),
-)
+_AUDIT_COLUMN_LIST = ", ".join(AUDIT_INSERT_COLUMNS)
+_CHECKPOINT_COLUMNS = ("id", "chain", "record_class", "seq", "ts", "final", "record")
 _CONNECTION_LOST = (
     asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError, asyncpg.InternalClientError, ConnectionError,
@@ -369,36 +415,111 @@ class PostgresStore:
         ``INSERT … SELECT … ON CONFLICT DO NOTHING``: a record whose ``id`` is already stored is
         skipped (the first copy of an id within a batch wins). Measured against one multi-row
         ``unnest`` insert (``bench/audit_sinks.py``): equal at 256 records, about 15% faster at 2,048,
-        the sizes the writer sends when it is behind."""
-        rows = [_audit_row(r, line) for r, line in zip(batch.rows, batch.lines, strict=True)]
-        if not rows:
+        the sizes the writer sends when it is behind. Checkpoint lines go to ``audit_checkpoints``."""
+        rows: builtins.list[AuditRowValues] = []
+        checkpoints: builtins.list[tuple[Any, ...]] = []
+        for r, line in zip(batch.rows, batch.lines, strict=True):
+            if is_checkpoint(r):
+                checkpoints.append((_nul_free(str(r["id"])), _nul_free(str(r["chain"])),
+                                    _nul_free(str(r.get("class") or "request")), int(r["seq"]), float(r["ts"]),
+                                    bool(r.get("final")), line.decode()))
+            else:
+                rows.append(_audit_row(r, line))
+        if not rows and not checkpoints:
             return
         async with self._conn() as conn, conn.transaction():
-            await conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS audit_staging (LIKE audit INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
-            await conn.copy_records_to_table("audit_staging", records=rows, columns=_AUDIT_COLUMNS)
-            await conn.execute(
-                "INSERT INTO audit (id, ts, consumer_id, route, decision, status, record)"
-                " SELECT id, ts, consumer_id, route, decision, status, record FROM audit_staging"
-                " ON CONFLICT (id) DO NOTHING"
-            )
+            if rows:
+                await conn.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS audit_staging (LIKE audit INCLUDING DEFAULTS)"
+                    " ON COMMIT DELETE ROWS"
+                )
+                await conn.copy_records_to_table("audit_staging", records=rows, columns=AUDIT_INSERT_COLUMNS)
+                await conn.execute(
+                    f"INSERT INTO audit ({_AUDIT_COLUMN_LIST}) SELECT {_AUDIT_COLUMN_LIST}"  # noqa: S608 - constant
+                    " FROM audit_staging ON CONFLICT (id) DO NOTHING"
+                )
+            if checkpoints:
+                await conn.executemany(
+                    f"INSERT INTO audit_checkpoints ({', '.join(_CHECKPOINT_COLUMNS)})"  # noqa: S608 - constant
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING", checkpoints,
+                )
 
     async def query_audit(self, query: AuditQuery) -> builtins.list[dict[str, Any]]:
         """Matching records, oldest first, at most ``min(query.limit, MAX_AUDIT_ROWS)``."""
+        page = await self.search_audit(AuditSearch(
+            since=query.since, until=query.until, consumer_id=query.consumer_id, route=query.route,
+            decision=query.decision, limit=query.limit,
+        ))
+        return page.records
+
+    async def search_audit(self, search: AuditSearch) -> AuditPage:
         clauses: builtins.list[str] = []
         params: builtins.list[Any] = []
-        for column, op, attr in _AUDIT_FILTERS:
-            value = getattr(query, attr)
+        for column, op, attr in AUDIT_FILTERS:
+            value = getattr(search, attr)
             if value is not None:
-                params.append(_nul_free(value) if isinstance(value, str) else float(value))
+                if isinstance(value, str):
+                    value = _nul_free(value)
+                elif column == "ts":
+                    value = float(value)  # asyncpg encodes double precision from a float only
+                params.append(value)
                 clauses.append(f"{column} {op} ${len(params)}")
+        if search.cursor is not None:
+            ts, record_id = decode_cursor(search.cursor)
+            params.extend((ts, _nul_free(record_id)))
+            clauses.append(f"(ts, id) > (${len(params) - 1}::double precision, ${len(params)}::text)")
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        params.append(max(0, min(query.limit, MAX_AUDIT_ROWS)))  # PostgreSQL refuses a negative LIMIT
-        sql = f"SELECT record FROM audit{where} ORDER BY ts, id LIMIT ${len(params)}"  # noqa: S608 - _AUDIT_FILTERS
+        limit = max(0, min(search.limit, MAX_AUDIT_ROWS))  # PostgreSQL refuses a negative LIMIT
+        params.append(limit + 1)
+        sql = f"SELECT ts, id, record FROM audit{where} ORDER BY ts, id LIMIT ${len(params)}"  # noqa: S608
         async with self._conn() as conn:
             rows = await conn.fetch(sql, *params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = encode_cursor(rows[-1][0], rows[-1][1]) if more and rows else None
+        return AuditPage([orjson.loads(r[2]) for r in rows], cursor)
+
+    async def audit_chains(self) -> builtins.list[AuditChainInfo]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT chain, MIN(record_class) FROM (SELECT chain, record_class FROM audit_checkpoints"
+                " UNION SELECT DISTINCT chain, record_class FROM audit WHERE chain IS NOT NULL) AS c"
+                " GROUP BY chain ORDER BY chain"
+            )
+        return [AuditChainInfo(r[0], r[1]) for r in rows]
+
+    async def chain_lines(self, chain: str, *, after_seq: int, limit: int) -> builtins.list[ChainLine]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT seq, record FROM audit WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                _nul_free(chain), after_seq, max(0, limit),
+            )
+        return [ChainLine(r[0], r[1].encode()) for r in rows]
+
+    async def chain_checkpoints(self, chain: str, *, after_seq: int, limit: int) -> builtins.list[dict[str, Any]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT record FROM audit_checkpoints WHERE chain = $1 AND seq > $2 ORDER BY seq, final LIMIT $3",
+                _nul_free(chain), after_seq, max(0, limit),
+            )
         return [orjson.loads(r[0]) for r in rows]
+
+    async def expire_chain(self, chain: str, *, through_seq: int, batch_rows: int) -> int:
+        deleted = 0
+        batch_rows = max(1, batch_rows)
+        async with self._conn() as conn, conn.transaction():
+            while True:
+                status = await conn.execute(
+                    "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE chain = $1 AND seq <= $2"
+                    " ORDER BY seq LIMIT $3)", _nul_free(chain), through_seq, batch_rows,
+                )
+                count = _row_count(status)
+                deleted += count
+                if count < batch_rows:
+                    break
+            await conn.execute("DELETE FROM audit_checkpoints WHERE chain = $1 AND seq < $2", _nul_free(chain),
+                               through_seq)
+        return deleted
 
     # --- SecretStore ------------------------------------------------------------------------
 
@@ -636,11 +757,15 @@ def _token_record(row: Any) -> AdminTokenRecord:
     )
 
 
-def _audit_row(record: Mapping[str, Any], line: bytes) -> tuple[Any, ...]:
-    missing = [name for name in ("id", "ts", "decision", "status") if record.get(name) is None]
-    if missing:
-        raise ValueError(f"an audit record needs {', '.join(missing)}")
-    consumer, route = record.get("consumer_id"), record.get("route")
-    return (_nul_free(str(record["id"])), float(record["ts"]), None if consumer is None else _nul_free(str(consumer)),
-            None if route is None else _nul_free(str(route)), _nul_free(str(record["decision"])),
-            int(record["status"]), line.decode())
+def _audit_row(record: Mapping[str, Any], line: bytes) -> AuditRowValues:
+    v = audit_values(record, line)
+    return AuditRowValues(
+        _nul_free(v.id), v.ts, _maybe_nul_free(v.consumer_id), _maybe_nul_free(v.route), _nul_free(v.decision),
+        v.status, v.record, _nul_free(v.record_class), _maybe_nul_free(v.key_id), _maybe_nul_free(v.request_id),
+        _maybe_nul_free(v.workflow_id), _maybe_nul_free(v.execution_id), _maybe_nul_free(v.user_id),
+        _maybe_nul_free(v.chain), v.seq,
+    )
+
+
+def _maybe_nul_free(value: str | None) -> str | None:
+    return None if value is None else _nul_free(value)

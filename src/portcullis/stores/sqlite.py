@@ -37,12 +37,24 @@ import orjson
 
 from portcullis.clock import Clock, SystemClock
 from portcullis.errors import StoreUnavailable
+from portcullis.stores.audit_rows import (
+    AUDIT_FILTERS,
+    AUDIT_INSERT_COLUMNS,
+    audit_values,
+    decode_cursor,
+    encode_cursor,
+    is_checkpoint,
+)
 from portcullis.stores.base import (
     MAX_CONTROLS,
     AdminTokenRecord,
     ApiKeyRecord,
     AuditBatch,
+    AuditChainInfo,
+    AuditPage,
     AuditQuery,
+    AuditSearch,
+    ChainLine,
     ControlRecord,
     KeyPage,
     SecretRecord,
@@ -107,8 +119,41 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Until this version only a revocation disabled a key: those stay revoked for good.
         "UPDATE api_keys SET revoked_at = created_at WHERE disabled = 1",
     ),
-    # Incident controls: migration 5 in the release (the audit branch's 4 is retention); the next entry
-    # here until that lands, and the merge puts it after 4.
+    # Issue 11 item 4, the audit trail as evidence: filter columns for search, the chain's place of
+    # each record, and the checkpoints' own table. Migration 4.
+    (
+        "ALTER TABLE audit ADD COLUMN record_class TEXT NOT NULL DEFAULT 'request'",
+        "ALTER TABLE audit ADD COLUMN key_id TEXT",
+        "ALTER TABLE audit ADD COLUMN request_id TEXT",
+        "ALTER TABLE audit ADD COLUMN workflow_id TEXT",
+        "ALTER TABLE audit ADD COLUMN execution_id TEXT",
+        "ALTER TABLE audit ADD COLUMN user_id TEXT",
+        "ALTER TABLE audit ADD COLUMN chain TEXT",
+        "ALTER TABLE audit ADD COLUMN seq INTEGER",
+        """UPDATE audit SET record_class = COALESCE(json_extract(record, '$.class'), 'request'),
+            key_id = json_extract(record, '$.key_id'), request_id = json_extract(record, '$.request_id'),
+            workflow_id = json_extract(record, '$.egress.workflow_id'),
+            execution_id = json_extract(record, '$.egress.execution_id'),
+            user_id = COALESCE(json_extract(record, '$.egress.user_id'), json_extract(record, '$.egress.user'))
+            WHERE json_valid(record)""",
+        "CREATE INDEX audit_chain_seq ON audit (chain, seq) WHERE chain IS NOT NULL",
+        "CREATE INDEX audit_request ON audit (request_id)",
+        "CREATE INDEX audit_key_ts ON audit (key_id, ts) WHERE key_id IS NOT NULL",
+        "CREATE INDEX audit_workflow_ts ON audit (workflow_id, ts) WHERE workflow_id IS NOT NULL",
+        "CREATE INDEX audit_execution_ts ON audit (execution_id, ts) WHERE execution_id IS NOT NULL",
+        "CREATE INDEX audit_user_ts ON audit (user_id, ts) WHERE user_id IS NOT NULL",
+        """CREATE TABLE audit_checkpoints (
+            id TEXT PRIMARY KEY,
+            chain TEXT NOT NULL,
+            record_class TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            final INTEGER NOT NULL,
+            record TEXT NOT NULL
+        )""",
+        "CREATE INDEX audit_checkpoints_chain ON audit_checkpoints (chain, seq, final)",
+    ),
+    # Incident controls (issue 11 item 3): blocks and emergency limits.
     (
         """CREATE TABLE controls (
             control_id TEXT PRIMARY KEY,
@@ -137,9 +182,9 @@ _TOKEN_COLUMNS = ("token_id, name, role, secret_hash, consumers, created_at, cre
                   " last_used_at")
 _CONTROL_COLUMNS = ("control_id, kind, subject_kind, subject, reason, created_at, created_by, expires_at, factor,"
                     " restore_s, lifted_at, lifted_by")
-_AUDIT_FILTERS = (  # (column, operator, AuditQuery field): the only text that is put into audit SQL
-    ("ts", ">=", "since"), ("ts", "<", "until"), ("consumer_id", "=", "consumer_id"),
-    ("route", "=", "route"), ("decision", "=", "decision"),
+_AUDIT_INSERT = (
+    f"INSERT OR IGNORE INTO audit ({', '.join(AUDIT_INSERT_COLUMNS)})"  # noqa: S608 - constant columns
+    f" VALUES ({', '.join('?' * len(AUDIT_INSERT_COLUMNS))})"
 )
 
 
@@ -324,16 +369,27 @@ class SqliteStore:
 
     async def write(self, batch: AuditBatch) -> None:
         """Insert a batch in one transaction (``executemany``); a record whose ``id`` is already stored
-        is skipped. The record text is the batch's JSON line, not serialised again."""
-        rows = [_audit_row(r, line) for r, line in zip(batch.rows, batch.lines, strict=True)]
-        if not rows:
+        is skipped. The record text is the batch's JSON line, not serialised again. Checkpoint lines
+        go to ``audit_checkpoints``."""
+        rows: builtins.list[tuple[Any, ...]] = []
+        checkpoints: builtins.list[tuple[Any, ...]] = []
+        for r, line in zip(batch.rows, batch.lines, strict=True):
+            if is_checkpoint(r):
+                checkpoints.append((str(r["id"]), str(r["chain"]), str(r.get("class") or "request"), int(r["seq"]),
+                                    float(r["ts"]), int(bool(r.get("final"))), line.decode()))
+            else:
+                rows.append(audit_values(r, line))
+        if not rows and not checkpoints:
             return
         async with self._write_lock, _translate():
             try:
-                await self._conn.executemany(
-                    "INSERT OR IGNORE INTO audit (id, ts, consumer_id, route, decision, status, record)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)", rows,
-                )
+                if rows:
+                    await self._conn.executemany(_AUDIT_INSERT, rows)
+                if checkpoints:
+                    await self._conn.executemany(
+                        "INSERT OR IGNORE INTO audit_checkpoints (id, chain, record_class, seq, ts, final, record)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)", checkpoints,
+                    )
                 await self._conn.commit()
             except BaseException:
                 await self._conn.rollback()
@@ -341,18 +397,79 @@ class SqliteStore:
 
     async def query_audit(self, query: AuditQuery) -> builtins.list[dict[str, Any]]:
         """Matching records, oldest first, at most ``min(query.limit, MAX_AUDIT_ROWS)``."""
+        page = await self.search_audit(AuditSearch(
+            since=query.since, until=query.until, consumer_id=query.consumer_id, route=query.route,
+            decision=query.decision, limit=query.limit,
+        ))
+        return page.records
+
+    async def search_audit(self, search: AuditSearch) -> AuditPage:
         clauses, params = [], []
-        for column, op, attr in _AUDIT_FILTERS:
-            value = getattr(query, attr)
+        for column, op, attr in AUDIT_FILTERS:
+            value = getattr(search, attr)
             if value is not None:
                 clauses.append(f"{column} {op} ?")
                 params.append(value)
+        if search.cursor is not None:
+            ts, record_id = decode_cursor(search.cursor)
+            clauses.append("(ts, id) > (?, ?)")
+            params.extend((ts, record_id))
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        limit = max(0, min(query.limit, MAX_AUDIT_ROWS))  # SQLite reads a negative LIMIT as "no limit"
-        sql = f"SELECT record FROM audit{where} ORDER BY ts, id LIMIT ?"  # noqa: S608 - text from _AUDIT_FILTERS
-        async with _translate(), self._conn.execute(sql, (*params, limit)) as cur:
+        limit = max(0, min(search.limit, MAX_AUDIT_ROWS))  # SQLite reads a negative LIMIT as "no limit"
+        sql = f"SELECT ts, id, record FROM audit{where} ORDER BY ts, id LIMIT ?"  # noqa: S608 - AUDIT_FILTERS
+        async with _translate(), self._conn.execute(sql, (*params, limit + 1)) as cur:
+            rows = builtins.list(await cur.fetchall())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = encode_cursor(rows[-1][0], rows[-1][1]) if more and rows else None
+        return AuditPage([orjson.loads(r[2]) for r in rows], cursor)
+
+    async def audit_chains(self) -> builtins.list[AuditChainInfo]:
+        async with _translate(), self._conn.execute(
+            "SELECT chain, MIN(record_class) FROM (SELECT chain, record_class FROM audit_checkpoints"
+            " UNION SELECT DISTINCT chain, record_class FROM audit WHERE chain IS NOT NULL)"
+            " GROUP BY chain ORDER BY chain"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [AuditChainInfo(r[0], r[1]) for r in rows]
+
+    async def chain_lines(self, chain: str, *, after_seq: int, limit: int) -> builtins.list[ChainLine]:
+        async with _translate(), self._conn.execute(
+            "SELECT seq, record FROM audit WHERE chain = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (chain, after_seq, max(0, limit)),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [ChainLine(r[0], r[1].encode()) for r in rows]
+
+    async def chain_checkpoints(self, chain: str, *, after_seq: int, limit: int) -> builtins.list[dict[str, Any]]:
+        async with _translate(), self._conn.execute(
+            "SELECT record FROM audit_checkpoints WHERE chain = ? AND seq > ? ORDER BY seq, final LIMIT ?",
+            (chain, after_seq, max(0, limit)),
+        ) as cur:
             rows = await cur.fetchall()
         return [orjson.loads(r[0]) for r in rows]
+
+    async def expire_chain(self, chain: str, *, through_seq: int, batch_rows: int) -> int:
+        deleted = 0
+        async with self._write_lock, _translate():
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                while True:
+                    cur = await self._conn.execute(
+                        "DELETE FROM audit WHERE rowid IN (SELECT rowid FROM audit WHERE chain = ? AND seq <= ?"
+                        " ORDER BY seq LIMIT ?)", (chain, through_seq, max(1, batch_rows)),
+                    )
+                    deleted += cur.rowcount or 0
+                    if (cur.rowcount or 0) < batch_rows:
+                        break
+                await self._conn.execute(
+                    "DELETE FROM audit_checkpoints WHERE chain = ? AND seq < ?", (chain, through_seq)
+                )
+                await self._conn.commit()
+            except BaseException:
+                await self._conn.rollback()
+                raise
+        return deleted
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -535,11 +652,3 @@ def _token_record(row: Any) -> AdminTokenRecord:
 
 def _json_list(values: frozenset[str]) -> str:
     return orjson.dumps(sorted(values)).decode()
-
-
-def _audit_row(record: Mapping[str, Any], line: bytes) -> tuple[Any, ...]:
-    missing = [name for name in ("id", "ts", "decision", "status") if record.get(name) is None]
-    if missing:
-        raise ValueError(f"an audit record needs {', '.join(missing)}")
-    return (str(record["id"]), float(record["ts"]), record.get("consumer_id"), record.get("route"),
-            str(record["decision"]), int(record["status"]), line.decode())
