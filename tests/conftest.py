@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -143,6 +144,22 @@ class Gateway:
         token = await self.admin_token(role, consumers)
         return httpx.AsyncClient(transport=httpx.ASGITransport(create_admin_app(self.app, reloader)),
                                  base_url="http://127.0.0.1", headers={"Authorization": f"Bearer {token}"})
+
+    @contextlib.asynccontextmanager
+    async def admin_listener(self, *, reloader: Reloader | None = None) -> AsyncIterator[str]:
+        """This gateway's admin app on a loopback socket (uvicorn, as ``serve`` runs it); yields its URL."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)  # connections wait in the backlog until uvicorn accepts: no readiness polling
+        server = uvicorn.Server(uvicorn.Config(create_admin_app(self.app, reloader), lifespan="off",
+                                               log_level="warning", access_log=False))
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        finally:
+            server.should_exit = True
+            await task
 
     async def audit_records(self) -> list[dict[str, Any]]:
         await self.services.audit.flush()

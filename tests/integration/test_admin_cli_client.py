@@ -7,38 +7,18 @@ permitted, 4 unreachable), ids printed whole at 80 columns, and keys that work o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
-from tests.conftest import Gateway, GatewayFactory, UpstreamServer, gateway_yaml
+from tests.conftest import GatewayFactory, UpstreamServer, gateway_yaml
 from typer.testing import CliRunner
 
-from portcullis.admin.app import create_admin_app
 from portcullis.cli.main import app as cli
 
 ROUTES = """
 routes:
   - {name: orders, path: "/orders/{order_id}", upstream: api}
 """
-
-
-@contextlib.asynccontextmanager
-async def listening(gw: Gateway) -> AsyncIterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)  # connections wait in the backlog until uvicorn accepts: no readiness polling
-    server = uvicorn.Server(uvicorn.Config(create_admin_app(gw.app), lifespan="off", log_level="warning"))
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def run(admin: str, token: str | None, *args: str) -> Any:
@@ -52,7 +32,7 @@ async def test_tokens_and_status_through_the_api_with_exit_codes_an_operator_can
 ) -> None:
     gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
     token = await gw.admin_token("admin")
-    async with listening(gw) as admin:
+    async with gw.admin_listener() as admin:
         assert (await run(admin, None, "status")).exit_code == 3  # no token: 401
         status = await run(admin, token, "status", "--json")
         assert status.exit_code == 0 and json.loads(status.output)["ready"] is True
@@ -77,7 +57,7 @@ async def test_keys_rotate_disable_and_enable_through_the_api(
     token = await gw.admin_token("admin")
     old = await gw.key("alice")
     key_id = old.split("_")[1]
-    async with listening(gw) as admin:
+    async with gw.admin_listener() as admin:
         rotated = await run(admin, token, "keys", "rotate", key_id, "--grace", "10m", "--json")
         assert rotated.exit_code == 0, rotated.output
         new = json.loads(rotated.output)["key"]

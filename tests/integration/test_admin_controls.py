@@ -5,17 +5,14 @@ it leaves in the trail, and the problem documents for what cannot be enforced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 from tests.conftest import Gateway, GatewayFactory, UpstreamServer, gateway_yaml
 from typer.testing import CliRunner
 
-from portcullis.admin.app import create_admin_app
 from portcullis.cli.main import app as cli
 
 ROUTES = """
@@ -132,18 +129,8 @@ async def test_an_emergency_limit_over_the_admin_api_scales_limits_and_restores_
 @pytest.fixture
 async def admin_url(make_gateway: GatewayFactory, upstream: UpstreamServer) -> AsyncIterator[tuple[Gateway, str]]:
     gw = await make_gateway(gateway_yaml(upstream.url, ROUTES))
-    server = uvicorn.Server(uvicorn.Config(create_admin_app(gw.app), host="127.0.0.1", port=0, lifespan="off",
-                                           log_level="warning"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.005)
-        yield gw, f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
+    async with gw.admin_listener() as url:
+        yield gw, url
 
 
 async def test_operators_block_and_cut_limits_from_the_cli(admin_url: tuple[Gateway, str]) -> None:

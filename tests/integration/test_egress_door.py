@@ -129,26 +129,15 @@ async def test_operators_force_and_reset_breakers_from_the_cli_through_the_admin
     make_gateway: GatewayFactory, provider: tuple[int, list[dict[str, Any]]]
 ) -> None:
     import asyncio
-    import contextlib
 
-    import uvicorn
     from typer.testing import CliRunner
 
-    from portcullis.admin.app import create_admin_app
     from portcullis.cli.main import app as cli
 
     port, seen = provider
     gw = await door(make_gateway, port)
     key = await gw.key("agent-7")
-    server = uvicorn.Server(uvicorn.Config(create_admin_app(gw.app), host="127.0.0.1", port=0, lifespan="off",
-                                           log_level="warning"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.005)
-        admin = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    async with gw.admin_listener() as admin:
         runner = CliRunner()
 
         token = await gw.admin_token("admin")
@@ -185,9 +174,6 @@ async def test_operators_force_and_reset_breakers_from_the_cli_through_the_admin
             ("breaker:forced_open", {"route": "partner", "breaker_from": "closed", "breaker": "forced_open"}),
             ("breaker:closed", {"route": "partner", "breaker_from": "forced_open", "breaker": "closed"}),
         ]
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def test_an_operator_resets_an_executions_budget_and_the_next_call_goes_through(

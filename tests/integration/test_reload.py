@@ -11,17 +11,14 @@ import asyncio
 import contextlib
 import errno
 import os
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from tests.conftest import Gateway, GatewayFactory, UpstreamServer, gateway_yaml
 from tests.unit.config.test_safe_yaml import BILLION_LAUGHS
 
-from portcullis.admin.app import create_admin_app
 from portcullis.ingress.reload import Reloader
 from portcullis.testing import ManualClock
 
@@ -52,22 +49,10 @@ class Admin:
 @contextlib.asynccontextmanager
 async def admin_for(app_reloader: Reloader, gw: Gateway) -> AsyncIterator[Admin]:
     token = await gw.admin_token("admin")
-    gateway_app = gw.app
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)  # connections wait in the backlog until uvicorn accepts: no readiness polling
-    server = uvicorn.Server(uvicorn.Config(create_admin_app(gateway_app, app_reloader), lifespan="off",
-                                           log_level="warning", access_log=False))
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    try:
-        async with httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {token}"}) as client:
-            yield Admin(base, client, app_reloader)
-    finally:
-        server.should_exit = True
-        await task
-        await app_reloader.aclose()
+    async with gw.admin_listener(reloader=app_reloader) as base, httpx.AsyncClient(
+        timeout=30, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
+        yield Admin(base, client, app_reloader)
 
 
 @pytest.fixture
