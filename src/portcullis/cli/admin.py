@@ -21,6 +21,7 @@ from rich.text import Text
 
 from portcullis.cli.admin_client import DEFAULT_ADMIN, AdminOption, admin_result
 from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, record_cli_event, when, with_store
+from portcullis.cli.tables import plain_table
 from portcullis.clock import SystemClock
 from portcullis.config.types import parse_duration
 from portcullis.identity.admin_roles import RoleBook, UnknownRole
@@ -89,12 +90,9 @@ def bootstrap(
 
 
 def _token_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("token id", "name", "role", "expires", "revoked", "last used", "created by")
-    table.columns[0].no_wrap = True
-    for row in rows:
-        table.add_row(str(row["token_id"]), str(row["name"]), str(row["role"]), when(row["expires_at"]),
-                      when(row["revoked_at"]), when(row["last_used_at"]), str(row["created_by"]))
-    return table
+    return plain_table(("token id", "name", "role", "expires", "revoked", "last used", "created by"), [
+        (str(row["token_id"]), str(row["name"]), str(row["role"]), when(row["expires_at"]), when(row["revoked_at"]),
+         when(row["last_used_at"]), str(row["created_by"])) for row in rows])
 
 
 @tokens_app.command("list")

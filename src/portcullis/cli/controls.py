@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from portcullis.cli.admin_client import DEFAULT_ADMIN, EXIT_USAGE, AdminOption, JsonOption, admin_call, fail_unless_ok
+from portcullis.cli.tables import plain_table
 from portcullis.config.types import parse_duration
 
 __all__ = ["blocks_app", "emergency_app"]
@@ -61,10 +62,9 @@ def list_blocks(admin: AdminOption = DEFAULT_ADMIN, everything: AllOption = Fals
     """Blocks in force (every block ever made, with --all)."""
     answer = admin_call("GET", admin, "/blocks", query={"all": "true" if everything else None})
     fail_unless_ok(answer)
-    table = Table("id", "kind", "subject", "expires (UTC)", "by", "reason", "lifted (UTC)")
-    for b in answer.body:
-        table.add_row(b["id"], b["kind"], b["subject"], _when(b["expires_at"]), b["created_by"], b["reason"],
-                      _when(b["lifted_at"]))
+    table = plain_table(("id", "kind", "subject", "expires (UTC)", "by", "reason", "lifted (UTC)"), [
+        (b["id"], b["kind"], b["subject"], _when(b["expires_at"]), b["created_by"], b["reason"], _when(b["lifted_at"]))
+        for b in answer.body], ids=(0, 2))
     _print(answer.body, as_json, table)
 
 
@@ -110,10 +110,9 @@ def list_emergencies(
     """Emergency limits in force or restoring (every one ever made, with --all)."""
     answer = admin_call("GET", admin, "/emergency-limits", query={"all": "true" if everything else None})
     fail_unless_ok(answer)
-    table = Table("id", "scope", "subject", "factor", "now", "until (UTC)", "restore (s)", "by", "reason")
-    for e in answer.body:
-        table.add_row(e["id"], e["scope"], e["subject"] or "*", f"{e['factor']:g}", f"{e['factor_now']:g}",
-                      _when(e["until"]), f"{e['restore_s']:g}", e["created_by"], e["reason"])
+    table = plain_table(("id", "scope", "subject", "factor", "now", "until (UTC)", "restore (s)", "by", "reason"), [
+        (e["id"], e["scope"], e["subject"] or "*", f"{e['factor']:g}", f"{e['factor_now']:g}", _when(e["until"]),
+         f"{e['restore_s']:g}", e["created_by"], e["reason"]) for e in answer.body], ids=(0, 2))
     _print(answer.body, as_json, table)
 
 

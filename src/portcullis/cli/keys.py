@@ -27,11 +27,11 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from portcullis.cli.admin_client import DEFAULT_ADMIN, AdminOption, admin_result
 from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, record_cli_event, when, with_store
+from portcullis.cli.tables import plain_table
 from portcullis.clock import SystemClock
 from portcullis.config.model import SharedStateConfig, StoreConfig
 from portcullis.config.types import parse_duration
@@ -133,13 +133,11 @@ def list_keys(
             for r in records
         ]))
         return
-    table = Table(title=f"{len(records)} API keys" + (f" of {consumer}" if consumer else ""))
-    for column in ("key id", "consumer", "scopes", "created", "expires", "status", "last used"):
-        table.add_column(column, overflow="fold")
-    for r in records:
-        cells = (r.key_id, r.consumer_id, ",".join(sorted(r.scopes)) or "-", when(r.created_at),
-                 when(r.expires_at), _status(r, now), when(r.last_used_at))
-        table.add_row(*(Text(c) for c in cells))  # Text: a stored name is never read as Rich markup
+    table = plain_table(
+        ("key id", "consumer", "scopes", "created", "expires", "status", "last used"),
+        [(r.key_id, r.consumer_id, ",".join(sorted(r.scopes)) or "-", when(r.created_at), when(r.expires_at),
+          _status(r, now), when(r.last_used_at)) for r in records],
+        title=f"{len(records)} API keys" + (f" of {consumer}" if consumer else ""))
     Console().print(table)
 
 

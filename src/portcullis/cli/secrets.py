@@ -17,10 +17,10 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, record_cli_event, when, with_store
+from portcullis.cli.tables import plain_table
 from portcullis.clock import SystemClock
 from portcullis.errors import VaultError, VaultLocked
 from portcullis.stores.base import Store
@@ -101,10 +101,9 @@ def list_secrets(config: ConfigOption = Path("portcullis.yaml"), as_json: JsonOp
     if not infos:
         Console(highlight=False).print("The vault is empty.")
         return
-    table = Table("name", "fingerprint", "created", "updated", "last used")
-    for i in infos:
-        table.add_row(i.name, i.fingerprint, when(i.created_at), when(i.updated_at), when(i.last_used_at))
-    Console(highlight=False).print(table)
+    Console(highlight=False).print(plain_table(
+        ("name", "fingerprint", "created", "updated", "last used"),
+        [(i.name, i.fingerprint, when(i.created_at), when(i.updated_at), when(i.last_used_at)) for i in infos]))
 
 
 @app.command("delete")

@@ -263,3 +263,14 @@ def test_an_unreachable_store_is_exit_1(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "store unavailable" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_the_list_keeps_every_key_id_whole_at_80_columns_and_when_piped(config: Path) -> None:
+    from portcullis.cli.main import app
+
+    ids = [create_json(config, "--consumer", "a-very-long-consumer-name-for-a-narrow-terminal",
+                       "--scopes", "orders:read,orders:write,profile:read,billing:admin")["key_id"] for _ in range(3)]
+    listed = runner.invoke(app, ["keys", "list", "--config", str(config)], env={"COLUMNS": "80"})
+    assert listed.exit_code == 0
+    assert all(key_id in listed.output for key_id in ids)  # one line each, copyable into the next command
+    assert max(len(line) for line in listed.output.splitlines()) <= 80
