@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 from tests.cluster import AdminAuth, Served, start
 from tests.conftest import PEPPER, UpstreamServer, self_signed_cert
 
@@ -172,5 +173,29 @@ async def test_the_admin_listener_serves_tls_and_tokens_work_over_it(tmp_path: P
             with pytest.raises(httpx.HTTPError):  # no clear-text token ever gets an answer
                 await plaintext.get(served.admin.replace("https://", "http://") + "/status",
                                     headers={"Authorization": f"Bearer {served.token}"})
+    finally:
+        await served.stop()
+
+
+async def test_one_scrape_of_two_workers_counts_every_request_both_answered(
+    tmp_path: Path, upstream: UpstreamServer
+) -> None:
+    served = await start(tmp_path, config_text(upstream.url, listen_extra=", workers: 2"))
+    try:
+        fresh = httpx.Limits(max_keepalive_connections=0)  # a connection per request: the kernel spreads them
+        async with httpx.AsyncClient(timeout=20, limits=fresh) as client:
+            results = await asyncio.gather(*(client.get(served.base + f"/open/{i}") for i in range(60)))
+        assert [r.status_code for r in results] == [200] * 60
+        async with httpx.AsyncClient(timeout=20, auth=AdminAuth(served)) as admin:
+            async with asyncio.timeout(15):  # worker 1's figures arrive within a snapshot interval
+                while True:
+                    families = list(text_string_to_metric_families((await admin.get(served.admin + "/metrics")).text))
+                    answered = sum(s.value for f in families for s in f.samples
+                                   if s.name == "portcullis_requests_total" and s.labels.get("route") == "open")
+                    workers = {s.labels.get("worker") for f in families for s in f.samples
+                               if s.name == "portcullis_requests_in_flight"}
+                    if answered == 60 and workers == {"0", "1"}:
+                        break
+                    await asyncio.sleep(0.2)
     finally:
         await served.stop()

@@ -15,7 +15,8 @@ accepting, then lets in-flight requests finish (``listen.graceful_timeout``), th
 queue. Forwarded-header trust is ours (``trusted_proxies``), so uvicorn's ``proxy_headers`` is off.
 
 With ``listen.workers`` > 1 the parent binds the socket and starts that many worker processes on
-it; worker 0 also serves the admin listener (its metrics are that worker's).
+it; worker 0 also serves the admin listener, and its ``/metrics`` adds the other workers' figures
+(``observability/worker_metrics.py``: snapshots in a directory private to this gateway).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ import logging
 import multiprocessing
 import os
 import resource
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tempfile
 from collections.abc import Callable, Generator
 from pathlib import Path
 
@@ -44,6 +47,7 @@ from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.build import build_runtime, open_services
 from portcullis.ingress.reload import Reloader
 from portcullis.ingress.shared_events import attach_shared_events
+from portcullis.observability.worker_metrics import MergedWorkers, WorkerShare, keep_sharing
 from portcullis.server.limits import ServerLimits
 from portcullis.server.listener import Listener
 from portcullis.server.protocol import TargetPreservingProtocol
@@ -148,13 +152,20 @@ async def serve(
     announce: Callable[[str], None] | None = None,
     sockets: list[socket.socket] | None = None,
     with_admin: bool = True,
+    share: WorkerShare | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM. ``announce`` receives one line once both listeners are up."""
+    """Serve until SIGINT/SIGTERM. ``announce`` receives one line once both listeners are up.
+    ``share``: with several workers, where this one's metrics meet the others' (``worker_metrics``)."""
     config = load_config(config_path)
     services = await open_services(config, clock=SystemClock())
     runtime = build_runtime(config, services)
     app = GatewayApp(runtime)
     await runtime.start()
+    sharing: asyncio.Task[None] | None = None
+    if share is not None and share.index == 0:
+        services.metrics.workers = MergedWorkers(services.metrics.registry, share)
+    elif share is not None:
+        sharing = asyncio.create_task(keep_sharing(services.metrics.registry, share))
     _freeze_startup_objects()
     reloader = Reloader(app, config_path, grace_s=config.listen.graceful_timeout)
     attach_shared_events(app, reloader)
@@ -187,6 +198,10 @@ async def serve(
             await admin_task
         await reloader.aclose()
         await app.runtime.aclose()
+        if sharing is not None:
+            sharing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sharing  # its last snapshot holds every request this worker answered
         await services.aclose()
 
 
@@ -240,21 +255,22 @@ def _bound_port(server: uvicorn.Server) -> int:
     return 0
 
 
-def _run(config_path: Path, sockets: list[socket.socket] | None, with_admin: bool) -> None:
+def _run(config_path: Path, sockets: list[socket.socket] | None, with_admin: bool,
+         share: WorkerShare | None = None) -> None:
     def say(line: str) -> None:
         print(line, flush=True)
 
     try:
         import uvloop
 
-        uvloop.run(serve(config_path, announce=say, sockets=sockets, with_admin=with_admin))
+        uvloop.run(serve(config_path, announce=say, sockets=sockets, with_admin=with_admin, share=share))
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
-        asyncio.run(serve(config_path, announce=say, sockets=sockets, with_admin=with_admin))
+        asyncio.run(serve(config_path, announce=say, sockets=sockets, with_admin=with_admin, share=share))
 
 
-def _worker(config_path: Path, sock: socket.socket, with_admin: bool) -> None:
+def _worker(config_path: Path, sock: socket.socket, share: WorkerShare) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    _run(config_path, [sock], with_admin)
+    _run(config_path, [sock], share.index == 0, share)
 
 
 def serve_forever(config_path: Path) -> None:
@@ -265,8 +281,9 @@ def serve_forever(config_path: Path) -> None:
         return
     sock = uvicorn.Config(lambda: None, host=config.listen.host, port=config.listen.port).bind_socket()
     ctx = multiprocessing.get_context("spawn")
+    shared = Path(tempfile.mkdtemp(prefix="portcullis-metrics-"))  # 0700: this gateway's workers only
     workers = [
-        ctx.Process(target=_worker, args=(config_path, sock, index == 0), daemon=False)
+        ctx.Process(target=_worker, args=(config_path, sock, WorkerShare(shared, index)), daemon=False)
         for index in range(config.listen.workers)
     ]
     for w in workers:
@@ -282,4 +299,5 @@ def serve_forever(config_path: Path) -> None:
         signal.signal(sig, forward)
     for w in workers:
         w.join()
+    shutil.rmtree(shared, ignore_errors=True)
     sys.exit(max((w.exitcode or 0) for w in workers))

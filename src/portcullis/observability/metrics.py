@@ -11,6 +11,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from portcullis.observability.local_metrics import LocalCounter, LocalHistogram
+from portcullis.observability.worker_metrics import MergedWorkers
 
 __all__ = ["GatewayMetrics"]
 
@@ -103,6 +104,7 @@ class GatewayMetrics:
         self.in_flight = Gauge("portcullis_requests_in_flight", "Requests being served.", registry=r)
         self.in_flight.set_function(lambda: self.requests_in_flight)
         self._status_text: dict[int, str] = {}
+        self.workers: MergedWorkers | None = None  # set on worker 0 when listen.workers > 1
 
     def request_finished(self, route: str, status: int, decision_kind: str, seconds: float) -> None:
         text = self._status_text.get(status)
@@ -127,5 +129,7 @@ class GatewayMetrics:
         self.upstream_duration.observe(route, seconds)
 
     def render(self) -> bytes:
-        """The text exposition format."""
+        """The text exposition format; with several workers, every worker's (see ``worker_metrics``)."""
+        if self.workers is not None:
+            return self.workers.render()
         return generate_latest(self.registry)
