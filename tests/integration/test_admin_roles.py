@@ -48,6 +48,7 @@ EXPECTED: dict[str, set[str]] = {
     "GET /emergency-limits": {"security"},
     "POST /emergency-limits": {"security"},
     "DELETE /emergency-limits/{emergency_id}": {"security"},
+    "GET /anomalies": {"security"},
     "GET /audit/consumers/{consumer}/records": {"developer", *OPERATORS},
     "GET /audit/records": {*OPERATORS, "compliance"},
     "GET /audit/export": {"compliance"},

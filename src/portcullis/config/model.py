@@ -281,6 +281,34 @@ class ControlsConfig(_Model):
         return value
 
 
+class AnomalyConfig(_Model):
+    enabled: bool = Field(
+        True, description="Learn a baseline per route and per consumer (volume, error rate, p95 latency, failed "
+        "authentications) and report departures: a security audit event, `portcullis_anomalies_total{kind}` and "
+        "the admin API's `GET /anomalies`. Observe-only: nothing is refused because of it.",
+    )
+    window: Duration = Field("1m", description="Each window's traffic is compared with the baseline, then learned.")
+    baseline_windows: int = Field(60, ge=2, le=10_080, description="How many windows the baseline mostly remembers "
+                                  "(the EWMA's span).")
+    warmup_windows: int = Field(30, ge=1, description="Windows of history a subject needs before it can be flagged.")
+    volume_factor: float = Field(3.0, gt=1, description="Flag a window with more than this times the usual volume.")
+    error_rate_factor: float = Field(2.0, gt=1, description="Flag a 5xx share above this times the usual share.")
+    latency_factor: float = Field(2.0, gt=1, description="Flag a p95 latency above this times the usual p95.")
+    auth_failure_factor: float = Field(3.0, gt=1, description="Flag failed authentications above this times the "
+                                       "usual count.")
+    min_requests: int = Field(20, ge=1, description="A window needs this many requests before volume, errors or "
+                              "latency can be flagged (a quiet route's 1 to 4 is no spike).")
+    max_subjects: int = Field(10_000, ge=1, description="Most routes and consumers tracked; more are not (memory "
+                              "stays bounded whatever consumer names clients make up).")
+
+    @field_validator("window")
+    @classmethod
+    def _window_sensible(cls, value: float) -> float:
+        if not 1 <= value <= 3600:
+            raise ValueError("the anomaly window must be between 1s and 1h")
+        return value
+
+
 class StoreConfig(_Model):
     url: str = Field(
         "sqlite:///portcullis.db",
@@ -854,6 +882,9 @@ class GatewayConfig(_Model):
     keys: KeysConfig | None = Field(None, description="API key hashing; required when any route accepts keys.")
     jwt_issuers: list[JwtIssuerConfig] = Field(default_factory=list, description="Trusted JWT issuers.")
     shield: ShieldConfig = Field(default_factory=ShieldConfig, description="Global IP lists and pre-auth limits.")
+    anomaly: AnomalyConfig = Field(
+        default_factory=AnomalyConfig, description="Anomaly detection on baselines per route and consumer.",
+    )
     controls: ControlsConfig = Field(
         default_factory=ControlsConfig,
         description="Incident controls (blocks and emergency limits, made through the admin API): how they stay "

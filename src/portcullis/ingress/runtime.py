@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from portcullis.anomaly.service import AnomalyService
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.redact import redact_query
 from portcullis.clock import Clock
@@ -69,11 +70,14 @@ class Services:
     readiness: dict[str, bool] = field(default_factory=dict)
     shared: SharedState | None = None  # Redis: counters, budgets, breaker states, events
     retention: RetentionTask | None = None  # audit.retention, removing expired records from the store
+    anomaly: AnomalyService | None = None  # baselines per route and consumer (survive reloads)
 
     async def aclose(self) -> None:
         """Stop audit retention, drain the audit queue, then close the store. Called once, at shutdown."""
         if self.retention is not None:
             await self.retention.aclose()
+        if self.anomaly is not None:
+            await self.anomaly.aclose()
         await self.controls.aclose()
         await self.audit.aclose()
         await self.store.aclose()
@@ -173,9 +177,12 @@ class Runtime:
             route_label = ctx.route_name or ""
             kind = ctx.decision.split(":", 1)[0]
             services.metrics.request_finished(route_label, status, kind, latency)
+            principal = ctx.principal
+            if services.anomaly is not None:
+                services.anomaly.observe(ctx.route_name, principal.consumer_id if principal else None, status,
+                                         latency, kind == "auth_failed")
             if not services.audit.enabled:
                 return
-            principal = ctx.principal
             ua = get_one(ctx.headers, b"user-agent")
             services.audit.submit(AuditRecord.create(
                 clock=services.clock,

@@ -99,6 +99,10 @@ class GatewayMetrics:
             "portcullis_shared_state_degraded",
             "1 while Redis is unreachable and limits and budgets follow their on_failure rule.", registry=r,
         )
+        self.anomalies = Counter(
+            "portcullis_anomalies_total", "Departures from a route's or consumer's baseline, by kind (volume_spike,"
+            " error_rate_spike, latency_spike, auth_failure_spike).", ["kind"], registry=r,
+        )
         # A plain int read at scrape time: a Gauge inc/dec pair took two locks per request.
         self.requests_in_flight = 0
         self.in_flight = Gauge("portcullis_requests_in_flight", "Requests being served.", registry=r)

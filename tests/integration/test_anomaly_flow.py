@@ -1,0 +1,60 @@
+"""Anomaly detection on a real gateway: learn a route's normal, then a burst is reported three ways.
+
+The window timer is set long (1h) so it never fires during the test; each window is closed by
+calling ``tick`` after the manual clock moves, as the timer would.
+"""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+from tests.conftest import GatewayFactory, UpstreamServer, gateway_yaml
+
+CONFIG = """
+anomaly: {window: 1h, warmup_windows: 5, min_requests: 10}
+routes:
+  - {name: orders, path: "/orders/{order_id}", upstream: api}
+"""
+
+
+async def test_a_burst_after_a_learned_baseline_is_an_event_a_metric_and_an_entry_for_review(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    gw = await make_gateway(gateway_yaml(upstream.url, CONFIG))
+    service = gw.services.anomaly
+    assert service is not None
+    key = {"X-API-Key": await gw.key("acme")}
+    for window in range(8):
+        for i in range(10 + window % 3):  # 10 to 12 requests a window: normal
+            assert (await gw.client.get(f"/orders/{i}", headers=key)).status_code == 200
+        gw.clock.advance(3600)
+        assert service.tick() == []
+    for i in range(60):  # five times the usual volume
+        await gw.client.get(f"/orders/{i}", headers=key)
+    gw.clock.advance(3600)
+    found = {(a.kind, a.subject) for a in service.tick()}
+    assert found == {("volume_spike", "route:orders"), ("volume_spike", "consumer:acme")}
+
+    events = [r for r in await gw.audit_records() if r["class"] == "security"]
+    assert {(e["event"]["outcome"], e["event"]["target"]) for e in events} == found
+    assert all(e["event"]["action"] == "anomaly.detected" and e["event"]["observed"] == 60 for e in events)
+    metrics = {s.labels.get("kind"): s.value for f in text_string_to_metric_families(gw.services.metrics.render()
+               .decode()) for s in f.samples if s.name == "portcullis_anomalies_total"}
+    assert metrics == {"volume_spike": 2.0}
+    async with await gw.admin("security") as security:
+        listed = (await security.get("/anomalies")).json()
+    assert listed["enabled"] is True
+    assert {(a["kind"], a["subject"]) for a in listed["anomalies"]} == found
+    async with await gw.admin("admin") as admin:
+        assert (await admin.get("/anomalies")).status_code == 403  # review_anomalies is the security team's
+
+
+async def test_observe_only_never_refuses_a_request(make_gateway: GatewayFactory, upstream: UpstreamServer) -> None:
+    gw = await make_gateway(gateway_yaml(upstream.url, CONFIG.replace("warmup_windows: 5", "warmup_windows: 1")))
+    key = {"X-API-Key": await gw.key("acme")}
+    await gw.client.get("/orders/1", headers=key)
+    gw.clock.advance(3600)
+    gw.services.anomaly.tick()  # type: ignore[union-attr]
+    statuses = {(await gw.client.get(f"/orders/{i}", headers=key)).status_code for i in range(100)}
+    gw.clock.advance(3600)
+    assert gw.services.anomaly.tick()  # type: ignore[union-attr]  # the burst is seen
+    assert statuses == {200}  # and nothing was refused because of it

@@ -1,0 +1,105 @@
+"""The anomaly detector on synthetic traffic: a quiet simulated day, then each kind of spike.
+
+Traffic is drawn from a seeded generator (Poisson-like counts, a slow daily drift, occasional
+errors and failed logins, log-normal latency), one window a simulated minute; no sleeps, no wall
+clock. What is asserted is what an operator would see: no alert over a normal day, and an alert in
+the very window a spike happens, of the right kind and for the right subject.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from portcullis.anomaly.detector import Anomaly, AnomalyDetector, DetectorSettings
+
+MINUTE = 60.0
+DAY = 24 * 60
+
+
+def normal_minute(detector: AnomalyDetector, rng: random.Random, minute: int, *, rate: float = 120.0,
+                  route: str = "orders", consumer: str = "acme", error_share: float = 0.01,
+                  latency_s: float = 0.02, failures: float = 2.0) -> None:
+    drift = 1 + 0.3 * math.sin(2 * math.pi * minute / DAY)  # a gentle daily rhythm
+    for _ in range(max(0, round(rng.gauss(rate * drift, math.sqrt(rate * drift))))):
+        status = 500 if rng.random() < error_share else 200
+        detector.observe(route, consumer, status, rng.lognormvariate(math.log(latency_s), 0.4))
+    for _ in range(max(0, round(rng.gauss(failures, math.sqrt(failures))))):
+        detector.observe(route, None, 401, 0.001, auth_failed=True)
+
+
+def run(detector: AnomalyDetector, rng: random.Random, minutes: range) -> list[Anomaly]:
+    found = []
+    for minute in minutes:
+        normal_minute(detector, rng, minute)
+        found += detector.close_window((minute + 1) * MINUTE)
+    return found
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_normal_noisy_day_raises_no_alert(seed: int) -> None:
+    assert run(AnomalyDetector(), random.Random(seed), range(DAY)) == []
+
+
+def _after_a_quiet_morning(seed: int = 7) -> tuple[AnomalyDetector, random.Random]:
+    detector, rng = AnomalyDetector(), random.Random(seed)
+    assert run(detector, rng, range(180)) == []
+    return detector, rng
+
+
+def test_a_threefold_volume_spike_is_flagged_in_its_own_window_for_its_route_and_consumer() -> None:
+    detector, rng = _after_a_quiet_morning()
+    normal_minute(detector, rng, 180, rate=600)
+    found = detector.close_window(181 * MINUTE)
+    assert {(a.kind, a.subject) for a in found} == {("volume_spike", "route:orders"),
+                                                     ("volume_spike", "consumer:acme")}
+    assert all(a.observed > 3 * a.expected and a.window_end == 181 * MINUTE for a in found)
+
+
+def test_an_error_rate_spike_is_flagged() -> None:
+    detector, rng = _after_a_quiet_morning()
+    normal_minute(detector, rng, 180, error_share=0.2)
+    kinds = {(a.kind, a.subject) for a in detector.close_window(181 * MINUTE)}
+    assert ("error_rate_spike", "route:orders") in kinds and ("volume_spike", "route:orders") not in kinds
+
+
+def test_a_latency_spike_is_flagged() -> None:
+    detector, rng = _after_a_quiet_morning()
+    normal_minute(detector, rng, 180, latency_s=0.2)
+    assert ("latency_spike", "route:orders") in {(a.kind, a.subject) for a in detector.close_window(181 * MINUTE)}
+
+
+def test_a_credential_stuffing_burst_is_flagged_as_failed_authentications() -> None:
+    detector, rng = _after_a_quiet_morning()
+    normal_minute(detector, rng, 180, failures=80)
+    found = detector.close_window(181 * MINUTE)
+    assert [(a.kind, a.subject) for a in found if a.kind == "auth_failure_spike"] == [
+        ("auth_failure_spike", "route:orders")]
+
+
+def test_nothing_is_flagged_during_warm_up_even_for_a_spike() -> None:
+    detector, rng = AnomalyDetector(DetectorSettings(warmup_windows=30)), random.Random(5)
+    assert run(detector, rng, range(10)) == []
+    normal_minute(detector, rng, 10, rate=1000)
+    assert detector.close_window(11 * MINUTE) == []
+
+
+def test_a_quiet_subject_needs_a_real_count_before_a_spike_counts() -> None:
+    detector = AnomalyDetector()
+    for minute in range(60):
+        detector.observe("rare", None, 200, 0.01)  # one request a minute
+        assert detector.close_window((minute + 1) * MINUTE) == []
+    for _ in range(5):
+        detector.observe("rare", None, 200, 0.01)  # five times its mean, still below min_requests
+    assert detector.close_window(61 * MINUTE) == []
+
+
+def test_made_up_consumers_cannot_grow_memory_past_the_cap() -> None:
+    detector = AnomalyDetector(DetectorSettings(max_subjects=100))
+    for minute in range(3):
+        for i in range(1000):
+            detector.observe(None, f"c{minute}-{i}", 401, 0.001)
+        detector.close_window((minute + 1) * MINUTE)
+    assert detector.subjects == 100 and detector.subjects_dropped > 0
