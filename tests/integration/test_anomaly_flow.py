@@ -6,6 +6,8 @@ calling ``tick`` after the manual clock moves, as the timer would.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import GatewayFactory, UpstreamServer, gateway_yaml
 
@@ -58,3 +60,49 @@ async def test_observe_only_never_refuses_a_request(make_gateway: GatewayFactory
     gw.clock.advance(3600)
     assert gw.services.anomaly.tick()  # type: ignore[union-attr]  # the burst is seen
     assert statuses == {200}  # and nothing was refused because of it
+
+
+async def _spike(gw: Any, key: dict[str, str]) -> list[Any]:
+    service = gw.services.anomaly
+    for window in range(8):
+        for i in range(10 + window % 3):
+            await gw.client.get(f"/orders/{i}", headers=key)
+        gw.clock.advance(3600)
+        assert service.tick() == []
+    for i in range(60):
+        await gw.client.get(f"/orders/{i}", headers=key)
+    gw.clock.advance(3600)
+    found = service.tick()
+    await service.respond(found)
+    return found
+
+
+async def test_an_automatic_block_stops_the_consumer_for_its_duration_then_expires(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    gw = await make_gateway(gateway_yaml(upstream.url, CONFIG.replace(
+        "min_requests: 10}", "min_requests: 10, response: block, response_for: 10m}")))
+    key = {"X-API-Key": await gw.key("acme")}
+    await _spike(gw, key)
+    refused = await gw.client.get("/orders/1", headers=key)
+    assert refused.status_code == 403 and refused.json()["code"] == "access.blocked"
+    [block] = await gw.services.controls.list_blocks()
+    assert (block.kind, block.subject, block.created_by) == ("consumer", "acme", "anomaly:auto")
+    gw.clock.advance(601)  # the response is bounded in time
+    assert (await gw.client.get("/orders/1", headers=key)).status_code == 200
+    acts = [(e["event"]["action"], e["event"]["actor"]) for e in await gw.audit_records() if e["class"] == "security"]
+    assert ("block.create", "anomaly:auto") in acts
+
+
+async def test_an_automatic_throttle_scales_the_route_and_consumer_limits_once(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    gw = await make_gateway(gateway_yaml(upstream.url, CONFIG.replace(
+        "min_requests: 10}", "min_requests: 10, response: throttle, response_for: 10m, response_factor: 0.5}")))
+    key = {"X-API-Key": await gw.key("acme")}
+    found = await _spike(gw, key)
+    await gw.services.anomaly.respond(found)  # type: ignore[union-attr]  # the same spike again: no second act
+    emergencies = await gw.services.controls.list_emergencies()
+    assert sorted((e.scope, e.subject, e.factor) for e in emergencies) == [("consumer", "acme", 0.5),
+                                                                          ("route", "orders", 0.5)]
+    assert all(e.until == gw.clock.wall() + 600 and e.created_by == "anomaly:auto" for e in emergencies)

@@ -4,8 +4,14 @@ Why a service beside the detector: the detector is arithmetic on an injected clo
 once-a-window timer (real time, an operational timer like the audit writer's: a test calls
 ``tick`` instead), the bounded list the admin API serves (``recent``, newest first, at most
 ``_KEPT``), and the hand-off to the audit trail. It lives in ``Services``, so baselines survive
-reloads. Observe-only for now: nothing is refused because of a detection; an automatic response
-(an emergency limit or a block from the incident controls) is a later step.
+reloads.
+
+By default it only observes. With ``anomaly.response`` it also acts on a volume spike, through the
+incident controls an operator would use: ``throttle`` puts an emergency limit on the route or
+consumer, ``block`` blocks the consumer (a route is throttled: there is no route block). Each
+response is bounded in time (``response_for``; the controls expire it on every instance), made
+once per subject while it lasts, and recorded as a security event with the actor
+``anomaly:auto``.
 """
 
 from __future__ import annotations
@@ -15,26 +21,45 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from portcullis.anomaly.detector import Anomaly, AnomalyDetector, DetectorSettings
 from portcullis.audit.security_event import security_event
 from portcullis.clock import Clock
+from portcullis.controls.model import BlockKind, EmergencyScope
+from portcullis.controls.service import IncidentControls
+from portcullis.errors import InvalidControl, StoreUnavailable
 
-__all__ = ["AnomalyService"]
+__all__ = ["AnomalyService", "AutoResponse"]
 
 log = logging.getLogger("portcullis.anomaly")
 
 _KEPT = 500
+_ACTOR = "anomaly:auto"
+
+
+@dataclass(frozen=True, slots=True)
+class AutoResponse:
+    """What to do about a volume spike: ``throttle`` or ``block``, for ``duration_s``."""
+
+    action: str
+    duration_s: float
+    factor: float
+    restore_s: float
 
 
 class AnomalyService:
     def __init__(self, settings: DetectorSettings, clock: Clock, *, submit: Callable[[Any], None],
-                 count: Callable[[str], None]) -> None:
+                 count: Callable[[str], None], controls: IncidentControls | None = None,
+                 response: AutoResponse | None = None) -> None:
         self.detector = AnomalyDetector(settings)
         self._clock = clock
         self._submit = submit
         self._count = count
+        self._controls = controls
+        self._response = response
+        self._responding_until: dict[str, float] = {}
         self._recent: deque[Anomaly] = deque(maxlen=_KEPT)
         self._task: asyncio.Task[None] | None = None
 
@@ -57,6 +82,40 @@ class AnomalyService:
                         anomaly.observed, anomaly.expected)
         return found
 
+    async def respond(self, found: list[Anomaly]) -> None:
+        """The automatic response to each volume spike, when configured (see the module docstring)."""
+        response, controls = self._response, self._controls
+        if response is None or controls is None:
+            return
+        now = self._clock.wall()
+        self._responding_until = {s: t for s, t in self._responding_until.items() if t > now}
+        for anomaly in found:
+            if anomaly.kind != "volume_spike" or anomaly.subject in self._responding_until:
+                continue
+            kind, _, name = anomaly.subject.partition(":")
+            reason = f"automatic: {anomaly.kind} ({anomaly.observed:g} against {anomaly.expected:.4g})"
+            try:
+                if response.action == "block" and kind == "consumer":
+                    made = await controls.add_block(BlockKind.CONSUMER, name, reason=reason, actor=_ACTOR,
+                                                    expires_in_s=response.duration_s)
+                    act, made_id = "block.create", made.block_id
+                else:
+                    scope = EmergencyScope.CONSUMER if kind == "consumer" else EmergencyScope.ROUTE
+                    emergency = await controls.add_emergency(
+                        scope, name, response.factor, duration_s=response.duration_s, restore_s=response.restore_s,
+                        reason=reason, actor=_ACTOR)
+                    act, made_id = "emergency.create", emergency.emergency_id
+            except (StoreUnavailable, InvalidControl) as exc:
+                log.warning("anomaly: the automatic response to %s on %s failed (%s)", anomaly.kind,
+                            anomaly.subject, exc)
+                continue
+            self._responding_until[anomaly.subject] = now + response.duration_s
+            self._submit(security_event(
+                clock=self._clock, action=act, outcome="ok", actor=_ACTOR, role=None, target=anomaly.subject,
+                client_ip="", request_id="", status=0, reason=reason,
+                details={"control_id": made_id, "expires_in_s": response.duration_s},
+            ))
+
     def recent(self) -> list[Anomaly]:
         return list(self._recent)
 
@@ -68,7 +127,7 @@ class AnomalyService:
         while True:
             await asyncio.sleep(self.detector.settings.window_s)
             try:
-                self.tick()
+                await self.respond(self.tick())
             except Exception:  # a detection bug must not stop the next windows
                 log.exception("anomaly detection failed for this window")
 

@@ -300,6 +300,15 @@ class AnomalyConfig(_Model):
                               "latency can be flagged (a quiet route's 1 to 4 is no spike).")
     max_subjects: int = Field(10_000, ge=1, description="Most routes and consumers tracked; more are not (memory "
                               "stays bounded whatever consumer names clients make up).")
+    response: Literal["none", "throttle", "block"] = Field(
+        "none", description="Automatic response to a volume spike, off by default: `throttle` applies an emergency "
+        "limit (`response_factor`) to the route or consumer, `block` blocks the consumer (a route is throttled); each "
+        "for `response_for`, made by the actor `anomaly:auto` and recorded like an operator's act.",
+    )
+    response_for: Duration = Field("15m", description="How long an automatic response lasts (it then expires, and an "
+                                   "emergency limit ramps back over `controls.emergency_restore`).")
+    response_factor: float = Field(0.25, gt=0, lt=1, description="The share of every limit an automatic throttle "
+                                   "keeps.")
 
     @field_validator("window")
     @classmethod

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from portcullis.anomaly.detector import DetectorSettings
-from portcullis.anomaly.service import AnomalyService
+from portcullis.anomaly.service import AnomalyService, AutoResponse
 from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.retention import RetentionTask, expiry_record
@@ -145,22 +145,25 @@ async def open_services(
         events = shared.events
         controls.set_publish(lambda: events.publish(CONTROLS_EVENT))
     controls.start(config.controls.refresh_interval)
-    anomaly = _anomaly_service(config, clock, audit, metrics)
+    anomaly = _anomaly_service(config, clock, audit, metrics, controls)
     return Services(clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit,
                     vault=vault, controls=controls, egress_budgets=budgets, shared=shared, retention=retention,
                     anomaly=anomaly)
 
 
-def _anomaly_service(config: GatewayConfig, clock: Clock, audit: AuditWriter,
-                     metrics: GatewayMetrics) -> AnomalyService | None:
+def _anomaly_service(config: GatewayConfig, clock: Clock, audit: AuditWriter, metrics: GatewayMetrics,
+                     controls: IncidentControls) -> AnomalyService | None:
     a = config.anomaly
     if not a.enabled:
         return None
+    response = None if a.response == "none" else AutoResponse(
+        a.response, a.response_for, a.response_factor, config.controls.emergency_restore)
     service = AnomalyService(DetectorSettings(
         window_s=a.window, baseline_windows=a.baseline_windows, warmup_windows=a.warmup_windows,
         volume_factor=a.volume_factor, error_rate_factor=a.error_rate_factor, latency_factor=a.latency_factor,
         auth_failure_factor=a.auth_failure_factor, min_requests=a.min_requests, max_subjects=a.max_subjects,
-    ), clock, submit=audit.submit, count=lambda kind: metrics.anomalies.labels(kind).inc())
+    ), clock, submit=audit.submit, count=lambda kind: metrics.anomalies.labels(kind).inc(), controls=controls,
+        response=response)
     service.start()
     return service
 
