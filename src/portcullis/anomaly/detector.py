@@ -9,7 +9,8 @@ prophet) fit models over stored series and would cost more than the gateway.
 How it works:
 
 - **Request path** (``observe``): one call per request adds to this window's counters of its
-  subjects (``route:<name>`` and, when authenticated, ``consumer:<id>``): requests, 5xx answers,
+  subjects (``route:<name>`` and, when authenticated, ``consumer:<id>``; ``observe_egress`` for
+  an egress endpoint, ``egress:<route>``): requests, 5xx answers,
   failed authentications, and the latency in a fixed log-scale histogram (for the p95). No I/O,
   no allocation beyond the first request of a subject in a window. At most ``max_subjects``
   subjects are tracked; a new subject beyond that is not (it is counted in
@@ -65,7 +66,7 @@ class Anomaly:
     """One departure: what, for whom, seen against expected, in the window ending at ``window_end``."""
 
     kind: str  # volume_spike, error_rate_spike, latency_spike, auth_failure_spike
-    subject: str  # route:<name> or consumer:<id>
+    subject: str  # route:<name>, consumer:<id> or egress:<route>
     observed: float
     expected: float
     window_end: float
@@ -126,21 +127,28 @@ class AnomalyDetector:
     def observe(self, route: str | None, consumer: str | None, status: int, latency_s: float,
                 auth_failed: bool = False) -> None:
         """Count one finished request for its route and consumer."""
-        for subject in (f"route:{route}" if route else None, f"consumer:{consumer}" if consumer else None):
-            if subject is None:
-                continue
-            window = self._current.get(subject)
-            if window is None:
-                if subject not in self._baselines and len(self._baselines) >= self.settings.max_subjects:
-                    self.subjects_dropped += 1
-                    continue
-                window = self._current[subject] = _Window()
-            window.requests += 1
-            if status >= 500:
-                window.errors += 1
-            if auth_failed:
-                window.auth_failures += 1
-            window.latency[bisect.bisect_left(_LATENCY_BOUNDS, latency_s)] += 1
+        if route:
+            self._count(f"route:{route}", status, latency_s, auth_failed)
+        if consumer:
+            self._count(f"consumer:{consumer}", status, latency_s, auth_failed)
+
+    def observe_egress(self, endpoint: str, status: int, latency_s: float) -> None:
+        """Count one egress call for its endpoint (an egress route)."""
+        self._count(f"egress:{endpoint}", status, latency_s, False)
+
+    def _count(self, subject: str, status: int, latency_s: float, auth_failed: bool) -> None:
+        window = self._current.get(subject)
+        if window is None:
+            if subject not in self._baselines and len(self._baselines) >= self.settings.max_subjects:
+                self.subjects_dropped += 1
+                return
+            window = self._current[subject] = _Window()
+        window.requests += 1
+        if status >= 500:
+            window.errors += 1
+        if auth_failed:
+            window.auth_failures += 1
+        window.latency[bisect.bisect_left(_LATENCY_BOUNDS, latency_s)] += 1
 
     def close_window(self, window_end: float) -> list[Anomaly]:
         """Compare the window that just ended with each subject's baseline, then learn from it."""

@@ -387,8 +387,11 @@ class GatewayApp:
         ctx.egress.update(host=result.host, attempts=result.attempts, breaker=result.breaker.value,
                           cost=result.cost, budget_remaining=dict(result.budget.remaining),
                           secrets=list(result.secrets))
-        metrics.egress_call(request.route, result.status, result.attempts, self.runtime.clock.monotonic() - started,
-                            result.cost)
+        took = self.runtime.clock.monotonic() - started
+        metrics.egress_call(request.route, result.status, result.attempts, took, result.cost)
+        anomaly = self.runtime.services.anomaly
+        if anomaly is not None:
+            anomaly.detector.observe_egress(request.route, result.status, took)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
         head = ResponseHead(result.status, response_headers(headers))
         head.headers = [(k, v) for k, v in head.headers if k != b"content-length"]

@@ -103,3 +103,15 @@ def test_made_up_consumers_cannot_grow_memory_past_the_cap() -> None:
             detector.observe(None, f"c{minute}-{i}", 401, 0.001)
         detector.close_window((minute + 1) * MINUTE)
     assert detector.subjects == 100 and detector.subjects_dropped > 0
+
+
+def test_an_egress_endpoint_gets_its_own_baseline_and_its_error_spike_is_flagged() -> None:
+    detector, rng = AnomalyDetector(), random.Random(11)
+    for minute in range(120):
+        for _ in range(50):
+            detector.observe_egress("openai", 500 if rng.random() < 0.02 else 200, rng.uniform(0.2, 0.6))
+        assert detector.close_window((minute + 1) * MINUTE) == []
+    for i in range(50):
+        detector.observe_egress("openai", 502 if i % 3 == 0 else 200, 0.4)  # the provider is failing
+    assert [(a.kind, a.subject) for a in detector.close_window(121 * MINUTE)] == [
+        ("error_rate_spike", "egress:openai")]
