@@ -6,10 +6,16 @@ calling ``tick`` after the manual clock moves, as the timer would.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import orjson
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import GatewayFactory, UpstreamServer, gateway_yaml
+
+from portcullis.anomaly.webhook import SIGNATURE_HEADER, signature
+from portcullis.testing import catch_all, serve_app
 
 CONFIG = """
 anomaly: {window: 1h, warmup_windows: 5, min_requests: 10}
@@ -106,3 +112,42 @@ async def test_an_automatic_throttle_scales_the_route_and_consumer_limits_once(
     assert sorted((e.scope, e.subject, e.factor) for e in emergencies) == [("consumer", "acme", 0.5),
                                                                           ("route", "orders", 0.5)]
     assert all(e.until == gw.clock.wall() + 600 and e.created_by == "anomaly:auto" for e in emergencies)
+
+
+async def test_each_detection_is_posted_signed_to_the_webhook(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    received: list[tuple[bytes, str]] = []
+    arrived = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers.get(SIGNATURE_HEADER, "")))
+        if len(received) == 2:
+            arrived.set()
+        return web.Response(status=204)
+
+    async with serve_app(catch_all(hook)) as port:
+        gw = await make_gateway(gateway_yaml(upstream.url, CONFIG.replace(
+            "min_requests: 10}", f'min_requests: 10, webhook: "http://127.0.0.1:{port}/hook", '
+            'webhook_secret: "' + "w" * 32 + '"}')))
+        found = await _spike(gw, {"X-API-Key": await gw.key("acme")})
+        async with asyncio.timeout(10):
+            await arrived.wait()
+    bodies = [orjson.loads(body) for body, _ in received]
+    assert {(b["kind"], b["subject"]) for b in bodies} == {(a.kind, a.subject) for a in found}
+    assert all(sig == signature(b"w" * 32, body) for body, sig in received)
+
+
+async def test_a_webhook_that_is_down_costs_nothing_but_a_count(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    gw = await make_gateway(gateway_yaml(upstream.url, CONFIG.replace(
+        "min_requests: 10}", 'min_requests: 10, webhook: "http://127.0.0.1:9/hook", webhook_timeout: 1s}')))
+    found = await _spike(gw, {"X-API-Key": await gw.key("acme")})
+    webhook = gw.services.anomaly.webhook  # type: ignore[union-attr]
+    assert webhook is not None and found
+    async with asyncio.timeout(10):
+        while webhook.dropped < len(found):
+            await asyncio.sleep(0.02)
+    assert webhook.sent == 0
+    assert (await gw.client.get("/orders/1", headers={"X-API-Key": await gw.key("other")})).status_code == 200

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from portcullis.anomaly.detector import Anomaly, AnomalyDetector, DetectorSettings
+from portcullis.anomaly.webhook import WebhookNotifier
 from portcullis.audit.security_event import security_event
 from portcullis.clock import Clock
 from portcullis.controls.model import BlockKind, EmergencyScope
@@ -52,13 +53,14 @@ class AutoResponse:
 class AnomalyService:
     def __init__(self, settings: DetectorSettings, clock: Clock, *, submit: Callable[[Any], None],
                  count: Callable[[str], None], controls: IncidentControls | None = None,
-                 response: AutoResponse | None = None) -> None:
+                 response: AutoResponse | None = None, webhook: WebhookNotifier | None = None) -> None:
         self.detector = AnomalyDetector(settings)
         self._clock = clock
         self._submit = submit
         self._count = count
         self._controls = controls
         self._response = response
+        self.webhook = webhook
         self._responding_until: dict[str, float] = {}
         self._recent: deque[Anomaly] = deque(maxlen=_KEPT)
         self._task: asyncio.Task[None] | None = None
@@ -73,6 +75,8 @@ class AnomalyService:
         for anomaly in found:
             self._recent.appendleft(anomaly)
             self._count(anomaly.kind)
+            if self.webhook is not None:
+                self.webhook.notify(anomaly)
             self._submit(security_event(
                 clock=self._clock, action="anomaly.detected", outcome=anomaly.kind, actor="detector", role=None,
                 target=anomaly.subject, client_ip="", request_id="", status=0,
@@ -132,6 +136,8 @@ class AnomalyService:
                 log.exception("anomaly detection failed for this window")
 
     async def aclose(self) -> None:
+        if self.webhook is not None:
+            await self.webhook.aclose()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -309,6 +309,21 @@ class AnomalyConfig(_Model):
                                    "emergency limit ramps back over `controls.emergency_restore`).")
     response_factor: float = Field(0.25, gt=0, lt=1, description="The share of every limit an automatic throttle "
                                    "keeps.")
+    webhook: str | None = Field(
+        None, description="POST each detection as JSON to this http(s) URL (best effort: queued up to 100, sent "
+        "once with `webhook_timeout`, never retried; the audit trail is the record).",
+    )
+    webhook_timeout: Duration = Field("5s", description="Longest one webhook POST may take.")
+    webhook_secret: SecretStr | None = Field(
+        None, description="Sign each webhook body: `X-Portcullis-Signature: sha256=<HMAC-SHA256 hex>`, from ${ENV}.",
+    )
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("the webhook is an http:// or https:// URL")
+        return value
 
     @field_validator("window")
     @classmethod

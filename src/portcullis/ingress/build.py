@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from portcullis.anomaly.detector import DetectorSettings
 from portcullis.anomaly.service import AnomalyService, AutoResponse
+from portcullis.anomaly.webhook import WebhookNotifier
 from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.retention import RetentionTask, expiry_record
@@ -163,7 +164,9 @@ def _anomaly_service(config: GatewayConfig, clock: Clock, audit: AuditWriter, me
         volume_factor=a.volume_factor, error_rate_factor=a.error_rate_factor, latency_factor=a.latency_factor,
         auth_failure_factor=a.auth_failure_factor, min_requests=a.min_requests, max_subjects=a.max_subjects,
     ), clock, submit=audit.submit, count=lambda kind: metrics.anomalies.labels(kind).inc(), controls=controls,
-        response=response)
+        response=response, webhook=None if a.webhook is None else WebhookNotifier(
+            a.webhook, timeout_s=a.webhook_timeout,
+            secret=a.webhook_secret.get_secret_value().encode() if a.webhook_secret else None))
     service.start()
     return service
 
