@@ -47,6 +47,7 @@ from portcullis.ingress.runtime import CompiledRoute, Runtime, Services
 from portcullis.limiting.base import CounterStore
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
+from portcullis.observability.store_health import StoreProbe
 from portcullis.pipeline.base import Policy
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.policies.stage1_shield.blocks import AddressBlockPolicy
@@ -147,9 +148,12 @@ async def open_services(
         controls.set_publish(lambda: events.publish(CONTROLS_EVENT))
     controls.start(config.controls.refresh_interval)
     anomaly = _anomaly_service(config, clock, audit, metrics, controls)
+    store_probe = StoreProbe(store)
+    metrics.store_up.set_function(lambda: 1.0 if store_probe.up else 0.0)
+    store_probe.start()
     return Services(clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit,
                     vault=vault, controls=controls, egress_budgets=budgets, shared=shared, retention=retention,
-                    anomaly=anomaly)
+                    anomaly=anomaly, store_probe=store_probe)
 
 
 def _anomaly_service(config: GatewayConfig, clock: Clock, audit: AuditWriter, metrics: GatewayMetrics,

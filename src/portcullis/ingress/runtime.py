@@ -30,6 +30,7 @@ from portcullis.http.headers import get_one
 from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
 from portcullis.observability.metrics import GatewayMetrics
+from portcullis.observability.store_health import StoreProbe
 from portcullis.pipeline.base import Policy
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.upstream.base import Timeouts, Upstream
@@ -71,6 +72,7 @@ class Services:
     shared: SharedState | None = None  # Redis: counters, budgets, breaker states, events
     retention: RetentionTask | None = None  # audit.retention, removing expired records from the store
     anomaly: AnomalyService | None = None  # baselines per route and consumer (survive reloads)
+    store_probe: StoreProbe | None = None  # portcullis_store_up
 
     async def aclose(self) -> None:
         """Stop audit retention, drain the audit queue, then close the store. Called once, at shutdown."""
@@ -78,6 +80,8 @@ class Services:
             await self.retention.aclose()
         if self.anomaly is not None:
             await self.anomaly.aclose()
+        if self.store_probe is not None:
+            await self.store_probe.aclose()
         await self.controls.aclose()
         await self.audit.aclose()
         await self.store.aclose()

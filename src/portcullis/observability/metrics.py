@@ -99,6 +99,10 @@ class GatewayMetrics:
             "portcullis_shared_state_degraded",
             "1 while Redis is unreachable and limits and budgets follow their on_failure rule.", registry=r,
         )
+        self.store_up = Gauge(
+            "portcullis_store_up", "1 while the durable store (keys, secrets, audit table) answers its probe, else 0.",
+            registry=r,
+        )
         self.anomalies = Counter(
             "portcullis_anomalies_total", "Departures from a route's or consumer's baseline, by kind (volume_spike,"
             " error_rate_spike, latency_spike, auth_failure_spike).", ["kind"], registry=r,
