@@ -217,6 +217,9 @@ async def test_failed_authentication_is_throttled_per_address_while_other_operat
         assert (await back.get("/status")).status_code == 200
     outcomes = [e["event"]["outcome"] for e in await security_events(gw) if e["event"]["action"] == "admin.auth"]
     assert outcomes == ["refused"] * 5 + ["throttled"] * 4
+    rendered = gw.services.metrics.render().decode()
+    assert 'portcullis_admin_auth_failures_total{reason="unknown_token"} 5.0' in rendered
+    assert 'portcullis_admin_auth_failures_total{reason="throttled"} 4.0' in rendered
 
 
 async def test_a_leaked_admin_token_never_reaches_the_audit_trail_or_an_answer(

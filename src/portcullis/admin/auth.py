@@ -237,6 +237,7 @@ class AdminAuthenticator:
             self._throttle.fail(address, window_s=runtime.config.admin.failed_auth.window)
         extra = [_CHALLENGE] if code in (ErrorCode.AUTH_MISSING_CREDENTIALS, ErrorCode.AUTH_INVALID_CREDENTIALS) else []
         response = problem(code, request, retry_after_s=retry_after_s, extra=extra)
+        runtime.metrics.admin_auth_failures.labels(reason).inc()
         window = runtime.config.admin.failed_auth.window
         budget = _RECORDS_PER_FAILURE * runtime.config.admin.failed_auth.max_failures
         if self._recorded.retry_after(address, max_failures=budget, window_s=window) is not None:

@@ -99,6 +99,10 @@ class GatewayMetrics:
             "portcullis_shared_state_degraded",
             "1 while Redis is unreachable and limits and budgets follow their on_failure rule.", registry=r,
         )
+        self.admin_auth_failures = Counter(
+            "portcullis_admin_auth_failures_total", "Admin API requests refused before any act, by reason (missing,"
+            " bad_secret, expired, host, origin, throttled, ...).", ["reason"], registry=r,
+        )
         self.store_up = Gauge(
             "portcullis_store_up", "1 while the durable store (keys, secrets, audit table) answers its probe, else 0.",
             registry=r,
