@@ -28,7 +28,8 @@ run: $(UV)
 	$(SYNC)
 	$(BIN)/python -m portcullis.demo.run
 
-## make test: lint, types, import layers, then the whole suite (nginx is a real upstream, wrk drives the soak).
+## make test: lint, types, import layers, then the whole suite (nginx is a real upstream, wrk drives the soak,
+## promtool checks the alert rules).
 test: $(UV) test-tools
 	$(SYNC) --extra test
 	$(BIN)/ruff check src tests bench
@@ -67,10 +68,15 @@ tools-lock: $(UV)
 	echo "uv==$(UV_VERSION)" | $(UV) pip compile --generate-hashes --universal --no-header -q - -o tools.lock.new
 	{ head -n 2 tools.lock; grep -v '^ *# via' tools.lock.new; } > tools.lock.tmp && mv tools.lock.tmp tools.lock && rm tools.lock.new
 
-# Debian's nginx (a real upstream in tests, never started as a service) and wrk (load for the soak and the bench).
+# Debian's nginx (a real upstream in tests, never started as a service), wrk (load for the soak and the
+# bench) and promtool (checks and unit-tests deploy/prometheus/alerts.yml). promtool comes in Debian's
+# prometheus package; --no-install-recommends keeps its exporters out, and the server it ships is never
+# started (policy-rc.d in containers, and nothing here starts it).
 test-tools:
 	@{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null && command -v wrk >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk)
+	@command -v promtool >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
