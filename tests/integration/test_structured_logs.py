@@ -22,7 +22,7 @@ from portcullis.ingress.app import GatewayApp
 from portcullis.observability.logs import JsonFormatter
 
 ADMIN_TOKEN = "pca_" + "a1b2c3d4e5f6" + "_" + "Zq8Xk2Lm9Pv4Rt7Ws1Yb5Nc3Hd6Fg0JaZq8Xk2Lm9Pv4R"
-READY = re.compile(r"^Portcullis listening on http://127\.0\.0\.1:(\d+) \(admin http://127\.0\.0\.1:(\d+)\)$")
+READY = re.compile(r"^Portcullis listening on http://127\.0\.0\.1:(\d+) \(admin http://127\.0\.0\.1:(\d+)\)\n$")
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ async def test_a_log_line_written_while_a_request_is_handled_carries_its_request
 
 CONFIG = """
 version: 1
-listen: {{host: 127.0.0.1, port: 0}}
+listen: {{host: 127.0.0.1, port: 0, workers: {workers}}}
 admin: {{host: 127.0.0.1, port: 0}}
 log: {{format: json, level: warning}}
 keys: {{pepper: "{pepper}"}}
@@ -74,11 +74,15 @@ routes:
 """
 
 
-@pytest.fixture
-async def serving(tmp_path: Path, upstream: UpstreamServer) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``portcullis serve`` with ``log: {format: json, level: warning}`` and ``--log-level info``."""
+@pytest.fixture(params=[1, 2], ids=["one-process", "two-workers"])
+async def serving(
+    tmp_path: Path, upstream: UpstreamServer, request: pytest.FixtureRequest
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``portcullis serve`` with ``log: {format: json, level: warning}`` and ``--log-level info``; with two
+    workers, each spawned worker sets up its own logging from what the parent resolved."""
     config = tmp_path / "portcullis.yaml"
-    await asyncio.to_thread(config.write_text, CONFIG.format(pepper=PEPPER, upstream=upstream.url))
+    text = CONFIG.format(pepper=PEPPER, upstream=upstream.url, workers=request.param)
+    await asyncio.to_thread(config.write_text, text)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "portcullis", "serve", str(config), "--log-level", "info", cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -104,11 +108,11 @@ async def test_serve_writes_json_lines_on_stderr_and_a_plain_ready_line_on_stdou
     stderr: list[str] = []
     readers = [asyncio.create_task(_lines(serving.stdout, stdout)), asyncio.create_task(_lines(serving.stderr, stderr))]
     async with asyncio.timeout(30):
-        while not stdout:
+        while not any(READY.match(line) for line in stdout):
             assert serving.returncode is None, "".join(stderr)
             await asyncio.sleep(0.02)
-    ready = READY.match(stdout[0].rstrip("\n"))
-    assert ready is not None, stdout[0]  # one plain line, as tests/cluster.py and scripts parse it
+    # one plain line (per worker), as tests/cluster.py and scripts parse it
+    ready = next(m for m in map(READY.match, stdout) if m is not None)
     # uvicorn (the admin listener) logs a request it cannot parse; its logger reaches the root.
     reader, writer = await asyncio.open_connection("127.0.0.1", int(ready.group(2)))
     writer.write(b"NOT HTTP\r\n\r\n")
@@ -129,7 +133,7 @@ async def test_serve_writes_json_lines_on_stderr_and_a_plain_ready_line_on_stdou
     async with asyncio.timeout(20):
         assert await serving.wait() == 0
         await asyncio.gather(*readers)
-    assert len(stdout) == 1
+    assert stdout and all(line.startswith("Portcullis listening on http://127.0.0.1:") for line in stdout)
     for text in stderr:
         line = orjson.loads(text)  # every line the process wrote on stderr is one JSON object
         assert {"time", "level", "logger", "message"} <= line.keys(), text
