@@ -19,6 +19,9 @@ asks a cheap prefilter first, so a line with nothing to mask costs one regex sea
 The request id: ``ingress.app`` sets ``REQUEST_ID`` (a ``ContextVar``) when a request starts and
 resets it when the request is recorded; a log call in between, in any layer, carries it. Setting a
 context variable costs well under a microsecond, so the data path pays nothing it would notice.
+A task started while a request is handled copies the context, so a single-flight fetch (a JWKS
+refresh, an API key lookup) logs with the id of the request that started it; the audit writer's
+tasks start at gateway start and carry none.
 
 What it refuses to do: serialise ``extra=`` fields of a log call (they would bypass masking and
 make the line's shape depend on the caller), or touch the ready line ``Portcullis listening on …``,
