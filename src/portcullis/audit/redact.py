@@ -1,4 +1,5 @@
-"""Masking before a record leaves memory: keys, tokens, passwords, secrets, e-mail addresses and card numbers.
+"""Masking before a record or a log line leaves memory: keys, admin tokens, passwords, secrets, e-mail
+addresses and card numbers.
 
 Why here and not at the sinks: every sink (file, database, a later log shipper) must get the
 same masked record, so masking happens once, when the record is built. Patterns are compiled once.
@@ -34,7 +35,8 @@ _SENSITIVE_NAME = re.compile(
     re.I,
 )
 _NAME_HINT = re.compile(r"token|key|secret|pass|pwd|auth|sig|session|cookie|credential|code|otp")  # lower-cased
-_API_KEY = re.compile(r"pcl_([a-z0-9]{4,32})_[A-Za-z0-9_\-]{8,}")
+# API keys (``pcl_``) and admin tokens (``pca_``, identity.admin_tokens) share one shape: prefix, id, secret.
+_API_KEY = re.compile(r"(pc[la])_([a-z0-9]{4,32})_[A-Za-z0-9_\-]{8,}")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 _SCHEME_CREDENTIAL = re.compile(r"\b(Bearer|Basic|Digest|Token|ApiKey)\s+[A-Za-z0-9._~+/=\-]+", re.I)
 _EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9.\-]+\.[A-Za-z]{2,})")
@@ -70,7 +72,7 @@ _PROVIDER_KEY = re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(shape for _, shape 
 # lower-cased look for a credential scheme (only when there is a space), and for cards 13 digits
 # in a row once spaces and hyphens are dropped (one C-level ``bytes.translate``). Measured per
 # string, all three cost less than ``_CARD`` alone scanning a user agent that holds nothing.
-_LITERAL_HINT = re.compile(r"pcl_|eyJ|@|sk[-_]|rk_|gh[pousr]_|github_pat_|xox[abprs]-|A(?:KIA|SIA|Iza)|whsec_")
+_LITERAL_HINT = re.compile(r"pc[la]_|eyJ|@|sk[-_]|rk_|gh[pousr]_|github_pat_|xox[abprs]-|A(?:KIA|SIA|Iza)|whsec_")
 _SCHEMES = ("bearer", "basic", "digest", "token", "apikey")
 _DIGITS_AS_D = bytes(100 if 48 <= b <= 57 else 46 for b in range(256))  # digit -> "d", other -> "."
 _THIRTEEN_DIGITS = b"d" * 13
@@ -126,12 +128,12 @@ def _mask_provider_key(m: re.Match[str]) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Mask Portcullis keys (keeping the key id), JWTs, scheme credentials, provider keys (keeping
-    their public prefix), e-mails and card numbers."""
+    """Mask Portcullis keys and admin tokens (keeping the key or token id), JWTs, scheme credentials,
+    provider keys (keeping their public prefix), e-mails and card numbers."""
     if not might_hold_a_secret(text):
         return text
-    if "pcl_" in text:
-        text = _API_KEY.sub(lambda m: f"pcl_{m.group(1)}_{MASK}", text)
+    if "pcl_" in text or "pca_" in text:
+        text = _API_KEY.sub(lambda m: f"{m.group(1)}_{m.group(2)}_{MASK}", text)
     if "eyJ" in text:
         text = _JWT.sub("[JWT]", text)
     text = _PROVIDER_KEY.sub(_mask_provider_key, text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from portcullis.config.loader import load_config
 from portcullis.config.model import StoreConfig
 from portcullis.errors import ConfigError, VaultError
 from portcullis.ingress.build import open_vault
+from portcullis.observability.logs import LEVELS, configure_logging
 from portcullis.stores.base import Store
 
 __all__ = ["serve"]
@@ -22,21 +22,25 @@ __all__ = ["serve"]
 
 def serve(
     config: Annotated[Path, typer.Argument(help="The gateway's YAML config.", envvar="PORTCULLIS_CONFIG")],
-    log_level: Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")] = "info",
+    log_level: Annotated[
+        str | None, typer.Option(help="Log level: debug, info, warning, error. Wins over the config's `log.level`.")
+    ] = None,
 ) -> None:
     """Run the gateway (API listener and admin listener). SIGHUP reloads the config."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    level = None
+    if log_level is not None:
+        level = LEVELS.get(log_level.lower())
+        if level is None:
+            raise fail(f"unknown log level {log_level!r}: choose debug, info, warning or error")
     try:
         cfg = load_config(config)
     except ConfigError as exc:
         raise fail(config_error_text(config, exc)) from None
+    configure_logging(cfg.log.format, level if level is not None else LEVELS[cfg.log.level])
     _check_vault(cfg.store)
     from portcullis.cli.serving import serve_forever
 
-    serve_forever(config)
+    serve_forever(config, log_level=level)
 
 
 def _check_vault(store_cfg: StoreConfig) -> None:

@@ -14,6 +14,11 @@ listeners in one process sharing one runtime, SIGHUP for reload, and a shutdown 
 accepting, then lets in-flight requests finish (``listen.graceful_timeout``), then drains the audit
 queue. Forwarded-header trust is ours (``trusted_proxies``), so uvicorn's ``proxy_headers`` is off.
 
+Logging: ``log.format`` and ``log.level`` (``observability.logs``) configure the root logger of
+this process and of every worker (spawned workers start unconfigured). uvicorn is given no logging
+config of its own (``log_config=None``), so its records reach the root logger and are formatted and
+masked like ours. The ready line is printed, not logged: it stays one plain line on stdout.
+
 With ``listen.workers`` > 1 the parent binds the socket and starts that many worker processes on
 it; worker 0 also serves the admin listener, and its ``/metrics`` adds the other workers' figures
 (``observability/worker_metrics.py``: snapshots in a directory private to this gateway).
@@ -47,6 +52,7 @@ from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.build import build_runtime, open_services
 from portcullis.ingress.reload import Reloader
 from portcullis.ingress.shared_events import attach_shared_events
+from portcullis.observability.logs import LEVELS, LogFormat, configure_logging
 from portcullis.observability.worker_metrics import MergedWorkers, WorkerShare, keep_sharing
 from portcullis.server.limits import ServerLimits
 from portcullis.server.listener import Listener
@@ -124,7 +130,7 @@ def _gateway_config(app: GatewayApp, config: GatewayConfig) -> uvicorn.Config:
     listen = config.listen
     return uvicorn.Config(
         app, host=listen.host, port=listen.port, http=TargetPreservingProtocol, lifespan="off",
-        proxy_headers=False, server_header=False, access_log=False, log_level="warning",
+        proxy_headers=False, server_header=False, access_log=False, log_level="warning", log_config=None,
         timeout_graceful_shutdown=int(max(1, listen.graceful_timeout)),
         ssl_certfile=listen.tls.cert_file if listen.tls else None,
         ssl_keyfile=listen.tls.key_file if listen.tls else None,
@@ -173,7 +179,7 @@ async def serve(
     if config.admin.enabled and with_admin:
         admin = _AdminServer(uvicorn.Config(
             create_admin_app(app, reloader), host=config.admin.host, port=config.admin.port,
-            lifespan="off", access_log=False, log_level="warning", server_header=False,
+            lifespan="off", access_log=False, log_level="warning", log_config=None, server_header=False,
             ssl_certfile=config.admin.tls.cert_file if config.admin.tls else None,
             ssl_keyfile=config.admin.tls.key_file if config.admin.tls else None,
         ))
@@ -268,22 +274,28 @@ def _run(config_path: Path, sockets: list[socket.socket] | None, with_admin: boo
         asyncio.run(serve(config_path, announce=say, sockets=sockets, with_admin=with_admin, share=share))
 
 
-def _worker(config_path: Path, sock: socket.socket, share: WorkerShare) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def _worker(config_path: Path, sock: socket.socket, share: WorkerShare, log_format: LogFormat, log_level: int) -> None:
+    configure_logging(log_format, log_level)
     _run(config_path, [sock], share.index == 0, share)
 
 
-def serve_forever(config_path: Path) -> None:
-    """The blocking entry used by ``portcullis serve``."""
+def serve_forever(config_path: Path, *, log_level: int | None = None) -> None:
+    """The blocking entry used by ``portcullis serve``; ``log_level`` (the ``--log-level`` flag) wins
+    over the config's ``log.level``."""
     config = load_config(config_path)
+    level = log_level if log_level is not None else LEVELS[config.log.level]
+    configure_logging(config.log.format, level)
     if config.listen.workers == 1:
         _run(config_path, None, True)
         return
-    sock = uvicorn.Config(lambda: None, host=config.listen.host, port=config.listen.port).bind_socket()
+    sock = uvicorn.Config(
+        lambda: None, host=config.listen.host, port=config.listen.port, log_config=None
+    ).bind_socket()
     ctx = multiprocessing.get_context("spawn")
     shared = Path(tempfile.mkdtemp(prefix="portcullis-metrics-"))  # 0700: this gateway's workers only
     workers = [
-        ctx.Process(target=_worker, args=(config_path, sock, WorkerShare(shared, index)), daemon=False)
+        ctx.Process(target=_worker, args=(config_path, sock, WorkerShare(shared, index), config.log.format, level),
+                    daemon=False)
         for index in range(config.listen.workers)
     ]
     for w in workers:

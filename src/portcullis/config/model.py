@@ -39,6 +39,7 @@ __all__ = [
     "JwtIssuerConfig",
     "KeysConfig",
     "ListenConfig",
+    "LogConfig",
     "RateLimitConfig",
     "ReloadConfig",
     "RequestConfig",
@@ -259,6 +260,20 @@ class ReloadConfig(_Model):
         if value <= 0:
             raise ValueError("the reload timeout must be more than 0s")
         return value
+
+
+class LogConfig(_Model):
+    format: Literal["text", "json"] = Field(
+        "text", description="`text`: one readable line per record (time, level, logger, message), a traceback "
+        "below it. `json`: one JSON object per line on stderr with `time` (ISO 8601 UTC, milliseconds), `level`, "
+        "`logger`, `message`, `request_id` while a request is handled, and `exc_type` and `exc` (the traceback as "
+        "one string) for an exception. Either way keys, admin tokens, JWTs and bearer credentials are masked. The "
+        "ready line `Portcullis listening on ...` stays a plain line on stdout. Read at start; a reload does not "
+        "change it.",
+    )
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe level written. `portcullis serve --log-level`, when given, wins.",
+    )
 
 
 class ControlsConfig(_Model):
@@ -899,6 +914,7 @@ class GatewayConfig(_Model):
         description="Peers whose X-Forwarded-For is believed (CIDRs). Empty: only the socket peer counts.",
     )
     store: StoreConfig = Field(default_factory=StoreConfig, description="Durable store.")
+    log: LogConfig = Field(default_factory=LogConfig, description="The process's log lines (stderr).")
     shared_state: SharedStateConfig | None = Field(
         None, description="Redis shared by every instance: rate limits, budgets, breaker states, revocation and reload "
         "events; none: all in memory, per process."

@@ -41,6 +41,7 @@ from portcullis.ingress.front_door import record_refusal, route_body_plan
 from portcullis.ingress.router import RouteMatch
 from portcullis.ingress.runtime import CompiledRoute, Runtime
 from portcullis.limiting.headers import retry_after_value
+from portcullis.observability.logs import REQUEST_ID
 from portcullis.pipeline.base import Reject, Respond
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, BodyPlan, ClientDisconnected, Refusal
@@ -124,6 +125,7 @@ class GatewayApp:
             started=started, receive=receive,
         )
         rt.metrics.requests_in_flight += 1
+        logged_as = REQUEST_ID.set(request_id)  # every log line until the request is recorded carries it
         status = 500
         route: CompiledRoute | None = None
         chain: PolicyChain = rt.base_chain
@@ -218,7 +220,10 @@ class GatewayApp:
                 status = await self._send_problem(send, ctx, ErrorCode.INTERNAL, base, len(base.policies))
         finally:
             rt.metrics.requests_in_flight -= 1
-            rt.record(ctx, status, route)
+            try:
+                rt.record(ctx, status, route)
+            finally:
+                REQUEST_ID.reset(logged_as)
 
     def _check_request(
         self, ctx: RequestContext, headers: list[tuple[bytes, bytes]], host_values: list[bytes], scope: Scope

@@ -28,6 +28,7 @@ from portcullis.http.headers import get_all
 from portcullis.http.target import canonicalize_path, canonicalize_target
 from portcullis.ingress.router import RouteMatch
 from portcullis.ingress.runtime import Runtime
+from portcullis.observability.logs import REQUEST_ID
 from portcullis.server.base import RAW_TARGET_KEY, BodyPlan, Refusal, Scope
 
 __all__ = ["record_refusal", "route_body_plan"]
@@ -77,5 +78,9 @@ def record_refusal(rt: Runtime, refusal: Refusal) -> Sequence[tuple[bytes, bytes
     ctx.bytes_in = refusal.bytes_in
     head = ResponseHead(refusal.status, [], local=True)
     rt.security_headers.on_response(ctx, head)
-    rt.record(ctx, refusal.status, None)
+    logged_as = REQUEST_ID.set(refusal.request_id)
+    try:
+        rt.record(ctx, refusal.status, None)
+    finally:
+        REQUEST_ID.reset(logged_as)
     return [pair for pair in head.headers if pair[0] != _CACHE_CONTROL]

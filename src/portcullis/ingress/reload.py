@@ -2,7 +2,7 @@
 
 Why build-then-swap: an invalid config, or one that fails to compile, must leave the running
 gateway untouched. The old runtime is closed only after a grace period, so requests already
-using its upstream pools finish normally. Sections that need a restart (listener, store, audit)
+using its upstream pools finish normally. Sections that need a restart (listener, store, audit, log)
 are reported, not silently ignored.
 
 Why a worker thread: reading, parsing, validating and compiling a config is CPU work that grows with
@@ -51,7 +51,7 @@ __all__ = ["ReloadBusy", "ReloadResult", "Reloader"]
 
 log = logging.getLogger("portcullis.reload")
 
-_RESTART_SECTIONS = ("listen", "admin", "store", "audit")
+_RESTART_SECTIONS = ("listen", "admin", "store", "audit", "log")
 _WORKER_SWITCH_INTERVAL_S = 0.0005
 
 

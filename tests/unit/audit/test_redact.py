@@ -187,3 +187,11 @@ def test_a_plain_query_comes_back_exactly_as_sent() -> None:
 
 def test_a_password_hidden_behind_percent_encoding_is_still_masked() -> None:
     assert redact_query("p%61ss=hunter2&q=gh%70_" + _chars(36)) == f"pass={MASK}&q=ghp_{MASK}"
+
+
+def test_an_admin_token_is_masked_like_an_api_key_keeping_its_id() -> None:
+    # identity.admin_tokens: pca_ + 12-character token id + _ + 43 base64url characters.
+    token = "pca_" + "a1b2c3d4e5f6" + "_" + _chars(43, B62 + "-_")
+    assert redact_text(f"admin {token} sent") == f"admin pca_a1b2c3d4e5f6_{MASK} sent"
+    assert redact_query(f"token={token}") == f"token={MASK}"
+    assert redact_query(f"x={token}") == f"x=pca_a1b2c3d4e5f6_{MASK}"
