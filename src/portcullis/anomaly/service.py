@@ -17,7 +17,6 @@ once per subject while it lasts, and recorded as a security event with the actor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from typing import Any
 from portcullis.anomaly.detector import Anomaly, AnomalyDetector, DetectorSettings
 from portcullis.anomaly.webhook import WebhookNotifier
 from portcullis.audit.security_event import security_event
+from portcullis.background import stop_task
 from portcullis.clock import Clock
 from portcullis.controls.model import BlockKind, EmergencyScope
 from portcullis.controls.service import IncidentControls
@@ -139,7 +139,4 @@ class AnomalyService:
         if self.webhook is not None:
             await self.webhook.aclose()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)

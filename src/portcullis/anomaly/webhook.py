@@ -14,7 +14,6 @@ its webhooks).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -23,6 +22,7 @@ import aiohttp
 import orjson
 
 from portcullis.anomaly.detector import Anomaly
+from portcullis.background import stop_task
 
 __all__ = ["SIGNATURE_HEADER", "WebhookNotifier", "signature"]
 
@@ -82,7 +82,4 @@ class WebhookNotifier:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)

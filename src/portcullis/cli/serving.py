@@ -45,6 +45,7 @@ from pathlib import Path
 import uvicorn
 
 from portcullis.admin.app import create_admin_app
+from portcullis.background import stop_task
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
 from portcullis.config.model import GatewayConfig, ListenConfig
@@ -204,10 +205,7 @@ async def serve(
             await admin_task
         await reloader.aclose()
         await app.runtime.aclose()
-        if sharing is not None:
-            sharing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sharing  # its last snapshot holds every request this worker answered
+        await stop_task(sharing)  # its last snapshot holds every request this worker answered
         await services.aclose()
 
 

@@ -20,13 +20,13 @@ What it refuses to do: read the store on a request, or hand a block's reason to 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.security_event import security_event
+from portcullis.background import stop_task
 from portcullis.clock import Clock
 from portcullis.controls.model import (
     BLOCK,
@@ -102,10 +102,7 @@ class IncidentControls:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     # --- acts ---------------------------------------------------------------------------------
 

@@ -10,10 +10,10 @@ within ``timeout_s`` counts as down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
+from portcullis.background import stop_task
 from portcullis.errors import StoreUnavailable
 
 __all__ = ["StoreProbe"]
@@ -57,7 +57,4 @@ class StoreProbe:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)

@@ -28,6 +28,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from portcullis.background import stop_task
+
 __all__ = ["BREAKER_EVENT", "CONTROLS_EVENT", "RELOAD_EVENT", "REVOKE_EVENT", "Event", "RedisEventBus", "encode_event"]
 
 log = logging.getLogger("portcullis.shared_state")
@@ -134,7 +136,4 @@ class RedisEventBus:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
