@@ -11,7 +11,7 @@ process just before the attack, so each row carries its own clean figures: the m
 and drifts, so a row compares with itself, not with a baseline row taken a minute earlier.
 Results: ``bench/results/hostile.{md,json}``.
 
-The scenarios are issue 10's "done when" list (slowloris, an unterminated head, 2,000 idle
+The scenarios are the front door's list of hostile clients (slowloris, an unterminated head, 2,000 idle
 connections, 100 never-reading clients, 1 KiB/s uploads), a baseline without attackers, and the
 2,000 idle connections once more from a single address, where ``max_connections_per_ip`` (256)
 is what answers. Everywhere else the attackers are spread over 16 loopback addresses, as a

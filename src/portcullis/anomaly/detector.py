@@ -27,7 +27,8 @@ How it works:
   baseline, failed authentications above ``auth_failure_factor`` times baseline; each needs a minimum
   count (``min_requests``, ``min_events``) so a quiet subject's 1 → 4 is not a spike.
 - **Not modelled:** seasonality (a daily rhythm looks like a slow drift, which the EWMA follows; a
-  sharp morning ramp can be flagged), and budget burn (egress budgets, a later step).
+  sharp morning ramp can be flagged), and budget burn (egress budgets spend through counters of their
+  own, which it does not read).
 
 The detector only says what it sees; ``anomaly.service`` turns a detection into an audit event, a
 metric and an entry operators review.

@@ -20,10 +20,18 @@ from rich.table import Table
 from rich.text import Text
 
 from portcullis.cli.admin_client import DEFAULT_ADMIN, AdminOption, admin_result
-from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, record_cli_event, when, with_store
+from portcullis.cli.common import (
+    ConfigOption,
+    JsonOption,
+    duration_option,
+    fail,
+    load_or_fail,
+    record_cli_event,
+    when,
+    with_store,
+)
 from portcullis.cli.tables import plain_table
 from portcullis.clock import SystemClock
-from portcullis.config.types import parse_duration
 from portcullis.identity.admin_roles import RoleBook, UnknownRole
 from portcullis.identity.admin_tokens import issue_admin_token
 from portcullis.stores.base import Store
@@ -39,15 +47,7 @@ _DEFAULT_LIFETIME = "90d"
 
 
 def _lifetime(text: str | None) -> float | None:
-    if text is None or text == "never":
-        return None
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise fail(f"--expires: {exc}") from None
-    if seconds <= 0:
-        raise fail("--expires: a lifetime must be longer than zero")
-    return seconds
+    return None if text is None or text == "never" else duration_option(text, "--expires")
 
 
 @app.command()

@@ -24,14 +24,15 @@ from portcullis.audit.security_event import security_event
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
 from portcullis.config.model import GatewayConfig, StoreConfig
+from portcullis.config.types import parse_duration
 from portcullis.errors import ConfigError, ConfigFileError, StoreUnavailable
 from portcullis.ids import random_hex
 from portcullis.stores.base import AuditBatch, Store
 from portcullis.stores.opening import open_store
 
 __all__ = [
-    "ConfigOption", "JsonOption", "config_error_text", "fail", "load_or_fail", "record_cli_event", "store_label",
-    "when", "with_store",
+    "ConfigOption", "JsonOption", "config_error_text", "duration_option", "fail", "load_or_fail", "record_cli_event",
+    "store_label", "when", "with_store",
 ]
 
 _T = TypeVar("_T")
@@ -100,6 +101,17 @@ def _os_user() -> str:
         return getpass.getuser()
     except (OSError, KeyError):
         return f"uid{os.getuid()}"
+
+
+def duration_option(text: str, option: str, *, positive: bool = True) -> float:
+    """A duration given on the command line (``30s``, ``15m``, ``90d``), or exit 2 naming the option."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise fail(f"{option}: {exc}") from None
+    if positive and seconds <= 0:
+        raise fail(f"{option}: must be longer than zero")
+    return seconds
 
 
 def store_label(cfg: StoreConfig) -> str:

@@ -8,23 +8,28 @@ does. The CLI only shapes the call and the table (``cli/admin_client.py``: token
 ``PORTCULLIS_ADMIN_TOKEN`` or a private file, shared exit codes: 0 done, 1 refused, 2 usage, 3 denied,
 4 unreachable).
 
-Durations are written as in the config (``30s``, ``15m``, ``2h``); times are shown in UTC.
+Durations are written as in the config (``30s``, ``15m``, ``2h``); times are shown in UTC (``…Z``).
 """
 
 from __future__ import annotations
 
-import json
-import time
 import urllib.parse
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from portcullis.cli.admin_client import DEFAULT_ADMIN, EXIT_USAGE, AdminOption, JsonOption, admin_call, fail_unless_ok
+from portcullis.cli.admin_client import (
+    DEFAULT_ADMIN,
+    EXIT_USAGE,
+    AdminOption,
+    JsonOption,
+    admin_call,
+    admin_result,
+    fail_unless_ok,
+)
+from portcullis.cli.common import duration_option, when
 from portcullis.cli.tables import plain_table
-from portcullis.config.types import parse_duration
 
 __all__ = ["blocks_app", "emergency_app"]
 
@@ -38,34 +43,15 @@ ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the au
                                            "blocked party).")]
 
 
-def _seconds(text: str, option: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError:
-        Console(stderr=True).print(f"[red]{option}: expected a duration such as 30s, 15m or 2h[/red]")
-        raise typer.Exit(EXIT_USAGE) from None
-
-
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
-
-
-def _print(body: Any, as_json: bool, table: Table | None = None) -> None:
-    if as_json or table is None:
-        typer.echo(json.dumps(body))
-        return
-    Console(highlight=False).print(table)
-
-
 @blocks_app.command("list")
 def list_blocks(admin: AdminOption = DEFAULT_ADMIN, everything: AllOption = False, as_json: JsonOption = False) -> None:
     """Blocks in force (every block ever made, with --all)."""
-    answer = admin_call("GET", admin, "/blocks", query={"all": "true" if everything else None})
-    fail_unless_ok(answer)
-    table = plain_table(("id", "kind", "subject", "expires (UTC)", "by", "reason", "lifted (UTC)"), [
-        (b["id"], b["kind"], b["subject"], _when(b["expires_at"]), b["created_by"], b["reason"], _when(b["lifted_at"]))
-        for b in answer.body], ids=(0, 2))
-    _print(answer.body, as_json, table)
+    body = admin_result("GET", admin, "/blocks", query={"all": "true" if everything else None}, as_json=as_json)
+    if body is None:
+        return
+    Console(highlight=False).print(plain_table(("id", "kind", "subject", "expires", "by", "reason", "lifted"), [
+        (b["id"], b["kind"], b["subject"], when(b["expires_at"]), b["created_by"], b["reason"], when(b["lifted_at"]))
+        for b in body], ids=(0, 2)))
 
 
 @blocks_app.command("add")
@@ -83,13 +69,10 @@ def add_block(
         raise typer.Exit(EXIT_USAGE)
     body: dict[str, Any] = {"kind": kind, "subject": subject, "reason": reason}
     if expires is not None:
-        body["expires_in_s"] = _seconds(expires, "--expires")
-    answer = admin_call("POST", admin, "/blocks", body=body)
-    fail_unless_ok(answer)
-    if as_json:
-        typer.echo(json.dumps(answer.body))
-        return
-    Console(highlight=False).print(f"Blocked {answer.body['kind']} {answer.body['subject']}: {answer.body['id']}")
+        body["expires_in_s"] = duration_option(expires, "--expires")
+    made = admin_result("POST", admin, "/blocks", body=body, as_json=as_json)
+    if made is not None:
+        Console(highlight=False).print(f"Blocked {made['kind']} {made['subject']}: {made['id']}")
 
 
 @blocks_app.command("lift")
@@ -108,12 +91,14 @@ def list_emergencies(
     admin: AdminOption = DEFAULT_ADMIN, everything: AllOption = False, as_json: JsonOption = False,
 ) -> None:
     """Emergency limits in force or restoring (every one ever made, with --all)."""
-    answer = admin_call("GET", admin, "/emergency-limits", query={"all": "true" if everything else None})
-    fail_unless_ok(answer)
-    table = plain_table(("id", "scope", "subject", "factor", "now", "until (UTC)", "restore (s)", "by", "reason"), [
-        (e["id"], e["scope"], e["subject"] or "*", f"{e['factor']:g}", f"{e['factor_now']:g}", _when(e["until"]),
-         f"{e['restore_s']:g}", e["created_by"], e["reason"]) for e in answer.body], ids=(0, 2))
-    _print(answer.body, as_json, table)
+    body = admin_result("GET", admin, "/emergency-limits", query={"all": "true" if everything else None},
+                        as_json=as_json)
+    if body is None:
+        return
+    Console(highlight=False).print(plain_table(
+        ("id", "scope", "subject", "factor", "now", "until", "restore (s)", "by", "reason"),
+        [(e["id"], e["scope"], e["subject"] or "*", f"{e['factor']:g}", f"{e['factor_now']:g}", when(e["until"]),
+          f"{e['restore_s']:g}", e["created_by"], e["reason"]) for e in body], ids=(0, 2)))
 
 
 @emergency_app.command("set")
@@ -133,18 +118,14 @@ def set_emergency(
         Console(stderr=True).print(f"[red]scope is one of {', '.join(_SCOPES)}[/red]")
         raise typer.Exit(EXIT_USAGE)
     body: dict[str, Any] = {"scope": scope, "subject": subject, "factor": factor,
-                            "duration_s": _seconds(duration, "--for"), "reason": reason}
+                            "duration_s": duration_option(duration, "--for"), "reason": reason}
     if restore is not None:
-        body["restore_s"] = _seconds(restore, "--restore")
-    answer = admin_call("POST", admin, "/emergency-limits", body=body)
-    fail_unless_ok(answer)
-    if as_json:
-        typer.echo(json.dumps(answer.body))
-        return
-    e = answer.body
-    Console(highlight=False).print(
-        f"Emergency limit {e['id']}: {e['scope']} {e['subject'] or '*'} at {e['factor']:g} until "
-        f"{_when(e['until'])} UTC, restored over {e['restore_s']:g}s")
+        body["restore_s"] = duration_option(restore, "--restore", positive=False)
+    e = admin_result("POST", admin, "/emergency-limits", body=body, as_json=as_json)
+    if e is not None:
+        Console(highlight=False).print(
+            f"Emergency limit {e['id']}: {e['scope']} {e['subject'] or '*'} at {e['factor']:g} until "
+            f"{when(e['until'])}, restored over {e['restore_s']:g}s")
 
 
 @emergency_app.command("lift")

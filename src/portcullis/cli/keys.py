@@ -30,11 +30,19 @@ from rich.console import Console
 from rich.text import Text
 
 from portcullis.cli.admin_client import DEFAULT_ADMIN, AdminOption, admin_result
-from portcullis.cli.common import ConfigOption, JsonOption, fail, load_or_fail, record_cli_event, when, with_store
+from portcullis.cli.common import (
+    ConfigOption,
+    JsonOption,
+    duration_option,
+    fail,
+    load_or_fail,
+    record_cli_event,
+    when,
+    with_store,
+)
 from portcullis.cli.tables import plain_table
 from portcullis.clock import SystemClock
 from portcullis.config.model import SharedStateConfig, StoreConfig
-from portcullis.config.types import parse_duration
 from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, IssuedKey, create_key
 from portcullis.stores.base import ApiKeyRecord, Store
 from portcullis.stores.redis_events import REVOKE_EVENT
@@ -87,14 +95,7 @@ def create(
     scope_set = frozenset(s.strip() for s in scopes.split(",") if s.strip())
     if any(not _SCOPE.fullmatch(s) for s in scope_set):
         raise fail("--scopes: scopes are 1-64 characters: letters, digits, _ . @ : -")
-    expires_s: float | None = None
-    if expires is not None:
-        try:
-            expires_s = parse_duration(expires)
-        except ValueError as exc:
-            raise fail(f"--expires: {exc}") from None
-        if expires_s <= 0:
-            raise fail("--expires: a lifetime must be longer than zero")
+    expires_s = duration_option(expires, "--expires") if expires is not None else None
     settings = _settings(config)
 
     async def work(store: Store) -> IssuedKey:
@@ -177,10 +178,7 @@ def rotate(
     as_json: JsonOption = False,
 ) -> None:
     """Give a key a new secret through the admin API; the former one works for --grace more. Shown once."""
-    try:
-        grace_s = parse_duration(grace)
-    except ValueError as exc:
-        raise fail(f"--grace: {exc}") from None
+    grace_s = duration_option(grace, "--grace", positive=False)
     body = admin_result("POST", admin, f"/keys/{key_id}/rotate", body={"grace_s": grace_s}, as_json=as_json)
     if body is None:
         return

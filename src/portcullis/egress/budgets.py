@@ -47,7 +47,7 @@ class CallContext:
 
 @dataclass(frozen=True, slots=True)
 class BudgetLimits:
-    """``None`` or ``0`` switches a budget off (the issue's convention: 0 means unlimited, and only
+    """``None`` or ``0`` switches a budget off (the config's convention: 0 means unlimited, and only
     when written out; the per-execution call cap defaults to 100)."""
 
     execution_calls: int | None = 100

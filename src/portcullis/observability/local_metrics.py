@@ -5,7 +5,7 @@ takes a lock (a histogram takes two, and walks its buckets in Python), because t
 may be updated from any thread. The per-request families here are updated only on the event
 loop's thread, once or twice per request, and read a few times a minute: counting in a dict of
 ints and lists and building the families at scrape time moves the cost from the request to the
-scrape. This is what the issue's "count locally and export on scrape" means, and what client
+scrape. It is "count locally, export on scrape", which is what client
 libraries of other languages do with per-thread cells.
 
 Consistency: a scrape runs on the same event loop (the admin app), so it never sees a half-done

@@ -1,7 +1,7 @@
 """Protocols for durable state: API keys, vault secrets, incident controls and the audit trail.
 
 Why Protocols: the same contract is served by SQLite on one machine and PostgreSQL when many
-gateways share state (a later issue); one contract test suite runs against every backend.
+gateways share state; one contract test suite runs against every backend.
 Backends translate their own exceptions into ``StoreUnavailable`` and nothing else escapes.
 
 What this module refuses to hold: key and admin-token secrets. A record carries only the HMAC of its secret.

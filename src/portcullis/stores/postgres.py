@@ -137,7 +137,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Until this version only a revocation disabled a key: those stay revoked for good.
         "UPDATE api_keys SET revoked_at = created_at WHERE disabled",
     ),
-    # Issue 11 item 4, the audit trail as evidence: filter columns for search, the chain's place of
+    # The audit trail as evidence: filter columns for search, the chain's place of
     # each record, and the checkpoints' own table. Migration 4.
     # The backfill reads the JSON text only where it has no \u0000 (jsonb refuses it; such rows keep
     # NULL columns and the default class).
@@ -173,7 +173,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX audit_checkpoints_chain ON audit_checkpoints (chain, seq, final)",
     ),
-    # Incident controls (issue 11 item 3): blocks and emergency limits.
+    # Incident controls: blocks and emergency limits.
     (
         """CREATE TABLE controls (
             control_id text COLLATE "C" PRIMARY KEY,

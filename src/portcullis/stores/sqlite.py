@@ -119,7 +119,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Until this version only a revocation disabled a key: those stay revoked for good.
         "UPDATE api_keys SET revoked_at = created_at WHERE disabled = 1",
     ),
-    # Issue 11 item 4, the audit trail as evidence: filter columns for search, the chain's place of
+    # The audit trail as evidence: filter columns for search, the chain's place of
     # each record, and the checkpoints' own table. Migration 4.
     (
         "ALTER TABLE audit ADD COLUMN record_class TEXT NOT NULL DEFAULT 'request'",
@@ -153,7 +153,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX audit_checkpoints_chain ON audit_checkpoints (chain, seq, final)",
     ),
-    # Incident controls (issue 11 item 3): blocks and emergency limits.
+    # Incident controls: blocks and emergency limits.
     (
         """CREATE TABLE controls (
             control_id TEXT PRIMARY KEY,
