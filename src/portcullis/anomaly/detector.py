@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 
 __all__ = ["Anomaly", "AnomalyDetector", "DetectorSettings"]
 
+_Subject = tuple[str, str]  # ("route" | "consumer" | "egress", name)
+
 # Latency buckets (seconds) for the per-window p95: log-scale from 1 ms to 60 s.
 _LATENCY_BOUNDS = tuple(0.001 * (1.5 ** i) for i in range(28))
 
@@ -121,23 +123,24 @@ class AnomalyDetector:
     def __init__(self, settings: DetectorSettings | None = None) -> None:
         self.settings = settings or DetectorSettings()
         self._alpha = 2.0 / (self.settings.baseline_windows + 1)
-        self._current: dict[str, _Window] = {}
-        self._baselines: dict[str, _Baseline] = {}
+        # Subjects as (kind, name) tuples on the request path: no string is formatted per request.
+        self._current: dict[_Subject, _Window] = {}
+        self._baselines: dict[_Subject, _Baseline] = {}
         self.subjects_dropped = 0
 
     def observe(self, route: str | None, consumer: str | None, status: int, latency_s: float,
                 auth_failed: bool = False) -> None:
         """Count one finished request for its route and consumer."""
         if route:
-            self._count(f"route:{route}", status, latency_s, auth_failed)
+            self._count(("route", route), status, latency_s, auth_failed)
         if consumer:
-            self._count(f"consumer:{consumer}", status, latency_s, auth_failed)
+            self._count(("consumer", consumer), status, latency_s, auth_failed)
 
     def observe_egress(self, endpoint: str, status: int, latency_s: float) -> None:
         """Count one egress call for its endpoint (an egress route)."""
-        self._count(f"egress:{endpoint}", status, latency_s, False)
+        self._count(("egress", endpoint), status, latency_s, False)
 
-    def _count(self, subject: str, status: int, latency_s: float, auth_failed: bool) -> None:
+    def _count(self, subject: _Subject, status: int, latency_s: float, auth_failed: bool) -> None:
         window = self._current.get(subject)
         if window is None:
             if subject not in self._baselines and len(self._baselines) >= self.settings.max_subjects:
@@ -167,8 +170,9 @@ class AnomalyDetector:
             self._learn(window, baseline)
         return found
 
-    def _judge(self, subject: str, w: _Window, b: _Baseline, end: float) -> Iterable[Anomaly]:
+    def _judge(self, key: _Subject, w: _Window, b: _Baseline, end: float) -> Iterable[Anomaly]:
         s = self.settings
+        subject = f"{key[0]}:{key[1]}"
         volume_limit = max(s.volume_factor * b.volume.mean, b.volume.mean + s.sigmas * math.sqrt(b.volume.variance))
         if w.requests >= s.min_requests and w.requests > volume_limit:
             yield Anomaly("volume_spike", subject, w.requests, b.volume.mean, end)
