@@ -113,7 +113,7 @@ async def test_audit_fields_are_escaped_on_the_audit_page(
 async def test_a_block_made_from_a_pasted_payload_is_escaped(
     make_gateway: GatewayFactory, upstream: UpstreamServer, payload: str
 ) -> None:
-    gw, console = await _console(make_gateway, upstream)
+    _, console = await _console(make_gateway, upstream)
     made = await console.post("/console/blocks", {"kind": "user", "subject": payload[:128], "reason": payload})
     assert made.status_code == 303
     page = await console.http.get("/console/blocks")

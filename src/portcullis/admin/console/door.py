@@ -7,7 +7,9 @@ event as the API route it mirrors), the door:
 1. finds the session the ``portcullis_console`` cookie names (``session``); none, idle or too old:
    a page view goes to the sign-in page (303), anything else gets 401;
 2. for a POST (the only method that changes anything; a GET never does): refuses a cross-site
-   request (``admin.auth.cross_origin``, with this listener's own origin allowed), reads the form
+   request (``admin.auth.cross_origin``, with this listener's own origin allowed; ``Origin: null``
+   only with ``Sec-Fetch-Site: same-origin``, which is what Chromium sends under the console's
+   ``Referrer-Policy: no-referrer``), reads the form
    under a size cap (``form``) and compares its ``csrf_token`` with the session's in constant time
    (OWASP CSRF cheat sheet: synchronizer token pattern, plus the Origin check as defence in depth);
 3. re-checks the session's credential through ``AdminGate`` exactly as the API checks a bearer
@@ -109,8 +111,13 @@ class ConsoleDoor:
                                csrf_token=session.csrf_token if session else None, message=message)
 
     def cross_site(self, request: Request) -> bool:
+        headers = request.headers
+        if headers.get("origin") == "null" and headers.get("sec-fetch-site") == "same-origin":
+            # Referrer-Policy: no-referrer makes Chromium send "Origin: null" with the console's own
+            # forms; Fetch Metadata, which a page cannot forge, still says where the form came from.
+            return False
         config = self.gateway.runtime.config.admin
-        return cross_origin(request.headers, config.allowed_origins, own_origin=self.own_origin(request))
+        return cross_origin(headers, config.allowed_origins, own_origin=self.own_origin(request))
 
     async def checked_post(self, request: Request, expected_token: str) -> Mapping[str, str] | Response:
         """The form of a same-origin POST carrying ``expected_token``, or the refusal page."""

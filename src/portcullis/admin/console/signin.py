@@ -12,6 +12,10 @@ The sign-in form is protected against login CSRF (a site signing the victim in a
 by a double-submit token: a random value in a cookie scoped to ``/console/login`` and in a hidden
 field, compared in constant time, plus the Origin rule. Sign-out is a POST with the session's
 synchronizer token; it ends the session on the server, not just the cookie.
+
+Every page names its icon (``/console/static/favicon.svg``): otherwise a browser asks for
+``/favicon.ico``, which the API's middleware answers 401 and counts as a failed authentication,
+so ten page views would throttle an operator's own address.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ _LOGIN_PATH = f"{PREFIX}/login"
 _STATIC_DIR = Path(__file__).parent / "static"
 _STATIC = {  # read once at import: two small files, never read from disk on the event loop
     name: (media, (_STATIC_DIR / name).read_bytes())
-    for name, media in (("console.css", "text/css; charset=utf-8"), ("console.js", "text/javascript; charset=utf-8"))
+    for name, media in (("console.css", "text/css; charset=utf-8"), ("console.js", "text/javascript; charset=utf-8"),
+                        ("favicon.svg", "image/svg+xml"))
 }
 
 
@@ -124,7 +129,7 @@ async def sign_out(request: Request) -> Response:
 
 
 @router.get(PREFIX + "/static/{name}", **public())
-async def static(name: Annotated[str, PathParam(pattern=r"^[a-z]+\.(css|js)$")]) -> Response:
+async def static(name: Annotated[str, PathParam(pattern=r"^[a-z]+\.(css|js|svg)$")]) -> Response:
     found = _STATIC.get(name)
     if found is None:
         return Response(status_code=404)
