@@ -36,8 +36,10 @@ from portcullis.admin.console.form import FormRefused, read_form
 from portcullis.admin.console.render import PageRenderer
 from portcullis.admin.console.session import ConsoleSession, SessionLimits, SessionStore
 from portcullis.admin.guard import OPERATOR_SCOPE_KEY, PUBLIC, GuardedRoute, Operator, route_permission
+from portcullis.admin.routes.probes import READY_DEADLINE_S
 from portcullis.errors import ErrorCode, StoreUnavailable, Unauthenticated
 from portcullis.ingress.app import GatewayApp
+from portcullis.observability.readiness import ReadinessProbe
 
 __all__ = [
     "CONSOLE_HEADERS", "PREFIX", "SESSION_COOKIE", "ConsoleDoor", "ConsoleHeaders", "ConsoleRoute", "console_form",
@@ -81,6 +83,7 @@ class ConsoleDoor:
         self.gate = gate
         self.sessions = SessionStore(gateway.runtime.clock)
         self.pages = PageRenderer()
+        self.probe = ReadinessProbe(deadline_s=READY_DEADLINE_S)  # one per admin app (it tracks running checks)
 
     def limits(self) -> SessionLimits:
         c = self.gateway.runtime.config.admin.console

@@ -21,11 +21,10 @@ from portcullis.admin.console.traffic import ConsumerCount, route_traffic, top_c
 from portcullis.admin.context import CurrentOperator, GatewayRuntime
 from portcullis.admin.guard import needs
 from portcullis.admin.routes.egress import apply_breaker_action, breaker_view
-from portcullis.admin.routes.probes import READY_DEADLINE_S, status_summary
+from portcullis.admin.routes.probes import status_summary
 from portcullis.egress.budgets import CallContext
 from portcullis.identity.admin_roles import Permission
 from portcullis.ingress.runtime import Runtime
-from portcullis.observability.readiness import ReadinessProbe
 from portcullis.stores.base import AuditSearch
 
 __all__ = ["router"]
@@ -34,7 +33,6 @@ router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
 _TOP_CONSUMERS_WINDOW_S = 300.0
 _TOP_CONSUMERS_RECORDS = 1000
-_probe = ReadinessProbe(deadline_s=READY_DEADLINE_S)
 _Id = Annotated[str, Query(max_length=128)]
 
 
@@ -51,7 +49,7 @@ async def _consumers(runtime: Runtime) -> list[ConsumerCount]:
 
 @router.get(f"{PREFIX}/overview", **needs(Permission.STATUS_READ))
 async def overview(request: Request, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
-    summary = await status_summary(runtime, _probe)
+    summary = await status_summary(runtime, _door(request).probe)
     traffic = route_traffic(runtime.metrics.render().decode()) if operator.may(Permission.METRICS_READ) else None
     consumers = await _consumers(runtime) if operator.may(Permission.AUDIT_READ) else None
     return _door(request).pages.page(request, "overview.html", operator=operator,

@@ -49,16 +49,18 @@ def _filters(query: dict[str, str], record_class: str | None) -> Filters | None:
 
 async def _results(request: Request, runtime: Runtime, operator: Operator, query: dict[str, str],
                    f: Filters | None, *, action: str) -> Response:
-    door = _door(request)
-    refusal = "Status must be a number from 100 to 599." if f is None else search_refusal(operator, f)
     records: list[dict[str, Any]] | None = None
-    searched = any(query.values())
-    if f is not None and refusal is None and searched:
-        page = await runtime.services.store.search_audit(to_search(f, limit=_PAGE))
-        records = page.records
-        note_event(request, returned=len(records))
-    return door.pages.page(request, "audit.html", status=403 if refusal and f is not None else
-                           (400 if f is None else 200), operator=operator,
+    refusal: str | None
+    if f is None:
+        status, refusal = 400, "Status must be a number from 100 to 599."
+    elif (refusal := search_refusal(operator, f)) is not None:
+        status = 403  # asked for more than the operator may read: refused, never narrowed
+    else:
+        status = 200
+        if any(query.values()):
+            records = (await runtime.services.store.search_audit(to_search(f, limit=_PAGE))).records
+            note_event(request, returned=len(records))
+    return _door(request).pages.page(request, "audit.html", status=status, operator=operator,
                            csrf_token=console_session(request).csrf_token, query=query, records=records,
                            message=refusal, action=action,
                            may_choose_class=operator.may(Permission.AUDIT_READ_SECURITY),
