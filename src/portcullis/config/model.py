@@ -298,9 +298,10 @@ class ControlsConfig(_Model):
 
 class AnomalyConfig(_Model):
     enabled: bool = Field(
-        True, description="Learn a baseline per route and per consumer (volume, error rate, p95 latency, failed "
-        "authentications) and report departures: a security audit event, `portcullis_anomalies_total{kind}` and "
-        "the admin API's `GET /anomalies`. Observe-only: nothing is refused because of it.",
+        True, description="Learn a baseline per route, egress endpoint and consumer (volume, error rate, p95 latency, "
+        "failed authentications, egress budget burn) and report departures: a security audit event, "
+        "`portcullis_anomalies_total{kind}` and the admin API's `GET /anomalies`. Observe-only: nothing is refused "
+        "because of it.",
     )
     window: Duration = Field("1m", description="Each window's traffic is compared with the baseline, then learned.")
     baseline_windows: int = Field(60, ge=2, le=10_080, description="How many windows the baseline mostly remembers "
@@ -311,6 +312,11 @@ class AnomalyConfig(_Model):
     latency_factor: float = Field(2.0, gt=1, description="Flag a p95 latency above this times the usual p95.")
     auth_failure_factor: float = Field(3.0, gt=1, description="Flag failed authentications above this times the "
                                        "usual count.")
+    budget_burn_factor: float = Field(3.0, gt=1, description="Flag an egress endpoint or consumer spending its "
+                                      "budgets faster than this times usual (burn: the share of its tightest budget "
+                                      "each call spends, summed per window).")
+    min_budget_burn: float = Field(0.05, gt=0, description="A window must burn at least this much of a budget (0.05: "
+                                   "5 %) before burn can be flagged.")
     min_requests: int = Field(20, ge=1, description="A window needs this many requests before volume, errors or "
                               "latency can be flagged (a quiet route's 1 to 4 is no spike).")
     max_subjects: int = Field(10_000, ge=1, description="Most routes and consumers tracked; more are not (memory "
