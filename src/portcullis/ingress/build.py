@@ -57,9 +57,10 @@ from portcullis.policies.stage1_shield.ip_rules import IpShieldPolicy
 from portcullis.policies.stage2_authenticate.blocks import CallerBlockPolicy
 from portcullis.policies.stage2_authenticate.credentials import AuthenticationPolicy
 from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, failed_auth_rule
-from portcullis.policies.stage3_authorize.scopes import AuthorizePolicy
+from portcullis.policies.stage3_authorize.scopes import AuthorizePolicy, CelRule, RuleInputs, compile_rules
 from portcullis.policies.stage4_limit.rate_limit import RateLimitPolicy
 from portcullis.policies.stage5_validate.body import BodyPolicy
+from portcullis.policies.stage5_validate.body_rules import BodyRulesPolicy
 from portcullis.policies.stage6_respond.security_headers import SecurityHeadersPolicy
 from portcullis.stores.base import AuditSink, BudgetCounterStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
@@ -202,6 +203,7 @@ def plan_chain(
     """The policies ``route`` runs, in the order the chain will run them."""
     # Incident blocks on addresses first: a blocked client costs one table lookup and nothing else.
     policies: list[Policy] = [AddressBlockPolicy(controls, clock)]
+    body_rules: list[CelRule] = []
     shield = IpShieldPolicy(
         allow_sets=[config.shield.allow, route.shield.allow if route.shield else []],
         deny=[*config.shield.deny, *(route.shield.deny if route.shield else [])],
@@ -227,7 +229,9 @@ def plan_chain(
         ))
         policies.append(CallerBlockPolicy(controls, clock))  # blocked consumers and keys, once known
         if route.authorize is not None:
-            policies.append(AuthorizePolicy(route.authorize))
+            inputs = RuleInputs(route.authorize.headers, route.authorize.query, clock)
+            rules, body_rules = compile_rules(route.authorize)
+            policies.append(AuthorizePolicy(route.authorize, rules, inputs))
     limits = [*config.rate_limits, *route.rate_limits]
     if route.is_public:
         limits = [lim for lim in limits if lim.key != "consumer"]
@@ -237,6 +241,8 @@ def plan_chain(
     request = effective_request(config, route)
     if request.json_body is not None or request.content_types:
         policies.append(BodyPolicy(request))
+    if body_rules:  # after BodyPolicy: the body is read and is one unambiguous JSON document
+        policies.append(BodyRulesPolicy(body_rules, inputs))
     return policies
 
 
