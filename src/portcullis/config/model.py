@@ -35,6 +35,7 @@ from portcullis.identity.admin_roles import RoleBook
 
 __all__ = [
     "AdminConfig",
+    "AdminConsoleConfig",
     "ApiKeyAuthConfig",
     "AttributeRule",
     "AuditConfig",
@@ -189,6 +190,15 @@ class AdminFailedAuthConfig(_Model):
     window: Duration = Field("1m", description="The window the failures are counted in.")
 
 
+class AdminConsoleConfig(_Model):
+    enabled: bool = Field(True, description="Serve the web console under /console on the admin listener (sign-in "
+                          "with an admin token or an operator JWT; the JSON API never accepts its cookie).")
+    idle_timeout: Duration = Field("15m", gt=0, description="A console session unused this long ends.")
+    lifetime: Duration = Field("8h", gt=0, description="A console session ends this long after sign-in, used or not.")
+    max_sessions: int = Field(1000, ge=1, le=100_000, description="Console sessions held at once; signing in past "
+                              "it ends the least recently used one.")
+
+
 class AdminConfig(_Model):
     enabled: bool = Field(True, description="Serve the admin API, /healthz, /readyz and /metrics on a separate "
                           "listener.")
@@ -222,6 +232,8 @@ class AdminConfig(_Model):
         False, description="Serve /metrics without credentials. Default: a token with `metrics.read` (Prometheus: "
         "`authorization: {credentials_file: ...}`).",
     )
+    console: AdminConsoleConfig = Field(default_factory=AdminConsoleConfig,
+                                        description="The web console on this listener.")
     failed_auth: AdminFailedAuthConfig = Field(
         default_factory=AdminFailedAuthConfig, description="Throttle for failed admin authentication."
     )
