@@ -43,11 +43,12 @@ from portcullis.identity.jwt_tokens import JwtVerifier
 from portcullis.ids import random_hex
 from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
-from portcullis.ingress.runtime import CompiledRoute, Runtime, Services
+from portcullis.ingress.runtime import CompiledRoute, Runtime, Services, UpstreamAddress
 from portcullis.limiting.base import CounterStore
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.store_health import StoreProbe
+from portcullis.observability.tracing import build_tracer
 from portcullis.pipeline.base import Policy
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.policies.stage1_shield.blocks import AddressBlockPolicy
@@ -151,9 +152,10 @@ async def open_services(
     store_probe = StoreProbe(store)
     metrics.store_up.set_function(lambda: 1.0 if store_probe.up else 0.0)
     store_probe.start()
+    tracer = build_tracer(config.tracing)
     return Services(clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit,
                     vault=vault, controls=controls, egress_budgets=budgets, shared=shared, retention=retention,
-                    anomaly=anomaly, store_probe=store_probe)
+                    anomaly=anomaly, store_probe=store_probe, tracer=tracer)
 
 
 def _anomaly_service(config: GatewayConfig, clock: Clock, audit: AuditWriter, metrics: GatewayMetrics,
@@ -277,6 +279,9 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
             ),
             max_body_bytes=request.max_body_bytes,
             stream_body=request.body_buffering == "streamed",
+            template=route.path,
+            upstream_address=UpstreamAddress(
+                parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), upstream_cfg.url),
         )
     router_routes = list(config.routes)
     egress = None
@@ -300,7 +305,7 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         egress = EgressExecutor(config.egress, vault=services.vault, resolver=services.egress_resolver,
                                 clock=services.clock, on_breaker=breaker_moved, limiter=services.limiter,
                                 budget_store=services.egress_budgets, header_rules=door_rules,
-                                controls=services.controls, audit=services.audit.submit)
+                                controls=services.controls, audit=services.audit.submit, tracer=services.tracer)
         for route_name, breaker in egress.breakers().items():
             metrics.egress_breaker_open.labels(route_name).set_function(_breaker_open_reader(breaker))
         router_routes.append(door)
@@ -310,7 +315,7 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
                                          verifiers=verifiers, controls=services.controls, clock=services.clock)),
             upstream=_NO_UPSTREAM, timeouts=Timeouts(1, 1, 1),
             forward=ForwardHeaders(upstream_host=None, forward_identity=False, rules=door_rules),
-            max_body_bytes=config.egress.entry.max_body_bytes, egress=egress,
+            max_body_bytes=config.egress.entry.max_body_bytes, egress=egress, template=door.path,
         )
     breaker_sync = None
     if egress is not None and services.shared is not None:
