@@ -53,7 +53,7 @@ GATEWAY_SET_HEADERS: frozenset[bytes] = frozenset({
     b"x-real-ip", b"forwarded", b"true-client-ip", b"x-client-ip", b"x-original-forwarded-for",
     b"x-authenticated-userid", b"x-authenticated-scope",
     # W3C Trace Context: the gateway sets these from the request's validated context or its own
-    # span (observability/tracing.py), so a malformed value or a ``trace_parent`` variant never crosses.
+    # span (observability/tracing.py), so a client's malformed value never crosses.
     b"traceparent", b"tracestate",
 })
 

@@ -10,9 +10,10 @@ common case of none, returns a shared constant.
 With tracing off, the gateway is not a participant in the trace, so it passes on what it received,
 but never a malformed header: a valid ``traceparent`` (and its ``tracestate`` if that is valid
 too) is forwarded in its version-00 form; anything else is removed (both names are among the
-headers the gateway sets, ``http.headers.GATEWAY_SET_HEADERS``, so no client copy or ``_`` variant
-crosses on its own). A backend then never sees a value its tracing library could trip over, and a
-trace a caller started still reaches the backend's own tracing.
+headers the gateway sets, ``http.headers.GATEWAY_SET_HEADERS``, so no client copy crosses on its
+own). A backend then never sees a value its tracing library could trip over, and a trace a caller
+started still reaches the backend's own tracing. Nothing is refused for a bad trace context: the
+spec says to restart the trace, not to fail the request.
 
 The trace id a request belongs to (``ServerTrace.trace_id``) goes into its audit record; it is the
 trace of the ``traceparent`` the upstream received, or None when there was none.

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Sequence
 
 from opentelemetry import context as otel_context
@@ -184,8 +185,9 @@ class OtelTracer:
         self._provider = TracerProvider(
             # Not Resource.create: its detectors run in a thread pool the loop would wait on, and the
             # config is the one source of the service's identity.
-            resource=Resource({"service.name": config.service_name, "telemetry.sdk.language": "python",
-                               "telemetry.sdk.name": "opentelemetry"}),
+            # service.instance.id: one per process, so each worker's spans say which worker made them.
+            resource=Resource({"service.name": config.service_name, "service.instance.id": str(uuid.uuid4()),
+                               "telemetry.sdk.language": "python", "telemetry.sdk.name": "opentelemetry"}),
             sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
         )
         self._provider.add_span_processor(BatchSpanProcessor(
