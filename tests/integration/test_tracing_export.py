@@ -54,10 +54,10 @@ async def collector() -> AsyncIterator[Collector]:
         yield c
 
 
-def config(upstream_url: str, collector_port: int) -> str:
+def config(upstream_url: str, collector_port: int, *, workers: int = 1) -> str:
     return f"""
 version: 1
-listen: {{host: 127.0.0.1, port: 0}}
+listen: {{host: 127.0.0.1, port: 0, workers: {workers}, graceful_timeout: 10s}}
 admin: {{host: 127.0.0.1, port: 0}}
 keys: {{pepper: "{PEPPER}"}}
 store: {{url: "sqlite:///gw.db"}}
@@ -108,3 +108,30 @@ async def test_a_serve_process_exports_its_spans_over_otlp_http_when_it_stops(
     assert sent is not None and sent.split("-")[1:3] == [client_span.trace_id.hex(), client_span.span_id.hex()]
     [record] = await asyncio.to_thread(served.audit_records)
     assert record["trace_id"] == server.trace_id.hex()
+
+
+async def test_with_two_workers_each_exports_the_spans_of_the_requests_it_served(
+    tmp_path: Path, upstream: UpstreamServer, collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLLECTOR_KEY", "k")
+    served = await start(tmp_path, config(upstream.url, collector.port, workers=2))
+    try:
+        fresh = httpx.Limits(max_keepalive_connections=0)  # a connection per request: the kernel spreads them
+        async with httpx.AsyncClient(timeout=20, limits=fresh) as client:
+            results = await asyncio.gather(*(client.get(served.base + f"/open/{i}") for i in range(40)))
+        assert [r.status_code for r in results] == [200] * 40
+    finally:
+        await served.stop()
+    assert served.proc.returncode == 0
+    # Every request's two spans arrive exactly once (flushed by each worker at shutdown), and a
+    # request's server and client span come from the same process (service.instance.id).
+    by_trace: dict[bytes, set[tuple[str, int]]] = {}
+    for resource, span in collector.spans():
+        by_trace.setdefault(span.trace_id, set()).add((resource["service.instance.id"], span.kind))
+    assert len(by_trace) == 40
+    for kinds in by_trace.values():
+        assert len(kinds) == 2 and len({instance for instance, _ in kinds}) == 1
+    records = await asyncio.to_thread(served.audit_records)
+    assert sorted(str(r["trace_id"]) for r in records) == sorted(t.hex() for t in by_trace)
+    for post in collector.posts:  # each export request is one worker's batch
+        assert len({resource["service.instance.id"] for resource, _ in Collector(posts=[post]).spans()}) == 1
