@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from tests.conftest import GatewayFactory, UpstreamServer, gateway_yaml
 
 from portcullis.config.model import TracingConfig
+from portcullis.controls.model import BlockKind
 from portcullis.egress.resolver import StaticResolver
 from portcullis.observability.tracing_otel import OtelTracer
 from portcullis.testing import catch_all, serve_app
@@ -126,6 +127,26 @@ async def test_a_refusal_shows_the_decision_and_problem_code_on_the_server_span_
     assert "error.type" not in attributes  # a 4xx is the client's error, not the server's (semantic conventions)
     [record] = await gw.audit_records()
     assert record["trace_id"] == hex_ids(server)[0]
+
+
+async def test_a_blocked_consumer_shows_on_the_server_span_and_its_security_event_carries_the_trace_id(
+    make_gateway: GatewayFactory, upstream: UpstreamServer, traced: TracedFactory
+) -> None:
+    t = traced(trusted=[])
+    gw = await make_gateway(gateway_yaml(upstream.url, ROUTES), tracer=t.tracer)
+    key = await gw.key("mallory")
+    await gw.services.controls.add_block(BlockKind.CONSUMER, "mallory", reason="scraping", actor="test")
+    r = await gw.client.get("/private", headers={"X-API-Key": key})
+    assert r.status_code == 403
+    server, clients = await t.server_and_clients()
+    assert clients == [] and upstream.seen == []
+    attributes = dict(server.attributes or {})
+    assert (attributes["portcullis.problem.code"], attributes["portcullis.decision"]) == ("access.blocked", "blocked")
+    trace_id = hex_ids(server)[0]
+    records = await gw.audit_records()
+    enforced = [x for x in records if x["decision"] == "block.enforced:denied"]
+    request = [x for x in records if x["class"] == "request" and x["request_id"] == r.headers["x-request-id"]]
+    assert [x["trace_id"] for x in enforced] == [trace_id] and [x["trace_id"] for x in request] == [trace_id]
 
 
 async def test_an_unreachable_upstream_marks_both_spans_as_errors(

@@ -284,6 +284,7 @@ class EgressExecutor:
                  or snapshot.block(BlockKind.EXECUTION, ctx.execution_id, now))
         if block is not None:
             controls.refused(block, client_ip=request.client_ip, request_id=request.request_id,
+                             trace_id=request.trace.trace_id if request.trace is not None else None,
                              actor=f"egress:{request.route}", where="egress")
             raise Blocked(block.block_id)
 
