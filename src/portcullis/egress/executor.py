@@ -47,6 +47,7 @@ from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, EgressRoute
 from portcullis.controls.model import BlockKind
 from portcullis.controls.service import IncidentControls
 from portcullis.egress.breaker import BreakerConfig, BreakerState, CircuitBreaker, is_failure
+from portcullis.egress.budget_usage import BudgetUsage
 from portcullis.egress.budgets import (
     BudgetCounterStore,
     BudgetDecision,
@@ -148,14 +149,16 @@ class EgressExecutor:
         on_breaker: Callable[[str, BreakerState, BreakerState], None] | None = None,
         limiter: MultiLimiter | None = None, header_rules: RequestHeaderRules | None = None,
         controls: IncidentControls | None = None, audit: Callable[[AuditRecord], None] | None = None,
+        budget_usage: BudgetUsage | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         """``header_rules`` decide which caller headers reach a provider, for every door: by default
         the default list (``RequestHeaderRules.defaults()``); the gateway passes its egress door's
         rules (the global ``request`` lists), so both of its doors apply the same ones. ``controls``:
         the incident controls enforced on every call (blocks, emergency factors); ``audit``: where the
-        ``secret.read`` security events go (the audit writer's ``submit``); ``tracer``: a client span
-        per attempt, whose ``traceparent`` the provider receives (default: tracing off)."""
+        ``secret.read`` security events go (the audit writer's ``submit``); ``budget_usage``: the
+        tracker behind the budget gauges, configured here with this config's budgets; ``tracer``: a
+        client span per attempt, whose ``traceparent`` the provider receives (default: tracing off)."""
         self._config = config
         self._tracer: Tracer = tracer or PassThroughTracer()
         self._controls = controls
@@ -175,8 +178,10 @@ class EgressExecutor:
             user_cost_per_day=b.user_cost_per_day,
             endpoint_calls_per_workflow_day={r.name: r.calls_per_workflow_day for r in config.routes
                                              if r.calls_per_workflow_day is not None},
-        ), budget_store or MemoryBudgetStore(), clock)
+        ), budget_store or MemoryBudgetStore(), clock, budget_usage)
         self._routes = {r.name: self._compile(r, on_breaker) for r in config.routes}
+        if budget_usage is not None:
+            budget_usage.configure(self._budgets.limits_by_route(self._routes), top_n=b.top_burners)
 
     def _compile(
         self, route: EgressRouteConfig, on_breaker: Callable[[str, BreakerState, BreakerState], None] | None
