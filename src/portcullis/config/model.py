@@ -12,6 +12,7 @@ HMAC algorithms cannot be mixed with asymmetric keys.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -61,6 +62,8 @@ __all__ = [
     "ShieldRouteConfig",
     "StoreConfig",
     "TlsConfig",
+    "TracingConfig",
+    "TracingExporterConfig",
     "UpstreamConfig",
 ]
 
@@ -374,6 +377,84 @@ class AnomalyConfig(_Model):
         if not 1 <= value <= 3600:
             raise ValueError("the anomaly window must be between 1s and 1h")
         return value
+
+
+class TracingExporterConfig(_Model):
+    endpoint: str | None = Field(
+        None, description="The collector's OTLP/HTTP URL (protobuf): `http(s)://host:4318` gets `/v1/traces` "
+        "appended; a URL with another path is used as written. Required when tracing is enabled.",
+    )
+    headers: dict[HeaderName, SecretStr] = Field(
+        default_factory=dict, description="Headers sent with every export (a hosted collector's API key: write "
+        "the value as ${ENV}).",
+    )
+    timeout: Duration = Field("10s", description="Longest one export request may take.")
+    schedule_delay: Duration = Field("2s", description="Spans are sent in batches at least this often.")
+    max_queue_size: int = Field(
+        2048, ge=1, description="Most finished spans waiting for export per process; more are dropped (counted by "
+        "the SDK, never blocking a request).",
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("the OTLP endpoint is an http:// or https:// URL")
+        if parts.username or parts.password or parts.fragment:
+            raise ValueError("the OTLP endpoint cannot carry credentials or a fragment (use `headers`)")
+        return value
+
+    @property
+    def traces_url(self) -> str | None:
+        """The URL spans are POSTed to."""
+        if self.endpoint is None:
+            return None
+        return self.endpoint.rstrip("/") + "/v1/traces" if urlsplit(self.endpoint).path in ("", "/") else self.endpoint
+
+
+# The modules `tracing.enabled` needs: the `tracing` extra (opentelemetry-sdk and the OTLP/HTTP exporter).
+_TRACING_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter")
+
+
+class TracingConfig(_Model):
+    enabled: bool = Field(
+        False, description="Record OpenTelemetry spans (a server span per request, a client span per upstream call "
+        "and per egress attempt) and export them over OTLP/HTTP. Needs the `tracing` extra "
+        "(`pip install 'portcullis-gateway[tracing]'`). Off: no OpenTelemetry module is loaded; a valid incoming "
+        "`traceparent` is passed on unchanged and a malformed one is removed. Read at start; a reload does not "
+        "change it.",
+    )
+    service_name: str = Field("portcullis", min_length=1, description="The `service.name` resource attribute.")
+    sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="Share of new traces recorded (by trace id). A trace continued from a "
+        "trusted peer follows that peer's sampled flag instead.",
+    )
+    trusted_peers: list[Cidr] = Field(
+        default_factory=list, description="Socket peers (CIDRs) whose `traceparent` / `tracestate` are continued. "
+        "From any other peer a new trace is started and the incoming one, if valid, is only a link. Empty: every "
+        "request starts a new trace.",
+    )
+    exporter: TracingExporterConfig = Field(
+        default_factory=TracingExporterConfig, description="Where spans go (OTLP over HTTP, batched in a thread).",
+    )
+
+    @model_validator(mode="after")
+    def _usable(self) -> TracingConfig:
+        if not self.enabled:
+            return self
+        if self.exporter.endpoint is None:
+            raise ValueError("tracing.exporter.endpoint is required when tracing is enabled")
+        for module in _TRACING_MODULES:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ModuleNotFoundError:
+                found = False
+            if not found:
+                raise ValueError("tracing.enabled needs the tracing extra: pip install 'portcullis-gateway[tracing]'")
+        return self
 
 
 class StoreConfig(_Model):
@@ -985,6 +1066,9 @@ class GatewayConfig(_Model):
         description="Peers whose X-Forwarded-For is believed (CIDRs). Empty: only the socket peer counts.",
     )
     store: StoreConfig = Field(default_factory=StoreConfig, description="Durable store.")
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig, description="OpenTelemetry tracing and W3C `traceparent` handling.",
+    )
     log: LogConfig = Field(default_factory=LogConfig, description="The process's log lines (stderr).")
     shared_state: SharedStateConfig | None = Field(
         None, description="Redis shared by every instance: rate limits, budgets, breaker states, revocation and reload "
