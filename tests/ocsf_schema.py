@@ -13,10 +13,9 @@ import functools
 from typing import Any
 
 import jsonschema_rs
-from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema
+from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema  # type: ignore[import-untyped]
 
 from portcullis.audit.ocsf import OCSF_VERSION
-
 
 # Read when the tests are collected, not inside an event loop (it reads a file of a few MiB).
 _SCHEMA = OcsfJsonSchemaEmbedded(get_ocsf_schema(version=OCSF_VERSION))
