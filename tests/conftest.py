@@ -123,9 +123,10 @@ class Gateway:
     def runtime(self) -> Runtime:
         return self.app.runtime
 
-    async def key(self, consumer: str = "alice", scopes: tuple[str, ...] = (), expires_in_s: float | None = None) -> str:
+    async def key(self, consumer: str = "alice", scopes: tuple[str, ...] = (), expires_in_s: float | None = None,
+                  roles: tuple[str, ...] = ()) -> str:
         issued = issue_key(consumer, frozenset(scopes), pepper=PEPPER.encode(), clock=self.clock,
-                           expires_in_s=expires_in_s)
+                           expires_in_s=expires_in_s, roles=roles)
         await self.services.store.create(issued.record)
         return issued.key
 

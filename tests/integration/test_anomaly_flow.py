@@ -13,8 +13,10 @@ import orjson
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import GatewayFactory, UpstreamServer, gateway_yaml
+from typer.testing import CliRunner
 
 from portcullis.anomaly.webhook import SIGNATURE_HEADER, signature
+from portcullis.cli.main import app as cli
 from portcullis.testing import catch_all, serve_app
 
 CONFIG = """
@@ -54,6 +56,15 @@ async def test_a_burst_after_a_learned_baseline_is_an_event_a_metric_and_an_entr
     assert {(a["kind"], a["subject"]) for a in listed["anomalies"]} == found
     async with await gw.admin("admin") as admin:
         assert (await admin.get("/anomalies")).status_code == 403  # review_anomalies is the security team's
+    async with gw.admin_listener() as url:
+        def cli_as(token: str) -> Any:
+            return CliRunner().invoke(cli, ["anomalies", "--admin", url], env={"COLUMNS": "200",
+                                                                               "PORTCULLIS_ADMIN_TOKEN": token})
+        shown = await asyncio.to_thread(cli_as, await gw.admin_token("security"))
+        denied = await asyncio.to_thread(cli_as, await gw.admin_token("admin"))
+    assert shown.exit_code == 0 and shown.output.count("volume_spike") == 2, shown.output
+    assert "route:orders" in shown.output and "consumer:acme" in shown.output
+    assert denied.exit_code == 3
 
 
 async def test_observe_only_never_refuses_a_request(make_gateway: GatewayFactory, upstream: UpstreamServer) -> None:

@@ -196,3 +196,23 @@ async def test_an_operator_resets_an_executions_budget_and_the_next_call_goes_th
     assert event["event"]["execution_id"] == "ex-1"
     # the four calls that injected the vault credential are security events of their own
     assert [r["event"]["action"] for r in security].count("secret.read") == 4
+
+
+async def test_metrics_show_each_budget_limit_how_full_it_is_and_the_fullest_workflows(
+    make_gateway: GatewayFactory, provider: tuple[int, list[dict[str, Any]]]
+) -> None:
+    port, _ = provider
+    gw = await door(make_gateway, port, budgets="{execution_calls: 10, workflow_calls_per_day: 5, top_burners: 1}")
+    key = await gw.key("agent-7")
+    for workflow, calls in (("wf-busy", 4), ("wf-quiet", 1)):
+        for n in range(calls):
+            r = await gw.client.get("/egress/partner/v1/x", headers={
+                "X-API-Key": key, "X-Workflow-Id": workflow, "X-Execution-Id": f"ex-{n}"})
+            assert r.status_code == 200
+    metrics = gw.services.metrics.render().decode()
+    assert 'portcullis_egress_budget_limit{budget="workflow_calls_per_day",route="partner"} 5.0' in metrics
+    assert 'portcullis_egress_budget_used_ratio{budget="workflow_calls_per_day",route="partner"} 0.8' in metrics
+    assert 'portcullis_egress_budget_used_ratio{budget="execution_calls",route="partner"} 0.1' in metrics
+    top = [line for line in metrics.splitlines() if line.startswith("portcullis_egress_budget_top_used_ratio{")]
+    assert top == ['portcullis_egress_budget_top_used_ratio{budget="workflow_calls_per_day",subject="wf-busy",'
+                   'subject_kind="workflow"} 0.8']

@@ -9,14 +9,22 @@ client-chosen field adds no series beyond those of the first few requests of the
 from __future__ import annotations
 
 import secrets
+from ipaddress import ip_address
 
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Gateway, GatewayFactory, UpstreamServer, gateway_yaml
+
+from portcullis.egress.resolver import StaticResolver
+from portcullis.testing import catch_all, serve_app
 
 # Label names that would carry what a client chooses or what grows with traffic.
 UNBOUNDED = {"path", "url", "target", "query", "consumer", "consumer_id", "key", "key_id", "client", "client_ip",
              "ip", "address", "user", "user_id", "user_agent", "request_id", "execution", "execution_id",
              "workflow", "workflow_id", "token", "token_id", "subject", "block_id"}
+
+# The one family that names workflows and users: only the few fullest per budget, at each scrape.
+TOP_BURNERS = "portcullis_egress_budget_top_used_ratio"
 
 CONFIG = """
 trusted_proxies: [127.0.0.1/32]
@@ -69,3 +77,33 @@ async def test_a_burst_of_distinct_clients_paths_and_keys_adds_no_series(
     before = series(gw)
     await burst(gw, key, 200, seed=2)
     assert series(gw) == before
+
+
+async def test_hundreds_of_workflows_spending_budgets_name_only_the_top_few_per_budget(
+    make_gateway: GatewayFactory
+) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async with serve_app(catch_all(ok)) as port:
+        gw = await make_gateway(gateway_yaml("http://127.0.0.1:9", f"""
+routes:
+  - {{name: health, path: /health, upstream: api, auth: none}}
+egress:
+  budgets: {{execution_calls: 5, workflow_calls_per_day: 50, user_calls_per_day: 5000, top_burners: 3}}
+  routes:
+    - {{name: partner, url: "http://api.partner.test:{port}", allow_http: true, allow_networks: [127.0.0.0/8]}}
+"""), resolver=StaticResolver({"api.partner.test": [[ip_address("127.0.0.1")]]}))
+        key = await gw.key("agent-7")
+        for i in range(300):
+            workflow = f"wf-{secrets.token_hex(4)}"
+            for n in range(1 + i % 4):
+                r = await gw.client.get("/egress/partner/x", headers={
+                    "X-API-Key": key, "X-Workflow-Id": workflow, "X-Execution-Id": f"ex-{i}-{n}"})
+                assert r.status_code == 200
+    named = [labels for name, labels in series(gw) if name == TOP_BURNERS]
+    per_budget = {budget: sum(1 for labels in named if ("budget", budget) in labels)
+                  for budget in ("workflow_calls_per_day", "user_calls_per_day", "execution_calls")}
+    assert per_budget == {"workflow_calls_per_day": 3, "user_calls_per_day": 1, "execution_calls": 0}
+    others = {label for name, labels in series(gw) if name != TOP_BURNERS for label, _ in labels}
+    assert not others & UNBOUNDED, others & UNBOUNDED

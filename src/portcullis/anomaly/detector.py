@@ -11,7 +11,8 @@ How it works:
 - **Request path** (``observe``): one call per request adds to this window's counters of its
   subjects (``route:<name>`` and, when authenticated, ``consumer:<id>``; ``observe_egress`` for
   an egress endpoint, ``egress:<route>``): requests, 5xx answers,
-  failed authentications, and the latency in a fixed log-scale histogram (for the p95). No I/O,
+  failed authentications, the latency in a fixed log-scale histogram (for the p95), and for egress
+  calls the budget burn (below), on the endpoint and on the consumer who called. No I/O,
   no allocation beyond the first request of a subject in a window. At most ``max_subjects``
   subjects are tracked; a new subject beyond that is not (it is counted in
   ``subjects_dropped``), so made-up consumers cannot grow memory.
@@ -24,11 +25,15 @@ How it works:
 - **Rules**, with the seed's factors as defaults: volume above ``volume_factor`` times the baseline mean
   and above mean + ``sigmas`` standard deviations (so a noisy subject needs a real departure),
   error rate above ``error_rate_factor`` times baseline, p95 latency above ``latency_factor`` times
-  baseline, failed authentications above ``auth_failure_factor`` times baseline; each needs a minimum
-  count (``min_requests``, ``min_events``) so a quiet subject's 1 → 4 is not a spike.
+  baseline, failed authentications above ``auth_failure_factor`` times baseline, budget burn above
+  ``budget_burn_factor`` times baseline; each needs a minimum (``min_requests``, ``min_events``,
+  ``min_burn``) so a quiet subject's 1 → 4 is not a spike.
+- **Budget burn**: each egress call adds the share of its tightest budget it spent (a call against
+  100 calls a day adds 0.01; one costing 0.50 against 5.00 a day adds 0.1), so a window's burn is
+  the budget spent in it, in budgets. It measures calls and cost on one scale, and flags an agent
+  that starts spending ten times as fast even when its call volume looks ordinary (expensive calls).
 - **Not modelled:** seasonality (a daily rhythm looks like a slow drift, which the EWMA follows; a
-  sharp morning ramp can be flagged), and budget burn (egress budgets spend through counters of their
-  own, which it does not read).
+  sharp morning ramp can be flagged).
 
 The detector only says what it sees; ``anomaly.service`` turns a detection into an audit event, a
 metric and an entry operators review.
@@ -58,6 +63,8 @@ class DetectorSettings:
     error_rate_factor: float = 2.0
     latency_factor: float = 2.0
     auth_failure_factor: float = 3.0
+    budget_burn_factor: float = 3.0
+    min_burn: float = 0.05  # budgets' worth per window before burn can be flagged
     sigmas: float = 4.0
     min_requests: int = 20
     min_events: int = 10
@@ -68,7 +75,7 @@ class DetectorSettings:
 class Anomaly:
     """One departure: what, for whom, seen against expected, in the window ending at ``window_end``."""
 
-    kind: str  # volume_spike, error_rate_spike, latency_spike, auth_failure_spike
+    kind: str  # volume_spike, error_rate_spike, latency_spike, auth_failure_spike, budget_burn_spike
     subject: str  # route:<name>, consumer:<id> or egress:<route>
     observed: float
     expected: float
@@ -80,6 +87,7 @@ class _Window:
     requests: int = 0
     errors: int = 0
     auth_failures: int = 0
+    burn: float = 0.0
     latency: list[int] = field(default_factory=lambda: [0] * (len(_LATENCY_BOUNDS) + 1))
 
     def p95(self) -> float:
@@ -115,6 +123,7 @@ class _Baseline:
     error_rate: _Ewma = field(default_factory=_Ewma)
     p95: _Ewma = field(default_factory=_Ewma)
     auth_failures: _Ewma = field(default_factory=_Ewma)
+    burn: _Ewma = field(default_factory=_Ewma)
 
 
 class AnomalyDetector:
@@ -136,23 +145,37 @@ class AnomalyDetector:
         if consumer:
             self._count(("consumer", consumer), status, latency_s, auth_failed)
 
-    def observe_egress(self, endpoint: str, status: int, latency_s: float) -> None:
-        """Count one egress call for its endpoint (an egress route)."""
-        self._count(("egress", endpoint), status, latency_s, False)
+    def observe_egress(self, endpoint: str, status: int, latency_s: float, *, burned: float = 0.0,
+                       consumer: str | None = None) -> None:
+        """Count one egress call for its endpoint (an egress route), and the budget it ``burned``
+        for the endpoint and for the ``consumer`` who made it."""
+        window = self._count(("egress", endpoint), status, latency_s, False)
+        if burned:
+            if window is not None:
+                window.burn += burned
+            if consumer and (spender := self._window(("consumer", consumer))) is not None:
+                spender.burn += burned
 
-    def _count(self, subject: _Subject, status: int, latency_s: float, auth_failed: bool) -> None:
+    def _window(self, subject: _Subject) -> _Window | None:
         window = self._current.get(subject)
         if window is None:
             if subject not in self._baselines and len(self._baselines) >= self.settings.max_subjects:
                 self.subjects_dropped += 1
-                return
+                return None
             window = self._current[subject] = _Window()
+        return window
+
+    def _count(self, subject: _Subject, status: int, latency_s: float, auth_failed: bool) -> _Window | None:
+        window = self._window(subject)
+        if window is None:
+            return None
         window.requests += 1
         if status >= 500:
             window.errors += 1
         if auth_failed:
             window.auth_failures += 1
         window.latency[bisect.bisect_left(_LATENCY_BOUNDS, latency_s)] += 1
+        return window
 
     def close_window(self, window_end: float) -> list[Anomaly]:
         """Compare the window that just ended with each subject's baseline, then learn from it."""
@@ -188,11 +211,15 @@ class AnomalyDetector:
                              b.auth_failures.mean + s.sigmas * math.sqrt(b.auth_failures.variance))
         if w.auth_failures >= s.min_events and w.auth_failures > failures_limit:
             yield Anomaly("auth_failure_spike", subject, w.auth_failures, b.auth_failures.mean, end)
+        burn_limit = max(s.budget_burn_factor * b.burn.mean, b.burn.mean + s.sigmas * math.sqrt(b.burn.variance))
+        if w.burn >= s.min_burn and w.burn > burn_limit:
+            yield Anomaly("budget_burn_spike", subject, round(w.burn, 6), b.burn.mean, end)
 
     def _learn(self, w: _Window, b: _Baseline) -> None:
         alpha = self._alpha
         b.volume.fold(w.requests, alpha)
         b.auth_failures.fold(w.auth_failures, alpha)
+        b.burn.fold(w.burn, alpha)
         if w.requests:  # rates and latency only from windows that had traffic
             b.error_rate.fold(w.errors / w.requests, alpha)
             b.p95.fold(w.p95(), alpha)

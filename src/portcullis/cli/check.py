@@ -23,7 +23,7 @@ from portcullis.clock import SystemClock
 from portcullis.config.advice import config_warnings
 from portcullis.config.egress import EgressRouteConfig
 from portcullis.config.loader import load_config
-from portcullis.config.model import AuthConfig, GatewayConfig, RouteConfig
+from portcullis.config.model import AttributeRule, AuthConfig, GatewayConfig, RouteConfig
 from portcullis.config.reference import render_reference
 from portcullis.controls.service import IncidentControls
 from portcullis.egress.executor import CALLER_ONLY_HEADERS
@@ -99,7 +99,8 @@ def check(config: ConfigArg) -> None:
             parts = [f"all:{','.join(a.scopes_all)}" if a.scopes_all else "",
                      f"any:{','.join(a.scopes_any)}" if a.scopes_any else "",
                      f"roles:{','.join(a.roles_any)}" if a.roles_any else "",
-                     *(f"{{{r.param}}}={r.claim}" for r in a.rules)]
+                     *(f"{{{r.param}}}={r.claim}" if isinstance(r, AttributeRule) else f"rule:{r.name}"
+                       for r in a.rules)]
             authz = " ".join(p for p in parts if p) or "-"
         limits = [*cfg.rate_limits, *route.rate_limits]
         limit_text = "\n".join(

@@ -1,5 +1,6 @@
-"""``portcullis blocks list|add|lift`` and ``portcullis emergency list|set|lift``: incident controls
-from the command line, through the running gateway's admin API.
+"""``portcullis blocks list|add|lift``, ``portcullis emergency list|set|lift`` and ``portcullis
+anomalies``: incident controls, and what the detector saw, from the command line, through the running
+gateway's admin API.
 
 Why through the admin API and not the store: an act must reach every instance within a second, which
 the gateway that takes it does (it swaps its snapshot and tells the others), and it must be recorded
@@ -31,7 +32,7 @@ from portcullis.cli.admin_client import (
 from portcullis.cli.common import duration_option, when
 from portcullis.cli.tables import plain_table
 
-__all__ = ["blocks_app", "emergency_app"]
+__all__ = ["anomalies", "blocks_app", "emergency_app"]
 
 blocks_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 emergency_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -137,3 +138,16 @@ def lift_emergency(
     answer = admin_call("DELETE", admin, f"/emergency-limits/{urllib.parse.quote(emergency_id, safe='')}")
     fail_unless_ok(answer)
     Console(highlight=False).print(f"Lifted {emergency_id}.")
+
+
+def anomalies(admin: AdminOption = DEFAULT_ADMIN, as_json: JsonOption = False) -> None:
+    """What the anomaly detector reported, newest first (the last 500; each is also an audit event)."""
+    body = admin_result("GET", admin, "/anomalies", as_json=as_json)
+    if body is None:
+        return
+    if not body["enabled"]:
+        Console(highlight=False).print("Anomaly detection is off (anomaly.enabled: false).")
+        return
+    Console(highlight=False).print(plain_table(("window end", "kind", "subject", "observed", "expected"), [
+        (when(a["window_end"]), a["kind"], a["subject"], f"{a['observed']:.4g}", f"{a['expected']:.4g}")
+        for a in body["anomalies"]], ids=(2,)))

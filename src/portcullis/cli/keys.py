@@ -81,10 +81,19 @@ def _status(record: ApiKeyRecord, now: float) -> str:
     return "expired" if record.expires_at is not None and now >= record.expires_at else "active"
 
 
+def _names(text: str, option: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    if any(not _SCOPE.fullmatch(n) for n in names):
+        raise fail(f"{option}: names are 1-64 characters: letters, digits, _ . @ : -")
+    return names
+
+
 @app.command()
 def create(
     consumer: Annotated[str, typer.Option(help="Consumer the key belongs to (1-64 of A-Z a-z 0-9 _ . @ -).")],
     scopes: Annotated[str, typer.Option(help="Comma-separated scopes, e.g. orders:read,orders:write.")] = "",
+    roles: Annotated[str, typer.Option(help="Comma-separated roles (authorize.roles_any, `principal.roles` in "
+                                       "rules), e.g. support,billing.")] = "",
     expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d or 12h. Default: no expiry.")] = None,
     config: ConfigOption = Path("portcullis.yaml"),
     as_json: JsonOption = False,
@@ -92,24 +101,23 @@ def create(
     """Create a key. It is shown once: store it now."""
     if not _CONSUMER.fullmatch(consumer):
         raise fail("--consumer: consumer names are 1-64 characters: letters, digits, _ . @ -")
-    scope_set = frozenset(s.strip() for s in scopes.split(",") if s.strip())
-    if any(not _SCOPE.fullmatch(s) for s in scope_set):
-        raise fail("--scopes: scopes are 1-64 characters: letters, digits, _ . @ : -")
+    scope_set, role_set = _names(scopes, "--scopes"), _names(roles, "--roles")
     expires_s = duration_option(expires, "--expires") if expires is not None else None
     settings = _settings(config)
 
     async def work(store: Store) -> IssuedKey:
         issued = await create_key(store, consumer, scope_set, pepper=settings.pepper, clock=SystemClock(),
-                                  expires_in_s=expires_s)
+                                  expires_in_s=expires_s, roles=role_set)
         await record_cli_event(store, action="key.create", target=f"key_id={issued.record.key_id}",
-                               details={"consumer": consumer, "scopes": sorted(scope_set)})
+                               details={"consumer": consumer, "scopes": sorted(scope_set), "roles": sorted(role_set)})
         return issued
 
     issued = _with_store(settings, work)
     record = issued.record
     if as_json:
         typer.echo(json.dumps({"key": issued.key, "key_id": record.key_id, "consumer": consumer,
-                               "scopes": sorted(scope_set), "expires_at": record.expires_at}))
+                               "scopes": sorted(scope_set), "roles": sorted(role_set),
+                               "expires_at": record.expires_at}))
         return
     console = Console(highlight=False)
     console.print(Text(f"Created key {record.key_id} for {consumer}.", style="green"))
@@ -129,14 +137,16 @@ def list_keys(
     now = SystemClock().wall()
     if as_json:
         typer.echo(json.dumps([
-            {"key_id": r.key_id, "consumer": r.consumer_id, "scopes": sorted(r.scopes), "created_at": r.created_at,
+            {"key_id": r.key_id, "consumer": r.consumer_id, "scopes": sorted(r.scopes), "roles": sorted(r.roles),
+             "created_at": r.created_at,
              "expires_at": r.expires_at, "status": _status(r, now), "last_used_at": r.last_used_at}
             for r in records
         ]))
         return
     table = plain_table(
-        ("key id", "consumer", "scopes", "created", "expires", "status", "last used"),
-        [(r.key_id, r.consumer_id, ",".join(sorted(r.scopes)) or "-", when(r.created_at), when(r.expires_at),
+        ("key id", "consumer", "scopes", "roles", "created", "expires", "status", "last used"),
+        [(r.key_id, r.consumer_id, ",".join(sorted(r.scopes)) or "-", ",".join(sorted(r.roles)) or "-",
+          when(r.created_at), when(r.expires_at),
           _status(r, now), when(r.last_used_at)) for r in records],
         title=f"{len(records)} API keys" + (f" of {consumer}" if consumer else ""))
     Console().print(table)

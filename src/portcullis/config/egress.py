@@ -77,6 +77,10 @@ class EgressBudgetsConfig(_Model):
     workflow_calls_per_day: int | None = Field(None, ge=0, description="Calls per workflow per day.")
     user_calls_per_day: int | None = Field(None, ge=0, description="Calls per authenticated user per day.")
     user_cost_per_day: float | None = Field(None, ge=0, description="Cost per authenticated user per day.")
+    top_burners: int = Field(
+        5, ge=0, le=50, description="How many workflows and users per budget `/metrics` names in "
+        "`portcullis_egress_budget_top_used_ratio` (the fullest; executions are never named); 0: none.",
+    )
 
 
 _PATH_PATTERN = re.compile(r"^(/([A-Za-z0-9._~!$&'()+,;=:@%-]+|\*|\*\*))+/?$|^/$")

@@ -16,15 +16,26 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from portcullis.config.egress import SECRET_REFERENCE, EgressConfig
 from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HeaderPattern, HttpMethod, Rate
+from portcullis.expressions import ExpressionError, compile_expression
 from portcullis.http.headers import FRAMING_HEADERS, GATEWAY_SET_HEADERS, HOP_BY_HOP, REMOVED_BY_DEFAULT, pattern_covers
 from portcullis.identity.admin_roles import RoleBook
 
 __all__ = [
     "AdminConfig",
+    "AdminConsoleConfig",
     "ApiKeyAuthConfig",
     "AttributeRule",
     "AuditConfig",
@@ -179,6 +190,15 @@ class AdminFailedAuthConfig(_Model):
     window: Duration = Field("1m", description="The window the failures are counted in.")
 
 
+class AdminConsoleConfig(_Model):
+    enabled: bool = Field(True, description="Serve the web console under /console on the admin listener (sign-in "
+                          "with an admin token or an operator JWT; the JSON API never accepts its cookie).")
+    idle_timeout: Duration = Field("15m", gt=0, description="A console session unused this long ends.")
+    lifetime: Duration = Field("8h", gt=0, description="A console session ends this long after sign-in, used or not.")
+    max_sessions: int = Field(1000, ge=1, le=100_000, description="Console sessions held at once; signing in past "
+                              "it ends the least recently used one.")
+
+
 class AdminConfig(_Model):
     enabled: bool = Field(True, description="Serve the admin API, /healthz, /readyz and /metrics on a separate "
                           "listener.")
@@ -212,6 +232,8 @@ class AdminConfig(_Model):
         False, description="Serve /metrics without credentials. Default: a token with `metrics.read` (Prometheus: "
         "`authorization: {credentials_file: ...}`).",
     )
+    console: AdminConsoleConfig = Field(default_factory=AdminConsoleConfig,
+                                        description="The web console on this listener.")
     failed_auth: AdminFailedAuthConfig = Field(
         default_factory=AdminFailedAuthConfig, description="Throttle for failed admin authentication."
     )
@@ -298,9 +320,10 @@ class ControlsConfig(_Model):
 
 class AnomalyConfig(_Model):
     enabled: bool = Field(
-        True, description="Learn a baseline per route and per consumer (volume, error rate, p95 latency, failed "
-        "authentications) and report departures: a security audit event, `portcullis_anomalies_total{kind}` and "
-        "the admin API's `GET /anomalies`. Observe-only: nothing is refused because of it.",
+        True, description="Learn a baseline per route, egress endpoint and consumer (volume, error rate, p95 latency, "
+        "failed authentications, egress budget burn) and report departures: a security audit event, "
+        "`portcullis_anomalies_total{kind}` and the admin API's `GET /anomalies`. Observe-only: nothing is refused "
+        "because of it.",
     )
     window: Duration = Field("1m", description="Each window's traffic is compared with the baseline, then learned.")
     baseline_windows: int = Field(60, ge=2, le=10_080, description="How many windows the baseline mostly remembers "
@@ -311,6 +334,11 @@ class AnomalyConfig(_Model):
     latency_factor: float = Field(2.0, gt=1, description="Flag a p95 latency above this times the usual p95.")
     auth_failure_factor: float = Field(3.0, gt=1, description="Flag failed authentications above this times the "
                                        "usual count.")
+    budget_burn_factor: float = Field(3.0, gt=1, description="Flag an egress endpoint or consumer spending its "
+                                      "budgets faster than this times usual (burn: the share of its tightest budget "
+                                      "each call spends, summed per window).")
+    min_budget_burn: float = Field(0.05, gt=0, description="A window must burn at least this much of a budget (0.05: "
+                                   "5 %) before burn can be flagged.")
     min_requests: int = Field(20, ge=1, description="A window needs this many requests before volume, errors or "
                               "latency can be flagged (a quiet route's 1 to 4 is no spike).")
     max_subjects: int = Field(10_000, ge=1, description="Most routes and consumers tracked; more are not (memory "
@@ -524,12 +552,55 @@ class AttributeRule(_Model):
     )
 
 
+class ExpressionRule(_Model):
+    name: str = Field(description="Names the rule in the audit trail (`forbidden:rule:<name>`); never shown to "
+                      "the caller.")
+    when: str = Field(
+        description="A CEL expression that must be true, over `request` (method, path, host, scheme, and the "
+        "`headers` and `query` this section lists), `params`, `principal` (id, sub, method, scopes, roles, claims, "
+        "key_id, issuer), `context` (client_ip, route), `now` (a timestamp), `body` (the parsed JSON body, on a "
+        "route that validates one) and `ip_in(address, cidr)`. Type-checked at load; anything but true refuses "
+        "(403), an evaluation error or a spent budget included.",
+    )
+    _name = field_validator("name")(lambda cls, v: _check_name(v))
+
+    @field_validator("when")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            compile_expression(value)
+        except ExpressionError as exc:
+            raise ValueError(f"not a valid rule: {exc}") from None
+        return value
+
+
+def _rule_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "expression" if "when" in value or "name" in value else "attribute"
+    return "expression" if isinstance(value, ExpressionRule) else "attribute"
+
+
+# One rule, by its shape: `when` (or `name`) makes it an expression rule, so an error names one kind.
+Rule = Annotated[Annotated[AttributeRule, Tag("attribute")] | Annotated[ExpressionRule, Tag("expression")],
+                 Discriminator(_rule_kind)]
+
+
 class AuthorizeConfig(_Model):
     scopes_all: list[str] = Field(default_factory=list, description="Every one of these scopes is needed.")
     scopes_any: list[str] = Field(default_factory=list, description="At least one of these scopes is needed.")
     roles_any: list[str] = Field(default_factory=list, description="At least one of these roles is needed.")
-    rules: list[AttributeRule] = Field(
-        default_factory=list, description="Attribute rules: a path parameter must equal a principal attribute."
+    rules: list[Rule] = Field(
+        default_factory=list, description="Every rule must hold: `{param, claim}` (a path parameter equals a "
+        "principal attribute) or `{name, when}` (a CEL expression; see README, Authorization rules).",
+    )
+    headers: list[HeaderName] = Field(
+        default_factory=list, max_length=32, description="Request headers the rules may read as "
+        "`request.headers[\"name\"]` (lower-case). A listed header sent twice refuses the request (403): a rule "
+        "must not read one copy while the backend reads another.",
+    )
+    query: list[str] = Field(
+        default_factory=list, max_length=32, description="Query parameters the rules may read as "
+        "`request.query[\"name\"]`; sent twice, the request is refused as for headers.",
     )
 
 
@@ -957,7 +1028,7 @@ class RouteConfig(_Model):
         params = set(re.findall(r"\{([a-z_][a-z0-9_]*)", self.path))
         if self.authorize:
             for rule in self.authorize.rules:
-                if rule.param not in params:
+                if isinstance(rule, AttributeRule) and rule.param not in params:
                     raise ValueError(f"authorize rule names {rule.param!r}, which is not in the path template")
             a = self.authorize
             if self.is_public and (a.scopes_all or a.scopes_any or a.roles_any or a.rules):
@@ -1088,6 +1159,11 @@ class GatewayConfig(_Model):
             streamed = (route.request.body_buffering or self.request.body_buffering) == "streamed"
             if streamed and (route.request.json_body or self.request.json_body) is not None:
                 raise ValueError(f"{where}.request.{_STREAMED_JSON}")
+            body_rules = [r.name for r in (route.authorize.rules if route.authorize else [])
+                          if isinstance(r, ExpressionRule) and compile_expression(r.when).uses_body]
+            if body_rules and (route.request.json_body or self.request.json_body) is None:
+                raise ValueError(f"{where}.authorize.rules: {body_rules[0]!r} reads `body`, so the route must "
+                                 "validate a JSON body (request.json)")
             if route.upstream not in self.upstreams:
                 raise ValueError(f"{where}.upstream: no upstream named {route.upstream!r}")
             if isinstance(route.auth, AuthConfig):

@@ -12,10 +12,11 @@ Costs are kept in integer micro-units so that sums are exact.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from portcullis.clock import Clock
+from portcullis.egress.budget_usage import BudgetUsage, budget_subject
 from portcullis.stores.base import BudgetCounterStore, Spend
 from portcullis.stores.memory_budgets import MemoryBudgetStore
 
@@ -73,15 +74,19 @@ class BudgetDecision:
     exhausted: str | None  # the first budget that refused, by name
     remaining: Mapping[str, float]  # per budget, after this call (costs in currency units)
     reset_s: float  # seconds until the exhausted budget resets (0 when allowed)
+    burned: float = 0.0  # the share of its tightest budget this call spent (0 to 1), for burn-rate baselines
 
 
 class Budgets:
     """Turns a call's context and cost into the counters it must spend from, and spends them."""
 
-    def __init__(self, limits: BudgetLimits, store: BudgetCounterStore, clock: Clock) -> None:
+    def __init__(self, limits: BudgetLimits, store: BudgetCounterStore, clock: Clock,
+                 usage: BudgetUsage | None = None) -> None:
+        """``usage``: told what every spend leaves in its counters, for the budget gauges."""
         self._limits = limits
         self._store = store
         self._clock = clock
+        self._usage = usage
 
     def plan(self, ctx: CallContext, route: str, cost: float) -> list[Spend]:
         lim = self._limits
@@ -113,11 +118,21 @@ class Budgets:
         allowed, refused, used, reset = await self._store.spend(items, self._clock.monotonic())
         if refused == -1:  # the store could not tell (shared state down, failing closed)
             return BudgetDecision(False, STORE_UNAVAILABLE, {}, reset)
+        if self._usage is not None:
+            subjects = [budget_subject(i.name, ctx.workflow_id, ctx.execution_id, ctx.user) for i in items]
+            self._usage.spent(route, items, used, refused, subjects)
         remaining = {item.name: _shown(item, item.limit - u) for item, u in zip(items, used, strict=False)}
         if not allowed:
             assert refused is not None
             return BudgetDecision(False, items[refused].name, remaining, reset)
-        return BudgetDecision(True, None, remaining, 0.0)
+        burned = max(item.amount / item.limit for item in items)
+        return BudgetDecision(True, None, remaining, 0.0, burned)
+
+    def limits_by_route(self, routes: Iterable[str]) -> dict[str, dict[str, float]]:
+        """Each route's budgets and their limits (calls, or currency units for costs), for the gauges."""
+        probe = CallContext("-", "-", "-")
+        return {route: {item.name: _shown(item, item.limit) for item in self.plan(probe, route, 0.0)}
+                for route in routes}
 
     def subject_keys(self, *, workflow_id: str | None = None, execution_id: str | None = None,
                      user: str | None = None) -> list[str]:
@@ -139,6 +154,8 @@ class Budgets:
         """Reset one subject's counters (see ``subject_keys``); returns the counters reset."""
         keys = self.subject_keys(workflow_id=workflow_id, execution_id=execution_id, user=user)
         await self._store.reset(keys)
+        if self._usage is not None:
+            self._usage.forget(keys)
         return keys
 
     async def remaining(self, ctx: CallContext, route: str) -> dict[str, float]:

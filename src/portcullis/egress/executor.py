@@ -47,6 +47,7 @@ from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, EgressRoute
 from portcullis.controls.model import BlockKind
 from portcullis.controls.service import IncidentControls
 from portcullis.egress.breaker import BreakerConfig, BreakerState, CircuitBreaker, is_failure
+from portcullis.egress.budget_usage import BudgetUsage
 from portcullis.egress.budgets import (
     BudgetCounterStore,
     BudgetDecision,
@@ -144,12 +145,14 @@ class EgressExecutor:
         on_breaker: Callable[[str, BreakerState, BreakerState], None] | None = None,
         limiter: MultiLimiter | None = None, header_rules: RequestHeaderRules | None = None,
         controls: IncidentControls | None = None, audit: Callable[[AuditRecord], None] | None = None,
+        budget_usage: BudgetUsage | None = None,
     ) -> None:
         """``header_rules`` decide which caller headers reach a provider, for every door: by default
         the default list (``RequestHeaderRules.defaults()``); the gateway passes its egress door's
         rules (the global ``request`` lists), so both of its doors apply the same ones. ``controls``:
         the incident controls enforced on every call (blocks, emergency factors); ``audit``: where the
-        ``secret.read`` security events go (the audit writer's ``submit``)."""
+        ``secret.read`` security events go (the audit writer's ``submit``); ``budget_usage``: the
+        tracker behind the budget gauges, configured here with this config's budgets."""
         self._config = config
         self._controls = controls
         self._audit = audit
@@ -168,8 +171,10 @@ class EgressExecutor:
             user_cost_per_day=b.user_cost_per_day,
             endpoint_calls_per_workflow_day={r.name: r.calls_per_workflow_day for r in config.routes
                                              if r.calls_per_workflow_day is not None},
-        ), budget_store or MemoryBudgetStore(), clock)
+        ), budget_store or MemoryBudgetStore(), clock, budget_usage)
         self._routes = {r.name: self._compile(r, on_breaker) for r in config.routes}
+        if budget_usage is not None:
+            budget_usage.configure(self._budgets.limits_by_route(self._routes), top_n=b.top_burners)
 
     def _compile(
         self, route: EgressRouteConfig, on_breaker: Callable[[str, BreakerState, BreakerState], None] | None

@@ -396,7 +396,8 @@ class GatewayApp:
         metrics.egress_call(request.route, result.status, result.attempts, took, result.cost)
         anomaly = self.runtime.services.anomaly
         if anomaly is not None:
-            anomaly.detector.observe_egress(request.route, result.status, took)
+            anomaly.detector.observe_egress(request.route, result.status, took, burned=result.budget.burned,
+                                            consumer=request.context.user)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
         head = ResponseHead(result.status, response_headers(headers))
         head.headers = [(k, v) for k, v in head.headers if k != b"content-length"]

@@ -34,6 +34,7 @@ from portcullis.config.model import (
 )
 from portcullis.controls.service import IncidentControls
 from portcullis.egress.breaker import BreakerState, CircuitBreaker
+from portcullis.egress.budget_usage import BudgetUsage
 from portcullis.egress.executor import EgressExecutor
 from portcullis.egress.shared_breakers import SharedBreakers
 from portcullis.errors import StoreUnavailable
@@ -57,9 +58,10 @@ from portcullis.policies.stage1_shield.ip_rules import IpShieldPolicy
 from portcullis.policies.stage2_authenticate.blocks import CallerBlockPolicy
 from portcullis.policies.stage2_authenticate.credentials import AuthenticationPolicy
 from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, failed_auth_rule
-from portcullis.policies.stage3_authorize.scopes import AuthorizePolicy
+from portcullis.policies.stage3_authorize.scopes import AuthorizePolicy, CelRule, RuleInputs, compile_rules
 from portcullis.policies.stage4_limit.rate_limit import RateLimitPolicy
 from portcullis.policies.stage5_validate.body import BodyPolicy
+from portcullis.policies.stage5_validate.body_rules import BodyRulesPolicy
 from portcullis.policies.stage6_respond.security_headers import SecurityHeadersPolicy
 from portcullis.stores.base import AuditSink, BudgetCounterStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
@@ -157,9 +159,11 @@ async def open_services(
     store_probe = StoreProbe(store)
     metrics.store_up.set_function(lambda: 1.0 if store_probe.up else 0.0)
     store_probe.start()
+    budget_usage = BudgetUsage(clock)
+    metrics.watch_budgets(budget_usage)
     return Services(clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit,
                     vault=vault, controls=controls, egress_budgets=budgets, shared=shared, retention=retention,
-                    anomaly=anomaly, store_probe=store_probe)
+                    anomaly=anomaly, store_probe=store_probe, budget_usage=budget_usage)
 
 
 def _anomaly_service(config: GatewayConfig, clock: Clock, audit: AuditWriter, metrics: GatewayMetrics,
@@ -172,7 +176,8 @@ def _anomaly_service(config: GatewayConfig, clock: Clock, audit: AuditWriter, me
     service = AnomalyService(DetectorSettings(
         window_s=a.window, baseline_windows=a.baseline_windows, warmup_windows=a.warmup_windows,
         volume_factor=a.volume_factor, error_rate_factor=a.error_rate_factor, latency_factor=a.latency_factor,
-        auth_failure_factor=a.auth_failure_factor, min_requests=a.min_requests, max_subjects=a.max_subjects,
+        auth_failure_factor=a.auth_failure_factor, budget_burn_factor=a.budget_burn_factor,
+        min_burn=a.min_budget_burn, min_requests=a.min_requests, max_subjects=a.max_subjects,
     ), clock, submit=audit.submit, count=lambda kind: metrics.anomalies.labels(kind).inc(), controls=controls,
         response=response, webhook=None if a.webhook is None else WebhookNotifier(
             a.webhook, timeout_s=a.webhook_timeout,
@@ -204,6 +209,7 @@ def plan_chain(
     """The policies ``route`` runs, in the order the chain will run them."""
     # Incident blocks on addresses first: a blocked client costs one table lookup and nothing else.
     policies: list[Policy] = [AddressBlockPolicy(controls, clock)]
+    body_rules: list[CelRule] = []
     shield = IpShieldPolicy(
         allow_sets=[config.shield.allow, route.shield.allow if route.shield else []],
         deny=[*config.shield.deny, *(route.shield.deny if route.shield else [])],
@@ -229,7 +235,9 @@ def plan_chain(
         ))
         policies.append(CallerBlockPolicy(controls, clock))  # blocked consumers and keys, once known
         if route.authorize is not None:
-            policies.append(AuthorizePolicy(route.authorize))
+            inputs = RuleInputs(route.authorize.headers, route.authorize.query, clock)
+            rules, body_rules = compile_rules(route.authorize)
+            policies.append(AuthorizePolicy(route.authorize, rules, inputs))
     limits = [*config.rate_limits, *route.rate_limits]
     if route.is_public:
         limits = [lim for lim in limits if lim.key != "consumer"]
@@ -239,6 +247,8 @@ def plan_chain(
     request = effective_request(config, route)
     if request.json_body is not None or request.content_types:
         policies.append(BodyPolicy(request))
+    if body_rules:  # after BodyPolicy: the body is read and is one unambiguous JSON document
+        policies.append(BodyRulesPolicy(body_rules, inputs))
     return policies
 
 
@@ -306,7 +316,8 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         egress = EgressExecutor(config.egress, vault=services.vault, resolver=services.egress_resolver,
                                 clock=services.clock, on_breaker=breaker_moved, limiter=services.limiter,
                                 budget_store=services.egress_budgets, header_rules=door_rules,
-                                controls=services.controls, audit=services.audit.submit)
+                                controls=services.controls, audit=services.audit.submit,
+                                budget_usage=services.budget_usage)
         for route_name, breaker in egress.breakers().items():
             metrics.egress_breaker_open.labels(route_name).set_function(_breaker_open_reader(breaker))
         router_routes.append(door)

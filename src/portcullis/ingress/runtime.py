@@ -19,6 +19,7 @@ from portcullis.audit.record import AuditRecord
 from portcullis.audit.redact import redact_query
 from portcullis.clock import Clock
 from portcullis.config.model import GatewayConfig
+from portcullis.egress.budget_usage import BudgetUsage
 from portcullis.egress.budgets import BudgetCounterStore, MemoryBudgetStore
 from portcullis.egress.executor import EgressExecutor
 from portcullis.egress.resolver import SystemResolver
@@ -73,6 +74,7 @@ class Services:
     retention: RetentionTask | None = None  # audit.retention, removing expired records from the store
     anomaly: AnomalyService | None = None  # baselines per route and consumer (survive reloads)
     store_probe: StoreProbe | None = None  # portcullis_store_up
+    budget_usage: BudgetUsage | None = None  # how full the egress budgets are, for their gauges
 
     async def aclose(self) -> None:
         """Stop audit retention, drain the audit queue, then close the store. Called once, at shutdown."""

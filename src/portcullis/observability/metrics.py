@@ -8,12 +8,17 @@ would explode cardinality and leak identities.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterator
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from portcullis.egress.budget_usage import BudgetUsage
 from portcullis.observability.local_metrics import LocalCounter, LocalHistogram
 from portcullis.observability.worker_metrics import MergedWorkers
 
-__all__ = ["GatewayMetrics"]
+__all__ = ["BudgetUsageCollector", "GatewayMetrics"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -109,7 +114,8 @@ class GatewayMetrics:
         )
         self.anomalies = Counter(
             "portcullis_anomalies_total", "Departures from a route's or consumer's baseline, by kind (volume_spike,"
-            " error_rate_spike, latency_spike, auth_failure_spike).", ["kind"], registry=r,
+            " error_rate_spike, latency_spike, auth_failure_spike, budget_burn_spike).", ["kind"],
+            registry=r,
         )
         # A plain int read at scrape time: a Gauge inc/dec pair took two locks per request.
         self.requests_in_flight = 0
@@ -140,8 +146,45 @@ class GatewayMetrics:
     def upstream_answered(self, route: str, seconds: float) -> None:
         self.upstream_duration.observe(route, seconds)
 
+    def watch_budgets(self, usage: BudgetUsage) -> None:
+        """Export the egress budget gauges from ``usage`` (once per gateway: it survives reloads)."""
+        self.registry.register(BudgetUsageCollector(usage))
+
     def render(self) -> bytes:
         """The text exposition format; with several workers, every worker's (see ``worker_metrics``)."""
         if self.workers is not None:
             return self.workers.render()
         return generate_latest(self.registry)
+
+
+class BudgetUsageCollector(Collector):
+    """The egress budget gauges, read from the tracker at scrape time (see ``egress.budget_usage``).
+
+    The top-burner family is the one metric labelled by a workflow or user name: it holds the
+    ``top_n`` fullest per budget at each scrape and nothing else, so its series stay bounded.
+    """
+
+    def __init__(self, usage: BudgetUsage) -> None:
+        self._usage = usage
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        limit = GaugeMetricFamily(
+            "portcullis_egress_budget_limit", "Each budget a call to the route spends from: its limit (calls, or "
+            "currency units for cost budgets).", labels=["route", "budget"])
+        used = GaugeMetricFamily(
+            "portcullis_egress_budget_used_ratio", "The fullest open counter of the budget among those the route's "
+            "calls spent from (0 to 1).", labels=["route", "budget"])
+        for row in self._usage.routes():
+            limit.add_metric([row.route, row.budget], row.limit)
+            used.add_metric([row.route, row.budget], row.used_ratio)
+        top = GaugeMetricFamily(
+            "portcullis_egress_budget_top_used_ratio", "The fullest workflows and users of each budget (at most "
+            "egress.budgets.top_burners per budget), by share used.", labels=["budget", "subject_kind", "subject"])
+        for burner in self._usage.top():
+            top.add_metric([burner.budget, burner.subject_kind, burner.subject], burner.used_ratio)
+        yield limit
+        yield used
+        yield top
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())

@@ -115,3 +115,45 @@ def test_an_egress_endpoint_gets_its_own_baseline_and_its_error_spike_is_flagged
         detector.observe_egress("openai", 502 if i % 3 == 0 else 200, 0.4)  # the provider is failing
     assert [(a.kind, a.subject) for a in detector.close_window(121 * MINUTE)] == [
         ("error_rate_spike", "egress:openai")]
+
+
+def egress_minute(detector: AnomalyDetector, rng: random.Random, minute: int, *, calls: float = 30.0,
+                  share: float = 0.001) -> None:
+    """An agent's egress traffic: ``calls`` a minute (noisy, daily drift), each burning ``share`` of a budget."""
+    drift = 1 + 0.3 * math.sin(2 * math.pi * minute / DAY)
+    for _ in range(max(0, round(rng.gauss(calls * drift, math.sqrt(calls * drift))))):
+        detector.observe_egress("openai", 200, rng.uniform(0.2, 0.6), burned=share * rng.uniform(0.5, 1.5),
+                                consumer="agent-7")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_steady_budget_burn_over_a_simulated_day_raises_no_alert(seed: int) -> None:
+    detector, rng = AnomalyDetector(), random.Random(seed)
+    for minute in range(DAY):
+        egress_minute(detector, rng, minute)
+        assert detector.close_window((minute + 1) * MINUTE) == [], minute
+
+
+def test_calls_that_turn_expensive_are_flagged_as_budget_burn_for_the_endpoint_and_the_consumer() -> None:
+    detector, rng = AnomalyDetector(), random.Random(3)
+    for minute in range(120):
+        egress_minute(detector, rng, minute)
+        assert detector.close_window((minute + 1) * MINUTE) == []
+    egress_minute(detector, rng, 120, share=0.01)  # same call volume, ten times the cost per call
+    found = detector.close_window(121 * MINUTE)
+    assert {(a.kind, a.subject) for a in found} == {("budget_burn_spike", "egress:openai"),
+                                                     ("budget_burn_spike", "consumer:agent-7")}
+    assert all(a.observed > 3 * a.expected for a in found)
+
+
+def test_burn_below_the_minimum_share_is_not_flagged_however_sharp_the_rise() -> None:
+    detector = AnomalyDetector()
+    for minute in range(60):
+        detector.observe_egress("cheap", 200, 0.1, burned=0.0001)
+        assert detector.close_window((minute + 1) * MINUTE) == []
+    for _ in range(15):  # a 450-fold rise, still under 5 % of a budget in the window
+        detector.observe_egress("cheap", 200, 0.1, burned=0.003)
+    assert detector.close_window(61 * MINUTE) == []
+    for _ in range(15):  # the same calls at 0.004 each: 6 % of a budget, flagged
+        detector.observe_egress("cheap", 200, 0.1, burned=0.004)
+    assert [a.kind for a in detector.close_window(62 * MINUTE)] == ["budget_burn_spike"]

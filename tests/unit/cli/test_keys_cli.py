@@ -93,7 +93,7 @@ def seed(db: Path, **fields: Any) -> str:
 
 def test_create_json_prints_a_key_that_the_gateway_accepts(config: Path, tmp_path: Path) -> None:
     created = create_json(config, "--consumer", "acme", "--scopes", "orders:read, orders:write")
-    assert set(created) == {"key", "key_id", "consumer", "scopes", "expires_at"}
+    assert set(created) == {"key", "key_id", "consumer", "scopes", "roles", "expires_at"}
     assert re.fullmatch(rf"pcl_{created['key_id']}_[A-Za-z0-9_\-]{{43}}", created["key"])
     assert created["consumer"] == "acme"
     assert created["scopes"] == ["orders:read", "orders:write"]
@@ -154,13 +154,32 @@ def test_consumer_names_may_use_the_documented_characters(config: Path) -> None:
     assert created["consumer"] == "Team_A.svc@example-1"
 
 
+def test_create_with_roles_gives_the_key_roles_that_authorization_reads(config: Path, tmp_path: Path) -> None:
+    created = create_json(config, "--consumer", "helpdesk", "--roles", "support, billing")
+    assert created["roles"] == ["billing", "support"]
+    listed = json.loads(keys("list", "-c", str(config), "--json").stdout)
+    assert [k["roles"] for k in listed] == [["billing", "support"]]
+
+    async def roles() -> frozenset[str]:
+        store = await SqliteStore.connect(str(tmp_path / "p.db"))
+        try:
+            verifier = ApiKeyVerifier(store, pepper=PEPPER.encode(), clock=ManualClock(wall=2e9), cache_ttl_s=5)
+            return (await verifier.verify(created["key"])).roles
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(roles()) == {"billing", "support"}
+    bad = keys("create", "-c", str(config), "--consumer", "x", "--roles", "not a role")
+    assert bad.exit_code == 2 and "--roles" in bad.stderr
+
+
 # --- list -----------------------------------------------------------------------------------
 
 def test_list_shows_every_column_and_never_a_hash(config: Path, tmp_path: Path) -> None:
     created = create_json(config, "--consumer", "acme", "--scopes", "orders:read")
     result = keys("list", "-c", str(config))
     assert result.exit_code == 0, result.output
-    for heading in ("key id", "consumer", "scopes", "created", "expires", "status", "last used"):
+    for heading in ("key id", "consumer", "scopes", "roles", "created", "expires", "status", "last used"):
         assert heading in result.stdout
     assert created["key_id"] in result.stdout
     assert "orders:read" in result.stdout and "active" in result.stdout
