@@ -215,6 +215,69 @@ async def test_tls_refuses_a_receiver_the_configured_ca_does_not_vouch_for(
     assert receiver.frames == []
 
 
+def client_certificate(tmp: Path) -> tuple[Path, Path, Path]:
+    """A client CA and a certificate it issued for TLS client authentication: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Portcullis test client CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw-1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = tmp / "client-ca.pem", tmp / "client.pem", tmp / "client.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+@pytest.fixture
+def client_cert(tmp_path: Path) -> tuple[Path, Path, Path]:
+    return client_certificate(tmp_path)
+
+
+@pytest.mark.parametrize("presents", [True, False], ids=["with-client-cert", "without-client-cert"])
+async def test_a_receiver_that_requires_a_client_certificate_gets_the_configured_one(
+    tmp_path: Path, tls_files: TlsFiles, client_cert: tuple[Path, Path, Path], presents: bool
+) -> None:
+    client_ca, cert, key = client_cert
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca))
+    server_context.load_cert_chain(tls_files.cert, tls_files.key)
+    server_context.verify_mode = ssl.CERT_REQUIRED
+    # TLS 1.2: the client learns of a refused certificate in the handshake itself (1.3 tells it later).
+    server_context.maximum_version = ssl.TLSVersion.TLSv1_2
+    receiver = SyslogReceiver(ssl_context=server_context)
+    await receiver.start()
+    tls: dict[str, Any] = {"ca_file": str(tls_files.ca)}
+    if presents:
+        tls.update(cert_file=str(cert), key_file=str(key))
+    sink = SyslogSink(syslog_config(receiver.port, allow_plaintext=False, tls=tls), base_dir=tmp_path)
+    try:
+        if presents:
+            await sink.write(AuditBatch.of([record(ManualClock(), 1).to_dict()]))
+            assert len(await receiver.wait_for(2)) == 2
+        else:
+            with pytest.raises(StoreUnavailable, match="cannot connect"):
+                await sink.write(AuditBatch.of([record(ManualClock(), 1).to_dict()]))
+            assert receiver.frames == [] and receiver.connections == 0
+    finally:
+        await sink.aclose()
+        await receiver.stop()
+
+
 @pytest.mark.parametrize("hostile", [
     pytest.param("/a\n/b\r\n", id="newlines"),
     pytest.param("/x 999 <13>1 2026-01-01T00:00:00Z forged portcullis - - - {}", id="octet-count-forgery"),

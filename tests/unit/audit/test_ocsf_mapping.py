@@ -115,3 +115,11 @@ def test_a_security_event_is_api_activity_by_its_verb(action: str, verb: str, ac
     assert (event["class_uid"], event["activity_id"], event["activity_name"]) == (6003, activity_id, verb)
     assert event["src_endpoint"] == {"name": "local"} and event["actor"]["user"]["uid"] == "cli:ops"
     assert ocsf_errors(event) == []
+
+
+def test_a_trace_id_becomes_the_correlation_uid_else_the_request_id() -> None:
+    row = record(ManualClock(), 1).to_dict()
+    [http, _auth] = to_ocsf(row)
+    assert http["metadata"]["correlation_uid"] == "req-1"
+    [traced, _auth] = to_ocsf({**row, "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"})
+    assert traced["metadata"]["correlation_uid"] == "4bf92f3577b34da6a3ce929d0e0e4736"
