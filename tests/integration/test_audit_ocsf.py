@@ -81,6 +81,7 @@ async def busy_gateway(make_gateway: GatewayFactory, upstream: UpstreamServer, p
     async with httpx.AsyncClient(transport=httpx.ASGITransport(create_admin_app(gw.app)), base_url="http://127.0.0.1",
                                  headers={"Authorization": "Bearer pt_not_a_token"}) as stranger:
         assert (await stranger.get("/keys")).status_code == 401
+    await gw.services.audit.flush()  # every record in the file and the store before a test reads them
     return gw
 
 
