@@ -21,6 +21,7 @@ from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.retention import RetentionTask, expiry_record
 from portcullis.audit.setup import audit_chainer
+from portcullis.audit.siem import open_siem_sinks
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
 from portcullis.config.model import (
@@ -115,6 +116,11 @@ async def open_services(
         )
     if audit_cfg.to_store:
         sinks["store"] = store
+    try:
+        sinks.update(await open_siem_sinks(audit_cfg.siem, base_dir=base, reveal=vault.reveal))
+    except BaseException:
+        await store.aclose()
+        raise
     metrics = GatewayMetrics()
     spill = _resolve(base, audit_cfg.spill_file)
     audit = AuditWriter(

@@ -167,12 +167,17 @@ async def search_records(
     return await _page(request, runtime, f, limit, cursor)
 
 
-@router.get("/audit/export", summary="Every matching record, streamed as JSON lines or CSV.",
+_EXTENSION = {"jsonl": "jsonl", "csv": "csv", "ocsf": "ocsf.jsonl"}
+
+
+@router.get("/audit/export", summary="Every matching record, streamed as JSON lines, CSV or OCSF events (ND-JSON).",
             response_class=StreamingResponse,
             **needs(Permission.AUDIT_EXPORT, action="audit.export", answers=_MALFORMED))
 async def export_records(
     request: Request, runtime: GatewayRuntime, operator: CurrentOperator,
-    fmt: Annotated[Literal["jsonl", "csv"], Query(alias="format")] = "jsonl",
+    fmt: Annotated[Literal["jsonl", "csv", "ocsf"], Query(
+        alias="format", description="jsonl: the sealed records; csv: fixed columns; ocsf: one OCSF event a line.",
+    )] = "jsonl",
     since: float | None = None, until: float | None = None, consumer: _Text = None, key: _Text = None,
     route: _Text = None, decision: _Text = None, status: Annotated[int | None, Query(ge=100, le=599)] = None,
     workflow: _Text = None, execution: _Text = None, user: _Text = None, request_id: _Text = None,
@@ -187,7 +192,7 @@ async def export_records(
     media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
     return StreamingResponse(
         export(runtime.services.store, to_search(f), fmt=fmt), media_type=media,
-        headers={"content-disposition": f'attachment; filename="audit.{fmt}"', "cache-control": "no-store"},
+        headers={"content-disposition": f'attachment; filename="audit.{_EXTENSION[fmt]}"', "cache-control": "no-store"},
     )
 
 
