@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portcullis.errors import PayloadTooLarge
 from portcullis.identity.principal import Principal
+
+if TYPE_CHECKING:
+    from portcullis.server.tls import TlsPeer
 
 __all__ = ["RequestContext", "ResponseHead"]
 
@@ -59,6 +62,8 @@ class RequestContext:
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     strip_request_headers: set[bytes] = field(default_factory=set)
     egress: dict[str, Any] | None = None  # the egress door's call, for the audit record
+    peer: str | None = None  # the socket peer (``client_ip`` may be a forwarded address)
+    tls: TlsPeer | None = None  # the connection's TLS facts (our server over TLS); the client certificate
 
     async def read_body(self) -> bytes:
         """Buffer the whole body, refusing more than ``max_body_bytes`` (413).
