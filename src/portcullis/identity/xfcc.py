@@ -1,4 +1,4 @@
-"""``X-Forwarded-Client-Cert`` (Envoy's format), parsed strictly, to the ``CertIdentity`` of the last hop.
+r"""``X-Forwarded-Client-Cert`` (Envoy's format), parsed strictly, to the ``CertIdentity`` of the last hop.
 
 Why: where a service mesh terminates mutual TLS in front of the gateway, the client's certificate
 reaches us only as this header. It is believed only from a socket peer in ``xfcc.trusted_peers``
@@ -8,11 +8,12 @@ removed before forwarding, as every other gateway's identity header is).
 The format (Envoy's "x-forwarded-client-cert" docs): elements separated by ``,``, one per proxy
 hop; in each, ``key=value`` pairs separated by ``;``; keys ``By``, ``Hash``, ``Cert``, ``Chain``,
 ``Subject``, ``URI``, ``DNS``. A value holding ``,``, ``;``, ``=`` or ``"`` is double-quoted, with
-``"`` (and ``\\``) escaped by a backslash. Strictness: an unknown key, a repeated key (``DNS`` and
-``URI`` may repeat: one per SAN), an unterminated quote, an escape of anything else, a control
-character, an empty element or pair, a missing or malformed ``Hash`` (64 hex digits: the SHA-256 of
-the DER certificate) or a ``Subject`` that is not an RFC 4514 name refuses the whole header; so do
-one over ``max_bytes`` or ``max_elements``, and the header sent twice. A lenient parser here would
+``"`` escaped by a backslash; any other backslash pair is part of the value (a ``Subject``'s
+RFC 4514 escapes such as ``\,``). Strictness: an unknown key, a repeated key (``DNS`` and ``URI``
+may repeat: one per SAN), an unterminated quote, a control character, an empty element or pair,
+a missing or malformed ``Hash`` (64 hex digits: the SHA-256 of the DER certificate) or a
+``Subject`` that is not an RFC 4514 name refuses the whole header; so do one over ``max_bytes``
+or ``max_elements``, non-ASCII bytes, and the header sent twice. A lenient parser here would
 let a forged fragment inside a quoted value pass as a pair of its own.
 
 Which element: the last. Each proxy appends (Envoy's ``APPEND_FORWARD``) one element describing
@@ -94,9 +95,10 @@ def _quoted(text: str, i: int) -> tuple[str, int]:
         if c == '"':
             return "".join(out), i + 1
         if c == "\\":
-            if i + 1 >= n or text[i + 1] not in '"\\':
+            if i + 1 >= n or not text[i + 1].isprintable():
                 raise Unauthenticated("xfcc_malformed")
-            out.append(text[i + 1])
+            # Envoy escapes only the quote; any other escape belongs to the value (a DN's "\,").
+            out.append(text[i + 1] if text[i + 1] == '"' else text[i:i + 2])
             i += 2
             continue
         if not c.isprintable():
