@@ -61,7 +61,7 @@ from portcullis.server.listener import Listener
 from portcullis.server.protocol import TargetPreservingProtocol
 from portcullis.server.tls import follow
 
-__all__ = ["portcullis_listener", "serve", "serve_forever", "server_limits"]
+__all__ = ["portcullis_listener", "serve", "serve_forever", "server_limits", "uvicorn_tls_factory"]
 
 log = logging.getLogger("portcullis.server")
 
@@ -137,12 +137,12 @@ def _gateway_config(app: GatewayApp, config: GatewayConfig) -> uvicorn.Config:
         timeout_graceful_shutdown=int(max(1, listen.graceful_timeout)),
         ssl_certfile=listen.tls.cert_file if listen.tls else None,
         ssl_keyfile=listen.tls.key_file if listen.tls else None,
-        ssl_context_factory=_tls_factory(listen.tls, "listen.tls"),
+        ssl_context_factory=uvicorn_tls_factory(listen.tls, "listen.tls"),
         h11_max_incomplete_event_size=listen.max_header_bytes,
     )
 
 
-def _tls_factory(tls: TlsConfig | None, where: str) -> Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]],
+def uvicorn_tls_factory(tls: TlsConfig | None, where: str) -> Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]],
                                                                 ssl.SSLContext] | None:
     """uvicorn's context replaced by ours, so a listener on uvicorn gets the same TLS policy (versions,
     ciphers, no renegotiation, client CAs) as our server's."""
@@ -195,7 +195,7 @@ async def serve(
             lifespan="off", access_log=False, log_level="warning", log_config=None, server_header=False,
             ssl_certfile=config.admin.tls.cert_file if config.admin.tls else None,
             ssl_keyfile=config.admin.tls.key_file if config.admin.tls else None,
-            ssl_context_factory=_tls_factory(config.admin.tls, "admin.tls"),
+            ssl_context_factory=uvicorn_tls_factory(config.admin.tls, "admin.tls"),
         ))
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
