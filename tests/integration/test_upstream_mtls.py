@@ -14,7 +14,7 @@ from aiohttp import web
 from tests.conftest import GatewayFactory, gateway_yaml
 from tests.mtls_certs import ClientCert, Pki
 
-from portcullis.errors import ConfigError
+from portcullis.ingress.reload import Reloader, ReloadResult
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -79,12 +79,20 @@ async def test_without_a_client_certificate_that_upstream_is_unavailable(
     assert r.status_code == 502
 
 
-async def test_a_client_key_file_readable_by_others_is_refused_at_load(
-    make_gateway: GatewayFactory, pki: Pki, mtls_upstream: int
+async def test_a_client_key_file_readable_by_others_is_refused(
+    make_gateway: GatewayFactory, pki: Pki, mtls_upstream: int, tmp_path: Path
 ) -> None:
+    gw = await make_gateway(yaml_for(mtls_upstream, pki, None))
     client = await asyncio.to_thread(lambda: pki.issue("gateway", cn="gateway"))
     await asyncio.to_thread(os.chmod, client.key, 0o644)
-    with pytest.raises(ConfigError) as info:
-        await make_gateway(yaml_for(mtls_upstream, pki, client))
-    assert info.value.path == "upstreams.api.client_key_file"
-    assert "chmod 600" in str(info.value)
+    config = tmp_path / "gateway.yaml"
+    await asyncio.to_thread(config.write_text, yaml_for(mtls_upstream, pki, client))
+    reloader = Reloader(gw.app, config, grace_s=1)  # built as `serve` and every reload build it
+    try:
+        result = await reloader.reload()
+    finally:
+        await reloader.aclose()
+    assert isinstance(result, ReloadResult)
+    assert not result.ok
+    assert result.error is not None
+    assert "upstreams.api.client_key_file" in result.error and "chmod 600" in result.error
