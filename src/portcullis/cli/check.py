@@ -79,7 +79,9 @@ def _auth_summary(route: RouteConfig) -> str:
         methods.append("api_key")
     if route.auth.jwt:
         methods.append("jwt" + (f"({','.join(route.auth.jwt.issuers)})" if route.auth.jwt.issuers else ""))
-    return " | ".join(methods)
+    if route.auth.mtls:
+        methods.append("mtls" + ("(+xfcc)" if route.auth.mtls.accept_xfcc else ""))
+    return (" + " if route.auth.require == "all" else " | ").join(methods)
 
 
 def check(config: ConfigArg) -> None:

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from portcullis.config.egress import SECRET_REFERENCE, EgressConfig
+from portcullis.config.tls import CertRuleConfig, MtlsAuthConfig, TlsConfig, XfccConfig
 from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HeaderPattern, HttpMethod, Rate
 from portcullis.expressions import ExpressionError, compile_expression
 from portcullis.http.headers import FRAMING_HEADERS, GATEWAY_SET_HEADERS, HOP_BY_HOP, REMOVED_BY_DEFAULT, pattern_covers
@@ -42,6 +43,7 @@ __all__ = [
     "AuditConfig",
     "AuthConfig",
     "AuthorizeConfig",
+    "CertRuleConfig",
     "CorsConfig",
     "EgressEntryConfig",
     "EgressSection",
@@ -52,6 +54,7 @@ __all__ = [
     "KeysConfig",
     "ListenConfig",
     "LogConfig",
+    "MtlsAuthConfig",
     "RateLimitConfig",
     "ReloadConfig",
     "RequestConfig",
@@ -65,6 +68,7 @@ __all__ = [
     "TracingConfig",
     "TracingExporterConfig",
     "UpstreamConfig",
+    "XfccConfig",
 ]
 
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -86,11 +90,6 @@ def _check_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError("names are lowercase letters, digits, '_', '.' or '-' (at most 63)")
     return value
-
-
-class TlsConfig(_Model):
-    cert_file: str = Field(description="PEM certificate chain served to clients.")
-    key_file: str = Field(description="PEM private key for the certificate.")
 
 
 class ListenConfig(_Model):
@@ -618,11 +617,19 @@ class JwtAuthConfig(_Model):
 class AuthConfig(_Model):
     api_key: ApiKeyAuthConfig | None = Field(None, description="Accept API keys.")
     jwt: JwtAuthConfig | None = Field(None, description="Accept JWT bearer tokens.")
+    mtls: MtlsAuthConfig | None = Field(None, description="Accept a verified client certificate (mutual TLS).")
+    require: Literal["any", "all"] = Field(
+        "any", description="`any`: one of the methods authenticates the request. `all` (with `mtls` and one other "
+        "method): the key or token AND the client certificate, both naming the same consumer; scopes and roles "
+        "come from the key or token, the certificate binds it to its holder.",
+    )
 
     @model_validator(mode="after")
     def _at_least_one(self) -> AuthConfig:
-        if self.api_key is None and self.jwt is None:
-            raise ValueError("name at least one method (api_key, jwt), or write `auth: none` for a public route")
+        if self.api_key is None and self.jwt is None and self.mtls is None:
+            raise ValueError("name at least one method (api_key, jwt, mtls), or write `auth: none` for a public route")
+        if self.require == "all" and (self.mtls is None or (self.api_key is None) == (self.jwt is None)):
+            raise ValueError("`require: all` combines `mtls` with exactly one of api_key or jwt")
         return self
 
 
@@ -1052,7 +1059,17 @@ class UpstreamConfig(_Model):
         "30s", description="Close a pooled connection idle this long instead of reusing it."
     )
     verify_tls: bool = Field(True, description="Verify the upstream certificate over https.")
-    ca_file: str | None = Field(None, description="CA bundle for the upstream certificate.")
+    ca_file: str | None = Field(
+        None, description="CA bundle for the upstream certificate. When set it replaces the system's CAs: only "
+        "these are trusted for this upstream (a pinned CA).",
+    )
+    client_cert_file: str | None = Field(
+        None, description="PEM client certificate (chain) presented to an https upstream (mutual TLS).",
+    )
+    client_key_file: str | None = Field(
+        None, description="PEM private key of `client_cert_file`; refused at load if the group or others may "
+        "read it (mode 0600 or stricter).",
+    )
     preserve_host: bool = Field(False, description="Send the client's Host instead of the upstream's.")
 
     @field_validator("url")
@@ -1064,6 +1081,14 @@ class UpstreamConfig(_Model):
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ValueError("the upstream URL cannot carry credentials, a query or a fragment")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _client_cert_pair(self) -> UpstreamConfig:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("client_cert_file and client_key_file go together")
+        if self.client_cert_file is not None and not self.url.startswith("https://"):
+            raise ValueError("a client certificate needs an https:// upstream")
+        return self
 
 
 class RouteConfig(_Model):
@@ -1184,6 +1209,9 @@ class GatewayConfig(_Model):
         default_factory=list,
         description="Peers whose X-Forwarded-For is believed (CIDRs). Empty: only the socket peer counts.",
     )
+    xfcc: XfccConfig | None = Field(
+        None, description="Trust `X-Forwarded-Client-Cert` from a mesh for routes with `auth.mtls.accept_xfcc`.",
+    )
     store: StoreConfig = Field(default_factory=StoreConfig, description="Durable store.")
     tracing: TracingConfig = Field(
         default_factory=TracingConfig, description="OpenTelemetry tracing and W3C `traceparent` handling.",
@@ -1223,6 +1251,14 @@ class GatewayConfig(_Model):
     routes: list[RouteConfig] = Field(min_length=1, description="Routes, matched most specific first.")
 
     @model_validator(mode="after")
+    def _client_certs_on_our_server(self) -> GatewayConfig:
+        tls = self.listen.tls
+        if tls is not None and tls.client_ca_file is not None and self.listen.server != "portcullis":
+            raise ValueError("listen.tls.client_ca_file: client certificates need `listen.server: portcullis` "
+                             "(uvicorn does not hand the peer certificate to the app)")
+        return self
+
+    @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
         issuers = {i.name for i in self.jwt_issuers}
         if len(issuers) != len(self.jwt_issuers):
@@ -1253,6 +1289,8 @@ class GatewayConfig(_Model):
             if isinstance(route.auth, AuthConfig):
                 if route.auth.api_key is not None and self.keys is None:
                     raise ValueError(f"{where}.auth.api_key: set the top-level `keys.pepper` to use API keys")
+                if route.auth.mtls is not None:
+                    self._check_mtls(where, route.auth.mtls)
                 if route.auth.jwt is not None:
                     if not self.jwt_issuers:
                         raise ValueError(f"{where}.auth.jwt: no `jwt_issuers` are configured")
@@ -1270,8 +1308,19 @@ class GatewayConfig(_Model):
                 raise ValueError("egress.entry.auth.api_key: set the top-level `keys.pepper` to use API keys")
             if entry.auth.jwt is not None and not self.jwt_issuers:
                 raise ValueError("egress.entry.auth.jwt: no `jwt_issuers` are configured")
+            if entry.auth.mtls is not None:
+                self._check_mtls("egress.entry", entry.auth.mtls)
             if any(r.name == "egress" for r in self.routes):
                 raise ValueError("routes: the name 'egress' is the egress door's while egress.entry is enabled")
             if any(r.path == entry.path_prefix or r.path.startswith(entry.path_prefix + "/") for r in self.routes):
                 raise ValueError(f"egress.entry.path_prefix: {entry.path_prefix} is also used by an ingress route")
         return self
+
+    def _check_mtls(self, where: str, mtls: MtlsAuthConfig) -> None:
+        """A route accepting certificates needs a source of verified certificates: the listener's client CA
+        (on our server, which hands the peer certificate to the app) or a trusted mesh's header."""
+        tls = self.listen.tls
+        if mtls.accept_xfcc and self.xfcc is None:
+            raise ValueError(f"{where}.auth.mtls.accept_xfcc: set the top-level `xfcc.trusted_peers`")
+        if not mtls.accept_xfcc and (tls is None or tls.client_ca_file is None):
+            raise ValueError(f"{where}.auth.mtls: set `listen.tls.client_ca_file` (or accept_xfcc from a mesh)")

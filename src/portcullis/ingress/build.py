@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +38,17 @@ from portcullis.egress.breaker import BreakerState, CircuitBreaker
 from portcullis.egress.budget_usage import BudgetUsage
 from portcullis.egress.executor import EgressExecutor
 from portcullis.egress.shared_breakers import SharedBreakers
-from portcullis.errors import StoreUnavailable
+from portcullis.errors import ConfigError, StoreUnavailable
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.identity.api_keys import ApiKeyVerifier
+from portcullis.identity.client_certs import CertMapper
 from portcullis.identity.jwt_tokens import JwtVerifier
 from portcullis.ids import random_hex
 from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
 from portcullis.ingress.runtime import CompiledRoute, Runtime, Services, UpstreamAddress
+from portcullis.ingress.tls import check_private_key_file, listener_context
 from portcullis.limiting.base import CounterStore
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
@@ -59,6 +62,7 @@ from portcullis.policies.stage1_shield.ip_rules import IpShieldPolicy
 from portcullis.policies.stage2_authenticate.blocks import CallerBlockPolicy
 from portcullis.policies.stage2_authenticate.credentials import AuthenticationPolicy
 from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, failed_auth_rule
+from portcullis.policies.stage2_authenticate.mtls import MtlsPolicy, XfccTrust
 from portcullis.policies.stage3_authorize.scopes import AuthorizePolicy, CelRule, RuleInputs, compile_rules
 from portcullis.policies.stage4_limit.rate_limit import RateLimitPolicy
 from portcullis.policies.stage5_validate.body import BodyPolicy
@@ -224,17 +228,28 @@ def plan_chain(
         policies.append(CorsPolicy(route.cors))
     if isinstance(route.auth, AuthConfig):
         jwt_cfg = route.auth.jwt
-        policies.append(AuthenticationPolicy(
-            api_key=route.auth.api_key,
-            key_verifier=verifiers.keys if route.auth.api_key else None,
-            jwt_verifier=verifiers.jwt if jwt_cfg else None,
-            accept_jwt=jwt_cfg is not None,
-            jwt_issuers=frozenset(jwt_cfg.issuers) if jwt_cfg and jwt_cfg.issuers else None,
-            shield=config.shield, limiter=limiter, metrics=metrics,
-            failed_auth=verifiers.failed_auth or FailedAuthShield(
-                failed_auth_rule(config.shield.failed_auth_rate), limiter, SystemClock()
-            ),
-        ))
+        failed_auth = verifiers.failed_auth or FailedAuthShield(
+            failed_auth_rule(config.shield.failed_auth_rate), limiter, SystemClock()
+        )
+        bearer: AuthenticationPolicy | None = None
+        if route.auth.api_key is not None or jwt_cfg is not None:
+            bearer = AuthenticationPolicy(
+                api_key=route.auth.api_key,
+                key_verifier=verifiers.keys if route.auth.api_key else None,
+                jwt_verifier=verifiers.jwt if jwt_cfg else None,
+                accept_jwt=jwt_cfg is not None,
+                jwt_issuers=frozenset(jwt_cfg.issuers) if jwt_cfg and jwt_cfg.issuers else None,
+                shield=config.shield, limiter=limiter, metrics=metrics, failed_auth=failed_auth,
+            )
+        mtls = route.auth.mtls
+        if mtls is not None:
+            policies.append(MtlsPolicy(
+                mapper=CertMapper(mtls.rules),
+                xfcc=XfccTrust(config.xfcc) if mtls.accept_xfcc and config.xfcc is not None else None,
+                other=bearer, require_all=route.auth.require == "all", failed_auth=failed_auth, metrics=metrics,
+            ))
+        elif bearer is not None:  # AuthConfig names at least one method
+            policies.append(bearer)
         policies.append(CallerBlockPolicy(controls, clock))  # blocked consumers and keys, once known
         if route.authorize is not None:
             inputs = RuleInputs(route.authorize.headers, route.authorize.query, clock)
@@ -269,12 +284,11 @@ def _build_verifiers(config: GatewayConfig, services: Services) -> Verifiers:
 def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
     """Compile everything ``config`` describes. Raises only for programming errors: the config is valid."""
     verifiers = _build_verifiers(config, services)
-    upstreams: dict[str, Upstream] = {
-        name: Http1Upstream(
-            u.url, pool_size=u.pool_size, verify_tls=u.verify_tls, ca_file=u.ca_file, idle_timeout_s=u.idle_timeout
-        )
-        for name, u in config.upstreams.items()
-    }
+    upstreams = _upstreams(config)
+    tls = config.listen.tls
+    server_tls = None
+    if tls is not None and config.listen.server == "portcullis":
+        server_tls = listener_context(tls, where="listen.tls")  # re-read on every reload
     routes: dict[str, CompiledRoute] = {}
     for route in config.routes:
         upstream_cfg = config.upstreams[route.upstream]
@@ -352,7 +366,25 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         shed_when_audit_full=config.audit.when_full == "shed",
         egress=egress,
         breaker_sync=breaker_sync,
+        server_tls=server_tls,
     )
+
+
+def _upstreams(config: GatewayConfig) -> dict[str, Upstream]:
+    """One pool per upstream; an unusable CA, client certificate or key file is a ``ConfigError``."""
+    upstreams: dict[str, Upstream] = {}
+    for name, u in config.upstreams.items():
+        where = f"upstreams.{name}"
+        client_cert = None
+        if u.client_cert_file is not None and u.client_key_file is not None:
+            check_private_key_file(u.client_key_file, where=f"{where}.client_key_file")
+            client_cert = (u.client_cert_file, u.client_key_file)
+        try:
+            upstreams[name] = Http1Upstream(u.url, pool_size=u.pool_size, verify_tls=u.verify_tls, ca_file=u.ca_file,
+                                            idle_timeout_s=u.idle_timeout, client_cert=client_cert)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"could not load the TLS files ({type(exc).__name__})", path=where) from exc
+    return upstreams
 
 
 EGRESS_ROUTE_NAME = "egress"

@@ -238,3 +238,10 @@ def test_explain_shows_how_a_route_reads_its_body(tmp_path: Path, target: str, e
     code, out = run("explain", str(config), "POST", target)
     assert code == 0, out
     assert expected in out
+
+
+def test_check_shows_certificate_routes_and_required_combinations() -> None:
+    code, out = run("check", str(ROOT / "examples" / "reference.yaml"))
+    assert code == 0
+    assert "mtls(+xfcc)" in out
+    assert "api_key + mtls" in out

@@ -164,6 +164,22 @@ class AuthenticationPolicy(PolicyBase):
             return None, ""
         return found[0]
 
+    def carries_credential(self, ctx: RequestContext) -> bool:
+        """Whether the request holds a credential this policy reads (nothing verified, nothing changed).
+
+        Used by ``auth.mtls`` on a route that also takes keys or tokens: a mapped client certificate
+        plus another credential is ambiguous, as two credentials always are here."""
+        if any(get_all(ctx.headers, header) for header in self._key_headers):
+            return True
+        for value in get_all(ctx.headers, b"authorization"):
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return True
+        if self._api_key is not None and self._api_key.allow_query_credentials and ctx.query:
+            param = self._api_key.query_param
+            return any(k == param for k, _ in parse_qsl(ctx.query.decode("latin-1"), keep_blank_values=True))
+        return False
+
     @staticmethod
     def _take_query_key(ctx: RequestContext, param: str) -> Sequence[tuple[str, str]]:
         pairs = parse_qsl(ctx.query.decode("latin-1"), keep_blank_values=True)
