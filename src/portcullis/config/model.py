@@ -512,15 +512,69 @@ class JwtAuthConfig(_Model):
     )
 
 
+_SIGNATURE_COMPONENT = re.compile(
+    r"@(method|target-uri|authority|scheme|request-target|path|query)|[a-z0-9!#$%&'*+.^_`|~-]+"
+)
+
+
+SignatureAlgorithm = Literal["hmac-sha256", "ed25519"]
+
+
+def _every_signature_algorithm() -> list[SignatureAlgorithm]:
+    return ["hmac-sha256", "ed25519"]
+
+
+class SignatureAuthConfig(_Model):
+    algorithms: list[SignatureAlgorithm] = Field(
+        default_factory=_every_signature_algorithm, min_length=1,
+        description="Key algorithms accepted on this route (a key has exactly one, fixed when it is created).",
+    )
+    components: list[str] | None = Field(
+        None, description="Components every signature must cover (RFC 9421 names: `@method`, `@authority`, "
+        "`@path`, `@query`, `@target-uri`, `@request-target`, `@scheme`, or lowercase header names). Default: "
+        "`@method`, `@authority`, `@path` (or `@target-uri`), and `@query` when the request has a query. "
+        "`content-digest` is always required when the request has a body.",
+    )
+    skew: Duration = Field(
+        "300s", description="How far the signature's `created` may be from the gateway's clock, in either "
+        "direction; nonces are remembered for as long as a signature can be accepted.",
+    )
+    max_header_bytes: int = Field(
+        4096, ge=256, le=65536, description="Most bytes of `Signature-Input` plus `Signature`; more is refused.",
+    )
+
+    @field_validator("components")
+    @classmethod
+    def _known_components(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not _SIGNATURE_COMPONENT.fullmatch(name):
+                raise ValueError(f"{name!r} is not a supported component (derived `@…` names or lowercase headers)")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("components must not repeat")
+        return value
+
+
 class AuthConfig(_Model):
     api_key: ApiKeyAuthConfig | None = Field(None, description="Accept API keys.")
     jwt: JwtAuthConfig | None = Field(None, description="Accept JWT bearer tokens.")
+    signature: SignatureAuthConfig | None = Field(
+        None, description="Accept signed requests (RFC 9421 HTTP Message Signatures, RFC 9530 Content-Digest) "
+        "by per-consumer signing keys; the route's body is always buffered and checked before forwarding.",
+    )
 
     @model_validator(mode="after")
     def _at_least_one(self) -> AuthConfig:
-        if self.api_key is None and self.jwt is None:
-            raise ValueError("name at least one method (api_key, jwt), or write `auth: none` for a public route")
+        if self.api_key is None and self.jwt is None and self.signature is None:
+            raise ValueError(
+                "name at least one method (api_key, jwt, signature), or write `auth: none` for a public route")
         return self
+
+
+class SigningKeysConfig(_Model):
+    cache_ttl: Duration = Field(
+        "5s", description="How long a signing-key lookup is cached. A revocation clears it at once on this instance "
+        "and, with `shared_state`, on every instance.",
+    )
 
 
 class AttributeRule(_Model):
@@ -926,6 +980,9 @@ class GatewayConfig(_Model):
         "events; none: all in memory, per process."
     )
     keys: KeysConfig | None = Field(None, description="API key hashing; required when any route accepts keys.")
+    signing_keys: SigningKeysConfig = Field(
+        default_factory=SigningKeysConfig, description="Request-signing keys (routes with `auth.signature`)."
+    )
     jwt_issuers: list[JwtIssuerConfig] = Field(default_factory=list, description="Trusted JWT issuers.")
     shield: ShieldConfig = Field(default_factory=ShieldConfig, description="Global IP lists and pre-auth limits.")
     anomaly: AnomalyConfig = Field(
@@ -975,6 +1032,9 @@ class GatewayConfig(_Model):
             streamed = (route.request.body_buffering or self.request.body_buffering) == "streamed"
             if streamed and (route.request.json_body or self.request.json_body) is not None:
                 raise ValueError(f"{where}.request.{_STREAMED_JSON}")
+            if streamed and isinstance(route.auth, AuthConfig) and route.auth.signature is not None:
+                raise ValueError(f"{where}.request.body_buffering: a signed route's body is checked against its "
+                                 "Content-Digest before anything is forwarded, so it cannot be streamed")
             if route.upstream not in self.upstreams:
                 raise ValueError(f"{where}.upstream: no upstream named {route.upstream!r}")
             if isinstance(route.auth, AuthConfig):

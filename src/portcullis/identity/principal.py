@@ -15,7 +15,7 @@ __all__ = ["Principal"]
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling. ``method`` is the credential kind: ``api_key``, ``jwt`` (later ``hmac``, ``mtls``)."""
+    """Who is calling. ``method`` is the credential kind: ``api_key``, ``jwt``, ``signature``."""
 
     consumer_id: str
     method: str

@@ -41,6 +41,8 @@ from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.jwt_tokens import JwtVerifier
+from portcullis.identity.signatures import SignatureVerifier
+from portcullis.identity.signing_keys import SigningKeyring
 from portcullis.ids import random_hex
 from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
@@ -64,6 +66,7 @@ from portcullis.policies.stage6_respond.security_headers import SecurityHeadersP
 from portcullis.stores.base import AuditSink, BudgetCounterStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
+from portcullis.stores.nonces import MemoryNonceStore
 from portcullis.stores.opening import open_store
 from portcullis.stores.redis_events import CONTROLS_EVENT
 from portcullis.stores.shared_state import SharedState, open_shared_state
@@ -81,6 +84,7 @@ class Verifiers:
     keys: ApiKeyVerifier | None
     jwt: JwtVerifier | None
     failed_auth: FailedAuthShield | None = None  # shared by every route; None in `portcullis check`
+    signatures: SignatureVerifier | None = None  # routes with auth.signature; None in `portcullis check`
 
 
 async def open_vault(store: SecretStore, clock: Clock, env: Mapping[str, str] | None = None) -> Vault:
@@ -224,6 +228,7 @@ def plan_chain(
             failed_auth=verifiers.failed_auth or FailedAuthShield(
                 failed_auth_rule(config.shield.failed_auth_rate), limiter, SystemClock()
             ),
+            signature=route.auth.signature, signature_verifier=verifiers.signatures if route.auth.signature else None,
         ))
         policies.append(CallerBlockPolicy(controls, clock))  # blocked consumers and keys, once known
         if route.authorize is not None:
@@ -249,7 +254,12 @@ def _build_verifiers(config: GatewayConfig, services: Services) -> Verifiers:
         )
     jwt = JwtVerifier(config.jwt_issuers, clock=services.clock) if config.jwt_issuers else None
     failed_auth = FailedAuthShield(failed_auth_rule(config.shield.failed_auth_rate), services.limiter, services.clock)
-    return Verifiers(keys=keys, jwt=jwt, failed_auth=failed_auth)
+    if services.nonces is None:  # kept on the services: a reload must not forget the nonces spent
+        services.nonces = services.shared.nonces if services.shared is not None else MemoryNonceStore(services.clock)
+    keyring = SigningKeyring(services.store, services.vault, clock=services.clock,
+                             cache_ttl_s=config.signing_keys.cache_ttl)
+    signatures = SignatureVerifier(keyring, services.nonces, clock=services.clock)
+    return Verifiers(keys=keys, jwt=jwt, failed_auth=failed_auth, signatures=signatures)
 
 
 def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
@@ -331,6 +341,7 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         upstreams=upstreams,
         key_verifier=verifiers.keys,
         jwt_verifier=verifiers.jwt,
+        signing_keys=verifiers.signatures.keyring if verifiers.signatures is not None else None,
         max_header_bytes=config.listen.max_header_bytes,
         shed_when_audit_full=config.audit.when_full == "shed",
         egress=egress,

@@ -44,8 +44,9 @@ if TYPE_CHECKING:
     from portcullis.egress.shared_breakers import SharedBreakers
     from portcullis.identity.api_keys import ApiKeyVerifier
     from portcullis.identity.jwt_tokens import JwtVerifier
+    from portcullis.identity.signing_keys import SigningKeyring
     from portcullis.limiting.limiter import MultiLimiter
-    from portcullis.stores.base import Store
+    from portcullis.stores.base import NonceStore, Store
     from portcullis.stores.shared_state import SharedState
 
 __all__ = ["CompiledRoute", "Runtime", "Services"]
@@ -75,6 +76,7 @@ class Services:
     anomaly: AnomalyService | None = None  # baselines per route and consumer (survive reloads)
     store_probe: StoreProbe | None = None  # portcullis_store_up
     budget_usage: BudgetUsage | None = None  # how full the egress budgets are, for their gauges
+    nonces: NonceStore | None = None  # signed requests' nonces: memory, or Redis with shared state (survive reloads)
 
     async def aclose(self) -> None:
         """Stop audit retention, drain the audit queue, then close the store. Called once, at shutdown."""
@@ -125,6 +127,7 @@ class Runtime:
     shed_when_audit_full: bool = False  # audit.when_full: shed; see GatewayApp._http
     egress: EgressExecutor | None = None
     breaker_sync: SharedBreakers | None = None  # with shared state: breakers move on every instance
+    signing_keys: SigningKeyring | None = None  # request-signing keys (routes with auth.signature)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property

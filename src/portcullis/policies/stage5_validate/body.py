@@ -31,7 +31,7 @@ from portcullis.http.headers import get_all, get_one
 from portcullis.pipeline.base import Decision, PolicyBase, Reject, Stage
 from portcullis.policies.stage5_validate.json_guard import check_json
 
-__all__ = ["BodyPolicy"]
+__all__ = ["BodyPolicy", "carries_body"]
 
 _JSON_TYPES = ("application/json", "application/*+json")
 # RFC 6838 section 4.2 restricted names, lowercased.
@@ -71,7 +71,7 @@ class BodyPolicy(PolicyBase):
         self._forbidden = frozenset(json_cfg.forbidden_keys) if json_cfg else frozenset()
 
     async def on_request(self, ctx: RequestContext) -> Decision | None:
-        if not _carries_body(ctx):
+        if not carries_body(ctx):
             return None
         if self._enforce_type and not self._type_allowed(ctx):
             return _WRONG_TYPE
@@ -100,7 +100,8 @@ class BodyPolicy(PolicyBase):
         )
 
 
-def _carries_body(ctx: RequestContext) -> bool:
+def carries_body(ctx: RequestContext) -> bool:
+    """Whether the request has (or may have) a body: framed by Transfer-Encoding or a non-zero Content-Length."""
     if get_one(ctx.headers, b"transfer-encoding") is not None:
         return True
     if ctx.content_length is not None:
