@@ -164,6 +164,59 @@ async def test_two_identical_requests_at_once_are_one_admitted_and_one_replay(
     assert len(upstream.seen) == 1
 
 
+def _shared(upstream_url: str, prefix: str, *, url: str = "redis://127.0.0.1:6379/0", on_failure: str = "closed",
+            shield: str = "") -> str:
+    return signature_yaml(upstream_url, f"""
+shared_state: {{url: "{url}", key_prefix: "{prefix}", instances: 2, on_failure: {on_failure}, timeout: 0.5s}}
+{shield}""")
+
+
+@pytest.mark.multi_instance
+async def test_a_request_replayed_to_another_instance_sharing_redis_is_refused(
+    make_gateway: GatewayFactory, upstream: UpstreamServer, redis_space: tuple[Any, str],
+) -> None:
+    # CWE-294 across a cluster: the nonce is claimed in Redis (SET NX PX), not in one process's memory
+    _, prefix = redis_space
+    env = signature_env()
+    first = await make_gateway(_shared(upstream.url, prefix), env=env)
+    second = await make_gateway(_shared(upstream.url, prefix), env=env, clock=first.clock)
+    key = await hmac_key(first, "alice")  # both instances read the same store file
+    headers = signed_headers(first, key.signer(first), "GET", "/orders")
+    assert (await send(first, "GET", "/orders", headers)).status_code == 200
+    # The same bytes to the second instance, Host included (as behind one load-balanced name)
+    replayed = await second.client.get("/orders", headers={**headers, "Host": f"127.0.0.1:{first.port}"})
+    assert await refused_because(second, replayed, "replayed_nonce")
+    fresh = signed_headers(first, key.signer(first), "GET", "/orders")  # a new nonce is fine there
+    assert (await second.client.get("/orders", headers={**fresh, "Host": f"127.0.0.1:{first.port}"})).status_code == 200
+    assert len(upstream.seen) == 2
+
+
+async def test_with_redis_down_and_on_failure_closed_signed_requests_get_503(
+    make_gateway: GatewayFactory, upstream: UpstreamServer,
+) -> None:
+    # A nonce that cannot be checked is never admitted (shared_state.on_failure: closed). The
+    # failed-auth shield is off here: with it on, its own closed counter answers 429 first.
+    gw = await make_gateway(_shared(upstream.url, "pcltest:dead:", url="redis://127.0.0.1:1/0",
+                                    shield="shield: {failed_auth_rate: null, unauthenticated_rate: null}"),
+                            env=signature_env())
+    key = await hmac_key(gw, "alice")
+    response = await send(gw, "GET", "/orders", signed_headers(gw, key.signer(gw), "GET", "/orders"))
+    assert (response.status_code, response.json()["code"]) == (503, "service.unavailable")
+    assert (await gw.audit_records())[-1]["decision"] == "auth_failed:store_unavailable"
+    assert upstream.seen == []
+
+
+async def test_with_redis_down_and_on_failure_open_nonces_fall_back_to_this_instance(
+    make_gateway: GatewayFactory, upstream: UpstreamServer,
+) -> None:
+    gw = await make_gateway(_shared(upstream.url, "pcltest:dead:", url="redis://127.0.0.1:1/0", on_failure="open"),
+                            env=signature_env())
+    key = await hmac_key(gw, "alice")
+    headers = signed_headers(gw, key.signer(gw), "GET", "/orders")
+    assert (await send(gw, "GET", "/orders", headers)).status_code == 200
+    assert await refused_because(gw, await send(gw, "GET", "/orders", headers), "replayed_nonce")
+
+
 async def test_a_missing_nonce_is_refused(gw: Gateway, alice: SigningKey) -> None:
     facts = RequestFacts("GET", "http", f"127.0.0.1:{gw.port}", "/orders", None)
     components = ("@method", "@authority", "@path")
