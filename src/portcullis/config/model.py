@@ -554,6 +554,21 @@ class SignatureAuthConfig(_Model):
         return value
 
 
+class WebhookSignatureAuthConfig(_Model):
+    consumer: str = Field(
+        pattern=r"^[A-Za-z0-9_.@\-]{1,64}$", description="The sender, as the principal's consumer id (audit, limits)."
+    )
+    secrets: list[str] = Field(
+        min_length=1, max_length=4, description="Names of vault secrets the sender signs with; any one verifies "
+        "(two while the sender rotates). Set them with `portcullis secrets set NAME`.",
+    )
+    header: HeaderName = Field("x-webhook-signature", description="The header carrying `t=<unix>,v1=<hex>`.")
+    tolerance: Duration = Field(
+        "300s", description="How far `t` may be from the gateway's clock, both ways; each delivery is accepted once "
+        "within it.",
+    )
+
+
 class AuthConfig(_Model):
     api_key: ApiKeyAuthConfig | None = Field(None, description="Accept API keys.")
     jwt: JwtAuthConfig | None = Field(None, description="Accept JWT bearer tokens.")
@@ -561,19 +576,23 @@ class AuthConfig(_Model):
         None, description="Accept signed requests (RFC 9421 HTTP Message Signatures, RFC 9530 Content-Digest) "
         "by per-consumer signing keys; the route's body is always buffered and checked before forwarding.",
     )
+    webhook_signature: WebhookSignatureAuthConfig | None = Field(
+        None, description="Accept webhooks signed in the common `t=<unix>,v1=<hex HMAC-SHA256 of \"t.body\">` "
+        "scheme (Stripe's shape) with a shared secret from the vault; the body is always buffered.",
+    )
 
     @model_validator(mode="after")
     def _at_least_one(self) -> AuthConfig:
-        if self.api_key is None and self.jwt is None and self.signature is None:
-            raise ValueError(
-                "name at least one method (api_key, jwt, signature), or write `auth: none` for a public route")
+        if self.api_key is None and self.jwt is None and self.signature is None and self.webhook_signature is None:
+            raise ValueError("name at least one method (api_key, jwt, signature, webhook_signature), or write "
+                             "`auth: none` for a public route")
         return self
 
 
 class SigningKeysConfig(_Model):
     cache_ttl: Duration = Field(
-        "5s", description="How long a signing-key lookup is cached. A revocation clears it at once on this instance "
-        "and, with `shared_state`, on every instance.",
+        "5s", description="How long a signing-key lookup (and a webhook secret read from the vault) is cached. A "
+        "revocation clears it at once on this instance and, with `shared_state`, on every instance.",
     )
 
 
@@ -1032,7 +1051,9 @@ class GatewayConfig(_Model):
             streamed = (route.request.body_buffering or self.request.body_buffering) == "streamed"
             if streamed and (route.request.json_body or self.request.json_body) is not None:
                 raise ValueError(f"{where}.request.{_STREAMED_JSON}")
-            if streamed and isinstance(route.auth, AuthConfig) and route.auth.signature is not None:
+            if streamed and isinstance(route.auth, AuthConfig) and (
+                route.auth.signature is not None or route.auth.webhook_signature is not None
+            ):
                 raise ValueError(f"{where}.request.body_buffering: a signed route's body is checked against its "
                                  "Content-Digest before anything is forwarded, so it cannot be streamed")
             if route.upstream not in self.upstreams:

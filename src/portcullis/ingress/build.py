@@ -43,6 +43,7 @@ from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.jwt_tokens import JwtVerifier
 from portcullis.identity.signatures import SignatureVerifier
 from portcullis.identity.signing_keys import SigningKeyring
+from portcullis.identity.webhook_signatures import WebhookVerifier
 from portcullis.ids import random_hex
 from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
@@ -85,6 +86,7 @@ class Verifiers:
     jwt: JwtVerifier | None
     failed_auth: FailedAuthShield | None = None  # shared by every route; None in `portcullis check`
     signatures: SignatureVerifier | None = None  # routes with auth.signature; None in `portcullis check`
+    webhooks: WebhookVerifier | None = None  # routes with auth.webhook_signature; None in `portcullis check`
 
 
 async def open_vault(store: SecretStore, clock: Clock, env: Mapping[str, str] | None = None) -> Vault:
@@ -229,6 +231,8 @@ def plan_chain(
                 failed_auth_rule(config.shield.failed_auth_rate), limiter, SystemClock()
             ),
             signature=route.auth.signature, signature_verifier=verifiers.signatures if route.auth.signature else None,
+            webhook=route.auth.webhook_signature, route=route.name,
+            webhook_verifier=verifiers.webhooks if route.auth.webhook_signature else None,
         ))
         policies.append(CallerBlockPolicy(controls, clock))  # blocked consumers and keys, once known
         if route.authorize is not None:
@@ -259,7 +263,9 @@ def _build_verifiers(config: GatewayConfig, services: Services) -> Verifiers:
     keyring = SigningKeyring(services.store, services.vault, clock=services.clock,
                              cache_ttl_s=config.signing_keys.cache_ttl)
     signatures = SignatureVerifier(keyring, services.nonces, clock=services.clock)
-    return Verifiers(keys=keys, jwt=jwt, failed_auth=failed_auth, signatures=signatures)
+    webhooks = WebhookVerifier(services.vault, services.nonces, clock=services.clock,
+                               cache_ttl_s=config.signing_keys.cache_ttl)
+    return Verifiers(keys=keys, jwt=jwt, failed_auth=failed_auth, signatures=signatures, webhooks=webhooks)
 
 
 def build_runtime(config: GatewayConfig, services: Services) -> Runtime:

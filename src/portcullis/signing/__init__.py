@@ -16,6 +16,7 @@ from __future__ import annotations
 from portcullis.signing.algorithms import ALGORITHMS, Algorithm, SigningSecret, VerificationKey
 from portcullis.signing.client import RequestSigner, SignatureAuth, load_signing_secret
 from portcullis.signing.digest import check_content_digest, content_digest
+from portcullis.signing.webhook import webhook_signature_header
 
 __all__ = [
     "ALGORITHMS",
@@ -27,4 +28,5 @@ __all__ = [
     "check_content_digest",
     "content_digest",
     "load_signing_secret",
+    "webhook_signature_header",
 ]

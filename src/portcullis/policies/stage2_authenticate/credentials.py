@@ -20,6 +20,8 @@ is a signature credential, verified by ``identity/signatures.py`` over the whole
 is always buffered, so the body is complete here, before anything reaches the upstream). It goes
 through the failed-auth shield like any credential, but never shares a verification with another
 request: each one spends its own nonce, so an identical second request is a replay and is refused.
+Webhooks signed in the common ``t=…,v1=…`` scheme (``auth.webhook_signature``) take the same
+path, checked by ``identity/webhook_signatures.py``; each delivery is accepted once.
 A missing signature on a signature-only route answers ``auth.missing_credentials`` with an
 ``Accept-Signature`` field (RFC 9421 section 5.1) naming what to sign.
 
@@ -33,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode
 
-from portcullis.config.model import ApiKeyAuthConfig, ShieldConfig, SignatureAuthConfig
+from portcullis.config.model import ApiKeyAuthConfig, ShieldConfig, SignatureAuthConfig, WebhookSignatureAuthConfig
 from portcullis.errors import ErrorCode, StoreUnavailable, Unauthenticated
 from portcullis.http.context import RequestContext
 from portcullis.http.headers import get_all
@@ -41,6 +43,7 @@ from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.jwt_tokens import JwtVerifier
 from portcullis.identity.principal import Principal
 from portcullis.identity.signatures import SignatureRules, SignatureVerifier
+from portcullis.identity.webhook_signatures import WebhookRules, WebhookVerifier
 from portcullis.limiting.headers import retry_after_value
 from portcullis.limiting.limiter import LimitRule, MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
@@ -73,6 +76,9 @@ class AuthenticationPolicy(PolicyBase):
         metrics: GatewayMetrics,
         signature: SignatureAuthConfig | None = None,
         signature_verifier: SignatureVerifier | None = None,
+        webhook: WebhookSignatureAuthConfig | None = None,
+        webhook_verifier: WebhookVerifier | None = None,
+        route: str = "",
     ) -> None:
         self._api_key = api_key
         self._key_headers: tuple[bytes, ...] = tuple(h.encode() for h in api_key.headers) if api_key else ()
@@ -89,8 +95,13 @@ class AuthenticationPolicy(PolicyBase):
             components=tuple(signature.components) if signature.components is not None else None,
             skew_s=signature.skew, max_header_bytes=signature.max_header_bytes,
         )
+        self._webhook_verifier = webhook_verifier
+        self._webhook_header = webhook.header.encode() if webhook is not None else b""
+        self._webhook_rules = None if webhook is None else WebhookRules(
+            route=route, consumer=webhook.consumer, secrets=tuple(webhook.secrets), tolerance_s=webhook.tolerance)
         methods = [m for m, on in (("api_key", api_key is not None), ("jwt", accept_jwt),
-                                   ("signature", signature is not None)) if on]
+                                   ("signature", signature is not None), ("webhook_signature", webhook is not None))
+                   if on]
         self.name = "auth." + "|".join(methods)
         self._no_credential_rule = (
             LimitRule(name="shield.unauthenticated", windows=(shield.unauthenticated_rate,), burst=None)
@@ -134,6 +145,9 @@ class AuthenticationPolicy(PolicyBase):
         outcome: Outcome | None
         if kind == "signature":
             outcome = await self._failed_auth.verify_each(ip, lambda: self._verify_signature(ctx))
+            return self._settle(ctx, outcome)
+        if kind == "webhook_signature":
+            outcome = await self._failed_auth.verify_each(ip, lambda: self._verify_webhook(ctx))
             return self._settle(ctx, outcome)
         try:
             outcome = self._verify_cached(kind, credential)
@@ -191,6 +205,8 @@ class AuthenticationPolicy(PolicyBase):
             get_all(ctx.headers, b"signature-input") or get_all(ctx.headers, b"signature")
         ):
             found.append(("signature", ""))
+        if self._webhook_rules is not None and get_all(ctx.headers, self._webhook_header):
+            found.append(("webhook_signature", ""))
         if self._api_key is not None and self._api_key.allow_query_credentials and ctx.query:
             found.extend(self._take_query_key(ctx, self._api_key.query_param))
         if len(found) > 1:
@@ -217,6 +233,13 @@ class AuthenticationPolicy(PolicyBase):
             path=ctx.path, query=ctx.query.decode("latin-1") or None, headers=ctx.headers,
         )
         return await self._signature_verifier.verify(facts, body, self._signature_rules)
+
+    async def _verify_webhook(self, ctx: RequestContext) -> Principal:
+        if self._webhook_verifier is None or self._webhook_rules is None:
+            raise Unauthenticated("method_not_allowed")
+        body = await ctx.read_body() if carries_body(ctx) else b""
+        return await self._webhook_verifier.verify(get_all(ctx.headers, self._webhook_header), body,
+                                                   self._webhook_rules)
 
     def _verify_cached(self, kind: str, credential: str) -> Principal | None:
         """The answer without I/O when the verifier already knows the credential, else ``None``."""
