@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -79,7 +80,10 @@ def parse_public_key(text: str) -> str:
     Raises ``ValueError`` for anything else."""
     text = text.strip()
     if text.startswith("-----BEGIN"):
-        key = serialization.load_pem_public_key(text.encode("ascii"))
+        try:
+            key = serialization.load_pem_public_key(text.encode("utf-8"))
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise ValueError("the PEM is not a public key this gateway can read") from None
         if not isinstance(key, Ed25519PublicKey):
             raise ValueError("the PEM key is not an Ed25519 public key")
         raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
