@@ -79,6 +79,10 @@ def _auth_summary(route: RouteConfig) -> str:
         methods.append("api_key")
     if route.auth.jwt:
         methods.append("jwt" + (f"({','.join(route.auth.jwt.issuers)})" if route.auth.jwt.issuers else ""))
+    if route.auth.signature is not None:
+        methods.append(f"signature({','.join(route.auth.signature.algorithms)})")
+    if route.auth.webhook_signature is not None:
+        methods.append(f"webhook_signature({route.auth.webhook_signature.consumer})")
     if route.auth.mtls:
         methods.append("mtls" + ("(+xfcc)" if route.auth.mtls.accept_xfcc else ""))
     return (" + " if route.auth.require == "all" else " | ").join(methods)

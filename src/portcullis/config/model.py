@@ -614,9 +614,74 @@ class JwtAuthConfig(_Model):
     )
 
 
+_SIGNATURE_COMPONENT = re.compile(
+    r"@(method|target-uri|authority|scheme|request-target|path|query)|[a-z0-9!#$%&'*+.^_`|~-]+"
+)
+
+
+SignatureAlgorithm = Literal["hmac-sha256", "ed25519"]
+
+
+def _every_signature_algorithm() -> list[SignatureAlgorithm]:
+    return ["hmac-sha256", "ed25519"]
+
+
+class SignatureAuthConfig(_Model):
+    algorithms: list[SignatureAlgorithm] = Field(
+        default_factory=_every_signature_algorithm, min_length=1,
+        description="Key algorithms accepted on this route (a key has exactly one, fixed when it is created).",
+    )
+    components: list[str] | None = Field(
+        None, description="Components every signature must cover (RFC 9421 names: `@method`, `@authority`, "
+        "`@path`, `@query`, `@target-uri`, `@request-target`, `@scheme`, or lowercase header names). Default: "
+        "`@method`, `@authority`, `@path` (or `@target-uri`), and `@query` when the request has a query. "
+        "`content-digest` is always required when the request has a body.",
+    )
+    skew: Duration = Field(
+        "300s", description="How far the signature's `created` may be from the gateway's clock, in either "
+        "direction; nonces are remembered for as long as a signature can be accepted.",
+    )
+    max_header_bytes: int = Field(
+        4096, ge=256, le=65536, description="Most bytes of `Signature-Input` plus `Signature`; more is refused.",
+    )
+
+    @field_validator("components")
+    @classmethod
+    def _known_components(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not _SIGNATURE_COMPONENT.fullmatch(name):
+                raise ValueError(f"{name!r} is not a supported component (derived `@…` names or lowercase headers)")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("components must not repeat")
+        return value
+
+
+class WebhookSignatureAuthConfig(_Model):
+    consumer: str = Field(
+        pattern=r"^[A-Za-z0-9_.@\-]{1,64}$", description="The sender, as the principal's consumer id (audit, limits)."
+    )
+    secrets: list[str] = Field(
+        min_length=1, max_length=4, description="Names of vault secrets the sender signs with; any one verifies "
+        "(two while the sender rotates). Set them with `portcullis secrets set NAME`.",
+    )
+    header: HeaderName = Field("x-webhook-signature", description="The header carrying `t=<unix>,v1=<hex>`.")
+    tolerance: Duration = Field(
+        "300s", description="How far `t` may be from the gateway's clock, both ways; each delivery is accepted once "
+        "within it.",
+    )
+
+
 class AuthConfig(_Model):
     api_key: ApiKeyAuthConfig | None = Field(None, description="Accept API keys.")
     jwt: JwtAuthConfig | None = Field(None, description="Accept JWT bearer tokens.")
+    signature: SignatureAuthConfig | None = Field(
+        None, description="Accept signed requests (RFC 9421 HTTP Message Signatures, RFC 9530 Content-Digest) "
+        "by per-consumer signing keys; the route's body is always buffered and checked before forwarding.",
+    )
+    webhook_signature: WebhookSignatureAuthConfig | None = Field(
+        None, description="Accept webhooks signed in the common `t=<unix>,v1=<hex HMAC-SHA256 of \"t.body\">` "
+        "scheme (Stripe's shape) with a shared secret from the vault; the body is always buffered.",
+    )
     mtls: MtlsAuthConfig | None = Field(None, description="Accept a verified client certificate (mutual TLS).")
     require: Literal["any", "all"] = Field(
         "any", description="`any`: one of the methods authenticates the request. `all` (with `mtls` and one other "
@@ -626,11 +691,20 @@ class AuthConfig(_Model):
 
     @model_validator(mode="after")
     def _at_least_one(self) -> AuthConfig:
-        if self.api_key is None and self.jwt is None and self.mtls is None:
-            raise ValueError("name at least one method (api_key, jwt, mtls), or write `auth: none` for a public route")
+        if (self.api_key is None and self.jwt is None and self.mtls is None and self.signature is None
+                and self.webhook_signature is None):
+            raise ValueError("name at least one method (api_key, jwt, mtls, signature, webhook_signature), or "
+                             "write `auth: none` for a public route")
         if self.require == "all" and (self.mtls is None or (self.api_key is None) == (self.jwt is None)):
             raise ValueError("`require: all` combines `mtls` with exactly one of api_key or jwt")
         return self
+
+
+class SigningKeysConfig(_Model):
+    cache_ttl: Duration = Field(
+        "5s", description="How long a signing-key lookup (and a webhook secret read from the vault) is cached. A "
+        "revocation clears it at once on this instance and, with `shared_state`, on every instance.",
+    )
 
 
 class AttributeRule(_Model):
@@ -1222,6 +1296,9 @@ class GatewayConfig(_Model):
         "events; none: all in memory, per process."
     )
     keys: KeysConfig | None = Field(None, description="API key hashing; required when any route accepts keys.")
+    signing_keys: SigningKeysConfig = Field(
+        default_factory=SigningKeysConfig, description="Request-signing keys (routes with `auth.signature`)."
+    )
     jwt_issuers: list[JwtIssuerConfig] = Field(default_factory=list, description="Trusted JWT issuers.")
     shield: ShieldConfig = Field(default_factory=ShieldConfig, description="Global IP lists and pre-auth limits.")
     anomaly: AnomalyConfig = Field(
@@ -1284,6 +1361,11 @@ class GatewayConfig(_Model):
             if body_rules and (route.request.json_body or self.request.json_body) is None:
                 raise ValueError(f"{where}.authorize.rules: {body_rules[0]!r} reads `body`, so the route must "
                                  "validate a JSON body (request.json)")
+            if streamed and isinstance(route.auth, AuthConfig) and (
+                route.auth.signature is not None or route.auth.webhook_signature is not None
+            ):
+                raise ValueError(f"{where}.request.body_buffering: a signed route's body is checked against its "
+                                 "Content-Digest before anything is forwarded, so it cannot be streamed")
             if route.upstream not in self.upstreams:
                 raise ValueError(f"{where}.upstream: no upstream named {route.upstream!r}")
             if isinstance(route.auth, AuthConfig):

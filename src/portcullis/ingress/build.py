@@ -44,6 +44,9 @@ from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.client_certs import CertMapper
 from portcullis.identity.jwt_tokens import JwtVerifier
+from portcullis.identity.signatures import SignatureVerifier
+from portcullis.identity.signing_keys import SigningKeyring
+from portcullis.identity.webhook_signatures import WebhookVerifier
 from portcullis.ids import random_hex
 from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
@@ -71,6 +74,7 @@ from portcullis.policies.stage6_respond.security_headers import SecurityHeadersP
 from portcullis.stores.base import AuditSink, BudgetCounterStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
+from portcullis.stores.nonces import MemoryNonceStore
 from portcullis.stores.opening import open_store
 from portcullis.stores.redis_events import CONTROLS_EVENT
 from portcullis.stores.shared_state import SharedState, open_shared_state
@@ -88,6 +92,8 @@ class Verifiers:
     keys: ApiKeyVerifier | None
     jwt: JwtVerifier | None
     failed_auth: FailedAuthShield | None = None  # shared by every route; None in `portcullis check`
+    signatures: SignatureVerifier | None = None  # routes with auth.signature; None in `portcullis check`
+    webhooks: WebhookVerifier | None = None  # routes with auth.webhook_signature; None in `portcullis check`
 
 
 async def open_vault(store: SecretStore, clock: Clock, env: Mapping[str, str] | None = None) -> Vault:
@@ -232,21 +238,25 @@ def plan_chain(
             failed_auth_rule(config.shield.failed_auth_rate), limiter, SystemClock()
         )
         bearer: AuthenticationPolicy | None = None
-        if route.auth.api_key is not None or jwt_cfg is not None:
+        a = route.auth
+        if a.api_key is not None or jwt_cfg is not None or a.signature is not None or a.webhook_signature is not None:
             bearer = AuthenticationPolicy(
-                api_key=route.auth.api_key,
-                key_verifier=verifiers.keys if route.auth.api_key else None,
+                api_key=a.api_key,
+                key_verifier=verifiers.keys if a.api_key else None,
                 jwt_verifier=verifiers.jwt if jwt_cfg else None,
                 accept_jwt=jwt_cfg is not None,
                 jwt_issuers=frozenset(jwt_cfg.issuers) if jwt_cfg and jwt_cfg.issuers else None,
                 shield=config.shield, limiter=limiter, metrics=metrics, failed_auth=failed_auth,
+                signature=a.signature, signature_verifier=verifiers.signatures if a.signature else None,
+                webhook=a.webhook_signature, route=route.name,
+                webhook_verifier=verifiers.webhooks if a.webhook_signature else None,
             )
-        mtls = route.auth.mtls
+        mtls = a.mtls
         if mtls is not None:
             policies.append(MtlsPolicy(
                 mapper=CertMapper(mtls.rules),
                 xfcc=XfccTrust(config.xfcc) if mtls.accept_xfcc and config.xfcc is not None else None,
-                other=bearer, require_all=route.auth.require == "all", failed_auth=failed_auth, metrics=metrics,
+                other=bearer, require_all=a.require == "all", failed_auth=failed_auth, metrics=metrics,
             ))
         elif bearer is not None:  # AuthConfig names at least one method
             policies.append(bearer)
@@ -278,7 +288,14 @@ def _build_verifiers(config: GatewayConfig, services: Services) -> Verifiers:
         )
     jwt = JwtVerifier(config.jwt_issuers, clock=services.clock) if config.jwt_issuers else None
     failed_auth = FailedAuthShield(failed_auth_rule(config.shield.failed_auth_rate), services.limiter, services.clock)
-    return Verifiers(keys=keys, jwt=jwt, failed_auth=failed_auth)
+    if services.nonces is None:  # kept on the services: a reload must not forget the nonces spent
+        services.nonces = services.shared.nonces if services.shared is not None else MemoryNonceStore(services.clock)
+    keyring = SigningKeyring(services.store, services.vault, clock=services.clock,
+                             cache_ttl_s=config.signing_keys.cache_ttl)
+    signatures = SignatureVerifier(keyring, services.nonces, clock=services.clock)
+    webhooks = WebhookVerifier(services.vault, services.nonces, clock=services.clock,
+                               cache_ttl_s=config.signing_keys.cache_ttl)
+    return Verifiers(keys=keys, jwt=jwt, failed_auth=failed_auth, signatures=signatures, webhooks=webhooks)
 
 
 def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
@@ -362,6 +379,7 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         upstreams=upstreams,
         key_verifier=verifiers.keys,
         jwt_verifier=verifiers.jwt,
+        signing_keys=verifiers.signatures.keyring if verifiers.signatures is not None else None,
         max_header_bytes=config.listen.max_header_bytes,
         shed_when_audit_full=config.audit.when_full == "shed",
         egress=egress,

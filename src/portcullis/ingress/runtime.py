@@ -47,8 +47,9 @@ if TYPE_CHECKING:
     from portcullis.egress.shared_breakers import SharedBreakers
     from portcullis.identity.api_keys import ApiKeyVerifier
     from portcullis.identity.jwt_tokens import JwtVerifier
+    from portcullis.identity.signing_keys import SigningKeyring
     from portcullis.limiting.limiter import MultiLimiter
-    from portcullis.stores.base import Store
+    from portcullis.stores.base import NonceStore, Store
     from portcullis.stores.shared_state import SharedState
 
 __all__ = ["CompiledRoute", "Runtime", "Services", "UpstreamAddress"]
@@ -79,6 +80,7 @@ class Services:
     store_probe: StoreProbe | None = None  # portcullis_store_up
     budget_usage: BudgetUsage | None = None  # how full the egress budgets are, for their gauges
     tracer: Tracer = field(default_factory=PassThroughTracer)  # tracing.enabled: spans and their exporter
+    nonces: NonceStore | None = None  # signed requests' nonces: memory, or Redis with shared state (survive reloads)
 
     async def aclose(self) -> None:
         """Stop audit retention, drain the audit queue, then close the store. Called once, at shutdown."""
@@ -144,6 +146,7 @@ class Runtime:
     # listen.tls on our server: the context new connections move onto (server.tls.follow), so a
     # reload applies new certificate, key, client CA and CRL files without a restart.
     server_tls: ssl.SSLContext | None = None
+    signing_keys: SigningKeyring | None = None  # request-signing keys (routes with auth.signature)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property

@@ -33,6 +33,14 @@ def test_check_lists_each_route_with_its_protections() -> None:
         assert text in out, text
 
 
+def test_check_shows_signature_and_webhook_routes_with_their_methods() -> None:
+    code, out = run("check", str(ROOT / "examples" / "reference.yaml"))
+    assert code == 0
+    for text in ("signature(hmac-sha256,ed25519)", "webhook_signature(payments-provider)", "auth.signature",
+                 "auth.webhook_signature"):
+        assert text in out, text
+
+
 def test_check_reports_errors_with_their_path_and_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("upstreams: {a: {url: 'http://127.0.0.1:1'}}\nroutes: [{name: r, path: /r, upstream: a, auth: none, cors: {allow_origins: ['*'], allow_credentials: true}}]\n")

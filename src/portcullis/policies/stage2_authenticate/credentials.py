@@ -1,4 +1,4 @@
-"""Authentication: API keys and JWT bearer tokens, behind a cheap per-IP pre-auth shield.
+"""Authentication: API keys, JWT bearer tokens and signed requests, behind a cheap per-IP pre-auth shield.
 
 Why the shield lives here: credential stuffing and key guessing are stopped by counting per client
 IP *before* any lookup. A request with no credential spends from ``unauthenticated_rate``; a
@@ -15,6 +15,16 @@ Key store outages: a key the verifier may serve stale (see ``identity/api_keys.p
 with the decision ``allowed:key_served_stale`` and counted in ``portcullis_keys_served_stale_total``;
 any other key answers 503 ``service.unavailable``, never 401, and never fails open.
 
+Signed requests (``auth.signature``, RFC 9421): a request with ``Signature-Input`` or ``Signature``
+is a signature credential, verified by ``identity/signatures.py`` over the whole body (a signed route
+is always buffered, so the body is complete here, before anything reaches the upstream). It goes
+through the failed-auth shield like any credential, but never shares a verification with another
+request: each one spends its own nonce, so an identical second request is a replay and is refused.
+Webhooks signed in the common ``t=…,v1=…`` scheme (``auth.webhook_signature``) take the same
+path, checked by ``identity/webhook_signatures.py``; each delivery is accepted once.
+A missing signature on a signature-only route answers ``auth.missing_credentials`` with an
+``Accept-Signature`` field (RFC 9421 section 5.1) naming what to sign.
+
 Credentials are not forwarded: an API key header (or ``Authorization: Bearer pcl_…``) is removed
 before the request goes upstream (Kong's ``hide_credentials``); a JWT is forwarded, since backends
 commonly read its claims.
@@ -25,18 +35,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode
 
-from portcullis.config.model import ApiKeyAuthConfig, ShieldConfig
+from portcullis.config.model import ApiKeyAuthConfig, ShieldConfig, SignatureAuthConfig, WebhookSignatureAuthConfig
 from portcullis.errors import ErrorCode, StoreUnavailable, Unauthenticated
 from portcullis.http.context import RequestContext
 from portcullis.http.headers import get_all
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.jwt_tokens import JwtVerifier
 from portcullis.identity.principal import Principal
+from portcullis.identity.signatures import SignatureRules, SignatureVerifier
+from portcullis.identity.webhook_signatures import WebhookRules, WebhookVerifier
 from portcullis.limiting.headers import retry_after_value
 from portcullis.limiting.limiter import LimitRule, MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.pipeline.base import Decision, PolicyBase, Reject, Stage
 from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, Limited, Outcome
+from portcullis.policies.stage5_validate.body import carries_body
+from portcullis.signing.message import RequestFacts
 
 __all__ = ["AuthenticationPolicy"]
 
@@ -60,6 +74,11 @@ class AuthenticationPolicy(PolicyBase):
         failed_auth: FailedAuthShield,
         limiter: MultiLimiter,
         metrics: GatewayMetrics,
+        signature: SignatureAuthConfig | None = None,
+        signature_verifier: SignatureVerifier | None = None,
+        webhook: WebhookSignatureAuthConfig | None = None,
+        webhook_verifier: WebhookVerifier | None = None,
+        route: str = "",
     ) -> None:
         self._api_key = api_key
         self._key_headers: tuple[bytes, ...] = tuple(h.encode() for h in api_key.headers) if api_key else ()
@@ -70,7 +89,19 @@ class AuthenticationPolicy(PolicyBase):
         self._failed_auth = failed_auth
         self._metrics = metrics
         self._accept_jwt = accept_jwt
-        methods = [m for m, on in (("api_key", api_key is not None), ("jwt", accept_jwt)) if on]
+        self._signature_verifier = signature_verifier
+        self._signature_rules = None if signature is None else SignatureRules(
+            algorithms=frozenset(signature.algorithms),
+            components=tuple(signature.components) if signature.components is not None else None,
+            skew_s=signature.skew, max_header_bytes=signature.max_header_bytes,
+        )
+        self._webhook_verifier = webhook_verifier
+        self._webhook_header = webhook.header.encode() if webhook is not None else b""
+        self._webhook_rules = None if webhook is None else WebhookRules(
+            route=route, consumer=webhook.consumer, secrets=tuple(webhook.secrets), tolerance_s=webhook.tolerance)
+        methods = [m for m, on in (("api_key", api_key is not None), ("jwt", accept_jwt),
+                                   ("signature", signature is not None), ("webhook_signature", webhook is not None))
+                   if on]
         self.name = "auth." + "|".join(methods)
         self._no_credential_rule = (
             LimitRule(name="shield.unauthenticated", windows=(shield.unauthenticated_rate,), burst=None)
@@ -81,9 +112,14 @@ class AuthenticationPolicy(PolicyBase):
             challenges.append(f'ApiKey realm="portcullis", header="{api_key.headers[0]}"')
         if accept_jwt:
             challenges.append('Bearer realm="portcullis"')
-        self._missing_challenge = ((b"www-authenticate", ", ".join(challenges).encode()),)
+        accept: tuple[tuple[bytes, bytes], ...] = ()
+        if signature is not None:
+            wanted = " ".join(f'"{c}"' for c in signature.components or ("@method", "@authority", "@path"))
+            accept = ((b"accept-signature", f"sig1=({wanted});created;keyid;nonce".encode()),)
+        www = ((b"www-authenticate", ", ".join(challenges).encode()),) if challenges else ()
+        self._missing_challenge = www + accept
         invalid = [c + ', error="invalid_token"' if c.startswith("Bearer") else c for c in challenges]
-        self._invalid_challenge = ((b"www-authenticate", ", ".join(invalid).encode()),)
+        self._invalid_challenge = ((b"www-authenticate", ", ".join(invalid).encode()),) if invalid else ()
 
     async def on_request(self, ctx: RequestContext) -> Decision | None:
         try:
@@ -107,6 +143,12 @@ class AuthenticationPolicy(PolicyBase):
         if limited is not None:
             return self._too_many(ctx, "shield.failed_auth", limited.retry_after_s)
         outcome: Outcome | None
+        if kind == "signature":
+            outcome = await self._failed_auth.verify_each(ip, lambda: self._verify_signature(ctx))
+            return self._settle(ctx, outcome)
+        if kind == "webhook_signature":
+            outcome = await self._failed_auth.verify_each(ip, lambda: self._verify_webhook(ctx))
+            return self._settle(ctx, outcome)
         try:
             outcome = self._verify_cached(kind, credential)
         except Unauthenticated as exc:
@@ -117,6 +159,9 @@ class AuthenticationPolicy(PolicyBase):
             limited = await self._failed_auth.failed(ip)
             if limited is not None:
                 outcome = limited
+        return self._settle(ctx, outcome)
+
+    def _settle(self, ctx: RequestContext, outcome: Outcome) -> Decision | None:
         if isinstance(outcome, Principal):
             ctx.principal = outcome
             if outcome.served_stale:
@@ -156,6 +201,12 @@ class AuthenticationPolicy(PolicyBase):
                         raise Unauthenticated("method_not_allowed")
                 elif self._accept_jwt:
                     found.append(("jwt", token))
+        if self._signature_rules is not None and (
+            get_all(ctx.headers, b"signature-input") or get_all(ctx.headers, b"signature")
+        ):
+            found.append(("signature", ""))
+        if self._webhook_rules is not None and get_all(ctx.headers, self._webhook_header):
+            found.append(("webhook_signature", ""))
         if self._api_key is not None and self._api_key.allow_query_credentials and ctx.query:
             found.extend(self._take_query_key(ctx, self._api_key.query_param))
         if len(found) > 1:
@@ -189,6 +240,23 @@ class AuthenticationPolicy(PolicyBase):
         ctx.query = urlencode([(k, v) for k, v in pairs if k != param]).encode("latin-1")
         return [("api_key", k) for k in keys]
 
+    async def _verify_signature(self, ctx: RequestContext) -> Principal:
+        if self._signature_verifier is None or self._signature_rules is None:
+            raise Unauthenticated("method_not_allowed")
+        body = await ctx.read_body() if carries_body(ctx) else b""
+        facts = RequestFacts(
+            method=ctx.method, scheme=ctx.scheme, authority=RequestFacts.normal_authority(ctx.scheme, ctx.host or ""),
+            path=ctx.path, query=ctx.query.decode("latin-1") or None, headers=ctx.headers,
+        )
+        return await self._signature_verifier.verify(facts, body, self._signature_rules)
+
+    async def _verify_webhook(self, ctx: RequestContext) -> Principal:
+        if self._webhook_verifier is None or self._webhook_rules is None:
+            raise Unauthenticated("method_not_allowed")
+        body = await ctx.read_body() if carries_body(ctx) else b""
+        return await self._webhook_verifier.verify(get_all(ctx.headers, self._webhook_header), body,
+                                                   self._webhook_rules)
+
     def _verify_cached(self, kind: str, credential: str) -> Principal | None:
         """The answer without I/O when the verifier already knows the credential, else ``None``."""
         if kind == "api_key":
@@ -209,7 +277,7 @@ class AuthenticationPolicy(PolicyBase):
         return await self._jwt_verifier.verify(credential, allowed_issuers=self._jwt_issuers)
 
     def _failed(self, reason: str) -> Reject:
-        self._metrics.auth_failures.labels(reason).inc()
+        self._metrics.auth_failures.labels(reason.partition(":")[0]).inc()  # the label set stays bounded
         return Reject(ErrorCode.AUTH_INVALID_CREDENTIALS, f"auth_failed:{reason}", self._invalid_challenge)
 
     def _too_many(self, ctx: RequestContext, limit: str, retry_after_s: float) -> Reject:
