@@ -136,12 +136,8 @@ def _probe(port: int, pki: Path) -> None:
         raise RuntimeError("the probe request was not answered 200:\n" + out.decode(errors="replace")[-2000:])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--clients", type=int, default=4)
-    args = parser.parse_args()
+def measure(runs: int = 3, duration_s: int = 5, clients: int = 4, *, verbose: bool = True) -> dict[str, Any]:
+    """Both setups measured in alternation: median connections per second and gateway CPU per connection."""
     work = Path(tempfile.mkdtemp(prefix="portcullis-mtls-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -175,22 +171,22 @@ def main() -> int:
             setups.append((label, gw, port))
         for _, _, port in setups:
             _probe(port, work)
-            _load(port, work, args.clients, 1)  # warm-up
+            _load(port, work, clients, 1)  # warm-up
         figures: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in setups}
-        for i in range(args.runs):
+        for i in range(runs):
             for label, gw, port in setups:
                 before = tree_cpu_seconds(gw.pid)
-                count = _load(port, work, args.clients, args.duration)
+                count = _load(port, work, clients, duration_s)
                 used = tree_cpu_seconds(gw.pid) - before
-                rate, us = count / args.duration, used / max(count, 1) * 1e6
+                rate, us = count / duration_s, used / max(count, 1) * 1e6
                 figures[label].append((rate, us))
-                print(f"{label} run {i}: {count} connections ({rate:.0f}/s), {us:.0f} us gateway CPU each",
-                      flush=True)
+                if verbose:
+                    print(f"{label} run {i}: {count} connections ({rate:.0f}/s), {us:.0f} us gateway CPU each",
+                          flush=True)
                 time.sleep(0.5)
-        for label, values in figures.items():
-            print(f"{label}: median {statistics.median(r for r, _ in values):.0f} connections/s, "
-                  f"median {statistics.median(u for _, u in values):.0f} us gateway CPU per connection")
-        return 0
+        return {label: {"connections_per_second": round(statistics.median(r for r, _ in values)),
+                        "us_per_connection": round(statistics.median(u for _, u in values)), "runs": values}
+                for label, values in figures.items()}
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -200,6 +196,18 @@ def main() -> int:
                 p.kill()
                 p.wait()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    for label, values in measure(args.runs, args.duration, args.clients).items():
+        print(f"{label}: median {values['connections_per_second']} connections/s, "
+              f"median {values['us_per_connection']} us gateway CPU per connection")
+    return 0
 
 
 if __name__ == "__main__":

@@ -167,4 +167,21 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     lines += ["", f"audit_records_match: {result['audit_records_match']}", ""]
     if hostile:
         lines += [_attack_line(hostile), ""]
+    lines += _auth_lines(result.get("auth_methods"))
     return "\n".join(lines)
+
+
+def _auth_lines(auth: Mapping[str, Any] | None) -> list[str]:
+    """The cost of each authentication method on one core (bench/auth_costs.py, bench/mtls_handshakes.py)."""
+    if not auth:
+        return []
+    lines = ["| authentication method, one core | per second | us each |", "| --- | ---: | ---: |"]
+    for name, figures in auth["checks"]["methods"].items():
+        lines.append(f"| check: {name} | {figures['per_second']:,} | {_fmt(figures['us_per_check'], 1)} |")
+    for label, text in (("tls", "new connection, TLS 1.3 handshake + one request"),
+                        ("mtls", "new connection, mutual TLS handshake + auth.mtls + one request")):
+        figures = auth["handshakes"].get(label)
+        if figures:
+            lines.append(f"| {text} | {figures['connections_per_second']:,} | "
+                         f"{_fmt(figures['us_per_connection'], 0)} (gateway CPU) |")
+    return [*lines, ""]

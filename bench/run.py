@@ -9,7 +9,9 @@ test runs on CPU 0, wrk and the upstream on CPU 1, so the SUT never competes wit
 Options (environment): BENCH_ROUNDS (3), BENCH_DURATION (c50 seconds, 8), BENCH_C1_DURATION (4),
 BENCH_WARMUP (2), BENCH_CONNECTIONS (50), BENCH_SETUPS (comma-separated names, default all),
 BENCH_RESULTS (output directory, bench/results), BENCH_HOSTILE (1: the hostile phase, H1, after the
-rounds when setup 5 is selected; 0 skips it; see bench/hostile_phase.py).
+rounds when setup 5 is selected; 0 skips it; see bench/hostile_phase.py), BENCH_AUTH (1: the cost of
+each authentication method on one core, and mutual-TLS handshakes per second, at the end; 0 skips
+it; see bench/auth_costs.py and bench/mtls_handshakes.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import gateway, hostile_phase, report
+from bench import gateway, hostile_phase, mtls_handshakes, report
 from bench.nginx import NginxPaths, proxy_conf, start_nginx, upstream_conf, write_large_body
 from bench.procs import ManagedProcess, ProcessGroup, cpu_pinning_available, free_port, tree_cpu_seconds, wait_for_port
 from bench.wrk import WrkResult, run_wrk
@@ -70,6 +72,7 @@ class Options:
     setups: tuple[str, ...]
     results_dir: Path
     hostile: bool = True
+    auth_methods: bool = True
 
     @classmethod
     def from_env(cls) -> Options:
@@ -87,6 +90,7 @@ class Options:
             setups=names,
             results_dir=Path(os.environ.get("BENCH_RESULTS", str(REPO / "bench" / "results"))),
             hostile=os.environ.get("BENCH_HOSTILE", "1") != "0" and "portcullis_full" in names,
+            auth_methods=os.environ.get("BENCH_AUTH", "1") != "0",
         )
 
 
@@ -331,6 +335,22 @@ def measure_hostile(run: Run) -> dict[str, Any] | None:
         proc.stop()
 
 
+def measure_auth_methods(run: Run) -> dict[str, Any] | None:
+    """Each method's check on one core (bench/auth_costs.py, its own process on the SUT's CPU), then
+    full TLS and mutual-TLS handshakes per second through a real listener (bench/mtls_handshakes.py)."""
+    if not run.opts.auth_methods:
+        return None
+    print("authentication methods: one check each on one core, then TLS and mTLS handshakes", flush=True)
+    pin = ["taskset", "-c", str(SUT_CPU)] if run.group.pinned else []
+    done = subprocess.run([*pin, sys.executable, "-m", "bench.auth_costs", "--json", "--seconds", "2"],  # noqa: S603
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"bench.auth_costs failed:\n{done.stderr[-2000:]}")
+    checks = json.loads(done.stdout)
+    handshakes = mtls_handshakes.measure(runs=run.opts.rounds, duration_s=4, clients=4)
+    return {"checks": checks, "handshakes": handshakes}
+
+
 def _count_lines(path: Path) -> int:
     """Lines in a file and its rotated siblings (``audit.jsonl.1`` …)."""
     total = 0
@@ -405,7 +425,8 @@ def machine_info(pinned: bool) -> dict[str, Any]:
     }
 
 
-def build_result(run: Run, audits: dict[str, dict[str, Any]], hostile: dict[str, Any] | None) -> dict[str, Any]:
+def build_result(run: Run, audits: dict[str, dict[str, Any]], hostile: dict[str, Any] | None,
+                 auth_methods: dict[str, Any] | None = None) -> dict[str, Any]:
     setups: dict[str, Any] = {}
     for name in run.opts.setups:
         label = SETUPS[name]
@@ -427,6 +448,7 @@ def build_result(run: Run, audits: dict[str, dict[str, Any]], hostile: dict[str,
         "tail_ratio": report.tail_ratio(setups),
         "hostile_ratio": report.hostile_ratio(hostile),
         "hostile": hostile,
+        "auth_methods": auth_methods,
         "audit_records_match": all(audit_ok) if audit_ok else None,
         "audit": audits,
         "setups": setups,
@@ -474,7 +496,7 @@ def main() -> int:
         measure_all(run)
         audits = audit_check(run)
         hostile = measure_hostile(run)
-        result = build_result(run, audits, hostile)
+        result = build_result(run, audits, hostile, measure_auth_methods(run))
     except (RuntimeError, subprocess.TimeoutExpired) as exc:  # BenchError, wrk or `keys create` failures
         print(f"\nBENCH FAILED: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -83,3 +83,16 @@ def test_the_markdown_shows_both_runs_of_the_attack_phase_and_what_the_attackers
 
 def test_results_written_before_the_attack_phase_still_render_without_h1() -> None:
     assert "| H1 " not in report.render_markdown(_result(1.5))
+
+
+def test_the_markdown_lists_each_authentication_method_and_both_handshakes() -> None:
+    auth = {"checks": {"pinned": True, "seconds_per_method": 2, "methods": {
+        "api_key (cached)": {"checks": 1, "us_per_check": 4.2, "per_second": 238_095},
+        "signature hmac-sha256": {"checks": 1, "us_per_check": 67.9, "per_second": 14_728}}},
+        "handshakes": {"tls": {"connections_per_second": 1400, "us_per_connection": 720, "runs": []},
+                       "mtls": {"connections_per_second": 620, "us_per_connection": 1760, "runs": []}}}
+    markdown = report.render_markdown({**_result(1.5), "auth_methods": auth})
+    assert _line(markdown, "| check: signature hmac-sha256 ") == "| check: signature hmac-sha256 | 14,728 | 67.9 |"
+    assert _line(markdown, "| new connection, mutual TLS") == (
+        "| new connection, mutual TLS handshake + auth.mtls + one request | 620 | 1,760 (gateway CPU) |")
+    assert "authentication method" not in report.render_markdown(_result(1.5))
