@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -29,21 +28,12 @@ import time
 from pathlib import Path
 
 from bench import gateway, nginx
-from bench.procs import free_port, tree_cpu_seconds, wait_for_port
+from bench.procs import free_port, pinned, tool, tree_cpu_seconds, wait_for_port
 
 _REQUESTS = re.compile(r"(\d+) requests in")
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin")
-    if found is None:
-        raise RuntimeError(f"{name} not found (make test-tools installs nginx and wrk)")
-    return found
-
-
-def _pin(cpu: int) -> list[str]:
-    return [_tool("taskset"), "-c", str(cpu)]
 
 
 def _portcullis_argv() -> list[str]:
@@ -53,7 +43,7 @@ def _portcullis_argv() -> list[str]:
 
 def _wrk(port: int, key: str, duration: int) -> tuple[int, int, str]:
     out = subprocess.run(  # noqa: S603 - argv built here
-        [*_pin(1), _tool("wrk"), "-t1", "-c50", f"-d{duration}s", "-H", f"X-API-Key: {key}",
+        [*pinned(1), tool("wrk"), "-t1", "-c50", f"-d{duration}s", "-H", f"X-API-Key: {key}",
          f"http://127.0.0.1:{port}/api/items/42?view=full"],
         capture_output=True, text=True, check=True, timeout=duration + 30,
     ).stdout
@@ -78,7 +68,7 @@ def _start_gateway(work: Path, label: str, pythonpath: str, up_port: int, env: d
         gw_env["PYTHONPATH"] = pythonpath
     log = (work / label / "gateway.log").open("wb")
     gw = subprocess.Popen(  # noqa: S603
-        [*_pin(0), *_portcullis_argv(), "serve", str(cfg_path), "--log-level", "warning"],
+        [*pinned(0), *_portcullis_argv(), "serve", str(cfg_path), "--log-level", "warning"],
         env=gw_env, cwd=cfg_path.parent, stdout=log, stderr=subprocess.STDOUT)
     if not wait_for_port(port, 30, None):
         raise RuntimeError(f"gateway {label} did not start: " + (work / label / "gateway.log").read_text()[-2000:])
@@ -103,18 +93,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="portcullis-cpu-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        up_port, jwks_port = free_port(), free_port()
-        paths = nginx.NginxPaths(prefix=work / "nginx", conf=work / "nginx" / "nginx.conf",
-                                 pid=work / "nginx" / "nginx.pid", error_log=work / "nginx" / "error.log")
-        (paths.prefix / "temp").mkdir(parents=True)
-        (work / "jwks").mkdir()
-        paths.conf.write_text(nginx.upstream_conf(paths, {"full": up_port}, {"full": work / "access.log"},
-                                                  jwks_port, work / "jwks"))
-        procs.append(subprocess.Popen(  # noqa: S603
-            [*_pin(1), _tool("nginx"), "-p", str(paths.prefix), "-e", str(paths.error_log),
-             "-c", str(paths.conf), "-g", "daemon off;"]))
-        if not wait_for_port(up_port, 10):
-            raise RuntimeError("nginx did not start")
+        upstream, up_port = nginx.start_probe_upstream(work, 1)
+        procs.append(upstream)
 
         env = {**os.environ, gateway.PEPPER_ENV: os.urandom(32).hex()}
         gateways: list[tuple[str, subprocess.Popen[bytes], int]] = []

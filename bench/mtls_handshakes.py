@@ -41,21 +41,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bench import gateway, nginx
-from bench.procs import free_port, tree_cpu_seconds, wait_for_port
+from bench.procs import free_port, pinned, tool, tree_cpu_seconds, wait_for_port
 
 _CONNECTIONS = re.compile(rb"(\d+) connections in [\d.]+s")
 _NOW = datetime.datetime.now(datetime.UTC)
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin")
-    if found is None:
-        raise RuntimeError(f"{name} not found (make test-tools installs nginx)")
-    return found
-
-
-def _pin(cpu: int) -> list[str]:
-    return [_tool("taskset"), "-c", str(cpu)]
 
 
 def _cert(directory: Path, stem: str, subject: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
@@ -109,7 +100,7 @@ def _config(work: Path, port: int, upstream_port: int, *, mutual: bool) -> dict[
 
 def _load(port: int, pki: Path, clients: int, duration: int) -> int:
     """Connections completed by ``clients`` concurrent ``openssl s_time -new`` runs."""
-    argv = [*_pin(1), _tool("openssl"), "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(duration),
+    argv = [*pinned(1), tool("openssl"), "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(duration),
             "-CAfile", str(pki / "ca.pem"), "-cert", str(pki / "client.pem"), "-key", str(pki / "client.key"),
             "-www", "/api/items/42"]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # noqa: S603
@@ -127,7 +118,7 @@ def _load(port: int, pki: Path, clients: int, duration: int) -> int:
 def _probe(port: int, pki: Path) -> None:
     """One request through the setup must answer 200, or the run stops (as in ``bench.run``)."""
     out = subprocess.run(  # noqa: S603
-        [_tool("openssl"), "s_client", "-quiet", "-connect", f"127.0.0.1:{port}", "-CAfile", str(pki / "ca.pem"),
+        [tool("openssl"), "s_client", "-quiet", "-connect", f"127.0.0.1:{port}", "-CAfile", str(pki / "ca.pem"),
          "-cert", str(pki / "client.pem"), "-key", str(pki / "client.key")],
         input=b"GET /api/items/42 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
         capture_output=True, timeout=30, check=False,
@@ -142,18 +133,8 @@ def measure(runs: int = 3, duration_s: int = 5, clients: int = 4, *, verbose: bo
     procs: list[subprocess.Popen[bytes]] = []
     try:
         _pki(work)
-        up_port, jwks_port = free_port(), free_port()
-        paths = nginx.NginxPaths(prefix=work / "nginx", conf=work / "nginx" / "nginx.conf",
-                                 pid=work / "nginx" / "nginx.pid", error_log=work / "nginx" / "error.log")
-        (paths.prefix / "temp").mkdir(parents=True)
-        (work / "jwks").mkdir()
-        paths.conf.write_text(nginx.upstream_conf(paths, {"up": up_port}, {"up": work / "access.log"},
-                                                  jwks_port, work / "jwks"))
-        procs.append(subprocess.Popen(  # noqa: S603
-            [*_pin(1), _tool("nginx"), "-p", str(paths.prefix), "-e", str(paths.error_log),
-             "-c", str(paths.conf), "-g", "daemon off;"]))
-        if not wait_for_port(up_port, 10):
-            raise RuntimeError("nginx did not start")
+        upstream, up_port = nginx.start_probe_upstream(work, 1)
+        procs.append(upstream)
         setups: list[tuple[str, subprocess.Popen[bytes], int]] = []
         for label in ("tls", "mtls"):
             (work / label).mkdir()
@@ -163,7 +144,7 @@ def measure(runs: int = 3, duration_s: int = 5, clients: int = 4, *, verbose: bo
             cfg_path = gateway.write_config(work / label / "portcullis.yaml", cfg)
             log = (work / label / "gateway.log").open("wb")
             gw = subprocess.Popen(  # noqa: S603
-                [*_pin(0), *gateway.portcullis_argv(), "serve", str(cfg_path), "--log-level", "warning"],
+                [*pinned(0), *gateway.portcullis_argv(), "serve", str(cfg_path), "--log-level", "warning"],
                 cwd=cfg_path.parent, stdout=log, stderr=subprocess.STDOUT)
             procs.append(gw)
             if not wait_for_port(port, 30, None):

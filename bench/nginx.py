@@ -8,13 +8,15 @@ check. The JWKS document is served from a block of its own so its fetches never 
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import ManagedProcess, ProcessGroup
+from bench.procs import ManagedProcess, ProcessGroup, free_port, pinned, tool, wait_for_port
 
 __all__ = [
-    "LARGE_BODY_BYTES", "UPSTREAM_BODY", "NginxPaths", "proxy_conf", "start_nginx", "upstream_conf", "write_large_body",
+    "LARGE_BODY_BYTES", "UPSTREAM_BODY", "NginxPaths", "proxy_conf", "start_nginx", "start_probe_upstream",
+    "upstream_conf", "write_large_body",
 ]
 
 # ~100 bytes of JSON, the same for every setup.
@@ -126,3 +128,21 @@ def proxy_conf(paths: NginxPaths, listen_port: int, upstream_port: int) -> str:
     }}
 }}
 """
+
+
+def start_probe_upstream(work: Path, cpu: int) -> tuple[subprocess.Popen[bytes], int]:
+    """The upstream of a probe (``cpu_per_request``, ``mtls_handshakes``): one nginx in the foreground
+    on ``cpu``, one block answering the benchmark's body, all its files under ``work/nginx``."""
+    up_port, jwks_port = free_port(), free_port()
+    paths = NginxPaths(prefix=work / "nginx", conf=work / "nginx" / "nginx.conf", pid=work / "nginx" / "nginx.pid",
+                       error_log=work / "nginx" / "error.log")
+    (paths.prefix / "temp").mkdir(parents=True)
+    (work / "jwks").mkdir()
+    paths.conf.write_text(upstream_conf(paths, {"up": up_port}, {"up": work / "access.log"}, jwks_port, work / "jwks"))
+    proc = subprocess.Popen(  # noqa: S603 - argv built here
+        [*pinned(cpu), tool("nginx"), "-p", str(paths.prefix), "-e", str(paths.error_log), "-c", str(paths.conf),
+         "-g", "daemon off;"])
+    if not wait_for_port(up_port, 10):
+        proc.kill()
+        raise RuntimeError("nginx did not start")
+    return proc, up_port

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,8 @@ __all__ = [
     "cpu_pinning_available",
     "free_port",
     "pin_prefix",
+    "pinned",
+    "tool",
     "tree_cpu_seconds",
     "wait_for_port",
 ]
@@ -162,6 +165,19 @@ class ProcessGroup:
         """Stop every process still running, in reverse start order (clients before servers)."""
         for proc in reversed(self.processes):
             proc.stop()
+
+
+def tool(name: str) -> str:
+    """The path of a command the probes run (nginx lives in /usr/sbin, which PATH may lack)."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin")
+    if found is None:
+        raise RuntimeError(f"{name} not found (make test-tools installs nginx, wrk and openssl's tools)")
+    return found
+
+
+def pinned(cpu: int) -> list[str]:
+    """``taskset -c N`` for a probe's process, which always pins (it needs two CPUs)."""
+    return [tool("taskset"), "-c", str(cpu)]
 
 
 def pin_prefix(cpu: int | None) -> list[str]:
