@@ -32,7 +32,7 @@ from portcullis.stores.opening import open_store
 
 __all__ = [
     "ConfigOption", "JsonOption", "config_error_text", "duration_option", "fail", "load_or_fail", "record_cli_event",
-    "store_label", "when", "with_store",
+    "show_once", "store_label", "when", "with_store",
 ]
 
 _T = TypeVar("_T")
@@ -123,6 +123,15 @@ def store_label(cfg: StoreConfig) -> str:
     port = f":{parts.port}" if parts.port else ""
     user = f"{parts.username}@" if parts.username else ""
     return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+def show_once(done: str, secret: str, what: str = "key") -> None:
+    """A new credential on the terminal: what was done, the secret on a line of its own (whole,
+    however narrow the terminal), and the warning that it cannot be shown again."""
+    console = Console(highlight=False)
+    console.print(Text(done, style="green"))
+    console.print(secret, markup=False, soft_wrap=True)
+    console.print(Text(f"This {what} is shown once and cannot be recovered. Store it now.", style="yellow"))
 
 
 def when(ts: float | None) -> str:

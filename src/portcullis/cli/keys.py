@@ -37,6 +37,7 @@ from portcullis.cli.common import (
     fail,
     load_or_fail,
     record_cli_event,
+    show_once,
     when,
     with_store,
 )
@@ -119,10 +120,7 @@ def create(
                                "scopes": sorted(scope_set), "roles": sorted(role_set),
                                "expires_at": record.expires_at}))
         return
-    console = Console(highlight=False)
-    console.print(Text(f"Created key {record.key_id} for {consumer}.", style="green"))
-    console.print(issued.key, markup=False, soft_wrap=True)
-    console.print(Text("This key is shown once and cannot be recovered. Store it now.", style="yellow"))
+    show_once(f"Created key {record.key_id} for {consumer}.", issued.key)
 
 
 @app.command("list")
@@ -192,10 +190,7 @@ def rotate(
     body = admin_result("POST", admin, f"/keys/{key_id}/rotate", body={"grace_s": grace_s}, as_json=as_json)
     if body is None:
         return
-    console = Console(highlight=False)
-    console.print(Text(f"Rotated {key_id}; the former secret works for {grace} more.", style="green"))
-    console.print(body["key"], markup=False, soft_wrap=True)
-    console.print(Text("This key is shown once and cannot be recovered. Store it now.", style="yellow"))
+    show_once(f"Rotated {key_id}; the former secret works for {grace} more.", body["key"])
 
 
 def _set_state(key_id: str, action: str, admin: str, as_json: bool) -> None:

@@ -25,7 +25,16 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from portcullis.cli.common import ConfigOption, JsonOption, duration_option, fail, load_or_fail, record_cli_event, when
+from portcullis.cli.common import (
+    ConfigOption,
+    JsonOption,
+    duration_option,
+    fail,
+    load_or_fail,
+    record_cli_event,
+    show_once,
+    when,
+)
 from portcullis.cli.common import with_store as run_with_store
 from portcullis.cli.tables import plain_table
 from portcullis.clock import SystemClock
@@ -112,11 +121,11 @@ def create(
     if as_json:
         typer.echo(json.dumps({**_view(record, SystemClock().wall()), "secret": issued.secret}))
         return
-    console = Console(highlight=False)
-    console.print(Text(f"Created {alg} signing key {record.key_id} for {consumer}.", style="green"))
+    done = f"Created {alg} signing key {record.key_id} for {consumer}."
     if issued.secret is not None:
-        console.print(issued.secret, markup=False, soft_wrap=True)
-        console.print(Text("This secret is shown once and cannot be recovered. Store it now.", style="yellow"))
+        show_once(done, issued.secret, "secret")
+    else:
+        Console(highlight=False).print(Text(done, style="green"))
 
 
 @app.command("list")
