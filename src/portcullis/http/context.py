@@ -59,6 +59,7 @@ class RequestContext:
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     strip_request_headers: set[bytes] = field(default_factory=set)
     egress: dict[str, Any] | None = None  # the egress door's call, for the audit record
+    peer: str | None = None  # the socket peer (client_ip may come from X-Forwarded-For): who vouches for headers
 
     async def read_body(self) -> bytes:
         """Buffer the whole body, refusing more than ``max_body_bytes`` (413).

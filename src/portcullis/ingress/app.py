@@ -122,7 +122,7 @@ class GatewayApp:
         ctx = RequestContext(
             request_id=request_id, client_ip=client_ip, method=scope["method"], host=host, path="",
             query=scope.get("query_string", b""), headers=headers, scheme=scope.get("scheme", "http"),
-            started=started, receive=receive,
+            started=started, receive=receive, peer=peer,
         )
         rt.metrics.requests_in_flight += 1
         logged_as = REQUEST_ID.set(request_id)  # every log line until the request is recorded carries it
