@@ -79,6 +79,10 @@ def _auth_summary(route: RouteConfig) -> str:
         methods.append("api_key")
     if route.auth.jwt:
         methods.append("jwt" + (f"({','.join(route.auth.jwt.issuers)})" if route.auth.jwt.issuers else ""))
+    if route.auth.introspection:
+        methods.append(f"introspection({route.auth.introspection.issuer})")
+    if route.auth.jwt_assertion:
+        methods.append(f"jwt_assertion({route.auth.jwt_assertion.header})")
     return " | ".join(methods)
 
 

@@ -230,6 +230,7 @@ def plan_chain(
             key_verifier=verifiers.keys if route.auth.api_key else None,
             jwt_verifier=verifiers.jwt if jwt_cfg or assertion_cfg else None,
             introspector=verifiers.introspectors.get(introspection_cfg.issuer) if introspection_cfg else None,
+            accept_introspection=introspection_cfg is not None,
             jwt_assertion=JwtAssertion(
                 header=assertion_cfg.header.encode(), issuers=frozenset(assertion_cfg.issuers) or None,
                 trusted_peers=ClientAddressResolver(assertion_cfg.trusted_peers or config.trusted_proxies),

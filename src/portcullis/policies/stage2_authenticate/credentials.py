@@ -89,8 +89,11 @@ class AuthenticationPolicy(PolicyBase):
         limiter: MultiLimiter,
         metrics: GatewayMetrics,
         introspector: TokenIntrospector | None = None,
+        accept_introspection: bool = False,
         jwt_assertion: JwtAssertion | None = None,
     ) -> None:
+        """``accept_jwt`` / ``accept_introspection`` say what the route accepts even where no verifier
+        is built (``portcullis check`` plans chains without network clients)."""
         self._api_key = api_key
         self._introspector = introspector
         self._assertion = jwt_assertion
@@ -103,7 +106,7 @@ class AuthenticationPolicy(PolicyBase):
         self._metrics = metrics
         self._accept_jwt = accept_jwt
         methods = [m for m, on in (("api_key", api_key is not None), ("jwt", accept_jwt),
-                                   ("introspection", introspector is not None),
+                                   ("introspection", accept_introspection),
                                    ("jwt_assertion", jwt_assertion is not None)) if on]
         self.name = "auth." + "|".join(methods)
         self._no_credential_rule = (
@@ -113,7 +116,7 @@ class AuthenticationPolicy(PolicyBase):
         challenges = []
         if api_key is not None:
             challenges.append(f'ApiKey realm="portcullis", header="{api_key.headers[0]}"')
-        if accept_jwt or introspector is not None:
+        if accept_jwt or accept_introspection:
             challenges.append('Bearer realm="portcullis"')
         self._missing_challenge = ((b"www-authenticate", ", ".join(challenges).encode()),)
         invalid = [c + ', error="invalid_token"' if c.startswith("Bearer") else c for c in challenges]
