@@ -83,6 +83,8 @@ test-tools:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk)
 	@command -v promtool >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
+	@command -v chromium >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

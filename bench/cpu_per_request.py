@@ -6,11 +6,13 @@ with whatever else runs; the gateway's own CPU time per request barely does. Thi
 to CPU 1, and divides the gateway's utime+stime delta over a wrk run by wrk's request count.
 It refuses to be a benchmark report: no JSON, no README table, just one figure per run.
 
-    python -m bench.cpu_per_request [--runs 3] [--duration 6] [--variant LABEL=PYTHONPATH ...]
+    python -m bench.cpu_per_request [--runs 3] [--duration 6] [--variant LABEL=PYTHONPATH ...] [--traced LABEL ...]
 
 With several ``--variant``s (say, a pure-Python copy of src/ against the installed, compiled
 package) the gateways run side by side and are measured in turn, so slow phases of the shared
-machine hit every variant alike.
+machine hit every variant alike. ``--traced LABEL`` runs that variant with ``tracing.enabled``
+(every request sampled), exporting over OTLP/HTTP to the upstream nginx, which answers any POST
+with 200: the figure includes the exporter thread's CPU, as in production.
 """
 
 from __future__ import annotations
@@ -61,9 +63,11 @@ def _wrk(port: int, key: str, duration: int) -> tuple[int, int, str]:
 
 
 def _start_gateway(work: Path, label: str, pythonpath: str, up_port: int, env: dict[str, str],
-                   key_store: Path | None) -> tuple[subprocess.Popen[bytes], int, Path]:
+                   key_store: Path | None, traced: bool = False) -> tuple[subprocess.Popen[bytes], int, Path]:
     port, admin_port = free_port(), free_port()
     cfg = gateway.full_config(work / label, port, up_port, admin_port)
+    if traced:
+        cfg["tracing"] = {"enabled": True, "exporter": {"endpoint": f"http://127.0.0.1:{up_port}"}}
     if key_store is not None:  # every variant verifies the same key against the first one's store
         cfg["store"] = {"url": f"sqlite:///{key_store}"}
     cfg_path = gateway.write_config(work / label / "portcullis.yaml", cfg)
@@ -91,6 +95,8 @@ def main() -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL=PYTHONPATH",
                         help="a gateway importing portcullis from PYTHONPATH (empty: the installed one); "
                              "several variants run side by side and are measured in alternation")
+    parser.add_argument("--traced", action="append", default=[], metavar="LABEL",
+                        help="run this variant with tracing enabled (needs the tracing extra)")
     args = parser.parse_args()
     variants = [v.split("=", 1) for v in (args.variant or ["installed="])]
 
@@ -114,7 +120,8 @@ def main() -> int:
         gateways: list[tuple[str, subprocess.Popen[bytes], int]] = []
         key_store: Path | None = None
         for label, pythonpath in variants:
-            gw, port, store = _start_gateway(work, label, pythonpath, up_port, env, key_store)
+            gw, port, store = _start_gateway(work, label, pythonpath, up_port, env, key_store,
+                                             traced=label in args.traced)
             key_store = key_store or store
             procs.append(gw)
             gateways.append((label, gw, port))

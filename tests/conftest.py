@@ -205,7 +205,7 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     async def factory(
         yaml_text: str, *, env: dict[str, str] | None = None, clock: ManualClock | None = None,
         resolver: Any = None, secrets: dict[str, str] | None = None, http_server: str | None = None,
-        verify: ssl.SSLContext | bool = True,
+        verify: ssl.SSLContext | bool = True, tracer: Any = None,
     ) -> Gateway:
         """``http_server`` pins the server whatever PORTCULLIS_TEST_SERVER says (tests of one server's own
         behaviour); ``verify`` is what ``Gateway.client`` trusts when our server serves ``listen.tls``."""
@@ -216,6 +216,8 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             await services.vault.set(name, value)
         if resolver is not None:
             services.egress_resolver = resolver  # egress names answered without DNS
+        if tracer is not None:
+            services.tracer = tracer  # spans exported to memory (tests/integration/test_tracing.py)
         runtime = build_runtime(config, services)
         app = GatewayApp(runtime)
         if services.shared is not None:

@@ -8,6 +8,8 @@ public API port. What guards it, in the order a request meets it:
 - ``admin.guard.GuardedRoute`` (every route's class): the permission the route declares, deny by
   default; one security event per act.
 - The routers in ``admin/routes/``, one per resource.
+- The web console (``admin/console/``, under ``/console`` with ``admin.console.enabled``): its own
+  door (session cookie, CSRF token) in front of the same permission check and security events.
 
 Errors are RFC 9457 problem documents (``admin.problems``), like the API listener's, with an error
 code and the request id that ``X-Request-Id`` and the security event carry too. An unreachable
@@ -30,7 +32,9 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from portcullis import __version__
-from portcullis.admin.auth import AdminAuthenticator
+from portcullis.admin.auth import AdminAuthenticator, AdminGate
+from portcullis.admin.console import PREFIX as CONSOLE_PREFIX
+from portcullis.admin.console import ConsoleHeaders, mount_console
 from portcullis.admin.guard import PERMISSION_KEY, PUBLIC, GuardContext, GuardedRoute, route_permission
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.admin.routes import anomalies, audit, config, controls, egress, keys, secrets, tokens
@@ -87,15 +91,22 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
         app.include_router(router)
     routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
     app.state.routes = routes  # what the role-matrix test walks
-    undeclared = [f"{sorted(r.methods or ())} {r.path}" for r in routes if route_permission(r) is None]
+    keys_config = runtime.config.keys
+    app.state.tokens = AdminTokenVerifier(runtime.services.store, clock=runtime.clock, stale_if_error_s=(
+        keys_config.stale_if_error if keys_config is not None else _TOKEN_STALE_IF_ERROR_S))
+    gate = AdminGate(gateway, app.state.tokens)
+    console = runtime.config.admin.console.enabled
+    app.state.console_routes = mount_console(app, gateway, gate) if console else []  # the console's matrix test
+    undeclared = [f"{sorted(r.methods or ())} {r.path}" for r in [*routes, *app.state.console_routes]
+                  if route_permission(r) is None]
     if undeclared:
         raise RuntimeError(f"admin routes without a declared permission: {undeclared}")
     public_paths = [r.path for r in routes if route_permission(r) == PUBLIC]
     app.openapi = lambda: _openapi_document(app, routes)  # type: ignore[method-assign]
-    keys_config = runtime.config.keys
-    app.state.tokens = AdminTokenVerifier(runtime.services.store, clock=runtime.clock, stale_if_error_s=(
-        keys_config.stale_if_error if keys_config is not None else _TOKEN_STALE_IF_ERROR_S))
-    app.add_middleware(AdminAuthenticator, gateway=gateway, tokens=app.state.tokens, public_paths=public_paths)
+    app.add_middleware(AdminAuthenticator, gateway=gateway, gate=gate, public_paths=public_paths,
+                       own_door=CONSOLE_PREFIX if console else None)
+    if console:
+        app.add_middleware(ConsoleHeaders)
     return app
 
 

@@ -21,6 +21,11 @@ In order, for every other request:
    gateway's JWT verifier, roles from a claim). The operator is put on the scope for
    ``admin.guard``.
 
+The console (``admin.console``, under its own path prefix) is a second door: here it gets only the
+Host check, then its own (session cookie, CSRF token, the same Origin rule, the same throttle and
+credential check through ``AdminGate``). Its cookie is never read by this middleware, so it never
+authenticates the JSON API.
+
 Every refusal here is a problem document and a security event (``admin.auth``, outcome
 ``refused`` or ``throttled``, with the reason: ``missing``, ``malformed_token``, ``bad_secret``,
 ``host``, ``origin``…), up to twice ``max_failures`` events per address per window: a flood past
@@ -34,7 +39,7 @@ import contextlib
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +56,7 @@ from portcullis.identity.admin_roles import RoleBook, UnknownRole
 from portcullis.identity.admin_tokens import AdminTokenVerifier, looks_like_admin_token
 from portcullis.ingress.app import GatewayApp
 
-__all__ = ["AdminAuthenticator", "FailedAuthThrottle", "allowed_host"]
+__all__ = ["AdminAuthenticator", "AdminGate", "FailedAuthThrottle", "allowed_host", "cross_origin"]
 
 log = logging.getLogger("portcullis.admin")
 
@@ -131,17 +136,29 @@ def allowed_host(host_header: str, config: AdminConfig) -> bool:
     return bool(name) and name in names
 
 
-class AdminAuthenticator:
-    """The ASGI middleware described in the module docstring, around the admin FastAPI app."""
+def cross_origin(headers: Mapping[str, str], allowed_origins: Iterable[str], *, own_origin: str | None = None) -> bool:
+    """Whether a request comes from another site: an ``Origin`` that is neither allowed nor this
+    listener's own (``own_origin``, for the console's same-origin forms), or no Origin and
+    ``Sec-Fetch-Site: cross-site``. Both doors of the admin listener ask this one question."""
+    origin = headers.get("origin")
+    if origin is not None:
+        return origin != own_origin and origin not in allowed_origins
+    return headers.get("sec-fetch-site") == "cross-site"
 
-    def __init__(self, app: ASGIApp, *, gateway: GatewayApp, tokens: AdminTokenVerifier,
-                 public_paths: Iterable[str]) -> None:
-        self._app = app
+
+class AdminGate:
+    """What both doors of the admin listener share: the API's middleware and the console's route.
+
+    One failed-auth throttle per address and one record of refusals, so a failed console sign-in
+    counts against the same budget as a failed API call, and is recorded the same way; and one way
+    from a credential (admin token or operator JWT) to an ``Operator``.
+    """
+
+    def __init__(self, gateway: GatewayApp, tokens: AdminTokenVerifier) -> None:
         self._gateway = gateway
-        self._public = frozenset(public_paths)
         self._throttle = FailedAuthThrottle(clock=gateway.runtime.clock)
         self._recorded = FailedAuthThrottle(clock=gateway.runtime.clock)  # refusals put on record, per address
-        self._tokens = tokens
+        self.tokens = tokens
         self._roles: tuple[object, RoleBook] | None = None
 
     def _role_book(self, config: AdminConfig) -> RoleBook:
@@ -151,64 +168,22 @@ class AdminAuthenticator:
             self._roles = cached
         return cached[1]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        request_id = request_id_of(scope)
-        send = _with_headers(send, [*_ANSWER_HEADERS, (b"x-request-id", request_id.encode())])
-        if scope["path"] in self._public:
-            await self._app(scope, receive, send)
-            return
-        request = Request(scope)
-        refusal = await self._authenticate(request)
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        await self._app(scope, receive, send)
+    def throttled(self, request: Request) -> float | None:
+        """Seconds this request's address must wait (too many failures in the window), or None."""
+        limits = self._gateway.runtime.config.admin.failed_auth
+        return self._throttle.retry_after(_address(request), max_failures=limits.max_failures, window_s=limits.window)
 
-    async def _authenticate(self, request: Request) -> Callable[..., Any] | None:
-        """Put the operator on the scope, or return the answer that refuses the request."""
+    async def operator(self, request: Request, credential: str) -> Operator:
+        """The operator a credential names, checked now (revoked or expired: ``Unauthenticated``)."""
         runtime = self._gateway.runtime
         config = runtime.config.admin
-        address = request.client.host if request.client else "unknown"
-        host = request.headers.get("host", "")
-        if not allowed_host(host, config):
-            return self._refuse(request, ErrorCode.ADMIN_HOST_REFUSED, "host", count=False)
-        origin = request.headers.get("origin")
-        if (origin is not None and origin not in config.allowed_origins) or (
-            origin is None and request.headers.get("sec-fetch-site") == "cross-site"
-        ):
-            return self._refuse(request, ErrorCode.ADMIN_ORIGIN_REFUSED, "origin", count=False)
-        limits = config.failed_auth
-        wait = self._throttle.retry_after(address, max_failures=limits.max_failures, window_s=limits.window)
-        if wait is not None:
-            return self._refuse(request, ErrorCode.LIMIT_EXCEEDED, "throttled", count=False, outcome="throttled",
-                                retry_after_s=max(1, int(wait + 0.999)))
-        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-        if not credential or scheme.lower() != "bearer":
-            return self._refuse(request, ErrorCode.AUTH_MISSING_CREDENTIALS, "missing")
-        try:
-            operator = await self._operator(request, credential.strip(), config)
-        except Unauthenticated as exc:
-            return self._refuse(request, ErrorCode.AUTH_INVALID_CREDENTIALS, exc.reason)
-        except StoreUnavailable as exc:
-            log.warning("admin: store unavailable during authentication (%s)", exc)
-            return self._refuse(request, ErrorCode.STORE_UNAVAILABLE, "store_unavailable", count=False,
-                                outcome="failed", retry_after_s=5)
-        request.scope[OPERATOR_SCOPE_KEY] = operator
-        return None
-
-    async def _operator(self, request: Request, credential: str, config: AdminConfig) -> Operator:
-        runtime = self._gateway.runtime
         book = self._role_book(config)
-        common = _Caller(request.client.host if request.client else "unknown", request.headers.get("user-agent"),
-                         request_id_of(request.scope))
+        common = _Caller(_address(request), request.headers.get("user-agent"), request_id_of(request.scope))
         if looks_like_admin_token(credential):
             pepper = admin_pepper(runtime.config)
             if pepper is None:
                 raise Unauthenticated("tokens_not_configured")
-            record = await self._tokens.verify(credential, pepper=pepper)
+            record = await self.tokens.verify(credential, pepper=pepper)
             with contextlib.suppress(StoreUnavailable):  # last use is a convenience, not worth a refusal
                 await runtime.services.store.touch_admin_token(record.token_id, runtime.clock.wall())
             return Operator(actor=f"token:{record.token_id}", role=record.role,
@@ -229,27 +204,102 @@ class AdminAuthenticator:
             client_ip=common.client_ip, user_agent=common.user_agent, request_id=common.request_id,
         )
 
-    def _refuse(self, request: Request, code: ErrorCode, reason: str, *, count: bool = True,
-                outcome: str = "refused", retry_after_s: int | None = None) -> Callable[..., Any]:
+    def record_refusal(self, request: Request, reason: str, status: int, *, count: bool = True,
+                       outcome: str = "refused", action: str = "admin.auth") -> None:
+        """Count a refusal against the address (``count``: a failed authentication), in the metrics,
+        and as a security event, up to the per-window record budget (module docstring)."""
         runtime = self._gateway.runtime
-        address = request.client.host if request.client else "unknown"
-        if count:
-            self._throttle.fail(address, window_s=runtime.config.admin.failed_auth.window)
-        extra = [_CHALLENGE] if code in (ErrorCode.AUTH_MISSING_CREDENTIALS, ErrorCode.AUTH_INVALID_CREDENTIALS) else []
-        response = problem(code, request, retry_after_s=retry_after_s, extra=extra)
-        runtime.metrics.admin_auth_failures.labels(reason).inc()
+        address = _address(request)
         window = runtime.config.admin.failed_auth.window
+        if count:
+            self._throttle.fail(address, window_s=window)
+        runtime.metrics.admin_auth_failures.labels(reason).inc()
         budget = _RECORDS_PER_FAILURE * runtime.config.admin.failed_auth.max_failures
         if self._recorded.retry_after(address, max_failures=budget, window_s=window) is not None:
-            return response  # this address's refusals are on record for this window already
+            return  # this address's refusals are on record for this window already
         self._recorded.fail(address, window_s=window)
         runtime.services.audit.submit(security_event(
-            clock=runtime.clock, action="admin.auth", outcome=outcome, actor="anonymous", role=None, target=None,
-            client_ip=address, request_id=request_id_of(request.scope), status=response.status_code,
+            clock=runtime.clock, action=action, outcome=outcome, actor="anonymous", role=None, target=None,
+            client_ip=address, request_id=request_id_of(request.scope), status=status,
             method=request.method, path=request.url.path, user_agent=request.headers.get("user-agent"),
             reason=reason,
         ))
+
+
+class AdminAuthenticator:
+    """The ASGI middleware described in the module docstring, around the admin FastAPI app.
+
+    ``own_door``: a path prefix (the console's) whose requests carry their own credential check:
+    only the Host check applies here, and ``Authorization`` is not read for them.
+    """
+
+    def __init__(self, app: ASGIApp, *, gateway: GatewayApp, gate: AdminGate, public_paths: Iterable[str],
+                 own_door: str | None = None) -> None:
+        self._app = app
+        self._gateway = gateway
+        self._public = frozenset(public_paths)
+        self._gate = gate
+        self._own_door = own_door
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        request_id = request_id_of(scope)
+        send = _with_headers(send, [*_ANSWER_HEADERS, (b"x-request-id", request_id.encode())])
+        door = self._own_door
+        if door is not None and (scope["path"] == door or scope["path"].startswith(door + "/")):
+            request = Request(scope)
+            if not allowed_host(request.headers.get("host", ""), self._gateway.runtime.config.admin):
+                await self._refuse(request, ErrorCode.ADMIN_HOST_REFUSED, "host", count=False)(scope, receive, send)
+                return
+            await self._app(scope, receive, send)
+            return
+        if scope["path"] in self._public:
+            await self._app(scope, receive, send)
+            return
+        request = Request(scope)
+        refusal = await self._authenticate(request)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
+
+    async def _authenticate(self, request: Request) -> Callable[..., Any] | None:
+        """Put the operator on the scope, or return the answer that refuses the request."""
+        config = self._gateway.runtime.config.admin
+        if not allowed_host(request.headers.get("host", ""), config):
+            return self._refuse(request, ErrorCode.ADMIN_HOST_REFUSED, "host", count=False)
+        if cross_origin(request.headers, config.allowed_origins):
+            return self._refuse(request, ErrorCode.ADMIN_ORIGIN_REFUSED, "origin", count=False)
+        wait = self._gate.throttled(request)
+        if wait is not None:
+            return self._refuse(request, ErrorCode.LIMIT_EXCEEDED, "throttled", count=False, outcome="throttled",
+                                retry_after_s=max(1, int(wait + 0.999)))
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        if not credential or scheme.lower() != "bearer":
+            return self._refuse(request, ErrorCode.AUTH_MISSING_CREDENTIALS, "missing")
+        try:
+            operator = await self._gate.operator(request, credential.strip())
+        except Unauthenticated as exc:
+            return self._refuse(request, ErrorCode.AUTH_INVALID_CREDENTIALS, exc.reason)
+        except StoreUnavailable as exc:
+            log.warning("admin: store unavailable during authentication (%s)", exc)
+            return self._refuse(request, ErrorCode.STORE_UNAVAILABLE, "store_unavailable", count=False,
+                                outcome="failed", retry_after_s=5)
+        request.scope[OPERATOR_SCOPE_KEY] = operator
+        return None
+
+    def _refuse(self, request: Request, code: ErrorCode, reason: str, *, count: bool = True,
+                outcome: str = "refused", retry_after_s: int | None = None) -> Callable[..., Any]:
+        extra = [_CHALLENGE] if code in (ErrorCode.AUTH_MISSING_CREDENTIALS, ErrorCode.AUTH_INVALID_CREDENTIALS) else []
+        response = problem(code, request, retry_after_s=retry_after_s, extra=extra)
+        self._gate.record_refusal(request, reason, response.status_code, count=count, outcome=outcome)
         return response
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def admin_pepper(config: Any) -> bytes | None:

@@ -141,9 +141,9 @@ class GuardedRoute(APIRoute):
             context: GuardContext = request.app.state.guard
             operator = request.scope.get(OPERATOR_SCOPE_KEY)
             if not isinstance(operator, Operator):
-                return problem(ErrorCode.AUTH_MISSING_CREDENTIALS, request)
+                return self.refusal(request, ErrorCode.AUTH_MISSING_CREDENTIALS)
             if permission is None or not operator.may(permission):
-                response = problem(ErrorCode.AUTHZ_FORBIDDEN, request)
+                response = self.refusal(request, ErrorCode.AUTHZ_FORBIDDEN)
                 context.record(request, operator, action or f"{request.method} {self.path}", response.status_code)
                 return response
             response = await handler(request)
@@ -152,6 +152,10 @@ class GuardedRoute(APIRoute):
             return response
 
         return guarded
+
+    def refusal(self, request: Request, code: ErrorCode) -> Response:
+        """The answer to a caller without an operator or the permission (the console renders a page)."""
+        return problem(code, request)
 
 
 @dataclass(frozen=True, slots=True)

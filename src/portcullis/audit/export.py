@@ -1,4 +1,4 @@
-"""Reading the stored trail out: every matching record page by page, as JSON lines or CSV rows.
+"""Reading the stored trail out: every matching record page by page, as JSON lines, CSV rows or OCSF events.
 
 Why pages and an async iterator: an export of a year of records must not hold the table in
 memory, on the CLI or in the admin API. ``records`` asks the store for one bounded page at a time
@@ -10,6 +10,9 @@ orjson line back byte for byte (same key order, same float text), so each export
 ``event``) are JSON in their cell. Cells that a spreadsheet would run as a formula (starting with
 ``=``, ``+``, ``-``, ``@``, tab or carriage return: OWASP "CSV injection") get a leading ``'``:
 paths and user agents are chosen by clients.
+
+OCSF is ND-JSON, one event per line, from ``audit.ocsf`` (a record may give two events, a checkpoint
+none); the events are for a SIEM, and the sealed records stay the evidence.
 
 What it refuses: to decide what may be exported (callers authorise), or to verify (``audit.verify``).
 """
@@ -24,11 +27,12 @@ from typing import Any, Literal
 
 import orjson
 
+from portcullis.audit.ocsf import to_ocsf
 from portcullis.stores.base import AuditSearch, AuditStore
 
 __all__ = ["CSV_COLUMNS", "ExportFormat", "csv_header", "csv_row", "export", "records"]
 
-ExportFormat = Literal["jsonl", "csv"]
+ExportFormat = Literal["jsonl", "csv", "ocsf"]
 
 CSV_COLUMNS = (
     "id", "time", "class", "request_id", "client_ip", "consumer_id", "key_id", "method", "route", "path", "query",
@@ -53,11 +57,18 @@ async def records(store: AuditStore, search: AuditSearch, *, page_size: int = 10
 async def export(
     store: AuditStore, search: AuditSearch, *, fmt: ExportFormat, page_size: int = 1000,
 ) -> AsyncIterator[bytes]:
-    """The export as chunks of bytes: a header line first for CSV, then one line per record."""
+    """The export as chunks of bytes: a header line first for CSV, then one line per record (OCSF: per event)."""
     if fmt == "csv":
         yield csv_header()
     async for record in records(store, search, page_size=page_size):
-        yield csv_row(record) if fmt == "csv" else orjson.dumps(record) + b"\n"
+        if fmt == "csv":
+            yield csv_row(record)
+        elif fmt == "ocsf":
+            events = to_ocsf(record)
+            if events:
+                yield b"".join(orjson.dumps(event) + b"\n" for event in events)
+        else:
+            yield orjson.dumps(record) + b"\n"
 
 
 def csv_header() -> bytes:

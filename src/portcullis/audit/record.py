@@ -50,6 +50,9 @@ class AuditRecord(NamedTuple):
     # days by default); ``event``: what a security event says (actor, role, action, target, outcome).
     record_class: str = "request"
     event: dict[str, Any] | None = None
+    # The W3C trace id (32 hex) of the request's trace, when it had one: the link from the audit
+    # trail to the spans (the server span carries ``portcullis.request_id`` the other way).
+    trace_id: str | None = None
 
     @classmethod
     def create(
@@ -57,6 +60,7 @@ class AuditRecord(NamedTuple):
         method: str, route: str | None, path: str, query: str | None, status: int, decision: str,
         latency_ms: float, bytes_in: int, bytes_out: int, upstream_status: int | None, user_agent: str | None,
         egress: dict[str, Any] | None = None, record_class: str = "request", event: dict[str, Any] | None = None,
+        trace_id: str | None = None,
     ) -> AuditRecord:
         """A record stamped now, with a fresh unique id (time-ordered prefix, random suffix), masked."""
         ts = clock.wall()
@@ -72,7 +76,7 @@ class AuditRecord(NamedTuple):
         return cls(
             f"{int(ts * 1000):013x}{random_hex(64)}", ts, request_id, client_ip, consumer_id, key_id, method, route,
             path, query, status, decision, latency_ms, bytes_in, bytes_out, upstream_status, user_agent, egress,
-            record_class, event,
+            record_class, event, trace_id,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,6 +88,7 @@ class AuditRecord(NamedTuple):
             "query": self.query, "status": self.status, "decision": self.decision, "latency_ms": self.latency_ms,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "upstream_status": self.upstream_status,
             "user_agent": self.user_agent, "egress": self.egress, "class": self.record_class, "event": self.event,
+            "trace_id": self.trace_id,
         }
 
     def to_json_bytes(self) -> bytes:

@@ -178,7 +178,8 @@ def redact_headers(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 # Fields an auditor correlates and searches by, made by the gateway or checked against an
 # identifier pattern before they get here: they are kept exactly, never masked.
-IDENTIFIER_FIELDS = frozenset({"request_id", "consumer_id", "key_id", "client_ip", "method", "route", "record_class"})
+IDENTIFIER_FIELDS = frozenset({"request_id", "consumer_id", "key_id", "client_ip", "method", "route", "record_class",
+                               "trace_id"})  # trace_id: 32 hex, only ever a parsed or generated W3C id
 
 
 def redact_nested(value: Any) -> Any:

@@ -29,7 +29,7 @@ SECURITY = "security"
 def security_event(
     *, clock: Clock, action: str, outcome: str, actor: str, role: str | None, target: str | None,
     client_ip: str, request_id: str, status: int, method: str = "", path: str = "", user_agent: str | None = None,
-    reason: str | None = None, details: dict[str, Any] | None = None,
+    reason: str | None = None, details: dict[str, Any] | None = None, trace_id: str | None = None,
 ) -> AuditRecord:
     """The record of one security event (masked like every record; ``details`` are extra fields)."""
     event: dict[str, Any] = {"action": action, "outcome": outcome, "actor": actor, "role": role, "target": target}
@@ -41,4 +41,5 @@ def security_event(
         clock=clock, request_id=request_id, client_ip=client_ip, consumer_id=None, key_id=None, method=method,
         route=None, path=path, query=None, status=status, decision=f"{action}:{outcome}", latency_ms=0.0,
         bytes_in=0, bytes_out=0, upstream_status=None, user_agent=user_agent, record_class=SECURITY, event=event,
+        trace_id=trace_id,
     )

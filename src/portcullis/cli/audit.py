@@ -249,17 +249,17 @@ def export_command(
     since: Since = None, until: Until = None, consumer: Consumer = None, key: Key = None, route: Route = None,
     decision: Decision = None, status: Status = None, workflow: Workflow = None, execution: Execution = None,
     user: User = None, request_id: RequestId = None, record_class: Class = None,
-    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    fmt: Annotated[str, typer.Option("--format", help="jsonl, csv or ocsf (one OCSF event a line).")] = "jsonl",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (0600) instead of stdout.")] = None,
 ) -> None:
-    """Every matching record, streamed page by page as JSON lines or CSV."""
-    if fmt not in ("jsonl", "csv"):
-        raise fail("--format: jsonl or csv")
+    """Every matching record, streamed page by page as JSON lines, CSV or OCSF events."""
+    if fmt not in ("jsonl", "csv", "ocsf"):
+        raise fail("--format: jsonl, csv or ocsf")
     cfg = load_or_fail(config)
     query = _search(since=since, until=until, consumer=consumer, key=key, route=route, decision=decision,
                     status=status, workflow=workflow, execution=execution, user=user, request_id=request_id,
                     record_class=record_class)
-    export_format: ExportFormat = "csv" if fmt == "csv" else "jsonl"
+    export_format: ExportFormat = "csv" if fmt == "csv" else "ocsf" if fmt == "ocsf" else "jsonl"
 
     async def run(store: Store) -> int:
         count = 0

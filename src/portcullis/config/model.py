@@ -12,6 +12,7 @@ HMAC algorithms cannot be mixed with asymmetric keys.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -27,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from portcullis.config.egress import EgressConfig
+from portcullis.config.egress import SECRET_REFERENCE, EgressConfig
 from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HeaderPattern, HttpMethod, Rate
 from portcullis.expressions import ExpressionError, compile_expression
 from portcullis.http.headers import FRAMING_HEADERS, GATEWAY_SET_HEADERS, HOP_BY_HOP, REMOVED_BY_DEFAULT, pattern_covers
@@ -35,6 +36,7 @@ from portcullis.identity.admin_roles import RoleBook
 
 __all__ = [
     "AdminConfig",
+    "AdminConsoleConfig",
     "ApiKeyAuthConfig",
     "AttributeRule",
     "AuditConfig",
@@ -63,6 +65,8 @@ __all__ = [
     "ShieldRouteConfig",
     "StoreConfig",
     "TlsConfig",
+    "TracingConfig",
+    "TracingExporterConfig",
     "UpstreamConfig",
 ]
 
@@ -192,6 +196,15 @@ class AdminFailedAuthConfig(_Model):
     window: Duration = Field("1m", description="The window the failures are counted in.")
 
 
+class AdminConsoleConfig(_Model):
+    enabled: bool = Field(True, description="Serve the web console under /console on the admin listener (sign-in "
+                          "with an admin token or an operator JWT; the JSON API never accepts its cookie).")
+    idle_timeout: Duration = Field("15m", gt=0, description="A console session unused this long ends.")
+    lifetime: Duration = Field("8h", gt=0, description="A console session ends this long after sign-in, used or not.")
+    max_sessions: int = Field(1000, ge=1, le=100_000, description="Console sessions held at once; signing in past "
+                              "it ends the least recently used one.")
+
+
 class AdminConfig(_Model):
     enabled: bool = Field(True, description="Serve the admin API, /healthz, /readyz and /metrics on a separate "
                           "listener.")
@@ -225,6 +238,8 @@ class AdminConfig(_Model):
         False, description="Serve /metrics without credentials. Default: a token with `metrics.read` (Prometheus: "
         "`authorization: {credentials_file: ...}`).",
     )
+    console: AdminConsoleConfig = Field(default_factory=AdminConsoleConfig,
+                                        description="The web console on this listener.")
     failed_auth: AdminFailedAuthConfig = Field(
         default_factory=AdminFailedAuthConfig, description="Throttle for failed admin authentication."
     )
@@ -365,6 +380,84 @@ class AnomalyConfig(_Model):
         if not 1 <= value <= 3600:
             raise ValueError("the anomaly window must be between 1s and 1h")
         return value
+
+
+class TracingExporterConfig(_Model):
+    endpoint: str | None = Field(
+        None, description="The collector's OTLP/HTTP URL (protobuf): `http(s)://host:4318` gets `/v1/traces` "
+        "appended; a URL with another path is used as written. Required when tracing is enabled.",
+    )
+    headers: dict[HeaderName, SecretStr] = Field(
+        default_factory=dict, description="Headers sent with every export (a hosted collector's API key: write "
+        "the value as ${ENV}).",
+    )
+    timeout: Duration = Field("10s", description="Longest one export request may take.")
+    schedule_delay: Duration = Field("2s", description="Spans are sent in batches at least this often.")
+    max_queue_size: int = Field(
+        2048, ge=1, description="Most finished spans waiting for export per process; more are dropped (counted by "
+        "the SDK, never blocking a request).",
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("the OTLP endpoint is an http:// or https:// URL")
+        if parts.username or parts.password or parts.fragment:
+            raise ValueError("the OTLP endpoint cannot carry credentials or a fragment (use `headers`)")
+        return value
+
+    @property
+    def traces_url(self) -> str | None:
+        """The URL spans are POSTed to."""
+        if self.endpoint is None:
+            return None
+        return self.endpoint.rstrip("/") + "/v1/traces" if urlsplit(self.endpoint).path in ("", "/") else self.endpoint
+
+
+# The modules `tracing.enabled` needs: the `tracing` extra (opentelemetry-sdk and the OTLP/HTTP exporter).
+_TRACING_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter")
+
+
+class TracingConfig(_Model):
+    enabled: bool = Field(
+        False, description="Record OpenTelemetry spans (a server span per request, a client span per upstream call "
+        "and per egress attempt) and export them over OTLP/HTTP. Needs the `tracing` extra "
+        "(`pip install 'portcullis-gateway[tracing]'`). Off: no OpenTelemetry module is loaded; a valid incoming "
+        "`traceparent` is passed on unchanged and a malformed one is removed. Read at start; a reload does not "
+        "change it.",
+    )
+    service_name: str = Field("portcullis", min_length=1, description="The `service.name` resource attribute.")
+    sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="Share of new traces recorded (by trace id). A trace continued from a "
+        "trusted peer follows that peer's sampled flag instead.",
+    )
+    trusted_peers: list[Cidr] = Field(
+        default_factory=list, description="Socket peers (CIDRs) whose `traceparent` / `tracestate` are continued. "
+        "From any other peer a new trace is started and the incoming one, if valid, is only a link. Empty: every "
+        "request starts a new trace.",
+    )
+    exporter: TracingExporterConfig = Field(
+        default_factory=TracingExporterConfig, description="Where spans go (OTLP over HTTP, batched in a thread).",
+    )
+
+    @model_validator(mode="after")
+    def _usable(self) -> TracingConfig:
+        if not self.enabled:
+            return self
+        if self.exporter.endpoint is None:
+            raise ValueError("tracing.exporter.endpoint is required when tracing is enabled")
+        for module in _TRACING_MODULES:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ModuleNotFoundError:
+                found = False
+            if not found:
+                raise ValueError("tracing.enabled needs the tracing extra: pip install 'portcullis-gateway[tracing]'")
+        return self
 
 
 class StoreConfig(_Model):
@@ -858,6 +951,113 @@ class AuditRetentionConfig(_Model):
 _RETENTION_CLASSES = ("request", "security", "compliance", "debug")
 
 
+class SiemTlsConfig(_Model):
+    ca_file: str = Field(description="PEM CA bundle the SIEM's server certificate must chain to (RFC 5425: the"
+                         " certificate is always verified, and its name checked).")
+    cert_file: str | None = Field(None, description="PEM client certificate, when the SIEM asks for one.")
+    key_file: str | None = Field(None, description="PEM private key of `cert_file`.")
+    server_name: str | None = Field(
+        None, description="Name the server certificate must carry (and SNI); default: `host`.",
+    )
+
+    @model_validator(mode="after")
+    def _key_with_cert(self) -> SiemTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both cert_file and key_file")
+        return self
+
+
+_PRINTABLE_ASCII = re.compile(r"[!-~]{1,48}")
+
+
+class SyslogSiemConfig(_Model):
+    type: Literal["syslog"] = Field(description="Syslog over TCP: RFC 5424 messages, RFC 6587 octet counting.")
+    name: str = Field(description="Names the sink in logs, metrics and its spill file.")
+    host: str = Field(description="The syslog receiver's host name or address.")
+    port: int = Field(ge=1, le=65535, description="The receiver's TCP port (6514 is syslog over TLS).")
+    tls: SiemTlsConfig | None = Field(None, description="RFC 5425 TLS; required unless `allow_plaintext`.")
+    allow_plaintext: bool = Field(
+        False, description="Send over plain TCP without TLS (records cross the network readable).",
+    )
+    format: Literal["ocsf", "native"] = Field(
+        "ocsf", description="Message body: `ocsf` (one OCSF event a message) or `native` (the sealed audit record, "
+        "checkpoints included).",
+    )
+    app_name: str = Field("portcullis", description="RFC 5424 APP-NAME (1-48 printable ASCII characters).")
+    facility: int = Field(13, ge=0, le=23, description="RFC 5424 facility (13: log audit).")
+    connect_timeout: Duration = Field("5s", description="Longest a connection (and TLS handshake) may take.")
+    write_timeout: Duration = Field(
+        "10s", description="Longest the receiver may take to accept one batch; then the connection is dropped and the"
+        " batch waits in the spill file.",
+    )
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("app_name")
+    @classmethod
+    def _app_name(cls, value: str) -> str:
+        if not _PRINTABLE_ASCII.fullmatch(value):
+            raise ValueError("APP-NAME is 1-48 printable ASCII characters without spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_or_plaintext(self) -> SyslogSiemConfig:
+        if self.tls is None and not self.allow_plaintext:
+            raise ValueError("set `tls` (RFC 5425), or `allow_plaintext: true` to send records unencrypted")
+        return self
+
+
+class HttpSiemConfig(_Model):
+    type: Literal["http"] = Field(description="POST batches as a JSON array to a URL.")
+    name: str = Field(description="Names the sink in logs, metrics and its spill file.")
+    url: str = Field(description="https:// URL the batches are posted to (http:// only with `allow_http`).")
+    allow_http: bool = Field(False, description="Accept a plain http:// URL (records cross the network readable).")
+    format: Literal["ocsf", "native"] = Field(
+        "ocsf", description="Array items: `ocsf` (OCSF events) or `native` (the sealed audit records, checkpoints"
+        " included).",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Headers sent with every batch (e.g. `authorization: Bearer "
+        "{secret:siem-token}`); `{secret:NAME}` is filled from the vault at start, `${ENV}` at load.",
+    )
+    ca_file: str | None = Field(None, description="PEM CA bundle for the server certificate; default: the system's.")
+    connect_timeout: Duration = Field("5s", description="Longest a connection (and TLS handshake) may take.")
+    timeout: Duration = Field("10s", description="Longest one POST may take, answer included.")
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http(s):// URL")
+        if parts.username or parts.password or parts.fragment:
+            raise ValueError("the URL cannot carry credentials or a fragment (use `headers`)")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, values: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for name, value in values.items():
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or any(c in value for c in "\r\n\0"):
+                raise ValueError(f"{name!r}: not a valid header")
+            if "{secret:" in SECRET_REFERENCE.sub("", value):
+                raise ValueError(f"{name}: secret references are {{secret:name}} with a-z 0-9 _ . -")
+            out[name.lower()] = value
+        return out
+
+    @model_validator(mode="after")
+    def _https(self) -> HttpSiemConfig:
+        if urlsplit(self.url).scheme == "http" and not self.allow_http:
+            raise ValueError("the SIEM URL is https://, or set `allow_http: true` to send records unencrypted")
+        return self
+
+
+SiemConfig = Annotated[SyslogSiemConfig | HttpSiemConfig, Field(discriminator="type")]
+
+
 class AuditConfig(_Model):
     file: str | None = Field("audit.jsonl", description="Rotating JSONL audit file; null to disable.")
     max_file_bytes: ByteSize = Field("100MiB", description="Rotate the file at this size.")
@@ -910,6 +1110,18 @@ class AuditConfig(_Model):
         default_factory=lambda: AuditRetentionConfig(),
         description="How long the store keeps each record class; expired records are removed in bounded batches.",
     )
+    siem: list[SiemConfig] = Field(
+        default_factory=list,
+        description="SIEMs the records are streamed to (syslog over TCP/TLS, or HTTP POST), each one more sink with"
+        " its own spill file: a SIEM that is down or slow holds up neither the gateway nor the other sinks.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_siem_names(self) -> AuditConfig:
+        names = [sink.name for sink in self.siem]
+        if len(set(names)) != len(names):
+            raise ValueError("siem: every sink needs its own name")
+        return self
 
     @model_validator(mode="after")
     def _usable_signing_key(self) -> AuditConfig:
@@ -1084,6 +1296,9 @@ class GatewayConfig(_Model):
         description="Peers whose X-Forwarded-For is believed (CIDRs). Empty: only the socket peer counts.",
     )
     store: StoreConfig = Field(default_factory=StoreConfig, description="Durable store.")
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig, description="OpenTelemetry tracing and W3C `traceparent` handling.",
+    )
     log: LogConfig = Field(default_factory=LogConfig, description="The process's log lines (stderr).")
     shared_state: SharedStateConfig | None = Field(
         None, description="Redis shared by every instance: rate limits, budgets, breaker states, revocation and reload "

@@ -184,7 +184,8 @@ class IncidentControls:
 
     # --- enforcement events ---------------------------------------------------------------------
 
-    def refused(self, block: Block, *, client_ip: str, request_id: str, actor: str, where: str) -> None:
+    def refused(self, block: Block, *, client_ip: str, request_id: str, actor: str, where: str,
+                trace_id: str | None = None) -> None:
         """A request or call was refused by ``block``: a ``block.enforced`` security event, at most one
         per block per minute on this instance (with the count of refusals it stands for)."""
         if self._submit is None:
@@ -202,7 +203,7 @@ class IncidentControls:
         self._submit(security_event(
             clock=self._clock, action="block.enforced", outcome="denied", actor=actor, role=None,
             target=f"{block.kind.value}={block.subject}", client_ip=client_ip, request_id=request_id, status=403,
-            details=details,
+            details=details, trace_id=trace_id,
         ))
 
 

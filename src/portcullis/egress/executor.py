@@ -78,6 +78,7 @@ from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.http.headers import HOP_BY_HOP, RawHeaders, fold_name
 from portcullis.http.target import canonicalize_target
 from portcullis.limiting.limiter import LimitRule, MultiLimiter
+from portcullis.observability.tracing import ClientTrace, PassThroughTracer, ServerTrace, Tracer
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.vault import Vault
 
@@ -104,6 +105,7 @@ class EgressRequest:
     body: bytes | None = None
     request_id: str = ""  # the door's, for the security events this call causes
     client_ip: str = "in-process"  # the caller's address at the HTTP door
+    trace: ServerTrace | None = None  # the door's request span; None: in-process (the caller's current span)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,7 @@ class EgressResult:
     host: str = ""
     cost: float = 0.0
     secrets: tuple[str, ...] = ()  # vault secrets injected into the call, by name (for the audit)
+    trace_id: str | None = None  # the trace of the last attempt's traceparent, if it carried one
 
 
 @dataclass(slots=True)
@@ -130,6 +133,7 @@ class _Route:
     policy: GuardPolicy
     connector_policy: GuardedResolver
     host: str
+    port: int
     secrets: tuple[str, ...]  # vault secrets its headers inject, by name (for the audit)
     replaced: frozenset[bytes]  # folded names never taken from the caller: CALLER_ONLY_HEADERS, the route's
     rate_rule: LimitRule | None = None
@@ -148,14 +152,17 @@ class EgressExecutor:
         limiter: MultiLimiter | None = None, header_rules: RequestHeaderRules | None = None,
         controls: IncidentControls | None = None, audit: Callable[[AuditRecord], None] | None = None,
         budget_usage: BudgetUsage | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         """``header_rules`` decide which caller headers reach a provider, for every door: by default
         the default list (``RequestHeaderRules.defaults()``); the gateway passes its egress door's
         rules (the global ``request`` lists), so both of its doors apply the same ones. ``controls``:
         the incident controls enforced on every call (blocks, emergency factors); ``audit``: where the
         ``secret.read`` security events go (the audit writer's ``submit``); ``budget_usage``: the
-        tracker behind the budget gauges, configured here with this config's budgets."""
+        tracker behind the budget gauges, configured here with this config's budgets; ``tracer``: a
+        client span per attempt, whose ``traceparent`` the provider receives (default: tracing off)."""
         self._config = config
+        self._tracer: Tracer = tracer or PassThroughTracer()
         self._controls = controls
         self._audit = audit
         self._header_rules = header_rules or RequestHeaderRules.defaults()
@@ -209,6 +216,7 @@ class EgressExecutor:
             policy=policy,
             connector_policy=GuardedResolver(self._guard, policy, scheme=parts.scheme),
             host=parts.hostname or "",
+            port=parts.port or (443 if parts.scheme == "https" else 80),
             secrets=header_secrets + ((oauth2.secret_name,) if oauth2 is not None else ()),
             oauth2=oauth2,
             replaced=CALLER_ONLY_HEADERS | {fold_name(name.encode("latin-1")) for name in route.headers},
@@ -283,7 +291,7 @@ class EgressExecutor:
         if not budget.allowed:
             raise BudgetExhausted(f"budget:{budget.exhausted}")
         headers = await self._headers(route, caller, request)
-        return await self._attempts(route, method, url, headers, request, budget, cost)
+        return await self._attempts(route, method, url, headers, request, budget, cost, caller)
 
     def _check_blocks(self, controls: IncidentControls, request: EgressRequest) -> None:
         """Raise ``Blocked`` when the call's workflow, user or execution is blocked now."""
@@ -293,6 +301,7 @@ class EgressExecutor:
                  or snapshot.block(BlockKind.EXECUTION, ctx.execution_id, now))
         if block is not None:
             controls.refused(block, client_ip=request.client_ip, request_id=request.request_id,
+                             trace_id=request.trace.trace_id if request.trace is not None else None,
                              actor=f"egress:{request.route}", where="egress")
             raise Blocked(block.block_id)
 
@@ -332,11 +341,12 @@ class EgressExecutor:
             target=",".join(dict.fromkeys(route.secrets)), client_ip=request.client_ip,
             request_id=request.request_id or "-", status=0, method=request.method,
             details={"execution_id": ctx.execution_id, "workflow_id": ctx.workflow_id, "user": ctx.user},
+            trace_id=request.trace.trace_id if request.trace is not None else None,
         ))
 
     async def _attempts(
         self, route: _Route, method: str, url: str, headers: list[tuple[str, str]], request: EgressRequest,
-        budget: BudgetDecision, cost: float,
+        budget: BudgetDecision, cost: float, caller: RawHeaders,
     ) -> EgressResult:
         cfg = route.config
         deadline = self._clock.monotonic() + cfg.total_timeout
@@ -351,14 +361,18 @@ class EgressExecutor:
             status: int | None = None
             error: UpstreamError | None = None
             answer: tuple[int, list[tuple[str, str]], bytes] | None = None
+            span = self._tracer.egress_attempt(request.trace, caller, method=method, url=url, host=route.host,
+                                               port=route.port, attempt=attempt)
             try:
-                answer = await self._follow(route, method, url, headers, request.body, deadline)
+                answer = await self._follow(route, method, url, [*headers, *_text(span)], request.body, deadline)
                 status = answer[0]
             except UpstreamError as exc:
                 error = exc
-            except BaseException:
+            except BaseException as exc:
                 route.breaker.release(permit)
+                span.finish(None, type(exc).__name__)
                 raise
+            span.finish(status, error.code.value if error is not None else None)
             failed = is_failure(status, error=error is not None)
             route.breaker.record(permit, failed=failed, duration_s=self._clock.monotonic() - started)
             if status == 401 and route.oauth2 is not None and not renewed:
@@ -367,11 +381,11 @@ class EgressExecutor:
                 headers = await self._renewed(route.oauth2, headers)
                 continue
             if not failed and answer is not None:
-                return self._result(route, url, answer, attempt, budget, cost)
+                return self._result(route, url, answer, attempt, budget, cost, span)
             delay = self._retry_delay(route, answer, attempt, safe, deadline, error)
             if delay is None:
                 if answer is not None:
-                    return self._result(route, url, answer, attempt, budget, cost)
+                    return self._result(route, url, answer, attempt, budget, cost, span)
                 assert error is not None
                 raise error
             await self._sleep(delay)
@@ -386,10 +400,10 @@ class EgressExecutor:
     @staticmethod
     def _result(
         route: _Route, url: str, answer: tuple[int, list[tuple[str, str]], bytes], attempt: int,
-        budget: BudgetDecision, cost: float,
+        budget: BudgetDecision, cost: float, span: ClientTrace,
     ) -> EgressResult:
         return EgressResult(answer[0], answer[1], answer[2], attempt, budget, route.breaker.state,
-                            host=route.host, cost=cost, secrets=route.secrets)
+                            host=route.host, cost=cost, secrets=route.secrets, trace_id=span.trace_id)
 
     def _retry_delay(
         self, route: _Route, answer: tuple[int, list[tuple[str, str]], bytes] | None, attempt: int, safe: bool,
@@ -476,6 +490,12 @@ class EgressExecutor:
 
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _text(span: ClientTrace) -> list[tuple[str, str]]:
+    """The attempt's trace headers as aiohttp takes them (the caller's own never cross: the header
+    rules drop both names, ``http.headers.GATEWAY_SET_HEADERS``)."""
+    return [(k.decode("ascii"), v.decode("ascii")) for k, v in span.headers]
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -62,7 +62,8 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         await self._executor.aclose()
 
     def _record(
-        self, call: EgressRequest, status: int, decision: str, started: float, details: dict[str, Any] | None
+        self, call: EgressRequest, status: int, decision: str, started: float, details: dict[str, Any] | None,
+        trace_id: str | None = None,
     ) -> None:
         """One audit record per in-process call, shaped like the HTTP door's (route ``egress``)."""
         if self._audit is None:
@@ -74,7 +75,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             path=f"/{call.route}{path}", query=redact_query(query) if query else None, status=status,
             decision=decision, latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
             bytes_in=len(call.body or b""), bytes_out=0, upstream_status=status if details else None,
-            user_agent=None, egress={**_record_fields(call), **(details or {})},
+            user_agent=None, egress={**_record_fields(call), **(details or {})}, trace_id=trace_id,
         ))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -115,7 +116,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         self._record(call, result.status, "allowed", started, {
             "host": result.host, "attempts": result.attempts, "breaker": result.breaker.value, "cost": result.cost,
             "budget_remaining": dict(result.budget.remaining), "secrets": list(result.secrets),
-        })
+        }, result.trace_id)
         headers = [(k, v) for k, v in result.headers if k.lower() not in ("content-length", "content-encoding")]
         headers.append(("X-Egress-Attempts", str(result.attempts)))
         for name, left in result.budget.remaining.items():

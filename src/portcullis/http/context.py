@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from portcullis.errors import PayloadTooLarge
+from portcullis.errors import ErrorCode, PayloadTooLarge
 from portcullis.identity.principal import Principal
 
 __all__ = ["RequestContext", "ResponseHead"]
@@ -59,6 +59,8 @@ class RequestContext:
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     strip_request_headers: set[bytes] = field(default_factory=set)
     egress: dict[str, Any] | None = None  # the egress door's call, for the audit record
+    trace_id: str | None = None  # the W3C trace the upstream request belongs to, for the audit record
+    problem: ErrorCode | None = None  # the code of the problem document the gateway answered with, if any
     peer: str | None = None  # the socket peer (client_ip may come from X-Forwarded-For): who vouches for headers
 
     async def read_body(self) -> bytes:

@@ -52,6 +52,9 @@ GATEWAY_SET_HEADERS: frozenset[bytes] = frozenset({
     b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
     b"x-real-ip", b"forwarded", b"true-client-ip", b"x-client-ip", b"x-original-forwarded-for",
     b"x-authenticated-userid", b"x-authenticated-scope",
+    # W3C Trace Context: the gateway sets these from the request's validated context or its own
+    # span (observability/tracing.py), so a client's malformed value never crosses.
+    b"traceparent", b"tracestate",
 })
 
 # Headers whose framing role the gateway handles itself (RFC 9112 sections 3.2, 6.1, 6.3): the

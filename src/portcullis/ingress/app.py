@@ -42,6 +42,7 @@ from portcullis.ingress.router import RouteMatch
 from portcullis.ingress.runtime import CompiledRoute, Runtime
 from portcullis.limiting.headers import retry_after_value
 from portcullis.observability.logs import REQUEST_ID
+from portcullis.observability.tracing import ServerTrace
 from portcullis.pipeline.base import Reject, Respond
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, BodyPlan, ClientDisconnected, Refusal
@@ -124,6 +125,9 @@ class GatewayApp:
             query=scope.get("query_string", b""), headers=headers, scheme=scope.get("scheme", "http"),
             started=started, receive=receive, peer=peer,
         )
+        server = scope.get("server")
+        trace = rt.services.tracer.server(ctx, peer=peer, server_port=server[1] if server else None)
+        ctx.trace_id = trace.trace_id
         rt.metrics.requests_in_flight += 1
         logged_as = REQUEST_ID.set(request_id)  # every log line until the request is recorded carries it
         status = 500
@@ -181,7 +185,7 @@ class GatewayApp:
                 head = ResponseHead(decision.status, [*decision.headers], local=True)
                 status = await self._send_head_and_body(send, ctx, head, chain, entered, decision.body)
                 return
-            status = await self._forward(send, ctx, route, chain, entered, peer, peer_trusted)
+            status = await self._forward(send, ctx, route, chain, entered, peer, peer_trusted, trace)
         except ClientError as exc:
             # A streamed body's timeout reaches the app as a ClientError; it is audited as the
             # server audits a buffered body's (server_timeout:), so one query finds both.
@@ -222,6 +226,9 @@ class GatewayApp:
             rt.metrics.requests_in_flight -= 1
             try:
                 rt.record(ctx, status, route)
+                trace.finish(status=status, path=ctx.path, route=route.template if route is not None else None,
+                             decision=ctx.decision, problem=ctx.problem,
+                             http_version=scope.get("http_version", "1.1"))
             finally:
                 REQUEST_ID.reset(logged_as)
 
@@ -265,10 +272,10 @@ class GatewayApp:
 
     async def _forward(
         self, send: Send, ctx: RequestContext, route: CompiledRoute, chain: PolicyChain, entered: int,
-        peer: str | None, peer_trusted: bool,
+        peer: str | None, peer_trusted: bool, trace: ServerTrace,
     ) -> int:
         if route.egress is not None:
-            return await self._forward_egress(send, ctx, route.egress, chain, entered)
+            return await self._forward_egress(send, ctx, route.egress, chain, entered, trace)
         rt = self.runtime
         has_body = (ctx.content_length or 0) > 0 or get_one(ctx.headers, b"transfer-encoding") is not None
         body: AsyncIterator[bytes] | bytes | None
@@ -280,18 +287,28 @@ class GatewayApp:
         else:
             body, body_length = None, None
         path_and_query = ctx.path + ("?" + ctx.query.decode("latin-1") if ctx.query else "")
+        where = route.upstream_address
+        client = trace.upstream(method=ctx.method, address=where.host, port=where.port,
+                                url=where.base_url + ctx.path) if where is not None else trace.upstream(
+            method=ctx.method, address="", port=0, url=ctx.path)
         request = UpstreamRequest(
             method=ctx.method, path_and_query=path_and_query,
-            headers=route.forward.build(ctx, peer=peer, peer_trusted=peer_trusted, body_length=body_length),
+            headers=route.forward.build(ctx, peer=peer, peer_trusted=peer_trusted, body_length=body_length,
+                                        trace=client.headers),
             body=body,
         )
         t0 = rt.clock.monotonic()
         try:
             response = await route.upstream.send(request, timeouts=route.timeouts)
-        except UpstreamError:
+        except UpstreamError as exc:
+            client.finish(None, exc.code.value)
             if ctx.body_too_large:
                 raise PayloadTooLarge("body_exceeds_limit") from None
             raise
+        except BaseException as exc:
+            client.finish(None, type(exc).__name__)
+            raise
+        error: str | None = None
         try:
             rt.metrics.upstream_answered(route.name, rt.clock.monotonic() - t0)
             ctx.upstream_status = response.status
@@ -311,8 +328,15 @@ class GatewayApp:
                     ctx.bytes_out += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except UpstreamError as exc:
+            error = exc.code.value
+            raise
+        except BaseException as exc:
+            error = type(exc).__name__
+            raise
         finally:
             await response.aclose()
+            client.finish(response.status, error)
         return head.status
 
     def _cut_response(self, scope: Scope, ctx: RequestContext, exc: UpstreamError) -> None:
@@ -334,6 +358,7 @@ class GatewayApp:
 
     async def _forward_egress(
         self, send: Send, ctx: RequestContext, executor: EgressExecutor, chain: PolicyChain, entered: int,
+        trace: ServerTrace,
     ) -> int:
         """The egress door: the authenticated caller's call, run by the egress executor."""
         workflow = get_one(ctx.headers, b"x-workflow-id")
@@ -359,7 +384,7 @@ class GatewayApp:
             # one filter for every egress door, and the one ingress routes use.
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers
                      if fold_name(k) not in stripped],
-            body=body, request_id=ctx.request_id, client_ip=ctx.client_ip,
+            body=body, request_id=ctx.request_id, client_ip=ctx.client_ip, trace=trace,
         )
         metrics = self.runtime.metrics
         started = self.runtime.clock.monotonic()
@@ -444,6 +469,7 @@ class GatewayApp:
         self, send: Send, ctx: RequestContext, code: ErrorCode, chain: PolicyChain, entered: int,
         extra: tuple[tuple[bytes, bytes], ...] = (), detail: str | None = None,
     ) -> int:
+        ctx.problem = code
         status, headers, body = render_problem(code, ctx.request_id, extra_headers=extra, detail=detail)
         head = ResponseHead(status, headers, local=True)
         return await self._send_head_and_body(send, ctx, head, chain, entered, body)

@@ -21,6 +21,7 @@ from portcullis.audit.jsonl import JsonlFileSink
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.retention import RetentionTask, expiry_record
 from portcullis.audit.setup import audit_chainer
+from portcullis.audit.siem import open_siem_sinks
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
 from portcullis.config.egress import SECRET_REFERENCE
@@ -49,11 +50,12 @@ from portcullis.identity.jwt_tokens import JwtVerifier
 from portcullis.ids import random_hex
 from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
-from portcullis.ingress.runtime import CompiledRoute, Runtime, Services
+from portcullis.ingress.runtime import CompiledRoute, Runtime, Services, UpstreamAddress
 from portcullis.limiting.base import CounterStore
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.store_health import StoreProbe
+from portcullis.observability.tracing import build_tracer
 from portcullis.pipeline.base import Policy
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.policies.stage1_shield.blocks import AddressBlockPolicy
@@ -121,6 +123,11 @@ async def open_services(
         )
     if audit_cfg.to_store:
         sinks["store"] = store
+    try:
+        sinks.update(await open_siem_sinks(audit_cfg.siem, base_dir=base, reveal=vault.reveal))
+    except BaseException:
+        await store.aclose()
+        raise
     metrics = GatewayMetrics()
     spill = _resolve(base, audit_cfg.spill_file)
     audit = AuditWriter(
@@ -162,9 +169,10 @@ async def open_services(
     store_probe.start()
     budget_usage = BudgetUsage(clock)
     metrics.watch_budgets(budget_usage)
+    tracer = build_tracer(config.tracing)
     return Services(clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit,
                     vault=vault, controls=controls, egress_budgets=budgets, shared=shared, retention=retention,
-                    anomaly=anomaly, store_probe=store_probe, budget_usage=budget_usage)
+                    anomaly=anomaly, store_probe=store_probe, budget_usage=budget_usage, tracer=tracer)
 
 
 def _anomaly_service(config: GatewayConfig, clock: Clock, audit: AuditWriter, metrics: GatewayMetrics,
@@ -332,6 +340,9 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
             ),
             max_body_bytes=request.max_body_bytes,
             stream_body=request.body_buffering == "streamed",
+            template=route.path,
+            upstream_address=UpstreamAddress(
+                parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), upstream_cfg.url),
         )
     router_routes = list(config.routes)
     egress = None
@@ -356,7 +367,7 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
                                 clock=services.clock, on_breaker=breaker_moved, limiter=services.limiter,
                                 budget_store=services.egress_budgets, header_rules=door_rules,
                                 controls=services.controls, audit=services.audit.submit,
-                                budget_usage=services.budget_usage)
+                                budget_usage=services.budget_usage, tracer=services.tracer)
         for route_name, breaker in egress.breakers().items():
             metrics.egress_breaker_open.labels(route_name).set_function(_breaker_open_reader(breaker))
         router_routes.append(door)
@@ -366,7 +377,7 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
                                          verifiers=verifiers, controls=services.controls, clock=services.clock)),
             upstream=_NO_UPSTREAM, timeouts=Timeouts(1, 1, 1),
             forward=ForwardHeaders(upstream_host=None, forward_identity=False, rules=door_rules),
-            max_body_bytes=config.egress.entry.max_body_bytes, egress=egress,
+            max_body_bytes=config.egress.entry.max_body_bytes, egress=egress, template=door.path,
         )
     breaker_sync = None
     if egress is not None and services.shared is not None:

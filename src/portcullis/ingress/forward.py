@@ -3,7 +3,8 @@
 Why a module of its own: header hygiene is where proxies get spoofed. Which client headers cross
 is decided by the route's ``RequestHeaderRules`` (``http/header_rules.py``, shared with the egress
 door); this module adds what the gateway itself tells the backend: ``Host``, ``Content-Length``,
-``X-Forwarded-For`` / ``-Proto`` / ``-Host``, ``X-Request-Id`` and the consumer's identity. Every
+``X-Forwarded-For`` / ``-Proto`` / ``-Host``, ``X-Request-Id``, the trace context (``traceparent``,
+``tracestate``: see ``observability/tracing.py``) and the consumer's identity. Every
 one of those is removed from the client's headers first, so a client can never set them.
 
 What it refuses to do: build sets per request. The constant parts are computed once per route.
@@ -32,10 +33,13 @@ class ForwardHeaders:
         self.rules = rules
 
     def build(
-        self, ctx: RequestContext, *, peer: str | None, peer_trusted: bool, body_length: int | None
+        self, ctx: RequestContext, *, peer: str | None, peer_trusted: bool, body_length: int | None,
+        trace: Sequence[tuple[bytes, bytes]] = (),
     ) -> list[tuple[bytes, bytes]]:
         """Headers for the upstream. Behind a trusted proxy, ``X-Forwarded-For`` keeps the chain it
-        received and appends the peer; otherwise it is exactly the client address."""
+        received and appends the peer; otherwise it is exactly the client address. ``trace``: the
+        ``traceparent`` / ``tracestate`` the tracer chose (the client's own are removed with the
+        other headers the gateway sets)."""
         out = self.rules.crossing(ctx.headers, ctx.strip_request_headers)
         # Only the exact name carries a trusted proxy's chain; `x_forwarded_for` is a variant.
         prior_xff = get_all(ctx.headers, b"x-forwarded-for") if peer_trusted else ()
@@ -51,6 +55,8 @@ class ForwardHeaders:
         if ctx.host:
             out.append((b"x-forwarded-host", ctx.host.encode("latin-1")))
         out.append((b"x-request-id", ctx.request_id.encode()))
+        if trace:
+            out.extend(trace)
         principal = ctx.principal
         if self._forward_identity and principal is not None:
             out.append((b"x-consumer-id", principal.consumer_id.encode()))

@@ -51,7 +51,7 @@ __all__ = ["ReloadBusy", "ReloadResult", "Reloader"]
 
 log = logging.getLogger("portcullis.reload")
 
-_RESTART_SECTIONS = ("listen", "admin", "store", "audit", "log")
+_RESTART_SECTIONS = ("listen", "admin", "store", "audit", "log", "tracing")
 _WORKER_SWITCH_INTERVAL_S = 0.0005
 
 

@@ -32,6 +32,7 @@ from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.store_health import StoreProbe
+from portcullis.observability.tracing import PassThroughTracer, Tracer
 from portcullis.pipeline.base import Policy
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.upstream.base import Timeouts, Upstream
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from portcullis.stores.base import Store
     from portcullis.stores.shared_state import SharedState
 
-__all__ = ["CompiledRoute", "Runtime", "Services"]
+__all__ = ["CompiledRoute", "Runtime", "Services", "UpstreamAddress"]
 
 log = logging.getLogger("portcullis.runtime")
 
@@ -75,6 +76,7 @@ class Services:
     anomaly: AnomalyService | None = None  # baselines per route and consumer (survive reloads)
     store_probe: StoreProbe | None = None  # portcullis_store_up
     budget_usage: BudgetUsage | None = None  # how full the egress budgets are, for their gauges
+    tracer: Tracer = field(default_factory=PassThroughTracer)  # tracing.enabled: spans and their exporter
 
     async def aclose(self) -> None:
         """Stop audit retention, drain the audit queue, then close the store. Called once, at shutdown."""
@@ -91,6 +93,16 @@ class Services:
             await self.shared.aclose()  # the limiter's store is the shared one
         else:
             await self.limiter.store.aclose()
+        await self.tracer.aclose()  # last: spans of the requests drained above are flushed too
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamAddress:
+    """Where a route's upstream is, as its client span names it (``server.address``, ``url.full``)."""
+
+    host: str
+    port: int
+    base_url: str
 
 
 @dataclass(slots=True)
@@ -105,6 +117,8 @@ class CompiledRoute:
     max_body_bytes: int | None
     egress: EgressExecutor | None = None  # set on the egress door's route: calls go through it, not upstream
     stream_body: bool = False  # request.body_buffering: streamed; the server dispatches at the head
+    template: str = ""  # the route's path template: a span's http.route
+    upstream_address: UpstreamAddress | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -208,6 +222,7 @@ class Runtime:
                 upstream_status=ctx.upstream_status,
                 user_agent=ua[:256].decode("latin-1") if ua else None,
                 egress=ctx.egress,
+                trace_id=ctx.trace_id,
             ))
         except Exception:
             services.metrics.internal_errors.inc()

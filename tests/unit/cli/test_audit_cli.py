@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from tests.audit_trail import record
+from tests.ocsf_schema import ocsf_errors
 from typer.testing import CliRunner, Result
 
 from portcullis.audit.jsonl import JsonlFileSink
@@ -146,6 +147,21 @@ def test_export_as_jsonl_streams_to_stdout(config: Path) -> None:
     result = audit("export", "-c", str(config), "--since", "2023-11-14T00:00:00Z")
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["request_id"] for line in result.stdout.splitlines()] == [f"req-{n}" for n in range(30)]
+
+
+def test_export_as_ocsf_prints_one_valid_event_a_line(config: Path) -> None:
+    result = audit("export", "-c", str(config), "--format", "ocsf", "--consumer", "globex")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    # each served request with a key is an HTTP Activity and an Authentication (success)
+    assert [(e["class_uid"], e["http_request"]["uid"]) for e in events] == [
+        (cls, f"req-{n}") for n in range(0, 30, 2) for cls in (4002, 3002)]
+    assert all(ocsf_errors(e) == [] for e in events)
+
+
+def test_export_refuses_an_unknown_format(config: Path) -> None:
+    result = audit("export", "-c", str(config), "--format", "xml")
+    assert result.exit_code == 2 and "jsonl, csv or ocsf" in result.output
 
 
 def test_tail_prints_records_as_they_come_and_stops_at_its_limit(config: Path) -> None:

@@ -42,7 +42,7 @@ from portcullis.identity.api_keys import CONSUMER_PATTERN
 from portcullis.ingress.runtime import Runtime
 from portcullis.stores.base import AuditSearch
 
-__all__ = ["router"]
+__all__ = ["Filters", "default_class", "router", "search_refusal", "to_search", "verify_trail"]
 
 router = APIRouter(route_class=GuardedRoute, tags=["audit"])
 
@@ -101,7 +101,7 @@ def _filters(
     })
 
 
-def _search(f: Filters, *, limit: int = 100, cursor: str | None = None) -> AuditSearch:
+def to_search(f: Filters, *, limit: int = 100, cursor: str | None = None) -> AuditSearch:
     return AuditSearch(
         since=f.since, until=f.until, consumer_id=f.consumer, key_id=f.key, route=f.route, decision=f.decision,
         status=f.status, workflow_id=f.workflow, execution_id=f.execution, user_id=f.user, request_id=f.request_id,
@@ -109,12 +109,12 @@ def _search(f: Filters, *, limit: int = 100, cursor: str | None = None) -> Audit
     )
 
 
-def _default_class(operator: Operator, record_class: str | None) -> str | None:
+def default_class(operator: Operator, record_class: str | None) -> str | None:
     """No class named: every class for who may read them all, request records for everyone else."""
     return record_class if record_class is not None or operator.may(Permission.AUDIT_READ_SECURITY) else _REQUEST
 
 
-def _refusal(operator: Operator, f: Filters) -> str | None:
+def search_refusal(operator: Operator, f: Filters) -> str | None:
     """Why ``operator`` may not run this search, or None; a search may only ask for what they may read."""
     if not operator.may(Permission.AUDIT_READ_SECURITY) and f.record_class != _REQUEST:
         return "Name class=request: reading other classes needs audit.read_security."
@@ -123,7 +123,7 @@ def _refusal(operator: Operator, f: Filters) -> str | None:
 
 async def _page(request: Request, runtime: Runtime, f: Filters, limit: int, cursor: str | None) -> Response:
     try:
-        page = await runtime.services.store.search_audit(_search(f, limit=limit, cursor=cursor))
+        page = await runtime.services.store.search_audit(to_search(f, limit=limit, cursor=cursor))
     except CursorInvalid:
         return problem(ErrorCode.REQUEST_MALFORMED, request, "The cursor is not one this API handed out.")
     note_event(request, returned=len(page.records))
@@ -160,40 +160,53 @@ async def search_records(
     cursor: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,1024}$")] = None,
 ) -> Response:
     f = _filters(since, until, consumer, key, route, decision, status, workflow, execution, user, request_id,
-                 _default_class(operator, record_class))
-    refusal = _refusal(operator, f)
+                 default_class(operator, record_class))
+    refusal = search_refusal(operator, f)
     if refusal is not None:
         return problem(ErrorCode.AUTHZ_FORBIDDEN, request, refusal)
     return await _page(request, runtime, f, limit, cursor)
 
 
-@router.get("/audit/export", summary="Every matching record, streamed as JSON lines or CSV.",
+_EXTENSION = {"jsonl": "jsonl", "csv": "csv", "ocsf": "ocsf.jsonl"}
+
+
+@router.get("/audit/export", summary="Every matching record, streamed as JSON lines, CSV or OCSF events (ND-JSON).",
             response_class=StreamingResponse,
             **needs(Permission.AUDIT_EXPORT, action="audit.export", answers=_MALFORMED))
 async def export_records(
     request: Request, runtime: GatewayRuntime, operator: CurrentOperator,
-    fmt: Annotated[Literal["jsonl", "csv"], Query(alias="format")] = "jsonl",
+    fmt: Annotated[Literal["jsonl", "csv", "ocsf"], Query(
+        alias="format", description="jsonl: the sealed records; csv: fixed columns; ocsf: one OCSF event a line.",
+    )] = "jsonl",
     since: float | None = None, until: float | None = None, consumer: _Text = None, key: _Text = None,
     route: _Text = None, decision: _Text = None, status: Annotated[int | None, Query(ge=100, le=599)] = None,
     workflow: _Text = None, execution: _Text = None, user: _Text = None, request_id: _Text = None,
     record_class: Annotated[str | None, Query(alias="class", max_length=32)] = None,
 ) -> Response:
     f = _filters(since, until, consumer, key, route, decision, status, workflow, execution, user, request_id,
-                 _default_class(operator, record_class))
-    refusal = _refusal(operator, f)
+                 default_class(operator, record_class))
+    refusal = search_refusal(operator, f)
     if refusal is not None:
         return problem(ErrorCode.AUTHZ_FORBIDDEN, request, refusal)
     note_event(request, format=fmt, filters=f.model_dump(by_alias=True, exclude_none=True))
     media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
     return StreamingResponse(
-        export(runtime.services.store, _search(f), fmt=fmt), media_type=media,
-        headers={"content-disposition": f'attachment; filename="audit.{fmt}"', "cache-control": "no-store"},
+        export(runtime.services.store, to_search(f), fmt=fmt), media_type=media,
+        headers={"content-disposition": f'attachment; filename="audit.{_EXTENSION[fmt]}"', "cache-control": "no-store"},
     )
 
 
 @router.post("/audit/verify", summary="Check the hash chains and signed checkpoints of the store (and JSONL files).",
              **needs(Permission.AUDIT_VERIFY, action="audit.verify"))
 async def verify(request: Request, runtime: GatewayRuntime) -> Response:
+    reports = await verify_trail(runtime)
+    note_event(request, ok=all(r["ok"] for r in reports.values()),
+               problems=sum(len(r["problems"]) for r in reports.values()))
+    return JSONResponse(reports)
+
+
+async def verify_trail(runtime: Runtime) -> dict[str, Any]:
+    """The hash chains and signed checkpoints of the store and the JSONL files, checked (a report per place)."""
     cfg = runtime.config.audit
     signer = audit_signer(cfg)
     heads = list((await asyncio.to_thread(read_heads, FilePath(cfg.heads_file))).values())
@@ -203,9 +216,7 @@ async def verify(request: Request, runtime: GatewayRuntime) -> Response:
     if cfg.file:
         paths = await asyncio.to_thread(rotated_files, FilePath(cfg.file))
         reports["files"] = (await asyncio.to_thread(verify_files, paths, signer=signer, heads=heads)).to_dict()
-    note_event(request, ok=all(r["ok"] for r in reports.values()),
-               problems=sum(len(r["problems"]) for r in reports.values()))
-    return JSONResponse(reports)
+    return reports
 
 
 @router.get("/audit/retention", summary="How long the store keeps each record class.", response_model=Retention,

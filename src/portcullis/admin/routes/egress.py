@@ -11,12 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from portcullis.admin.context import GatewayRuntime
 from portcullis.admin.guard import GuardedRoute, needs, note_event
 from portcullis.admin.problems import problem, problem_answer
-from portcullis.egress.breaker import BreakerState
+from portcullis.egress.breaker import BreakerState, CircuitBreaker
 from portcullis.egress.budgets import CallContext
 from portcullis.errors import ErrorCode
 from portcullis.identity.admin_roles import Permission
 
-__all__ = ["router"]
+__all__ = ["BreakerAction", "BreakerView", "apply_breaker_action", "breaker_view", "router"]
 
 router = APIRouter(route_class=GuardedRoute, tags=["egress"])
 
@@ -30,6 +30,23 @@ class BreakerView(BaseModel):
     route: str
     state: str
     retry_after_s: float
+
+
+BreakerAction = Literal["open", "close", "reset"]
+
+
+def breaker_view(route: str, breaker: CircuitBreaker) -> BreakerView:
+    return BreakerView(route=route, state=breaker.state.value, retry_after_s=round(breaker.retry_after_s(), 3))
+
+
+def apply_breaker_action(breaker: CircuitBreaker, action: BreakerAction) -> None:
+    """What an operator's ``open``, ``close`` or ``reset`` does to a breaker (the API and the console)."""
+    if action == "open":
+        breaker.force(BreakerState.FORCED_OPEN)
+    elif action == "close":
+        breaker.force(BreakerState.FORCED_CLOSED)
+    else:
+        breaker.reset()
 
 
 _SUBJECT_ID = Field(min_length=1, max_length=128)
@@ -69,26 +86,19 @@ async def breakers(request: Request, runtime: GatewayRuntime) -> Response:
     executor = runtime.egress
     if executor is None:
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "Egress is not configured.")
-    return JSONResponse([BreakerView(route=name, state=b.state.value, retry_after_s=round(b.retry_after_s(), 3))
-                         .model_dump() for name, b in executor.breakers().items()])
+    return JSONResponse([breaker_view(name, b).model_dump() for name, b in executor.breakers().items()])
 
 
 @router.post("/egress/breakers/{route}/{action}", summary="Force a breaker open or closed, or reset it.",
              response_model=BreakerView, **needs(Permission.BREAKERS_WRITE, action="breaker.force", answers=_NO_ROUTE))
-async def breaker_action(request: Request, route: RouteName, action: Literal["open", "close", "reset"],
+async def breaker_action(request: Request, route: RouteName, action: BreakerAction,
                          runtime: GatewayRuntime) -> Response:
     executor = runtime.egress
     breaker = executor.breakers().get(route) if executor is not None else None
     if breaker is None:
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such egress route.")
-    if action == "open":
-        breaker.force(BreakerState.FORCED_OPEN)
-    elif action == "close":
-        breaker.force(BreakerState.FORCED_CLOSED)
-    else:
-        breaker.reset()
-    return JSONResponse(BreakerView(route=route, state=breaker.state.value,
-                                    retry_after_s=round(breaker.retry_after_s(), 3)).model_dump())
+    apply_breaker_action(breaker, action)
+    return JSONResponse(breaker_view(route, breaker).model_dump())
 
 
 @router.get("/egress/budgets", summary="What is left of each budget a call would spend from.",

@@ -10,6 +10,7 @@ claim names; to anyone else such a key is "not found", so its existence does not
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -21,12 +22,14 @@ from portcullis.admin.guard import GuardedRoute, needs, note_event
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.errors import ErrorCode
 from portcullis.identity.admin_roles import Permission
-from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, create_key
+from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, ApiKeyVerifier, create_key
 from portcullis.ingress.runtime import Runtime
 from portcullis.stores.base import ApiKeyRecord
 from portcullis.stores.redis_events import REVOKE_EVENT
 
-__all__ = ["router"]
+__all__ = [
+    "IssuedKeyView", "KeyChange", "KeyRotation", "KeyView", "key_view", "rotate_key", "router", "set_key_disabled",
+]
 
 router = APIRouter(route_class=GuardedRoute, tags=["keys"])
 
@@ -88,7 +91,7 @@ class KeyChange(BaseModel):
     broadcast: bool
 
 
-def _view(record: ApiKeyRecord, now: float) -> KeyView:
+def key_view(record: ApiKeyRecord, now: float) -> KeyView:
     grace = record.previous_valid_until
     return KeyView(key_id=record.key_id, consumer=record.consumer_id, scopes=sorted(record.scopes),
                    roles=sorted(record.roles), state=record.state, created_at=record.created_at,
@@ -99,6 +102,31 @@ def _view(record: ApiKeyRecord, now: float) -> KeyView:
 async def _broadcast(runtime: Runtime, key_id: str) -> bool:
     shared = runtime.services.shared
     return shared is not None and await shared.events.publish(REVOKE_EVENT, key_id=key_id)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotation:
+    issued: IssuedKeyView
+    broadcast: bool
+
+
+async def rotate_key(runtime: Runtime, verifier: ApiKeyVerifier, key_id: str, grace_s: float) -> KeyRotation | None:
+    """A new secret for the key, heard by every instance; None when there is no such (unrevoked) key."""
+    new_key = await verifier.rotate(key_id, grace_s)
+    record = await runtime.services.store.get(key_id) if new_key is not None else None
+    if new_key is None or record is None:
+        return None
+    return KeyRotation(IssuedKeyView(key=new_key, key_id=key_id, consumer=record.consumer_id,
+                                     scopes=sorted(record.scopes), roles=sorted(record.roles),
+                                     expires_at=record.expires_at), await _broadcast(runtime, key_id))
+
+
+async def set_key_disabled(runtime: Runtime, verifier: ApiKeyVerifier, key_id: str, disabled: bool) -> KeyChange | None:
+    """Disable or enable a key everywhere; None when there is no such (unrevoked) key."""
+    if not await verifier.set_disabled(key_id, disabled):
+        return None
+    broadcast = await _broadcast(runtime, key_id)
+    return KeyChange(key_id=key_id, status="disabled" if disabled else "active", broadcast=broadcast)
 
 
 @router.get("/keys", summary="List keys in key-id order, by consumer or consumer prefix, a page at a time.",
@@ -115,7 +143,7 @@ async def list_keys(
     page = await runtime.services.store.page(consumer_id=consumer, consumer_prefix=consumer_prefix, after=after,
                                              limit=limit)
     now = runtime.clock.wall()
-    return JSONResponse(KeyList(keys=[_view(k, now) for k in page.keys], next_after=page.next_after).model_dump())
+    return JSONResponse(KeyList(keys=[key_view(k, now) for k in page.keys], next_after=page.next_after).model_dump())
 
 
 @router.get("/keys/{key_id}", summary="One key (never its secret).", response_model=KeyView,
@@ -124,7 +152,7 @@ async def get_key(request: Request, key_id: KeyId, runtime: GatewayRuntime, oper
     record = await runtime.services.store.get(key_id)
     if record is None or not operator.may_read(Permission.KEYS_READ, Permission.KEYS_READ_OWN, record.consumer_id):
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such key.")
-    return JSONResponse(_view(record, runtime.clock.wall()).model_dump())
+    return JSONResponse(key_view(record, runtime.clock.wall()).model_dump())
 
 
 @router.post("/keys", status_code=201, summary="Create an API key; the key is in this answer only.",
@@ -151,25 +179,21 @@ async def rotate(request: Request, key_id: KeyId, body: Rotation, runtime: Gatew
     verifier = runtime.key_verifier
     if verifier is None:
         return problem(ErrorCode.ADMIN_CONFLICT, request, "API keys are not configured.")
-    new_key = await verifier.rotate(key_id, body.grace_s)
-    record = await runtime.services.store.get(key_id) if new_key is not None else None
-    if new_key is None or record is None:
+    rotation = await rotate_key(runtime, verifier, key_id, body.grace_s)
+    if rotation is None:
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such key, or it is revoked.")
-    note_event(request, grace_s=body.grace_s, broadcast=await _broadcast(runtime, key_id))
-    return JSONResponse(IssuedKeyView(key=new_key, key_id=key_id, consumer=record.consumer_id,
-                                      scopes=sorted(record.scopes), roles=sorted(record.roles),
-                                      expires_at=record.expires_at).model_dump())
+    note_event(request, grace_s=body.grace_s, broadcast=rotation.broadcast)
+    return JSONResponse(rotation.issued.model_dump())
 
 
 async def _set_disabled(request: Request, key_id: KeyId, runtime: Runtime, disabled: bool) -> Response:
     verifier = runtime.key_verifier
     if verifier is None:
         return problem(ErrorCode.ADMIN_CONFLICT, request, "API keys are not configured.")
-    if not await verifier.set_disabled(key_id, disabled):
+    change = await set_key_disabled(runtime, verifier, key_id, disabled)
+    if change is None:
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such key, or it is revoked.")
-    broadcast = await _broadcast(runtime, key_id)
-    return JSONResponse(KeyChange(key_id=key_id, status="disabled" if disabled else "active",
-                                  broadcast=broadcast).model_dump())
+    return JSONResponse(change.model_dump())
 
 
 @router.post("/keys/{key_id}/disable", summary="Refuse the key until it is enabled again.", response_model=KeyChange,

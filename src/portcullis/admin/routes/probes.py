@@ -32,7 +32,7 @@ from portcullis.identity.admin_roles import Permission
 from portcullis.ingress.runtime import Runtime
 from portcullis.observability.readiness import Check, CheckStatus, ReadinessProbe
 
-__all__ = ["probes_router"]
+__all__ = ["READY_DEADLINE_S", "probes_router", "status_summary"]
 
 READY_DEADLINE_S = 1.0  # what /readyz answers within, whatever the stores do
 _CHECK_TIMEOUT_S = 0.8  # each check's own; the rest of the deadline is for answering
@@ -67,6 +67,24 @@ def _readiness_checks(runtime: Runtime) -> list[Check]:
     return checks
 
 
+async def status_summary(runtime: Runtime, probe: ReadinessProbe) -> dict[str, Any]:
+    """What ``/status`` answers (and the console's overview shows)."""
+    report = await probe.run(_readiness_checks(runtime))
+    audit = runtime.services.audit.stats
+    egress = runtime.egress
+    return {
+        "version": __version__,
+        "ready": report.ready,
+        "checks": report.to_json()["checks"],
+        "routes": len(runtime.routes),
+        "egress_routes": len(egress.breakers()) if egress is not None else 0,
+        "open_breakers": sorted(n for n, b in (egress.breakers() if egress else {}).items()
+                                if b.state.value != "closed"),
+        "audit": {"queued": audit.queued, "written": audit.written, "spilled": audit.spilled,
+                  "lost": audit.lost},
+    }
+
+
 def probes_router(*, metrics_public: bool) -> APIRouter:
     router = APIRouter(route_class=GuardedRoute)
     probe = ReadinessProbe(deadline_s=READY_DEADLINE_S)
@@ -95,19 +113,6 @@ def probes_router(*, metrics_public: bool) -> APIRouter:
     @router.get("/status", summary="A summary: version, routes, readiness, audit writer, breakers.",
                 **needs(Permission.STATUS_READ))
     async def status(runtime: GatewayRuntime) -> dict[str, Any]:
-        report = await probe.run(_readiness_checks(runtime))
-        audit = runtime.services.audit.stats
-        egress = runtime.egress
-        return {
-            "version": __version__,
-            "ready": report.ready,
-            "checks": report.to_json()["checks"],
-            "routes": len(runtime.routes),
-            "egress_routes": len(egress.breakers()) if egress is not None else 0,
-            "open_breakers": sorted(n for n, b in (egress.breakers() if egress else {}).items()
-                                    if b.state.value != "closed"),
-            "audit": {"queued": audit.queued, "written": audit.written, "spilled": audit.spilled,
-                      "lost": audit.lost},
-        }
+        return await status_summary(runtime, probe)
 
     return router

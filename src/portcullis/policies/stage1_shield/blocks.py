@@ -39,6 +39,6 @@ class AddressBlockPolicy(PolicyBase):
         block = snapshot.address_block(ctx.client_ip, self._clock.wall())
         if block is None:
             return None
-        self._controls.refused(block, client_ip=ctx.client_ip, request_id=ctx.request_id, actor="anonymous",
-                               where="shield")
+        self._controls.refused(block, client_ip=ctx.client_ip, request_id=ctx.request_id, trace_id=ctx.trace_id,
+                               actor="anonymous", where="shield")
         return Reject(ErrorCode.ACCESS_BLOCKED, f"blocked:{block.block_id}")

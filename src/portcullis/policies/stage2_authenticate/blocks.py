@@ -40,6 +40,6 @@ class CallerBlockPolicy(PolicyBase):
             BlockKind.KEY, principal.key_id, now)
         if block is None:
             return None
-        self._controls.refused(block, client_ip=ctx.client_ip, request_id=ctx.request_id,
+        self._controls.refused(block, client_ip=ctx.client_ip, request_id=ctx.request_id, trace_id=ctx.trace_id,
                                actor=f"consumer:{principal.consumer_id}", where="authenticate")
         return Reject(ErrorCode.ACCESS_BLOCKED, f"blocked:{block.block_id}")
