@@ -410,3 +410,32 @@ async def test_assertion_header_on_a_route_that_does_not_use_it_never_reaches_th
     r = await gw.client.get("/jwt", headers={**_bearer(idp.token()), "X-JWT-Assertion": idp.token(sub="admin")})
     assert r.status_code == 200
     assert upstream.seen[-1].header("x-jwt-assertion") is None
+
+
+_RECENT = """
+  - name: recent
+    path: "/recent"
+    upstream: api
+    auth: {jwt: {}}
+    authorize: {max_auth_age: 5m}
+"""
+
+
+@pytest.mark.parametrize(("auth_time", "status"), [
+    (int(NOW) - 60, 200),  # signed in a minute ago
+    (int(NOW) - 301, 401),  # a session older than the route allows
+    (None, 401),  # no auth_time at all
+    ("1700000000", 401),  # a string is not a NumericDate
+    (True, 401),
+], ids=["recent-login", "old-login", "auth-time-missing", "auth-time-string", "auth-time-bool"])
+async def test_route_needing_a_recent_login_checks_auth_time(
+    make_gateway: GatewayFactory, upstream: UpstreamServer, idp: Idp, auth_time: Any, status: int
+) -> None:
+    gw = await _gateway(make_gateway, upstream, idp, routes=_RECENT)
+    extra = {} if auth_time is None else {"auth_time": auth_time}
+    r = await gw.client.get("/recent", headers=_bearer(idp.token(**extra)))
+    assert r.status_code == status
+    if status == 401:
+        assert 'error="insufficient_user_authentication"' in r.headers["www-authenticate"]
+        assert "max_age=300" in r.headers["www-authenticate"]
+        assert await _last_decision(gw) == "step_up:auth_time"

@@ -763,6 +763,10 @@ class AuthorizeConfig(_Model):
         default_factory=list, description="Step-up: the token's `amr` list must hold one of these (e.g. mfa, otp, "
         "hwk); otherwise 401 as for `acr_values`.",
     )
+    max_auth_age: Duration | None = Field(
+        None, description="Step-up: the token's `auth_time` must be at most this old (a recent login); otherwise "
+        "401 as for `acr_values`, with `max_age` in the challenge.",
+    )
     rules: list[Rule] = Field(
         default_factory=list, description="Every rule must hold: `{param, claim}` (a path parameter equals a "
         "principal attribute) or `{name, when}` (a CEL expression; see README, Authorization rules).",
@@ -1206,7 +1210,7 @@ class RouteConfig(_Model):
                     raise ValueError(f"authorize rule names {rule.param!r}, which is not in the path template")
             a = self.authorize
             if self.is_public and (a.scopes_all or a.scopes_any or a.roles_any or a.rules or a.acr_values
-                                   or a.amr_any):
+                                   or a.amr_any or a.max_auth_age is not None):
                 raise ValueError("a public route (auth: none) cannot require scopes, roles, rules or acr/amr")
         return self
 

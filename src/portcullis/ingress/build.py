@@ -255,7 +255,7 @@ def plan_chain(
             inputs = RuleInputs(route.authorize.headers, route.authorize.query, clock)
             rules, body_rules = compile_rules(route.authorize)
             policies.append(AuthorizePolicy(route.authorize, rules, inputs))
-            step_up = StepUpPolicy(route.authorize)
+            step_up = StepUpPolicy(route.authorize, clock)
             if step_up.active:
                 policies.append(step_up)
     limits = [*config.rate_limits, *route.rate_limits]
