@@ -37,7 +37,7 @@ from portcullis.admin.console import PREFIX as CONSOLE_PREFIX
 from portcullis.admin.console import ConsoleHeaders, mount_console
 from portcullis.admin.guard import PERMISSION_KEY, PUBLIC, GuardContext, GuardedRoute, route_permission
 from portcullis.admin.problems import problem, problem_answer
-from portcullis.admin.routes import anomalies, audit, config, controls, egress, keys, secrets, tokens
+from portcullis.admin.routes import anomalies, audit, config, controls, egress, keys, secrets, signing_keys, tokens
 from portcullis.admin.routes.probes import probes_router
 from portcullis.errors import ErrorCode, StoreUnavailable
 from portcullis.identity.admin_tokens import AdminTokenVerifier
@@ -85,8 +85,9 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
         log.error("admin: unexpected error", exc_info=exc)
         return problem(ErrorCode.INTERNAL, request)
 
-    routers = [probes_router(metrics_public=runtime.config.admin.metrics_public), keys.router, tokens.router,
-               secrets.router, egress.router, config.router, controls.router, audit.router, anomalies.router]
+    routers = [probes_router(metrics_public=runtime.config.admin.metrics_public), keys.router, signing_keys.router,
+               tokens.router, secrets.router, egress.router, config.router, controls.router, audit.router,
+               anomalies.router]
     for router in routers:
         app.include_router(router)
     routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]

@@ -83,7 +83,13 @@ def _auth_summary(route: RouteConfig) -> str:
         methods.append(f"introspection({route.auth.introspection.issuer})")
     if route.auth.jwt_assertion:
         methods.append(f"jwt_assertion({route.auth.jwt_assertion.header})")
-    return " | ".join(methods)
+    if route.auth.signature is not None:
+        methods.append(f"signature({','.join(route.auth.signature.algorithms)})")
+    if route.auth.webhook_signature is not None:
+        methods.append(f"webhook_signature({route.auth.webhook_signature.consumer})")
+    if route.auth.mtls:
+        methods.append("mtls" + ("(+xfcc)" if route.auth.mtls.accept_xfcc else ""))
+    return (" + " if route.auth.require == "all" else " | ").join(methods)
 
 
 def check(config: ConfigArg) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from portcullis import __version__
-from portcullis.cli import admin, audit, check, controls, db, egress, keys, secrets, serve
+from portcullis.cli import admin, audit, check, controls, db, egress, keys, secrets, serve, sign, signing_keys
 
 __all__ = ["app", "main"]
 
@@ -42,6 +42,8 @@ app.command("check")(check.check)
 app.command("explain")(check.explain)
 app.command("config-reference")(check.config_reference)
 app.add_typer(keys.app, name="keys", help="Create, list and revoke API keys.")
+app.add_typer(signing_keys.app, name="signing-keys", help="Create, list and revoke request-signing keys (RFC 9421).")
+app.command("sign")(sign.sign)
 app.add_typer(secrets.app, name="secrets", help="Store, list, delete and rotate egress credentials.")
 app.add_typer(db.app, name="db", help="Upgrade or inspect the store's schema.")
 app.add_typer(egress.app, name="egress", help="Check egress destinations against the SSRF guard.")

@@ -48,18 +48,20 @@ from portcullis.admin.app import create_admin_app
 from portcullis.background import stop_task
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
-from portcullis.config.model import GatewayConfig, ListenConfig
+from portcullis.config.model import GatewayConfig, ListenConfig, TlsConfig
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.build import build_runtime, open_services
 from portcullis.ingress.reload import Reloader
 from portcullis.ingress.shared_events import attach_shared_events
+from portcullis.ingress.tls import listener_context
 from portcullis.observability.logs import LEVELS, LogFormat, configure_logging
 from portcullis.observability.worker_metrics import MergedWorkers, WorkerShare, keep_sharing
 from portcullis.server.limits import ServerLimits
 from portcullis.server.listener import Listener
 from portcullis.server.protocol import TargetPreservingProtocol
+from portcullis.server.tls import follow
 
-__all__ = ["portcullis_listener", "serve", "serve_forever", "server_limits"]
+__all__ = ["portcullis_listener", "serve", "serve_forever", "server_limits", "uvicorn_tls_factory"]
 
 log = logging.getLogger("portcullis.server")
 
@@ -119,8 +121,8 @@ def portcullis_listener(app: GatewayApp, config: GatewayConfig, limits: ServerLi
     context = None
     tls = config.listen.tls
     if tls is not None:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tls.cert_file, tls.key_file)
+        # New connections move onto the current runtime's context: a reload applies new files.
+        context = follow(listener_context(tls, where="listen.tls"), lambda: app.runtime.server_tls)
     return Listener(
         app, limits=limits or server_limits(config.listen), sink=app, body_plan=app,
         exempt_from_ip_cap=lambda ip: app.runtime.is_trusted_peer(ip), ssl=context,
@@ -135,8 +137,18 @@ def _gateway_config(app: GatewayApp, config: GatewayConfig) -> uvicorn.Config:
         timeout_graceful_shutdown=int(max(1, listen.graceful_timeout)),
         ssl_certfile=listen.tls.cert_file if listen.tls else None,
         ssl_keyfile=listen.tls.key_file if listen.tls else None,
+        ssl_context_factory=uvicorn_tls_factory(listen.tls, "listen.tls"),
         h11_max_incomplete_event_size=listen.max_header_bytes,
     )
+
+
+def uvicorn_tls_factory(tls: TlsConfig | None, where: str) -> Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]],
+                                                                ssl.SSLContext] | None:
+    """uvicorn's context replaced by ours, so a listener on uvicorn gets the same TLS policy (versions,
+    ciphers, no renegotiation, client CAs) as our server's."""
+    if tls is None:
+        return None
+    return lambda _config, _default: listener_context(tls, where=where)
 
 
 def _freeze_startup_objects() -> None:
@@ -183,6 +195,7 @@ async def serve(
             lifespan="off", access_log=False, log_level="warning", log_config=None, server_header=False,
             ssl_certfile=config.admin.tls.cert_file if config.admin.tls else None,
             ssl_keyfile=config.admin.tls.key_file if config.admin.tls else None,
+            ssl_context_factory=uvicorn_tls_factory(config.admin.tls, "admin.tls"),
         ))
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from portcullis.config.egress import SECRET_REFERENCE, EgressConfig
+from portcullis.config.tls import CertRuleConfig, MtlsAuthConfig, TlsConfig, XfccConfig
 from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HeaderPattern, HttpMethod, Rate
 from portcullis.expressions import ExpressionError, compile_expression
 from portcullis.http.headers import FRAMING_HEADERS, GATEWAY_SET_HEADERS, HOP_BY_HOP, REMOVED_BY_DEFAULT, pattern_covers
@@ -42,6 +43,7 @@ __all__ = [
     "AuditConfig",
     "AuthConfig",
     "AuthorizeConfig",
+    "CertRuleConfig",
     "CorsConfig",
     "EgressEntryConfig",
     "EgressSection",
@@ -55,6 +57,7 @@ __all__ = [
     "KeysConfig",
     "ListenConfig",
     "LogConfig",
+    "MtlsAuthConfig",
     "RateLimitConfig",
     "ReloadConfig",
     "RequestConfig",
@@ -68,6 +71,7 @@ __all__ = [
     "TracingConfig",
     "TracingExporterConfig",
     "UpstreamConfig",
+    "XfccConfig",
 ]
 
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -89,11 +93,6 @@ def _check_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError("names are lowercase letters, digits, '_', '.' or '-' (at most 63)")
     return value
-
-
-class TlsConfig(_Model):
-    cert_file: str = Field(description="PEM certificate chain served to clients.")
-    key_file: str = Field(description="PEM private key for the certificate.")
 
 
 class ListenConfig(_Model):
@@ -692,6 +691,63 @@ class JwtAssertionAuthConfig(_Model):
     )
 
 
+_SIGNATURE_COMPONENT = re.compile(
+    r"@(method|target-uri|authority|scheme|request-target|path|query)|[a-z0-9!#$%&'*+.^_`|~-]+"
+)
+
+
+SignatureAlgorithm = Literal["hmac-sha256", "ed25519"]
+
+
+def _every_signature_algorithm() -> list[SignatureAlgorithm]:
+    return ["hmac-sha256", "ed25519"]
+
+
+class SignatureAuthConfig(_Model):
+    algorithms: list[SignatureAlgorithm] = Field(
+        default_factory=_every_signature_algorithm, min_length=1,
+        description="Key algorithms accepted on this route (a key has exactly one, fixed when it is created).",
+    )
+    components: list[str] | None = Field(
+        None, description="Components every signature must cover (RFC 9421 names: `@method`, `@authority`, "
+        "`@path`, `@query`, `@target-uri`, `@request-target`, `@scheme`, or lowercase header names). Default: "
+        "`@method`, `@authority`, `@path` (or `@target-uri`), and `@query` when the request has a query. "
+        "`content-digest` is always required when the request has a body.",
+    )
+    skew: Duration = Field(
+        "300s", description="How far the signature's `created` may be from the gateway's clock, in either "
+        "direction; nonces are remembered for as long as a signature can be accepted.",
+    )
+    max_header_bytes: int = Field(
+        4096, ge=256, le=65536, description="Most bytes of `Signature-Input` plus `Signature`; more is refused.",
+    )
+
+    @field_validator("components")
+    @classmethod
+    def _known_components(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not _SIGNATURE_COMPONENT.fullmatch(name):
+                raise ValueError(f"{name!r} is not a supported component (derived `@…` names or lowercase headers)")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("components must not repeat")
+        return value
+
+
+class WebhookSignatureAuthConfig(_Model):
+    consumer: str = Field(
+        pattern=r"^[A-Za-z0-9_.@\-]{1,64}$", description="The sender, as the principal's consumer id (audit, limits)."
+    )
+    secrets: list[str] = Field(
+        min_length=1, max_length=4, description="Names of vault secrets the sender signs with; any one verifies "
+        "(two while the sender rotates). Set them with `portcullis secrets set NAME`.",
+    )
+    header: HeaderName = Field("x-webhook-signature", description="The header carrying `t=<unix>,v1=<hex>`.")
+    tolerance: Duration = Field(
+        "300s", description="How far `t` may be from the gateway's clock, both ways; each delivery is accepted once "
+        "within it.",
+    )
+
+
 class AuthConfig(_Model):
     api_key: ApiKeyAuthConfig | None = Field(None, description="Accept API keys.")
     jwt: JwtAuthConfig | None = Field(None, description="Accept JWT bearer tokens.")
@@ -702,13 +758,37 @@ class AuthConfig(_Model):
     jwt_assertion: JwtAssertionAuthConfig | None = Field(
         None, description="Accept an identity a trusted proxy or mesh asserts as a JWT in a header.",
     )
+    signature: SignatureAuthConfig | None = Field(
+        None, description="Accept signed requests (RFC 9421 HTTP Message Signatures, RFC 9530 Content-Digest) "
+        "by per-consumer signing keys; the route's body is always buffered and checked before forwarding.",
+    )
+    webhook_signature: WebhookSignatureAuthConfig | None = Field(
+        None, description="Accept webhooks signed in the common `t=<unix>,v1=<hex HMAC-SHA256 of \"t.body\">` "
+        "scheme (Stripe's shape) with a shared secret from the vault; the body is always buffered.",
+    )
+    mtls: MtlsAuthConfig | None = Field(None, description="Accept a verified client certificate (mutual TLS).")
+    require: Literal["any", "all"] = Field(
+        "any", description="`any`: one of the methods authenticates the request. `all` (with `mtls` and one other "
+        "method): the key or token AND the client certificate, both naming the same consumer; scopes and roles "
+        "come from the key or token, the certificate binds it to its holder.",
+    )
 
     @model_validator(mode="after")
     def _at_least_one(self) -> AuthConfig:
-        if self.api_key is None and self.jwt is None and self.introspection is None and self.jwt_assertion is None:
-            raise ValueError("name at least one method (api_key, jwt, introspection, jwt_assertion), or write "
-                             "`auth: none` for a public route")
+        if (self.api_key is None and self.jwt is None and self.mtls is None and self.signature is None
+                and self.webhook_signature is None and self.introspection is None and self.jwt_assertion is None):
+            raise ValueError("name at least one method (api_key, jwt, mtls, signature, webhook_signature, "
+                             "introspection, jwt_assertion), or write `auth: none` for a public route")
+        if self.require == "all" and (self.mtls is None or (self.api_key is None) == (self.jwt is None)):
+            raise ValueError("`require: all` combines `mtls` with exactly one of api_key or jwt")
         return self
+
+
+class SigningKeysConfig(_Model):
+    cache_ttl: Duration = Field(
+        "5s", description="How long a signing-key lookup (and a webhook secret read from the vault) is cached. A "
+        "revocation clears it at once on this instance and, with `shared_state`, on every instance.",
+    )
 
 
 class AttributeRule(_Model):
@@ -1149,7 +1229,17 @@ class UpstreamConfig(_Model):
         "30s", description="Close a pooled connection idle this long instead of reusing it."
     )
     verify_tls: bool = Field(True, description="Verify the upstream certificate over https.")
-    ca_file: str | None = Field(None, description="CA bundle for the upstream certificate.")
+    ca_file: str | None = Field(
+        None, description="CA bundle for the upstream certificate. When set it replaces the system's CAs: only "
+        "these are trusted for this upstream (a pinned CA).",
+    )
+    client_cert_file: str | None = Field(
+        None, description="PEM client certificate (chain) presented to an https upstream (mutual TLS).",
+    )
+    client_key_file: str | None = Field(
+        None, description="PEM private key of `client_cert_file`; refused at load if the group or others may "
+        "read it (mode 0600 or stricter).",
+    )
     preserve_host: bool = Field(False, description="Send the client's Host instead of the upstream's.")
 
     @field_validator("url")
@@ -1161,6 +1251,14 @@ class UpstreamConfig(_Model):
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ValueError("the upstream URL cannot carry credentials, a query or a fragment")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _client_cert_pair(self) -> UpstreamConfig:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("client_cert_file and client_key_file go together")
+        if self.client_cert_file is not None and not self.url.startswith("https://"):
+            raise ValueError("a client certificate needs an https:// upstream")
+        return self
 
 
 class RouteConfig(_Model):
@@ -1299,6 +1397,9 @@ class GatewayConfig(_Model):
         default_factory=list,
         description="Peers whose X-Forwarded-For is believed (CIDRs). Empty: only the socket peer counts.",
     )
+    xfcc: XfccConfig | None = Field(
+        None, description="Trust `X-Forwarded-Client-Cert` from a mesh for routes with `auth.mtls.accept_xfcc`.",
+    )
     store: StoreConfig = Field(default_factory=StoreConfig, description="Durable store.")
     tracing: TracingConfig = Field(
         default_factory=TracingConfig, description="OpenTelemetry tracing and W3C `traceparent` handling.",
@@ -1309,6 +1410,9 @@ class GatewayConfig(_Model):
         "events; none: all in memory, per process."
     )
     keys: KeysConfig | None = Field(None, description="API key hashing; required when any route accepts keys.")
+    signing_keys: SigningKeysConfig = Field(
+        default_factory=SigningKeysConfig, description="Request-signing keys (routes with `auth.signature`)."
+    )
     jwt_issuers: list[JwtIssuerConfig] = Field(default_factory=list, description="Trusted JWT issuers.")
     shield: ShieldConfig = Field(default_factory=ShieldConfig, description="Global IP lists and pre-auth limits.")
     anomaly: AnomalyConfig = Field(
@@ -1338,6 +1442,14 @@ class GatewayConfig(_Model):
     routes: list[RouteConfig] = Field(min_length=1, description="Routes, matched most specific first.")
 
     @model_validator(mode="after")
+    def _client_certs_on_our_server(self) -> GatewayConfig:
+        tls = self.listen.tls
+        if tls is not None and tls.client_ca_file is not None and self.listen.server != "portcullis":
+            raise ValueError("listen.tls.client_ca_file: client certificates need `listen.server: portcullis` "
+                             "(uvicorn does not hand the peer certificate to the app)")
+        return self
+
+    @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
         issuers = {i.name for i in self.jwt_issuers}
         if len(issuers) != len(self.jwt_issuers):
@@ -1363,11 +1475,18 @@ class GatewayConfig(_Model):
             if body_rules and (route.request.json_body or self.request.json_body) is None:
                 raise ValueError(f"{where}.authorize.rules: {body_rules[0]!r} reads `body`, so the route must "
                                  "validate a JSON body (request.json)")
+            if streamed and isinstance(route.auth, AuthConfig) and (
+                route.auth.signature is not None or route.auth.webhook_signature is not None
+            ):
+                raise ValueError(f"{where}.request.body_buffering: a signed route's body is checked against its "
+                                 "Content-Digest before anything is forwarded, so it cannot be streamed")
             if route.upstream not in self.upstreams:
                 raise ValueError(f"{where}.upstream: no upstream named {route.upstream!r}")
             if isinstance(route.auth, AuthConfig):
                 if route.auth.api_key is not None and self.keys is None:
                     raise ValueError(f"{where}.auth.api_key: set the top-level `keys.pepper` to use API keys")
+                if route.auth.mtls is not None:
+                    self._check_mtls(where, route.auth.mtls)
                 if route.auth.jwt is not None:
                     if not self.jwt_issuers:
                         raise ValueError(f"{where}.auth.jwt: no `jwt_issuers` are configured")
@@ -1387,8 +1506,19 @@ class GatewayConfig(_Model):
             if entry.auth.jwt is not None and not self.jwt_issuers:
                 raise ValueError("egress.entry.auth.jwt: no `jwt_issuers` are configured")
             _check_oidc_methods("egress.entry", entry.auth, self.jwt_issuers)
+            if entry.auth.mtls is not None:
+                self._check_mtls("egress.entry", entry.auth.mtls)
             if any(r.name == "egress" for r in self.routes):
                 raise ValueError("routes: the name 'egress' is the egress door's while egress.entry is enabled")
             if any(r.path == entry.path_prefix or r.path.startswith(entry.path_prefix + "/") for r in self.routes):
                 raise ValueError(f"egress.entry.path_prefix: {entry.path_prefix} is also used by an ingress route")
         return self
+
+    def _check_mtls(self, where: str, mtls: MtlsAuthConfig) -> None:
+        """A route accepting certificates needs a source of verified certificates: the listener's client CA
+        (on our server, which hands the peer certificate to the app) or a trusted mesh's header."""
+        tls = self.listen.tls
+        if mtls.accept_xfcc and self.xfcc is None:
+            raise ValueError(f"{where}.auth.mtls.accept_xfcc: set the top-level `xfcc.trusted_peers`")
+        if not mtls.accept_xfcc and (tls is None or tls.client_ca_file is None):
+            raise ValueError(f"{where}.auth.mtls: set `listen.tls.client_ca_file` (or accept_xfcc from a mesh)")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portcullis.errors import ErrorCode, PayloadTooLarge
 from portcullis.identity.principal import Principal
+
+if TYPE_CHECKING:
+    from portcullis.server.tls import TlsPeer
 
 __all__ = ["RequestContext", "ResponseHead"]
 
@@ -61,7 +64,8 @@ class RequestContext:
     egress: dict[str, Any] | None = None  # the egress door's call, for the audit record
     trace_id: str | None = None  # the W3C trace the upstream request belongs to, for the audit record
     problem: ErrorCode | None = None  # the code of the problem document the gateway answered with, if any
-    peer: str | None = None  # the socket peer (client_ip may come from X-Forwarded-For): who vouches for headers
+    peer: str | None = None  # the socket peer (``client_ip`` may be a forwarded address)
+    tls: TlsPeer | None = None  # the connection's TLS facts (our server over TLS); the client certificate
 
     async def read_body(self) -> bytes:
         """Buffer the whole body, refusing more than ``max_body_bytes`` (413).

@@ -15,7 +15,8 @@ __all__ = ["Principal"]
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling. ``method`` is the credential kind: ``api_key``, ``jwt`` (later ``hmac``, ``mtls``)."""
+    """Who is calling. ``method`` is the credential kind: ``api_key``, ``jwt``, ``signature``, ``mtls`` (a client
+    certificate; ``api_key+mtls`` / ``jwt+mtls`` when a route requires both)."""
 
     consumer_id: str
     method: str

@@ -47,6 +47,7 @@ from portcullis.pipeline.base import Reject, Respond
 from portcullis.pipeline.chain import PolicyChain
 from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, BodyPlan, ClientDisconnected, Refusal
 from portcullis.server.framing import head_framing_error
+from portcullis.server.tls import TLS_PEER_KEY
 from portcullis.upstream.base import UpstreamRequest
 
 __all__ = ["TRUNCATED_KIND", "GatewayApp"]
@@ -128,6 +129,9 @@ class GatewayApp:
         server = scope.get("server")
         trace = rt.services.tracer.server(ctx, peer=peer, server_port=server[1] if server else None)
         ctx.trace_id = trace.trace_id
+        extensions = scope.get("extensions")
+        if extensions:
+            ctx.tls = extensions.get(TLS_PEER_KEY)
         rt.metrics.requests_in_flight += 1
         logged_as = REQUEST_ID.set(request_id)  # every log line until the request is recorded carries it
         status = 500

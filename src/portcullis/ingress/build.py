@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,17 +41,22 @@ from portcullis.egress.breaker import BreakerState, CircuitBreaker
 from portcullis.egress.budget_usage import BudgetUsage
 from portcullis.egress.executor import EgressExecutor
 from portcullis.egress.shared_breakers import SharedBreakers
-from portcullis.errors import StoreUnavailable
+from portcullis.errors import ConfigError, StoreUnavailable
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.claims import ClaimNames
+from portcullis.identity.client_certs import CertMapper
 from portcullis.identity.introspection import IntrospectionSettings, TokenIntrospector
 from portcullis.identity.jwt_tokens import JwtVerifier
+from portcullis.identity.signatures import SignatureVerifier
+from portcullis.identity.signing_keys import SigningKeyring
+from portcullis.identity.webhook_signatures import WebhookVerifier
 from portcullis.ids import random_hex
 from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
 from portcullis.ingress.runtime import CompiledRoute, Runtime, Services, UpstreamAddress
+from portcullis.ingress.tls import check_private_key_file, listener_context
 from portcullis.limiting.base import CounterStore
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
@@ -64,6 +70,7 @@ from portcullis.policies.stage1_shield.ip_rules import IpShieldPolicy
 from portcullis.policies.stage2_authenticate.blocks import CallerBlockPolicy
 from portcullis.policies.stage2_authenticate.credentials import AuthenticationPolicy, JwtAssertion
 from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, failed_auth_rule
+from portcullis.policies.stage2_authenticate.mtls import MtlsPolicy, XfccTrust
 from portcullis.policies.stage3_authorize.scopes import AuthorizePolicy, CelRule, RuleInputs, compile_rules
 from portcullis.policies.stage3_authorize.step_up import StepUpPolicy
 from portcullis.policies.stage4_limit.rate_limit import RateLimitPolicy
@@ -73,6 +80,7 @@ from portcullis.policies.stage6_respond.security_headers import SecurityHeadersP
 from portcullis.stores.base import AuditSink, BudgetCounterStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
+from portcullis.stores.nonces import MemoryNonceStore
 from portcullis.stores.opening import open_store
 from portcullis.stores.redis_events import CONTROLS_EVENT
 from portcullis.stores.shared_state import SharedState, open_shared_state
@@ -91,6 +99,8 @@ class Verifiers:
     jwt: JwtVerifier | None
     failed_auth: FailedAuthShield | None = None  # shared by every route; None in `portcullis check`
     introspectors: Mapping[str, TokenIntrospector] = field(default_factory=dict)  # by issuer name
+    signatures: SignatureVerifier | None = None  # routes with auth.signature; None in `portcullis check`
+    webhooks: WebhookVerifier | None = None  # routes with auth.webhook_signature; None in `portcullis check`
 
 
 async def open_vault(store: SecretStore, clock: Clock, env: Mapping[str, str] | None = None) -> Vault:
@@ -233,23 +243,39 @@ def plan_chain(
         jwt_cfg = route.auth.jwt
         assertion_cfg = route.auth.jwt_assertion
         introspection_cfg = route.auth.introspection
-        policies.append(AuthenticationPolicy(
-            api_key=route.auth.api_key,
-            key_verifier=verifiers.keys if route.auth.api_key else None,
-            jwt_verifier=verifiers.jwt if jwt_cfg or assertion_cfg else None,
-            introspector=verifiers.introspectors.get(introspection_cfg.issuer) if introspection_cfg else None,
-            accept_introspection=introspection_cfg is not None,
-            jwt_assertion=JwtAssertion(
-                header=assertion_cfg.header.encode(), issuers=frozenset(assertion_cfg.issuers) or None,
-                trusted_peers=ClientAddressResolver(assertion_cfg.trusted_peers or config.trusted_proxies),
-            ) if assertion_cfg else None,
-            accept_jwt=jwt_cfg is not None,
-            jwt_issuers=frozenset(jwt_cfg.issuers) if jwt_cfg and jwt_cfg.issuers else None,
-            shield=config.shield, limiter=limiter, metrics=metrics,
-            failed_auth=verifiers.failed_auth or FailedAuthShield(
-                failed_auth_rule(config.shield.failed_auth_rate), limiter, SystemClock()
-            ),
-        ))
+        failed_auth = verifiers.failed_auth or FailedAuthShield(
+            failed_auth_rule(config.shield.failed_auth_rate), limiter, SystemClock()
+        )
+        bearer: AuthenticationPolicy | None = None
+        a = route.auth
+        if (a.api_key is not None or jwt_cfg is not None or a.signature is not None or a.webhook_signature is not None
+                or introspection_cfg is not None or assertion_cfg is not None):
+            bearer = AuthenticationPolicy(
+                api_key=a.api_key,
+                key_verifier=verifiers.keys if a.api_key else None,
+                jwt_verifier=verifiers.jwt if jwt_cfg or assertion_cfg else None,
+                accept_jwt=jwt_cfg is not None,
+                jwt_issuers=frozenset(jwt_cfg.issuers) if jwt_cfg and jwt_cfg.issuers else None,
+                shield=config.shield, limiter=limiter, metrics=metrics, failed_auth=failed_auth,
+                signature=a.signature, signature_verifier=verifiers.signatures if a.signature else None,
+                webhook=a.webhook_signature, route=route.name,
+                webhook_verifier=verifiers.webhooks if a.webhook_signature else None,
+                introspector=verifiers.introspectors.get(introspection_cfg.issuer) if introspection_cfg else None,
+                accept_introspection=introspection_cfg is not None,
+                jwt_assertion=JwtAssertion(
+                    header=assertion_cfg.header.encode(), issuers=frozenset(assertion_cfg.issuers) or None,
+                    trusted_peers=ClientAddressResolver(assertion_cfg.trusted_peers or config.trusted_proxies),
+                ) if assertion_cfg else None,
+            )
+        mtls = a.mtls
+        if mtls is not None:
+            policies.append(MtlsPolicy(
+                mapper=CertMapper(mtls.rules),
+                xfcc=XfccTrust(config.xfcc) if mtls.accept_xfcc and config.xfcc is not None else None,
+                other=bearer, require_all=a.require == "all", failed_auth=failed_auth, metrics=metrics,
+            ))
+        elif bearer is not None:  # AuthConfig names at least one method
+            policies.append(bearer)
         policies.append(CallerBlockPolicy(controls, clock))  # blocked consumers and keys, once known
         if route.authorize is not None:
             inputs = RuleInputs(route.authorize.headers, route.authorize.query, clock)
@@ -285,7 +311,15 @@ def _build_verifiers(config: GatewayConfig, services: Services) -> Verifiers:
         issuer.name: _introspector(issuer, issuer.introspection, jwt, services)
         for issuer in config.jwt_issuers if issuer.introspection is not None and jwt is not None
     }
-    return Verifiers(keys=keys, jwt=jwt, failed_auth=failed_auth, introspectors=introspectors)
+    if services.nonces is None:  # kept on the services: a reload must not forget the nonces spent
+        services.nonces = services.shared.nonces if services.shared is not None else MemoryNonceStore(services.clock)
+    keyring = SigningKeyring(services.store, services.vault, clock=services.clock,
+                             cache_ttl_s=config.signing_keys.cache_ttl)
+    signatures = SignatureVerifier(keyring, services.nonces, clock=services.clock)
+    webhooks = WebhookVerifier(services.vault, services.nonces, clock=services.clock,
+                               cache_ttl_s=config.signing_keys.cache_ttl)
+    return Verifiers(keys=keys, jwt=jwt, failed_auth=failed_auth, signatures=signatures, webhooks=webhooks,
+                     introspectors=introspectors)
 
 
 def _introspector(
@@ -314,12 +348,11 @@ def _introspector(
 def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
     """Compile everything ``config`` describes. Raises only for programming errors: the config is valid."""
     verifiers = _build_verifiers(config, services)
-    upstreams: dict[str, Upstream] = {
-        name: Http1Upstream(
-            u.url, pool_size=u.pool_size, verify_tls=u.verify_tls, ca_file=u.ca_file, idle_timeout_s=u.idle_timeout
-        )
-        for name, u in config.upstreams.items()
-    }
+    upstreams = _upstreams(config)
+    tls = config.listen.tls
+    server_tls = None
+    if tls is not None and config.listen.server == "portcullis":
+        server_tls = listener_context(tls, where="listen.tls")  # re-read on every reload
     routes: dict[str, CompiledRoute] = {}
     for route in config.routes:
         upstream_cfg = config.upstreams[route.upstream]
@@ -393,11 +426,30 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
         upstreams=upstreams,
         key_verifier=verifiers.keys,
         jwt_verifier=verifiers.jwt,
+        signing_keys=verifiers.signatures.keyring if verifiers.signatures is not None else None,
         max_header_bytes=config.listen.max_header_bytes,
         shed_when_audit_full=config.audit.when_full == "shed",
         egress=egress,
         breaker_sync=breaker_sync,
+        server_tls=server_tls,
     )
+
+
+def _upstreams(config: GatewayConfig) -> dict[str, Upstream]:
+    """One pool per upstream; an unusable CA, client certificate or key file is a ``ConfigError``."""
+    upstreams: dict[str, Upstream] = {}
+    for name, u in config.upstreams.items():
+        where = f"upstreams.{name}"
+        client_cert = None
+        if u.client_cert_file is not None and u.client_key_file is not None:
+            check_private_key_file(u.client_key_file, where=f"{where}.client_key_file")
+            client_cert = (u.client_cert_file, u.client_key_file)
+        try:
+            upstreams[name] = Http1Upstream(u.url, pool_size=u.pool_size, verify_tls=u.verify_tls, ca_file=u.ca_file,
+                                            idle_timeout_s=u.idle_timeout, client_cert=client_cert)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"could not load the TLS files ({type(exc).__name__})", path=where) from exc
+    return upstreams
 
 
 EGRESS_ROUTE_NAME = "egress"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from portcullis.anomaly.service import AnomalyService
 from portcullis.audit.record import AuditRecord
@@ -28,6 +29,7 @@ from portcullis.errors import StoreUnavailable
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.http.context import RequestContext
 from portcullis.http.headers import get_one
+from portcullis.identity.principal import Principal
 from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
 from portcullis.observability.metrics import GatewayMetrics
@@ -45,8 +47,9 @@ if TYPE_CHECKING:
     from portcullis.egress.shared_breakers import SharedBreakers
     from portcullis.identity.api_keys import ApiKeyVerifier
     from portcullis.identity.jwt_tokens import JwtVerifier
+    from portcullis.identity.signing_keys import SigningKeyring
     from portcullis.limiting.limiter import MultiLimiter
-    from portcullis.stores.base import Store
+    from portcullis.stores.base import NonceStore, Store
     from portcullis.stores.shared_state import SharedState
 
 __all__ = ["CompiledRoute", "Runtime", "Services", "UpstreamAddress"]
@@ -77,6 +80,7 @@ class Services:
     store_probe: StoreProbe | None = None  # portcullis_store_up
     budget_usage: BudgetUsage | None = None  # how full the egress budgets are, for their gauges
     tracer: Tracer = field(default_factory=PassThroughTracer)  # tracing.enabled: spans and their exporter
+    nonces: NonceStore | None = None  # signed requests' nonces: memory, or Redis with shared state (survive reloads)
 
     async def aclose(self) -> None:
         """Stop audit retention, drain the audit queue, then close the store. Called once, at shutdown."""
@@ -139,6 +143,10 @@ class Runtime:
     shed_when_audit_full: bool = False  # audit.when_full: shed; see GatewayApp._http
     egress: EgressExecutor | None = None
     breaker_sync: SharedBreakers | None = None  # with shared state: breakers move on every instance
+    # listen.tls on our server: the context new connections move onto (server.tls.follow), so a
+    # reload applies new certificate, key, client CA and CRL files without a restart.
+    server_tls: ssl.SSLContext | None = None
+    signing_keys: SigningKeyring | None = None  # request-signing keys (routes with auth.signature)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -223,7 +231,18 @@ class Runtime:
                 user_agent=ua[:256].decode("latin-1") if ua else None,
                 egress=ctx.egress,
                 trace_id=ctx.trace_id,
+                event=_client_cert_event(principal),
             ))
         except Exception:
             services.metrics.internal_errors.inc()
             log.exception("audit record failed request_id=%s", ctx.request_id)
+
+
+def _client_cert_event(principal: Principal | None) -> dict[str, Any] | None:
+    """For a request a client certificate authenticated: its fingerprint and subject (never the whole
+    certificate) in the record's ``event``. The fingerprint is also the record's ``key_id``."""
+    if principal is None or not principal.method.endswith("mtls"):
+        return None
+    claims = principal.claims
+    return {"client_cert": {"sha256": claims.get("cert_sha256"), "subject": claims.get("cert_subject"),
+                            "source": claims.get("cert_source")}}

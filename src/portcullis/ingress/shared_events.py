@@ -1,4 +1,4 @@
-"""What an instance does when another one says something: forget a revoked key, reload, move a breaker,
+"""What an instance does when another one says something: forget a revoked key (API or signing), reload, move a breaker,
 re-read the incident controls.
 
 One handler per process, attached to the shared-state event bus. It always acts on the runtime
@@ -31,6 +31,8 @@ class _Handler:
             key_id = event.data.get("key_id")
             if isinstance(key_id, str) and runtime.key_verifier is not None:
                 runtime.key_verifier.invalidate(key_id)
+            if isinstance(key_id, str) and runtime.signing_keys is not None:
+                runtime.signing_keys.invalidate(key_id)
         elif event.kind == RELOAD_EVENT:
             if event.origin != self._instance_id and self._reloader is not None:
                 log.info("config reload asked for by instance %s", event.origin)
@@ -54,6 +56,8 @@ class _Handler:
             await runtime.breaker_sync.load()
         if runtime.key_verifier is not None:
             runtime.key_verifier.invalidate_all()  # a revocation may have been missed
+        if runtime.signing_keys is not None:
+            runtime.signing_keys.invalidate_all()
         await self._reread_controls()  # so may a block
 
 

@@ -51,6 +51,7 @@ from portcullis.server.response import CONTINUE
 from portcullis.server.scope import build_scope, socket_address
 from portcullis.server.state import ServerState
 from portcullis.server.stream import StreamedBody
+from portcullis.server.tls import TlsPeer
 
 __all__ = ["HttpConnection"]
 
@@ -73,6 +74,7 @@ class HttpConnection(asyncio.Protocol):
         self._client: tuple[str, int] | None = None
         self._server: tuple[str, int] | None = None
         self._peer = ""
+        self._tls: TlsPeer | None = None  # over TLS: what the handshake established, read once
         self._admitted = False
         self._closing = False
         self._served = False
@@ -111,6 +113,9 @@ class HttpConnection(asyncio.Protocol):
         self._client = client = socket_address(transport.get_extra_info("peername"))
         self._peer = client[0] if client is not None else ""
         self._server = socket_address(transport.get_extra_info("sockname"))
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._tls = TlsPeer.from_ssl_object(ssl_object)
         transport.set_write_buffer_limits(high=self._limits.write_high_water)
         self._since = self._loop.time()
         refused = self._state.caps.admit(self._peer)
@@ -237,7 +242,7 @@ class HttpConnection(asyncio.Protocol):
             # Answered here, so not passed on: a backend would judge it again (Envoy drops it too).
             self._headers = [pair for pair in self._headers if pair[0] != b"expect"]
         scope = build_scope(self._url, version, self._method, self._headers, self._server, self._client,
-                            self._state.scheme)
+                            self._state.scheme, self._tls)
         self._scope = scope
         has_body = self._te_count > 0 or (self._cl_count > 0 and int(self._cl) > 0)
         if not has_body:

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 import httptools
 
 from portcullis.server.base import RAW_TARGET_KEY, Headers
+from portcullis.server.tls import TLS_EXTENSION_KEY, TLS_PEER_KEY, TlsPeer
 
 __all__ = ["build_scope", "socket_address"]
 
@@ -29,10 +30,16 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 def build_scope(
     url: bytes, version: str, method: str, headers: Headers, server: tuple[str, int] | None,
-    client: tuple[str, int] | None, scheme: str,
+    client: tuple[str, int] | None, scheme: str, tls: TlsPeer | None = None,
 ) -> dict[str, object]:
-    """The scope for a request to ``url`` (the target as sent); ``headers`` is kept, not copied."""
+    """The scope for a request to ``url`` (the target as sent); ``headers`` is kept, not copied.
+
+    Over TLS, ``extensions`` carries the connection's ``TlsPeer`` and the ASGI TLS extension, both
+    built once per connection (``server.tls``)."""
     extensions: dict[str, object] = {}
+    if tls is not None:
+        extensions[TLS_PEER_KEY] = tls
+        extensions[TLS_EXTENSION_KEY] = tls.asgi_extension()
     try:
         parsed = httptools.parse_url(url)
         raw_path: bytes = parsed.path or b""

@@ -18,7 +18,8 @@ import orjson
 __all__ = [
     "MAX_CONTROLS", "AdminTokenRecord", "AdminTokenStore", "ApiKeyRecord", "AuditBatch", "AuditChainInfo", "AuditPage",
     "AuditQuery", "AuditSearch", "AuditSink", "AuditStore", "BudgetCounterStore", "ChainLine", "ControlRecord",
-    "ControlStore", "KeyPage", "KeyStore", "SecretRecord", "SecretStore", "Spend", "Store",
+    "ControlStore", "KeyPage", "KeyStore", "NonceStore", "SecretRecord", "SecretStore", "SigningKeyRecord",
+    "SigningKeyStore", "Spend", "Store",
 ]
 
 
@@ -387,6 +388,72 @@ class AuditStore(AuditSink, Protocol):
         ...
 
 
-class Store(KeyStore, SecretStore, AdminTokenStore, ControlStore, AuditStore, Protocol):
-    """The durable store a gateway opens: keys, admin tokens, secrets, incident controls and the audit
-    table in one database (``SqliteStore`` or ``PostgresStore``)."""
+@dataclass(frozen=True, slots=True)
+class SigningKeyRecord:
+    """A consumer's request-signing key (RFC 9421), by key id.
+
+    ``algorithm`` is the only algorithm the key verifies with. An ``ed25519`` key holds the
+    consumer's public key (raw 32 bytes, base64); an ``hmac-sha256`` key holds no secret here, only
+    ``secret_name``, the vault entry where the shared secret is kept encrypted (so the vault's
+    unlock check and master-key rotation cover it). A key verifies from ``not_before`` until
+    ``expires_at`` and never after ``revoked_at``: two keys of one consumer overlap during a rotation.
+    """
+
+    key_id: str
+    consumer_id: str
+    algorithm: str
+    created_at: float
+    public_key: str | None = None
+    secret_name: str | None = None
+    scopes: frozenset[str] = frozenset()
+    not_before: float | None = None
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+    def state(self, now: float) -> str:
+        """``revoked``, ``expired``, ``pending`` (before ``not_before``) or ``active`` at ``now``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        if self.not_before is not None and now < self.not_before:
+            return "pending"
+        return "active"
+
+
+class SigningKeyStore(Protocol):
+    """Request-signing keys by key id."""
+
+    async def create_signing_key(self, record: SigningKeyRecord) -> None:
+        """Insert; ``ValueError`` if the key id exists."""
+        ...
+
+    async def get_signing_key(self, key_id: str) -> SigningKeyRecord | None:
+        ...
+
+    async def list_signing_keys(self, consumer_id: str | None = None) -> list[SigningKeyRecord]:
+        """Every key (of one consumer), in key-id order."""
+        ...
+
+    async def revoke_signing_key(self, key_id: str, at: float) -> bool:
+        """Revoke for good; False if there is no such key or it was revoked already."""
+        ...
+
+    async def expire_signing_key(self, key_id: str, at: float) -> bool:
+        """Move the key's expiry to ``at`` (a rotation's end of overlap) unless it already ends sooner;
+        False if there is no such key or it is revoked."""
+        ...
+
+
+class NonceStore(Protocol):
+    """Single-use nonces: a signed request's nonce is claimed once, and refused while remembered."""
+
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        """Remember ``key`` for ``ttl_s``; True if it was not already remembered (one atomic step).
+        Raises ``StoreUnavailable`` when it cannot tell."""
+        ...
+
+
+class Store(KeyStore, SecretStore, AdminTokenStore, ControlStore, AuditStore, SigningKeyStore, Protocol):
+    """The durable store a gateway opens: keys, admin tokens, secrets, incident controls, request-signing
+    keys and the audit table in one database (``SqliteStore`` or ``PostgresStore``)."""

@@ -73,6 +73,7 @@ from portcullis.stores.base import (
     ControlRecord,
     KeyPage,
     SecretRecord,
+    SigningKeyRecord,
 )
 from portcullis.stores.sqlite import MAX_AUDIT_ROWS, SchemaTooNew
 
@@ -191,12 +192,30 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX controls_created ON controls (created_at, control_id)",
     ),
+    # Request-signing keys (RFC 9421): public keys, or the vault name of a shared secret. Migration 6.
+    (
+        """CREATE TABLE signing_keys (
+            key_id text COLLATE "C" PRIMARY KEY,
+            consumer_id text COLLATE "C" NOT NULL,
+            algorithm text COLLATE "C" NOT NULL,
+            public_key text,
+            secret_name text COLLATE "C",
+            scopes text[] NOT NULL,
+            created_at double precision NOT NULL,
+            not_before double precision,
+            expires_at double precision,
+            revoked_at double precision
+        )""",
+        "CREATE INDEX signing_keys_consumer ON signing_keys (consumer_id, key_id)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _MIGRATION_LOCK = 0x70636C5F6D6967  # "pcl_mig": one upgrader at a time per database
 _KEY_COLUMNS = ("key_id, consumer_id, secret_hash, scopes, created_at, expires_at, disabled, last_used_at, roles,"
                 " previous_secret_hash, previous_valid_until, revoked_at")
+_SIGNING_KEY_COLUMNS = ("key_id, consumer_id, algorithm, public_key, secret_name, scopes, created_at, not_before,"
+                        " expires_at, revoked_at")
 _TOKEN_COLUMNS = ("token_id, name, role, secret_hash, consumers, created_at, created_by, expires_at, revoked_at,"
                   " last_used_at")
 MAX_KEY_PAGE = 1_000
@@ -353,6 +372,50 @@ class PostgresStore:
         async with self._conn() as conn:
             status = await conn.execute(sql, key_id, *args)
         return _row_count(status) > 0
+
+    # --- SigningKeyStore --------------------------------------------------------------------
+
+    async def create_signing_key(self, record: SigningKeyRecord) -> None:
+        if not _storable(record.key_id, record.consumer_id, record.algorithm, record.public_key or "",
+                         record.secret_name or "", *record.scopes):
+            raise ValueError("PostgreSQL text cannot hold NUL: the signing key record has one")
+        async with self._conn(duplicate=f"duplicate signing key id {record.key_id!r}") as conn:
+            await conn.execute(
+                f"INSERT INTO signing_keys ({_SIGNING_KEY_COLUMNS})"  # noqa: S608 - constant
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                record.key_id, record.consumer_id, record.algorithm, record.public_key, record.secret_name,
+                sorted(record.scopes), record.created_at, record.not_before, record.expires_at, record.revoked_at,
+            )
+
+    async def get_signing_key(self, key_id: str) -> SigningKeyRecord | None:
+        if not _storable(key_id):
+            return None
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_SIGNING_KEY_COLUMNS} FROM signing_keys WHERE key_id = $1", key_id)  # noqa: S608
+        return _signing_key_record(row) if row else None
+
+    async def list_signing_keys(self, consumer_id: str | None = None) -> builtins.list[SigningKeyRecord]:
+        if consumer_id is not None and not _storable(consumer_id):
+            return []
+        async with self._conn() as conn:
+            if consumer_id is None:
+                rows = await conn.fetch(
+                    f"SELECT {_SIGNING_KEY_COLUMNS} FROM signing_keys ORDER BY key_id")  # noqa: S608 - constant
+            else:
+                rows = await conn.fetch(
+                    f"SELECT {_SIGNING_KEY_COLUMNS} FROM signing_keys WHERE consumer_id = $1"  # noqa: S608
+                    " ORDER BY key_id", consumer_id)
+        return [_signing_key_record(r) for r in rows]
+
+    async def revoke_signing_key(self, key_id: str, at: float) -> bool:
+        return await self._update_key(
+            "UPDATE signing_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL", key_id, at)
+
+    async def expire_signing_key(self, key_id: str, at: float) -> bool:
+        return await self._update_key(
+            "UPDATE signing_keys SET expires_at = LEAST(COALESCE(expires_at, $2), $2) WHERE key_id = $1"
+            " AND revoked_at IS NULL", key_id, at)
 
     # --- AdminTokenStore --------------------------------------------------------------------
 
@@ -747,6 +810,13 @@ def _key_record(row: Any) -> ApiKeyRecord:
         key_id=row[0], consumer_id=row[1], secret_hash=row[2], scopes=frozenset(row[3]),
         created_at=row[4], expires_at=row[5], disabled=row[6], last_used_at=row[7], roles=frozenset(row[8]),
         previous_secret_hash=row[9], previous_valid_until=row[10], revoked_at=row[11],
+    )
+
+
+def _signing_key_record(row: Any) -> SigningKeyRecord:
+    return SigningKeyRecord(
+        key_id=row[0], consumer_id=row[1], algorithm=row[2], public_key=row[3], secret_name=row[4],
+        scopes=frozenset(row[5]), created_at=row[6], not_before=row[7], expires_at=row[8], revoked_at=row[9],
     )
 
 

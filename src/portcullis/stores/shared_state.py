@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from portcullis.clock import Clock
 from portcullis.ids import random_hex
 from portcullis.stores.failover import FailoverBudgetStore, FailoverCounterStore, Outage
+from portcullis.stores.nonces import FailoverNonceStore, MemoryNonceStore, RedisNonceStore
 from portcullis.stores.redis_budgets import RedisBudgetStore
 from portcullis.stores.redis_counters import RedisCounterStore
 from portcullis.stores.redis_events import RedisEventBus, encode_event
@@ -41,6 +42,7 @@ class SharedState:
     counters: FailoverCounterStore
     budgets: FailoverBudgetStore
     events: RedisEventBus
+    nonces: FailoverNonceStore  # signed requests' single-use nonces (one SET NX PX each)
     _listener: Redis
 
     @property
@@ -94,6 +96,8 @@ async def open_shared_state(
         budgets=FailoverBudgetStore(RedisBudgetStore(client, key_prefix=key_prefix, server_time=server_time),
                                     outage, instances=instances, on_failure=budgets_on_failure),
         events=RedisEventBus(client, listener, channel=f"{key_prefix}events", instance_id=instance_id),
+        nonces=FailoverNonceStore(RedisNonceStore(client, key_prefix=key_prefix), MemoryNonceStore(clock), outage,
+                                  on_failure=on_failure),
         _listener=listener,
     )
 

@@ -58,6 +58,7 @@ from portcullis.stores.base import (
     ControlRecord,
     KeyPage,
     SecretRecord,
+    SigningKeyRecord,
 )
 from portcullis.stores.sqlite_file import BUSY_TIMEOUT_S, make_private, retry_while_busy
 
@@ -171,6 +172,22 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX controls_created ON controls (created_at, control_id)",
     ),
+    # Request-signing keys (RFC 9421): public keys, or the vault name of a shared secret. Migration 6.
+    (
+        """CREATE TABLE signing_keys (
+            key_id TEXT PRIMARY KEY,
+            consumer_id TEXT NOT NULL,
+            algorithm TEXT NOT NULL,
+            public_key TEXT,
+            secret_name TEXT,
+            scopes TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            not_before REAL,
+            expires_at REAL,
+            revoked_at REAL
+        )""",
+        "CREATE INDEX signing_keys_consumer ON signing_keys (consumer_id, key_id)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 MAX_AUDIT_ROWS = 10_000
@@ -180,6 +197,8 @@ _KEY_COLUMNS = ("key_id, consumer_id, secret_hash, scopes, created_at, expires_a
                 " previous_secret_hash, previous_valid_until, revoked_at")
 _TOKEN_COLUMNS = ("token_id, name, role, secret_hash, consumers, created_at, created_by, expires_at, revoked_at,"
                   " last_used_at")
+_SIGNING_KEY_COLUMNS = ("key_id, consumer_id, algorithm, public_key, secret_name, scopes, created_at, not_before,"
+                        " expires_at, revoked_at")
 _CONTROL_COLUMNS = ("control_id, kind, subject_kind, subject, reason, created_at, created_by, expires_at, factor,"
                     " restore_s, lifted_at, lifted_by")
 _AUDIT_INSERT = (
@@ -529,6 +548,43 @@ class SqliteStore:
                 await self._conn.rollback()
                 raise
 
+    # --- SigningKeyStore --------------------------------------------------------------------
+
+    async def create_signing_key(self, record: SigningKeyRecord) -> None:
+        async with self._write_lock, _translate(duplicate=f"duplicate signing key id {record.key_id!r}"):
+            await self._conn.execute(
+                f"INSERT INTO signing_keys ({_SIGNING_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                (record.key_id, record.consumer_id, record.algorithm, record.public_key, record.secret_name,
+                 _json_list(record.scopes), record.created_at, record.not_before, record.expires_at,
+                 record.revoked_at),
+            )
+            await self._conn.commit()
+
+    async def get_signing_key(self, key_id: str) -> SigningKeyRecord | None:
+        async with _translate(), self._conn.execute(
+            f"SELECT {_SIGNING_KEY_COLUMNS} FROM signing_keys WHERE key_id = ?", (key_id,)  # noqa: S608
+        ) as cur:
+            row = await cur.fetchone()
+        return _signing_key_record(row) if row else None
+
+    async def list_signing_keys(self, consumer_id: str | None = None) -> builtins.list[SigningKeyRecord]:
+        sql = f"SELECT {_SIGNING_KEY_COLUMNS} FROM signing_keys"  # noqa: S608 - constant
+        params: tuple[Any, ...] = ()
+        if consumer_id is not None:
+            sql, params = sql + " WHERE consumer_id = ?", (consumer_id,)
+        async with _translate(), self._conn.execute(sql + " ORDER BY key_id", params) as cur:
+            rows = await cur.fetchall()
+        return [_signing_key_record(r) for r in rows]
+
+    async def revoke_signing_key(self, key_id: str, at: float) -> bool:
+        return await self._update_key(
+            "UPDATE signing_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL", (at, key_id))
+
+    async def expire_signing_key(self, key_id: str, at: float) -> bool:
+        return await self._update_key(
+            "UPDATE signing_keys SET expires_at = MIN(COALESCE(expires_at, ?), ?) WHERE key_id = ?"
+            " AND revoked_at IS NULL", (at, at, key_id))
+
     # --- ControlStore -----------------------------------------------------------------------
 
     async def add_control(self, record: ControlRecord) -> None:
@@ -625,6 +681,14 @@ async def _migrate(db: aiosqlite.Connection) -> None:
 def _secret_record(row: Any) -> SecretRecord:
     return SecretRecord(name=row[0], ciphertext=bytes(row[1]), fingerprint=row[2], created_at=row[3],
                         updated_at=row[4], last_used_at=row[5])
+
+
+def _signing_key_record(row: Any) -> SigningKeyRecord:
+    return SigningKeyRecord(
+        key_id=row[0], consumer_id=row[1], algorithm=row[2], public_key=row[3], secret_name=row[4],
+        scopes=frozenset(orjson.loads(row[5])), created_at=row[6], not_before=row[7], expires_at=row[8],
+        revoked_at=row[9],
+    )
 
 
 def _control_record(row: Any) -> ControlRecord:

@@ -33,6 +33,14 @@ def test_check_lists_each_route_with_its_protections() -> None:
         assert text in out, text
 
 
+def test_check_shows_signature_and_webhook_routes_with_their_methods() -> None:
+    code, out = run("check", str(ROOT / "examples" / "reference.yaml"))
+    assert code == 0
+    for text in ("signature(hmac-sha256,ed25519)", "webhook_signature(payments-provider)", "auth.signature",
+                 "auth.webhook_signature"):
+        assert text in out, text
+
+
 def test_check_reports_errors_with_their_path_and_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("upstreams: {a: {url: 'http://127.0.0.1:1'}}\nroutes: [{name: r, path: /r, upstream: a, auth: none, cors: {allow_origins: ['*'], allow_credentials: true}}]\n")
@@ -238,3 +246,10 @@ def test_explain_shows_how_a_route_reads_its_body(tmp_path: Path, target: str, e
     code, out = run("explain", str(config), "POST", target)
     assert code == 0, out
     assert expected in out
+
+
+def test_check_shows_certificate_routes_and_required_combinations() -> None:
+    code, out = run("check", str(ROOT / "examples" / "reference.yaml"))
+    assert code == 0
+    assert "mtls(+xfcc)" in out
+    assert "api_key + mtls" in out

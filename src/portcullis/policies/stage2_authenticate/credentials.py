@@ -1,4 +1,4 @@
-"""Authentication: API keys and JWT bearer tokens, behind a cheap per-IP pre-auth shield.
+"""Authentication: API keys, JWT bearer tokens and signed requests, behind a cheap per-IP pre-auth shield.
 
 Why the shield lives here: credential stuffing and key guessing are stopped by counting per client
 IP *before* any lookup. A request with no credential spends from ``unauthenticated_rate``; a
@@ -25,6 +25,16 @@ believed only when the *socket peer* is trusted (``trusted_peers``, else ``trust
 any other peer the header is ignored, and it is removed before forwarding in every case, so a
 backend never sees a client's own copy.
 
+Signed requests (``auth.signature``, RFC 9421): a request with ``Signature-Input`` or ``Signature``
+is a signature credential, verified by ``identity/signatures.py`` over the whole body (a signed route
+is always buffered, so the body is complete here, before anything reaches the upstream). It goes
+through the failed-auth shield like any credential, but never shares a verification with another
+request: each one spends its own nonce, so an identical second request is a replay and is refused.
+Webhooks signed in the common ``t=…,v1=…`` scheme (``auth.webhook_signature``) take the same
+path, checked by ``identity/webhook_signatures.py``; each delivery is accepted once.
+A missing signature on a signature-only route answers ``auth.missing_credentials`` with an
+``Accept-Signature`` field (RFC 9421 section 5.1) naming what to sign.
+
 Credentials are not forwarded: an API key header (or ``Authorization: Bearer pcl_…``) is removed
 before the request goes upstream (Kong's ``hide_credentials``); a JWT is forwarded, since backends
 commonly read its claims.
@@ -37,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
-from portcullis.config.model import ApiKeyAuthConfig, ShieldConfig
+from portcullis.config.model import ApiKeyAuthConfig, ShieldConfig, SignatureAuthConfig, WebhookSignatureAuthConfig
 from portcullis.errors import ErrorCode, IdentityProviderUnavailable, StoreUnavailable, Unauthenticated
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.http.context import RequestContext
@@ -46,11 +56,15 @@ from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.identity.introspection import TokenIntrospector
 from portcullis.identity.jwt_tokens import JwtVerifier
 from portcullis.identity.principal import Principal
+from portcullis.identity.signatures import SignatureRules, SignatureVerifier
+from portcullis.identity.webhook_signatures import WebhookRules, WebhookVerifier
 from portcullis.limiting.headers import retry_after_value
 from portcullis.limiting.limiter import LimitRule, MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.pipeline.base import Decision, PolicyBase, Reject, Stage
 from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, Limited, Outcome
+from portcullis.policies.stage5_validate.body import carries_body
+from portcullis.signing.message import RequestFacts
 
 __all__ = ["AuthenticationPolicy", "JwtAssertion"]
 
@@ -88,6 +102,11 @@ class AuthenticationPolicy(PolicyBase):
         failed_auth: FailedAuthShield,
         limiter: MultiLimiter,
         metrics: GatewayMetrics,
+        signature: SignatureAuthConfig | None = None,
+        signature_verifier: SignatureVerifier | None = None,
+        webhook: WebhookSignatureAuthConfig | None = None,
+        webhook_verifier: WebhookVerifier | None = None,
+        route: str = "",
         introspector: TokenIntrospector | None = None,
         accept_introspection: bool = False,
         jwt_assertion: JwtAssertion | None = None,
@@ -105,9 +124,21 @@ class AuthenticationPolicy(PolicyBase):
         self._failed_auth = failed_auth
         self._metrics = metrics
         self._accept_jwt = accept_jwt
+        self._signature_verifier = signature_verifier
+        self._signature_rules = None if signature is None else SignatureRules(
+            algorithms=frozenset(signature.algorithms),
+            components=tuple(signature.components) if signature.components is not None else None,
+            skew_s=signature.skew, max_header_bytes=signature.max_header_bytes,
+        )
+        self._webhook_verifier = webhook_verifier
+        self._webhook_header = webhook.header.encode() if webhook is not None else b""
+        self._webhook_rules = None if webhook is None else WebhookRules(
+            route=route, consumer=webhook.consumer, secrets=tuple(webhook.secrets), tolerance_s=webhook.tolerance)
         methods = [m for m, on in (("api_key", api_key is not None), ("jwt", accept_jwt),
                                    ("introspection", accept_introspection),
-                                   ("jwt_assertion", jwt_assertion is not None)) if on]
+                                   ("jwt_assertion", jwt_assertion is not None),
+                                   ("signature", signature is not None), ("webhook_signature", webhook is not None))
+                   if on]
         self.name = "auth." + "|".join(methods)
         self._no_credential_rule = (
             LimitRule(name="shield.unauthenticated", windows=(shield.unauthenticated_rate,), burst=None)
@@ -118,9 +149,14 @@ class AuthenticationPolicy(PolicyBase):
             challenges.append(f'ApiKey realm="portcullis", header="{api_key.headers[0]}"')
         if accept_jwt or accept_introspection:
             challenges.append('Bearer realm="portcullis"')
-        self._missing_challenge = ((b"www-authenticate", ", ".join(challenges).encode()),)
+        accept: tuple[tuple[bytes, bytes], ...] = ()
+        if signature is not None:
+            wanted = " ".join(f'"{c}"' for c in signature.components or ("@method", "@authority", "@path"))
+            accept = ((b"accept-signature", f"sig1=({wanted});created;keyid;nonce".encode()),)
+        www = ((b"www-authenticate", ", ".join(challenges).encode()),) if challenges else ()
+        self._missing_challenge = www + accept
         invalid = [c + ', error="invalid_token"' if c.startswith("Bearer") else c for c in challenges]
-        self._invalid_challenge = ((b"www-authenticate", ", ".join(invalid).encode()),)
+        self._invalid_challenge = ((b"www-authenticate", ", ".join(invalid).encode()),) if invalid else ()
 
     async def on_request(self, ctx: RequestContext) -> Decision | None:
         try:
@@ -144,6 +180,12 @@ class AuthenticationPolicy(PolicyBase):
         if limited is not None:
             return self._too_many(ctx, "shield.failed_auth", limited.retry_after_s)
         outcome: Outcome | None
+        if kind == "signature":
+            outcome = await self._failed_auth.verify_each(ip, lambda: self._verify_signature(ctx))
+            return self._settle(ctx, outcome)
+        if kind == "webhook_signature":
+            outcome = await self._failed_auth.verify_each(ip, lambda: self._verify_webhook(ctx))
+            return self._settle(ctx, outcome)
         try:
             outcome = self._verify_cached(kind, credential)
         except Unauthenticated as exc:
@@ -154,6 +196,9 @@ class AuthenticationPolicy(PolicyBase):
             limited = await self._failed_auth.failed(ip)
             if limited is not None:
                 outcome = limited
+        return self._settle(ctx, outcome)
+
+    def _settle(self, ctx: RequestContext, outcome: Outcome) -> Decision | None:
         if isinstance(outcome, Principal):
             ctx.principal = outcome
             if outcome.served_stale:
@@ -200,6 +245,12 @@ class AuthenticationPolicy(PolicyBase):
                     found.append(("opaque", token))
         if self._assertion is not None:
             found.extend(self._take_assertion(ctx, self._assertion))
+        if self._signature_rules is not None and (
+            get_all(ctx.headers, b"signature-input") or get_all(ctx.headers, b"signature")
+        ):
+            found.append(("signature", ""))
+        if self._webhook_rules is not None and get_all(ctx.headers, self._webhook_header):
+            found.append(("webhook_signature", ""))
         if self._api_key is not None and self._api_key.allow_query_credentials and ctx.query:
             found.extend(self._take_query_key(ctx, self._api_key.query_param))
         if len(found) > 1:
@@ -207,6 +258,25 @@ class AuthenticationPolicy(PolicyBase):
         if not found:
             return None, ""
         return found[0]
+
+    def carries_credential(self, ctx: RequestContext) -> bool:
+        """Whether the request holds a credential this policy reads (nothing verified, nothing changed).
+
+        Used by ``auth.mtls`` on a route that also takes keys or tokens: a mapped client certificate
+        plus another credential is ambiguous, as two credentials always are here."""
+        if any(get_all(ctx.headers, header) for header in self._key_headers):
+            return True
+        for value in get_all(ctx.headers, b"authorization"):
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return True
+        if self._assertion is not None and get_all(ctx.headers, self._assertion.header) \
+                and self._assertion.trusted_peers.is_trusted(ctx.peer):
+            return True
+        if self._api_key is not None and self._api_key.allow_query_credentials and ctx.query:
+            param = self._api_key.query_param
+            return any(k == param for k, _ in parse_qsl(ctx.query.decode("latin-1"), keep_blank_values=True))
+        return False
 
     @staticmethod
     def _take_assertion(ctx: RequestContext, assertion: JwtAssertion) -> Sequence[tuple[str, str]]:
@@ -226,6 +296,23 @@ class AuthenticationPolicy(PolicyBase):
             return ()
         ctx.query = urlencode([(k, v) for k, v in pairs if k != param]).encode("latin-1")
         return [("api_key", k) for k in keys]
+
+    async def _verify_signature(self, ctx: RequestContext) -> Principal:
+        if self._signature_verifier is None or self._signature_rules is None:
+            raise Unauthenticated("method_not_allowed")
+        body = await ctx.read_body() if carries_body(ctx) else b""
+        facts = RequestFacts(
+            method=ctx.method, scheme=ctx.scheme, authority=RequestFacts.normal_authority(ctx.scheme, ctx.host or ""),
+            path=ctx.path, query=ctx.query.decode("latin-1") or None, headers=ctx.headers,
+        )
+        return await self._signature_verifier.verify(facts, body, self._signature_rules)
+
+    async def _verify_webhook(self, ctx: RequestContext) -> Principal:
+        if self._webhook_verifier is None or self._webhook_rules is None:
+            raise Unauthenticated("method_not_allowed")
+        body = await ctx.read_body() if carries_body(ctx) else b""
+        return await self._webhook_verifier.verify(get_all(ctx.headers, self._webhook_header), body,
+                                                   self._webhook_rules)
 
     def _verify_cached(self, kind: str, credential: str) -> Principal | None:
         """The answer without I/O when the verifier already knows the credential, else ``None``."""
@@ -274,7 +361,7 @@ class AuthenticationPolicy(PolicyBase):
         return dataclasses.replace(principal, method="jwt_assertion")
 
     def _failed(self, reason: str) -> Reject:
-        self._metrics.auth_failures.labels(reason).inc()
+        self._metrics.auth_failures.labels(reason.partition(":")[0]).inc()  # the label set stays bounded
         return Reject(ErrorCode.AUTH_INVALID_CREDENTIALS, f"auth_failed:{reason}", self._invalid_challenge)
 
     def _too_many(self, ctx: RequestContext, limit: str, retry_after_s: float) -> Reject:

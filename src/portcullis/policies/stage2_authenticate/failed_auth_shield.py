@@ -82,6 +82,11 @@ class FailedAuthShield:
         # shield: one cancelled request must not cancel the flight the others are waiting on
         return await asyncio.shield(flight)
 
+    async def verify_each(self, ip: str, verify: Callable[[], Awaitable[Principal]]) -> Outcome:
+        """``verify`` without sharing a flight: for credentials that are spent by their use (a signed
+        request's nonce), where two identical requests must be two verifications, the second refused."""
+        return await self._reserve_and_verify(ip, verify)
+
     async def _reserve_and_verify(self, ip: str, verify: Callable[[], Awaitable[Principal]]) -> Outcome:
         hit = [(self._rule, ip)] if self._rule is not None else []
         if hit:

@@ -101,6 +101,7 @@ class BodyPolicy(PolicyBase):
 
 
 def carries_body(ctx: RequestContext) -> bool:
+    """Whether the request has (or may have) a body: framed by Transfer-Encoding or a non-zero Content-Length."""
     if get_one(ctx.headers, b"transfer-encoding") is not None:
         return True
     if ctx.content_length is not None:

@@ -76,8 +76,11 @@ class Http1Upstream:
 
     def __init__(
         self, base_url: str, *, pool_size: int, verify_tls: bool = True, ca_file: str | None = None,
-        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, client_cert: tuple[str, str] | None = None,
     ) -> None:
+        """``ca_file`` replaces the system's CAs (``create_default_context`` loads the defaults only
+        without one): a pinned CA. ``client_cert`` (certificate file, key file) is presented to an
+        upstream that asks for one (mutual TLS)."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream URL must be http:// or https:// with a host: {base_url!r}")
@@ -88,6 +91,8 @@ class Http1Upstream:
             if not verify_tls:
                 ssl_context.check_hostname = False
                 ssl_context.verify_mode = ssl.CERT_NONE
+            if client_cert is not None:
+                ssl_context.load_cert_chain(*client_cert)
         self._prefix = parts.path.rstrip("/")
         self._pool = ConnectionPool(
             parts.hostname, parts.port or (443 if tls else 80), limit=pool_size, idle_timeout_s=idle_timeout_s,
