@@ -71,8 +71,14 @@ tools-lock: $(UV)
 # Debian's nginx (a real upstream in tests, never started as a service), wrk (load for the soak and the
 # bench) and promtool (checks and unit-tests deploy/prometheus/alerts.yml). promtool comes in Debian's
 # prometheus package; --no-install-recommends keeps its exporters out, and the server it ships is never
-# started (policy-rc.d in containers, and nothing here starts it).
+# started (policy-rc.d in containers, and nothing here starts it). The OpenID provider the OIDC tests run
+# against (panva's oidc-provider) comes from npm, installed from tests/oidc_provider/package-lock.json,
+# and only when node_modules is older than the lock; without Node the OIDC tests skip (fail under CI=true).
 test-tools:
+	@if command -v npm >/dev/null; then \
+		[ tests/oidc_provider/node_modules/.package-lock.json -nt tests/oidc_provider/package-lock.json ] || \
+			(cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error); \
+	fi
 	@{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null && command -v wrk >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk)
 	@command -v promtool >/dev/null || \

@@ -27,6 +27,7 @@ The tree::
     │   └── CircuitOpen
     ├── StoreError
     │   └── StoreUnavailable        store.unavailable (admin API); the data path denies or serves cached
+    │       └── IdentityProviderUnavailable   an OpenID provider (introspection) did not answer usably: 503
     │       ├── SchemaNotCurrent    PostgreSQL below this version: run `portcullis db upgrade`
     │       └── SchemaTooNew        migrated by a newer Portcullis
     ├── VaultError
@@ -58,6 +59,7 @@ __all__ = [
     "EgressDenied",
     "ErrorCode",
     "Forbidden",
+    "IdentityProviderUnavailable",
     "InvalidControl",
     "MalformedRequest",
     "PayloadTooLarge",
@@ -95,6 +97,7 @@ class ErrorCode(StrEnum):
     ACCESS_BLOCKED = "access.blocked"
     AUTH_MISSING_CREDENTIALS = "auth.missing_credentials"
     AUTH_INVALID_CREDENTIALS = "auth.invalid_credentials"
+    AUTH_INSUFFICIENT_USER_AUTHENTICATION = "auth.insufficient_user_authentication"
     AUTHZ_FORBIDDEN = "authz.forbidden"
     CORS_FORBIDDEN = "cors.forbidden"
     LIMIT_EXCEEDED = "limit.exceeded"
@@ -132,6 +135,8 @@ PUBLIC_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.ACCESS_BLOCKED: (403, "Access blocked."),
     ErrorCode.AUTH_MISSING_CREDENTIALS: (401, "Missing credentials."),
     ErrorCode.AUTH_INVALID_CREDENTIALS: (401, "Invalid credentials."),
+    # RFC 9470: the token is valid but its authentication (acr/amr) is too weak for this route.
+    ErrorCode.AUTH_INSUFFICIENT_USER_AUTHENTICATION: (401, "Stronger authentication required."),
     ErrorCode.AUTHZ_FORBIDDEN: (403, "Forbidden."),
     ErrorCode.CORS_FORBIDDEN: (403, "Origin not allowed."),
     ErrorCode.LIMIT_EXCEEDED: (429, "Too many requests."),
@@ -276,6 +281,12 @@ class StoreError(PortcullisError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached. Never shown to a client as such."""
+
+
+class IdentityProviderUnavailable(StoreUnavailable):
+    """An identity provider's introspection endpoint timed out, failed or answered unusably. A kind of
+    ``StoreUnavailable`` because it is handled as one: authentication denies with 503, never fails open,
+    and the failed-auth shield gives the caller's reservation back (our outage, not their failure)."""
 
 
 class VaultError(PortcullisError):

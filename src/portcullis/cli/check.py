@@ -79,6 +79,10 @@ def _auth_summary(route: RouteConfig) -> str:
         methods.append("api_key")
     if route.auth.jwt:
         methods.append("jwt" + (f"({','.join(route.auth.jwt.issuers)})" if route.auth.jwt.issuers else ""))
+    if route.auth.introspection:
+        methods.append(f"introspection({route.auth.introspection.issuer})")
+    if route.auth.jwt_assertion:
+        methods.append(f"jwt_assertion({route.auth.jwt_assertion.header})")
     if route.auth.signature is not None:
         methods.append(f"signature({','.join(route.auth.signature.algorithms)})")
     if route.auth.webhook_signature is not None:

@@ -20,6 +20,7 @@ __all__ = [
     "EgressBudgetsConfig",
     "EgressConfig",
     "EgressCostRule",
+    "EgressOAuth2Config",
     "EgressRetryConfig",
     "EgressRouteConfig",
 ]
@@ -100,6 +101,62 @@ class EgressCostRule(_Model):
     _path = field_validator("path")(lambda cls, v: _check_path_pattern(v))
 
 
+def _vault_reference(value: str) -> str:
+    if not SECRET_REFERENCE.fullmatch(value):
+        raise ValueError("expected a vault reference {secret:name}: credentials are never written in the config")
+    return value
+
+
+class PrivateKeyJwtConfig(_Model):
+    key: str = Field(description="`{secret:name}`: the vault secret holding the PEM private key that signs the "
+                     "client assertion (RFC 7523 section 2.2).")
+    alg: str = Field("RS256", description="Signing algorithm: RS256, PS256 or ES256.")
+    kid: str | None = Field(None, description="`kid` header of the assertion, if the provider wants one.")
+
+    _key = field_validator("key")(lambda cls, v: _vault_reference(v))
+
+    @field_validator("alg")
+    @classmethod
+    def _alg(cls, value: str) -> str:
+        if value not in ("RS256", "PS256", "ES256"):
+            raise ValueError("expected RS256, PS256 or ES256")
+        return value
+
+
+class EgressOAuth2Config(_Model):
+    token_url: str = Field(description="The provider's token endpoint; checked by the SSRF guard like the route.")
+    client_id: str = Field(description="The gateway's client id at the provider.")
+    client_secret: str | None = Field(
+        None, description="`{secret:name}`: the vault secret sent with HTTP Basic client authentication.",
+    )
+    private_key_jwt: PrivateKeyJwtConfig | None = Field(
+        None, description="Authenticate with a signed client assertion instead of a secret.",
+    )
+    scope: str | None = Field(None, description="`scope` to ask for (space-separated).")
+    audience: str | None = Field(None, description="`audience` parameter, for providers that take one.")
+    resource: str | None = Field(None, description="`resource` parameter (RFC 8707 resource indicator).")
+    refresh_before: Duration = Field(
+        "60s", description="A token is replaced this long before it expires (or at half its life, if shorter).",
+    )
+    timeout: Duration = Field("10s", description="Longest wait for the token endpoint.")
+    allow_http: bool = Field(False, description="Accept a plain http:// token URL (local testing only).")
+
+    _secret = field_validator("client_secret")(lambda cls, v: v if v is None else _vault_reference(v))
+
+    @model_validator(mode="after")
+    def _one_method(self) -> EgressOAuth2Config:
+        if (self.client_secret is None) == (self.private_key_jwt is None):
+            raise ValueError("set exactly one of client_secret and private_key_jwt")
+        parts = urlsplit(self.token_url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("token_url: expected https://host[:port]/path")
+        if parts.scheme == "http" and not self.allow_http:
+            raise ValueError("token_url: plain http:// needs allow_http: true")
+        if parts.username or parts.password or parts.fragment:
+            raise ValueError("token_url: no credentials or fragment in the URL")
+        return self
+
+
 class EgressRouteConfig(_Model):
     name: str = Field(description="Route name: /egress/<name>/… and audit records use it.")
     url: str = Field(description="Base URL of the third-party API, e.g. https://api.github.com.")
@@ -144,6 +201,10 @@ class EgressRouteConfig(_Model):
     content_types: list[str] = Field(default_factory=list, description="Media types accepted; empty: any.")
     max_redirects: int = Field(
         0, ge=0, le=10, description="Redirects followed (each hop passes the whole guard again); 0: none."
+    )
+    oauth2: EgressOAuth2Config | None = Field(
+        None, description="Get the provider's access token with the client credentials grant (cached, refreshed "
+        "before expiry, renewed once on a 401) and send it as `Authorization: Bearer`.",
     )
     retry: EgressRetryConfig = Field(default_factory=EgressRetryConfig, description="Retries of safe calls.")
     breaker: EgressBreakerConfig = Field(default_factory=EgressBreakerConfig, description="The circuit breaker.")
@@ -192,6 +253,8 @@ class EgressRouteConfig(_Model):
             raise ValueError("url: plain http:// needs allow_http: true on this route")
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ValueError("url: a base URL cannot carry credentials, a query or a fragment")
+        if self.oauth2 is not None and "authorization" in self.headers:
+            raise ValueError("headers: `oauth2` sets Authorization; do not set it too")
         return self
 
 
@@ -219,6 +282,10 @@ class EgressConfig(_Model):
             host = (urlsplit(route.url).hostname or "").lower().rstrip(".")
             if self.allow_hosts and not host_allowed(host, self.allow_hosts):
                 raise ValueError(f"routes[{i}].url: {host!r} is not in egress.allow_hosts")
+            if route.oauth2 is not None:
+                token_host = (urlsplit(route.oauth2.token_url).hostname or "").lower().rstrip(".")
+                if self.allow_hosts and not host_allowed(token_host, self.allow_hosts):
+                    raise ValueError(f"routes[{i}].oauth2.token_url: {token_host!r} is not in egress.allow_hosts")
         return self
 
     def route(self, name: str) -> EgressRouteConfig | None:

@@ -48,7 +48,10 @@ __all__ = [
     "EgressEntryConfig",
     "EgressSection",
     "GatewayConfig",
+    "IntrospectionAuthConfig",
+    "IntrospectionConfig",
     "JsonBodyConfig",
+    "JwtAssertionAuthConfig",
     "JwtAuthConfig",
     "JwtIssuerConfig",
     "KeysConfig",
@@ -525,6 +528,34 @@ class KeysConfig(_Model):
         return value
 
 
+class IntrospectionConfig(_Model):
+    endpoint: str | None = Field(
+        None, description="The RFC 7662 introspection endpoint; omitted, it is read from the issuer's discovery "
+        "document (`discovery: true`).",
+    )
+    client_id: str = Field(description="The gateway's client id at the provider (HTTP Basic client authentication).")
+    client_secret: SecretStr = Field(
+        description="The gateway's client secret: `${ENV}`, or `{secret:name}` to read it from the vault.",
+    )
+    timeout: Duration = Field("3s", description="Longest wait for one introspection; past it the request gets 503.")
+    cache_ttl: Duration = Field(
+        "60s", description="A positive answer is reused at most this long, and never past the token's `exp`: a "
+        "token revoked at the provider still passes for up to this long.",
+    )
+    negative_cache_ttl: Duration = Field(
+        "10s", description="An inactive or refused token is answered from memory for this long.",
+    )
+    cache_size: int = Field(10000, ge=0, description="Most answers kept (by token hash; least recently used out).")
+    max_response_bytes: ByteSize = Field("64KiB", description="Larger introspection responses are refused (503).")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
+            raise ValueError("expected an absolute https URL")
+        return value
+
+
 class JwtIssuerConfig(_Model):
     name: str = Field(description="Name routes use to refer to this issuer.")
     issuer: str = Field(description="Exact expected `iss` claim.")
@@ -533,12 +564,26 @@ class JwtIssuerConfig(_Model):
         min_length=1, description="Allowed `alg` values. Never `none`; HMAC and asymmetric cannot mix."
     )
     jwks_uri: str | None = Field(None, description="Where the issuer publishes its JWKS (HTTPS).")
+    discovery: bool = Field(
+        False, description="Read `<issuer>/.well-known/openid-configuration` for the `jwks_uri` (and the "
+        "introspection endpoint); its `issuer` must equal `issuer` exactly. Cached and refreshed on the "
+        "`jwks_cache_ttl` and `jwks_min_refresh_interval` rules.",
+    )
+    discovery_hosts: list[str] = Field(
+        default_factory=list, description="Hosts (`host` or `host:port`) besides the issuer's own origin that the "
+        "discovery document may send key fetches and introspection to; any other is refused.",
+    )
+    introspection: IntrospectionConfig | None = Field(
+        None, description="Opaque access tokens are checked at the provider (RFC 7662) for routes with "
+        "`auth.introspection`.",
+    )
     keys: list[dict[str, Any]] = Field(
         default_factory=list, description="Inline public JWKs, instead of or besides `jwks_uri`."
     )
     secret: SecretStr | None = Field(None, description="Shared secret for HS* algorithms only.")
     allow_http_jwks: bool = Field(
-        False, description="Allow a plain-HTTP `jwks_uri` (only for local development and tests)."
+        False, description="Allow plain HTTP for the `jwks_uri`, discovery and introspection (only for local "
+        "development and tests)."
     )
     required_claims: list[str] = Field(
         default_factory=lambda: ["exp"],
@@ -588,8 +633,22 @@ class JwtIssuerConfig(_Model):
         else:
             if self.secret is not None:
                 raise ValueError("`secret` is only for HS* algorithms")
-            if not self.jwks_uri and not self.keys:
-                raise ValueError("set `jwks_uri` or inline `keys`")
+            if not self.jwks_uri and not self.keys and not self.discovery:
+                raise ValueError("set `jwks_uri`, inline `keys` or `discovery: true`")
+        if self.discovery:
+            if self.jwks_uri:
+                raise ValueError("`discovery` reads the jwks_uri from the provider: leave `jwks_uri` out")
+            parts = urlsplit(self.issuer)
+            if not parts.hostname or parts.query or parts.fragment or parts.username is not None:
+                raise ValueError("`discovery` needs an issuer that is an https URL without query or fragment")
+            if parts.scheme != "https" and not (parts.scheme == "http" and self.allow_http_jwks):
+                raise ValueError("`discovery` needs an https issuer (allow_http_jwks is for local testing)")
+        if self.introspection is not None:
+            endpoint = self.introspection.endpoint
+            if endpoint is None and not self.discovery:
+                raise ValueError("introspection.endpoint: set it, or `discovery: true` to read it from the provider")
+            if endpoint is not None and urlsplit(endpoint).scheme != "https" and not self.allow_http_jwks:
+                raise ValueError("introspection.endpoint must be https (allow_http_jwks is for local testing)")
         if self.jwks_uri:
             scheme = urlsplit(self.jwks_uri).scheme
             if scheme != "https" and not (scheme == "http" and self.allow_http_jwks):
@@ -611,6 +670,24 @@ class ApiKeyAuthConfig(_Model):
 class JwtAuthConfig(_Model):
     issuers: list[str] = Field(
         default_factory=list, description="Names of accepted issuers; empty means every configured issuer."
+    )
+
+
+class IntrospectionAuthConfig(_Model):
+    issuer: str = Field(description="The `jwt_issuers` entry (with `introspection`) that opaque tokens are sent to.")
+
+
+class JwtAssertionAuthConfig(_Model):
+    header: HeaderName = Field(
+        "x-jwt-assertion", description="The header a trusted mesh or proxy asserts the caller's identity in, as a "
+        "JWT. Always removed before the request goes upstream.",
+    )
+    issuers: list[str] = Field(
+        default_factory=list, description="Names of `jwt_issuers` whose keys verify the assertion; empty: any.",
+    )
+    trusted_peers: list[Cidr] = Field(
+        default_factory=list, description="Socket peers whose assertion is believed; empty: `trusted_proxies`. "
+        "From any other peer the header is ignored.",
     )
 
 
@@ -674,6 +751,13 @@ class WebhookSignatureAuthConfig(_Model):
 class AuthConfig(_Model):
     api_key: ApiKeyAuthConfig | None = Field(None, description="Accept API keys.")
     jwt: JwtAuthConfig | None = Field(None, description="Accept JWT bearer tokens.")
+    introspection: IntrospectionAuthConfig | None = Field(
+        None, description="Accept opaque bearer tokens, checked at the issuer's introspection endpoint (RFC 7662). "
+        "With `jwt` too, JWT-shaped tokens are verified locally and the others introspected.",
+    )
+    jwt_assertion: JwtAssertionAuthConfig | None = Field(
+        None, description="Accept an identity a trusted proxy or mesh asserts as a JWT in a header.",
+    )
     signature: SignatureAuthConfig | None = Field(
         None, description="Accept signed requests (RFC 9421 HTTP Message Signatures, RFC 9530 Content-Digest) "
         "by per-consumer signing keys; the route's body is always buffered and checked before forwarding.",
@@ -692,9 +776,9 @@ class AuthConfig(_Model):
     @model_validator(mode="after")
     def _at_least_one(self) -> AuthConfig:
         if (self.api_key is None and self.jwt is None and self.mtls is None and self.signature is None
-                and self.webhook_signature is None):
-            raise ValueError("name at least one method (api_key, jwt, mtls, signature, webhook_signature), or "
-                             "write `auth: none` for a public route")
+                and self.webhook_signature is None and self.introspection is None and self.jwt_assertion is None):
+            raise ValueError("name at least one method (api_key, jwt, mtls, signature, webhook_signature, "
+                             "introspection, jwt_assertion), or write `auth: none` for a public route")
         if self.require == "all" and (self.mtls is None or (self.api_key is None) == (self.jwt is None)):
             raise ValueError("`require: all` combines `mtls` with exactly one of api_key or jwt")
         return self
@@ -751,6 +835,18 @@ class AuthorizeConfig(_Model):
     scopes_all: list[str] = Field(default_factory=list, description="Every one of these scopes is needed.")
     scopes_any: list[str] = Field(default_factory=list, description="At least one of these scopes is needed.")
     roles_any: list[str] = Field(default_factory=list, description="At least one of these roles is needed.")
+    acr_values: list[str] = Field(
+        default_factory=list, description="Step-up: the token's `acr` must be one of these; otherwise 401 with "
+        "`WWW-Authenticate: Bearer error=\"insufficient_user_authentication\"` (RFC 9470).",
+    )
+    amr_any: list[str] = Field(
+        default_factory=list, description="Step-up: the token's `amr` list must hold one of these (e.g. mfa, otp, "
+        "hwk); otherwise 401 as for `acr_values`.",
+    )
+    max_auth_age: Duration | None = Field(
+        None, description="Step-up: the token's `auth_time` must be at most this old (a recent login); otherwise "
+        "401 as for `acr_values`, with `max_age` in the challenge.",
+    )
     rules: list[Rule] = Field(
         default_factory=list, description="Every rule must hold: `{param, claim}` (a path parameter equals a "
         "principal attribute) or `{name, when}` (a CEL expression; see README, Authorization rules).",
@@ -1211,8 +1307,9 @@ class RouteConfig(_Model):
                 if isinstance(rule, AttributeRule) and rule.param not in params:
                     raise ValueError(f"authorize rule names {rule.param!r}, which is not in the path template")
             a = self.authorize
-            if self.is_public and (a.scopes_all or a.scopes_any or a.roles_any or a.rules):
-                raise ValueError("a public route (auth: none) cannot require scopes, roles or rules")
+            if self.is_public and (a.scopes_all or a.scopes_any or a.roles_any or a.rules or a.acr_values
+                                   or a.amr_any or a.max_auth_age is not None):
+                raise ValueError("a public route (auth: none) cannot require scopes, roles, rules or acr/amr")
         return self
 
 
@@ -1222,6 +1319,23 @@ def _check_keeps(where: str, keeps: list[str], inherited: list[str]) -> None:
         if not any(pattern_covers(p, name) or pattern_covers(name, p) for p in inherited):
             raise ValueError(f"{where}: {name!r} is not removed or refused by the default list or the global "
                              "request section, so there is nothing to keep")
+
+
+def _check_oidc_methods(where: str, auth: AuthConfig, issuers: list[JwtIssuerConfig]) -> None:
+    """The issuers that `introspection` and `jwt_assertion` name exist (and introspect, for the former)."""
+    by_name = {i.name: i for i in issuers}
+    if auth.introspection is not None:
+        issuer = by_name.get(auth.introspection.issuer)
+        if issuer is None:
+            raise ValueError(f"{where}.auth.introspection.issuer: no issuer named {auth.introspection.issuer!r}")
+        if issuer.introspection is None:
+            raise ValueError(f"{where}.auth.introspection.issuer: {issuer.name!r} has no `introspection` section")
+    if auth.jwt_assertion is not None:
+        if not issuers:
+            raise ValueError(f"{where}.auth.jwt_assertion: no `jwt_issuers` are configured")
+        for name in auth.jwt_assertion.issuers:
+            if name not in by_name:
+                raise ValueError(f"{where}.auth.jwt_assertion.issuers: no issuer named {name!r}")
 
 
 class SharedStateConfig(_Model):
@@ -1379,6 +1493,7 @@ class GatewayConfig(_Model):
                     for name in route.auth.jwt.issuers:
                         if name not in issuers:
                             raise ValueError(f"{where}.auth.jwt.issuers: no issuer named {name!r}")
+                _check_oidc_methods(where, route.auth, self.jwt_issuers)
             for lim in route.rate_limits:
                 if lim.name in global_limits:
                     raise ValueError(f"{where}.rate_limits: {lim.name!r} is also a global limit name")
@@ -1390,6 +1505,7 @@ class GatewayConfig(_Model):
                 raise ValueError("egress.entry.auth.api_key: set the top-level `keys.pepper` to use API keys")
             if entry.auth.jwt is not None and not self.jwt_issuers:
                 raise ValueError("egress.entry.auth.jwt: no `jwt_issuers` are configured")
+            _check_oidc_methods("egress.entry", entry.auth, self.jwt_issuers)
             if entry.auth.mtls is not None:
                 self._check_mtls("egress.entry", entry.auth.mtls)
             if any(r.name == "egress" for r in self.routes):

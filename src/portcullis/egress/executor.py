@@ -56,8 +56,9 @@ from portcullis.egress.budgets import (
     CallContext,
     MemoryBudgetStore,
 )
+from portcullis.egress.oauth2 import ClientCredentials
 from portcullis.egress.pinning import BlockedDestination, GuardedResolver
-from portcullis.egress.policy import route_policy
+from portcullis.egress.policy import route_policy, token_endpoint_policy
 from portcullis.egress.response_guard import ResponseLimits, ResponseRefused, check_content_type, read_limited
 from portcullis.egress.retry import RetryBudget, RetryConfig, may_retry_request, retry_delay_s
 from portcullis.egress.ssrf import GuardPolicy, Resolver, SsrfGuard
@@ -137,6 +138,7 @@ class _Route:
     replaced: frozenset[bytes]  # folded names never taken from the caller: CALLER_ONLY_HEADERS, the route's
     rate_rule: LimitRule | None = None
     session: aiohttp.ClientSession | None = None
+    oauth2: ClientCredentials | None = None  # the provider token this route gets itself (client credentials)
 
 
 class EgressExecutor:
@@ -192,6 +194,13 @@ class EgressExecutor:
                             budget_min_per_s=rt.budget_min_per_s)
         parts = urlsplit(route.url)
         policy = route_policy(self._config, route)
+        oauth2 = None
+        if route.oauth2 is not None:
+            oauth2 = ClientCredentials(
+                route.name, route.oauth2, guard=self._guard, vault=self._vault, clock=self._clock, audit=self._audit,
+                policy=token_endpoint_policy(self._config, route, route.oauth2.token_url),
+            )
+        header_secrets = tuple(n for template in route.headers.values() for n in SECRET_REFERENCE.findall(template))
         return _Route(
             config=route,
             base=route.url.rstrip("/"),
@@ -208,7 +217,8 @@ class EgressExecutor:
             connector_policy=GuardedResolver(self._guard, policy, scheme=parts.scheme),
             host=parts.hostname or "",
             port=parts.port or (443 if parts.scheme == "https" else 80),
-            secrets=tuple(n for template in route.headers.values() for n in SECRET_REFERENCE.findall(template)),
+            secrets=header_secrets + ((oauth2.secret_name,) if oauth2 is not None else ()),
+            oauth2=oauth2,
             replaced=CALLER_ONLY_HEADERS | {fold_name(name.encode("latin-1")) for name in route.headers},
             rate_rule=LimitRule(name=f"egress:{route.name}", windows=tuple(route.rate_limits), burst=route.burst)
             if route.rate_limits else None,
@@ -237,6 +247,8 @@ class EgressExecutor:
 
     async def aclose(self) -> None:
         for route in self._routes.values():
+            if route.oauth2 is not None:
+                await route.oauth2.aclose()
             if route.session is not None:
                 await route.session.close()
                 route.session = None
@@ -313,7 +325,10 @@ class EgressExecutor:
             for secret_name in SECRET_REFERENCE.findall(template):
                 value = value.replace(f"{{secret:{secret_name}}}", await self._vault.reveal(secret_name))
             out.append((name, value))
-        if route.secrets and self._audit is not None:
+        if route.oauth2 is not None:
+            # The token request is its own security event (on renewal); the call names the secret only.
+            out.append(("Authorization", f"Bearer {await route.oauth2.token()}"))
+        if route.secrets and len(route.secrets) > (route.oauth2 is not None) and self._audit is not None:
             self._secrets_read(self._audit, route, request)
         return out
 
@@ -338,6 +353,7 @@ class EgressExecutor:
         safe = may_retry_request(method, {k.lower(): v for k, v in headers})
         route.retry_budget.request()
         attempt = 0
+        renewed = False
         while True:
             attempt += 1
             permit = route.breaker.acquire()  # CircuitOpen propagates: no call, no retry into it
@@ -359,6 +375,11 @@ class EgressExecutor:
             span.finish(status, error.code.value if error is not None else None)
             failed = is_failure(status, error=error is not None)
             route.breaker.record(permit, failed=failed, duration_s=self._clock.monotonic() - started)
+            if status == 401 and route.oauth2 is not None and not renewed:
+                # The provider refused our token (revoked, rotated): renew it once and send again.
+                renewed = True
+                headers = await self._renewed(route.oauth2, headers)
+                continue
             if not failed and answer is not None:
                 return self._result(route, url, answer, attempt, budget, cost, span)
             delay = self._retry_delay(route, answer, attempt, safe, deadline, error)
@@ -368,6 +389,13 @@ class EgressExecutor:
                 assert error is not None
                 raise error
             await self._sleep(delay)
+
+    @staticmethod
+    async def _renewed(oauth2: ClientCredentials, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        used = next((v for k, v in headers if k == "Authorization"), "")
+        oauth2.invalidate(used.removeprefix("Bearer "))
+        fresh = await oauth2.token()
+        return [(k, v) for k, v in headers if k != "Authorization"] + [("Authorization", f"Bearer {fresh}")]
 
     @staticmethod
     def _result(
@@ -415,7 +443,8 @@ class EgressExecutor:
             if not verdict.allowed:
                 raise EgressDenied(f"redirect_{verdict.reason}")
             if _origin(next_url) != _origin(url):
-                headers = [(k, v) for k, v in headers if k.lower() not in cfg.headers]
+                headers = [(k, v) for k, v in headers if k.lower() not in cfg.headers
+                           and not (route.oauth2 is not None and k.lower() == "authorization")]
             if status == 303 or (status in (301, 302) and method == "POST"):
                 method, body = "GET", None
             url = next_url

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from portcullis.config.egress import EgressConfig, EgressRouteConfig
 from portcullis.egress.ssrf import GuardPolicy
 
-__all__ = ["default_policy", "route_policy"]
+__all__ = ["default_policy", "route_policy", "token_endpoint_policy"]
 
 
 def default_policy(egress: EgressConfig | None) -> GuardPolicy:
@@ -26,5 +26,20 @@ def route_policy(egress: EgressConfig, route: EgressRouteConfig) -> GuardPolicy:
         global_hosts=tuple(egress.allow_hosts),
         allowed_networks=tuple(route.allow_networks),
         allow_http=route.allow_http,
+        allowed_ports=frozenset(ports),
+    )
+
+
+def token_endpoint_policy(egress: EgressConfig, route: EgressRouteConfig, token_url: str) -> GuardPolicy:
+    """A route's OAuth 2.0 token endpoint is a destination like any other: its own host and port only,
+    within the global list, through the route's network exceptions, plain http only if it allows it."""
+    parts = urlsplit(token_url)
+    host = (parts.hostname or "").lower().rstrip(".")
+    ports = {443, 80} if parts.port is None else {parts.port}
+    return GuardPolicy(
+        allowed_hosts=(host,),
+        global_hosts=tuple(egress.allow_hosts),
+        allowed_networks=tuple(route.allow_networks),
+        allow_http=route.oauth2 is not None and route.oauth2.allow_http,
         allowed_ports=frozenset(ports),
     )

@@ -101,6 +101,8 @@ REMOVED_BY_DEFAULT: dict[str, tuple[str, ...]] = {
         "x-forwarded-preferred-username", "x-forwarded-access-token",
         "x-remote-user", "remote-user", "x-user", "x-user-id", "x-auth-user", "x-authenticated-user",
         "x-webauth-user", "x-ms-client-principal*", "x-goog-authenticated-user-*", "x-amzn-oidc-*",
+        # WSO2 API Manager and meshes that pass the authenticated identity on as a signed JWT.
+        "x-jwt-assertion",
     ),
 }
 

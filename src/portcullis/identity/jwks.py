@@ -36,7 +36,7 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,14 +48,18 @@ from jwt.exceptions import PyJWTError
 
 from portcullis.clock import Clock
 from portcullis.errors import Unauthenticated
+from portcullis.identity.oidc_discovery import DiscoveryFailed
 
-__all__ = ["JwksCache", "PublicKey", "VerificationKey", "key_fits", "parse_jwk"]
+__all__ = ["JwksCache", "PublicKey", "UriSource", "VerificationKey", "key_fits", "parse_jwk"]
 
 log = logging.getLogger("portcullis.jwks")
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 _PRIVATE_KEYS = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
 SessionFactory = Callable[[], aiohttp.ClientSession]
+# Where the key set is, asked at each fetch: a discovery issuer's ``jwks_uri`` can change with its
+# metadata (``identity/oidc_discovery.py``). Raises ``DiscoveryFailed``, taken as a failed fetch.
+UriSource = Callable[[], Awaitable[str]]
 
 # RFC 7518 section 3.4: each ES* algorithm is bound to one curve.
 _EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
@@ -134,7 +138,7 @@ class JwksCache:
 
     def __init__(
         self,
-        uri: str | None,
+        uri: str | UriSource | None,
         *,
         clock: Clock,
         session_factory: SessionFactory | None = None,
@@ -149,6 +153,7 @@ class JwksCache:
         if uri is not None and session_factory is None:
             raise ValueError("a jwks uri needs a session_factory")
         self._uri = uri
+        self._label = uri if isinstance(uri, str) or uri is None else "(from discovery)"
         self._clock = clock
         self._session_factory = session_factory
         self._timeout_s = timeout_s
@@ -234,7 +239,7 @@ class JwksCache:
         if self._remote and self._fetched_at is not None:
             age = self._clock.monotonic() - self._fetched_at
             if age >= self._ttl_s + self._max_stale_s:
-                log.warning("JWKS %s: dropping keys %.0fs after the last good fetch", self._uri, age)
+                log.warning("JWKS %s: dropping keys %.0fs after the last good fetch", self._label, age)
                 self._remote = ()
                 self._notify()
         return self._remote
@@ -271,7 +276,7 @@ class JwksCache:
             keys = await self._fetch()
         except _FetchFailed as exc:
             self._failed_at = self._clock.monotonic()
-            log.warning("JWKS %s: fetch failed (%s); serving the last good keys", self._uri, exc)
+            log.warning("JWKS %s: fetch failed (%s); serving the last good keys", self._label, exc)
             return
         finally:
             self._inflight = None
@@ -284,11 +289,18 @@ class JwksCache:
     async def _fetch(self) -> tuple[VerificationKey, ...]:
         if self._uri is None or self._session_factory is None:
             raise _FetchFailed("no uri")
+        if isinstance(self._uri, str):
+            uri = self._uri
+        else:
+            try:
+                uri = await self._uri()
+            except DiscoveryFailed as exc:
+                raise _FetchFailed(f"discovery: {exc}") from exc
         try:
             async with asyncio.timeout(self._timeout_s):
                 session = self._session_factory()
                 async with session.get(
-                    self._uri, allow_redirects=False, headers={"Accept": "application/json"}
+                    uri, allow_redirects=False, headers={"Accept": "application/json"}
                 ) as resp:
                     if resp.status != 200:
                         raise _FetchFailed(f"status {resp.status}")

@@ -45,7 +45,6 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import aiohttp
@@ -54,17 +53,15 @@ import jwt
 from portcullis.clock import Clock
 from portcullis.config.model import HMAC_ALGORITHMS, JwtIssuerConfig
 from portcullis.errors import ConfigError, Unauthenticated
-from portcullis.identity.jwks import JwksCache, PublicKey
+from portcullis.identity.claims import ClaimNames, check_times, principal_from_claims
+from portcullis.identity.jwks import JwksCache, PublicKey, UriSource
+from portcullis.identity.oidc_discovery import DiscoveryCache
 from portcullis.identity.principal import Principal
 
 __all__ = ["JwtVerifier"]
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]*$")
-# Claims that become upstream header values (X-Consumer-Id, -Scopes, -Roles): no control characters,
-# so a token cannot smuggle a CR/LF into the forwarded request, and a bounded length.
-_HEADER_SAFE = re.compile(r"^[^\x00-\x1f\x7f]{1,256}\Z")
 _ACCEPTED_TYP = frozenset({"jwt", "application/jwt", "at+jwt", "application/at+jwt"})  # RFC 9068 section 2.1
-_LATEST_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z; larger values are nonsense, not "never"
 
 # Most specific first: InvalidSignatureError is a DecodeError, and every one is an InvalidTokenError.
 _PYJWT_REASONS: tuple[tuple[type[Exception], str], ...] = (
@@ -101,9 +98,7 @@ class _Issuer:
     require: tuple[str, ...]
     leeway_s: float
     max_token_bytes: int
-    consumer_claim: str
-    scopes_claim: str
-    roles_claim: str
+    claim_names: ClaimNames
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +160,7 @@ class JwtVerifier:
         self._clock = clock
         self._cache = _TokenCache(cache_size)
         self._session: aiohttp.ClientSession | None = None
+        self._discovery: dict[str, DiscoveryCache] = {}  # by issuer name, for `discovery: true` issuers
         self._by_iss: dict[str, list[_Issuer]] = {}
         for index, cfg in enumerate(issuers):
             issuer = self._build_issuer(cfg, f"jwt_issuers[{index}]")
@@ -179,17 +175,25 @@ class JwtVerifier:
             if alg in HMAC_ALGORITHMS and secret is not None and len(secret) < int(alg[2:]) // 8:
                 raise ConfigError(f"{alg} needs a secret of at least {int(alg[2:]) // 8} bytes", path=f"{path}.secret")
         jwks = None
-        if cfg.jwks_uri or cfg.keys:
+        uri: str | UriSource | None = cfg.jwks_uri
+        if cfg.discovery:
+            discovery = self._discovery[cfg.name] = DiscoveryCache(
+                cfg.issuer, clock=self._clock, session_factory=self.http_session, allow_http=cfg.allow_http_jwks,
+                hosts=frozenset(cfg.discovery_hosts), timeout_s=cfg.jwks_timeout, ttl_s=cfg.jwks_cache_ttl,
+                min_refresh_interval_s=cfg.jwks_min_refresh_interval,
+            )
+            uri = discovery.jwks_uri
+        if uri is not None or cfg.keys:
             jwks = JwksCache(
-                cfg.jwks_uri, clock=self._clock, session_factory=self._http, timeout_s=cfg.jwks_timeout,
+                uri, clock=self._clock, session_factory=self.http_session, timeout_s=cfg.jwks_timeout,
                 ttl_s=cfg.jwks_cache_ttl, min_refresh_interval_s=cfg.jwks_min_refresh_interval,
                 inline_keys=cfg.keys, on_change=self._cache.clear,
             )
         return _Issuer(
             name=cfg.name, iss=cfg.issuer, algorithms=frozenset(cfg.algorithms), audiences=tuple(cfg.audiences),
             secret=secret, jwks=jwks, require=tuple(dict.fromkeys([*cfg.required_claims, "iss", "aud"])),
-            leeway_s=cfg.leeway, max_token_bytes=cfg.max_token_bytes, consumer_claim=cfg.consumer_claim,
-            scopes_claim=cfg.scopes_claim, roles_claim=cfg.roles_claim,
+            leeway_s=cfg.leeway, max_token_bytes=cfg.max_token_bytes,
+            claim_names=ClaimNames(cfg.consumer_claim, cfg.scopes_claim, cfg.roles_claim),
         )
 
     @property
@@ -235,8 +239,14 @@ class JwtVerifier:
             return hit.principal
         return None
 
+    def discovery(self, issuer_name: str) -> DiscoveryCache | None:
+        """The discovery cache of a ``discovery: true`` issuer (shared with its introspection client)."""
+        return self._discovery.get(issuer_name)
+
     async def aclose(self) -> None:
-        """Stop JWKS fetches and close the HTTP session."""
+        """Stop JWKS and discovery fetches and close the HTTP session."""
+        for discovery in self._discovery.values():
+            await discovery.aclose()
         for group in self._by_iss.values():
             for issuer in group:
                 if issuer.jwks is not None:
@@ -245,10 +255,11 @@ class JwtVerifier:
             await self._session.close()
         self._cache.clear()
 
-    def _http(self) -> aiohttp.ClientSession:
+    def http_session(self) -> aiohttp.ClientSession:
+        """The one session for this verifier's provider calls (JWKS, discovery, introspection)."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                trust_env=False, headers={"User-Agent": "portcullis-jwks"},
+                trust_env=False, headers={"User-Agent": "portcullis-oidc"},
                 connector=aiohttp.TCPConnector(limit=16),
             )
         return self._session
@@ -290,8 +301,8 @@ class JwtVerifier:
                     "enforce_minimum_key_length": True,
                 },
             )
-        exp = _check_times(claims, self._clock.wall(), issuer.leeway_s)
-        return _principal(claims, issuer), exp
+        exp = check_times(claims, self._clock.wall(), issuer.leeway_s)
+        return principal_from_claims(claims, issuer.claim_names, method="jwt", issuer=issuer.name), exp
 
 
 def _split(token: str) -> _Unverified:
@@ -345,58 +356,3 @@ def _json_object(segment: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Unauthenticated("malformed_token")
     return value
-
-
-def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Unauthenticated("malformed_token")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise Unauthenticated("malformed_token")
-    if abs(value) > _LATEST_NUMERIC_DATE:
-        raise Unauthenticated("malformed_token")
-    return float(value)
-
-
-def _check_times(claims: dict[str, Any], now: float, leeway_s: float) -> float | None:
-    """exp / nbf / iat against the injected clock, with PyJWT's comparison semantics."""
-    exp, nbf, iat = (_numeric_date(claims, n) for n in ("exp", "nbf", "iat"))
-    if exp is not None and exp <= now - leeway_s:
-        raise Unauthenticated("expired")
-    if nbf is not None and nbf > now + leeway_s:
-        raise Unauthenticated("not_yet_valid")
-    if iat is not None and iat > now + leeway_s:
-        raise Unauthenticated("issued_in_future")
-    return exp
-
-
-def _string_set(value: Any) -> frozenset[str]:
-    """A space-separated string or a list of strings (RFC 8693 section 4.2 ``scope``, Azure ``scp``)."""
-    if value is None:
-        return frozenset()
-    if isinstance(value, str):
-        items = value.split()
-    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-        items = value
-    else:
-        raise Unauthenticated("malformed_token")
-    if not all(_HEADER_SAFE.match(v) for v in items):
-        raise Unauthenticated("malformed_token")
-    return frozenset(items)
-
-
-def _principal(claims: dict[str, Any], issuer: _Issuer) -> Principal:
-    consumer = claims.get(issuer.consumer_claim)
-    if not isinstance(consumer, str) or not consumer:
-        raise Unauthenticated("missing_claim")
-    if not _HEADER_SAFE.match(consumer):
-        raise Unauthenticated("malformed_token")
-    scopes = claims.get(issuer.scopes_claim)
-    if scopes is None:
-        scopes = claims.get("scp")
-    return Principal(
-        consumer_id=consumer, method="jwt", scopes=_string_set(scopes),
-        roles=_string_set(claims.get(issuer.roles_claim)), claims=MappingProxyType(claims), issuer=issuer.name,
-    )

@@ -11,7 +11,7 @@ import logging
 import os
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,10 +25,13 @@ from portcullis.audit.setup import audit_chainer
 from portcullis.audit.siem import open_siem_sinks
 from portcullis.audit.writer import AuditWriter
 from portcullis.clock import Clock, SystemClock
+from portcullis.config.egress import SECRET_REFERENCE
 from portcullis.config.model import (
     AuthConfig,
     EgressEntryConfig,
     GatewayConfig,
+    IntrospectionConfig,
+    JwtIssuerConfig,
     RequestConfig,
     RouteConfig,
     SharedStateConfig,
@@ -42,7 +45,9 @@ from portcullis.errors import ConfigError, StoreUnavailable
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.identity.api_keys import ApiKeyVerifier
+from portcullis.identity.claims import ClaimNames
 from portcullis.identity.client_certs import CertMapper
+from portcullis.identity.introspection import IntrospectionSettings, TokenIntrospector
 from portcullis.identity.jwt_tokens import JwtVerifier
 from portcullis.identity.signatures import SignatureVerifier
 from portcullis.identity.signing_keys import SigningKeyring
@@ -63,10 +68,11 @@ from portcullis.policies.stage1_shield.blocks import AddressBlockPolicy
 from portcullis.policies.stage1_shield.cors import CorsPolicy
 from portcullis.policies.stage1_shield.ip_rules import IpShieldPolicy
 from portcullis.policies.stage2_authenticate.blocks import CallerBlockPolicy
-from portcullis.policies.stage2_authenticate.credentials import AuthenticationPolicy
+from portcullis.policies.stage2_authenticate.credentials import AuthenticationPolicy, JwtAssertion
 from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, failed_auth_rule
 from portcullis.policies.stage2_authenticate.mtls import MtlsPolicy, XfccTrust
 from portcullis.policies.stage3_authorize.scopes import AuthorizePolicy, CelRule, RuleInputs, compile_rules
+from portcullis.policies.stage3_authorize.step_up import StepUpPolicy
 from portcullis.policies.stage4_limit.rate_limit import RateLimitPolicy
 from portcullis.policies.stage5_validate.body import BodyPolicy
 from portcullis.policies.stage5_validate.body_rules import BodyRulesPolicy
@@ -92,6 +98,7 @@ class Verifiers:
     keys: ApiKeyVerifier | None
     jwt: JwtVerifier | None
     failed_auth: FailedAuthShield | None = None  # shared by every route; None in `portcullis check`
+    introspectors: Mapping[str, TokenIntrospector] = field(default_factory=dict)  # by issuer name
     signatures: SignatureVerifier | None = None  # routes with auth.signature; None in `portcullis check`
     webhooks: WebhookVerifier | None = None  # routes with auth.webhook_signature; None in `portcullis check`
 
@@ -234,22 +241,31 @@ def plan_chain(
         policies.append(CorsPolicy(route.cors))
     if isinstance(route.auth, AuthConfig):
         jwt_cfg = route.auth.jwt
+        assertion_cfg = route.auth.jwt_assertion
+        introspection_cfg = route.auth.introspection
         failed_auth = verifiers.failed_auth or FailedAuthShield(
             failed_auth_rule(config.shield.failed_auth_rate), limiter, SystemClock()
         )
         bearer: AuthenticationPolicy | None = None
         a = route.auth
-        if a.api_key is not None or jwt_cfg is not None or a.signature is not None or a.webhook_signature is not None:
+        if (a.api_key is not None or jwt_cfg is not None or a.signature is not None or a.webhook_signature is not None
+                or introspection_cfg is not None or assertion_cfg is not None):
             bearer = AuthenticationPolicy(
                 api_key=a.api_key,
                 key_verifier=verifiers.keys if a.api_key else None,
-                jwt_verifier=verifiers.jwt if jwt_cfg else None,
+                jwt_verifier=verifiers.jwt if jwt_cfg or assertion_cfg else None,
                 accept_jwt=jwt_cfg is not None,
                 jwt_issuers=frozenset(jwt_cfg.issuers) if jwt_cfg and jwt_cfg.issuers else None,
                 shield=config.shield, limiter=limiter, metrics=metrics, failed_auth=failed_auth,
                 signature=a.signature, signature_verifier=verifiers.signatures if a.signature else None,
                 webhook=a.webhook_signature, route=route.name,
                 webhook_verifier=verifiers.webhooks if a.webhook_signature else None,
+                introspector=verifiers.introspectors.get(introspection_cfg.issuer) if introspection_cfg else None,
+                accept_introspection=introspection_cfg is not None,
+                jwt_assertion=JwtAssertion(
+                    header=assertion_cfg.header.encode(), issuers=frozenset(assertion_cfg.issuers) or None,
+                    trusted_peers=ClientAddressResolver(assertion_cfg.trusted_peers or config.trusted_proxies),
+                ) if assertion_cfg else None,
             )
         mtls = a.mtls
         if mtls is not None:
@@ -265,6 +281,9 @@ def plan_chain(
             inputs = RuleInputs(route.authorize.headers, route.authorize.query, clock)
             rules, body_rules = compile_rules(route.authorize)
             policies.append(AuthorizePolicy(route.authorize, rules, inputs))
+            step_up = StepUpPolicy(route.authorize, clock)
+            if step_up.active:
+                policies.append(step_up)
     limits = [*config.rate_limits, *route.rate_limits]
     if route.is_public:
         limits = [lim for lim in limits if lim.key != "consumer"]
@@ -288,6 +307,10 @@ def _build_verifiers(config: GatewayConfig, services: Services) -> Verifiers:
         )
     jwt = JwtVerifier(config.jwt_issuers, clock=services.clock) if config.jwt_issuers else None
     failed_auth = FailedAuthShield(failed_auth_rule(config.shield.failed_auth_rate), services.limiter, services.clock)
+    introspectors = {
+        issuer.name: _introspector(issuer, issuer.introspection, jwt, services)
+        for issuer in config.jwt_issuers if issuer.introspection is not None and jwt is not None
+    }
     if services.nonces is None:  # kept on the services: a reload must not forget the nonces spent
         services.nonces = services.shared.nonces if services.shared is not None else MemoryNonceStore(services.clock)
     keyring = SigningKeyring(services.store, services.vault, clock=services.clock,
@@ -295,7 +318,31 @@ def _build_verifiers(config: GatewayConfig, services: Services) -> Verifiers:
     signatures = SignatureVerifier(keyring, services.nonces, clock=services.clock)
     webhooks = WebhookVerifier(services.vault, services.nonces, clock=services.clock,
                                cache_ttl_s=config.signing_keys.cache_ttl)
-    return Verifiers(keys=keys, jwt=jwt, failed_auth=failed_auth, signatures=signatures, webhooks=webhooks)
+    return Verifiers(keys=keys, jwt=jwt, failed_auth=failed_auth, signatures=signatures, webhooks=webhooks,
+                     introspectors=introspectors)
+
+
+def _introspector(
+    issuer: JwtIssuerConfig, cfg: IntrospectionConfig, jwt: JwtVerifier, services: Services
+) -> TokenIntrospector:
+    """An issuer's introspection client, on the verifier's HTTP session and discovery document; a
+    ``{secret:name}`` client secret is read from the vault at each call (rotation needs no reload)."""
+    secret = cfg.client_secret.get_secret_value()
+    reference = SECRET_REFERENCE.fullmatch(secret)
+
+    async def client_secret() -> str:
+        return await services.vault.reveal(reference.group(1)) if reference is not None else secret
+
+    settings = IntrospectionSettings(
+        issuer_name=issuer.name, issuer=issuer.issuer, endpoint=cfg.endpoint, client_id=cfg.client_id,
+        audiences=tuple(issuer.audiences), required_claims=tuple(issuer.required_claims),
+        claim_names=ClaimNames(issuer.consumer_claim, issuer.scopes_claim, issuer.roles_claim),
+        leeway_s=issuer.leeway, timeout_s=cfg.timeout, cache_ttl_s=cfg.cache_ttl,
+        negative_cache_ttl_s=cfg.negative_cache_ttl, cache_size=cfg.cache_size,
+        max_response_bytes=cfg.max_response_bytes,
+    )
+    return TokenIntrospector(settings, clock=services.clock, session_factory=jwt.http_session,
+                             client_secret=client_secret, discovery=jwt.discovery(issuer.name))
 
 
 def build_runtime(config: GatewayConfig, services: Services) -> Runtime:

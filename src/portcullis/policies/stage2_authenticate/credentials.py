@@ -15,6 +15,16 @@ Key store outages: a key the verifier may serve stale (see ``identity/api_keys.p
 with the decision ``allowed:key_served_stale`` and counted in ``portcullis_keys_served_stale_total``;
 any other key answers 503 ``service.unavailable``, never 401, and never fails open.
 
+Opaque bearer tokens (on a route with ``introspection``) are asked about at the issuer
+(``identity/introspection.py``) through the same shield: an unknown token reserves a failure before
+the network call, so a flood of random tokens costs at most the failed-auth budget in calls. A
+provider that does not answer usably is a 503 (``auth_failed:idp_unavailable``), never a pass.
+
+An identity asserted by a trusted mesh or proxy (``jwt_assertion``) is a JWT in a configured header,
+believed only when the *socket peer* is trusted (``trusted_peers``, else ``trusted_proxies``); from
+any other peer the header is ignored, and it is removed before forwarding in every case, so a
+backend never sees a client's own copy.
+
 Signed requests (``auth.signature``, RFC 9421): a request with ``Signature-Input`` or ``Signature``
 is a signature credential, verified by ``identity/signatures.py`` over the whole body (a signed route
 is always buffered, so the body is complete here, before anything reaches the upstream). It goes
@@ -32,14 +42,18 @@ commonly read its claims.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
 from portcullis.config.model import ApiKeyAuthConfig, ShieldConfig, SignatureAuthConfig, WebhookSignatureAuthConfig
-from portcullis.errors import ErrorCode, StoreUnavailable, Unauthenticated
+from portcullis.errors import ErrorCode, IdentityProviderUnavailable, StoreUnavailable, Unauthenticated
+from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.http.context import RequestContext
 from portcullis.http.headers import get_all
 from portcullis.identity.api_keys import ApiKeyVerifier
+from portcullis.identity.introspection import TokenIntrospector
 from portcullis.identity.jwt_tokens import JwtVerifier
 from portcullis.identity.principal import Principal
 from portcullis.identity.signatures import SignatureRules, SignatureVerifier
@@ -52,9 +66,23 @@ from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAut
 from portcullis.policies.stage5_validate.body import carries_body
 from portcullis.signing.message import RequestFacts
 
-__all__ = ["AuthenticationPolicy"]
+__all__ = ["AuthenticationPolicy", "JwtAssertion"]
 
 _API_KEY_PREFIX = "pcl_"
+
+
+@dataclass(frozen=True, slots=True)
+class JwtAssertion:
+    """Where a trusted peer asserts the caller's identity, whose keys verify it, and which peers are trusted."""
+
+    header: bytes
+    issuers: frozenset[str] | None
+    trusted_peers: ClientAddressResolver
+
+
+def _looks_like_jwt(token: str) -> bool:
+    """Three dot-separated segments, the first a JSON object in base64url (``eyJ`` is ``{"``)."""
+    return token.count(".") == 2 and token.startswith("eyJ")
 
 
 class AuthenticationPolicy(PolicyBase):
@@ -79,8 +107,15 @@ class AuthenticationPolicy(PolicyBase):
         webhook: WebhookSignatureAuthConfig | None = None,
         webhook_verifier: WebhookVerifier | None = None,
         route: str = "",
+        introspector: TokenIntrospector | None = None,
+        accept_introspection: bool = False,
+        jwt_assertion: JwtAssertion | None = None,
     ) -> None:
+        """``accept_jwt`` / ``accept_introspection`` say what the route accepts even where no verifier
+        is built (``portcullis check`` plans chains without network clients)."""
         self._api_key = api_key
+        self._introspector = introspector
+        self._assertion = jwt_assertion
         self._key_headers: tuple[bytes, ...] = tuple(h.encode() for h in api_key.headers) if api_key else ()
         self._key_verifier = key_verifier
         self._jwt_verifier = jwt_verifier
@@ -100,6 +135,8 @@ class AuthenticationPolicy(PolicyBase):
         self._webhook_rules = None if webhook is None else WebhookRules(
             route=route, consumer=webhook.consumer, secrets=tuple(webhook.secrets), tolerance_s=webhook.tolerance)
         methods = [m for m, on in (("api_key", api_key is not None), ("jwt", accept_jwt),
+                                   ("introspection", accept_introspection),
+                                   ("jwt_assertion", jwt_assertion is not None),
                                    ("signature", signature is not None), ("webhook_signature", webhook is not None))
                    if on]
         self.name = "auth." + "|".join(methods)
@@ -110,7 +147,7 @@ class AuthenticationPolicy(PolicyBase):
         challenges = []
         if api_key is not None:
             challenges.append(f'ApiKey realm="portcullis", header="{api_key.headers[0]}"')
-        if accept_jwt:
+        if accept_jwt or accept_introspection:
             challenges.append('Bearer realm="portcullis"')
         accept: tuple[tuple[bytes, bytes], ...] = ()
         if signature is not None:
@@ -172,6 +209,9 @@ class AuthenticationPolicy(PolicyBase):
             return None
         if isinstance(outcome, Limited):
             return self._too_many(ctx, "shield.failed_auth", outcome.retry_after_s)
+        if isinstance(outcome, IdentityProviderUnavailable):
+            # The provider cannot tell us whether the token is active: 503, never a guess either way.
+            return Reject(ErrorCode.SERVICE_UNAVAILABLE, "auth_failed:idp_unavailable")
         if isinstance(outcome, StoreUnavailable):
             # Auth never fails open: the store is down, so no one gets in (503, not 401).
             return Reject(ErrorCode.SERVICE_UNAVAILABLE, "auth_failed:store_unavailable")
@@ -199,8 +239,12 @@ class AuthenticationPolicy(PolicyBase):
                         ctx.strip_request_headers.add(b"authorization")
                     else:
                         raise Unauthenticated("method_not_allowed")
-                elif self._accept_jwt:
+                elif self._accept_jwt and (self._introspector is None or _looks_like_jwt(token)):
                     found.append(("jwt", token))
+                elif self._introspector is not None:
+                    found.append(("opaque", token))
+        if self._assertion is not None:
+            found.extend(self._take_assertion(ctx, self._assertion))
         if self._signature_rules is not None and (
             get_all(ctx.headers, b"signature-input") or get_all(ctx.headers, b"signature")
         ):
@@ -226,10 +270,23 @@ class AuthenticationPolicy(PolicyBase):
             scheme, _, token = value.decode("latin-1").strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return True
+        if self._assertion is not None and get_all(ctx.headers, self._assertion.header) \
+                and self._assertion.trusted_peers.is_trusted(ctx.peer):
+            return True
         if self._api_key is not None and self._api_key.allow_query_credentials and ctx.query:
             param = self._api_key.query_param
             return any(k == param for k, _ in parse_qsl(ctx.query.decode("latin-1"), keep_blank_values=True))
         return False
+
+    @staticmethod
+    def _take_assertion(ctx: RequestContext, assertion: JwtAssertion) -> Sequence[tuple[str, str]]:
+        values = get_all(ctx.headers, assertion.header)
+        ctx.strip_request_headers.add(assertion.header)  # the backend never sees a client's own copy
+        if not values or not assertion.trusted_peers.is_trusted(ctx.peer):
+            return ()  # from an untrusted peer the header is nobody's word: ignored
+        if len(values) > 1:
+            raise Unauthenticated("duplicate_assertion_header")
+        return [("assertion", values[0].decode("latin-1").strip())]
 
     @staticmethod
     def _take_query_key(ctx: RequestContext, param: str) -> Sequence[tuple[str, str]]:
@@ -263,6 +320,13 @@ class AuthenticationPolicy(PolicyBase):
             if self._key_verifier is None:
                 raise Unauthenticated("method_not_allowed")
             return self._key_verifier.verify_cached(credential)
+        if kind == "opaque":
+            if self._introspector is None:
+                raise Unauthenticated("method_not_allowed")
+            return self._introspector.verify_cached(credential)
+        if kind == "assertion":
+            cached = self._assertion_verifier().verify_cached(credential, allowed_issuers=self._assertion_issuers())
+            return self._asserted(cached) if cached is not None else None
         if self._jwt_verifier is None:
             raise Unauthenticated("method_not_allowed")
         return self._jwt_verifier.verify_cached(credential, allowed_issuers=self._jwt_issuers)
@@ -272,9 +336,29 @@ class AuthenticationPolicy(PolicyBase):
             if self._key_verifier is None:
                 raise Unauthenticated("method_not_allowed")
             return await self._key_verifier.verify(credential)
+        if kind == "opaque":
+            if self._introspector is None:
+                raise Unauthenticated("method_not_allowed")
+            return await self._introspector.verify(credential)
+        if kind == "assertion":
+            verifier = self._assertion_verifier()
+            return self._asserted(await verifier.verify(credential, allowed_issuers=self._assertion_issuers()))
         if self._jwt_verifier is None:
             raise Unauthenticated("method_not_allowed")
         return await self._jwt_verifier.verify(credential, allowed_issuers=self._jwt_issuers)
+
+    def _assertion_verifier(self) -> JwtVerifier:
+        if self._jwt_verifier is None or self._assertion is None:
+            raise Unauthenticated("method_not_allowed")
+        return self._jwt_verifier
+
+    def _assertion_issuers(self) -> frozenset[str] | None:
+        return self._assertion.issuers if self._assertion is not None else frozenset()
+
+    @staticmethod
+    def _asserted(principal: Principal) -> Principal:
+        """The same identity, marked as asserted by a peer (audit and rules can tell it apart)."""
+        return dataclasses.replace(principal, method="jwt_assertion")
 
     def _failed(self, reason: str) -> Reject:
         self._metrics.auth_failures.labels(reason.partition(":")[0]).inc()  # the label set stays bounded
