@@ -40,6 +40,7 @@ RULE_LIST: list[dict[str, object]] = [
 ]
 ALERT_EXPRESSIONS = "\n".join(str(rule["expr"]) for rule in RULE_LIST)
 RUNBOOK_TEXT = {path.name: path.read_text() for path in RUNBOOK_FILES}
+OPERATIONS_TEXT = (ROOT / "docs" / "operations.md").read_text()
 
 
 def rules() -> list[dict[str, object]]:
@@ -92,6 +93,13 @@ async def test_runbooks_name_only_exported_metrics_and_labels(runbook: str, metr
     text = RUNBOOK_TEXT[runbook]
     assert unknown_metrics(text, metrics) == set()
     assert unknown_labels(text, metrics) == []
+
+
+async def test_the_operations_guide_names_only_exported_metrics_and_every_alert(metrics: ExportedMetrics) -> None:
+    assert metric_names_in(OPERATIONS_TEXT)
+    assert unknown_metrics(OPERATIONS_TEXT, metrics) == set()
+    for rule in rules():
+        assert f"`{rule['alert']}`" in OPERATIONS_TEXT, rule["alert"]
 
 
 def commands_in(markdown: str) -> list[list[str]]:
