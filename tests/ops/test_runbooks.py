@@ -97,7 +97,8 @@ async def test_runbooks_name_only_exported_metrics_and_labels(runbook: str, metr
 
 async def test_the_operations_guide_names_only_exported_metrics_and_every_alert(metrics: ExportedMetrics) -> None:
     assert metric_names_in(OPERATIONS_TEXT)
-    assert unknown_metrics(OPERATIONS_TEXT, metrics) == set()
+    # The guide names a histogram by its family (`…_seconds`), the scrape by its samples (`…_bucket`).
+    assert {name for name in unknown_metrics(OPERATIONS_TEXT, metrics) if f"{name}_bucket" not in metrics.names} == set()
     for rule in rules():
         assert f"`{rule['alert']}`" in OPERATIONS_TEXT, rule["alert"]
 
