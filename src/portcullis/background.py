@@ -9,16 +9,20 @@ connection, a last snapshot) is cut off half way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 __all__ = ["stop_task"]
 
 
 async def stop_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel ``task`` (if any) and wait for it to finish."""
-    if task is None:
+    """Cancel ``task`` (if any) and wait for it to finish. Its cancellation is swallowed; the
+    caller's own (someone cancelling the task that is stopping this one) is passed on."""
+    if task is None or task.done():
         return
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise

@@ -23,16 +23,18 @@ from rich.text import Text
 from portcullis.audit.security_event import security_event
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
-from portcullis.config.model import GatewayConfig, StoreConfig
+from portcullis.config.model import GatewayConfig, SharedStateConfig, StoreConfig
 from portcullis.config.types import parse_duration
 from portcullis.errors import ConfigError, ConfigFileError, StoreUnavailable
 from portcullis.ids import random_hex
 from portcullis.stores.base import AuditBatch, Store
 from portcullis.stores.opening import open_store
+from portcullis.stores.redis_events import REVOKE_EVENT
+from portcullis.stores.shared_state import broadcast_once
 
 __all__ = [
     "ConfigOption", "JsonOption", "config_error_text", "duration_option", "fail", "load_or_fail", "record_cli_event",
-    "show_once", "store_label", "when", "with_store",
+    "show_once", "store_label", "tell_revoked", "when", "with_store",
 ]
 
 _T = TypeVar("_T")
@@ -132,6 +134,19 @@ def show_once(done: str, secret: str, what: str = "key") -> None:
     console.print(Text(done, style="green"))
     console.print(secret, markup=False, soft_wrap=True)
     console.print(Text(f"This {what} is shown once and cannot be recovered. Store it now.", style="yellow"))
+
+
+def tell_revoked(shared: SharedStateConfig | None, key_id: str, cache_option: str) -> None:
+    """After a revocation written to the store: tell running gateways through Redis so they drop the
+    key now; if that fails, say that they refuse it once their cache (``cache_option``) expires."""
+    if shared is None:
+        return
+    told = asyncio.run(broadcast_once(shared.url, key_prefix=shared.key_prefix, timeout_s=shared.timeout,
+                                      kind=REVOKE_EVENT, key_id=key_id))
+    if not told:
+        Console(stderr=True, highlight=False).print(Text(
+            "Could not tell running gateways through Redis; they refuse the key once their cache "
+            f"expires ({cache_option}).", style="yellow"))
 
 
 def when(ts: float | None) -> str:

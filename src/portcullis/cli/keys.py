@@ -17,7 +17,6 @@ config. Errors are one red line on stderr, never a traceback, and never echo the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -38,6 +37,7 @@ from portcullis.cli.common import (
     load_or_fail,
     record_cli_event,
     show_once,
+    tell_revoked,
     when,
     with_store,
 )
@@ -46,8 +46,6 @@ from portcullis.clock import SystemClock
 from portcullis.config.model import SharedStateConfig, StoreConfig
 from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, IssuedKey, create_key
 from portcullis.stores.base import ApiKeyRecord, Store
-from portcullis.stores.redis_events import REVOKE_EVENT
-from portcullis.stores.shared_state import broadcast_once
 
 __all__ = ["app"]
 
@@ -167,14 +165,7 @@ def revoke(
     if not _with_store(settings, work):
         raise fail(f"no key with id {key_id!r}", code=1)
     Console(highlight=False).print(Text(f"Revoked {key_id}.", style="green"))
-    shared = settings.shared_state
-    if shared is not None:
-        told = asyncio.run(broadcast_once(shared.url, key_prefix=shared.key_prefix, timeout_s=shared.timeout,
-                                          kind=REVOKE_EVENT, key_id=key_id))
-        if not told:
-            Console(stderr=True, highlight=False).print(Text(
-                "Could not tell running gateways through Redis; they refuse the key once their cache "
-                "expires (keys.cache_ttl).", style="yellow"))
+    tell_revoked(settings.shared_state, key_id, "keys.cache_ttl")
 
 
 @app.command()

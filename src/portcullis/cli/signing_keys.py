@@ -15,7 +15,6 @@ unavailable), 2 bad input or config.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from pathlib import Path
@@ -33,6 +32,7 @@ from portcullis.cli.common import (
     load_or_fail,
     record_cli_event,
     show_once,
+    tell_revoked,
     when,
 )
 from portcullis.cli.common import with_store as run_with_store
@@ -43,8 +43,6 @@ from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN
 from portcullis.identity.signing_keys import IssuedSigningKey, SigningKeyring, create_signing_key
 from portcullis.signing import Algorithm
 from portcullis.stores.base import SigningKeyRecord, Store
-from portcullis.stores.redis_events import REVOKE_EVENT
-from portcullis.stores.shared_state import broadcast_once
 from portcullis.vault import MasterKeys, Vault
 
 __all__ = ["app"]
@@ -166,11 +164,4 @@ def revoke(
     if not run_with_store(cfg.store, work):
         raise fail(f"no signing key with id {key_id!r}, or it is revoked already", code=1)
     Console(highlight=False).print(Text(f"Revoked {key_id}.", style="green"))
-    shared = cfg.shared_state
-    if shared is not None:
-        told = asyncio.run(broadcast_once(shared.url, key_prefix=shared.key_prefix, timeout_s=shared.timeout,
-                                          kind=REVOKE_EVENT, key_id=key_id))
-        if not told:
-            Console(stderr=True, highlight=False).print(Text(
-                "Could not tell running gateways through Redis; they refuse the key once their cache "
-                "expires (signing_keys.cache_ttl).", style="yellow"))
+    tell_revoked(cfg.shared_state, key_id, "signing_keys.cache_ttl")

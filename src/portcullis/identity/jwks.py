@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
+from portcullis.background import stop_task
 from portcullis.clock import Clock
 from portcullis.errors import Unauthenticated
 from portcullis.identity.oidc_discovery import DiscoveryFailed
@@ -197,15 +198,7 @@ class JwksCache:
     async def aclose(self) -> None:
         """Stop fetching and cancel a fetch in flight. The session is closed by its owner."""
         self._closed = True
-        task = self._inflight
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+        await stop_task(self._inflight)
 
     @property
     def refresh_due_at(self) -> float:

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from portcullis.background import stop_task
 from portcullis.clock import Clock
 
 __all__ = ["DiscoveryCache", "DiscoveryFailed", "ProviderMetadata", "check_endpoint"]
@@ -141,15 +142,7 @@ class DiscoveryCache:
         return uri
 
     async def aclose(self) -> None:
-        task = self._inflight
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+        await stop_task(self._inflight)
 
     async def _refresh(self) -> None:
         task = self._inflight
