@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.conftest import Gateway, GatewayFactory, UpstreamServer, gateway_yaml
 from tests.signing_fixtures import ROUTES, SigningKey, hmac_key, send, signature_env, signed_headers
+from typer.testing import CliRunner
 
+from portcullis.cli.main import app as cli
 from portcullis.signing import SigningSecret, load_signing_secret
 
 
@@ -128,3 +131,25 @@ signing_keys: {{cache_ttl: 1h}}
         while await _accepted(second, key) != 401:
             await asyncio.sleep(0.01)
     assert loop.time() - started < 1.0
+
+
+async def test_portcullis_signing_keys_rotate_goes_through_the_admin_api_and_shows_the_new_secret_once(
+    make_gateway: GatewayFactory, upstream: UpstreamServer,
+) -> None:
+    gw = await _gateway(make_gateway, upstream)
+    async with await gw.admin("admin") as admin:
+        made = (await admin.post("/signing-keys", json={"consumer": "alice"})).json()
+    old = SigningKey(made["key_id"], load_signing_secret(made["secret"]))
+    async with gw.admin_listener() as url:
+        def rotate(token: str, *extra: str) -> Any:
+            return CliRunner().invoke(cli, ["signing-keys", "rotate", old.key_id, "--admin", url, *extra],
+                                      env={"COLUMNS": "200", "PORTCULLIS_ADMIN_TOKEN": token})
+        denied = await asyncio.to_thread(rotate, await gw.admin_token("developer"))
+        done = await asyncio.to_thread(rotate, await gw.admin_token("admin"), "--overlap", "10m", "--json")
+    assert denied.exit_code == 3
+    assert done.exit_code == 0, done.output
+    rotated = json.loads(done.stdout)
+    new = SigningKey(rotated["key_id"], load_signing_secret(rotated["secret"]))
+    assert (await _accepted(gw, old), await _accepted(gw, new)) == (200, 200)
+    gw.clock.advance(600)
+    assert (await _accepted(gw, old), await _accepted(gw, new)) == (401, 200)

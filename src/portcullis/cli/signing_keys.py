@@ -1,12 +1,13 @@
-"""``portcullis signing-keys create | list | revoke``: consumers' request-signing keys (RFC 9421).
+"""``portcullis signing-keys create | list | rotate | revoke``: consumers' request-signing keys (RFC 9421).
 
 Like ``portcullis keys``, these write the configured store directly (first set-up works without a
 running gateway) and record their own security event. An HMAC key's secret is drawn here, printed
 once (base64: what ``portcullis sign --secret-file`` and ``portcullis.signing.load_signing_secret``
 read) and kept in the vault, so ``create --algorithm hmac-sha256`` needs ``PORTCULLIS_SECRET_KEY``
 in the environment. An Ed25519 key is made from the consumer's public key (``--public-key-file``,
-PEM or base64); the private key never comes near the gateway. Rotation with an overlap goes
-through the admin API (``POST /signing-keys/{id}/rotate``), which drops every instance's cache.
+PEM or base64); the private key never comes near the gateway. ``rotate`` goes through the running
+gateway's admin API (``POST /signing-keys/{id}/rotate``, a token as for ``portcullis keys rotate``),
+which drops every instance's cache and keeps the former key verifying for ``--overlap``.
 
 A revocation here is heard by running gateways over Redis when ``shared_state`` is configured,
 else within ``signing_keys.cache_ttl``. Exit codes: 0 done, 1 failed (no such key, store or vault
@@ -18,12 +19,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
+from portcullis.cli.admin_client import DEFAULT_ADMIN, AdminOption, admin_result
 from portcullis.cli.common import (
     ConfigOption,
     JsonOption,
@@ -144,6 +146,33 @@ def list_keys(
         [(r.key_id, r.consumer_id, r.algorithm, ",".join(sorted(r.scopes)) or "-", when(r.created_at),
           when(r.expires_at), r.state(now)) for r in records],
         title=f"{len(records)} signing keys" + (f" of {consumer}" if consumer else "")))
+
+
+@app.command()
+def rotate(
+    key_id: Annotated[str, typer.Argument(help="The key id (sig_…).")],
+    overlap: Annotated[str, typer.Option(help="How long the former key keeps verifying (e.g. 1h, 1d; at most "
+                                         "30d).")] = "1d",
+    public_key_file: Annotated[Path | None, typer.Option(
+        help="ed25519: the consumer's new public key (PEM, or base64 of its 32 bytes).")] = None,
+    admin: AdminOption = DEFAULT_ADMIN,
+    as_json: JsonOption = False,
+) -> None:
+    """A new key for the same consumer through the admin API; the former one verifies for --overlap more."""
+    body: dict[str, Any] = {"overlap_s": duration_option(overlap, "--overlap", positive=False)}
+    if public_key_file is not None:
+        try:
+            body["public_key"] = public_key_file.read_text()
+        except OSError as exc:
+            raise fail(f"--public-key-file: {exc.strerror or exc}") from None
+    made = admin_result("POST", admin, f"/signing-keys/{key_id}/rotate", body=body, as_json=as_json)
+    if made is None:
+        return
+    done = f"Rotated {key_id} to {made['key_id']}; the former key verifies for {overlap} more."
+    if made["secret"] is not None:
+        show_once(done, made["secret"], "secret")
+    else:
+        Console(highlight=False).print(Text(done, style="green"))
 
 
 @app.command()
