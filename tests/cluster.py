@@ -12,8 +12,11 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -90,6 +93,27 @@ async def start(cwd: Path, text: str) -> Served:
                                 output, await mint_admin_token(config))
                 asyncio.get_running_loop().create_task(_drain(proc, output))
                 return served
+
+
+@contextmanager
+def serving(config: Path, *, env: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    """``portcullis serve config`` for a module-scoped fixture (no event loop): its API and admin base
+    URLs once the ready line is out, SIGTERM on leaving. Output goes to ``serve.log`` beside the config."""
+    log = config.parent / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "portcullis", "serve", str(config), "--log-level", "warning"], cwd=config.parent,
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    try:
+        deadline = time.monotonic() + 30
+        while (m := READY.search(log.read_text())) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)  # polling a child's log for its ready line, bounded by the deadline
+        scheme, port, admin_scheme, admin = m.groups()
+        yield f"{scheme}://127.0.0.1:{port}", f"{admin_scheme}://127.0.0.1:{admin}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
 
 
 async def mint_admin_token(config_path: Path, role: str = "security") -> str | None:

@@ -19,10 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +29,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.cluster import mint_admin_token
+from tests.cluster import mint_admin_token, serving
 from tests.conftest import PEPPER, missing_service
 
 from portcullis.vault.vault import generate_master_key
@@ -41,7 +37,6 @@ from portcullis.vault.vault import generate_master_key
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-_READY = re.compile(r"listening on (http://127\.0\.0\.1:\d+) \(admin (http://127\.0\.0\.1:\d+)\)")
 _WAIT_MS = 15_000
 SHOTS = os.environ.get("PORTCULLIS_SCREENSHOTS")
 
@@ -103,27 +98,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     config = tmp / "portcullis.yaml"
     config.write_text(_config(tmp, f"http://127.0.0.1:{upstream.server_address[1]}"))
-    log = tmp / "serve.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PORTCULLIS_SECRET_KEY": generate_master_key()}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "portcullis", "serve", str(config), "--log-level", "warning"],
-                                cwd=tmp, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 30
-        while (match := _READY.search(log.read_text())) is None:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        api, admin = match.group(1), match.group(2)
-        tokens = {role: asyncio.run(mint_admin_token(config, role)) or "" for role in ("admin", "security",
-                                                                                       "compliance")}
-        with httpx.Client(base_url=admin, headers={"Authorization": f"Bearer {tokens['security']}"}) as http:
-            developer = http.post("/admin-tokens", json={"name": "dev", "role": "developer", "consumers": ["acme"]})
-            tokens["developer"] = developer.json()["token"]
-            key = http.post("/keys", json={"consumer": "acme"}).json()["key"]
-        yield Served(api, admin, tokens, key)
+        with serving(config, env={"PORTCULLIS_SECRET_KEY": generate_master_key()}) as (api, admin):
+            tokens = {role: asyncio.run(mint_admin_token(config, role)) or "" for role in ("admin", "security",
+                                                                                           "compliance")}
+            with httpx.Client(base_url=admin, headers={"Authorization": f"Bearer {tokens['security']}"}) as http:
+                developer = http.post("/admin-tokens", json={"name": "dev", "role": "developer", "consumers": ["acme"]})
+                tokens["developer"] = developer.json()["token"]
+                key = http.post("/keys", json={"consumer": "acme"}).json()["key"]
+            yield Served(api, admin, tokens, key)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
         upstream.shutdown()
         upstream.server_close()
 

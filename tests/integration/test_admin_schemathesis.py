@@ -11,12 +11,6 @@ operator's would. Bounded: a fixed number of examples per operation, all to 127.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +19,11 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from tests.cluster import mint_admin_token
+from tests.cluster import mint_admin_token, serving
 from tests.conftest import PEPPER
 
 from portcullis.vault.vault import generate_master_key
 
-_READY = re.compile(r"listening on http://127\.0\.0\.1:\d+ \(admin (http://127\.0\.0\.1:\d+)\)")
 _EXAMPLES = 25
 
 
@@ -61,22 +54,10 @@ def served_admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("schemathesis")
     config = tmp / "portcullis.yaml"
     config.write_text(_config(tmp))
-    log = tmp / "serve.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PORTCULLIS_SECRET_KEY": generate_master_key()}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "portcullis", "serve", str(config), "--log-level", "warning"],
-                                cwd=tmp, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 30
-        while (match := _READY.search(log.read_text())) is None:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+    with serving(config, env={"PORTCULLIS_SECRET_KEY": generate_master_key()}) as (_, admin):
         token = asyncio.run(mint_admin_token(config))
         assert token is not None
-        yield Served(match.group(1), token)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
+        yield Served(admin, token)
 
 
 def test_every_admin_operation_answers_as_documented(served_admin: Served) -> None:
