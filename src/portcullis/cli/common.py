@@ -127,11 +127,14 @@ def store_label(cfg: StoreConfig) -> str:
     return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
-def show_once(done: str, secret: str, what: str = "key") -> None:
+def show_once(done: str, secret: str | None, what: str = "key") -> None:
     """A new credential on the terminal: what was done, the secret on a line of its own (whole,
-    however narrow the terminal), and the warning that it cannot be shown again."""
+    however narrow the terminal), and the warning that it cannot be shown again. ``None``: nothing
+    secret was made (an Ed25519 key is the consumer's own), so only what was done."""
     console = Console(highlight=False)
     console.print(Text(done, style="green"))
+    if secret is None:
+        return
     console.print(secret, markup=False, soft_wrap=True)
     console.print(Text(f"This {what} is shown once and cannot be recovered. Store it now.", style="yellow"))
 

@@ -122,10 +122,7 @@ def create(
         typer.echo(json.dumps({**_view(record, SystemClock().wall()), "secret": issued.secret}))
         return
     done = f"Created {alg} signing key {record.key_id} for {consumer}."
-    if issued.secret is not None:
-        show_once(done, issued.secret, "secret")
-    else:
-        Console(highlight=False).print(Text(done, style="green"))
+    show_once(done, issued.secret, "secret")
 
 
 @app.command("list")
@@ -169,10 +166,7 @@ def rotate(
     if made is None:
         return
     done = f"Rotated {key_id} to {made['key_id']}; the former key verifies for {overlap} more."
-    if made["secret"] is not None:
-        show_once(done, made["secret"], "secret")
-    else:
-        Console(highlight=False).print(Text(done, style="green"))
+    show_once(done, made["secret"], "secret")
 
 
 @app.command()
