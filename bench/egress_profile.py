@@ -36,9 +36,10 @@ PARTS: dict[str, tuple[str, ...]] = {
     "retry bookkeeping": ("egress/retry.py",),
     "vault read (SQLite read + touch, Fernet) and its security event": (
         "portcullis/vault/", "aiosqlite/", "stores/sqlite.py", "cryptography/", "security_event"),
-    "send: aiohttp request and response read": ("aiohttp/", "yarl/", "multidict/", "_send (portcullis/egress/executor"),
+    "send: HTTP client (request, response read)": (
+        "aiohttp/", "yarl/", "multidict/", "portcullis/upstream/", "httptools", "phase5_", "_send (portcullis/egress/"),
     "response guard (limits, content type)": ("egress/response_guard.py",),
-    "budgets": ("egress/budgets.py", "stores/memory_budgets", "egress/budget_usage.py"),
+    "budgets": ("egress/budgets.py", "stores/memory_budgets", "budget_usage.py", "phase3_limits"),
     "rate limits (door and route)": ("portcullis/limiting/", "stores/memory.py"),
     "audit (record, chain, JSONL)": ("portcullis/audit/",),
     "header rules": ("header_rules.py",),

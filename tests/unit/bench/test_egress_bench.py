@@ -84,7 +84,7 @@ RAW = """\
 def test_each_sample_goes_to_the_part_its_leafmost_named_frame_belongs_to() -> None:
     summary = egress_profile.aggregate(RAW.splitlines())
     assert summary.samples == 10
-    assert dict(summary.parts) == {"breaker (outcome bookkeeping)": 6, "send: aiohttp request and response read": 3,
+    assert dict(summary.parts) == {"breaker (outcome bookkeeping)": 6, "send: HTTP client (request, response read)": 3,
                                    "vault read (SQLite read + touch, Fernet) and its security event": 1}
     assert summary.own[0] == ("CircuitBreaker.record (portcullis/egress/breaker.py:144)", 6)
     assert all("<module>" not in name and "cli/" not in name for name, _ in summary.inclusive)
