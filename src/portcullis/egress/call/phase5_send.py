@@ -1,14 +1,15 @@
 """Phase 5: send the call: attempts, redirects, retries, within the response limits.
 
 Each attempt asks the breaker first (never retry into an open breaker), connects through the
-guarded resolver (resolve-then-pin: the connection goes to the address the guard checked), follows
+guarded resolver (resolve-then-pin: the connection goes to the address the guard checked; the
+client is ``phase5_client``, the lean HTTP/1.1 client the ingress path uses, one per route), follows
 redirects only as far as the route allows (each hop guarded again, credentials dropped when the
 origin changes), and reads the answer within the response limits. Failures (5xx, 429, timeouts,
 connection errors) are retried only when safe, after a jittered or provider-requested wait, while
 the retry budget and the total timeout allow.
 
-Errors leave as Portcullis errors with fixed reasons and no chained third-party exception: an
-aiohttp error can carry the request's headers, and with them an injected credential.
+Errors leave as Portcullis errors with fixed reasons and no chained exception: a client error can
+carry the request's headers, and with them an injected credential.
 """
 
 from __future__ import annotations
@@ -19,26 +20,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
-import yarl
-
 from portcullis.clock import Clock
 from portcullis.egress.breaker import is_failure
 from portcullis.egress.call.phase4_credentials import TextHeaders, renewed_token
+from portcullis.egress.call.phase5_client import PinnedClients
 from portcullis.egress.call.request import EgressRequest
 from portcullis.egress.call.route import EgressRoute
-from portcullis.egress.pinning import BlockedDestination
-from portcullis.egress.response_guard import ResponseRefused, check_content_type, read_limited
+from portcullis.egress.response_guard import ResponseRefused
 from portcullis.egress.retry import may_retry_request, retry_delay_s
 from portcullis.egress.ssrf import SsrfGuard
-from portcullis.errors import EgressDenied, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from portcullis.http.headers import HOP_BY_HOP, RawHeaders
+from portcullis.errors import EgressDenied, UpstreamError, UpstreamTimeout
+from portcullis.http.headers import RawHeaders
 from portcullis.observability.tracing import ClientTrace, Tracer
+from portcullis.upstream.base import Timeouts
 
 __all__ = ["Answer", "Sender", "Sent", "close_session"]
 
-# The provider's hop-by-hop headers end here; its cookies are not the caller's business.
-_RESPONSE_DROP = frozenset({name.decode() for name in HOP_BY_HOP} | {"set-cookie"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -162,47 +159,26 @@ class Sender:
         if time_left <= 0:
             raise UpstreamTimeout("egress_total_timeout")
         cfg = route.config
-        timeout = aiohttp.ClientTimeout(total=time_left, sock_connect=cfg.connect_timeout, sock_read=cfg.read_timeout)
-        try:
-            async with _session(route).request(
-                method, yarl.URL(url, encoded=True), headers=headers, data=body, allow_redirects=False,
-                timeout=timeout,
-            ) as resp:
-                check_content_type(resp.headers.get("Content-Type"), route.limits.content_types)
-                data = await read_limited(resp.content.iter_chunked(65536), route.limits,
-                                          encoding=resp.headers.get("Content-Encoding"))
-                kept = [(k, v) for k, v in resp.headers.items() if k.lower() not in _RESPONSE_DROP]
-                return Answer(resp.status, kept, data)
-        except ResponseRefused:
-            raise
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, BlockedDestination):
-                raise UpstreamUnavailable(f"egress_blocked:{exc.os_error.reason}") from None
-            raise UpstreamUnavailable("egress_unreachable") from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise UpstreamTimeout("egress_timeout") from None
-        except (aiohttp.ClientError, ConnectionError):
-            raise UpstreamUnavailable("egress_connection_failed") from None
+        timeouts = Timeouts(connect_s=min(cfg.connect_timeout, time_left), read_s=cfg.read_timeout, total_s=time_left)
+        answer = await _clients(route, self._guard).exchange(method, url, headers, body, limits=route.limits,
+                                                             timeouts=timeouts)
+        return Answer(answer.status, answer.headers, answer.body)
 
 
 async def close_session(route: EgressRoute) -> None:
     if route.session is not None:
-        await route.session.close()
+        await route.session.aclose()
         route.session = None
 
 
-def _session(route: EgressRoute) -> aiohttp.ClientSession:
-    if route.session is None or route.session.closed:
-        route.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=route.connector_policy, use_dns_cache=False, limit=100),
-            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent",),
-        )
+def _clients(route: EgressRoute, guard: SsrfGuard) -> PinnedClients:
+    if route.session is None:
+        route.session = PinnedClients(guard, route.policy)
     return route.session
 
 
 def _text(span: ClientTrace) -> TextHeaders:
-    """The attempt's trace headers as aiohttp takes them (the caller's own never cross: the header
+    """The attempt's trace headers as text, like the rest (the caller's own never cross: the header
     rules drop both names, ``http.headers.GATEWAY_SET_HEADERS``)."""
     return [(k.decode("ascii"), v.decode("ascii")) for k, v in span.headers]
 
