@@ -45,13 +45,14 @@ PARTS: dict[str, tuple[str, ...]] = {
     "header rules": ("header_rules.py",),
     "SSRF guard (URL, policy, resolve)": ("egress/ssrf.py", "egress/pinning.py", "egress/policy.py", "ipaddress.py"),
     "URL canonicalise, path match": ("http/target.py", "path_matches", "urllib/parse.py"),
-    "executor, other lines": ("portcullis/egress/",),
     "tracing (pass-through spans)": ("observability/tracing",),
     "metrics": ("observability/",),
+    "door handler (context, headers, response head)": ("egress/http_door.py", "pipeline/handler.py",
+                                                       "portcullis/ingress/", "portcullis/gateway/"),
     "door chain (auth, shield, headers)": ("portcullis/pipeline/", "portcullis/policies/", "portcullis/identity/",
                                           "portcullis/http/"),
-    "door handler (ingress app)": ("portcullis/ingress/",),
     "server (HTTP parse, response write)": ("portcullis/server/", "httptools"),
+    "executor, other egress lines": ("portcullis/egress/",),
     "event loop, other threads": ("asyncio/", "uvloop", "threading.py", "concurrent/"),
 }
 # Frames above the request (the CLI, the loop's runner) are in every sample: left out of the list.
