@@ -181,9 +181,17 @@ class Vault:
         docstring: the store is read, and the use written, at most once per ``REVEAL_FRESH_S``)."""
         now = self._clock.monotonic()
         recent = self._recent.get(name)
-        if recent is not None and now - recent[0] < REVEAL_FRESH_S:
-            return recent[2]
-        record = await self._store.get_secret(name)
+        if recent is not None:
+            if now - recent[0] < REVEAL_FRESH_S:
+                return recent[2]
+            # One reader refreshes; calls arriving meanwhile use the value they would have used a
+            # moment ago, instead of every in-flight call reading (and writing) the store at once.
+            self._recent[name] = (now, recent[1], recent[2])
+        try:
+            record = await self._store.get_secret(name)
+        except BaseException:
+            self._recent.pop(name, None)
+            raise
         if record is None:
             self._recent.pop(name, None)
             raise SecretNotFound(f"no secret named {name!r}")

@@ -221,3 +221,34 @@ async def test_a_change_here_is_seen_at_once_and_one_made_elsewhere_within_a_sec
     await gateway.delete("llm_key")
     with pytest.raises(SecretNotFound):
         await gateway.reveal("llm_key")  # its own delete: at once
+
+
+class CountingReads:
+    """The real store, with its secret reads counted (every other call passes through)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.reads = 0
+
+    async def get_secret(self, name: str) -> object:
+        self.reads += 1
+        return await self._store.get_secret(name)
+
+    def __getattr__(self, attr: str) -> object:
+        return getattr(self._store, attr)
+
+
+async def test_calls_arriving_while_the_value_is_refreshed_do_not_all_read_the_store(store: Store) -> None:
+    # Fifty calls in flight when the second runs out: one store read (and one last-use write),
+    # not fifty at once (which, as SQLite writes, stalled a busy egress door for about a second).
+    from portcullis.vault.vault import REVEAL_FRESH_S
+
+    clock = ManualClock()
+    counted = CountingReads(store)
+    vault = Vault(counted, keys(OLD), clock)  # type: ignore[arg-type]
+    await vault.set("llm_key", TOKEN)
+    assert await vault.reveal("llm_key") == TOKEN
+    clock.advance(REVEAL_FRESH_S)
+    counted.reads = 0
+    assert await asyncio.gather(*(vault.reveal("llm_key") for _ in range(50))) == [TOKEN] * 50
+    assert counted.reads == 1
