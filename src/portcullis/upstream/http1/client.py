@@ -2,8 +2,9 @@
 
 Why our own client: on a pass-through, aiohttp spent about 110 us of the 140 us a request cost,
 and no maintained library offered a keep-alive pool this lean with the control a gateway needs over
-framing (see ``bench/README.md`` for the measurements). aiohttp stays where its features matter
-more than its cost (egress to third parties, with the resolver hook).
+framing (see ``bench/README.md`` for the measurements). The egress door sends through it
+too (``egress/call/phase5_client.py``), with an address hook that pins each new connection to the
+addresses the SSRF guard checked.
 
 What one ``send`` does:
 - writes the request head and body (a ``bytes`` body in the same write; a streamed body with its
