@@ -242,3 +242,18 @@ async def test_a_cut_body_is_a_failed_connection_and_limits_refuse_whole_and_str
             await c.aclose()
     assert (cut.value.reason, big.value.reason, media.value.reason) == (
         "egress_connection_failed", "response_too_large", "response_content_type")
+
+
+async def test_by_default_the_systems_cas_decide_and_a_self_signed_provider_is_refused(tmp_path: Path) -> None:
+    cert, key = await asyncio.to_thread(self_signed_cert, tmp_path, names=("api.partner.test",))
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    await asyncio.to_thread(server_tls.load_cert_chain, cert, key)
+    async with provider(ssl_context=server_tls) as up:
+        c = clients(partner(["127.0.0.1"]), up.port)  # no context given: the system's CAs
+        try:
+            with pytest.raises(UpstreamUnavailable) as info:
+                await asyncio.gather(*(c.exchange("GET", f"https://api.partner.test:{up.port}/v1", [], None,
+                                                  limits=LIMITS, timeouts=TIMEOUTS) for _ in range(3)))
+        finally:
+            await c.aclose()
+    assert info.value.reason == "egress_unreachable" and up.heads == []

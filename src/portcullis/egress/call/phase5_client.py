@@ -25,6 +25,7 @@ ingress path, it gets here:
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -164,13 +165,20 @@ class PinnedClients:
     async def _client(self, scheme: str, host: str, port: int) -> Http1Upstream:
         key = (scheme, host, port)
         client = self._clients.get(key)
-        if client is None:
-            if len(self._clients) >= MAX_ORIGINS:
-                await self._clients.pop(next(iter(self._clients))).aclose()
-            client = self._clients[key] = self._open(scheme, host, port)
+        if client is not None:
+            return client
+        tls = None
+        if scheme == "https":  # the CA bundle is read once per process, off the event loop
+            tls = self._tls or await asyncio.to_thread(system_tls)
+            client = self._clients.get(key)  # another call may have opened it meanwhile
+            if client is not None:
+                return client
+        if len(self._clients) >= MAX_ORIGINS:
+            await self._clients.pop(next(iter(self._clients))).aclose()
+        client = self._clients[key] = self._open(scheme, host, port, tls)
         return client
 
-    def _open(self, scheme: str, host: str, port: int) -> Http1Upstream:
+    def _open(self, scheme: str, host: str, port: int, tls: ssl.SSLContext | None) -> Http1Upstream:
         origin = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
         guard, policy = self._guard, self._policy
 
@@ -185,7 +193,6 @@ class PinnedClients:
                 raise UpstreamUnavailable(f"egress_blocked:{verdict.reason}")
             return [str(address) for address in verdict.addresses]
 
-        tls = (self._tls or system_tls()) if scheme == "https" else None
         return Http1Upstream(origin, pool_size=POOL_SIZE, idle_timeout_s=IDLE_S, ssl_context=tls, addresses=addresses)
 
 
