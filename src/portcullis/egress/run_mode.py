@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from portcullis.config.egress import EgressRouteConfig, EgressRunModesConfig, FullRunRequirement
+from portcullis.egress.budgets import CallContext
 from portcullis.errors import ErrorCode, MalformedRequest, RunModeDenied
 from portcullis.expressions import CompiledExpression, compile_expression, request_time
 from portcullis.identity.principal import Principal
@@ -97,6 +98,15 @@ class RunModeDecision:
     sends: bool  # False for validate_only: nothing leaves the gateway
     budget_prefix: str  # prefix of the budget counter keys this call spends from ("" for full runs)
     full_run_permitted: bool  # for a validate_only answer: would the same call be allowed as a full run?
+
+    def budget_context(self, ctx: CallContext) -> CallContext:
+        """The context whose counters this call spends: a test run's workflow and user are prefixed, so
+        every budget key (``x:<workflow>:…``, ``w:<workflow>:…``, ``u:<user>:…``) is its own, with the
+        same caps, and an operator resets them as workflow ``t:<id>`` or user ``t:<name>``."""
+        if not self.budget_prefix:
+            return ctx
+        return CallContext(execution_id=ctx.execution_id, workflow_id=self.budget_prefix + ctx.workflow_id,
+                           user=self.budget_prefix + ctx.user)
 
 
 class _Requirement:

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from portcullis.config.egress import EgressConfig
+from portcullis.egress.budgets import BudgetLimits, Budgets, CallContext, MemoryBudgetStore
 from portcullis.egress.run_mode import (
     TEST_RUN_KEY_PREFIX,
     DryRunReport,
@@ -23,6 +24,7 @@ from portcullis.egress.run_mode import (
 )
 from portcullis.errors import ErrorCode, MalformedRequest, RunModeDenied
 from portcullis.identity.principal import Principal
+from portcullis.testing import ManualClock
 
 NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 CALL = RunModeCall(route="llm", method="POST", path="/v1/chat/completions", host="api.example.com",
@@ -172,3 +174,16 @@ def test_a_failed_check_shows_the_public_code_only() -> None:
     )
     assert report.document()["checks"] == [{"name": "breaker", "ok": False, "code": "upstream.circuit_open"}]
     assert not report.would_send
+
+
+async def test_test_runs_spend_their_own_counters_with_the_same_caps() -> None:
+    budgets = Budgets(BudgetLimits(execution_calls=2, user_calls_per_day=3), MemoryBudgetStore(), ManualClock())
+    ctx = CallContext(execution_id="ex-1", workflow_id="wf-1", user="alice")
+    route = modes({"test_run": True})
+    test = route.decide(RunMode.TEST_RUN, BUILDER, CALL, NOW).budget_context(ctx)
+    full = route.decide(RunMode.FULL_RUN, BUILDER, CALL, NOW).budget_context(ctx)
+    assert full == ctx
+    assert [(await budgets.consume(test, "llm")).allowed for _ in range(3)] == [True, True, False]
+    assert await budgets.remaining(full, "llm") == {"execution_calls": 2.0, "user_calls_per_day": 3.0}
+    assert [(await budgets.consume(full, "llm")).allowed for _ in range(3)] == [True, True, False]
+    assert await budgets.reset(user="t:alice") == ["u:t:alice:d", "u:t:alice:cost"]
