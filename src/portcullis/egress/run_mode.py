@@ -35,7 +35,7 @@ import orjson
 from portcullis.config.egress import EgressRouteConfig, EgressRunModesConfig, FullRunRequirement
 from portcullis.egress.budgets import CallContext
 from portcullis.errors import ErrorCode, MalformedRequest, RunModeDenied
-from portcullis.expressions import CompiledExpression, compile_expression, request_time
+from portcullis.expressions import CompiledExpression, compile_expression, principal_variables, request_time
 from portcullis.identity.principal import Principal
 
 __all__ = [
@@ -140,10 +140,7 @@ def _variables(principal: Principal, call: RunModeCall, now_wall: float) -> dict
         "request": {"method": call.method, "path": call.path, "host": call.host, "scheme": call.scheme,
                     "headers": {}, "query": {}},
         "params": {},
-        "principal": {"id": principal.consumer_id, "sub": str(principal.claims.get("sub", principal.consumer_id)),
-                      "method": principal.method, "scopes": sorted(principal.scopes),
-                      "roles": sorted(principal.roles), "claims": dict(principal.claims),
-                      "key_id": principal.key_id or "", "issuer": principal.issuer or ""},
+        "principal": principal_variables(principal),
         "context": {"route": call.route, "workflow_id": call.workflow_id, "execution_id": call.execution_id,
                     "user": call.user, "client_ip": call.client_ip, "run_mode": RunMode.FULL_RUN.value},
         "now": request_time(now_wall),
