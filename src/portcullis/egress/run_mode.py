@@ -25,7 +25,7 @@ refused (400): a typo must not silently become a full run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -49,7 +49,6 @@ __all__ = [
     "RunModeCall",
     "RunModeDecision",
     "parse_run_mode",
-    "planned_spends",
 ]
 
 RUN_MODE_HEADER = "x-run-mode"
@@ -234,8 +233,3 @@ class DryRunReport:
     def body(self) -> bytes:
         return orjson.dumps(self.document())
 
-
-def planned_spends(remaining: Mapping[str, float], amounts: Mapping[str, float]) -> tuple[PlannedSpend, ...]:
-    """Budget spends for a report: what each budget has left against what the call would take."""
-    return tuple(PlannedSpend(name, amounts.get(name, 0.0), left, amounts.get(name, 0.0) <= left)
-                 for name, left in remaining.items())

@@ -20,7 +20,6 @@ from portcullis.egress.run_mode import (
     RunMode,
     RunModeCall,
     parse_run_mode,
-    planned_spends,
 )
 from portcullis.errors import ErrorCode, MalformedRequest, RunModeDenied
 from portcullis.identity.principal import Principal
@@ -147,7 +146,7 @@ def test_a_requirement_that_cannot_be_checked_is_refused_at_load(requirement: di
 
 
 def test_the_report_names_headers_and_secrets_and_says_what_would_be_spent() -> None:
-    spends = planned_spends({"execution_calls": 3.0, "execution_cost": 0.05}, {"execution_calls": 1, "execution_cost": 0.1})
+    spends = (PlannedSpend("execution_calls", 1, 3.0, True), PlannedSpend("execution_cost", 0.1, 0.05, False))
     report = DryRunReport(
         route="llm", method="POST", url="https://api.example.com/v1/chat/completions", run_mode=RunMode.VALIDATE_ONLY,
         checks=(PlannedCheck("destination", True), PlannedCheck("breaker", True)),
