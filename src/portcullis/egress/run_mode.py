@@ -25,7 +25,7 @@ refused (400): a typo must not silently become a full run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -108,6 +108,12 @@ class RunModeDecision:
                            user=self.budget_prefix + ctx.user)
 
 
+_FULL_RUN = RunModeDecision(RunMode.FULL_RUN, True, "", True)
+_TEST_RUN = RunModeDecision(RunMode.TEST_RUN, True, TEST_RUN_KEY_PREFIX, False)
+_VALIDATE_ONLY = RunModeDecision(RunMode.VALIDATE_ONLY, False, "", True)
+_VALIDATE_ONLY_NOT_FULL = RunModeDecision(RunMode.VALIDATE_ONLY, False, "", False)
+
+
 class _Requirement:
     """A compiled ``full_run_requires``."""
 
@@ -117,8 +123,9 @@ class _Requirement:
         self._rules: tuple[tuple[str, CompiledExpression], ...] = tuple(
             (rule.name, compile_expression(rule.when)) for rule in config.rules)
 
-    def refusal(self, principal: Principal | None, call: RunModeCall, now_wall: float) -> str | None:
-        """``None`` when the requirement holds; else the audit reason."""
+    def refusal(self, principal: Principal | None, call: Callable[[], RunModeCall], now_wall: float) -> str | None:
+        """``None`` when the requirement holds; else the audit reason. ``call`` is asked for only
+        when a CEL rule runs."""
         if principal is None:
             return "run_mode:full_run_no_principal"
         if self._scopes and not self._scopes & principal.scopes:
@@ -126,7 +133,7 @@ class _Requirement:
         if self._roles and not self._roles & principal.roles:
             return "run_mode:full_run_role"
         if self._rules:
-            variables = _variables(principal, call, now_wall)
+            variables = _variables(principal, call(), now_wall)
             for name, rule in self._rules:
                 if not rule.allows(variables):
                     return f"run_mode:full_run_rule:{name}"
@@ -157,7 +164,9 @@ class RouteRunModes:
         requirement = route.full_run_requires or modes.full_run_requires
         self._full_run = _Requirement(requirement) if requirement is not None else None
 
-    def decide(self, mode: RunMode, principal: Principal | None, call: RunModeCall, now_wall: float) -> RunModeDecision:
+    def decide(
+        self, mode: RunMode, principal: Principal | None, call: Callable[[], RunModeCall], now_wall: float,
+    ) -> RunModeDecision:
         """The decision for ``mode``, or ``RunModeDenied`` with the reason for the audit.
 
         A ``validate_only`` call is never refused for the full-run requirement: its answer says
@@ -165,15 +174,15 @@ class RouteRunModes:
         if mode is RunMode.TEST_RUN:
             if not self._test_run:
                 raise RunModeDenied("run_mode:test_run_not_allowed")
-            return RunModeDecision(mode, True, TEST_RUN_KEY_PREFIX, False)
+            return _TEST_RUN
         refusal = self._full_run.refusal(principal, call, now_wall) if self._full_run is not None else None
         if mode is RunMode.VALIDATE_ONLY:
             if not self._validate_only:
                 raise RunModeDenied("run_mode:validate_only_off")
-            return RunModeDecision(mode, False, "", refusal is None)
+            return _VALIDATE_ONLY if refusal is None else _VALIDATE_ONLY_NOT_FULL
         if refusal is not None:
             raise RunModeDenied(refusal)
-        return RunModeDecision(mode, True, "", True)
+        return _FULL_RUN
 
 
 @dataclass(frozen=True, slots=True)

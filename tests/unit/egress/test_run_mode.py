@@ -65,20 +65,20 @@ def test_the_configured_default_applies_when_no_mode_is_named() -> None:
 
 def test_test_run_is_refused_on_a_route_not_marked_for_tests() -> None:
     with pytest.raises(RunModeDenied) as refused:
-        modes().decide(RunMode.TEST_RUN, BUILDER, CALL, NOW)
+        modes().decide(RunMode.TEST_RUN, BUILDER, lambda: CALL, NOW)
     assert refused.value.reason == "run_mode:test_run_not_allowed"
     assert refused.value.code is ErrorCode.EGRESS_RUN_MODE_DENIED
 
 
 def test_test_run_on_a_marked_route_spends_its_own_budget_counters() -> None:
-    decision = modes({"test_run": True}).decide(RunMode.TEST_RUN, BUILDER, CALL, NOW)
+    decision = modes({"test_run": True}).decide(RunMode.TEST_RUN, BUILDER, lambda: CALL, NOW)
     assert decision.sends and decision.budget_prefix == TEST_RUN_KEY_PREFIX
-    full = modes({"test_run": True}).decide(RunMode.FULL_RUN, BUILDER, CALL, NOW)
+    full = modes({"test_run": True}).decide(RunMode.FULL_RUN, BUILDER, lambda: CALL, NOW)
     assert full.sends and full.budget_prefix == ""
 
 
 def test_a_full_run_needs_nothing_when_no_requirement_is_configured() -> None:
-    assert modes().decide(RunMode.FULL_RUN, None, CALL, NOW).sends
+    assert modes().decide(RunMode.FULL_RUN, None, lambda: CALL, NOW).sends
 
 
 @pytest.mark.parametrize(("requirement", "principal", "reason"), [
@@ -92,7 +92,7 @@ def test_a_full_run_without_what_the_route_requires_is_refused(
     requirement: dict[str, Any], principal: Principal | None, reason: str,
 ) -> None:
     with pytest.raises(RunModeDenied) as refused:
-        modes({"full_run_requires": requirement}).decide(RunMode.FULL_RUN, principal, CALL, NOW)
+        modes({"full_run_requires": requirement}).decide(RunMode.FULL_RUN, principal, lambda: CALL, NOW)
     assert refused.value.reason == reason
 
 
@@ -104,7 +104,7 @@ def test_a_full_run_without_what_the_route_requires_is_refused(
     {"rules": [{"name": "office-hours", "when": 'now.getHours("UTC") >= 8'}]},
 ], ids=["scope", "role", "claim-and-route", "workflow-and-method", "time"])
 def test_a_caller_with_what_the_route_requires_may_run_in_full(requirement: dict[str, Any]) -> None:
-    assert modes({"full_run_requires": requirement}).decide(RunMode.FULL_RUN, RESEARCHER, CALL, NOW).sends
+    assert modes({"full_run_requires": requirement}).decide(RunMode.FULL_RUN, RESEARCHER, lambda: CALL, NOW).sends
 
 
 def test_a_route_requirement_replaces_the_egress_wide_one() -> None:
@@ -115,7 +115,7 @@ def test_a_route_requirement_replaces_the_egress_wide_one() -> None:
 
 def _allowed(route: RouteRunModes, principal: Principal) -> bool:
     try:
-        route.decide(RunMode.FULL_RUN, principal, CALL, NOW)
+        route.decide(RunMode.FULL_RUN, principal, lambda: CALL, NOW)
     except RunModeDenied:
         return False
     return True
@@ -123,14 +123,14 @@ def _allowed(route: RouteRunModes, principal: Principal) -> bool:
 
 def test_validate_only_sends_nothing_and_says_whether_a_full_run_would_be_allowed() -> None:
     route = modes({"full_run_requires": {"scopes_any": ["workflow:run:full"]}})
-    denied = route.decide(RunMode.VALIDATE_ONLY, BUILDER, CALL, NOW)
+    denied = route.decide(RunMode.VALIDATE_ONLY, BUILDER, lambda: CALL, NOW)
     assert not denied.sends and not denied.full_run_permitted and denied.budget_prefix == ""
-    assert route.decide(RunMode.VALIDATE_ONLY, RESEARCHER, CALL, NOW).full_run_permitted
+    assert route.decide(RunMode.VALIDATE_ONLY, RESEARCHER, lambda: CALL, NOW).full_run_permitted
 
 
 def test_validate_only_can_be_switched_off() -> None:
     with pytest.raises(RunModeDenied) as refused:
-        modes(run_modes={"allow_validate_only": False}).decide(RunMode.VALIDATE_ONLY, RESEARCHER, CALL, NOW)
+        modes(run_modes={"allow_validate_only": False}).decide(RunMode.VALIDATE_ONLY, RESEARCHER, lambda: CALL, NOW)
     assert refused.value.reason == "run_mode:validate_only_off"
 
 
@@ -179,8 +179,8 @@ async def test_test_runs_spend_their_own_counters_with_the_same_caps() -> None:
     budgets = Budgets(BudgetLimits(execution_calls=2, user_calls_per_day=3), MemoryBudgetStore(), ManualClock())
     ctx = CallContext(execution_id="ex-1", workflow_id="wf-1", user="alice")
     route = modes({"test_run": True})
-    test = route.decide(RunMode.TEST_RUN, BUILDER, CALL, NOW).budget_context(ctx)
-    full = route.decide(RunMode.FULL_RUN, BUILDER, CALL, NOW).budget_context(ctx)
+    test = route.decide(RunMode.TEST_RUN, BUILDER, lambda: CALL, NOW).budget_context(ctx)
+    full = route.decide(RunMode.FULL_RUN, BUILDER, lambda: CALL, NOW).budget_context(ctx)
     assert full == ctx
     assert [(await budgets.consume(test, "llm")).allowed for _ in range(3)] == [True, True, False]
     assert await budgets.remaining(full, "llm") == {"execution_calls": 2.0, "user_calls_per_day": 3.0}

@@ -94,9 +94,12 @@ class DestinationPhase:
         if asked is None:
             asked = parse_run_mode([v.decode("latin-1") for k, v in caller if k.lower() == _RUN_MODE], modes.default)
         ctx = request.context
-        call = RunModeCall(route=route.name, method=method, path=relative_path, host=route.host,
-                           scheme=route.config.url.split(":", 1)[0], workflow_id=ctx.workflow_id,
-                           execution_id=ctx.execution_id, user=ctx.user, client_ip=request.client_ip)
+
+        def call() -> RunModeCall:  # only a CEL rule reads it
+            return RunModeCall(route=route.name, method=method, path=relative_path, host=route.host,
+                               scheme=route.config.url.split(":", 1)[0], workflow_id=ctx.workflow_id,
+                               execution_id=ctx.execution_id, user=ctx.user, client_ip=request.client_ip)
+
         return modes.decide(asked, request.principal, call, self._clock.wall())
 
     def _check_blocks(self, controls: IncidentControls, request: EgressRequest) -> None:
