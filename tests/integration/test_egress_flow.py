@@ -235,3 +235,23 @@ async def test_the_transport_takes_its_run_mode_and_caller_from_its_context(gw: 
         assert (await tests.get(f"http://api.partner.test:{provider.port}/prod/x")).json()["code"] == \
             "egress.run_mode_denied"
     assert [s["path"] for s in provider.seen] == ["/v1/models"]
+
+
+async def test_run_mode_and_lifetime_refusals_look_the_same_from_both_doors(gw: Gateway, provider: Provider) -> None:
+    runtime = serving_runtime(gw.app)
+    assert runtime.egress is not None and runtime.config.egress is not None
+    key = await gw.key("agent", FULL)
+    transport = AsyncTransport(runtime.egress, runtime.config.egress, CallContext("ex-sdk", "wf-sdk", "agent"),
+                               principal=Principal("agent", "in_process", scopes=frozenset(FULL)))
+    async with httpx.AsyncClient(transport=transport) as sdk:
+        async def both(path: str, **headers: str) -> list[tuple[int, str | None]]:
+            http = await gw.client.get(f"/egress/prod{path}", headers={"X-API-Key": key, **context("wf-http", "ex-http"),
+                                                                       **headers})
+            inproc = await sdk.get(f"http://api.partner.test:{provider.port}/prod{path}", headers=headers)
+            return [(r.status_code, r.json().get("code")) for r in (http, inproc)]
+
+        assert await both("/a", **{"X-Run-Mode": "test_run"}) == [(403, "egress.run_mode_denied")] * 2
+        assert await both("/a", **{"X-Run-Mode": "everything"}) == [(400, "request.malformed")] * 2
+        assert await both("/a") == [(200, None)] * 2
+        gw.clock.advance(600)
+        assert await both("/b") == [(403, "budget.execution_expired")] * 2
