@@ -18,7 +18,6 @@ read from the in-memory snapshot (no I/O). ``preview`` answers the same question
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from portcullis.clock import Clock
@@ -31,7 +30,6 @@ from portcullis.egress.lifetime import ExecutionLifetime
 from portcullis.egress.priority import PRIORITY_HEADER
 from portcullis.egress.run_mode import PlannedCheck, PlannedSpend
 from portcullis.errors import BudgetExhausted, ErrorCode, RateLimited, StoreUnavailable
-from portcullis.http.headers import RawHeaders
 from portcullis.limiting.limiter import MultiLimiter
 
 __all__ = ["Admission", "LimitsPhase", "Preview"]
@@ -52,7 +50,6 @@ class Preview:
 
     checks: tuple[PlannedCheck, ...]
     spends: tuple[PlannedSpend, ...]
-    cost: float
 
 
 class LimitsPhase:
@@ -83,20 +80,17 @@ class LimitsPhase:
                 raise RateLimited(f"rate_limited:{route.rate_rule.name}", retry_after_s=decision.retry_after_s)
         permit = None
         if route.bulkhead is not None:
-            priority = route.priority.of(workflow_id=context.workflow_id, consumer=context.user,
-                                         header_values=_priority_header(destination.caller))
-            permit = await route.bulkhead.acquire(priority)  # Shed propagates: nothing spent yet
+            # Shed propagates: nothing is spent yet.
+            permit = await route.bulkhead.acquire(_priority(destination, context))
         try:
             cost = self._cost(destination)
             budget = await self._budgets.consume(destination.mode.budget_context(context), cfg.name, cost)
+            if not budget.allowed:
+                raise BudgetExhausted(f"budget:{budget.exhausted}")
         except BaseException:
             if permit is not None:
                 permit.release()
             raise
-        if not budget.allowed:
-            if permit is not None:
-                permit.release()
-            raise BudgetExhausted(f"budget:{budget.exhausted}")
         return Admission(budget, cost, permit)
 
     async def preview(self, destination: Destination, context: CallContext) -> Preview:
@@ -116,14 +110,13 @@ class LimitsPhase:
             spends.append(PlannedSpend(route.rate_rule.name, 1, None, decision.allowed))
         bulkhead = route.bulkhead
         if bulkhead is not None:
-            route.priority.of(workflow_id=context.workflow_id, consumer=context.user,
-                              header_values=_priority_header(destination.caller))  # a header it refuses, refused
+            _priority(destination, context)  # a class the route refuses is refused here too
             room = bulkhead.in_use < bulkhead.config.max_concurrent or bulkhead.depth() < bulkhead.config.max_queue
             checks.append(PlannedCheck("bulkhead", room, None if room else ErrorCode.EGRESS_SHED))
         cost = self._cost(destination)
         previews = await self._budgets.preview(destination.mode.budget_context(context), route.name, cost)
         spends += [PlannedSpend(p.name, p.amount, p.remaining, p.amount <= p.remaining) for p in previews]
-        return Preview(tuple(checks), tuple(spends), cost)
+        return Preview(tuple(checks), tuple(spends))
 
     @staticmethod
     def _cost(destination: Destination) -> float:
@@ -136,5 +129,7 @@ class LimitsPhase:
 _PRIORITY = PRIORITY_HEADER.encode()
 
 
-def _priority_header(caller: RawHeaders) -> Sequence[str]:
-    return [v.decode("latin-1") for k, v in caller if k.lower() == _PRIORITY]
+def _priority(destination: Destination, context: CallContext) -> str:
+    """The call's class in its route's bulkhead (``egress/priority.py``)."""
+    asked = [v.decode("latin-1") for k, v in destination.caller if k.lower() == _PRIORITY]
+    return destination.route.priority.of(workflow_id=context.workflow_id, consumer=context.user, header_values=asked)
