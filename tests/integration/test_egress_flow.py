@@ -6,7 +6,7 @@ exception), and through the in-process transport where a door has something of i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any
@@ -22,7 +22,7 @@ from portcullis.egress.run_mode import RunMode
 from portcullis.egress.transport import AsyncTransport
 from portcullis.gateway.runtime import serving_runtime
 from portcullis.identity.principal import Principal
-from portcullis.testing import catch_all, serve_app
+from portcullis.testing import catch_all, serve_app, until
 from portcullis.vault import generate_master_key
 
 TOKEN = "sk-" + "FlowT0k3n" * 4
@@ -83,15 +83,6 @@ async def gw(make_gateway: GatewayFactory, provider: Provider) -> Gateway:
 
 def context(workflow: str = "wf-1", execution: str = "ex-1", **extra: str) -> dict[str, str]:
     return {"X-Workflow-Id": workflow, "X-Execution-Id": execution, **extra}
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Let the loop run (the gateway and the provider share it) until ``condition`` holds; no time passes."""
-    for _ in range(100_000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never held")
 
 
 async def test_validate_only_sends_nothing_spends_nothing_and_names_what_would_happen(
@@ -185,8 +176,8 @@ async def test_a_saturated_endpoint_sheds_the_lowest_class_first_and_answers_the
 ) -> None:
     key = await gw.key("agent-7", FULL, roles=("agent",))
 
-    def call(**headers: str) -> Awaitable[httpx.Response]:
-        return gw.client.get("/egress/slow/x", headers={"X-API-Key": key, **headers})
+    async def call(**headers: str) -> httpx.Response:
+        return await gw.client.get("/egress/slow/x", headers={"X-API-Key": key, **headers})
 
     def depth(priority: str) -> float:
         metrics = gw.services.metrics.render().decode()
