@@ -150,6 +150,11 @@ async def test_test_runs_go_only_to_routes_marked_for_them_and_spend_their_own_b
     assert full.status_code == 200 and "execution_calls=1" in full.headers.get_list("x-budget-remaining")
     unmarked = await gw.client.get("/egress/prod/x", headers=test)
     assert unmarked.status_code == 403 and unmarked.json()["code"] == "egress.run_mode_denied"
+    modes = [(rec["decision"], rec["egress"].get("run_mode")) for rec in await gw.audit_records()
+             if rec["route"] == "egress"]
+    assert modes == [("allowed", "test_run"), ("allowed", "test_run"),
+                     ("egress_refused:budget:execution_calls", None), ("allowed", None),
+                     ("egress_refused:run_mode:test_run_not_allowed", None)]
 
 
 @pytest.mark.parametrize("mode", ["full", "VALIDATE-ONLY", "full_run, test_run"], ids=["short", "dash", "two"])
