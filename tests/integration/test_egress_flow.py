@@ -153,7 +153,7 @@ async def test_test_runs_go_only_to_routes_marked_for_them_and_spend_their_own_b
     modes = [(rec["decision"], rec["egress"].get("run_mode")) for rec in await gw.audit_records()
              if rec["route"] == "egress"]
     assert modes == [("allowed", "test_run"), ("allowed", "test_run"),
-                     ("egress_refused:budget:execution_calls", None), ("allowed", None),
+                     ("egress_refused:budget:execution_calls", "test_run"), ("allowed", None),
                      ("egress_refused:run_mode:test_run_not_allowed", None)]
 
 

@@ -21,7 +21,7 @@ from portcullis.egress.breaker import CircuitBreaker
 from portcullis.egress.budgets import BudgetLimits, Budgets, CallContext, MemoryBudgetStore
 from portcullis.egress.bulkhead import Permit, Timer
 from portcullis.egress.call.outcome import EgressOutcome
-from portcullis.egress.call.phase1_destination import DestinationPhase
+from portcullis.egress.call.phase1_destination import Destination, DestinationPhase
 from portcullis.egress.call.phase2_breaker import check_breaker
 from portcullis.egress.call.phase3_limits import LimitsPhase
 from portcullis.egress.call.phase4_credentials import CredentialsPhase
@@ -108,16 +108,22 @@ class EgressExecutor:
     async def run(self, request: EgressRequest) -> EgressOutcome:
         """The call, as every door answers it: never raises for a refusal or a provider's failure."""
         started = self._clock.monotonic()
+        destination = None
         try:
-            result = await self.call(request)
+            destination = await self._destination.resolve(request)
+            result = await self._through(destination, request)
         except (ClientError, UpstreamError) as exc:
+            mode = destination.mode.mode if destination is not None else None
             return self._recorder.refused(request, exc, known_route=request.route in self._routes,
-                                          took_s=self._clock.monotonic() - started)
+                                          took_s=self._clock.monotonic() - started, run_mode=mode)
         return self._recorder.answered(request, result, self._clock.monotonic() - started)
 
     async def call(self, request: EgressRequest) -> EgressResult:
         """The call through every phase; a refusal or failure raises its Portcullis error."""
-        destination = await self._destination.resolve(request)
+        return await self._through(await self._destination.resolve(request), request)
+
+    async def _through(self, destination: Destination, request: EgressRequest) -> EgressResult:
+        """Phases 2 to 5 for a call phase 1 let through (a ``validate_only`` call: its report)."""
         route = destination.route
         if destination.mode.mode is RunMode.VALIDATE_ONLY:
             return validate_only_result(destination, await self._limits.preview(destination, request.context))

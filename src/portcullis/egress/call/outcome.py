@@ -72,7 +72,7 @@ def answered(request: EgressRequest, result: EgressResult) -> EgressOutcome:
     return EgressOutcome(result.status, headers, result.body, decision, audit, result=result)
 
 
-def refused(request: EgressRequest, exc: ClientError | UpstreamError) -> EgressOutcome:
+def refused(request: EgressRequest, exc: ClientError | UpstreamError, run_mode: RunMode | None = None) -> EgressOutcome:
     """A call refused or failed before an answer: a problem document, the same from every door.
 
     Only a budget's name is told to the caller (it must know which cap it hit); a guard's reason
@@ -83,7 +83,10 @@ def refused(request: EgressRequest, exc: ClientError | UpstreamError) -> EgressO
         extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
     detail = exc.detail if isinstance(exc, BudgetExhausted) else None
     status, headers, body = render_problem(exc.code, request.request_id, extra_headers=extra, detail=detail)
-    return EgressOutcome(status, headers, body, decision_of(exc), context_fields(request), problem=exc.code)
+    audit = context_fields(request)
+    if run_mode is not None and run_mode is not RunMode.FULL_RUN:
+        audit["run_mode"] = run_mode.value
+    return EgressOutcome(status, headers, body, decision_of(exc), audit, problem=exc.code)
 
 
 def decision_of(exc: ClientError | UpstreamError) -> str:

@@ -34,8 +34,9 @@ class Recorder:
         return answered(request, result)
 
     def refused(self, request: EgressRequest, exc: ClientError | UpstreamError, *, known_route: bool,
-                took_s: float) -> EgressOutcome:
-        outcome = refused(request, exc)
+                took_s: float, run_mode: RunMode | None = None) -> EgressOutcome:
+        """``run_mode``: the call's, once phase 1 decided it (a test run's refusals are on record as such)."""
+        outcome = refused(request, exc, run_mode)
         if self._metrics is not None:
             # An unknown route name is the caller's text: never a label value (cardinality).
             label = request.route if known_route else ""
