@@ -1,8 +1,8 @@
 """The ``egress:`` section: which third-party APIs workflows and agents may reach, and how.
 
-Every field here is enforced by ``egress/executor.py`` (and the guard's by ``portcullis egress
-check``): an option that is accepted but not enforced would read like a protection that is not
-there. Rate limits per endpoint and the entry points join as they are built.
+Every field here is enforced by the call's phases (``egress/call/``, composed by
+``egress/executor.py``; the guard's also by ``portcullis egress check``): an option that is accepted
+but not enforced would read like a protection that is not there.
 """
 
 from __future__ import annotations
