@@ -1,7 +1,7 @@
 """Run modes of an egress call: ``validate_only``, ``test_run`` and ``full_run``, and who may use which.
 
 Why (seed 001, run-mode caps; its RBAC gives ``workflow:run:test`` to everyone who builds and
-``workflow:run:full`` only to some): a workflow being built or checked should not spend a
+``workflow:run:full`` only to some): a workflow in development or under review should not spend a
 provider's money or quota, and a test should not spend the budget a production run needs.
 
 - ``validate_only``: nothing is sent and nothing is spent. The call passes every check it would

@@ -1,6 +1,6 @@
 """The answer to a ``validate_only`` call: what the phases would decide, with nothing sent or spent.
 
-Why a report and not a silent 200: a workflow being built wants to know whether its calls would go
+Why a report and not a silent 200: a workflow in development wants to know whether its calls would go
 (the route, the URL, the limits and budgets they would spend and whether they fit, the run-mode
 permission, the breaker) before it spends money or quota. Phase 1's refusals (an unknown route, a
 path or method the route does not allow, a destination the guard refuses, a bad run mode) stay
