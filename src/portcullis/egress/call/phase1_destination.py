@@ -26,7 +26,7 @@ from portcullis.egress.run_mode import RUN_MODE_HEADER, RunModeCall, RunModeDeci
 from portcullis.egress.ssrf import SsrfGuard
 from portcullis.errors import Blocked, ClientError, EgressDenied, MalformedRequest
 from portcullis.http.header_rules import RequestHeaderRules
-from portcullis.http.headers import RawHeaders
+from portcullis.http.headers import RawHeaders, fold_name
 from portcullis.http.target import canonicalize_target
 
 __all__ = ["Destination", "DestinationPhase", "caller_headers"]
@@ -92,7 +92,10 @@ class DestinationPhase:
         modes = route.run_modes
         asked = request.run_mode
         if asked is None:
-            asked = parse_run_mode([v.decode("latin-1") for k, v in caller if k.lower() == _RUN_MODE], modes.default)
+            # Folded as a CGI backend reads names (``X_Run_Mode`` too): two spellings are two values,
+            # refused, never one read here and the other elsewhere.
+            asked = parse_run_mode([v.decode("latin-1") for k, v in caller if fold_name(k) == _RUN_MODE],
+                                   modes.default)
         ctx = request.context
 
         def call() -> RunModeCall:  # only a CEL rule reads it

@@ -30,6 +30,7 @@ from portcullis.egress.lifetime import ExecutionLifetime
 from portcullis.egress.priority import PRIORITY_HEADER
 from portcullis.egress.run_mode import PlannedCheck, PlannedSpend
 from portcullis.errors import BudgetExhausted, ErrorCode, RateLimited, StoreUnavailable
+from portcullis.http.headers import fold_name
 from portcullis.limiting.limiter import MultiLimiter
 
 __all__ = ["Admission", "LimitsPhase", "Preview"]
@@ -131,5 +132,5 @@ _PRIORITY = PRIORITY_HEADER.encode()
 
 def _priority(destination: Destination, context: CallContext) -> str:
     """The call's class in its route's bulkhead (``egress/priority.py``)."""
-    asked = [v.decode("latin-1") for k, v in destination.caller if k.lower() == _PRIORITY]
+    asked = [v.decode("latin-1") for k, v in destination.caller if fold_name(k) == _PRIORITY]  # X_Priority too
     return destination.route.priority.of(workflow_id=context.workflow_id, consumer=context.user, header_values=asked)
