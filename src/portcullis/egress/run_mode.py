@@ -94,9 +94,13 @@ class RunModeDecision:
     """The mode a call runs in, and what follows from it."""
 
     mode: RunMode
-    sends: bool  # False for validate_only: nothing leaves the gateway
     budget_prefix: str  # prefix of the budget counter keys this call spends from ("" for full runs)
     full_run_permitted: bool  # for a validate_only answer: would the same call be allowed as a full run?
+
+    @property
+    def sends(self) -> bool:
+        """False for ``validate_only``: nothing leaves the gateway."""
+        return self.mode is not RunMode.VALIDATE_ONLY
 
     def budget_context(self, ctx: CallContext) -> CallContext:
         """The context whose counters this call spends: a test run's workflow and user are prefixed, so
@@ -108,10 +112,10 @@ class RunModeDecision:
                            user=self.budget_prefix + ctx.user)
 
 
-_FULL_RUN = RunModeDecision(RunMode.FULL_RUN, True, "", True)
-_TEST_RUN = RunModeDecision(RunMode.TEST_RUN, True, TEST_RUN_KEY_PREFIX, False)
-_VALIDATE_ONLY = RunModeDecision(RunMode.VALIDATE_ONLY, False, "", True)
-_VALIDATE_ONLY_NOT_FULL = RunModeDecision(RunMode.VALIDATE_ONLY, False, "", False)
+_FULL_RUN = RunModeDecision(RunMode.FULL_RUN, "", True)
+_TEST_RUN = RunModeDecision(RunMode.TEST_RUN, TEST_RUN_KEY_PREFIX, False)
+_VALIDATE_ONLY = RunModeDecision(RunMode.VALIDATE_ONLY, "", True)
+_VALIDATE_ONLY_NOT_FULL = RunModeDecision(RunMode.VALIDATE_ONLY, "", False)
 
 
 class _Requirement:
