@@ -89,3 +89,13 @@ def test_each_sample_goes_to_the_part_its_leafmost_named_frame_belongs_to() -> N
     assert summary.own[0] == ("CircuitBreaker.record (portcullis/egress/breaker.py:144)", 6)
     assert all("<module>" not in name and "cli/" not in name for name, _ in summary.inclusive)
     assert "| breaker (outcome bookkeeping) | 60.0% | 600 |" in egress_profile.render(summary, 1000.0)
+
+
+def test_beside_each_rps_ratio_the_cpu_per_request_ratio_is_shown_as_a_complement() -> None:
+    full, door = _setup(5000), _setup(2000)
+    full["median"]["c50"]["cpu_us_per_request"], door["median"]["c50"]["cpu_us_per_request"] = 180.0, 400.0
+    assert report.ratios({"portcullis_full": full, "portcullis_egress": door})["E1_cpu"] == 0.45
+    peer = _setup(100)
+    peer["median"]["c50"]["cpu_us_per_request"] = 9000.0
+    got = run_peers.peer_ratios({"portcullis_egress": door, "litellm_passthrough": peer, "litellm_chat": peer})
+    assert (got["P1"], got["P1_cpu"]) == (20.0, 22.5)
