@@ -1,0 +1,176 @@
+"""The proxy door's contracts: what the listener asks of the gateway (``ProxyBackend``), and the values it hands over.
+
+Why a Protocol here: the listener (framing, ``Proxy-Authorization``, tunnels, TLS interception) is
+transport work that must not know how the gateway spends budgets, injects credentials or writes
+audit records; the gateway's egress pipeline implements ``ProxyBackend``, and tests implement it
+over the same real pieces (the SSRF guard with an injected resolver, the API key verifier, local
+upstream servers). Every value crossing the seam is a frozen dataclass: no tuples, no sentinels.
+
+What the backend decides and the listener never does: who the caller is, whether a destination
+may be reached and at which address, what a call costs. What the listener decides and the
+backend never sees: bytes on the wire, sizes and time bounds, the shape of every refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+from typing import Protocol
+
+from portcullis.server.base import Refusal
+
+__all__ = [
+    "ForwardRequest",
+    "ForwardResponse",
+    "IpAddress",
+    "ProxyBackend",
+    "ProxyCredentials",
+    "ProxyIdentity",
+    "TunnelGrant",
+    "TunnelRecord",
+    "TunnelRequest",
+]
+
+IpAddress = IPv4Address | IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyCredentials:
+    """What ``Proxy-Authorization`` carried, parsed (``auth.parse_proxy_authorization``).
+
+    ``scheme`` is ``basic`` or ``bearer``; ``api_key`` the key as presented (not yet verified);
+    ``workflow_id`` and ``execution_id`` the call context from the Basic user name (or from
+    ``X-Workflow-Id`` / ``X-Execution-Id`` on the proxy request): always both.
+    """
+
+    scheme: str
+    api_key: str = field(repr=False)
+    workflow_id: str
+    execution_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyIdentity:
+    """The verified caller of one proxy connection or tunnel: the key's consumer (the budgets' user)
+    and the call context every call through it is charged to."""
+
+    consumer_id: str
+    key_id: str | None
+    workflow_id: str
+    execution_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardRequest:
+    """One HTTP request to send through the egress pipeline: an absolute-form request on the proxy,
+    or a request read inside an intercepted tunnel (then ``url`` is built from the tunnel's host)."""
+
+    identity: ProxyIdentity
+    method: str
+    url: str  # absolute, as checked by the listener: scheme://host[:port]/path?query
+    headers: Sequence[tuple[bytes, bytes]]  # the client's, minus hop-by-hop and Proxy-* fields
+    body: bytes
+    request_id: str
+    client_ip: str
+    intercepted: bool = False  # read inside a TLS tunnel the gateway terminated
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardResponse:
+    """The answer to relay: a provider's response, or a refusal already rendered as a problem document."""
+
+    status: int
+    headers: Sequence[tuple[bytes, bytes]]  # without framing fields: the listener sets content-length
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelRequest:
+    """A ``CONNECT host:port`` asking for a tunnel."""
+
+    identity: ProxyIdentity
+    host: str  # lower-case name, or an IP literal's text
+    port: int
+    request_id: str
+    client_ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelGrant:
+    """The backend's yes to a tunnel.
+
+    ``addresses``: the addresses the SSRF guard checked, in order of preference: the listener
+    connects to these and never resolves the name again (DNS rebinding). Empty when ``intercept``:
+    the gateway then terminates TLS itself and every request inside is a ``ForwardRequest``, each
+    checked and pinned by the pipeline. ``route``: the egress route the tunnel is charged to.
+    """
+
+    route: str
+    intercept: bool
+    addresses: tuple[IpAddress, ...] = ()
+    connect_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelRecord:
+    """One finished (or refused) tunnel, for the audit: one record per ``CONNECT``.
+
+    ``decision`` is ``allowed`` for a tunnel that was opened, or the refusal (``egress_refused:…``,
+    ``auth:…``, ``upstream_error:…``); ``ended`` says how an opened tunnel ended (``closed``,
+    ``idle_timeout``, ``max_duration``, ``client_gone``, ``upstream_gone``, ``shutdown``).
+    ``bytes_up``: client to upstream; ``bytes_down``: upstream to client (TLS bytes, not plaintext).
+    """
+
+    request_id: str
+    client_ip: str
+    host: str
+    port: int
+    status: int
+    decision: str
+    duration_s: float
+    identity: ProxyIdentity | None = None
+    route: str | None = None
+    address: str | None = None  # the pinned address the tunnel connected to
+    intercept: bool = False
+    bytes_up: int = 0
+    bytes_down: int = 0
+    ended: str = ""
+    requests: int = 0  # intercepted tunnels: requests read inside
+
+
+class ProxyBackend(Protocol):
+    """What the proxy listener needs from the gateway. Every method runs on the event loop.
+
+    Refusals are raised as Portcullis errors (``ClientError`` and ``UpstreamError`` subclasses, such
+    as ``Unauthenticated``, ``EgressDenied``, ``RateLimited``, ``BudgetExhausted``); the listener
+    renders them as problem documents with the request id and records them. Any other exception is
+    a fault: the listener answers 500 ``internal`` and logs it.
+    """
+
+    async def authenticate(self, credentials: ProxyCredentials, *, client_ip: str, request_id: str) -> ProxyIdentity:
+        """Verify the API key (raise ``Unauthenticated`` with an audit reason) and name the context."""
+        ...
+
+    async def forward(self, request: ForwardRequest) -> ForwardResponse:
+        """Run one request through the egress pipeline of the route covering ``request.url``.
+
+        The backend records what it answers (audit, metrics) as its other doors do, its refusals
+        included when it returns them rendered. A Portcullis error it raises instead is rendered
+        by the listener and recorded through ``refused``.
+        """
+        ...
+
+    async def admit_tunnel(self, request: TunnelRequest) -> TunnelGrant:
+        """Decide a tunnel: match the host and port to a route, check and pin the address, spend the
+        route's rate limits and budgets once. Raise the refusal; the listener records it."""
+        ...
+
+    def tunnel_closed(self, record: TunnelRecord) -> None:
+        """Record a finished or refused tunnel (one audit record per ``CONNECT``). Must not raise."""
+        ...
+
+    def refused(self, refusal: Refusal) -> Sequence[tuple[bytes, bytes]]:
+        """Record a request the listener refused itself (framing, size, time, authentication, no
+        route); return extra headers for its problem document. Must not raise."""
+        ...
