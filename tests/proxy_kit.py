@@ -31,11 +31,12 @@ from portcullis.egress.proxy import (
     ProxyListener,
     SpliceLimits,
     TunnelGrant,
+    TunnelMode,
     TunnelRecord,
     TunnelRequest,
 )
 from portcullis.egress.proxy.authority import CertificateAuthority
-from portcullis.egress.proxy.routes import RouteMap
+from portcullis.egress.proxy.routes import RouteMap, tunnel_mode
 from portcullis.egress.resolver import StaticResolver
 from portcullis.egress.ssrf import EgressTarget, SsrfGuard
 from portcullis.errors import EgressDenied, RateLimited
@@ -96,8 +97,9 @@ class LabBackend:
         route = self.routes.for_tunnel(request.host, request.port)
         if route is None:
             raise EgressDenied("no_route_for_tunnel")
-        if route.intercept:
-            return TunnelGrant(route.name, True)
+        mode = tunnel_mode(route)
+        if mode is not TunnelMode.SPLICE:
+            return TunnelGrant(route.name, mode)
         shown = f"[{request.host}]" if ":" in request.host else request.host
         verdict = await self.guard.check(f"https://{shown}:{request.port}/", route_policy(self.config, route))
         if not verdict.allowed:
@@ -107,7 +109,7 @@ class LabBackend:
             decision = await self.limiter.consume([(rule, "*")])
             if not decision.allowed:
                 raise RateLimited(f"rate_limited:{rule.name}", retry_after_s=decision.retry_after_s)
-        return TunnelGrant(route.name, False, verdict.addresses, connect_timeout_s=2.0)
+        return TunnelGrant(route.name, mode, verdict.addresses, connect_timeout_s=2.0)
 
     def tunnel_closed(self, record: TunnelRecord) -> None:
         self.tunnels.append(record)

@@ -92,10 +92,8 @@ def _connect(lab: Lab, authority: str) -> bytes:
     ("127.0.0.1:{port}", "egress_refused:no_route_for_tunnel"),
     ("169.254.169.254:80", "egress_refused:no_route_for_tunnel"),
     ("[::ffff:169.254.169.254]:443", "egress_refused:no_route_for_tunnel"),  # IPv4-mapped metadata address
-    # A plain-http route is never tunnelled: its traffic must be readable.
-    ("plain.partner.test:{port}", "egress_refused:no_route_for_tunnel"),
 ], ids=["metadata-ip-via-name", "rfc1918-via-name", "mixed-answer", "port-not-allowed", "loopback-literal",
-        "metadata-literal", "mapped-v6-metadata", "http-route-tunnel"])
+        "metadata-literal", "mapped-v6-metadata"])
 async def test_a_tunnel_to_a_forbidden_destination_is_refused_and_audited(
     lab: Lab, upstream: int, authority: str, decision: str,
 ) -> None:
@@ -309,3 +307,37 @@ async def test_a_tunnel_client_that_never_reads_holds_bounded_memory_and_is_cut_
     # What the gateway took from the upstream is what the client's socket and the gateway's bounded
     # buffers hold, never the firehose: a few hundred KiB on loopback, far from unbounded.
     assert record.bytes_down < 8 * 1024 * 1024
+
+
+# --- a tunnel to a plain-http route is read, never spliced ---------------------------------------
+
+async def test_a_tunnel_to_an_http_route_reads_each_request_through_the_pipeline(lab: Lab, upstream: int) -> None:
+    async with raw_connection(lab.port) as (reader, writer):
+        writer.write(_connect(lab, f"plain.partner.test:{upstream}"))
+        assert (await read_response(reader))[0] == 200
+        writer.write(f"GET /inside HTTP/1.1\r\nHost: plain.partner.test:{upstream}\r\n\r\n".encode())
+        status, _, body = await read_response(reader)
+        assert (status, orjson.loads(body)) == (200, {"path": "/inside"})
+    record = await lab.backend.next_tunnel()
+    assert (record.mode, record.requests, record.address) == ("read", 1, None)  # nothing dialled by the door
+    assert [f.url for f in lab.backend.forwarded] == [f"http://plain.partner.test:{upstream}/inside"]
+
+
+@pytest.mark.parametrize("inside", [
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello: opaque bytes are never passed on
+    b"GET /x HTTP/1.1\r\nHost: intranet.partner.test\r\n\r\n",  # another host than the tunnel's
+    b"GET http://intranet.partner.test/x HTTP/1.1\r\nHost: intranet.partner.test\r\n\r\n",  # absolute-form inside
+    b"POST /x HTTP/1.1\r\nHost: plain.partner.test:{port}\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+], ids=["tls-bytes", "other-host", "absolute-inside", "cl-te-inside"])
+async def test_what_a_read_tunnel_cannot_read_as_one_request_to_its_host_is_refused(
+    lab: Lab, upstream: int, inside: bytes,
+) -> None:
+    async with raw_connection(lab.port) as (reader, writer):
+        writer.write(_connect(lab, f"plain.partner.test:{upstream}"))
+        assert (await read_response(reader))[0] == 200
+        writer.write(inside.replace(b"{port}", str(upstream).encode()))
+        async with asyncio.timeout(5):
+            raw = await reader.read()
+    status, doc, _ = _problem(raw)
+    assert (status, doc["code"]) in ((400, "request.malformed"), (400, "request.target_invalid"))
+    assert lab.backend.forwarded == []

@@ -120,7 +120,7 @@ async def test_a_connect_tunnel_reaches_the_checked_address_and_is_recorded_once
         record = await lab.backend.next_tunnel()
     assert (record.host, record.port, record.route, record.address) == ("api.partner.test", port, "partner",
                                                                         "127.0.0.1")
-    assert (record.status, record.decision, record.intercept, record.ended) == (200, "allowed", False, "closed")
+    assert (record.status, record.decision, record.mode, record.ended) == (200, "allowed", "splice", "closed")
     assert record.bytes_up > 0 and record.bytes_down > 0
     assert record.identity is not None and record.identity.workflow_id == "wf-1"
     assert lab.resolver.lookups == ["api.partner.test"]  # resolved once, by the guard; the tunnel dials the answer
@@ -179,5 +179,5 @@ async def test_an_intercepted_tunnel_runs_each_request_through_the_pipeline(tmp_
     assert second.json()["path"] == "/v1/models"
     assert [f.url for f in lab.backend.forwarded] == ["https://llm.partner.test/v1/chat?stream=false",
                                                       "https://llm.partner.test/v1/models"]
-    assert all(f.intercepted for f in lab.backend.forwarded)
-    assert (record.intercept, record.decision, record.requests, record.route) == (True, "allowed", 2, "llm")
+    assert all(f.tunnel == "intercept" for f in lab.backend.forwarded)
+    assert (record.mode, record.decision, record.requests, record.route) == ("intercept", "allowed", 2, "llm")

@@ -20,6 +20,7 @@ from portcullis.egress.proxy.base import (
     ProxyCredentials,
     ProxyIdentity,
     TunnelGrant,
+    TunnelMode,
     TunnelRecord,
     TunnelRequest,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "ProxyListener",
     "SpliceLimits",
     "TunnelGrant",
+    "TunnelMode",
     "TunnelRecord",
     "TunnelRequest",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
@@ -28,6 +29,7 @@ __all__ = [
     "ProxyCredentials",
     "ProxyIdentity",
     "TunnelGrant",
+    "TunnelMode",
     "TunnelRecord",
     "TunnelRequest",
 ]
@@ -64,7 +66,7 @@ class ProxyIdentity:
 @dataclass(frozen=True, slots=True)
 class ForwardRequest:
     """One HTTP request to send through the egress pipeline: an absolute-form request on the proxy,
-    or a request read inside an intercepted tunnel (then ``url`` is built from the tunnel's host)."""
+    or a request read inside a tunnel (then ``url`` is built from the tunnel's host and port)."""
 
     identity: ProxyIdentity
     method: str
@@ -73,7 +75,7 @@ class ForwardRequest:
     body: bytes
     request_id: str
     client_ip: str
-    intercepted: bool = False  # read inside a TLS tunnel the gateway terminated
+    tunnel: TunnelMode | None = None  # read inside a tunnel (intercept or read), else absolute-form
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,18 +98,32 @@ class TunnelRequest:
     client_ip: str
 
 
+class TunnelMode(StrEnum):
+    """What the door does with a tunnel's bytes.
+
+    ``splice``: copies them, unread, to the checked address (an ``https`` route); ``intercept``:
+    ends the client's TLS with a leaf from the gateway's CA and reads the requests inside (an
+    ``https`` route with ``intercept: true``); ``read``: reads the plain HTTP requests inside (an
+    ``http`` route, which clients such as undici reach through ``CONNECT`` too). In the last two,
+    every request is a ``ForwardRequest``: the pipeline checks, pins and charges each one.
+    """
+
+    SPLICE = "splice"
+    INTERCEPT = "intercept"
+    READ = "read"
+
+
 @dataclass(frozen=True, slots=True)
 class TunnelGrant:
     """The backend's yes to a tunnel.
 
-    ``addresses``: the addresses the SSRF guard checked, in order of preference: the listener
-    connects to these and never resolves the name again (DNS rebinding). Empty when ``intercept``:
-    the gateway then terminates TLS itself and every request inside is a ``ForwardRequest``, each
-    checked and pinned by the pipeline. ``route``: the egress route the tunnel is charged to.
+    ``addresses``: for ``splice``, the addresses the SSRF guard checked, in order of preference:
+    the listener connects to these and never resolves the name again (DNS rebinding). Empty for
+    the other modes (nothing is dialled by the door). ``route``: the egress route it belongs to.
     """
 
     route: str
-    intercept: bool
+    mode: TunnelMode
     addresses: tuple[IpAddress, ...] = ()
     connect_timeout_s: float = 10.0
 
@@ -132,11 +148,11 @@ class TunnelRecord:
     identity: ProxyIdentity | None = None
     route: str | None = None
     address: str | None = None  # the pinned address the tunnel connected to
-    intercept: bool = False
+    mode: TunnelMode | None = None
     bytes_up: int = 0
     bytes_down: int = 0
     ended: str = ""
-    requests: int = 0  # intercepted tunnels: requests read inside
+    requests: int = 0  # intercept and read modes: requests read inside
 
 
 class ProxyBackend(Protocol):
@@ -162,8 +178,9 @@ class ProxyBackend(Protocol):
         ...
 
     async def admit_tunnel(self, request: TunnelRequest) -> TunnelGrant:
-        """Decide a tunnel: match the host and port to a route, check and pin the address, spend the
-        route's rate limits and budgets once. Raise the refusal; the listener records it."""
+        """Decide a tunnel: match the host and port to a route; for ``splice``, check and pin the
+        address and spend the route's rate limits and budgets once (the other modes are charged per
+        request). Raise the refusal; the listener records it."""
         ...
 
     def tunnel_closed(self, record: TunnelRecord) -> None:

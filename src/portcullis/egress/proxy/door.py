@@ -14,9 +14,10 @@ route. Only then does the backend decide (route, SSRF guard, limits, budgets).
   per ``CONNECT``, refused or not, when it ends.
 - **CONNECT to an intercepted route**: the door answers ``200``, terminates TLS with a leaf the
   CA minted for the host (``authority``), and reads HTTP/1.1 requests inside; each becomes a
-  ``ForwardRequest`` (``intercepted=True``) for ``https://host[:port]/path`` under the
-  ``CONNECT``'s identity. Bytes the client sent before the ``200`` are refused there (they would
-  be TLS the door never saw).
+  ``ForwardRequest`` for ``https://host[:port]/path`` under the ``CONNECT``'s identity. Bytes the
+  client sent before the ``200`` refuse the tunnel (they would be TLS the door never saw).
+- **CONNECT to an http route** (undici tunnels ``http://`` URLs too): the same, without TLS: the
+  plain requests inside are read and forwarded one by one, never spliced unread.
 
 What it refuses to do: let anything but a problem document answer a refusal, open a tunnel to
 an address the backend did not return, or leave a connection without a deadline.
@@ -39,6 +40,7 @@ from portcullis.egress.proxy.base import (
     ProxyBackend,
     ProxyIdentity,
     TunnelGrant,
+    TunnelMode,
     TunnelRecord,
     TunnelRequest,
 )
@@ -222,11 +224,11 @@ class ProxyDoor:
         except (ClientError, UpstreamError) as exc:
             await self._tunnel_refused(writer, record, started, exc, f"egress_refused:{exc.reason}")
             return
-        record = replace(record, route=grant.route, intercept=grant.intercept)
-        if grant.intercept:
-            await self._intercept(request, reader, writer, peer, authority, identity, record, started)
+        record = replace(record, route=grant.route, mode=grant.mode)
+        if grant.mode is TunnelMode.SPLICE:
+            await self._tunnel(request, reader, writer, grant, record, started)
             return
-        await self._tunnel(request, reader, writer, grant, record, started)
+        await self._read_tunnel(request, reader, writer, peer, authority, identity, record, started, grant.mode)
 
     async def _tunnel_refused(self, writer: asyncio.StreamWriter, record: TunnelRecord, started: float,
                               exc: ClientError | UpstreamError, decision: str, *, proxy_auth: bool = False) -> None:
@@ -277,29 +279,34 @@ class ProxyDoor:
                                  bytes_up=result.bytes_up if result else 0,
                                  bytes_down=result.bytes_down if result else 0), started)
 
-    # -- interception ------------------------------------------------------------------------
-    async def _intercept(self, request: ProxyRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         peer: str, authority: Authority, identity: ProxyIdentity, record: TunnelRecord,
-                         started: float) -> None:
-        if self._authority is None:  # the config refuses intercept without a CA: a wiring fault
+    # -- tunnels the door reads (interception, plain http) -------------------------------------
+    async def _read_tunnel(self, request: ProxyRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           peer: str, authority: Authority, identity: ProxyIdentity, record: TunnelRecord,
+                           started: float, mode: TunnelMode) -> None:
+        tls = mode is TunnelMode.INTERCEPT
+        if tls and self._authority is None:  # the config refuses intercept without a CA: a wiring fault
             await self._tunnel_refused(writer, record, started, UpstreamError("no_ca"), "internal:no_ca")
             return
-        if request.rest:
+        if request.rest and tls:
             refused = ClientError("early_tunnel_data", code=ErrorCode.REQUEST_MALFORMED)
             await self._tunnel_refused(writer, record, started, refused, "invalid_request:early_tunnel_data")
             return
         record = replace(record, status=200, decision="allowed")
         ended, bytes_up, bytes_down, served = "closed", 0, 0, 0
         try:
-            context = await self._authority.context_for(authority.host)
+            if tls:
+                assert self._authority is not None
+                context = await self._authority.context_for(authority.host)
             await self._write(writer, CONNECTED)
-            try:
-                await writer.start_tls(context, ssl_handshake_timeout=self._settings.limits.first_byte_timeout)
-            except (ssl.SSLError, OSError, TimeoutError):
-                ended = "tls_handshake_failed"  # e.g. the client does not trust the CA
-                return
+            if tls:
+                try:
+                    await writer.start_tls(context, ssl_handshake_timeout=self._settings.limits.first_byte_timeout)
+                except (ssl.SSLError, OSError, TimeoutError):
+                    ended = "tls_handshake_failed"  # e.g. the client does not trust the CA
+                    return
+            # A plain tunnel's bytes sent with the CONNECT are already its first request.
             inner = RequestReader(reader, self._settings.limits, on_continue=lambda: writer.write(CONTINUE),
-                                  max_body_bytes=self._settings.max_body_bytes)
+                                  max_body_bytes=self._settings.max_body_bytes, first=request.rest)
             async with asyncio.timeout(self._settings.splice.max_duration_s):
                 while True:
                     try:
@@ -311,7 +318,7 @@ class ProxyDoor:
                         return
                     served += 1
                     bytes_up += len(inside.body)
-                    sent = await self._inside(inside, writer, peer, authority, identity)
+                    sent = await self._inside(inside, writer, peer, authority, identity, mode)
                     bytes_down += sent.bytes_down
                     if not sent.keep_alive or inside.upgrade:
                         return
@@ -324,19 +331,20 @@ class ProxyDoor:
                                  requests=served), started)
 
     async def _inside(self, request: ProxyRequest, writer: asyncio.StreamWriter, peer: str, authority: Authority,
-                      identity: ProxyIdentity) -> _Sent:
+                      identity: ProxyIdentity, mode: TunnelMode) -> _Sent:
         request_id = random_hex(128)
         keep_alive = request.keep_alive and not request.upgrade and request.method != "CONNECT"
+        scheme = "https" if mode is TunnelMode.INTERCEPT else "http"
         try:
-            path = origin_target(request.target, get_one(request.headers, b"host"), authority)
+            path = origin_target(request.target, get_one(request.headers, b"host"), authority, scheme)
         except ClientError as exc:
             await self._refuse(writer, request, peer, request_id, exc, kind="invalid_request")
             return _Sent(False, 0)
-        port = "" if authority.port == 443 else f":{authority.port}"
+        port = "" if authority.port == (443 if scheme == "https" else 80) else f":{authority.port}"
         return await self._send(writer, ForwardRequest(
-            identity=identity, method=request.method, url=f"https://{authority.shown}{port}{path}",
+            identity=identity, method=request.method, url=f"{scheme}://{authority.shown}{port}{path}",
             headers=_crossing(request.headers), body=request.body, request_id=request_id, client_ip=peer,
-            intercepted=True,
+            tunnel=mode,
         ), request, peer, keep_alive)
 
 

@@ -77,7 +77,9 @@ class RequestReader:
     """Whole requests from ``stream``, one at a time, within ``limits``."""
 
     def __init__(self, stream: asyncio.StreamReader, limits: ServerLimits, *,
-                 on_continue: Callable[[], None] | None = None, max_body_bytes: int | None = None) -> None:
+                 on_continue: Callable[[], None] | None = None, max_body_bytes: int | None = None,
+                 first: bytes = b"") -> None:
+        """``first``: bytes already read from ``stream`` that come before anything still in it."""
         self._stream = stream
         self._limits = limits
         self._max_body = max_body_bytes or limits.max_body_bytes
@@ -90,6 +92,7 @@ class RequestReader:
         self._upgraded = False
         self._refusal: ReadRefused | None = None
         self._head_bytes = 0
+        self._first = first
         self._begin()
 
     def _begin(self) -> None:
@@ -120,6 +123,11 @@ class RequestReader:
         return request
 
     async def _read(self) -> bytes | None:
+        if self._first:
+            data, self._first = self._first, b""
+            if self._state == _IDLE and not self._served:
+                self._head_started = self._loop.time()
+            return data
         deadline, waiting = self._deadline()
         try:
             async with asyncio.timeout_at(deadline):

@@ -5,11 +5,10 @@ would (scheme, host, port, then the longest path prefix: ``egress/transport.py``
 a tunnel to the route whose destination it reaches. Built once per config, pure, no I/O.
 
 Tunnels: a ``CONNECT host:port`` belongs to the route whose base URL names that host and port
-(443 for ``https`` without a port), or, failing that, to the first route (in config order) with
-that port whose ``allow_hosts`` covers the host (the route's own allow-list; the global
-``egress.allow_hosts`` still applies in the guard's policy). A tunnel can only reach routes that
-are ``https``: a plain-``http`` route is reached with absolute-form requests, never a tunnel,
-so its traffic is always read by the pipeline.
+(443 for ``https`` and 80 for ``http`` without a port), or, failing that, to the first route (in
+config order) with that port whose ``allow_hosts`` covers the host (the route's own allow-list;
+the global ``egress.allow_hosts`` still applies in the guard's policy). A tunnel to an ``http``
+route is read, never spliced (``TunnelMode.READ``), so its traffic always passes the pipeline.
 
 What it refuses to do: guess. No route, no tunnel (403 ``egress.destination_denied`` upstream).
 """
@@ -21,8 +20,9 @@ from urllib.parse import urlsplit
 
 from portcullis.config.egress import EgressConfig, EgressRouteConfig
 from portcullis.config.types import host_allowed
+from portcullis.egress.proxy.base import TunnelMode
 
-__all__ = ["RouteMap", "UrlMatch"]
+__all__ = ["RouteMap", "UrlMatch", "tunnel_mode"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +65,18 @@ class RouteMap:
         return None
 
     def for_tunnel(self, host: str, port: int) -> EgressRouteConfig | None:
-        https = [b for b in self._ordered if b.scheme == "https" and b.port == port]
-        for base in https:
+        same_port = [b for b in self._ordered if b.port == port]
+        for base in same_port:
             if base.host == host:
                 return base.route
-        for base in https:
+        for base in same_port:
             if base.route.allow_hosts and host_allowed(host, base.route.allow_hosts):
                 return base.route
         return None
+
+
+def tunnel_mode(route: EgressRouteConfig) -> TunnelMode:
+    """How a tunnel to ``route`` is served: read (``http``), intercepted, or spliced unread."""
+    if urlsplit(route.url).scheme == "http":
+        return TunnelMode.READ
+    return TunnelMode.INTERCEPT if route.intercept else TunnelMode.SPLICE

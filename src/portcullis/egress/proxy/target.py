@@ -12,7 +12,7 @@ proxy cannot accept a URL the guard would read otherwise.
 - absolute-form: ``http://`` or ``https://`` URL (RFC 9112 section 3.2.2); the ``Host`` field, when
   sent, must name the same authority (the RFC lets a proxy ignore it; refusing a mismatch leaves
   no room for a later hop to read the other one).
-- inside an intercepted tunnel: origin-form only, with ``Host`` naming the tunnel's host.
+- inside a tunnel the door reads: origin-form only, with ``Host`` naming the tunnel's host and port.
 
 What it refuses to do: decode, repair or guess. Everything else is ``request.target_invalid``.
 """
@@ -73,14 +73,15 @@ def absolute_target(target: bytes, host_header: bytes | None) -> EgressTarget:
     return parsed
 
 
-def origin_target(target: bytes, host_header: bytes | None, tunnel: Authority) -> str:
-    """The path and query of a request inside an intercepted tunnel to ``tunnel``."""
+def origin_target(target: bytes, host_header: bytes | None, tunnel: Authority, scheme: str = "https") -> str:
+    """The path and query of a request read inside a tunnel to ``tunnel`` (``scheme``: what the
+    tunnel carries, for the ``Host`` field's default port)."""
     if not _ORIGIN.match(target) or b"\\" in target or b"#" in target:
         raise TargetRefused("not_origin_form")
     if host_header is None:
         raise TargetRefused("missing_host")
     try:
-        parsed = parse_egress_url("https://" + host_header.decode("ascii") + "/")
+        parsed = parse_egress_url(f"{scheme}://" + host_header.decode("ascii") + "/")
     except (UnsafeUrl, UnicodeDecodeError):
         raise TargetRefused("host_invalid") from None
     if (parsed.host, parsed.port) != (tunnel.host, tunnel.port) or parsed.path_and_query != "/":
