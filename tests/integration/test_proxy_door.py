@@ -17,10 +17,11 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from tests.conftest import issue_tls_files
+from tests.conftest import issue_tls_files, raw_connection, raw_request, read_response
 from tests.proxy_kit import proxy_lab
 
 from portcullis.egress.proxy.authority import CertificateAuthority, create_ca
+from portcullis.server.limits import ServerLimits
 from portcullis.testing import ManualClock, catch_all, serve_app
 
 
@@ -181,3 +182,80 @@ async def test_an_intercepted_tunnel_runs_each_request_through_the_pipeline(tmp_
                                                       "https://llm.partner.test/v1/models"]
     assert all(f.tunnel == "intercept" for f in lab.backend.forwarded)
     assert (record.mode, record.decision, record.requests, record.route) == ("intercept", "allowed", 2, "llm")
+
+
+async def test_a_half_closed_tunnel_still_carries_the_answer(tmp_path: Path) -> None:
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()  # until the client's half-close
+        writer.write(b"got %d" % len(data))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(count, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    route = {"name": "raw", "url": f"https://raw.partner.test:{port}", "allow_networks": ["127.0.0.0/8"]}
+    try:
+        async with proxy_lab(tmp_path, [route], answers={"raw.partner.test": [["127.0.0.1"]]}) as lab, \
+                raw_connection(lab.port) as (reader, writer):
+            writer.write(f"CONNECT raw.partner.test:{port} HTTP/1.1\r\nProxy-Authorization: ".encode()
+                         + lab.basic() + b"\r\n\r\n" + b"x" * 100_000)  # the first bytes ride with the head
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            writer.write_eof()
+            async with asyncio.timeout(5):
+                assert await reader.read() == b"got 100000"
+            record = await lab.backend.next_tunnel()
+    finally:
+        server.close()
+    assert (record.ended, record.bytes_up, record.bytes_down) == ("closed", 100_000, 10)
+
+
+async def test_expect_100_continue_is_answered_before_the_body(tmp_path: Path, plain_upstream: int) -> None:
+    async with proxy_lab(tmp_path, [_plain_route(plain_upstream)],
+                         answers={"plain.partner.test": [["127.0.0.1"]]}) as lab, \
+            raw_connection(lab.port) as (reader, writer):
+        writer.write(f"POST http://plain.partner.test:{plain_upstream}/up HTTP/1.1\r\n"
+                     f"Host: plain.partner.test:{plain_upstream}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+                     "Proxy-Authorization: ".encode() + lab.basic() + b"\r\n\r\n")
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        status, _, body = await read_response(reader)
+    assert (status, orjson.loads(body)["body"]) == (200, "hello")
+
+
+async def test_connections_beyond_the_per_address_cap_get_503(tmp_path: Path, plain_upstream: int) -> None:
+    async with proxy_lab(tmp_path, [_plain_route(plain_upstream)], limits=ServerLimits(max_connections_per_ip=1),
+                         answers={"plain.partner.test": [["127.0.0.1"]]}) as lab, \
+            raw_connection(lab.port) as (_, first_writer):
+        first_writer.write(b"GET ")  # holds the one connection this address may have
+        await first_writer.drain()
+        raw = await raw_request(lab.port, b"GET http://plain.partner.test/ HTTP/1.1\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in head
+    assert orjson.loads(body)["code"] == "service.unavailable"
+    assert lab.backend.refusals[0].decision == "connection_cap:max_connections_per_ip"
+
+
+async def test_an_intercepting_tunnel_a_client_does_not_trust_ends_at_the_handshake(tmp_path: Path) -> None:
+    clock = ManualClock(wall=__import__("time").time())
+
+    def make_ca() -> CertificateAuthority:
+        files = create_ca(tmp_path / "ca.pem", tmp_path / "ca.key", common_name="Lab CA", days=2, clock=clock)
+        return CertificateAuthority.load(files.cert_file, files.key_file, clock=clock)
+
+    authority = await asyncio.to_thread(make_ca)
+    def other_trust() -> ssl.SSLContext:
+        (tmp_path / "other").mkdir()
+        return issue_tls_files(tmp_path / "other").client_context()
+
+    other = await asyncio.to_thread(other_trust)
+    route = {"name": "llm", "url": "https://llm.partner.test", "intercept": True}
+    try:
+        async with proxy_lab(tmp_path, [route], authority=authority, proxy_ca=True) as lab:
+            async with httpx.AsyncClient(proxy=lab.proxy_url(), verify=other, trust_env=False) as client:
+                with pytest.raises(httpx.ConnectError):
+                    await client.get("https://llm.partner.test/v1/models")
+            record = await lab.backend.next_tunnel()
+    finally:
+        await asyncio.to_thread(authority.close)
+    assert (record.mode, record.ended, record.requests) == ("intercept", "tls_handshake_failed", 0)
+    assert lab.backend.forwarded == []

@@ -134,8 +134,9 @@ class TunnelRecord:
 
     ``decision`` is ``allowed`` for a tunnel that was opened, or the refusal (``egress_refused:…``,
     ``auth:…``, ``upstream_error:…``); ``ended`` says how an opened tunnel ended (``closed``,
-    ``idle_timeout``, ``max_duration``, ``client_gone``, ``upstream_gone``, ``shutdown``).
-    ``bytes_up``: client to upstream; ``bytes_down``: upstream to client (TLS bytes, not plaintext).
+    ``idle_timeout``, ``max_duration``, ``client_gone``, ``upstream_gone``, ``tls_handshake_failed``,
+    or ``cancelled`` when the listener stopped). ``bytes_up``: client to upstream; ``bytes_down``:
+    upstream to client (TLS bytes when spliced; request and response bytes when read).
     """
 
     request_id: str

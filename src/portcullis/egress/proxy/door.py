@@ -326,6 +326,9 @@ class ProxyDoor:
             ended = "max_duration"
         except _Ended:
             ended = "client_gone"
+        except asyncio.CancelledError:
+            ended = "cancelled"  # the listener's drain ran out
+            raise
         finally:
             self._closed(replace(record, ended=ended, bytes_up=bytes_up, bytes_down=bytes_down,
                                  requests=served), started)
