@@ -36,7 +36,7 @@ from portcullis.egress.proxy import (
     TunnelRequest,
 )
 from portcullis.egress.proxy.authority import CertificateAuthority
-from portcullis.egress.proxy.routes import RouteMap, tunnel_mode
+from portcullis.egress.proxy.routes import RouteMap, splice_refusal, tunnel_mode
 from portcullis.egress.resolver import StaticResolver
 from portcullis.egress.ssrf import EgressTarget, SsrfGuard
 from portcullis.errors import EgressDenied, RateLimited
@@ -65,13 +65,21 @@ class LabBackend:
     tunnels: list[TunnelRecord] = field(default_factory=list)
     forwarded: list[ForwardRequest] = field(default_factory=list)
     tunnel_closed_event: asyncio.Event = field(default_factory=asyncio.Event)
+    faults: dict[str, BaseException] = field(default_factory=dict)  # method name -> what it raises next
+
+    def _fault(self, method: str) -> None:
+        fault = self.faults.pop(method, None)
+        if fault is not None:
+            raise fault
 
     async def authenticate(self, credentials: ProxyCredentials, *, client_ip: str, request_id: str) -> ProxyIdentity:
+        self._fault("authenticate")
         principal = await self.verifier.verify(credentials.api_key)
         return ProxyIdentity(principal.consumer_id, principal.key_id, credentials.workflow_id,
                              credentials.execution_id)
 
     async def forward(self, request: ForwardRequest) -> ForwardResponse:
+        self._fault("forward")
         self.forwarded.append(request)
         from portcullis.egress.ssrf import parse_egress_url
 
@@ -94,12 +102,16 @@ class LabBackend:
                                result.body)
 
     async def admit_tunnel(self, request: TunnelRequest) -> TunnelGrant:
+        self._fault("admit_tunnel")
         route = self.routes.for_tunnel(request.host, request.port)
         if route is None:
             raise EgressDenied("no_route_for_tunnel")
         mode = tunnel_mode(route)
         if mode is not TunnelMode.SPLICE:
             return TunnelGrant(route.name, mode)
+        refusal = splice_refusal(route)
+        if refusal is not None:
+            raise EgressDenied(refusal)
         shown = f"[{request.host}]" if ":" in request.host else request.host
         verdict = await self.guard.check(f"https://{shown}:{request.port}/", route_policy(self.config, route))
         if not verdict.allowed:

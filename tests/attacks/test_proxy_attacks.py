@@ -40,6 +40,8 @@ def _routes(port: int) -> list[dict[str, object]]:
     return [
         {"name": "plain", "url": f"http://plain.partner.test:{port}", "allow_http": True,
          "allow_networks": ["127.0.0.0/8"]},
+        {"name": "ruled", "url": f"https://ruled.partner.test:{port}", "allow_networks": ["127.0.0.0/8"],
+         "paths": ["/v1/**"], "methods": ["GET"]},
         {"name": "partner", "url": f"https://api.partner.test:{port}", "allow_networks": ["127.0.0.0/8"],
          "allow_hosts": ["metadata.partner.test", "intranet.partner.test", "mixed.partner.test",
                          "rebind.partner.test"]},
@@ -92,8 +94,10 @@ def _connect(lab: Lab, authority: str) -> bytes:
     ("127.0.0.1:{port}", "egress_refused:no_route_for_tunnel"),
     ("169.254.169.254:80", "egress_refused:no_route_for_tunnel"),
     ("[::ffff:169.254.169.254]:443", "egress_refused:no_route_for_tunnel"),  # IPv4-mapped metadata address
+    # A route that allows some paths and methods only: an unread tunnel would carry any call.
+    ("ruled.partner.test:{port}", "egress_refused:tunnel_bypasses_route_rules"),
 ], ids=["metadata-ip-via-name", "rfc1918-via-name", "mixed-answer", "port-not-allowed", "loopback-literal",
-        "metadata-literal", "mapped-v6-metadata"])
+        "metadata-literal", "mapped-v6-metadata", "route-with-path-rules"])
 async def test_a_tunnel_to_a_forbidden_destination_is_refused_and_audited(
     lab: Lab, upstream: int, authority: str, decision: str,
 ) -> None:

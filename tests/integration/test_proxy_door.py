@@ -21,6 +21,7 @@ from tests.conftest import issue_tls_files, raw_connection, raw_request, read_re
 from tests.proxy_kit import proxy_lab
 
 from portcullis.egress.proxy.authority import CertificateAuthority, create_ca
+from portcullis.errors import Forbidden, UpstreamTimeout
 from portcullis.server.limits import ServerLimits
 from portcullis.testing import ManualClock, catch_all, serve_app
 
@@ -259,3 +260,22 @@ async def test_an_intercepting_tunnel_a_client_does_not_trust_ends_at_the_handsh
         await asyncio.to_thread(authority.close)
     assert (record.mode, record.ended, record.requests) == ("intercept", "tls_handshake_failed", 0)
     assert lab.backend.forwarded == []
+
+
+@pytest.mark.parametrize(("method", "fault", "status", "code", "decision"), [
+    ("forward", RuntimeError("bug"), 500, "internal", "internal_error:backend_fault"),
+    ("authenticate", RuntimeError("bug"), 500, "internal", "internal_error:backend_fault"),
+    ("authenticate", Forbidden("missing_scope"), 403, "authz.forbidden", "authz:missing_scope"),
+    ("forward", UpstreamTimeout("egress_timeout"), 504, "upstream.timeout", "upstream_error:egress_timeout"),
+], ids=["forward-bug", "auth-bug", "auth-forbidden", "upstream-timeout"])
+async def test_what_the_backend_raises_is_answered_as_a_problem_and_recorded(
+    tmp_path: Path, plain_upstream: int, method: str, fault: Exception, status: int, code: str, decision: str,
+) -> None:
+    async with proxy_lab(tmp_path, [_plain_route(plain_upstream)],
+                         answers={"plain.partner.test": [["127.0.0.1"]]}) as lab, \
+            httpx.AsyncClient(proxy=lab.proxy_url(), trust_env=False) as client:
+        lab.backend.faults[method] = fault
+        response = await client.get(f"http://plain.partner.test:{plain_upstream}/v1/items")
+    assert (response.status_code, response.json()["code"]) == (status, code)
+    [refusal] = lab.backend.refusals
+    assert (refusal.decision, refusal.request_id) == (decision, response.headers["x-request-id"])

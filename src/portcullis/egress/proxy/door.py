@@ -29,7 +29,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from portcullis.clock import Clock
 from portcullis.egress.proxy.answer import CONNECTED, Problem, problem_for, render, render_problem_bytes
@@ -48,8 +50,10 @@ from portcullis.egress.proxy.reader import ProxyRequest, ReadRefused, RequestRea
 from portcullis.egress.proxy.splice import SpliceLimits, splice
 from portcullis.egress.proxy.target import Authority, absolute_target, connect_target, origin_target
 from portcullis.errors import (
+    CircuitOpen,
     ClientError,
     ErrorCode,
+    Forbidden,
     Unauthenticated,
     UpstreamError,
     UpstreamTimeout,
@@ -163,7 +167,7 @@ class ProxyDoor:
 
     async def _identity(self, request: ProxyRequest, peer: str, request_id: str) -> ProxyIdentity:
         credentials = parse_proxy_authorization(request.headers)
-        return await self._backend.authenticate(credentials, client_ip=peer, request_id=request_id)
+        return await _asked(self._backend.authenticate(credentials, client_ip=peer, request_id=request_id))
 
     # -- absolute-form -----------------------------------------------------------------------
     async def _absolute(self, request: ProxyRequest, writer: asyncio.StreamWriter, peer: str) -> bool:
@@ -179,6 +183,9 @@ class ProxyDoor:
         except Unauthenticated as exc:
             await self._refuse(writer, request, peer, request_id, exc, kind="auth", proxy_auth=True)
             return False
+        except ClientError as exc:  # authenticated, not allowed (scopes), or the key store is down
+            await self._refuse(writer, request, peer, request_id, exc, kind=_kind(exc))
+            return False
         url = f"{target.scheme}://{_shown(target.host)}:{target.port}{target.path_and_query}"
         sent = await self._send(writer, ForwardRequest(
             identity=identity, method=request.method, url=url, headers=_crossing(request.headers),
@@ -189,9 +196,9 @@ class ProxyDoor:
     async def _send(self, writer: asyncio.StreamWriter, call: ForwardRequest, request: ProxyRequest, peer: str,
                     keep_alive: bool) -> _Sent:
         try:
-            answer = await self._backend.forward(call)
+            answer = await _asked(self._backend.forward(call))
         except (ClientError, UpstreamError) as exc:
-            await self._refuse(writer, request, peer, call.request_id, exc, kind="egress_refused",
+            await self._refuse(writer, request, peer, call.request_id, exc, kind=_kind(exc, "egress_refused"),
                                keep_alive=keep_alive)
             return _Sent(keep_alive, 0)
         data = render(answer.status, answer.headers, answer.body, request_id=call.request_id,
@@ -217,12 +224,15 @@ class ProxyDoor:
         except Unauthenticated as exc:
             await self._tunnel_refused(writer, record, started, exc, f"auth:{exc.reason}", proxy_auth=True)
             return
+        except ClientError as exc:
+            await self._tunnel_refused(writer, record, started, exc, f"{_kind(exc)}:{exc.reason}")
+            return
         record = replace(record, identity=identity)
         try:
-            grant = await self._backend.admit_tunnel(TunnelRequest(identity, authority.host, authority.port,
-                                                                   request_id, peer))
+            grant = await _asked(self._backend.admit_tunnel(TunnelRequest(identity, authority.host, authority.port,
+                                                                          request_id, peer)))
         except (ClientError, UpstreamError) as exc:
-            await self._tunnel_refused(writer, record, started, exc, f"egress_refused:{exc.reason}")
+            await self._tunnel_refused(writer, record, started, exc, f"{_kind(exc, 'egress_refused')}:{exc.reason}")
             return
         record = replace(record, route=grant.route, mode=grant.mode)
         if grant.mode is TunnelMode.SPLICE:
@@ -349,6 +359,35 @@ class ProxyDoor:
             headers=_crossing(request.headers), body=request.body, request_id=request_id, client_ip=peer,
             tunnel=mode,
         ), request, peer, keep_alive)
+
+
+_T = TypeVar("_T")
+
+
+async def _asked(awaitable: Awaitable[_T]) -> _T:
+    """The backend's answer; a fault in it (anything but a Portcullis refusal) becomes a 500
+    ``internal`` problem document for the client and a traceback in the log, never a dropped
+    connection without an answer or a record."""
+    try:
+        return await awaitable
+    except (ClientError, UpstreamError):
+        raise
+    except Exception:
+        log.exception("proxy backend failed")
+        raise ClientError("backend_fault", code=ErrorCode.INTERNAL) from None
+
+
+def _kind(exc: ClientError | UpstreamError, default: str = "auth") -> str:
+    """The audit decision's kind for a refusal (``<kind>:<reason>``)."""
+    if exc.code is ErrorCode.INTERNAL:
+        return "internal_error"
+    if exc.code in (ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.STORE_UNAVAILABLE):
+        return "service_unavailable"
+    if isinstance(exc, Forbidden):
+        return "authz"
+    if isinstance(exc, UpstreamError) and not isinstance(exc, CircuitOpen):
+        return "upstream_error"
+    return default
 
 
 def _crossing(headers: Headers) -> Headers:

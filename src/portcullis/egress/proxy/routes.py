@@ -8,7 +8,8 @@ Tunnels: a ``CONNECT host:port`` belongs to the route whose base URL names that 
 (443 for ``https`` and 80 for ``http`` without a port), or, failing that, to the first route (in
 config order) with that port whose ``allow_hosts`` covers the host (the route's own allow-list;
 the global ``egress.allow_hosts`` still applies in the guard's policy). A tunnel to an ``http``
-route is read, never spliced (``TunnelMode.READ``), so its traffic always passes the pipeline.
+route is read, never spliced (``TunnelMode.READ``), so its traffic always passes the pipeline; an
+``https`` route with path or method rules is never spliced either (``splice_refusal``).
 
 What it refuses to do: guess. No route, no tunnel (403 ``egress.destination_denied`` upstream).
 """
@@ -22,7 +23,7 @@ from portcullis.config.egress import EgressConfig, EgressRouteConfig
 from portcullis.config.types import host_allowed
 from portcullis.egress.proxy.base import TunnelMode
 
-__all__ = ["RouteMap", "UrlMatch", "tunnel_mode"]
+__all__ = ["RouteMap", "UrlMatch", "splice_refusal", "tunnel_mode"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +81,15 @@ def tunnel_mode(route: EgressRouteConfig) -> TunnelMode:
     if urlsplit(route.url).scheme == "http":
         return TunnelMode.READ
     return TunnelMode.INTERCEPT if route.intercept else TunnelMode.SPLICE
+
+
+def splice_refusal(route: EgressRouteConfig) -> str | None:
+    """Why ``route`` may not be reached through a tunnel the gateway cannot read, or ``None``.
+
+    A route that limits its paths or methods says which calls are allowed; an opaque tunnel would
+    carry any call to the host, so it is refused (``intercept: true`` lets such a route be
+    reached through ``CONNECT``, each request checked).
+    """
+    if route.paths or route.methods:
+        return "tunnel_bypasses_route_rules"
+    return None
