@@ -1,16 +1,20 @@
-"""A proxy door on 127.0.0.1 over a lab backend built from real pieces, for the proxy tests.
+"""The proxy door in front of a real gateway, and a lab backend for tests of the door's own contract.
 
-The lab backend is ``ProxyBackend`` over: the API key verifier on a real SQLite key store, the
-route table (``egress.proxy.routes``), the SSRF guard with a fixed resolver (names answer with
-127.0.0.1 for the local servers, or with private and metadata addresses for attacks), a real
-limiter per tunnel, and the egress executor for forwarded requests. What it records (refusals,
-tunnels, forwarded calls) is kept in lists for the tests to read.
+``proxy_gateway``: a gateway (``make_gateway``: its store, audit writer, metrics, egress executor)
+with the proxy door's listener over ``PipelineBackend``, as ``portcullis serve`` wires it; egress
+names are answered by a fixed resolver (127.0.0.1 for the local upstreams, private and metadata
+addresses for attacks), and every audit record the door writes is also kept in memory, so a test
+can wait for a tunnel's record without polling the audit file.
+
+``LabBackend``: ``ProxyBackend`` over the key verifier and the executor, with faults that can be
+injected, for the door's behaviour when its backend misbehaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,134 +22,39 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from portcullis.config.egress import EgressConfig
-from portcullis.egress.budgets import CallContext
-from portcullis.egress.executor import EgressExecutor, EgressRequest
-from portcullis.egress.policy import route_policy
+from tests.conftest import Gateway, GatewayFactory, gateway_yaml
+
+from portcullis.audit.record import AuditRecord
+from portcullis.clock import SystemClock
 from portcullis.egress.proxy import (
     ForwardRequest,
     ForwardResponse,
     ProxyCredentials,
-    ProxyDoorSettings,
     ProxyIdentity,
     ProxyListener,
-    SpliceLimits,
     TunnelGrant,
-    TunnelMode,
     TunnelRecord,
     TunnelRequest,
 )
 from portcullis.egress.proxy.authority import CertificateAuthority
-from portcullis.egress.proxy.routes import RouteMap, splice_refusal, tunnel_mode
+from portcullis.egress.proxy.backend import PipelineBackend, ProxyPipeline
 from portcullis.egress.resolver import StaticResolver
-from portcullis.egress.ssrf import EgressTarget, SsrfGuard
-from portcullis.errors import EgressDenied, RateLimited
-from portcullis.identity.api_keys import ApiKeyVerifier, create_key
-from portcullis.limiting.limiter import LimitRule, MultiLimiter
+from portcullis.gateway.proxy import proxy_limits
+from portcullis.gateway.runtime import serving_runtime
 from portcullis.server.base import Refusal
-from portcullis.server.limits import ServerLimits
-from portcullis.stores.memory import MemoryCounterStore
-from portcullis.stores.sqlite import SqliteStore
-from portcullis.testing import ManualClock
-from portcullis.vault import MasterKeys, Vault, generate_master_key
+from portcullis.vault import generate_master_key
 
-PEPPER = b"p" * 32
+MASTER = generate_master_key()  # the vault's key for every proxied gateway of a test run
 
 
 @dataclass
-class LabBackend:
-    verifier: ApiKeyVerifier
-    routes: RouteMap
-    config: EgressConfig
-    guard: SsrfGuard
-    executor: EgressExecutor
-    limiter: MultiLimiter
-    plain_for: dict[str, str] = field(default_factory=dict)  # intercepted host -> the http route standing in
-    refusals: list[Refusal] = field(default_factory=list)
-    tunnels: list[TunnelRecord] = field(default_factory=list)
-    forwarded: list[ForwardRequest] = field(default_factory=list)
-    tunnel_closed_event: asyncio.Event = field(default_factory=asyncio.Event)
-    faults: dict[str, BaseException] = field(default_factory=dict)  # method name -> what it raises next
-
-    def _fault(self, method: str) -> None:
-        fault = self.faults.pop(method, None)
-        if fault is not None:
-            raise fault
-
-    async def authenticate(self, credentials: ProxyCredentials, *, client_ip: str, request_id: str) -> ProxyIdentity:
-        self._fault("authenticate")
-        principal = await self.verifier.verify(credentials.api_key)
-        return ProxyIdentity(principal.consumer_id, principal.key_id, credentials.workflow_id,
-                             credentials.execution_id)
-
-    async def forward(self, request: ForwardRequest) -> ForwardResponse:
-        self._fault("forward")
-        self.forwarded.append(request)
-        from portcullis.egress.ssrf import parse_egress_url
-
-        target: EgressTarget = parse_egress_url(request.url)
-        route_name = self.plain_for.get(target.host)
-        relative = target.path_and_query
-        if route_name is None:
-            match = self.routes.for_url(target.scheme, target.host, target.port, target.path_and_query)
-            if match is None:
-                raise EgressDenied("no_route_for_url")
-            route_name, relative = match.route.name, match.relative
-        ident = request.identity
-        result = await self.executor.call(EgressRequest(
-            route=route_name, method=request.method, path_and_query=relative,
-            context=CallContext(ident.execution_id, ident.workflow_id, ident.consumer_id),
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
-            body=request.body or None, request_id=request.request_id, client_ip=request.client_ip,
-        ))
-        return ForwardResponse(result.status, [(k.lower().encode(), v.encode()) for k, v in result.headers],
-                               result.body)
-
-    async def admit_tunnel(self, request: TunnelRequest) -> TunnelGrant:
-        self._fault("admit_tunnel")
-        route = self.routes.for_tunnel(request.host, request.port)
-        if route is None:
-            raise EgressDenied("no_route_for_tunnel")
-        mode = tunnel_mode(route)
-        if mode is not TunnelMode.SPLICE:
-            return TunnelGrant(route.name, mode)
-        refusal = splice_refusal(route)
-        if refusal is not None:
-            raise EgressDenied(refusal)
-        shown = f"[{request.host}]" if ":" in request.host else request.host
-        verdict = await self.guard.check(f"https://{shown}:{request.port}/", route_policy(self.config, route))
-        if not verdict.allowed:
-            raise EgressDenied(verdict.reason)
-        if route.rate_limits:
-            rule = LimitRule(name=f"egress:{route.name}", windows=tuple(route.rate_limits), burst=route.burst)
-            decision = await self.limiter.consume([(rule, "*")])
-            if not decision.allowed:
-                raise RateLimited(f"rate_limited:{rule.name}", retry_after_s=decision.retry_after_s)
-        return TunnelGrant(route.name, mode, verdict.addresses, connect_timeout_s=2.0)
-
-    def tunnel_closed(self, record: TunnelRecord) -> None:
-        self.tunnels.append(record)
-        self.tunnel_closed_event.set()
-
-    def refused(self, refusal: Refusal) -> Sequence[tuple[bytes, bytes]]:
-        self.refusals.append(refusal)
-        return ()
-
-    async def next_tunnel(self) -> TunnelRecord:
-        async with asyncio.timeout(10):
-            while not self.tunnels:
-                self.tunnel_closed_event.clear()
-                await self.tunnel_closed_event.wait()
-        return self.tunnels.pop(0)
-
-
-@dataclass
-class Lab:
-    backend: LabBackend
+class ProxyGateway:
+    gw: Gateway
     listener: ProxyListener
     key: str
-    clock: ManualClock
     resolver: StaticResolver
+    records: list[AuditRecord] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def port(self) -> int:
@@ -155,37 +64,113 @@ class Lab:
         return f"http://wf={workflow};ex={execution}:{key or self.key}@127.0.0.1:{self.port}"
 
     def basic(self, *, workflow: str = "wf-1", execution: str = "ex-1", key: str | None = None) -> bytes:
-        token = base64.b64encode(f"wf={workflow};ex={execution}:{key or self.key}".encode())
-        return b"Basic " + token
+        return b"Basic " + base64.b64encode(f"wf={workflow};ex={execution}:{key or self.key}".encode())
+
+    def submit(self, record: AuditRecord) -> None:
+        self.gw.services.audit.submit(record)
+        self.records.append(record)
+        self.arrived.set()
+
+    @property
+    def calls(self) -> list[AuditRecord]:
+        """Records of requests the door forwarded (or the pipeline refused), not tunnels or its own refusals."""
+        return [r for r in self.records if r.method != "CONNECT" and r.egress and "workflow_id" in r.egress]
+
+    @property
+    def refusals(self) -> list[AuditRecord]:
+        """Records of requests the listener refused itself."""
+        return [r for r in self.records if r.egress == {"door": "proxy"}]
+
+    async def tunnel(self) -> AuditRecord:
+        """The next ``CONNECT``'s record (written when the tunnel ends), waiting for it."""
+        async with asyncio.timeout(10):
+            while True:
+                found = [r for r in self.records if r.method == "CONNECT"]
+                if found:
+                    self.records.remove(found[0])
+                    return found[0]
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+def egress_yaml(routes: list[dict[str, Any]], proxy: dict[str, Any] | None = None,
+                budgets: dict[str, Any] | None = None) -> str:
+    section = {"entry": {"enabled": True}, "routes": routes, "budgets": budgets or {},
+               "proxy": {"listen": "127.0.0.1:0", **(proxy or {})}}
+    return f"routes:\n  - {{name: health, path: /health, upstream: api, auth: none}}\negress: {json.dumps(section)}\n"
 
 
 @asynccontextmanager
-async def proxy_lab(
-    tmp_path: Path, routes: list[dict[str, Any]], *, answers: dict[str, list[list[str]]] | None = None,
-    limits: ServerLimits | None = None, splice: SpliceLimits | None = None, authority: CertificateAuthority | None = None,
-    plain_for: dict[str, str] | None = None, max_body_bytes: int = 1 << 20, proxy_ca: bool = False,
-) -> AsyncIterator[Lab]:
-    proxy: dict[str, Any] | None = None
-    if proxy_ca:  # the config only checks that a CA is named; the lab hands the listener its authority
-        proxy = {"listen": "127.0.0.1:0", "ca": {"cert_file": "ca.pem", "key_file": "ca.key"}}
-    config = EgressConfig.model_validate({"routes": routes, "budgets": {"execution_calls": 0}, "proxy": proxy})
-    store = await SqliteStore.connect(str(tmp_path / "lab.db"))
-    clock = ManualClock()
-    issued = await create_key(store, "alice", (), pepper=PEPPER, clock=clock)
-    verifier = ApiKeyVerifier(store, pepper=PEPPER, clock=clock, cache_ttl_s=60)
+async def proxy_gateway(
+    make_gateway: GatewayFactory, routes: list[dict[str, Any]], *, answers: dict[str, list[list[str]]] | None = None,
+    proxy: dict[str, Any] | None = None, budgets: dict[str, Any] | None = None, scopes: tuple[str, ...] = (),
+    extra_yaml: str = "", secrets: dict[str, str] | None = None,
+) -> AsyncIterator[ProxyGateway]:
     resolver = StaticResolver({name: [[ip_address(a) for a in answer] for answer in lists]
                                for name, lists in (answers or {}).items()})
-    vault = Vault(store, MasterKeys([generate_master_key().encode()]), clock)
-    executor = EgressExecutor(config, vault=vault, resolver=resolver, clock=clock)
-    backend = LabBackend(verifier, RouteMap(config), config, SsrfGuard(resolver), executor,
-                         MultiLimiter(MemoryCounterStore(), clock), plain_for=plain_for or {})
-    settings = ProxyDoorSettings(limits=limits or ServerLimits(), splice=splice or SpliceLimits(),
-                                 max_body_bytes=max_body_bytes)
-    listener = ProxyListener(backend, settings, clock=clock, authority=authority)
-    await listener.start()
+    gw = await make_gateway(gateway_yaml("http://127.0.0.1:9", egress_yaml(routes, proxy, budgets) + extra_yaml),
+                            resolver=resolver, env={"PORTCULLIS_SECRET_KEY": MASTER}, secrets=secrets)
+    runtime = serving_runtime(gw.app)
+    config = runtime.config
+    assert config.egress is not None and config.egress.proxy is not None
+    settings = config.egress.proxy
+    authority = None
+    if settings.ca is not None:
+        ca = settings.ca
+        # Certificates are facts on the wire: their validity follows the real clock, not the test's.
+        authority = await asyncio.to_thread(CertificateAuthority.load, Path(ca.cert_file), Path(ca.key_file),
+                                            clock=SystemClock(), leaf_days=ca.leaf_days, max_leaves=ca.max_leaves)
+
+    def current() -> ProxyPipeline | None:
+        now = serving_runtime(gw.app)
+        assert now.egress is not None and now.config.egress is not None
+        return ProxyPipeline(now.egress, now.config.egress, now.key_verifier)
+
+    holder: list[ProxyGateway] = []
+    backend = PipelineBackend(current, audit=lambda record: holder[0].submit(record), clock=gw.clock,
+                              metrics=gw.services.metrics)
+    listener = ProxyListener(backend, proxy_limits(settings, 2.0), clock=gw.clock, authority=authority)
+    await listener.start("127.0.0.1", 0)
+    pg = ProxyGateway(gw, listener, await gw.key("alice", scopes=scopes), resolver)
+    holder.append(pg)
     try:
-        yield Lab(backend, listener, issued.key, clock, resolver)
+        yield pg
     finally:
         await listener.stop()
-        await executor.aclose()
-        await store.aclose()
+
+
+# --- the lab backend: the door's contract, with faults --------------------------------------------
+
+@dataclass
+class LabBackend:
+    """``ProxyBackend`` over a gateway's pipeline, recording what it sees and raising injected faults."""
+
+    inner: PipelineBackend
+    refusals: list[Refusal] = field(default_factory=list)
+    tunnels: list[TunnelRecord] = field(default_factory=list)
+    faults: dict[str, BaseException] = field(default_factory=dict)  # method name -> what it raises next
+
+    def _fault(self, method: str) -> None:
+        fault = self.faults.pop(method, None)
+        if fault is not None:
+            raise fault
+
+    async def authenticate(self, credentials: ProxyCredentials, *, client_ip: str, request_id: str) -> ProxyIdentity:
+        self._fault("authenticate")
+        return await self.inner.authenticate(credentials, client_ip=client_ip, request_id=request_id)
+
+    async def forward(self, request: ForwardRequest) -> ForwardResponse:
+        self._fault("forward")
+        return await self.inner.forward(request)
+
+    async def admit_tunnel(self, request: TunnelRequest) -> TunnelGrant:
+        self._fault("admit_tunnel")
+        return await self.inner.admit_tunnel(request)
+
+    def tunnel_closed(self, record: TunnelRecord) -> None:
+        self.tunnels.append(record)
+        self.inner.tunnel_closed(record)
+
+    def refused(self, refusal: Refusal) -> Sequence[tuple[bytes, bytes]]:
+        self.refusals.append(refusal)
+        return self.inner.refused(refusal)

@@ -13,16 +13,14 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import orjson
 import pytest
 from aiohttp import web
-from tests.conftest import raw_connection, raw_request, read_response
-from tests.proxy_kit import Lab, proxy_lab
+from tests.conftest import GatewayFactory, raw_connection, raw_request, read_response
+from tests.proxy_kit import ProxyGateway as Lab
+from tests.proxy_kit import proxy_gateway
 
-from portcullis.egress.proxy import SpliceLimits
-from portcullis.server.limits import ServerLimits
 from portcullis.testing import catch_all, serve_app
 
 
@@ -59,9 +57,9 @@ ANSWERS = {
 
 
 @pytest.fixture
-async def lab(tmp_path: Path, upstream: int) -> AsyncIterator[Lab]:
-    limits = ServerLimits(head_timeout=0.5, first_byte_timeout=2.0, max_header_bytes=4096)
-    async with proxy_lab(tmp_path, _routes(upstream), answers=ANSWERS, limits=limits) as lab:
+async def lab(make_gateway: GatewayFactory, upstream: int) -> AsyncIterator[Lab]:
+    limits = {"head_timeout": "500ms", "first_byte_timeout": "2s", "max_header_bytes": "4KiB"}
+    async with proxy_gateway(make_gateway, _routes(upstream), answers=ANSWERS, proxy=limits) as lab:
         yield lab
 
 
@@ -89,11 +87,11 @@ def _connect(lab: Lab, authority: str) -> bytes:
     # One bad answer among good ones refuses the name (rebinding starts with a mixed answer).
     ("mixed.partner.test:{port}", "egress_refused:address_private"),
     # A port the route does not name (a tunnel to SSH on the API's host).
-    ("api.partner.test:22", "egress_refused:no_route_for_tunnel"),
+    ("api.partner.test:22", "egress_refused:unknown_route"),
     # An address literal instead of a name: no route names it.
-    ("127.0.0.1:{port}", "egress_refused:no_route_for_tunnel"),
-    ("169.254.169.254:80", "egress_refused:no_route_for_tunnel"),
-    ("[::ffff:169.254.169.254]:443", "egress_refused:no_route_for_tunnel"),  # IPv4-mapped metadata address
+    ("127.0.0.1:{port}", "egress_refused:unknown_route"),
+    ("169.254.169.254:80", "egress_refused:unknown_route"),
+    ("[::ffff:169.254.169.254]:443", "egress_refused:unknown_route"),  # IPv4-mapped metadata address
     # A route that allows some paths and methods only: an unread tunnel would carry any call.
     ("ruled.partner.test:{port}", "egress_refused:tunnel_bypasses_route_rules"),
 ], ids=["metadata-ip-via-name", "rfc1918-via-name", "mixed-answer", "port-not-allowed", "loopback-literal",
@@ -104,9 +102,10 @@ async def test_a_tunnel_to_a_forbidden_destination_is_refused_and_audited(
     target = authority.format(port=upstream)
     status, doc, _ = _problem(await raw_request(lab.port, _connect(lab, target)))
     assert (status, doc["code"]) == (403, "egress.destination_denied")
-    record = await lab.backend.next_tunnel()
-    assert (record.status, record.decision, record.request_id, record.address) == (403, decision, doc["request_id"],
-                                                                                  None)
+    record = await lab.tunnel()
+    assert record.egress is not None
+    assert (record.status, record.decision, record.request_id, record.egress["address"]) == (
+        403, decision, doc["request_id"], None)
 
 
 async def test_a_rebinding_name_is_dialled_at_the_address_that_was_checked(lab: Lab, upstream: int) -> None:
@@ -118,8 +117,8 @@ async def test_a_rebinding_name_is_dialled_at_the_address_that_was_checked(lab: 
         writer.write(b"GET /through HTTP/1.1\r\nHost: rebind.partner.test\r\nConnection: close\r\n\r\n")
         inner, _, body = await read_response(reader)
         assert (inner, orjson.loads(body)) == (200, {"path": "/through"})
-    record = await lab.backend.next_tunnel()
-    assert record.address == "127.0.0.1"
+    record = await lab.tunnel()
+    assert record.egress is not None and record.egress["address"] == "127.0.0.1"
     assert lab.resolver.lookups == ["rebind.partner.test"]
 
 
@@ -138,8 +137,8 @@ async def test_a_malformed_connect_target_is_refused_before_authentication(lab: 
     raw = await raw_request(lab.port, b"CONNECT " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     status, doc, _ = _problem(raw)
     assert (status, doc["code"]) == (400, "request.target_invalid")
-    record = await lab.backend.next_tunnel()
-    assert record.identity is None  # refused before any key lookup
+    record = await lab.tunnel()
+    assert record.consumer_id is None  # refused before any key lookup
     assert record.decision.startswith("invalid_request:")
 
 
@@ -148,7 +147,7 @@ async def test_a_connect_without_credentials_gets_407_and_no_lookup(lab: Lab, up
     status, doc, head = _problem(raw)
     assert (status, doc["code"]) == (407, "proxy.missing_credentials")
     assert b'proxy-authenticate: Basic realm="portcullis egress"' in head
-    record = await lab.backend.next_tunnel()
+    record = await lab.tunnel()
     assert (record.decision, record.status) == ("auth:proxy_credentials_missing", 407)
     assert lab.resolver.lookups == []
 
@@ -165,7 +164,7 @@ async def test_bad_proxy_credentials_get_407(lab: Lab, upstream: int, credential
                             + b"Proxy-Authorization: " + credentials + b"\r\n\r\n")
     status, doc, _ = _problem(raw)
     assert (status, doc["code"]) == (407, "proxy.invalid_credentials")
-    assert (await lab.backend.next_tunnel()).decision == f"auth:{reason}"
+    assert (await lab.tunnel()).decision == f"auth:{reason}"
 
 
 async def test_a_bearer_key_with_context_headers_opens_the_tunnel(lab: Lab, upstream: int) -> None:
@@ -175,9 +174,9 @@ async def test_a_bearer_key_with_context_headers_opens_the_tunnel(lab: Lab, upst
         writer.write(head)
         status, _, _ = await read_response(reader)
         assert status == 200
-    record = await lab.backend.next_tunnel()
-    assert record.identity is not None
-    assert (record.identity.workflow_id, record.identity.execution_id) == ("wf:nightly", "run-7")
+    record = await lab.tunnel()
+    assert record.egress is not None and record.consumer_id == "alice"
+    assert (record.egress["workflow_id"], record.egress["execution_id"]) == ("wf:nightly", "run-7")
 
 
 # --- absolute-form confusion -------------------------------------------------------------------
@@ -196,7 +195,7 @@ async def test_a_confusing_absolute_form_target_is_refused(lab: Lab, upstream: i
                "Proxy-Authorization: ").encode() + lab.basic() + b"\r\n\r\n"
     status, doc, _ = _problem(await raw_request(lab.port, request))
     assert (status, doc["code"]) == (400, "request.target_invalid")
-    assert lab.backend.forwarded == []
+    assert lab.calls == []
     assert lab.resolver.lookups == []
 
 
@@ -205,8 +204,8 @@ async def test_an_absolute_form_url_no_route_covers_is_refused_403(lab: Lab, ups
                "Proxy-Authorization: ").encode() + lab.basic() + b"\r\n\r\n"
     status, doc, _ = _problem(await raw_request(lab.port, request))
     assert (status, doc["code"]) == (403, "egress.destination_denied")
-    [refusal] = lab.backend.refusals
-    assert refusal.decision == "egress_refused:no_route_for_url"
+    [call] = lab.calls
+    assert call.decision == "egress_refused:unknown_route"
 
 
 # --- request smuggling through the proxy -------------------------------------------------------
@@ -226,7 +225,7 @@ async def test_ambiguous_framing_is_refused_and_nothing_is_forwarded(lab: Lab, u
     status, doc, head = _problem(raw)
     assert (status, doc["code"]) == (400, "request.malformed")
     assert b"connection: close" in head
-    assert lab.backend.forwarded == []
+    assert lab.calls == []
 
 
 async def test_bare_lf_line_endings_are_refused(lab: Lab, upstream: int) -> None:
@@ -251,7 +250,7 @@ async def test_an_oversized_head_is_cut_with_431(lab: Lab) -> None:
     raw = await raw_request(lab.port, b"GET http://plain.partner.test/ HTTP/1.1\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
     status, doc, _ = _problem(raw)
     assert (status, doc["code"]) == (431, "request.headers_too_large")
-    assert lab.backend.refusals[0].decision == "invalid_request:head_too_large"
+    assert lab.refusals[0].decision == "invalid_request:head_too_large"
 
 
 async def test_a_slow_head_is_cut_with_408(lab: Lab) -> None:
@@ -261,10 +260,12 @@ async def test_a_slow_head_is_cut_with_408(lab: Lab) -> None:
             raw = await reader.read()
     status, doc, _ = _problem(raw)
     assert (status, doc["code"]) == (408, "request.timeout")
-    assert lab.backend.refusals[0].decision == "server_timeout:head_timeout"
+    assert lab.refusals[0].decision == "server_timeout:head_timeout"
 
 
-async def test_a_tunnel_client_that_never_reads_holds_bounded_memory_and_is_cut_when_idle(tmp_path: Path) -> None:
+async def test_a_tunnel_client_that_never_reads_holds_bounded_memory_and_is_cut_when_idle(
+    make_gateway: GatewayFactory,
+) -> None:
     written = 0
     blocked = asyncio.Event()
 
@@ -290,8 +291,8 @@ async def test_a_tunnel_client_that_never_reads_holds_bounded_memory_and_is_cut_
     port = server.sockets[0].getsockname()[1]
     route = {"name": "bulk", "url": f"https://bulk.partner.test:{port}", "allow_networks": ["127.0.0.0/8"]}
     try:
-        async with proxy_lab(tmp_path, [route], answers={"bulk.partner.test": [["127.0.0.1"]]},
-                             splice=SpliceLimits(idle_timeout_s=1.0)) as lab:
+        async with proxy_gateway(make_gateway, [route], answers={"bulk.partner.test": [["127.0.0.1"]]},
+                                 proxy={"tunnel_idle_timeout": "1s"}) as lab:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
             sock.setblocking(False)
@@ -300,17 +301,17 @@ async def test_a_tunnel_client_that_never_reads_holds_bounded_memory_and_is_cut_
             writer.write(_connect(lab, f"bulk.partner.test:{port}"))
             assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
             # ... and never read again.
-            record = await lab.backend.next_tunnel()
+            record = await lab.tunnel()
             writer.transport.abort()
     finally:
         server.close()
         with contextlib.suppress(Exception):
             await server.wait_closed()
     assert blocked.is_set()
-    assert record.ended == "idle_timeout"
+    assert record.egress is not None and record.egress["ended"] == "idle_timeout"
     # What the gateway took from the upstream is what the client's socket and the gateway's bounded
     # buffers hold, never the firehose: a few hundred KiB on loopback, far from unbounded.
-    assert record.bytes_down < 8 * 1024 * 1024
+    assert record.bytes_out < 8 * 1024 * 1024
 
 
 # --- a tunnel to a plain-http route is read, never spliced ---------------------------------------
@@ -322,9 +323,10 @@ async def test_a_tunnel_to_an_http_route_reads_each_request_through_the_pipeline
         writer.write(f"GET /inside HTTP/1.1\r\nHost: plain.partner.test:{upstream}\r\n\r\n".encode())
         status, _, body = await read_response(reader)
         assert (status, orjson.loads(body)) == (200, {"path": "/inside"})
-    record = await lab.backend.next_tunnel()
-    assert (record.mode, record.requests, record.address) == ("read", 1, None)  # nothing dialled by the door
-    assert [f.url for f in lab.backend.forwarded] == [f"http://plain.partner.test:{upstream}/inside"]
+    record = await lab.tunnel()
+    assert record.egress is not None
+    assert (record.egress["mode"], record.egress["requests"], record.egress["address"]) == ("read", 1, None)
+    assert [(c.path, c.decision) for c in lab.calls] == [("/plain/inside", "allowed")]  # through the pipeline
 
 
 @pytest.mark.parametrize("inside", [
@@ -344,4 +346,4 @@ async def test_what_a_read_tunnel_cannot_read_as_one_request_to_its_host_is_refu
             raw = await reader.read()
     status, doc, _ = _problem(raw)
     assert (status, doc["code"]) in ((400, "request.malformed"), (400, "request.target_invalid"))
-    assert lab.backend.forwarded == []
+    assert lab.calls == []

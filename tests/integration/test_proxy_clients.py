@@ -25,11 +25,12 @@ import httpx
 import pytest
 import requests
 from aiohttp import web
-from tests.conftest import issue_tls_files, missing_service
-from tests.proxy_kit import Lab, proxy_lab
+from tests.conftest import GatewayFactory, issue_tls_files, missing_service
+from tests.proxy_kit import ProxyGateway, proxy_gateway
 
-from portcullis.egress.proxy.authority import CertificateAuthority, create_ca
-from portcullis.testing import ManualClock, catch_all, serve_app
+from portcullis.clock import SystemClock
+from portcullis.egress.proxy.authority import create_ca
+from portcullis.testing import catch_all, serve_app
 
 NODE_DIR = Path(__file__).parent.parent / "proxy_clients"
 # Looked up once, at import: the event loop must not touch the file system (blockbuster).
@@ -46,7 +47,7 @@ class Answer:
 
 @dataclass
 class World:
-    lab: Lab
+    lab: ProxyGateway
     plain_port: int
     tls_port: int
     bundle: Path
@@ -59,7 +60,7 @@ class World:
     def urls(self) -> dict[str, str]:
         return {"http": f"http://plain.partner.test:{self.plain_port}/v1/items?x=1",
                 "tunnel": f"https://api.partner.test:{self.tls_port}/v1/items?x=1",
-                "intercept": "https://llm.partner.test/v1/items?x=1"}
+                "intercept": f"https://llm.partner.test:{self.tls_port}/v1/items?x=1"}
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -67,33 +68,30 @@ async def _echo(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    clock = ManualClock(wall=__import__("time").time())
-
-    def files() -> tuple[ssl.SSLContext, CertificateAuthority, Path]:
-        upstream = issue_tls_files(tmp_path, names=("api.partner.test",))
-        ca = create_ca(tmp_path / "gw-ca.pem", tmp_path / "gw-ca.key", common_name="Gateway CA", days=2, clock=clock)
+async def world(make_gateway: GatewayFactory, tmp_path: Path) -> AsyncIterator[World]:
+    def files() -> tuple[ssl.SSLContext, Path, Path, Path]:
+        upstream = issue_tls_files(tmp_path, names=("api.partner.test", "llm.partner.test"))
+        ca = create_ca(tmp_path / "gw-ca.pem", tmp_path / "gw-ca.key", common_name="Gateway CA", days=2,
+                       clock=SystemClock())
         bundle = tmp_path / "bundle.pem"
         bundle.write_bytes(upstream.ca.read_bytes() + ca.cert_file.read_bytes())
         server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server.load_cert_chain(upstream.cert, upstream.key)
-        return server, CertificateAuthority.load(ca.cert_file, ca.key_file, clock=clock), bundle
+        return server, upstream.ca, ca.cert_file, bundle
 
-    server_ctx, authority, bundle = await asyncio.to_thread(files)
-    routes = [
-        {"name": "plain", "url": "http://plain.partner.test:{plain}", "allow_http": True,
-         "allow_networks": ["127.0.0.0/8"]},
-        {"name": "partner", "url": "https://api.partner.test:{tls}", "allow_networks": ["127.0.0.0/8"]},
-        {"name": "llm", "url": "https://llm.partner.test", "intercept": True, "allow_networks": ["127.0.0.0/8"]},
-    ]
+    server_ctx, upstream_ca, gateway_ca, bundle = await asyncio.to_thread(files)
     async with serve_app(catch_all(_echo)) as plain, serve_app(catch_all(_echo), ssl_context=server_ctx) as tls:
-        filled = [{k: v.format(plain=plain, tls=tls) if isinstance(v, str) else v for k, v in r.items()}
-                  for r in routes]
-        async with proxy_lab(tmp_path, filled, answers={"plain.partner.test": [["127.0.0.1"]],
-                                                        "api.partner.test": [["127.0.0.1"]]},
-                             authority=authority, plain_for={"llm.partner.test": "plain"}, proxy_ca=True) as lab:
+        routes = [
+            {"name": "plain", "url": f"http://plain.partner.test:{plain}", "allow_http": True,
+             "allow_networks": ["127.0.0.0/8"]},
+            {"name": "partner", "url": f"https://api.partner.test:{tls}", "allow_networks": ["127.0.0.0/8"]},
+            {"name": "llm", "url": f"https://llm.partner.test:{tls}", "intercept": True,
+             "allow_networks": ["127.0.0.0/8"], "ca_file": str(upstream_ca)},
+        ]
+        proxy = {"ca": {"cert_file": str(gateway_ca), "key_file": str(tmp_path / "gw-ca.key")}}
+        answers = {name: [["127.0.0.1"]] for name in ("plain.partner.test", "api.partner.test", "llm.partner.test")}
+        async with proxy_gateway(make_gateway, routes, answers=answers, proxy=proxy) as lab:
             yield World(lab, plain, tls, bundle)
-    await asyncio.to_thread(authority.close)
 
 
 async def _subprocess(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
@@ -183,13 +181,15 @@ async def test_every_client_reaches_every_kind_of_route_through_the_door(
     assert answer.status == 200, answer.body
     assert json.loads(answer.body) == {"path": "/v1/items?x=1", "proxy_auth": None}
     if destination == "tunnel":
-        record = await world.lab.backend.next_tunnel()
-        assert (record.mode, record.route, record.address, record.decision) == ("splice", "partner", "127.0.0.1",
-                                                                              "allowed")
+        record = await world.lab.tunnel()
+        assert record.egress is not None
+        assert (record.egress["mode"], record.egress["route"], record.egress["address"], record.decision) == (
+            "splice", "partner", "127.0.0.1", "allowed")
     else:
-        [forwarded] = world.lab.backend.forwarded
-        assert forwarded.url.endswith("/v1/items?x=1")
-        assert (forwarded.identity.workflow_id, forwarded.identity.consumer_id) == ("wf-1", "alice")
+        [call] = world.lab.calls
+        assert (call.path, call.query, call.decision, call.consumer_id) == (
+            f"/{'plain' if destination == 'http' else 'llm'}/v1/items", "x=1", "allowed", "alice")
+        assert call.egress is not None and call.egress["workflow_id"] == "wf-1"
 
 
 @pytest.mark.parametrize("client", list(CLIENTS))
@@ -198,6 +198,6 @@ async def test_every_client_without_credentials_is_refused_with_407(
 ) -> None:
     answer = await _call(client, world, world.urls["tunnel"], monkeypatch, credentials=False)
     assert answer.status in (0, 407)  # clients report a refused CONNECT as an error, curl as the proxy's code
-    record = await world.lab.backend.next_tunnel()
+    record = await world.lab.tunnel()
     assert (record.status, record.decision) == (407, "auth:proxy_credentials_missing")
-    assert world.lab.backend.forwarded == []
+    assert world.lab.calls == []

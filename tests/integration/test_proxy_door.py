@@ -1,28 +1,35 @@
-"""The proxy door end to end: real clients (httpx) through a proxy listener on 127.0.0.1 to real upstreams.
+"""The proxy door in front of a real gateway: real clients (httpx, raw sockets) through the door's
+listener and the gateway's egress pipeline to real upstreams on 127.0.0.1.
 
-The backend is the lab backend of ``tests/proxy_kit.py`` (the API key verifier, the route table,
-the SSRF guard with a fixed resolver, the egress executor). Upstreams are real aiohttp servers on
-127.0.0.1, plain and TLS (a throwaway CA the client trusts), reachable only through the routes'
-127.0.0.0/8 network exceptions.
+Upstreams are aiohttp servers, plain and TLS (a throwaway CA that the client trusts for unread
+tunnels, and that the route's ``ca_file`` names for the gateway's own TLS leg), reachable only
+through the routes' 127.0.0.0/8 network exceptions; their names are answered by a fixed resolver.
+Each test reads what a user sees: the status and problem document, the audit record, the metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 from aiohttp import web
-from tests.conftest import issue_tls_files, raw_connection, raw_request, read_response
-from tests.proxy_kit import proxy_lab
+from tests.conftest import GatewayFactory, issue_tls_files, raw_connection, raw_request, read_response
+from tests.proxy_kit import LabBackend, ProxyGateway, proxy_gateway
 
-from portcullis.egress.proxy.authority import CertificateAuthority, create_ca
+from portcullis.controls.model import BlockKind
+from portcullis.egress.proxy import ProxyListener
+from portcullis.egress.proxy.authority import create_ca
+from portcullis.egress.proxy.backend import PipelineBackend, ProxyPipeline
 from portcullis.errors import Forbidden, UpstreamTimeout
-from portcullis.server.limits import ServerLimits
+from portcullis.gateway.proxy import proxy_limits
+from portcullis.gateway.runtime import serving_runtime
 from portcullis.testing import ManualClock, catch_all, serve_app
 
 
@@ -30,162 +37,209 @@ async def _echo(request: web.Request) -> web.Response:
     body = await request.read()
     return web.json_response({"path": request.path_qs, "method": request.method, "host": request.headers.get("Host"),
                               "body": body.decode(), "proxy_auth": request.headers.get("Proxy-Authorization"),
-                              "workflow": request.headers.get("X-Workflow-Id")})
+                              "authorization": request.headers.get("Authorization")})
+
+
+@dataclass(frozen=True)
+class Upstreams:
+    plain: int
+    tls: int
+    ca: Path  # the TLS upstream's CA
+    trust: ssl.SSLContext  # a client context trusting it
 
 
 @pytest.fixture
-async def plain_upstream() -> AsyncIterator[int]:
-    async with serve_app(catch_all(_echo)) as port:
-        yield port
-
-
-@pytest.fixture
-async def tls_upstream(tmp_path: Path) -> AsyncIterator[tuple[int, ssl.SSLContext]]:
-    files = await asyncio.to_thread(issue_tls_files, tmp_path, names=("api.partner.test",))
-
-    def contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+async def upstreams(tmp_path: Path) -> AsyncIterator[Upstreams]:
+    def files() -> tuple[ssl.SSLContext, ssl.SSLContext, Path]:
+        (tmp_path / "upstream").mkdir()
+        made = issue_tls_files(tmp_path / "upstream", names=("api.partner.test", "llm.partner.test"))
         server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server.load_cert_chain(files.cert, files.key)
-        return server, files.client_context()
+        server.load_cert_chain(made.cert, made.key)
+        return server, made.client_context(), made.ca
 
-    server, client = await asyncio.to_thread(contexts)
-    async with serve_app(catch_all(_echo), ssl_context=server) as port:
-        yield port, client
-
-
-def _plain_route(port: int, **extra: object) -> dict[str, object]:
-    return {"name": "plain", "url": f"http://plain.partner.test:{port}", "allow_http": True,
-            "allow_networks": ["127.0.0.0/8"], **extra}
+    server, trust, ca = await asyncio.to_thread(files)
+    async with serve_app(catch_all(_echo)) as plain, serve_app(catch_all(_echo), ssl_context=server) as tls:
+        yield Upstreams(plain, tls, ca, trust)
 
 
-def _tls_route(port: int, **extra: object) -> dict[str, object]:
-    return {"name": "partner", "url": f"https://api.partner.test:{port}", "allow_networks": ["127.0.0.0/8"], **extra}
+SECRETS = {"plain_token": "s3cr3t-provider-token", "llm_key": "sk-provider"}
+ANSWERS = {"plain.partner.test": [["127.0.0.1"]], "api.partner.test": [["127.0.0.1"]],
+           "llm.partner.test": [["127.0.0.1"]]}
 
 
-async def test_an_absolute_form_request_goes_through_the_route_and_its_answer_is_relayed(
-    tmp_path: Path, plain_upstream: int,
+def routes(up: Upstreams, **partner: object) -> list[dict[str, object]]:
+    return [
+        {"name": "plain", "url": f"http://plain.partner.test:{up.plain}", "allow_http": True,
+         "allow_networks": ["127.0.0.0/8"], "headers": {"Authorization": "Bearer {secret:plain_token}"}},
+        {"name": "partner", "url": f"https://api.partner.test:{up.tls}", "allow_networks": ["127.0.0.0/8"], **partner},
+    ]
+
+
+@pytest.fixture
+async def door(make_gateway: GatewayFactory, upstreams: Upstreams) -> AsyncIterator[ProxyGateway]:
+    async with proxy_gateway(make_gateway, routes(upstreams), answers=ANSWERS, secrets=SECRETS) as pg:
+        yield pg
+
+
+async def test_an_absolute_form_request_runs_the_routes_pipeline_and_is_audited_like_every_door(
+    door: ProxyGateway, upstreams: Upstreams,
 ) -> None:
-    async with proxy_lab(tmp_path, [_plain_route(plain_upstream)],
-                         answers={"plain.partner.test": [["127.0.0.1"]]}) as lab, \
-            httpx.AsyncClient(proxy=lab.proxy_url(), trust_env=False) as client:
-        response = await client.post(f"http://plain.partner.test:{plain_upstream}/v1/items?x=1", content=b"hello")
+    async with httpx.AsyncClient(proxy=door.proxy_url(), trust_env=False) as client:
+        response = await client.post(f"http://plain.partner.test:{upstreams.plain}/v1/items?x=1", content=b"hello",
+                                     headers={"Authorization": "Bearer the-callers-own", "User-Agent": "agent/1"})
     assert response.status_code == 200
-    seen = response.json()
-    assert seen == {"path": "/v1/items?x=1", "method": "POST", "host": f"plain.partner.test:{plain_upstream}",
-                    "body": "hello", "proxy_auth": None, "workflow": None}
-    assert response.headers["x-request-id"]
-    [forwarded] = lab.backend.forwarded
-    assert (forwarded.identity.workflow_id, forwarded.identity.execution_id, forwarded.identity.consumer_id) == (
-        "wf-1", "ex-1", "alice")
+    assert response.json() == {"path": "/v1/items?x=1", "method": "POST", "host": f"plain.partner.test:{upstreams.plain}",
+                               "body": "hello", "proxy_auth": None, "authorization": "Bearer s3cr3t-provider-token"}
+    assert response.headers["x-egress-attempts"] == "1"
+    [record] = door.calls
+    assert (record.route, record.method, record.path, record.query, record.status, record.decision) == (
+        "egress", "POST", "/plain/v1/items", "x=1", 200, "allowed")
+    assert (record.consumer_id, record.user_agent, record.request_id) == ("alice", "agent/1",
+                                                                          response.headers["x-request-id"])
+    assert record.egress is not None
+    assert {k: record.egress[k] for k in ("door", "route", "workflow_id", "execution_id", "secrets")} == {
+        "door": "proxy", "route": "plain", "workflow_id": "wf-1", "execution_id": "ex-1", "secrets": ["plain_token"]}
 
 
-async def test_a_request_without_proxy_credentials_gets_407_with_a_challenge_and_a_problem_document(
-    tmp_path: Path, plain_upstream: int,
+async def test_a_url_no_route_covers_is_refused_as_every_door_refuses_an_unknown_route(
+    door: ProxyGateway, upstreams: Upstreams,
 ) -> None:
-    async with proxy_lab(tmp_path, [_plain_route(plain_upstream)],
-                         answers={"plain.partner.test": [["127.0.0.1"]]}) as lab, \
-            httpx.AsyncClient(proxy=f"http://127.0.0.1:{lab.port}", trust_env=False) as client:
-        response = await client.get(f"http://plain.partner.test:{plain_upstream}/v1/items")
+    async with httpx.AsyncClient(proxy=door.proxy_url(), trust_env=False) as client:
+        response = await client.get(f"http://elsewhere.partner.test:{upstreams.plain}/")
+    assert (response.status_code, response.json()["code"]) == (403, "egress.destination_denied")
+    assert door.calls[0].decision == "egress_refused:unknown_route"
+    metrics = door.gw.services.metrics.render().decode()
+    assert 'portcullis_egress_refusals_total{kind="unknown_route",route=""} 1.0' in metrics
+
+
+async def test_without_proxy_credentials_the_answer_is_407_with_a_challenge_and_a_problem_document(
+    door: ProxyGateway, upstreams: Upstreams,
+) -> None:
+    async with httpx.AsyncClient(proxy=f"http://127.0.0.1:{door.port}", trust_env=False) as client:
+        response = await client.get(f"http://plain.partner.test:{upstreams.plain}/v1/items")
     assert response.status_code == 407
     assert response.headers.get_list("proxy-authenticate") == [
         'Basic realm="portcullis egress", charset="UTF-8"', 'Bearer realm="portcullis egress"']
-    assert response.headers["content-type"] == "application/problem+json"
-    doc = orjson.loads(response.content)
-    assert doc == {"type": "https://portcullis.dev/errors/proxy.missing_credentials",
-                   "title": "Proxy authentication required.", "status": 407, "code": "proxy.missing_credentials",
-                   "request_id": response.headers["x-request-id"]}
-    [refusal] = lab.backend.refusals
-    assert (refusal.decision, refusal.request_id) == ("auth:proxy_credentials_missing", doc["request_id"])
-    assert lab.backend.forwarded == []
+    assert orjson.loads(response.content) == {
+        "type": "https://portcullis.dev/errors/proxy.missing_credentials", "title": "Proxy authentication required.",
+        "status": 407, "code": "proxy.missing_credentials", "request_id": response.headers["x-request-id"]}
+    [refusal] = door.refusals
+    assert (refusal.decision, refusal.status, refusal.request_id) == (
+        "auth:proxy_credentials_missing", 407, response.headers["x-request-id"])
+    assert door.calls == []
 
 
-async def test_a_wrong_key_gets_407_invalid_credentials(tmp_path: Path, plain_upstream: int) -> None:
-    async with proxy_lab(tmp_path, [_plain_route(plain_upstream)],
-                         answers={"plain.partner.test": [["127.0.0.1"]]}) as lab:
-        wrong = "pcl_aaaaaaaaaaaa_" + "A" * 43
-        async with httpx.AsyncClient(proxy=lab.proxy_url(key=wrong), trust_env=False) as client:
-            response = await client.get(f"http://plain.partner.test:{plain_upstream}/v1/items")
-    assert response.status_code == 407
-    assert response.json()["code"] == "proxy.invalid_credentials"
-    assert lab.backend.refusals[0].decision == "auth:unknown_key"
+async def test_a_wrong_key_gets_407_invalid_credentials(door: ProxyGateway, upstreams: Upstreams) -> None:
+    async with httpx.AsyncClient(proxy=door.proxy_url(key="pcl_aaaaaaaaaaaa_" + "A" * 43), trust_env=False) as client:
+        response = await client.get(f"http://plain.partner.test:{upstreams.plain}/v1/items")
+    assert (response.status_code, response.json()["code"]) == (407, "proxy.invalid_credentials")
+    assert door.refusals[0].decision == "auth:unknown_key"
 
 
-async def test_a_connect_tunnel_reaches_the_checked_address_and_is_recorded_once(
-    tmp_path: Path, tls_upstream: tuple[int, ssl.SSLContext],
+async def test_a_tunnel_reaches_the_checked_address_and_leaves_one_record(door: ProxyGateway,
+                                                                           upstreams: Upstreams) -> None:
+    async with httpx.AsyncClient(proxy=door.proxy_url(), verify=upstreams.trust, trust_env=False) as client:
+        response = await client.get(f"https://api.partner.test:{upstreams.tls}/v1/hello")
+        assert response.status_code == 200
+        assert response.json()["host"] == f"api.partner.test:{upstreams.tls}"
+    record = await door.tunnel()
+    assert (record.method, record.path, record.status, record.decision) == (
+        "CONNECT", f"api.partner.test:{upstreams.tls}", 200, "allowed")
+    assert record.egress is not None
+    assert {k: record.egress[k] for k in ("door", "route", "mode", "address", "ended", "workflow_id")} == {
+        "door": "proxy", "route": "partner", "mode": "splice", "address": "127.0.0.1", "ended": "closed",
+        "workflow_id": "wf-1"}
+    assert record.bytes_in > 0 and record.bytes_out > 0 and record.consumer_id == "alice"
+    assert door.resolver.lookups == ["api.partner.test"]  # the guard's lookup; the tunnel dialled its answer
+    metrics = door.gw.services.metrics.render().decode()
+    assert 'portcullis_egress_proxy_tunnels_total{decision="allowed",route="partner"} 1.0' in metrics
+    assert f'portcullis_egress_proxy_tunnel_bytes_total{{direction="up",route="partner"}} {float(record.bytes_in)}' \
+        in metrics
+
+
+async def test_a_tunnel_to_a_host_no_route_covers_is_refused_403(door: ProxyGateway, upstreams: Upstreams) -> None:
+    async with httpx.AsyncClient(proxy=door.proxy_url(), verify=upstreams.trust, trust_env=False) as client:
+        with pytest.raises(httpx.ProxyError):
+            await client.get(f"https://elsewhere.partner.test:{upstreams.tls}/")
+    record = await door.tunnel()
+    assert (record.path, record.status, record.decision) == (
+        f"elsewhere.partner.test:{upstreams.tls}", 403, "egress_refused:unknown_route")
+
+
+@pytest.mark.parametrize(("partner", "budgets", "code", "decision"), [
+    ({"rate_limits": ["1/minute"]}, {}, "limit.exceeded", "egress_refused:rate_limited:egress:partner"),
+    ({}, {"execution_calls": 1}, "budget.exhausted", "egress_refused:budget:execution_calls"),
+], ids=["rate-limit", "execution-budget"])
+async def test_a_tunnel_spends_the_routes_limits_and_budgets_once(
+    make_gateway: GatewayFactory, upstreams: Upstreams, partner: dict[str, object], budgets: dict[str, object],
+    code: str, decision: str,
 ) -> None:
-    port, trust = tls_upstream
-    async with proxy_lab(tmp_path, [_tls_route(port)], answers={"api.partner.test": [["127.0.0.1"]]}) as lab:
-        async with httpx.AsyncClient(proxy=lab.proxy_url(), verify=trust, trust_env=False) as client:
-            response = await client.get(f"https://api.partner.test:{port}/v1/hello")
-            assert response.status_code == 200
-            assert response.json()["host"] == f"api.partner.test:{port}"
-        record = await lab.backend.next_tunnel()
-    assert (record.host, record.port, record.route, record.address) == ("api.partner.test", port, "partner",
-                                                                        "127.0.0.1")
-    assert (record.status, record.decision, record.mode, record.ended) == (200, "allowed", "splice", "closed")
-    assert record.bytes_up > 0 and record.bytes_down > 0
-    assert record.identity is not None and record.identity.workflow_id == "wf-1"
-    assert lab.resolver.lookups == ["api.partner.test"]  # resolved once, by the guard; the tunnel dials the answer
-
-
-async def test_a_tunnel_is_refused_for_a_host_no_route_covers(tmp_path: Path,
-                                                              tls_upstream: tuple[int, ssl.SSLContext]) -> None:
-    port, trust = tls_upstream
-    async with proxy_lab(tmp_path, [_tls_route(port)], answers={"api.partner.test": [["127.0.0.1"]]}) as lab:
-        async with httpx.AsyncClient(proxy=lab.proxy_url(), verify=trust, trust_env=False) as client:
-            with pytest.raises(httpx.ProxyError):
-                await client.get(f"https://elsewhere.test:{port}/")
-        record = await lab.backend.next_tunnel()
-    assert (record.host, record.status, record.decision) == ("elsewhere.test", 403,
-                                                            "egress_refused:no_route_for_tunnel")
-
-
-async def test_a_tunnel_spends_the_routes_rate_limit_once(tmp_path: Path,
-                                                          tls_upstream: tuple[int, ssl.SSLContext]) -> None:
-    port, trust = tls_upstream
-    async with proxy_lab(tmp_path, [_tls_route(port, rate_limits=["1/minute"])],
-                         answers={"api.partner.test": [["127.0.0.1"]]}) as lab:
-        async with httpx.AsyncClient(proxy=lab.proxy_url(), verify=trust, trust_env=False) as client:
+    async with proxy_gateway(make_gateway, routes(upstreams, **partner), answers=ANSWERS, budgets=budgets,
+                             secrets=SECRETS) as pg:
+        async with httpx.AsyncClient(proxy=pg.proxy_url(), verify=upstreams.trust, trust_env=False) as client:
             # Two requests on one tunnel: one spend.
-            assert (await client.get(f"https://api.partner.test:{port}/a")).status_code == 200
-            assert (await client.get(f"https://api.partner.test:{port}/b")).status_code == 200
-        assert (await lab.backend.next_tunnel()).decision == "allowed"
-        async with httpx.AsyncClient(proxy=lab.proxy_url(), verify=trust, trust_env=False) as client:
-            with pytest.raises(httpx.ProxyError):
-                await client.get(f"https://api.partner.test:{port}/c")
-        record = await lab.backend.next_tunnel()
-    assert (record.status, record.decision) == (429, "egress_refused:rate_limited:egress:partner")
+            assert (await client.get(f"https://api.partner.test:{upstreams.tls}/a")).status_code == 200
+            assert (await client.get(f"https://api.partner.test:{upstreams.tls}/b")).status_code == 200
+        assert (await pg.tunnel()).decision == "allowed"
+        async with raw_connection(pg.port) as (reader, writer):
+            writer.write(f"CONNECT api.partner.test:{upstreams.tls} HTTP/1.1\r\nProxy-Authorization: ".encode()
+                         + pg.basic() + b"\r\n\r\n")
+            status, headers, body = await read_response(reader)
+        record = await pg.tunnel()
+    assert (status, orjson.loads(body)["code"]) == (429, code)
+    assert (record.status, record.decision, record.request_id) == (429, decision, orjson.loads(body)["request_id"])
+    if code == "limit.exceeded":
+        assert b"retry-after" in headers
 
 
-async def test_an_intercepted_tunnel_runs_each_request_through_the_pipeline(tmp_path: Path, plain_upstream: int) -> None:
-    clock = ManualClock(wall=__import__("time").time())
-
-    def make_ca() -> tuple[CertificateAuthority, ssl.SSLContext]:
-        files = create_ca(tmp_path / "ca.pem", tmp_path / "ca.key", common_name="Lab CA", days=2, clock=clock)
-        return (CertificateAuthority.load(files.cert_file, files.key_file, clock=clock),
-                ssl.create_default_context(cafile=str(files.cert_file)))
-
-    authority, trust = await asyncio.to_thread(make_ca)
-    routes = [_plain_route(plain_upstream),
-              {"name": "llm", "url": "https://llm.partner.test", "intercept": True, "allow_networks": ["127.0.0.0/8"]}]
-    try:
-        async with proxy_lab(tmp_path, routes, answers={"plain.partner.test": [["127.0.0.1"]]}, authority=authority,
-                             plain_for={"llm.partner.test": "plain"}, proxy_ca=True) as lab:
-            async with httpx.AsyncClient(proxy=lab.proxy_url(), verify=trust, trust_env=False) as client:
-                first = await client.post("https://llm.partner.test/v1/chat?stream=false", content=b"{}")
-                second = await client.get("https://llm.partner.test/v1/models")
-            record = await lab.backend.next_tunnel()
-    finally:
-        await asyncio.to_thread(authority.close)
-    assert (first.status_code, first.json()["path"], first.json()["body"]) == (200, "/v1/chat?stream=false", "{}")
-    assert second.json()["path"] == "/v1/models"
-    assert [f.url for f in lab.backend.forwarded] == ["https://llm.partner.test/v1/chat?stream=false",
-                                                      "https://llm.partner.test/v1/models"]
-    assert all(f.tunnel == "intercept" for f in lab.backend.forwarded)
-    assert (record.mode, record.decision, record.requests, record.route) == ("intercept", "allowed", 2, "llm")
+async def test_a_blocked_user_cannot_open_a_tunnel(door: ProxyGateway, upstreams: Upstreams) -> None:
+    await door.gw.services.controls.add_block(BlockKind.USER, "alice", reason="incident", actor="test")
+    raw = await raw_request(door.port, f"CONNECT api.partner.test:{upstreams.tls} HTTP/1.1\r\nProxy-Authorization: "
+                            .encode() + door.basic() + b"\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 403")
+    assert orjson.loads(raw.partition(b"\r\n\r\n")[2])["code"] == "access.blocked"
+    assert (await door.tunnel()).decision.startswith("blocked:")
 
 
-async def test_a_half_closed_tunnel_still_carries_the_answer(tmp_path: Path) -> None:
+async def test_a_key_without_the_doors_scope_is_refused_403(make_gateway: GatewayFactory, upstreams: Upstreams) -> None:
+    async with proxy_gateway(make_gateway, routes(upstreams), answers=ANSWERS, proxy={"scopes": ["egress:proxy"]},
+                             secrets=SECRETS) as pg:
+        async with httpx.AsyncClient(proxy=pg.proxy_url(), trust_env=False) as client:
+            response = await client.get(f"http://plain.partner.test:{upstreams.plain}/v1/items")
+        assert (response.status_code, response.json()["code"]) == (403, "authz.forbidden")
+        assert pg.refusals[0].decision == "authz:proxy_scope_missing"
+        allowed = await pg.gw.key("bob", scopes=("egress:proxy",))
+        async with httpx.AsyncClient(proxy=pg.proxy_url(key=allowed), trust_env=False) as client:
+            assert (await client.get(f"http://plain.partner.test:{upstreams.plain}/v1/items")).status_code == 200
+
+
+async def test_an_intercepted_tunnel_runs_every_request_through_the_routes_pipeline(
+    make_gateway: GatewayFactory, upstreams: Upstreams, tmp_path: Path,
+) -> None:
+    ca = await asyncio.to_thread(create_ca, tmp_path / "gw-ca.pem", tmp_path / "gw-ca.key", common_name="Gateway CA",
+                                 days=2, clock=ManualClock(wall=time.time()))
+    trust = await asyncio.to_thread(ssl.create_default_context, cafile=str(ca.cert_file))
+    llm = {"name": "llm", "url": f"https://llm.partner.test:{upstreams.tls}", "intercept": True,
+           "allow_networks": ["127.0.0.0/8"], "ca_file": str(upstreams.ca), "paths": ["/v1/**"],
+           "headers": {"Authorization": "Bearer {secret:llm_key}"}}
+    proxy = {"ca": {"cert_file": str(ca.cert_file), "key_file": str(ca.key_file)}}
+    async with proxy_gateway(make_gateway, [*routes(upstreams), llm], answers=ANSWERS, proxy=proxy,
+                             secrets=SECRETS) as pg:
+        async with httpx.AsyncClient(proxy=pg.proxy_url(), verify=trust, trust_env=False) as client:
+            chat = await client.post(f"https://llm.partner.test:{upstreams.tls}/v1/chat", content=b"{}",
+                                     headers={"Authorization": "Bearer sk-the-agent-should-not-have"})
+            outside = await client.get(f"https://llm.partner.test:{upstreams.tls}/admin")
+        record = await pg.tunnel()
+    assert (chat.status_code, chat.json()["path"], chat.json()["authorization"]) == (200, "/v1/chat", "Bearer sk-provider")
+    assert (outside.status_code, outside.json()["code"]) == (403, "egress.destination_denied")  # the route's path rules
+    assert [(c.path, c.decision) for c in pg.calls] == [("/llm/v1/chat", "allowed"),
+                                                        ("/llm/admin", "egress_refused:path_not_allowed")]
+    assert all(c.egress and c.egress["tunnel"] == "intercept" for c in pg.calls)
+    assert record.egress is not None
+    assert (record.egress["mode"], record.egress["requests"], record.decision) == ("intercept", 2, "allowed")
+
+
+async def test_a_half_closed_tunnel_still_carries_the_answer(make_gateway: GatewayFactory) -> None:
     async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         data = await reader.read()  # until the client's half-close
         writer.write(b"got %d" % len(data))
@@ -196,70 +250,62 @@ async def test_a_half_closed_tunnel_still_carries_the_answer(tmp_path: Path) -> 
     port = server.sockets[0].getsockname()[1]
     route = {"name": "raw", "url": f"https://raw.partner.test:{port}", "allow_networks": ["127.0.0.0/8"]}
     try:
-        async with proxy_lab(tmp_path, [route], answers={"raw.partner.test": [["127.0.0.1"]]}) as lab, \
-                raw_connection(lab.port) as (reader, writer):
+        async with proxy_gateway(make_gateway, [route], answers={"raw.partner.test": [["127.0.0.1"]]}) as pg, \
+                raw_connection(pg.port) as (reader, writer):
             writer.write(f"CONNECT raw.partner.test:{port} HTTP/1.1\r\nProxy-Authorization: ".encode()
-                         + lab.basic() + b"\r\n\r\n" + b"x" * 100_000)  # the first bytes ride with the head
+                         + pg.basic() + b"\r\n\r\n" + b"x" * 100_000)  # the first bytes ride with the head
             assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
             writer.write_eof()
             async with asyncio.timeout(5):
                 assert await reader.read() == b"got 100000"
-            record = await lab.backend.next_tunnel()
+            record = await pg.tunnel()
     finally:
         server.close()
-    assert (record.ended, record.bytes_up, record.bytes_down) == ("closed", 100_000, 10)
+    assert record.egress is not None
+    assert (record.egress["ended"], record.bytes_in, record.bytes_out) == ("closed", 100_000, 10)
 
 
-async def test_expect_100_continue_is_answered_before_the_body(tmp_path: Path, plain_upstream: int) -> None:
-    async with proxy_lab(tmp_path, [_plain_route(plain_upstream)],
-                         answers={"plain.partner.test": [["127.0.0.1"]]}) as lab, \
-            raw_connection(lab.port) as (reader, writer):
-        writer.write(f"POST http://plain.partner.test:{plain_upstream}/up HTTP/1.1\r\n"
-                     f"Host: plain.partner.test:{plain_upstream}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
-                     "Proxy-Authorization: ".encode() + lab.basic() + b"\r\n\r\n")
+async def test_expect_100_continue_is_answered_before_the_body(door: ProxyGateway, upstreams: Upstreams) -> None:
+    async with raw_connection(door.port) as (reader, writer):
+        writer.write(f"POST http://plain.partner.test:{upstreams.plain}/up HTTP/1.1\r\n"
+                     f"Host: plain.partner.test:{upstreams.plain}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+                     "Proxy-Authorization: ".encode() + door.basic() + b"\r\n\r\n")
         assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
         writer.write(b"hello")
         status, _, body = await read_response(reader)
     assert (status, orjson.loads(body)["body"]) == (200, "hello")
 
 
-async def test_connections_beyond_the_per_address_cap_get_503(tmp_path: Path, plain_upstream: int) -> None:
-    async with proxy_lab(tmp_path, [_plain_route(plain_upstream)], limits=ServerLimits(max_connections_per_ip=1),
-                         answers={"plain.partner.test": [["127.0.0.1"]]}) as lab, \
-            raw_connection(lab.port) as (_, first_writer):
+async def test_connections_beyond_the_per_address_cap_get_503(make_gateway: GatewayFactory,
+                                                             upstreams: Upstreams) -> None:
+    async with proxy_gateway(make_gateway, routes(upstreams), answers=ANSWERS, secrets=SECRETS,
+                             proxy={"max_connections_per_ip": 1}) as pg, \
+            raw_connection(pg.port) as (_, first_writer):
         first_writer.write(b"GET ")  # holds the one connection this address may have
         await first_writer.drain()
-        raw = await raw_request(lab.port, b"GET http://plain.partner.test/ HTTP/1.1\r\n\r\n")
+        raw = await raw_request(pg.port, b"GET http://plain.partner.test/ HTTP/1.1\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in head
     assert orjson.loads(body)["code"] == "service.unavailable"
-    assert lab.backend.refusals[0].decision == "connection_cap:max_connections_per_ip"
+    assert pg.refusals[0].decision == "connection_cap:max_connections_per_ip"
 
 
-async def test_an_intercepting_tunnel_a_client_does_not_trust_ends_at_the_handshake(tmp_path: Path) -> None:
-    clock = ManualClock(wall=__import__("time").time())
-
-    def make_ca() -> CertificateAuthority:
-        files = create_ca(tmp_path / "ca.pem", tmp_path / "ca.key", common_name="Lab CA", days=2, clock=clock)
-        return CertificateAuthority.load(files.cert_file, files.key_file, clock=clock)
-
-    authority = await asyncio.to_thread(make_ca)
-    def other_trust() -> ssl.SSLContext:
-        (tmp_path / "other").mkdir()
-        return issue_tls_files(tmp_path / "other").client_context()
-
-    other = await asyncio.to_thread(other_trust)
-    route = {"name": "llm", "url": "https://llm.partner.test", "intercept": True}
-    try:
-        async with proxy_lab(tmp_path, [route], authority=authority, proxy_ca=True) as lab:
-            async with httpx.AsyncClient(proxy=lab.proxy_url(), verify=other, trust_env=False) as client:
-                with pytest.raises(httpx.ConnectError):
-                    await client.get("https://llm.partner.test/v1/models")
-            record = await lab.backend.next_tunnel()
-    finally:
-        await asyncio.to_thread(authority.close)
-    assert (record.mode, record.ended, record.requests) == ("intercept", "tls_handshake_failed", 0)
-    assert lab.backend.forwarded == []
+async def test_an_intercepted_tunnel_a_client_does_not_trust_ends_at_the_handshake(
+    make_gateway: GatewayFactory, upstreams: Upstreams, tmp_path: Path,
+) -> None:
+    ca = await asyncio.to_thread(create_ca, tmp_path / "gw-ca.pem", tmp_path / "gw-ca.key", common_name="Gateway CA",
+                                 days=2, clock=ManualClock(wall=time.time()))
+    llm = {"name": "llm", "url": "https://llm.partner.test", "intercept": True}
+    proxy = {"ca": {"cert_file": str(ca.cert_file), "key_file": str(ca.key_file)}}
+    async with proxy_gateway(make_gateway, [llm], answers=ANSWERS, proxy=proxy) as pg:
+        async with httpx.AsyncClient(proxy=pg.proxy_url(), verify=upstreams.trust, trust_env=False) as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get("https://llm.partner.test/v1/models")
+        record = await pg.tunnel()
+    assert record.egress is not None
+    assert (record.egress["mode"], record.egress["ended"], record.egress["requests"]) == (
+        "intercept", "tls_handshake_failed", 0)
+    assert pg.calls == []
 
 
 @pytest.mark.parametrize(("method", "fault", "status", "code", "decision"), [
@@ -268,14 +314,26 @@ async def test_an_intercepting_tunnel_a_client_does_not_trust_ends_at_the_handsh
     ("authenticate", Forbidden("missing_scope"), 403, "authz.forbidden", "authz:missing_scope"),
     ("forward", UpstreamTimeout("egress_timeout"), 504, "upstream.timeout", "upstream_error:egress_timeout"),
 ], ids=["forward-bug", "auth-bug", "auth-forbidden", "upstream-timeout"])
-async def test_what_the_backend_raises_is_answered_as_a_problem_and_recorded(
-    tmp_path: Path, plain_upstream: int, method: str, fault: Exception, status: int, code: str, decision: str,
+async def test_what_a_backend_raises_is_answered_as_a_problem_and_recorded(
+    door: ProxyGateway, upstreams: Upstreams, method: str, fault: Exception, status: int, code: str, decision: str,
 ) -> None:
-    async with proxy_lab(tmp_path, [_plain_route(plain_upstream)],
-                         answers={"plain.partner.test": [["127.0.0.1"]]}) as lab, \
-            httpx.AsyncClient(proxy=lab.proxy_url(), trust_env=False) as client:
-        lab.backend.faults[method] = fault
-        response = await client.get(f"http://plain.partner.test:{plain_upstream}/v1/items")
+    def current() -> ProxyPipeline:
+        runtime = serving_runtime(door.gw.app)
+        assert runtime.egress is not None and runtime.config.egress is not None
+        return ProxyPipeline(runtime.egress, runtime.config.egress, runtime.key_verifier)
+
+    lab = LabBackend(PipelineBackend(current, audit=door.submit, clock=door.gw.clock))
+    config = serving_runtime(door.gw.app).config
+    assert config.egress is not None and config.egress.proxy is not None
+    listener = ProxyListener(lab, proxy_limits(config.egress.proxy, 1.0), clock=door.gw.clock)
+    await listener.start()
+    try:
+        lab.faults[method] = fault
+        url = f"http://wf=w;ex=e:{door.key}@127.0.0.1:{listener.port}"
+        async with httpx.AsyncClient(proxy=url, trust_env=False) as client:
+            response = await client.get(f"http://plain.partner.test:{upstreams.plain}/v1/items")
+    finally:
+        await listener.stop()
     assert (response.status_code, response.json()["code"]) == (status, code)
-    [refusal] = lab.backend.refusals
+    [refusal] = lab.refusals
     assert (refusal.decision, refusal.request_id) == (decision, response.headers["x-request-id"])

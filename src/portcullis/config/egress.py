@@ -200,6 +200,10 @@ class EgressRouteConfig(_Model):
         "100MiB", description="Largest answer once decompressed (bomb guard); null: unchecked."
     )
     content_types: list[str] = Field(default_factory=list, description="Media types accepted; empty: any.")
+    ca_file: str | None = Field(
+        None, description="PEM file of the CAs this route's TLS certificate must chain to, instead of the system's "
+        "(an on-premises API with a private CA); the host name is checked as always.",
+    )
     max_redirects: int = Field(
         0, ge=0, le=10, description="Redirects followed (each hop passes the whole guard again); 0: none."
     )

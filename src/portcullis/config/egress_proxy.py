@@ -44,8 +44,12 @@ class EgressProxyConfig(_Model):
     write_timeout: Duration = Field("30s", description="Longest a client may leave an answer unread.")
     tunnel_idle_timeout: Duration = Field("60s", description="A tunnel with no byte moving either way for this long "
                                           "is closed (a client that stops reading included).")
-    tunnel_max_duration: Duration = Field("1h", description="Longest life of one tunnel.")
-    tunnel_connect_timeout: Duration = Field("10s", description="Time to connect a tunnel to the checked address.")
+    tunnel_max_duration: Duration = Field("1h", description="Longest life of one tunnel (the route's "
+                                          "`connect_timeout` bounds connecting it).")
+    scopes: list[str] = Field(
+        default_factory=list, description="Scopes an API key must hold (all of them) to use the proxy door; empty: "
+        "any valid key.",
+    )
     max_connections: int = Field(1024, ge=1, description="Open proxy connections (tunnels included); 503 beyond.")
     max_connections_per_ip: int = Field(128, ge=1, description="Open proxy connections from one address; 503 beyond.")
     ca: EgressProxyCaConfig | None = Field(

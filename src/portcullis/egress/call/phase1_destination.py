@@ -7,12 +7,17 @@ route must exist and allow the method; the path is canonicalised (the same canon
 ingress) and appended to the route's base URL, so ``..`` cannot climb out of it; the route's path
 rules see that canonical path; last, the SSRF guard checks the URL under the route's policy
 (scheme, port, host lists). Nothing here spends a limit or a budget.
+
+A ``CONNECT`` tunnel of the proxy door (``tunnel``) meets the same checks that do not need a
+request it cannot read: blocks, the route, and the guard for the tunnel's host and port under the
+route's policy, whose checked addresses are the only ones the tunnel may dial.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 
 from portcullis.clock import Clock
 from portcullis.config.egress import path_matches
@@ -42,6 +47,7 @@ class Destination:
     url: str
     relative_path: str  # canonical, relative to the route's base URL: what path and cost rules match
     caller: RawHeaders
+    addresses: tuple[IPv4Address | IPv6Address, ...] = ()  # a tunnel's: the guard's checked answer, to dial
 
 
 def caller_headers(request: EgressRequest) -> RawHeaders:
@@ -80,6 +86,20 @@ class DestinationPhase:
         if not verdict.allowed:
             raise EgressDenied(verdict.reason)
         return Destination(route, method, url, relative_path, caller)
+
+    async def tunnel(self, request: EgressRequest, host: str, port: int) -> Destination:
+        """A ``CONNECT host:port`` on ``request.route`` (its method ``CONNECT``, its path ``/``)."""
+        if self._controls is not None and self._controls.snapshot.has_subject_blocks:
+            self._check_blocks(self._controls, request)
+        route = self._routes.get(request.route)
+        if route is None:
+            raise EgressDenied("unknown_route")
+        shown = f"[{host}]" if ":" in host else host
+        url = f"https://{shown}:{port}/"
+        verdict = await self._guard.check(url, route.policy)
+        if not verdict.allowed:
+            raise EgressDenied(verdict.reason)
+        return Destination(route, "CONNECT", url, "/", [], verdict.addresses)
 
     def _check_blocks(self, controls: IncidentControls, request: EgressRequest) -> None:
         """Raise ``Blocked`` when the call's workflow, user or execution is blocked now."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
 
 from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import BudgetDecision, CallContext
 from portcullis.observability.tracing import ServerTrace
 
-__all__ = ["CallContext", "EgressRequest", "EgressResult"]
+__all__ = ["CallContext", "EgressRequest", "EgressResult", "TunnelAdmission"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +37,14 @@ class EgressResult:
     cost: float = 0.0
     secrets: tuple[str, ...] = ()  # vault secrets injected into the call, by name (for the audit)
     trace_id: str | None = None  # the trace of the last attempt's traceparent, if it carried one
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelAdmission:
+    """A proxy tunnel the pipeline let open: the addresses it checked (dial these, never the name),
+    what it was charged once for the whole tunnel, and the route's connect timeout."""
+
+    addresses: tuple[IPv4Address | IPv6Address, ...]
+    budget: BudgetDecision
+    cost: float
+    connect_timeout_s: float

@@ -22,6 +22,7 @@ from portcullis.egress.proxy.base import (
     TunnelGrant,
     TunnelMode,
     TunnelRecord,
+    TunnelRefused,
     TunnelRequest,
 )
 from portcullis.egress.proxy.door import ProxyDoorSettings
@@ -40,5 +41,6 @@ __all__ = [
     "TunnelGrant",
     "TunnelMode",
     "TunnelRecord",
+    "TunnelRefused",
     "TunnelRequest",
 ]

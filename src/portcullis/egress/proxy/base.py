@@ -31,6 +31,7 @@ __all__ = [
     "TunnelGrant",
     "TunnelMode",
     "TunnelRecord",
+    "TunnelRefused",
     "TunnelRequest",
 ]
 
@@ -156,6 +157,16 @@ class TunnelRecord:
     requests: int = 0  # intercept and read modes: requests read inside
 
 
+class TunnelRefused(Exception):
+    """The backend's no to a tunnel, already rendered (``answer``: the pipeline's problem document,
+    as every door renders it) with the audit ``decision``. The listener relays and records it."""
+
+    def __init__(self, answer: ForwardResponse, decision: str) -> None:
+        super().__init__(decision)
+        self.answer = answer
+        self.decision = decision
+
+
 class ProxyBackend(Protocol):
     """What the proxy listener needs from the gateway. Every method runs on the event loop.
 
@@ -181,7 +192,8 @@ class ProxyBackend(Protocol):
     async def admit_tunnel(self, request: TunnelRequest) -> TunnelGrant:
         """Decide a tunnel: match the host and port to a route; for ``splice``, check and pin the
         address and spend the route's rate limits and budgets once (the other modes are charged per
-        request). Raise the refusal; the listener records it."""
+        request). Raise the refusal (``TunnelRefused``, or a Portcullis error for the listener to
+        render); the listener records it in the tunnel's record."""
         ...
 
     def tunnel_closed(self, record: TunnelRecord) -> None:

@@ -44,6 +44,7 @@ from portcullis.egress.proxy.base import (
     TunnelGrant,
     TunnelMode,
     TunnelRecord,
+    TunnelRefused,
     TunnelRequest,
 )
 from portcullis.egress.proxy.reader import ProxyRequest, ReadRefused, RequestReader
@@ -231,6 +232,13 @@ class ProxyDoor:
         try:
             grant = await _asked(self._backend.admit_tunnel(TunnelRequest(identity, authority.host, authority.port,
                                                                           request_id, peer)))
+        except TunnelRefused as refused:
+            answer = refused.answer
+            self._closed(replace(record, status=answer.status, decision=refused.decision), started)
+            with contextlib.suppress(_Ended):
+                await self._write(writer, render(answer.status, answer.headers, answer.body,
+                                                 request_id=request_id, keep_alive=False))
+            return
         except (ClientError, UpstreamError) as exc:
             await self._tunnel_refused(writer, record, started, exc, f"{_kind(exc, 'egress_refused')}:{exc.reason}")
             return
@@ -370,7 +378,7 @@ async def _asked(awaitable: Awaitable[_T]) -> _T:
     connection without an answer or a record."""
     try:
         return await awaitable
-    except (ClientError, UpstreamError):
+    except (ClientError, UpstreamError, TunnelRefused):
         raise
     except Exception:
         log.exception("proxy backend failed")

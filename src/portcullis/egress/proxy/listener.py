@@ -38,6 +38,7 @@ class ProxyListener:
         self._backend = backend
         self._settings = settings
         self._door = ProxyDoor(backend, settings, clock=clock, authority=authority)
+        self._authority = authority
         limits = settings.limits
         self._caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_ip)
         self._server: asyncio.Server | None = None
@@ -95,3 +96,5 @@ class ProxyListener:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._server.wait_closed()
+        if self._authority is not None:
+            await asyncio.to_thread(self._authority.close)  # its private directory of passing leaf files
