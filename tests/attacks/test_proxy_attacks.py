@@ -347,3 +347,13 @@ async def test_what_a_read_tunnel_cannot_read_as_one_request_to_its_host_is_refu
     status, doc, _ = _problem(raw)
     assert (status, doc["code"]) in ((400, "request.malformed"), (400, "request.target_invalid"))
     assert lab.calls == []
+
+
+async def test_user_info_in_a_refused_target_never_reaches_the_audit(lab: Lab, upstream: int) -> None:
+    request = (f"GET http://agent:hunter2@plain.partner.test:{upstream}/ HTTP/1.1\r\n"
+               f"Host: plain.partner.test:{upstream}\r\nProxy-Authorization: ").encode() + lab.basic() + b"\r\n\r\n"
+    status, doc, _ = _problem(await raw_request(lab.port, request))
+    assert (status, doc["code"]) == (400, "request.target_invalid")
+    [refusal] = lab.refusals
+    assert refusal.path == f"http://***@plain.partner.test:{upstream}/"
+    assert not any("hunter2" in str(r) for r in await lab.gw.audit_records())

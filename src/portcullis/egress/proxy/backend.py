@@ -20,6 +20,7 @@ key-store outage look like a bad key (503, not 407).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,7 @@ from portcullis.server.base import Refusal
 __all__ = ["AUDIT_ROUTE", "PipelineBackend", "ProxyPipeline"]
 
 AUDIT_ROUTE = "egress"  # the route name every egress door's records carry
+_USERINFO = re.compile(rb"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +175,8 @@ class PipelineBackend:
                 self._metrics.egress_proxy_tunnel_bytes.labels(route, "down").inc(record.bytes_down)
 
     def refused(self, refusal: Refusal) -> Sequence[tuple[bytes, bytes]]:
-        path, _, query = refusal.target.partition(b"?")
+        # An absolute-form target may carry user info (``http://user:secret@host/``): never recorded.
+        path, _, query = _USERINFO.sub(rb"\1***@", refusal.target).partition(b"?")
         self._audit(AuditRecord.create(
             clock=self._clock, request_id=refusal.request_id, client_ip=refusal.peer or "-", consumer_id=None,
             key_id=None, method=refusal.method or "-", route=AUDIT_ROUTE, path=path.decode("latin-1") or "-",

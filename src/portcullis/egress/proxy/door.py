@@ -128,8 +128,13 @@ class ProxyDoor:
         finally:
             if not writer.is_closing():
                 writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            try:  # a client that does not read what is left of its answer cannot hold the socket
+                async with asyncio.timeout(self._settings.limits.write_timeout):
+                    await writer.wait_closed()
+            except TimeoutError:
+                writer.transport.abort()
+            except Exception:  # noqa: S110 - reset by the peer while closing: nothing left to do
+                pass
 
     # -- refusals --------------------------------------------------------------------------------
     async def _refuse_read(self, writer: asyncio.StreamWriter, refused: ReadRefused, peer: str) -> None:
@@ -311,10 +316,16 @@ class ProxyDoor:
             return
         record = replace(record, status=200, decision="allowed")
         ended, bytes_up, bytes_down, served = "closed", 0, 0, 0
-        try:
-            if tls:
-                assert self._authority is not None
+        if tls:
+            assert self._authority is not None
+            try:
                 context = await self._authority.context_for(authority.host)
+            except Exception:
+                log.exception("minting a certificate failed host=%s", authority.host)
+                fault = ClientError("leaf_mint_failed", code=ErrorCode.INTERNAL)
+                await self._tunnel_refused(writer, record, started, fault, "internal_error:leaf_mint_failed")
+                return
+        try:
             await self._write(writer, CONNECTED)
             if tls:
                 try:
