@@ -6,7 +6,8 @@ Its parts, in the order a connection meets them:
 - ``target``: ``CONNECT`` authorities and absolute-form URLs, parsed by the SSRF guard's rules;
 - ``auth``: ``Proxy-Authorization`` (Basic with the API key as password and the call context as
   user name, or Bearer), parsed before any lookup;
-- ``door``: one connection: forward absolute-form requests, admit and open tunnels, intercept;
+- ``door``: one connection's requests in order; ``exchange``: writing, refusing and forwarding on
+  it; ``tunnel``: one ``CONNECT``, admitted, then spliced unread or read (intercepted or plain);
 - ``splice``: a tunnel's bytes both ways, bounded, with idle and total timeouts;
 - ``authority``: the interception CA (``portcullis ca init``) and leaf certificates per host;
 - ``answer``: the bytes answered, every refusal a problem document;
@@ -25,7 +26,7 @@ from portcullis.egress.proxy.base import (
     TunnelRefused,
     TunnelRequest,
 )
-from portcullis.egress.proxy.door import ProxyDoorSettings
+from portcullis.egress.proxy.exchange import ProxyDoorSettings
 from portcullis.egress.proxy.listener import ProxyListener
 from portcullis.egress.proxy.splice import SpliceLimits
 

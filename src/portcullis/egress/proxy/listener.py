@@ -19,7 +19,8 @@ from portcullis.clock import Clock
 from portcullis.egress.proxy.answer import Problem, render_problem_bytes
 from portcullis.egress.proxy.authority import CertificateAuthority
 from portcullis.egress.proxy.base import ProxyBackend
-from portcullis.egress.proxy.door import ProxyDoor, ProxyDoorSettings
+from portcullis.egress.proxy.door import ProxyDoor
+from portcullis.egress.proxy.exchange import ProxyDoorSettings
 from portcullis.errors import ErrorCode
 from portcullis.server.caps import ConnectionCaps
 from portcullis.server.refusal import new_refusal
