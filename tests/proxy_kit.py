@@ -41,6 +41,7 @@ from portcullis.egress.proxy.backend import PipelineBackend, ProxyPipeline
 from portcullis.egress.resolver import StaticResolver
 from portcullis.gateway.proxy import proxy_limits
 from portcullis.gateway.runtime import serving_runtime
+from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, failed_auth_rule
 from portcullis.server.base import Refusal
 from portcullis.vault import generate_master_key
 
@@ -127,8 +128,9 @@ async def proxy_gateway(
         return ProxyPipeline(now.egress, now.config.egress, now.key_verifier)
 
     holder: list[ProxyGateway] = []
+    shield = FailedAuthShield(failed_auth_rule(config.shield.failed_auth_rate), gw.services.limiter, gw.clock)
     backend = PipelineBackend(current, audit=lambda record: holder[0].submit(record), clock=gw.clock,
-                              metrics=gw.services.metrics)
+                              metrics=gw.services.metrics, shield=shield)
     listener = ProxyListener(backend, proxy_limits(settings, 2.0), clock=gw.clock, authority=authority)
     await listener.start("127.0.0.1", 0)
     pg = ProxyGateway(gw, listener, await gw.key("alice", scopes=scopes), resolver)

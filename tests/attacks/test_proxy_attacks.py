@@ -357,3 +357,24 @@ async def test_user_info_in_a_refused_target_never_reaches_the_audit(lab: Lab, u
     [refusal] = lab.refusals
     assert refusal.path == f"http://***@plain.partner.test:{upstream}/"
     assert not any("hunter2" in str(r) for r in await lab.gw.audit_records())
+
+
+async def test_guessing_keys_through_the_door_is_cut_by_the_failed_authentication_shield(
+    make_gateway: GatewayFactory, upstream: int,
+) -> None:
+    # OWASP API2 (broken authentication): credential stuffing, here through Proxy-Authorization.
+    async with proxy_gateway(make_gateway, _routes(upstream), answers=ANSWERS,
+                             extra_yaml="shield: {failed_auth_rate: 2/minute}\n") as lab:
+        target = f"api.partner.test:{upstream}"
+        answers = []
+        for key in ("pcl_aaaaaaaaaaaa_" + "A" * 43, "pcl_bbbbbbbbbbbb_" + "B" * 43, "pcl_cccccccccccc_" + "C" * 43,
+                    lab.key):  # the last guess is right: it must not answer differently
+            raw = await raw_request(lab.port, f"CONNECT {target} HTTP/1.1\r\nProxy-Authorization: ".encode()
+                                    + lab.basic(key=key) + b"\r\n\r\n")
+            status, doc, head = _problem(raw)
+            answers.append((status, doc["code"], b"retry-after" in head))
+        decisions = [(await lab.tunnel()).decision for _ in answers]
+    assert answers == [(407, "proxy.invalid_credentials", False), (407, "proxy.invalid_credentials", False),
+                       (429, "limit.exceeded", True), (429, "limit.exceeded", True)]
+    assert decisions == ["auth:unknown_key", "auth:unknown_key", "auth:failed_auth_limited",
+                         "auth:failed_auth_limited"]

@@ -23,6 +23,7 @@ from portcullis.egress.proxy.authority import CertificateAuthority
 from portcullis.egress.proxy.backend import PipelineBackend, ProxyPipeline
 from portcullis.gateway.runtime import serving_runtime
 from portcullis.ingress.app import GatewayApp
+from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, failed_auth_rule
 from portcullis.server.limits import ServerLimits
 
 __all__ = ["proxy_limits", "start_proxy"]
@@ -62,7 +63,10 @@ async def start_proxy(app: GatewayApp, config: GatewayConfig, *, clock: Clock) -
         return ProxyPipeline(runtime.egress, runtime.config.egress, runtime.key_verifier)
 
     services = serving_runtime(app).services
-    backend = PipelineBackend(current, audit=services.audit.submit, clock=clock, metrics=services.metrics)
+    # The same rule and limiter as the ingress routes' shield: one budget of failures per address.
+    shield = FailedAuthShield(failed_auth_rule(config.shield.failed_auth_rate), services.limiter, clock)
+    backend = PipelineBackend(current, audit=services.audit.submit, clock=clock, metrics=services.metrics,
+                              shield=shield)
     listener = ProxyListener(backend, proxy_limits(proxy, config.listen.graceful_timeout), clock=clock,
                              authority=authority)
     await listener.start(proxy.host, proxy.port)

@@ -14,8 +14,9 @@ It reads the pipeline through ``current`` on every call, so a reload that swaps 
 routes, budgets, limits) applies to the next request and the next tunnel; a tunnel already open
 keeps what it was admitted with.
 
-What it refuses to do: take the budgets' user from the client (it is the key's consumer), or let a
-key-store outage look like a bad key (503, not 407).
+What it refuses to do: take the budgets' user from the client (it is the key's consumer), let a
+key-store outage look like a bad key (503, not 407), or let an address guess keys without limit
+(the gateway's failed-authentication shield, shared with the other doors: 429 once spent).
 """
 
 from __future__ import annotations
@@ -45,10 +46,19 @@ from portcullis.egress.proxy.base import (
 )
 from portcullis.egress.proxy.routes import RouteMap, splice_refusal, tunnel_mode
 from portcullis.egress.ssrf import UnsafeUrl, parse_egress_url
-from portcullis.errors import ClientError, EgressDenied, ErrorCode, Forbidden, StoreUnavailable
+from portcullis.errors import (
+    ClientError,
+    EgressDenied,
+    ErrorCode,
+    Forbidden,
+    RateLimited,
+    StoreUnavailable,
+    Unauthenticated,
+)
 from portcullis.http.headers import get_one
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.observability.metrics import GatewayMetrics
+from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, Limited, Outcome
 from portcullis.server.base import Refusal
 
 __all__ = ["AUDIT_ROUTE", "PipelineBackend", "ProxyPipeline"]
@@ -70,8 +80,11 @@ class PipelineBackend:
     """``ProxyBackend`` over ``current()``'s egress pipeline (``None``: egress is not configured now)."""
 
     def __init__(self, current: Callable[[], ProxyPipeline | None], *, audit: Callable[[AuditRecord], None],
-                 clock: Clock, metrics: GatewayMetrics | None = None) -> None:
+                 clock: Clock, metrics: GatewayMetrics | None = None, shield: FailedAuthShield | None = None) -> None:
+        """``shield``: the per-address budget of failed authentications (``shield.failed_auth_rate``),
+        counted with the other doors' in the gateway's limiter."""
         self._current = current
+        self._shield = shield
         self._audit = audit
         self._clock = clock
         self._metrics = metrics
@@ -93,10 +106,23 @@ class PipelineBackend:
         pipeline = self._pipeline()
         if pipeline.verifier is None:  # the config requires `keys` with a proxy; a wiring fault otherwise
             raise ClientError("no_key_verifier", code=ErrorCode.INTERNAL)
-        try:
-            principal = await pipeline.verifier.verify(credentials.api_key)
-        except StoreUnavailable:
-            raise ClientError("key_store_unavailable", code=ErrorCode.SERVICE_UNAVAILABLE) from None
+        verifier = pipeline.verifier
+        if self._shield is None:
+            try:
+                outcome: Outcome = await verifier.verify(credentials.api_key)
+            except (Unauthenticated, StoreUnavailable) as exc:
+                outcome = exc
+        else:
+            limited = self._shield.blocked(client_ip)  # refused before any check: no oracle for a good guess
+            outcome = limited or await self._shield.verify(client_ip, credentials.api_key,
+                                                           lambda: verifier.verify(credentials.api_key))
+        if isinstance(outcome, Limited):
+            raise RateLimited("failed_auth_limited", retry_after_s=outcome.retry_after_s)
+        if isinstance(outcome, Unauthenticated):
+            raise outcome
+        if isinstance(outcome, StoreUnavailable):
+            raise ClientError("key_store_unavailable", code=ErrorCode.SERVICE_UNAVAILABLE)
+        principal = outcome
         proxy = pipeline.egress.proxy
         needed = frozenset(proxy.scopes) if proxy is not None else frozenset()
         if not needed <= principal.scopes:
