@@ -378,3 +378,31 @@ async def test_guessing_keys_through_the_door_is_cut_by_the_failed_authenticatio
                        (429, "limit.exceeded", True), (429, "limit.exceeded", True)]
     assert decisions == ["auth:unknown_key", "auth:unknown_key", "auth:failed_auth_limited",
                          "auth:failed_auth_limited"]
+
+
+async def test_a_busy_tunnel_is_still_cut_at_its_maximum_duration(make_gateway: GatewayFactory) -> None:
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+        writer.close()
+
+    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    route = {"name": "sink", "url": f"https://sink.partner.test:{port}", "allow_networks": ["127.0.0.0/8"]}
+    try:
+        async with proxy_gateway(make_gateway, [route], answers={"sink.partner.test": [["127.0.0.1"]]},
+                                 proxy={"tunnel_max_duration": "1s", "tunnel_idle_timeout": "60s"}) as lab, \
+                raw_connection(lab.port) as (reader, writer):
+            writer.write(_connect(lab, f"sink.partner.test:{port}"))
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            with contextlib.suppress(ConnectionError):
+                async with asyncio.timeout(10):
+                    while not reader.at_eof():  # never idle: bytes keep moving until the gateway cuts
+                        writer.write(b"x" * 16384)
+                        await writer.drain()
+            record = await lab.tunnel()
+    finally:
+        server.close()
+    assert record.egress is not None and record.egress["ended"] == "max_duration"
+    assert record.bytes_in > 0
