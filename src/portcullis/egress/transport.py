@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -33,6 +33,7 @@ from portcullis.config.egress import EgressConfig
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.executor import EgressExecutor, EgressOutcome, EgressRequest
 from portcullis.ids import random_hex
+from portcullis.pipeline.handler import BodyStream
 
 __all__ = ["AsyncTransport", "Transport"]
 
@@ -69,7 +70,8 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             key_id=None, method=call.method, route="egress", path=f"/{call.route}{path}",
             query=redact_query(query) if query else None, status=outcome.status, decision=outcome.decision,
             latency_ms=round((self._clock.monotonic() - started) * 1000, 3), bytes_in=len(call.body or b""),
-            bytes_out=len(outcome.body), upstream_status=result.status if result is not None else None,
+            bytes_out=len(outcome.body) if isinstance(outcome.body, bytes) else 0,
+            upstream_status=result.status if result is not None else None,
             user_agent=None, egress=outcome.audit, trace_id=result.trace_id if result is not None else None,
         ))
 
@@ -95,10 +97,24 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         # A URL no route covers is refused as the HTTP door refuses an unknown route name.
         outcome = await self._executor.run(call)
         self._record(call, outcome, started)
-        return httpx.Response(
-            outcome.status, headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in outcome.headers],
-            content=outcome.body, request=request,
-        )
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in outcome.headers]
+        if isinstance(outcome.body, bytes):
+            return httpx.Response(outcome.status, headers=headers, content=outcome.body, request=request)
+        return httpx.Response(outcome.status, headers=headers, stream=_Streamed(outcome.body), request=request)
+
+
+class _Streamed(httpx.AsyncByteStream):
+    """A streamed answer as httpx reads it: chunks as they arrive; closing the response settles it."""
+
+    def __init__(self, body: BodyStream) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._body:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
 
 
 class Transport(httpx.BaseTransport):
@@ -124,10 +140,16 @@ class Transport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         body = request.read()
         forwarded = httpx.Request(request.method, request.url, headers=request.headers, content=body)
-        future = asyncio.run_coroutine_threadsafe(self._async.handle_async_request(forwarded), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._read(forwarded), self._loop)
         response = future.result()
         content = response.content
         return httpx.Response(response.status_code, headers=response.headers, content=content, request=request)
+
+    async def _read(self, request: httpx.Request) -> httpx.Response:
+        """The answer, read whole on the loop (a streamed one too: a sync client gets bytes)."""
+        response = await self._async.handle_async_request(request)
+        await response.aread()
+        return response
 
     def close(self) -> None:
         if self._loop.is_running():

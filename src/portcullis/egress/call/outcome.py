@@ -26,6 +26,7 @@ from portcullis.errors import (
 from portcullis.http.headers import HOP_BY_HOP, connection_tokens
 from portcullis.http.problem import render_problem
 from portcullis.limiting.headers import retry_after_value
+from portcullis.pipeline.handler import BodyStream
 
 __all__ = ["EgressOutcome", "answered", "refused"]
 
@@ -38,7 +39,7 @@ _DROP = HOP_BY_HOP | {b"date", b"x-request-id", b"set-cookie", b"content-length"
 class EgressOutcome:
     status: int
     headers: list[tuple[bytes, bytes]]  # lower-case names: what the caller receives, before the door's own
-    body: bytes
+    body: bytes | BodyStream  # a stream has no content-length: each door hands it on as it arrives
     decision: str  # the audit record's decision: allowed, egress_refused:…, blocked:…, upstream_error:…
     audit: dict[str, Any]  # the audit record's ``egress`` fields
     problem: ErrorCode | None = None  # set when the gateway answered with a problem document
@@ -55,7 +56,8 @@ def answered(request: EgressRequest, result: EgressResult) -> EgressOutcome:
     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
     named = connection_tokens(raw)
     headers = [(k, v) for k, v in raw if k not in _DROP and k not in named]
-    headers.append((b"content-length", b"%d" % len(result.body)))
+    if isinstance(result.body, bytes):
+        headers.append((b"content-length", b"%d" % len(result.body)))
     headers.append((b"x-egress-attempts", b"%d" % result.attempts))
     for name, left in result.budget.remaining.items():
         headers.append((b"x-budget-remaining", f"{name}={left:g}".encode()))

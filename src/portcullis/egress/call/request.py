@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv6Address
 from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import BudgetDecision, CallContext
 from portcullis.observability.tracing import ServerTrace
+from portcullis.pipeline.handler import BodyStream
 
 __all__ = ["CallContext", "EgressRequest", "EgressResult", "TunnelAdmission"]
 
@@ -29,7 +30,7 @@ class EgressRequest:
 class EgressResult:
     status: int
     headers: list[tuple[str, str]]
-    body: bytes
+    body: bytes | BodyStream  # a stream: handed on as it arrives (a streamed LLM answer)
     attempts: int
     budget: BudgetDecision
     breaker: BreakerState
