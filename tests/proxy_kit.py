@@ -151,6 +151,7 @@ class LabBackend:
     refusals: list[Refusal] = field(default_factory=list)
     tunnels: list[TunnelRecord] = field(default_factory=list)
     faults: dict[str, BaseException] = field(default_factory=dict)  # method name -> what it raises next
+    streams: list[ListStream] = field(default_factory=list)  # answers to stream instead of forwarding
 
     def _fault(self, method: str) -> None:
         fault = self.faults.pop(method, None)
@@ -163,6 +164,8 @@ class LabBackend:
 
     async def forward(self, request: ForwardRequest) -> ForwardResponse:
         self._fault("forward")
+        if self.streams:
+            return ForwardResponse(200, [(b"content-type", b"text/event-stream")], self.streams.pop(0))
         return await self.inner.forward(request)
 
     async def admit_tunnel(self, request: TunnelRequest) -> TunnelGrant:
@@ -176,3 +179,23 @@ class LabBackend:
     def refused(self, refusal: Refusal) -> Sequence[tuple[bytes, bytes]]:
         self.refusals.append(refusal)
         return self.inner.refused(refusal)
+
+
+class ListStream:
+    """A ``BodyStream`` of fixed chunks; an exception among them is raised there (a cut stream)."""
+
+    def __init__(self, chunks: list[bytes | Exception]) -> None:
+        self._chunks = chunks
+        self.closed = False
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        for item in self._chunks:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def aclose(self) -> None:
+        self.closed = True

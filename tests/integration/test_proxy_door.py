@@ -21,7 +21,7 @@ import orjson
 import pytest
 from aiohttp import web
 from tests.conftest import GatewayFactory, issue_tls_files, raw_connection, raw_request, read_response
-from tests.proxy_kit import LabBackend, ProxyGateway, proxy_gateway
+from tests.proxy_kit import LabBackend, ListStream, ProxyGateway, proxy_gateway
 
 from portcullis.controls.model import BlockKind
 from portcullis.egress.proxy import ProxyListener
@@ -315,8 +315,20 @@ async def test_an_intercepted_tunnel_a_client_does_not_trust_ends_at_the_handsha
     ("forward", UpstreamTimeout("egress_timeout"), 504, "upstream.timeout", "upstream_error:egress_timeout"),
 ], ids=["forward-bug", "auth-bug", "auth-forbidden", "upstream-timeout"])
 async def test_what_a_backend_raises_is_answered_as_a_problem_and_recorded(
-    door: ProxyGateway, upstreams: Upstreams, method: str, fault: Exception, status: int, code: str, decision: str,
+    door: ProxyGateway, upstreams: Upstreams, lab_door: tuple[LabBackend, int], method: str, fault: Exception,
+    status: int, code: str, decision: str,
 ) -> None:
+    lab, port = lab_door
+    lab.faults[method] = fault
+    async with httpx.AsyncClient(proxy=f"http://wf=w;ex=e:{door.key}@127.0.0.1:{port}", trust_env=False) as client:
+        response = await client.get(f"http://plain.partner.test:{upstreams.plain}/v1/items")
+    assert (response.status_code, response.json()["code"]) == (status, code)
+    [refusal] = lab.refusals
+    assert (refusal.decision, refusal.request_id) == (decision, response.headers["x-request-id"])
+
+
+@pytest.fixture
+async def lab_door(door: ProxyGateway) -> AsyncIterator[tuple[LabBackend, int]]:
     def current() -> ProxyPipeline:
         runtime = serving_runtime(door.gw.app)
         assert runtime.egress is not None and runtime.config.egress is not None
@@ -328,12 +340,33 @@ async def test_what_a_backend_raises_is_answered_as_a_problem_and_recorded(
     listener = ProxyListener(lab, proxy_limits(config.egress.proxy, 1.0), clock=door.gw.clock)
     await listener.start()
     try:
-        lab.faults[method] = fault
-        url = f"http://wf=w;ex=e:{door.key}@127.0.0.1:{listener.port}"
-        async with httpx.AsyncClient(proxy=url, trust_env=False) as client:
-            response = await client.get(f"http://plain.partner.test:{upstreams.plain}/v1/items")
+        yield lab, listener.port
     finally:
         await listener.stop()
-    assert (response.status_code, response.json()["code"]) == (status, code)
-    [refusal] = lab.refusals
-    assert (refusal.decision, refusal.request_id) == (decision, response.headers["x-request-id"])
+
+
+async def test_a_streamed_answer_is_relayed_chunk_by_chunk_and_closed(
+    door: ProxyGateway, upstreams: Upstreams, lab_door: tuple[LabBackend, int],
+) -> None:
+    lab, port = lab_door
+    stream = ListStream([b"data: one\\n\\n", b"", b"data: two\\n\\n"])
+    lab.streams.append(stream)
+    async with httpx.AsyncClient(proxy=f"http://wf=w;ex=e:{door.key}@127.0.0.1:{port}", trust_env=False) as client, \
+            client.stream("GET", f"http://plain.partner.test:{upstreams.plain}/v1/chat") as response:
+        assert response.headers["transfer-encoding"] == "chunked" and "content-length" not in response.headers
+        chunks = [c async for c in response.aiter_raw()]
+    assert b"".join(chunks) == b"data: one\\n\\ndata: two\\n\\n"
+    assert stream.closed
+
+
+async def test_a_stream_cut_upstream_cuts_the_clients_connection(
+    door: ProxyGateway, upstreams: Upstreams, lab_door: tuple[LabBackend, int],
+) -> None:
+    lab, port = lab_door
+    stream = ListStream([b"data: one\\n\\n", UpstreamTimeout("egress_timeout")])
+    lab.streams.append(stream)
+    async with httpx.AsyncClient(proxy=f"http://wf=w;ex=e:{door.key}@127.0.0.1:{port}", trust_env=False) as client, \
+            client.stream("GET", f"http://plain.partner.test:{upstreams.plain}/v1/chat") as response:
+        with pytest.raises(httpx.RemoteProtocolError):  # never a clean end: the client knows it is cut
+            await response.aread()
+    assert stream.closed

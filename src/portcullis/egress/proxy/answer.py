@@ -29,7 +29,8 @@ from portcullis.http.problem import render_problem
 from portcullis.limiting.headers import retry_after_value
 from portcullis.server.response import encode_head
 
-__all__ = ["CONNECTED", "PROXY_CHALLENGE", "Problem", "problem_for", "render", "render_problem_bytes"]
+__all__ = ["CONNECTED", "PROXY_CHALLENGE", "Problem", "chunk", "problem_for", "render", "render_problem_bytes",
+           "render_stream_head"]
 
 CONNECTED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 PROXY_CHALLENGE = (
@@ -88,3 +89,21 @@ def render(status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes, *, 
         extra += b"connection: close\r\n"
     head = encode_head(status, kept, extra)
     return head if head_only or no_body else head + body
+
+
+def render_stream_head(status: int, headers: Sequence[tuple[bytes, bytes]], *, request_id: str, chunked: bool,
+                       keep_alive: bool) -> bytes:
+    """The head of a streamed answer: chunked (HTTP/1.1), or delimited by the connection's close."""
+    listed = connection_tokens(headers)
+    kept = [(k, v) for k, v in headers if k.lower() not in _FRAMING and k.lower() not in listed]
+    if not any(k.lower() == b"x-request-id" for k, _ in kept):
+        kept.append((b"x-request-id", request_id.encode()))
+    extra = b"transfer-encoding: chunked\r\n" if chunked else b""
+    if not (keep_alive and chunked):
+        extra += b"connection: close\r\n"
+    return encode_head(status, kept, extra)
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (RFC 9112 section 7.1)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)

@@ -227,7 +227,7 @@ class PipelineBackend:
             consumer_id=call.context.user, key_id=request.identity.key_id, method=call.method, route=AUDIT_ROUTE,
             path=f"/{call.route}{path}", query=redact_query(query) if query else None, status=outcome.status,
             decision=outcome.decision, latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
-            bytes_in=len(call.body or b""), bytes_out=len(outcome.body),
+            bytes_in=len(call.body or b""), bytes_out=len(outcome.body) if isinstance(outcome.body, bytes) else 0,
             upstream_status=result.status if result is not None else None,
             user_agent=_user_agent(request.headers), egress=egress,
             trace_id=result.trace_id if result is not None else None,

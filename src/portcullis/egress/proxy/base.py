@@ -19,6 +19,7 @@ from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
+from portcullis.pipeline.handler import BodyStream
 from portcullis.server.base import Refusal
 
 __all__ = [
@@ -81,11 +82,16 @@ class ForwardRequest:
 
 @dataclass(frozen=True, slots=True)
 class ForwardResponse:
-    """The answer to relay: a provider's response, or a refusal already rendered as a problem document."""
+    """The answer to relay: a provider's response, or a refusal already rendered as a problem document.
+
+    A ``BodyStream`` body (a streamed answer) is relayed chunk by chunk as it arrives (chunked on
+    HTTP/1.1) and closed by the listener whatever happens; a chunk iterator that raises an
+    ``UpstreamError`` cuts the client's connection, the only honest end of a cut body.
+    """
 
     status: int
-    headers: Sequence[tuple[bytes, bytes]]  # without framing fields: the listener sets content-length
-    body: bytes
+    headers: Sequence[tuple[bytes, bytes]]  # framing fields are the listener's own, never these
+    body: bytes | BodyStream
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,20 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from portcullis.egress.proxy.answer import Problem, problem_for, render, render_problem_bytes
+from portcullis.egress.proxy.answer import (
+    Problem,
+    chunk,
+    problem_for,
+    render,
+    render_problem_bytes,
+    render_stream_head,
+)
 from portcullis.egress.proxy.auth import parse_proxy_authorization
 from portcullis.egress.proxy.base import ForwardRequest, ProxyBackend, ProxyIdentity, TunnelRefused
 from portcullis.egress.proxy.reader import ProxyRequest, ReadRefused
 from portcullis.egress.proxy.splice import SpliceLimits
 from portcullis.errors import CircuitOpen, ClientError, ErrorCode, Forbidden, UpstreamError
 from portcullis.http.headers import HOP_BY_HOP, connection_tokens
+from portcullis.pipeline.handler import BodyStream
 from portcullis.server.base import Headers
 from portcullis.server.limits import ServerLimits
 from portcullis.server.refusal import new_refusal
+from portcullis.server.response import CHUNK_END
 
 __all__ = ["Ended", "Exchange", "ProxyDoorSettings", "Sent", "asked", "crossing", "kind_of"]
 
@@ -131,10 +140,39 @@ class Exchange:
             await self.refuse(request, call.request_id, exc, kind=kind_of(exc, "egress_refused"),
                               keep_alive=keep_alive)
             return Sent(keep_alive, 0)
+        if not isinstance(answer.body, bytes):
+            return await self._stream(answer.status, answer.headers, answer.body, call.request_id, request,
+                                      keep_alive)
         data = render(answer.status, answer.headers, answer.body, request_id=call.request_id,
                       keep_alive=keep_alive, head_only=request.method == "HEAD")
         await self.write(data)
         return Sent(keep_alive, len(data))
+
+    async def _stream(self, status: int, headers: Sequence[tuple[bytes, bytes]], body: BodyStream, request_id: str,
+                      request: ProxyRequest, keep_alive: bool) -> Sent:
+        """Relay a streamed answer as it arrives; a cut stream cuts the connection (RFC 9112 section 8)."""
+        chunked = request.version == "1.1"  # an HTTP/1.0 client reads to the close instead
+        keep_alive = keep_alive and chunked
+        written = 0
+        try:
+            head = render_stream_head(status, headers, request_id=request_id, chunked=chunked, keep_alive=keep_alive)
+            await self.write(head)
+            written += len(head)
+            if request.method != "HEAD":
+                async for data in body:
+                    if data:
+                        framed = chunk(data) if chunked else data
+                        await self.write(framed)
+                        written += len(framed)
+                if chunked:
+                    await self.write(CHUNK_END)
+                    written += len(CHUNK_END)
+        except UpstreamError:
+            self.writer.transport.abort()  # the body was cut upstream: no clean end may be faked
+            raise Ended() from None
+        finally:
+            await body.aclose()
+        return Sent(keep_alive, written)
 
 
 async def asked(awaitable: Awaitable[_T]) -> _T:

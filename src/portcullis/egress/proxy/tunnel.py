@@ -92,8 +92,9 @@ class Tunnel:
         except TunnelRefused as refused:
             answer = refused.answer
             self._closed(status=answer.status, decision=refused.decision)
+            body = answer.body if isinstance(answer.body, bytes) else b""  # a refusal is a problem document
             with contextlib.suppress(Ended):
-                await x.write(render(answer.status, answer.headers, answer.body, request_id=record.request_id,
+                await x.write(render(answer.status, answer.headers, body, request_id=record.request_id,
                                      keep_alive=False))
             return
         except (ClientError, UpstreamError) as exc:
