@@ -20,8 +20,8 @@ import httpx
 import orjson
 import pytest
 from aiohttp import web
-from tests.conftest import GatewayFactory, issue_tls_files, raw_connection, raw_request, read_response
-from tests.proxy_kit import LabBackend, ListStream, ProxyGateway, proxy_gateway
+from tests.conftest import GatewayFactory, gateway_yaml, issue_tls_files, raw_connection, raw_request, read_response
+from tests.proxy_kit import LabBackend, ListStream, ProxyGateway, egress_yaml, proxy_gateway
 
 from portcullis.controls.model import BlockKind
 from portcullis.egress.proxy import ProxyListener
@@ -29,6 +29,7 @@ from portcullis.egress.proxy.authority import create_ca
 from portcullis.egress.proxy.backend import PipelineBackend, ProxyPipeline
 from portcullis.errors import Forbidden, UpstreamTimeout
 from portcullis.gateway.proxy import proxy_limits
+from portcullis.gateway.reload import Reloader
 from portcullis.gateway.runtime import serving_runtime
 from portcullis.testing import ManualClock, catch_all, serve_app
 
@@ -64,7 +65,7 @@ async def upstreams(tmp_path: Path) -> AsyncIterator[Upstreams]:
 
 SECRETS = {"plain_token": "s3cr3t-provider-token", "llm_key": "sk-provider"}
 ANSWERS = {"plain.partner.test": [["127.0.0.1"]], "api.partner.test": [["127.0.0.1"]],
-           "llm.partner.test": [["127.0.0.1"]]}
+           "llm.partner.test": [["127.0.0.1"]], "late.partner.test": [["127.0.0.1"]]}
 
 
 def routes(up: Upstreams, **partner: object) -> list[dict[str, object]]:
@@ -370,3 +371,23 @@ async def test_a_stream_cut_upstream_cuts_the_clients_connection(
         with pytest.raises(httpx.RemoteProtocolError):  # never a clean end: the client knows it is cut
             await response.aread()
     assert stream.closed
+
+
+async def test_a_reload_reaches_the_proxy_door_at_its_next_request(
+    door: ProxyGateway, upstreams: Upstreams, tmp_path: Path,
+) -> None:
+    url = f"http://late.partner.test:{upstreams.plain}/v1/x"
+    async with httpx.AsyncClient(proxy=door.proxy_url(), trust_env=False) as client:
+        assert (await client.get(url)).status_code == 403  # no route yet
+        late = {"name": "late", "url": f"http://late.partner.test:{upstreams.plain}", "allow_http": True,
+                "allow_networks": ["127.0.0.0/8"]}
+        config = tmp_path / "reloaded.yaml"
+        text = gateway_yaml("http://127.0.0.1:9", egress_yaml([*routes(upstreams), late]))
+        await asyncio.to_thread(config.write_text, text)
+        reloader = Reloader(door.gw.app, config, grace_s=0)
+        try:
+            assert (await reloader.reload()).ok  # type: ignore[union-attr]
+        finally:
+            await reloader.aclose()
+        assert (await client.get(url)).status_code == 200  # same listener, the new executor's routes
+    assert [c.decision for c in door.calls] == ["egress_refused:unknown_route", "allowed"]
