@@ -40,3 +40,23 @@ def test_ca_init_refuses_a_bad_permitted_name(tmp_path: Path) -> None:
                                  "--permit", "bad name"])
     assert result.exit_code == 2
     assert not (tmp_path / "k").exists()
+
+
+def test_serve_refuses_to_start_with_a_ca_it_cannot_use(tmp_path: Path) -> None:
+    key = tmp_path / "ca.key"
+    assert runner.invoke(app, ["ca", "init", "--cert", str(tmp_path / "ca.pem"), "--key", str(key)]).exit_code == 0
+    key.chmod(0o644)  # readable by others: refused
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"""
+version: 1
+store: {{url: "sqlite:///{tmp_path}/gw.db"}}
+keys: {{pepper: "{'p' * 40}"}}
+upstreams: {{api: {{url: "http://127.0.0.1:9"}}}}
+routes: [{{name: health, path: /health, upstream: api, auth: none}}]
+egress:
+  routes: [{{name: llm, url: "https://llm.example", intercept: true}}]
+  proxy: {{listen: "127.0.0.1:0", ca: {{cert_file: "{tmp_path}/ca.pem", key_file: "{key}"}}}}
+""")
+    result = runner.invoke(app, ["serve", str(config)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "egress.proxy.ca: ca key readable by others" in result.output
