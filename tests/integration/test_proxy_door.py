@@ -391,3 +391,27 @@ async def test_a_reload_reaches_the_proxy_door_at_its_next_request(
             await reloader.aclose()
         assert (await client.get(url)).status_code == 200  # same listener, the new executor's routes
     assert [c.decision for c in door.calls] == ["egress_refused:unknown_route", "allowed"]
+
+
+async def test_stopping_the_listener_ends_open_tunnels_within_the_drain_and_records_them(
+    make_gateway: GatewayFactory,
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # says nothing until the tunnel goes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    route = {"name": "quiet", "url": f"https://quiet.partner.test:{port}", "allow_networks": ["127.0.0.0/8"]}
+    try:
+        async with proxy_gateway(make_gateway, [route], answers={"quiet.partner.test": [["127.0.0.1"]]}) as pg, \
+                raw_connection(pg.port) as (reader, writer):
+            writer.write(f"CONNECT quiet.partner.test:{port} HTTP/1.1\r\nProxy-Authorization: ".encode()
+                         + pg.basic() + b"\r\n\r\n")
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            await pg.listener.stop()  # the kit's drain is 2 s; the tunnel would idle for 60
+            record = await pg.tunnel()
+            assert pg.listener.open_connections == 0
+    finally:
+        server.close()
+    assert record.egress is not None and record.egress["ended"] == "cancelled"
