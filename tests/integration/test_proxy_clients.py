@@ -52,8 +52,12 @@ class World:
     tls_port: int
     bundle: Path
 
+    encoded: bool = False  # the context percent-encoded in the proxy URL's user info
+
     def env(self, *, credentials: bool = True) -> dict[str, str]:
         url = self.lab.proxy_url() if credentials else f"http://127.0.0.1:{self.lab.port}"
+        if credentials and self.encoded:
+            url = url.replace("wf=wf-1;ex=ex-1", "wf%3Dwf-1%3Bex%3Dex-1")
         return {"HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url, "http_proxy": url}
 
     @property
@@ -201,3 +205,14 @@ async def test_every_client_without_credentials_is_refused_with_407(
     record = await world.lab.tunnel()
     assert (record.status, record.decision) == (407, "auth:proxy_credentials_missing")
     assert world.lab.calls == []
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+async def test_every_client_decodes_a_percent_encoded_context(
+    world: World, client: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world.encoded = True
+    answer = await _call(client, world, world.urls["http"], monkeypatch)
+    assert answer.status == 200, answer.body
+    [call] = world.lab.calls
+    assert call.egress is not None and (call.egress["workflow_id"], call.egress["execution_id"]) == ("wf-1", "ex-1")
