@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from portcullis.anomaly.service import AnomalyService
 from portcullis.audit.record import AuditRecord
@@ -19,9 +19,10 @@ from portcullis.clock import Clock
 from portcullis.config.egress import EgressConfig
 from portcullis.controls.service import IncidentControls
 from portcullis.egress.breaker import CircuitBreaker
-from portcullis.egress.budgets import BudgetCounterStore, BudgetLimits, Budgets, CallContext, MemoryBudgetStore
+from portcullis.egress.budgets import BudgetLimits, Budgets, CallContext, MemoryBudgetStore
+from portcullis.egress.bulkhead import Permit, Timer
 from portcullis.egress.call.outcome import EgressOutcome
-from portcullis.egress.call.phase1_destination import DestinationPhase
+from portcullis.egress.call.phase1_destination import Destination, DestinationPhase
 from portcullis.egress.call.phase2_breaker import check_breaker
 from portcullis.egress.call.phase3_limits import LimitsPhase
 from portcullis.egress.call.phase4_credentials import CredentialsPhase
@@ -29,6 +30,10 @@ from portcullis.egress.call.phase5_send import Sender, close_session
 from portcullis.egress.call.phase6_record import Recorder
 from portcullis.egress.call.request import EgressRequest, EgressResult, TunnelAdmission
 from portcullis.egress.call.route import CALLER_ONLY_HEADERS, BreakerListener, EgressRoute, compile_route
+from portcullis.egress.call.validate_only import validate_only_result
+from portcullis.egress.lifetime import ExecutionLifetime
+from portcullis.egress.priority import build_bulkheads
+from portcullis.egress.run_mode import RunMode
 from portcullis.egress.ssrf import Resolver, SsrfGuard
 from portcullis.errors import ClientError, UpstreamError
 from portcullis.http.header_rules import RequestHeaderRules
@@ -36,6 +41,8 @@ from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.budget_usage import BudgetUsage
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.tracing import PassThroughTracer, Tracer
+from portcullis.pipeline.handler import BodyStream
+from portcullis.stores.base import EgressStateStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.vault import Vault
 
@@ -48,13 +55,14 @@ class EgressExecutor:
 
     def __init__(
         self, config: EgressConfig, *, vault: Vault, resolver: Resolver, clock: Clock,
-        budget_store: BudgetCounterStore | None = None, rng: random.Random | None = None,
+        budget_store: EgressStateStore | None = None, rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_breaker: BreakerListener | None = None,
         limiter: MultiLimiter | None = None, header_rules: RequestHeaderRules | None = None,
         controls: IncidentControls | None = None, audit: Callable[[AuditRecord], None] | None = None,
         budget_usage: BudgetUsage | None = None,
         tracer: Tracer | None = None, metrics: GatewayMetrics | None = None, anomaly: AnomalyService | None = None,
+        timer: Timer | None = None,
     ) -> None:
         """``header_rules`` decide which caller headers reach a provider, for every door: by default
         the default list (``RequestHeaderRules.defaults()``); the gateway passes its egress door's
@@ -63,12 +71,14 @@ class EgressExecutor:
         ``secret.read`` security events go (the audit writer's ``submit``); ``budget_usage``: the
         tracker behind the budget gauges, configured here with this config's budgets; ``tracer``: a
         client span per attempt, whose ``traceparent`` the provider receives (default: tracing off);
-        ``metrics`` and ``anomaly``: what the record phase counts, for every door."""
+        ``metrics`` and ``anomaly``: what the record phase counts, for every door (``metrics`` also
+        the bulkheads' queues and sheds); ``timer``: the bulkheads' queue timeouts (default: the loop's)."""
         self._config = config
         self._clock = clock
         guard = SsrfGuard(resolver)
         rules = header_rules or RequestHeaderRules.defaults()
         b = config.budgets
+        store = budget_store or MemoryBudgetStore()
         self._budgets = Budgets(BudgetLimits(
             execution_calls=b.execution_calls, execution_window_s=b.execution_window,
             execution_cost=b.execution_cost, workflow_calls_per_hour=b.workflow_calls_per_hour,
@@ -76,15 +86,20 @@ class EgressExecutor:
             user_cost_per_day=b.user_cost_per_day,
             endpoint_calls_per_workflow_day={r.name: r.calls_per_workflow_day for r in config.routes
                                              if r.calls_per_workflow_day is not None},
-        ), budget_store or MemoryBudgetStore(), clock, budget_usage)
+        ), store, clock, budget_usage)
+        bulkheads = build_bulkheads(config, clock=clock, observer=metrics, timer=timer)
         self._routes: dict[str, EgressRoute] = {
-            r.name: compile_route(config, r, guard=guard, vault=vault, clock=clock, audit=audit, on_breaker=on_breaker)
+            r.name: compile_route(config, r, guard=guard, vault=vault, clock=clock, audit=audit, on_breaker=on_breaker,
+                                  bulkhead=bulkheads.get(r.name))
             for r in config.routes
         }
+        lifetime = None
+        if b.execution_max_lifetime is not None:
+            lifetime = ExecutionLifetime(b.execution_max_lifetime, store, clock)
         self._destination = DestinationPhase(self._routes, guard=guard, header_rules=rules, controls=controls,
                                              clock=clock)
         self._limits = LimitsPhase(limiter=limiter or MultiLimiter(MemoryCounterStore(), clock),
-                                   budgets=self._budgets, controls=controls, clock=clock)
+                                   budgets=self._budgets, controls=controls, clock=clock, lifetime=lifetime)
         self._credentials = CredentialsPhase(header_rules=rules, vault=vault, clock=clock, audit=audit)
         self._sender = Sender(guard=guard, clock=clock, rng=rng or random.Random(),
                               tracer=tracer or PassThroughTracer(), sleep=sleep)
@@ -95,40 +110,67 @@ class EgressExecutor:
     async def run(self, request: EgressRequest) -> EgressOutcome:
         """The call, as every door answers it: never raises for a refusal or a provider's failure."""
         started = self._clock.monotonic()
+        destination = None
         try:
-            result = await self.call(request)
+            destination = await self._destination.resolve(request)
+            result = await self._through(destination, request)
         except (ClientError, UpstreamError) as exc:
+            mode = destination.mode.mode if destination is not None else None
             return self._recorder.refused(request, exc, known_route=request.route in self._routes,
-                                          took_s=self._clock.monotonic() - started)
+                                          took_s=self._clock.monotonic() - started, run_mode=mode)
         return self._recorder.answered(request, result, self._clock.monotonic() - started)
 
     async def call(self, request: EgressRequest) -> EgressResult:
         """The call through every phase; a refusal or failure raises its Portcullis error."""
-        destination = await self._destination.resolve(request)
+        return await self._through(await self._destination.resolve(request), request)
+
+    async def _through(self, destination: Destination, request: EgressRequest) -> EgressResult:
+        """Phases 2 to 5 for a call phase 1 let through (a ``validate_only`` call: its report)."""
         route = destination.route
+        if destination.mode.mode is RunMode.VALIDATE_ONLY:
+            return validate_only_result(destination, await self._limits.preview(destination, request.context))
         check_breaker(route)
         admission = await self._limits.admit(destination, request.context)
-        headers = await self._credentials.headers(destination, request)
-        sent = await self._sender.send(route, destination.method, destination.url, headers, request,
-                                       destination.caller)
+        permit = admission.permit
+        try:
+            headers = await self._credentials.headers(destination, request)
+            sent = await self._sender.send(route, destination.method, destination.url, headers, request,
+                                           destination.caller)
+        except BaseException:
+            if permit is not None:
+                permit.release()
+            raise
         answer = sent.answer
-        return EgressResult(answer.status, answer.headers, answer.body, sent.attempts, admission.budget,
+        body = answer.body
+        if permit is not None:
+            if isinstance(body, bytes):
+                permit.release()
+            else:  # a streamed answer holds its place until the stream is settled
+                body = _Releasing(body, permit)
+        return EgressResult(answer.status, answer.headers, body, sent.attempts, admission.budget,
                             route.breaker.state, host=route.host, cost=admission.cost, secrets=route.secrets,
-                            trace_id=sent.trace_id)
+                            trace_id=sent.trace_id, run_mode=destination.mode.mode)
 
     async def admit_tunnel(self, request: EgressRequest, host: str, port: int) -> TunnelAdmission | EgressOutcome:
         """A proxy door's ``CONNECT host:port`` tunnel on ``request.route``, through phases 1 to 3 once
-        for the whole tunnel: blocks, the guard for the host and port under the route's policy (the
-        checked addresses are the only ones to dial), the breaker, the route's limits and budgets.
-        Never raises for a refusal: the refusal is the ``EgressOutcome`` every door renders."""
+        for the whole tunnel: blocks, the run mode, the guard for the host and port under the route's
+        policy (the checked addresses are the only ones to dial), the breaker, the execution's
+        lifetime, the route's limits, its bulkhead's turn (given back at once) and the budgets. Never
+        raises for a refusal: the refusal is the ``EgressOutcome`` every door renders."""
         started = self._clock.monotonic()
+        destination = None
         try:
             destination = await self._destination.tunnel(request, host, port)
             check_breaker(destination.route)
             admission = await self._limits.admit(destination, request.context)
         except (ClientError, UpstreamError) as exc:
+            mode = destination.mode.mode if destination is not None else None
             return self._recorder.refused(request, exc, known_route=request.route in self._routes,
-                                          took_s=self._clock.monotonic() - started)
+                                          took_s=self._clock.monotonic() - started, run_mode=mode)
+        if admission.permit is not None:
+            # A bulkhead place is a call's, for the call's time: a tunnel may last an hour, and holding
+            # a place that long would starve the queue; the tunnel took its turn and its spend.
+            admission.permit.release()
         return TunnelAdmission(destination.addresses, admission.budget, admission.cost,
                                destination.route.config.connect_timeout)
 
@@ -158,3 +200,20 @@ class EgressExecutor:
             if route.oauth2 is not None:
                 await route.oauth2.aclose()
             await close_session(route)
+
+
+class _Releasing:
+    """A streamed answer that gives its bulkhead place back when it is settled (ended, cut or closed)."""
+
+    def __init__(self, body: BodyStream, permit: Permit) -> None:
+        self._body = body
+        self._permit = permit
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._body.__aiter__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._body.aclose()
+        finally:
+            self._permit.release()

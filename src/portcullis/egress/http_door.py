@@ -52,7 +52,7 @@ class EgressHttpDoor:
             # one filter for every egress door, and the one ingress routes use.
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers
                      if fold_name(k) not in stripped],
-            body=body, request_id=ctx.request_id, client_ip=ctx.client_ip, trace=trace,
+            body=body, request_id=ctx.request_id, client_ip=ctx.client_ip, trace=trace, principal=principal,
         )
         ctx.egress = context_fields(request)  # on record even if the call is cut short
         outcome = await self.executor.run(request)

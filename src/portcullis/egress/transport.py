@@ -32,6 +32,8 @@ from portcullis.clock import Clock, SystemClock
 from portcullis.config.egress import EgressConfig
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.executor import EgressExecutor, EgressOutcome, EgressRequest
+from portcullis.egress.run_mode import RunMode
+from portcullis.identity.principal import Principal
 from portcullis.ids import random_hex
 from portcullis.pipeline.handler import BodyStream
 
@@ -43,10 +45,16 @@ class AsyncTransport(httpx.AsyncBaseTransport):
 
     def __init__(
         self, executor: EgressExecutor, config: EgressConfig, context: CallContext, *,
-        audit: AuditWriter | None = None, clock: Clock | None = None,
+        audit: AuditWriter | None = None, clock: Clock | None = None, run_mode: RunMode | None = None,
+        principal: Principal | None = None,
     ) -> None:
+        """``run_mode``: the mode of every call (None: each request's ``X-Run-Mode``, else the
+        config's default); ``principal``: who this process calls as, for routes whose full runs
+        require a scope, role or rule (None: such routes refuse full runs)."""
         self._executor = executor
         self._context = context
+        self._run_mode = run_mode
+        self._principal = principal
         self._audit = audit
         self._clock = clock or SystemClock()
         self._bases = []
@@ -91,7 +99,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         call = EgressRequest(
             route=name, method=request.method, path_and_query=relative + (f"?{query}" if query else ""),
             context=self._context, headers=list(request.headers.multi_items()), body=await request.aread(),
-            request_id=random_hex(128),
+            request_id=random_hex(128), principal=self._principal, run_mode=self._run_mode,
         )
         started = self._clock.monotonic()
         # A URL no route covers is refused as the HTTP door refuses an unknown route name.
@@ -127,13 +135,13 @@ class Transport(httpx.BaseTransport):
     """
 
     def __init__(self, executor_factory: Callable[[], EgressExecutor], config: EgressConfig,
-                 context: CallContext) -> None:
+                 context: CallContext, *, run_mode: RunMode | None = None, principal: Principal | None = None) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="portcullis-egress", daemon=True)
         self._thread.start()
 
         async def build() -> AsyncTransport:
-            return AsyncTransport(executor_factory(), config, context)
+            return AsyncTransport(executor_factory(), config, context, run_mode=run_mode, principal=principal)
 
         self._async = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
 

@@ -79,7 +79,7 @@ from portcullis.policies.stage4_limit.rate_limit import RateLimitPolicy
 from portcullis.policies.stage5_validate.body import BodyPolicy
 from portcullis.policies.stage5_validate.body_rules import BodyRulesPolicy
 from portcullis.policies.stage6_respond.security_headers import SecurityHeadersPolicy
-from portcullis.stores.base import AuditSink, BudgetCounterStore, SecretStore
+from portcullis.stores.base import AuditSink, EgressStateStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
 from portcullis.stores.nonces import MemoryNonceStore
@@ -166,7 +166,7 @@ async def open_services(
         log.error("incident controls: could not read the store at start-up (%s); retrying every %ss",
                   exc, config.controls.refresh_interval)
     counters: CounterStore = MemoryCounterStore()
-    budgets: BudgetCounterStore = MemoryBudgetStore()
+    budgets: EgressStateStore = MemoryBudgetStore()
     shared = None
     if config.shared_state is not None:
         shared = await open_shared(config.shared_state, clock)

@@ -1,16 +1,19 @@
-"""Phase 1: where the call goes, and whether it may go there at all.
+"""Phase 1: where the call goes, whether it may go there at all, and in which run mode.
 
 Order, and why: a caller header the rules refuse (``reject_headers``) ends the call (400) before
 anything is looked up or spent, as on an ingress route; an incident block on the call's workflow,
 user or execution ends it (403 ``access.blocked``, from the in-memory snapshot: no I/O); then the
 route must exist and allow the method; the path is canonicalised (the same canonicaliser as
 ingress) and appended to the route's base URL, so ``..`` cannot climb out of it; the route's path
-rules see that canonical path; last, the SSRF guard checks the URL under the route's policy
-(scheme, port, host lists). Nothing here spends a limit or a budget.
+rules see that canonical path; then the run mode (``egress/run_mode.py``: the door's context, else
+``X-Run-Mode``, else the default) must be one the route takes, and a full run must meet the route's
+requirement, before the guard spends a DNS lookup on it; last, the SSRF guard checks the URL under
+the route's policy (scheme, port, host lists). Nothing here spends a limit or a budget.
 
 A ``CONNECT`` tunnel of the proxy door (``tunnel``) meets the same checks that do not need a
-request it cannot read: blocks, the route, and the guard for the tunnel's host and port under the
-route's policy, whose checked addresses are the only ones the tunnel may dial.
+request it cannot read: blocks, the route, the run mode (a tunnel is bytes on their way out, so
+``validate_only`` is refused), and the guard for the tunnel's host and port under the route's
+policy, whose checked addresses are the only ones the tunnel may dial.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from portcullis.controls.model import BlockKind
 from portcullis.controls.service import IncidentControls
 from portcullis.egress.call.request import EgressRequest
 from portcullis.egress.call.route import EgressRoute
+from portcullis.egress.run_mode import RUN_MODE_HEADER, RunModeCall, RunModeDecision, parse_run_mode
 from portcullis.egress.ssrf import SsrfGuard
 from portcullis.errors import Blocked, ClientError, EgressDenied, MalformedRequest
 from portcullis.http.header_rules import RequestHeaderRules
-from portcullis.http.headers import RawHeaders
+from portcullis.http.headers import RawHeaders, fold_name
 from portcullis.http.target import canonicalize_target
 
 __all__ = ["Destination", "DestinationPhase", "caller_headers"]
@@ -36,6 +40,7 @@ __all__ = ["Destination", "DestinationPhase", "caller_headers"]
 # Header text crosses as str (aiohttp's and httpx's type); the rules compare bytes. UTF-8 with
 # surrogateescape turns any str into bytes and back unchanged, whichever door decoded it how.
 TEXT, ESCAPE = "utf-8", "surrogateescape"
+_RUN_MODE = RUN_MODE_HEADER.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,7 @@ class Destination:
     url: str
     relative_path: str  # canonical, relative to the route's base URL: what path and cost rules match
     caller: RawHeaders
+    mode: RunModeDecision
     addresses: tuple[IPv4Address | IPv6Address, ...] = ()  # a tunnel's: the guard's checked answer, to dial
 
 
@@ -82,24 +88,50 @@ class DestinationPhase:
         url, relative_path = _url(route, request.path_and_query)
         if cfg.paths and not any(path_matches(p, relative_path) for p in cfg.paths):
             raise EgressDenied("path_not_allowed")
+        mode = self._mode(route, request, caller, method, relative_path)
         verdict = await self._guard.check(url, route.policy)
         if not verdict.allowed:
             raise EgressDenied(verdict.reason)
-        return Destination(route, method, url, relative_path, caller)
+        return Destination(route, method, url, relative_path, caller, mode)
+
+    def _mode(self, route: EgressRoute, request: EgressRequest, caller: RawHeaders, method: str,
+              relative_path: str) -> RunModeDecision:
+        modes = route.run_modes
+        asked = request.run_mode
+        if asked is None:
+            # Folded as a CGI backend reads names (``X_Run_Mode`` too): two spellings are two values,
+            # refused, never one read here and the other elsewhere.
+            asked = parse_run_mode([v.decode("latin-1") for k, v in caller if fold_name(k) == _RUN_MODE],
+                                   modes.default)
+        ctx = request.context
+
+        def call() -> RunModeCall:  # only a CEL rule reads it
+            return RunModeCall(route=route.name, method=method, path=relative_path, host=route.host,
+                               scheme=route.config.url.split(":", 1)[0], workflow_id=ctx.workflow_id,
+                               execution_id=ctx.execution_id, user=ctx.user, client_ip=request.client_ip)
+
+        return modes.decide(asked, request.principal, call, self._clock.wall())
 
     async def tunnel(self, request: EgressRequest, host: str, port: int) -> Destination:
         """A ``CONNECT host:port`` on ``request.route`` (its method ``CONNECT``, its path ``/``)."""
+        caller = caller_headers(request)  # the CONNECT's own (X-Run-Mode, the priority header)
+        refused = self._header_rules.refusal(caller)
+        if refused is not None:
+            raise MalformedRequest(f"rejected_header:{refused}")
         if self._controls is not None and self._controls.snapshot.has_subject_blocks:
             self._check_blocks(self._controls, request)
         route = self._routes.get(request.route)
         if route is None:
             raise EgressDenied("unknown_route")
+        mode = self._mode(route, request, caller, "CONNECT", "/")
+        if not mode.sends:
+            raise EgressDenied("tunnel_validate_only")  # nothing would be sent: no tunnel to open
         shown = f"[{host}]" if ":" in host else host
         url = f"https://{shown}:{port}/"
         verdict = await self._guard.check(url, route.policy)
         if not verdict.allowed:
             raise EgressDenied(verdict.reason)
-        return Destination(route, "CONNECT", url, "/", [], verdict.addresses)
+        return Destination(route, "CONNECT", url, "/", caller, mode, verdict.addresses)
 
     def _check_blocks(self, controls: IncidentControls, request: EgressRequest) -> None:
         """Raise ``Blocked`` when the call's workflow, user or execution is blocked now."""

@@ -7,6 +7,8 @@ from ipaddress import IPv4Address, IPv6Address
 
 from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import BudgetDecision, CallContext
+from portcullis.egress.run_mode import RunMode
+from portcullis.identity.principal import Principal
 from portcullis.observability.tracing import ServerTrace
 from portcullis.pipeline.handler import BodyStream
 
@@ -24,6 +26,8 @@ class EgressRequest:
     request_id: str = ""  # the door's, for the problem document and the security events this call causes
     client_ip: str = "in-process"  # the caller's address at the HTTP and proxy doors
     trace: ServerTrace | None = None  # the door's request span; None: in-process (the caller's current span)
+    principal: Principal | None = None  # the authenticated caller, for full_run requirements (None: in-process)
+    run_mode: RunMode | None = None  # the door's context (the transport's); None: X-Run-Mode, else the default
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,7 @@ class EgressResult:
     cost: float = 0.0
     secrets: tuple[str, ...] = ()  # vault secrets injected into the call, by name (for the audit)
     trace_id: str | None = None  # the trace of the last attempt's traceparent, if it carried one
+    run_mode: RunMode = RunMode.FULL_RUN  # validate_only: the body is the gateway's report, nothing was sent
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,7 +128,7 @@ class PipelineBackend:
         if not needed <= principal.scopes:
             raise Forbidden("proxy_scope_missing")
         return ProxyIdentity(principal.consumer_id, principal.key_id, credentials.workflow_id,
-                             credentials.execution_id)
+                             credentials.execution_id, principal)
 
     async def forward(self, request: ForwardRequest) -> ForwardResponse:
         pipeline = self._pipeline()
@@ -149,6 +149,7 @@ class PipelineBackend:
             context=CallContext(ident.execution_id, ident.workflow_id, ident.consumer_id),
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
             body=request.body or None, request_id=request.request_id, client_ip=request.client_ip,
+            principal=ident.principal,
         )
         # A URL no route covers runs as an unknown route: refused as every door refuses one.
         outcome = await pipeline.executor.run(call)
@@ -162,7 +163,8 @@ class PipelineBackend:
         call = EgressRequest(
             route=route.name if route is not None else "", method="CONNECT", path_and_query="/",
             context=CallContext(ident.execution_id, ident.workflow_id, ident.consumer_id),
-            request_id=request.request_id, client_ip=request.client_ip,
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
+            request_id=request.request_id, client_ip=request.client_ip, principal=ident.principal,
         )
         mode = tunnel_mode(route) if route is not None else TunnelMode.SPLICE
         if route is not None and mode is not TunnelMode.SPLICE:

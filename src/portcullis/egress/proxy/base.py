@@ -19,6 +19,7 @@ from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
+from portcullis.identity.principal import Principal
 from portcullis.pipeline.handler import BodyStream
 from portcullis.server.base import Refusal
 
@@ -63,6 +64,7 @@ class ProxyIdentity:
     key_id: str | None
     workflow_id: str
     execution_id: str
+    principal: Principal | None = field(default=None, repr=False)  # for routes whose full runs need scopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ class TunnelRequest:
     port: int
     request_id: str
     client_ip: str
+    headers: Sequence[tuple[bytes, bytes]] = ()  # the CONNECT's, minus hop-by-hop and Proxy-* (X-Run-Mode…)
 
 
 class TunnelMode(StrEnum):

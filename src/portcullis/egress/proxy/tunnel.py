@@ -88,7 +88,8 @@ class Tunnel:
         self._record = replace(record, identity=identity)
         try:
             grant = await asked(x.backend.admit_tunnel(TunnelRequest(identity, target.host, target.port,
-                                                                     record.request_id, x.peer)))
+                                                                     record.request_id, x.peer,
+                                                                     crossing(request.headers))))
         except TunnelRefused as refused:
             answer = refused.answer
             self._closed(status=answer.status, decision=refused.decision)
