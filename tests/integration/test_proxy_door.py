@@ -415,3 +415,22 @@ async def test_stopping_the_listener_ends_open_tunnels_within_the_drain_and_reco
     finally:
         server.close()
     assert record.egress is not None and record.egress["ended"] == "cancelled"
+
+
+async def test_a_tunnel_asked_as_validate_only_is_refused(door: ProxyGateway, upstreams: Upstreams) -> None:
+    # Nothing may leave the gateway in validate_only; a tunnel is bytes leaving it.
+    raw = await raw_request(door.port, f"CONNECT api.partner.test:{upstreams.tls} HTTP/1.1\r\nX-Run-Mode: "
+                            "validate_only\r\nProxy-Authorization: ".encode() + door.basic() + b"\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 403")
+    record = await door.tunnel()
+    assert (record.status, record.decision) == (403, "egress_refused:tunnel_validate_only")
+
+
+async def test_open_tunnels_do_not_hold_the_routes_bulkhead(make_gateway: GatewayFactory, upstreams: Upstreams) -> None:
+    bulkhead = {"bulkhead": {"max_concurrent": 1, "max_queue": 0}}
+    async with proxy_gateway(make_gateway, routes(upstreams, **bulkhead), answers=ANSWERS, secrets=SECRETS) as pg, \
+            httpx.AsyncClient(proxy=pg.proxy_url(), verify=upstreams.trust, trust_env=False) as first, \
+            httpx.AsyncClient(proxy=pg.proxy_url(), verify=upstreams.trust, trust_env=False) as second:
+        # Two clients, two tunnels open at once on a route with one place: each took its turn.
+        assert (await first.get(f"https://api.partner.test:{upstreams.tls}/a")).status_code == 200
+        assert (await second.get(f"https://api.partner.test:{upstreams.tls}/b")).status_code == 200
