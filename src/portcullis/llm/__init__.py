@@ -12,12 +12,13 @@ from portcullis.llm.prices import ModelPrice, PriceTable
 from portcullis.llm.refusal import LlmReason, LlmRefusal
 from portcullis.llm.screening import EXAMPLE_PATTERNS, Screened, ScreenRules, screen
 from portcullis.llm.sse import SseEvent, SseEventTooLarge, SseParser
+from portcullis.llm.stream_relay import LlmStream, StreamCut, StreamEnd
 from portcullis.llm.stream_usage import StreamUsage, StreamUsageTracker
 from portcullis.llm.usage import Provider, TokenUsage, usage_from_answer, usage_from_object
 
 __all__ = [
-    "EXAMPLE_PATTERNS", "EstimateRules", "LlmReason", "LlmRefusal", "LlmRequest", "ModelPrice", "PriceTable",
-    "Provider", "ScreenRules", "Screened", "SpendEstimate", "SseEvent", "SseEventTooLarge", "SseParser",
-    "StreamUsage", "StreamUsageTracker", "TokenUsage", "estimate", "parse_request", "screen", "usage_from_answer",
-    "usage_from_object",
+    "EXAMPLE_PATTERNS", "EstimateRules", "LlmReason", "LlmRefusal", "LlmRequest", "LlmStream", "ModelPrice",
+    "PriceTable", "Provider", "ScreenRules", "Screened", "SpendEstimate", "SseEvent", "SseEventTooLarge",
+    "SseParser", "StreamCut", "StreamEnd", "StreamUsage", "StreamUsageTracker", "TokenUsage", "estimate",
+    "parse_request", "screen", "usage_from_answer", "usage_from_object",
 ]

@@ -47,12 +47,16 @@ async def test_a_whole_stream_passes_unchanged_and_reports_its_usage_once() -> N
 async def test_a_stream_past_its_byte_limit_is_cut_and_its_usage_is_unknown() -> None:
     clock, ends = ManualClock(), Ends()
     stream = relay(chunks_of(OPENAI_CHAT, 10), ends, clock, max_bytes=95)
-    out = b""
-    with pytest.raises(StreamCut) as cut:
+    out: list[bytes] = []
+
+    async def read_all() -> None:
         async for chunk in stream:
-            out += chunk
+            out.append(chunk)
+
+    with pytest.raises(StreamCut) as cut:
+        await read_all()
     await stream.aclose()
-    assert cut.value.reason == "too_large" and len(out) == 90
+    assert cut.value.reason == "too_large" and len(b"".join(out)) == 90
     [end] = ends.seen
     assert (end.reason, end.bytes, end.usage.usage) == ("too_large", 90, None)
 
