@@ -259,6 +259,11 @@ class EgressLlmConfig(_Model):
     max_event_bytes: ByteSize = Field(
         "1MiB", description="Largest server-sent event read for usage; past it usage is unknown (charged in full).",
     )
+    add_stream_usage: bool = Field(
+        False, description="Ask OpenAI chat streams for their usage (`stream_options.include_usage`) when the caller "
+        "did not: the caller then gets one more final chunk with empty `choices`. Without usage a stream is charged "
+        "its whole reservation.",
+    )
 
     @field_validator("prices")
     @classmethod

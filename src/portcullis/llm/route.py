@@ -85,6 +85,7 @@ class LlmRoute:
     max_stream_duration_s: float
     max_event_chars: int
     reservation_ttl_s: float
+    add_stream_usage: bool
     _lines: tuple[_LineRule, ...]
 
     @classmethod
@@ -125,7 +126,7 @@ class LlmRoute:
             max_stream_bytes=config.max_stream_bytes, max_stream_duration_s=config.max_stream_duration,
             max_event_chars=config.max_event_bytes,
             reservation_ttl_s=max(total_timeout_s, config.max_stream_duration) + RESERVATION_SLACK_S,
-            _lines=lines,
+            add_stream_usage=config.add_stream_usage, _lines=lines,
         )
 
     def _key(self, rule: _LineRule, caller: LlmCaller) -> str:
