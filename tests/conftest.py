@@ -28,13 +28,13 @@ from portcullis.admin.app import create_admin_app
 from portcullis.admin.auth import admin_pepper
 from portcullis.cli.serving import portcullis_listener
 from portcullis.config.loader import load_config_text
+from portcullis.gateway.build import build_runtime, open_services
+from portcullis.gateway.reload import Reloader
+from portcullis.gateway.shared_events import attach_shared_events
 from portcullis.identity.admin_tokens import issue_admin_token
 from portcullis.identity.api_keys import issue_key
 from portcullis.ingress.app import GatewayApp
-from portcullis.ingress.build import build_runtime, open_services
-from portcullis.ingress.reload import Reloader
 from portcullis.ingress.runtime import Runtime, Services
-from portcullis.ingress.shared_events import attach_shared_events
 from portcullis.server.listener import Listener
 from portcullis.server.protocol import TargetPreservingProtocol
 from portcullis.testing import ManualClock, RecordingUpstream

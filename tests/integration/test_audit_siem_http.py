@@ -26,7 +26,7 @@ from portcullis.audit.siem_http import HttpSink
 from portcullis.audit.writer import AuditWriter
 from portcullis.config.loader import load_config_text
 from portcullis.config.model import HttpSiemConfig
-from portcullis.ingress.build import open_vault
+from portcullis.gateway.build import open_vault
 from portcullis.stores.opening import open_store
 from portcullis.testing import ManualClock, catch_all, serve_app
 from portcullis.vault import generate_master_key

@@ -14,7 +14,7 @@ from tests.conftest import GatewayFactory, UpstreamServer
 from tests.integration.test_mtls_flow import ROUTES, get, issue
 from tests.mtls_certs import Pki, mtls_yaml
 
-from portcullis.ingress.reload import Reloader, ReloadResult
+from portcullis.gateway.reload import Reloader, ReloadResult
 
 pytestmark = pytest.mark.timeout(30)
 

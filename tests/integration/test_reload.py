@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import Gateway, GatewayFactory, UpstreamServer, gateway_yaml
 from tests.unit.config.test_safe_yaml import BILLION_LAUGHS
 
-from portcullis.ingress.reload import Reloader
+from portcullis.gateway.reload import Reloader
 from portcullis.testing import ManualClock
 
 

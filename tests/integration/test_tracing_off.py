@@ -47,7 +47,7 @@ _SCRIPT = textwrap.dedent("""
     from portcullis.clock import SystemClock
     from portcullis.config.loader import load_config_text
     from portcullis.ingress.app import GatewayApp
-    from portcullis.ingress.build import build_runtime, open_services
+    from portcullis.gateway.build import build_runtime, open_services
     from portcullis.testing import catch_all, serve_app
 
     async def main():

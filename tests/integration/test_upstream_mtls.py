@@ -14,7 +14,7 @@ from aiohttp import web
 from tests.conftest import GatewayFactory, gateway_yaml
 from tests.mtls_certs import ClientCert, Pki
 
-from portcullis.ingress.reload import Reloader, ReloadResult
+from portcullis.gateway.reload import Reloader, ReloadResult
 
 pytestmark = pytest.mark.timeout(30)
 

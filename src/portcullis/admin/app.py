@@ -40,9 +40,9 @@ from portcullis.admin.problems import problem, problem_answer
 from portcullis.admin.routes import anomalies, audit, config, controls, egress, keys, secrets, signing_keys, tokens
 from portcullis.admin.routes.probes import probes_router
 from portcullis.errors import ErrorCode, StoreUnavailable
+from portcullis.gateway.reload import Reloader
 from portcullis.identity.admin_tokens import AdminTokenVerifier
 from portcullis.ingress.app import GatewayApp
-from portcullis.ingress.reload import Reloader
 
 __all__ = ["create_admin_app"]
 

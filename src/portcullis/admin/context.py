@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from portcullis.admin.guard import Operator, current_operator
+from portcullis.gateway.reload import Reloader
+from portcullis.gateway.runtime import GatewayRuntime, serving_runtime
 from portcullis.ingress.app import GatewayApp
-from portcullis.ingress.reload import Reloader
-from portcullis.ingress.runtime import Runtime
 
-__all__ = ["CurrentOperator", "Gateway", "GatewayRuntime", "MaybeReloader"]
+__all__ = ["CurrentOperator", "CurrentRuntime", "Gateway", "MaybeReloader"]
 
 
 def _gateway(request: Request) -> GatewayApp:
@@ -19,8 +19,8 @@ def _gateway(request: Request) -> GatewayApp:
     return gateway
 
 
-def _runtime(request: Request) -> Runtime:
-    return _gateway(request).runtime
+def _runtime(request: Request) -> GatewayRuntime:
+    return serving_runtime(_gateway(request))
 
 
 def _reloader(request: Request) -> Reloader | None:
@@ -29,6 +29,6 @@ def _reloader(request: Request) -> Reloader | None:
 
 
 Gateway = Annotated[GatewayApp, Depends(_gateway)]
-GatewayRuntime = Annotated[Runtime, Depends(_runtime)]
+CurrentRuntime = Annotated[GatewayRuntime, Depends(_runtime)]
 MaybeReloader = Annotated[Reloader | None, Depends(_reloader)]
 CurrentOperator = Annotated[Operator, Depends(current_operator)]

@@ -28,10 +28,10 @@ from portcullis.config.reference import render_reference
 from portcullis.controls.service import IncidentControls
 from portcullis.egress.executor import CALLER_ONLY_HEADERS
 from portcullis.errors import ClientError, ConfigError
+from portcullis.gateway.build import Verifiers, effective_request, egress_door_route, plan_chain
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.http.headers import GATEWAY_SET_HEADERS, REMOVED_BY_DEFAULT, fold_name, header_family, pattern_covers
 from portcullis.http.target import canonicalize_target
-from portcullis.ingress.build import Verifiers, effective_request, egress_door_route, plan_chain
 from portcullis.ingress.router import RouteMatch, Router
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.observability.metrics import GatewayMetrics

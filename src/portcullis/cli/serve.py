@@ -13,7 +13,7 @@ from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
 from portcullis.config.model import StoreConfig
 from portcullis.errors import ConfigError, VaultError
-from portcullis.ingress.build import open_vault
+from portcullis.gateway.build import open_vault
 from portcullis.observability.logs import LEVELS, configure_logging
 from portcullis.stores.base import Store
 

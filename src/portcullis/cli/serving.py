@@ -49,10 +49,10 @@ from portcullis.background import stop_task
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
 from portcullis.config.model import GatewayConfig, ListenConfig, TlsConfig
+from portcullis.gateway.build import build_runtime, open_services
+from portcullis.gateway.reload import Reloader
+from portcullis.gateway.shared_events import attach_shared_events
 from portcullis.ingress.app import GatewayApp
-from portcullis.ingress.build import build_runtime, open_services
-from portcullis.ingress.reload import Reloader
-from portcullis.ingress.shared_events import attach_shared_events
 from portcullis.ingress.tls import listener_context
 from portcullis.observability.logs import LEVELS, LogFormat, configure_logging
 from portcullis.observability.worker_metrics import MergedWorkers, WorkerShare, keep_sharing

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from portcullis.clock import Clock
-from portcullis.egress.budget_usage import BudgetUsage, budget_subject
+from portcullis.observability.budget_usage import BudgetUsage, budget_subject
 from portcullis.stores.base import BudgetCounterStore, Spend
 from portcullis.stores.memory_budgets import MemoryBudgetStore
 

@@ -18,21 +18,14 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from portcullis.egress.budgets import CallContext
-from portcullis.egress.executor import EgressExecutor, EgressRequest
 from portcullis.errors import (
-    Blocked,
-    BudgetExhausted,
-    CircuitOpen,
     ClientError,
     ErrorCode,
-    MalformedRequest,
     PayloadTooLarge,
-    RateLimited,
     UpstreamError,
 )
 from portcullis.http.context import RequestContext, ResponseHead
-from portcullis.http.headers import fold_name, get_all, get_one
+from portcullis.http.headers import get_all, get_one
 from portcullis.http.problem import render_problem
 from portcullis.http.target import canonicalize_path, canonicalize_target
 from portcullis.ids import random_hex
@@ -40,7 +33,6 @@ from portcullis.ingress.forward import response_headers
 from portcullis.ingress.front_door import record_refusal, route_body_plan
 from portcullis.ingress.router import RouteMatch
 from portcullis.ingress.runtime import CompiledRoute, Runtime
-from portcullis.limiting.headers import retry_after_value
 from portcullis.observability.logs import REQUEST_ID
 from portcullis.observability.tracing import ServerTrace
 from portcullis.pipeline.base import Reject, Respond
@@ -66,7 +58,6 @@ _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _DRAIN_LIMIT = 1024 * 1024
 _RETRY_1S = ((b"retry-after", b"1"),)
 _CLOSE = ((b"connection", b"close"),)
-_CONTEXT_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")  # X-Workflow-Id, X-Execution-Id
 
 
 def new_request_id() -> str:
@@ -278,8 +269,10 @@ class GatewayApp:
         self, send: Send, ctx: RequestContext, route: CompiledRoute, chain: PolicyChain, entered: int,
         peer: str | None, peer_trusted: bool, trace: ServerTrace,
     ) -> int:
-        if route.egress is not None:
-            return await self._forward_egress(send, ctx, route.egress, chain, entered, trace)
+        if route.handler is not None:  # the route answers itself (the egress door)
+            answer = await route.handler.handle(ctx, trace)
+            head = ResponseHead(answer.status, answer.headers, local=answer.local)
+            return await self._send_head_and_body(send, ctx, head, chain, entered, answer.body)
         rt = self.runtime
         has_body = (ctx.content_length or 0) > 0 or get_one(ctx.headers, b"transfer-encoding") is not None
         body: AsyncIterator[bytes] | bytes | None
@@ -359,82 +352,6 @@ class GatewayApp:
             ctx.request_id, ctx.route_name, ctx.response_status, ctx.bytes_out, exc.reason,
         )
         _abort(scope)
-
-    async def _forward_egress(
-        self, send: Send, ctx: RequestContext, executor: EgressExecutor, chain: PolicyChain, entered: int,
-        trace: ServerTrace,
-    ) -> int:
-        """The egress door: the authenticated caller's call, run by the egress executor."""
-        workflow = get_one(ctx.headers, b"x-workflow-id")
-        execution = get_one(ctx.headers, b"x-execution-id")
-        if not (workflow and execution and _CONTEXT_ID.match(workflow) and _CONTEXT_ID.match(execution)):
-            raise MalformedRequest("egress_context")
-        principal = ctx.principal
-        if principal is None:  # pragma: no cover - the door's chain always authenticates
-            raise MalformedRequest("egress_unauthenticated")
-        has_body = (ctx.content_length or 0) > 0 or get_one(ctx.headers, b"transfer-encoding") is not None
-        body = await ctx.read_body() if has_body else None
-        if has_body:
-            ctx.body_consumed = True
-        ctx.egress = {"route": ctx.params["egress_route"], "workflow_id": workflow.decode(),
-                      "execution_id": execution.decode()}
-        query = ctx.query.decode("latin-1")
-        stripped = ctx.strip_request_headers  # the credential the door's authentication read
-        request = EgressRequest(
-            route=ctx.params["egress_route"], method=ctx.method,
-            path_and_query="/" + ctx.params["egress_path"] + (f"?{query}" if query else ""),
-            context=CallContext(execution.decode(), workflow.decode(), principal.consumer_id),
-            # The executor applies the route's header rules (the same object as this route's):
-            # one filter for every egress door, and the one ingress routes use.
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers
-                     if fold_name(k) not in stripped],
-            body=body, request_id=ctx.request_id, client_ip=ctx.client_ip, trace=trace,
-        )
-        metrics = self.runtime.metrics
-        started = self.runtime.clock.monotonic()
-        try:
-            result = await executor.call(request)
-        except ClientError as exc:
-            # An unknown route name is the caller's text: never a label value (cardinality).
-            label = request.route if executor.has_route(request.route) else ""
-            metrics.egress_refusals.labels(label, exc.reason.split(":", 1)[0]).inc()
-            extra: tuple[tuple[bytes, bytes], ...] = ()
-            detail = None
-            if isinstance(exc, RateLimited):
-                extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
-            elif isinstance(exc, BudgetExhausted):
-                detail = exc.detail
-            elif isinstance(exc, Blocked):
-                # The audit decision names the block, as on ingress: blocked:<block id>.
-                ctx.decision = exc.reason
-                return await self._send_problem(send, ctx, exc.code, chain, entered)
-            else:
-                raise
-            ctx.decision = f"egress_refused:{exc.reason}"
-            return await self._send_problem(send, ctx, exc.code, chain, entered, extra, detail)
-        except CircuitOpen as exc:
-            metrics.egress_refusals.labels(request.route, "circuit_open").inc()
-            ctx.decision = f"egress_refused:{exc.reason}"
-            extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
-            return await self._send_problem(send, ctx, exc.code, chain, entered, extra)
-        ctx.upstream_status = result.status
-        ctx.egress.update(host=result.host, attempts=result.attempts, breaker=result.breaker.value,
-                          cost=result.cost, budget_remaining=dict(result.budget.remaining),
-                          secrets=list(result.secrets))
-        took = self.runtime.clock.monotonic() - started
-        metrics.egress_call(request.route, result.status, result.attempts, took, result.cost)
-        anomaly = self.runtime.services.anomaly
-        if anomaly is not None:
-            anomaly.detector.observe_egress(request.route, result.status, took, burned=result.budget.burned,
-                                            consumer=request.context.user)
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
-        head = ResponseHead(result.status, response_headers(headers))
-        head.headers = [(k, v) for k, v in head.headers if k != b"content-length"]
-        head.headers.append((b"content-length", b"%d" % len(result.body)))
-        head.headers.append((b"x-egress-attempts", b"%d" % result.attempts))
-        for name, left in result.budget.remaining.items():
-            head.headers.append((b"x-budget-remaining", f"{name}={left:g}".encode()))
-        return await self._send_head_and_body(send, ctx, head, chain, entered, result.body)
 
     async def _stream_body(self, ctx: RequestContext) -> AsyncIterator[bytes]:
         limit = ctx.max_body_bytes

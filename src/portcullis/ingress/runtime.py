@@ -20,11 +20,6 @@ from portcullis.audit.record import AuditRecord
 from portcullis.audit.redact import redact_query
 from portcullis.clock import Clock
 from portcullis.config.model import GatewayConfig
-from portcullis.egress.budget_usage import BudgetUsage
-from portcullis.egress.budgets import BudgetCounterStore, MemoryBudgetStore
-from portcullis.egress.executor import EgressExecutor
-from portcullis.egress.resolver import SystemResolver
-from portcullis.egress.ssrf import Resolver
 from portcullis.errors import StoreUnavailable
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.http.context import RequestContext
@@ -37,6 +32,7 @@ from portcullis.observability.store_health import StoreProbe
 from portcullis.observability.tracing import PassThroughTracer, Tracer
 from portcullis.pipeline.base import Policy
 from portcullis.pipeline.chain import PolicyChain
+from portcullis.pipeline.handler import RouteHandler
 from portcullis.upstream.base import Timeouts, Upstream
 from portcullis.vault import Vault
 
@@ -44,7 +40,6 @@ if TYPE_CHECKING:
     from portcullis.audit.retention import RetentionTask
     from portcullis.audit.writer import AuditWriter
     from portcullis.controls.service import IncidentControls
-    from portcullis.egress.shared_breakers import SharedBreakers
     from portcullis.identity.api_keys import ApiKeyVerifier
     from portcullis.identity.jwt_tokens import JwtVerifier
     from portcullis.identity.signing_keys import SigningKeyring
@@ -62,7 +57,8 @@ _KEY_USE_FLUSH_S = 30.0
 @dataclass(slots=True)
 class Services:
     """Process-lifetime state shared by every runtime: store, vault, counters, audit, metrics, and the
-    incident controls (blocks and emergency limits survive reloads)."""
+    incident controls (blocks and emergency limits survive reloads). The egress side's own
+    (resolver, budget counters) are added by ``gateway.runtime.GatewayServices``."""
 
     clock: Clock
     metrics: GatewayMetrics
@@ -71,14 +67,11 @@ class Services:
     audit: AuditWriter
     vault: Vault
     controls: IncidentControls
-    egress_resolver: Resolver = field(default_factory=SystemResolver)  # tests inject fixed answers
-    egress_budgets: BudgetCounterStore = field(default_factory=MemoryBudgetStore)  # survives reloads
     readiness: dict[str, bool] = field(default_factory=dict)
     shared: SharedState | None = None  # Redis: counters, budgets, breaker states, events
     retention: RetentionTask | None = None  # audit.retention, removing expired records from the store
     anomaly: AnomalyService | None = None  # baselines per route and consumer (survive reloads)
     store_probe: StoreProbe | None = None  # portcullis_store_up
-    budget_usage: BudgetUsage | None = None  # how full the egress budgets are, for their gauges
     tracer: Tracer = field(default_factory=PassThroughTracer)  # tracing.enabled: spans and their exporter
     nonces: NonceStore | None = None  # signed requests' nonces: memory, or Redis with shared state (survive reloads)
 
@@ -119,7 +112,7 @@ class CompiledRoute:
     timeouts: Timeouts
     forward: ForwardHeaders
     max_body_bytes: int | None
-    egress: EgressExecutor | None = None  # set on the egress door's route: calls go through it, not upstream
+    handler: RouteHandler | None = None  # the route answers itself (the egress door), not its upstream
     stream_body: bool = False  # request.body_buffering: streamed; the server dispatches at the head
     template: str = ""  # the route's path template: a span's http.route
     upstream_address: UpstreamAddress | None = None
@@ -141,8 +134,6 @@ class Runtime:
     jwt_verifier: JwtVerifier | None
     max_header_bytes: int
     shed_when_audit_full: bool = False  # audit.when_full: shed; see GatewayApp._http
-    egress: EgressExecutor | None = None
-    breaker_sync: SharedBreakers | None = None  # with shared state: breakers move on every instance
     # listen.tls on our server: the context new connections move onto (server.tls.follow), so a
     # reload applies new certificate, key, client CA and CRL files without a restart.
     server_tls: ssl.SSLContext | None = None
@@ -164,8 +155,6 @@ class Runtime:
         """Start background upkeep. JWKS are fetched on first use, not here."""
         if self.key_verifier is not None:
             self._tasks.append(asyncio.create_task(self._flush_key_use(self.key_verifier)))
-        if self.breaker_sync is not None:
-            await self.breaker_sync.load()
 
     @staticmethod
     async def _flush_key_use(verifier: ApiKeyVerifier) -> None:
@@ -185,10 +174,9 @@ class Runtime:
         self._tasks.clear()
         for upstream in self.upstreams.values():
             await upstream.aclose()
-        if self.breaker_sync is not None:
-            await self.breaker_sync.aclose()
-        if self.egress is not None:
-            await self.egress.aclose()
+        for route in self.routes.values():
+            if route.handler is not None:
+                await route.handler.aclose()
         if self.jwt_verifier is not None:
             await self.jwt_verifier.aclose()
         if self.key_verifier is not None:

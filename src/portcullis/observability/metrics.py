@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from portcullis.egress.budget_usage import BudgetUsage
+from portcullis.observability.budget_usage import BudgetUsage
 from portcullis.observability.local_metrics import LocalCounter, LocalHistogram
 from portcullis.observability.worker_metrics import MergedWorkers
 

@@ -449,6 +449,34 @@ class ReservationStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class SharedBreakerState:
+    """A breaker state another instance shared: its route, the state's name, and what is left of an
+    open period (0 for the forced states, which last until a reset)."""
+
+    route: str
+    state: str
+    open_for_s: float
+
+
+class BreakerStateStore(Protocol):
+    """Egress breaker states shared by every instance: a key per route for late readers, an event for
+    the listening ones. Never on a call's path: the writes go on in the background."""
+
+    async def share(self, route: str, state: str, open_for_s: float) -> None:
+        """Put the route's new state on record (``closed`` removes it) and tell the other instances.
+        Raises ``StoreUnavailable`` when the store cannot be reached."""
+        ...
+
+    async def states(self, routes: Sequence[str]) -> list[SharedBreakerState]:
+        """The states on record for these routes (start-up, reload, reconnect). Raises ``StoreUnavailable``."""
+        ...
+
+    def moved(self, kind: str, origin: str, data: Mapping[str, Any]) -> SharedBreakerState | None:
+        """The state in another instance's event, or None (not a breaker event, ours, or malformed)."""
+        ...
+
+
 class AuditStore(AuditSink, Protocol):
     """The audit table read back: search, the chains for ``verify``, and retention.
 

@@ -17,7 +17,7 @@ from portcullis.cli.main import app
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
 from portcullis.config.model import StoreConfig
-from portcullis.ingress.build import open_vault
+from portcullis.gateway.build import open_vault
 from portcullis.stores.opening import open_store
 from portcullis.vault import generate_master_key
 

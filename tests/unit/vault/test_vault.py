@@ -12,7 +12,7 @@ import pytest
 from tests.pg import PG_URL, pg_admin, upgraded_schema
 
 from portcullis.errors import SecretNotFound, VaultError, VaultLocked
-from portcullis.ingress.build import open_vault
+from portcullis.gateway.build import open_vault
 from portcullis.stores.postgres import PostgresStore
 from portcullis.stores.sqlite import SqliteStore
 from portcullis.testing import ManualClock

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.responses import RedirectResponse
 
 from portcullis.admin.console.door import PREFIX, ConsoleDoor, ConsoleRoute, console_form, console_session
-from portcullis.admin.context import CurrentOperator, GatewayRuntime
+from portcullis.admin.context import CurrentOperator, CurrentRuntime
 from portcullis.admin.guard import Operator, needs, note_event
 from portcullis.admin.routes.controls import BlockView, NewBlock
 from portcullis.admin.routes.keys import key_view, rotate_key, set_key_disabled
@@ -46,7 +46,7 @@ def _message(request: Request, operator: Operator, status: int, message: str) ->
 
 
 @router.get(f"{PREFIX}/keys", **needs(Permission.KEYS_READ_OWN))
-async def keys(request: Request, runtime: GatewayRuntime, operator: CurrentOperator,
+async def keys(request: Request, runtime: CurrentRuntime, operator: CurrentOperator,
                consumer: Annotated[str, Query(max_length=64)] = "") -> Response:
     everything = operator.may(Permission.KEYS_READ)
     if not consumer and not everything:
@@ -73,16 +73,16 @@ def _consumer_ok(consumer: str) -> bool:
 
 
 @router.post(PREFIX + "/keys/{key_id}/disable", **needs(Permission.KEYS_WRITE, action="key.disable"))
-async def disable(request: Request, key_id: _KeyId, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def disable(request: Request, key_id: _KeyId, runtime: CurrentRuntime, operator: CurrentOperator) -> Response:
     return await _set_disabled(request, key_id, runtime, operator, True)
 
 
 @router.post(PREFIX + "/keys/{key_id}/enable", **needs(Permission.KEYS_WRITE, action="key.enable"))
-async def enable(request: Request, key_id: _KeyId, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def enable(request: Request, key_id: _KeyId, runtime: CurrentRuntime, operator: CurrentOperator) -> Response:
     return await _set_disabled(request, key_id, runtime, operator, False)
 
 
-async def _set_disabled(request: Request, key_id: str, runtime: GatewayRuntime, operator: Operator,
+async def _set_disabled(request: Request, key_id: str, runtime: CurrentRuntime, operator: Operator,
                         disabled: bool) -> Response:
     verifier = runtime.key_verifier
     if verifier is None:
@@ -93,7 +93,7 @@ async def _set_disabled(request: Request, key_id: str, runtime: GatewayRuntime, 
 
 
 @router.post(PREFIX + "/keys/{key_id}/rotate", **needs(Permission.KEYS_WRITE, action="key.rotate"))
-async def rotate(request: Request, key_id: _KeyId, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def rotate(request: Request, key_id: _KeyId, runtime: CurrentRuntime, operator: CurrentOperator) -> Response:
     verifier = runtime.key_verifier
     if verifier is None:
         return _message(request, operator, 409, "API keys are not configured.")
@@ -108,11 +108,11 @@ async def rotate(request: Request, key_id: _KeyId, runtime: GatewayRuntime, oper
 
 
 @router.get(f"{PREFIX}/blocks", **needs(Permission.BLOCKS_READ))
-async def blocks(request: Request, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def blocks(request: Request, runtime: CurrentRuntime, operator: CurrentOperator) -> Response:
     return await _blocks_page(request, runtime, operator)
 
 
-async def _blocks_page(request: Request, runtime: GatewayRuntime, operator: Operator, *, status: int = 200,
+async def _blocks_page(request: Request, runtime: CurrentRuntime, operator: Operator, *, status: int = 200,
                        message: str | None = None) -> Response:
     found = await runtime.services.controls.list_blocks(include_inactive=False)
     return _door(request).pages.page(
@@ -122,7 +122,7 @@ async def _blocks_page(request: Request, runtime: GatewayRuntime, operator: Oper
 
 
 @router.post(f"{PREFIX}/blocks", **needs(Permission.BLOCKS_WRITE, action="block.create"))
-async def add_block(request: Request, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def add_block(request: Request, runtime: CurrentRuntime, operator: CurrentOperator) -> Response:
     form = console_form(request)
     hours = form.get("expires_in_h", "").strip()
     try:
@@ -142,7 +142,7 @@ async def add_block(request: Request, runtime: GatewayRuntime, operator: Current
 
 
 @router.post(PREFIX + "/blocks/{block_id}/lift", **needs(Permission.BLOCKS_WRITE, action="block.lift"))
-async def lift_block(request: Request, block_id: Annotated[str, Path(max_length=64)], runtime: GatewayRuntime,
+async def lift_block(request: Request, block_id: Annotated[str, Path(max_length=64)], runtime: CurrentRuntime,
                      operator: CurrentOperator) -> Response:
     if not await runtime.services.controls.lift_block(block_id, actor=operator.actor):
         return _message(request, operator, 404, "No such block in force.")

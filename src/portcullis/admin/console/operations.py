@@ -18,13 +18,13 @@ from starlette.responses import RedirectResponse
 
 from portcullis.admin.console.door import PREFIX, ConsoleDoor, ConsoleRoute, console_session
 from portcullis.admin.console.traffic import ConsumerCount, route_traffic, top_consumers
-from portcullis.admin.context import CurrentOperator, GatewayRuntime
+from portcullis.admin.context import CurrentOperator, CurrentRuntime
 from portcullis.admin.guard import needs
 from portcullis.admin.routes.egress import apply_breaker_action, breaker_view
 from portcullis.admin.routes.probes import status_summary
 from portcullis.egress.budgets import CallContext
+from portcullis.gateway.runtime import GatewayRuntime
 from portcullis.identity.admin_roles import Permission
-from portcullis.ingress.runtime import Runtime
 from portcullis.stores.base import AuditSearch
 
 __all__ = ["router"]
@@ -41,14 +41,14 @@ def _door(request: Request) -> ConsoleDoor:
     return door
 
 
-async def _consumers(runtime: Runtime) -> list[ConsumerCount]:
+async def _consumers(runtime: GatewayRuntime) -> list[ConsumerCount]:
     page = await runtime.services.store.search_audit(AuditSearch(
         since=runtime.clock.wall() - _TOP_CONSUMERS_WINDOW_S, record_class="request", limit=_TOP_CONSUMERS_RECORDS))
     return top_consumers(page.records)
 
 
 @router.get(f"{PREFIX}/overview", **needs(Permission.STATUS_READ))
-async def overview(request: Request, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def overview(request: Request, runtime: CurrentRuntime, operator: CurrentOperator) -> Response:
     summary = await status_summary(runtime, _door(request).probe)
     traffic = route_traffic(runtime.metrics.render().decode()) if operator.may(Permission.METRICS_READ) else None
     consumers = await _consumers(runtime) if operator.may(Permission.AUDIT_READ) else None
@@ -58,7 +58,7 @@ async def overview(request: Request, runtime: GatewayRuntime, operator: CurrentO
 
 
 @router.get(f"{PREFIX}/overview.json", **needs(Permission.METRICS_READ))
-async def overview_numbers(runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def overview_numbers(runtime: CurrentRuntime, operator: CurrentOperator) -> Response:
     traffic = route_traffic(runtime.metrics.render().decode())
     consumers = await _consumers(runtime) if operator.may(Permission.AUDIT_READ) else []
     return JSONResponse({"routes": [r.to_json() for r in traffic],
@@ -66,7 +66,7 @@ async def overview_numbers(runtime: GatewayRuntime, operator: CurrentOperator) -
 
 
 @router.get(f"{PREFIX}/budgets", **needs(Permission.BUDGETS_READ))
-async def budgets(request: Request, runtime: GatewayRuntime, operator: CurrentOperator, route: _Id = "",
+async def budgets(request: Request, runtime: CurrentRuntime, operator: CurrentOperator, route: _Id = "",
                   workflow_id: _Id = "", execution_id: _Id = "", user: _Id = "") -> Response:
     executor = runtime.egress
     routes = sorted(executor.breakers()) if executor is not None else []
@@ -84,7 +84,7 @@ async def budgets(request: Request, runtime: GatewayRuntime, operator: CurrentOp
 
 
 @router.get(f"{PREFIX}/breakers", **needs(Permission.BREAKERS_READ))
-async def breakers(request: Request, runtime: GatewayRuntime, operator: CurrentOperator,
+async def breakers(request: Request, runtime: CurrentRuntime, operator: CurrentOperator,
                    changed: Annotated[str, Query(max_length=64)] = "") -> Response:
     executor = runtime.egress
     views = [breaker_view(n, b) for n, b in sorted(executor.breakers().items())] if executor is not None else None
@@ -95,7 +95,7 @@ async def breakers(request: Request, runtime: GatewayRuntime, operator: CurrentO
 
 @router.post(PREFIX + "/breakers/{route}/{action}", **needs(Permission.BREAKERS_WRITE, action="breaker.force"))
 async def breaker_action(request: Request, route: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")],
-                         action: Literal["open", "close", "reset"], runtime: GatewayRuntime,
+                         action: Literal["open", "close", "reset"], runtime: CurrentRuntime,
                          operator: CurrentOperator) -> Response:
     executor = runtime.egress
     breaker = executor.breakers().get(route) if executor is not None else None
@@ -108,7 +108,7 @@ async def breaker_action(request: Request, route: Annotated[str, Path(pattern=r"
 
 
 @router.get(f"{PREFIX}/anomalies", **needs(Permission.ANOMALIES_READ))
-async def anomalies(request: Request, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def anomalies(request: Request, runtime: CurrentRuntime, operator: CurrentOperator) -> Response:
     service = runtime.services.anomaly
     return _door(request).pages.page(
         request, "anomalies.html", operator=operator, csrf_token=console_session(request).csrf_token,

@@ -15,12 +15,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from portcullis.admin.console.door import PREFIX, ConsoleDoor, ConsoleRoute, console_session
-from portcullis.admin.context import CurrentOperator, GatewayRuntime
+from portcullis.admin.context import CurrentOperator, CurrentRuntime
 from portcullis.admin.guard import Operator, needs, note_event
 from portcullis.admin.routes.audit import Filters, default_class, search_refusal, to_search, verify_trail
+from portcullis.gateway.runtime import GatewayRuntime
 from portcullis.identity.admin_roles import Permission
 from portcullis.identity.api_keys import CONSUMER_PATTERN
-from portcullis.ingress.runtime import Runtime
 
 __all__ = ["router"]
 
@@ -47,7 +47,7 @@ def _filters(query: dict[str, str], record_class: str | None) -> Filters | None:
     })
 
 
-async def _results(request: Request, runtime: Runtime, operator: Operator, query: dict[str, str],
+async def _results(request: Request, runtime: GatewayRuntime, operator: Operator, query: dict[str, str],
                    f: Filters | None, *, action: str) -> Response:
     records: list[dict[str, Any]] | None = None
     refusal: str | None
@@ -68,7 +68,7 @@ async def _results(request: Request, runtime: Runtime, operator: Operator, query
 
 
 @router.get(f"{PREFIX}/audit", **needs(Permission.AUDIT_READ, action="audit.search"))
-async def search(request: Request, runtime: GatewayRuntime, operator: CurrentOperator,
+async def search(request: Request, runtime: CurrentRuntime, operator: CurrentOperator,
                  request_id: _Text = "", consumer: _Text = "", route: _Text = "", decision: _Text = "",
                  status: Annotated[str, Query(max_length=3)] = "",
                  record_class: Annotated[str, Query(alias="class", max_length=32)] = "") -> Response:
@@ -79,7 +79,7 @@ async def search(request: Request, runtime: GatewayRuntime, operator: CurrentOpe
 
 
 @router.get(PREFIX + "/audit/consumers/{consumer}", **needs(Permission.AUDIT_READ_OWN, action="audit.search"))
-async def consumer_records(request: Request, runtime: GatewayRuntime, operator: CurrentOperator,
+async def consumer_records(request: Request, runtime: CurrentRuntime, operator: CurrentOperator,
                            consumer: Annotated[str, Path(pattern=f"^{CONSUMER_PATTERN}$")],
                            request_id: _Text = "", route: _Text = "", decision: _Text = "",
                            status: Annotated[str, Query(max_length=3)] = "") -> Response:
@@ -94,7 +94,7 @@ async def consumer_records(request: Request, runtime: GatewayRuntime, operator: 
 
 
 @router.post(f"{PREFIX}/audit/verify", **needs(Permission.AUDIT_VERIFY, action="audit.verify"))
-async def verify(request: Request, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def verify(request: Request, runtime: CurrentRuntime, operator: CurrentOperator) -> Response:
     reports = await verify_trail(runtime)
     note_event(request, ok=all(r["ok"] for r in reports.values()),
                problems=sum(len(r["problems"]) for r in reports.values()))

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from portcullis.admin.context import GatewayRuntime
+from portcullis.admin.context import CurrentRuntime
 from portcullis.admin.guard import GuardedRoute, needs
 from portcullis.identity.admin_roles import Permission
 
@@ -31,7 +31,7 @@ class AnomalyList(BaseModel):
 @router.get("/anomalies", summary="Departures from each route's and consumer's baseline, newest first (the last "
             "500; every one is also a security event in the audit trail).", response_model=AnomalyList,
             **needs(Permission.ANOMALIES_READ))
-async def anomalies(runtime: GatewayRuntime) -> Response:
+async def anomalies(runtime: CurrentRuntime) -> Response:
     service = runtime.services.anomaly
     found = service.recent() if service is not None else []
     return JSONResponse(AnomalyList(enabled=service is not None, anomalies=[

@@ -28,7 +28,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from portcullis.admin.context import CurrentOperator, GatewayRuntime
+from portcullis.admin.context import CurrentOperator, CurrentRuntime
 from portcullis.admin.guard import GuardedRoute, Operator, needs, note_event
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.audit.chain import read_heads
@@ -37,9 +37,9 @@ from portcullis.audit.retention import expire
 from portcullis.audit.setup import audit_signer
 from portcullis.audit.verify import rotated_files, verify_files, verify_store
 from portcullis.errors import CursorInvalid, ErrorCode
+from portcullis.gateway.runtime import GatewayRuntime
 from portcullis.identity.admin_roles import Permission
 from portcullis.identity.api_keys import CONSUMER_PATTERN
-from portcullis.ingress.runtime import Runtime
 from portcullis.stores.base import AuditSearch
 
 __all__ = ["Filters", "default_class", "router", "search_refusal", "to_search", "verify_trail"]
@@ -121,7 +121,7 @@ def search_refusal(operator: Operator, f: Filters) -> str | None:
     return None
 
 
-async def _page(request: Request, runtime: Runtime, f: Filters, limit: int, cursor: str | None) -> Response:
+async def _page(request: Request, runtime: GatewayRuntime, f: Filters, limit: int, cursor: str | None) -> Response:
     try:
         page = await runtime.services.store.search_audit(to_search(f, limit=limit, cursor=cursor))
     except CursorInvalid:
@@ -134,7 +134,7 @@ async def _page(request: Request, runtime: Runtime, f: Filters, limit: int, curs
             response_model=RecordPage,
             **needs(Permission.AUDIT_READ_OWN, action="audit.search", answers=_MALFORMED))
 async def consumer_records(
-    request: Request, runtime: GatewayRuntime, operator: CurrentOperator,
+    request: Request, runtime: CurrentRuntime, operator: CurrentOperator,
     consumer: Annotated[str, Path(pattern=f"^{CONSUMER_PATTERN}$")],
     since: float | None = None, until: float | None = None, route: _Text = None, decision: _Text = None,
     status: Annotated[int | None, Query(ge=100, le=599)] = None, request_id: _Text = None,
@@ -151,7 +151,7 @@ async def consumer_records(
             response_model=RecordPage,
             **needs(Permission.AUDIT_READ, action="audit.search", answers=_MALFORMED))
 async def search_records(
-    request: Request, runtime: GatewayRuntime, operator: CurrentOperator,
+    request: Request, runtime: CurrentRuntime, operator: CurrentOperator,
     since: float | None = None, until: float | None = None, consumer: _Text = None, key: _Text = None,
     route: _Text = None, decision: _Text = None, status: Annotated[int | None, Query(ge=100, le=599)] = None,
     workflow: _Text = None, execution: _Text = None, user: _Text = None, request_id: _Text = None,
@@ -174,7 +174,7 @@ _EXTENSION = {"jsonl": "jsonl", "csv": "csv", "ocsf": "ocsf.jsonl"}
             response_class=StreamingResponse,
             **needs(Permission.AUDIT_EXPORT, action="audit.export", answers=_MALFORMED))
 async def export_records(
-    request: Request, runtime: GatewayRuntime, operator: CurrentOperator,
+    request: Request, runtime: CurrentRuntime, operator: CurrentOperator,
     fmt: Annotated[Literal["jsonl", "csv", "ocsf"], Query(
         alias="format", description="jsonl: the sealed records; csv: fixed columns; ocsf: one OCSF event a line.",
     )] = "jsonl",
@@ -198,14 +198,14 @@ async def export_records(
 
 @router.post("/audit/verify", summary="Check the hash chains and signed checkpoints of the store (and JSONL files).",
              **needs(Permission.AUDIT_VERIFY, action="audit.verify"))
-async def verify(request: Request, runtime: GatewayRuntime) -> Response:
+async def verify(request: Request, runtime: CurrentRuntime) -> Response:
     reports = await verify_trail(runtime)
     note_event(request, ok=all(r["ok"] for r in reports.values()),
                problems=sum(len(r["problems"]) for r in reports.values()))
     return JSONResponse(reports)
 
 
-async def verify_trail(runtime: Runtime) -> dict[str, Any]:
+async def verify_trail(runtime: GatewayRuntime) -> dict[str, Any]:
     """The hash chains and signed checkpoints of the store and the JSONL files, checked (a report per place)."""
     cfg = runtime.config.audit
     signer = audit_signer(cfg)
@@ -221,7 +221,7 @@ async def verify_trail(runtime: Runtime) -> dict[str, Any]:
 
 @router.get("/audit/retention", summary="How long the store keeps each record class.", response_model=Retention,
             **needs(Permission.AUDIT_RETENTION))
-async def retention(runtime: GatewayRuntime) -> Response:
+async def retention(runtime: CurrentRuntime) -> Response:
     r = runtime.config.audit.retention
     return JSONResponse(Retention(request_s=r.request, security_s=r.security, compliance_s=r.compliance,
                                   debug_s=r.debug, run_every_s=r.run_every, enabled=r.enabled).model_dump())
@@ -229,7 +229,7 @@ async def retention(runtime: GatewayRuntime) -> Response:
 
 @router.post("/audit/retention/run", summary="Remove what retention says has expired, now (bounded like the "
              "periodic run).", response_model=ExpiryView, **needs(Permission.AUDIT_RETENTION, action="audit.expire"))
-async def run_retention(request: Request, runtime: GatewayRuntime) -> Response:
+async def run_retention(request: Request, runtime: CurrentRuntime) -> Response:
     r = runtime.config.audit.retention
     result = await expire(runtime.services.store, r, now=runtime.clock.wall(), batch_rows=r.batch_rows,
                           max_rows=r.max_rows_per_run)

@@ -8,12 +8,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from portcullis.admin.context import GatewayRuntime, MaybeReloader
+from portcullis.admin.context import CurrentRuntime, MaybeReloader
 from portcullis.admin.guard import GuardedRoute, needs, note_event
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.errors import ErrorCode
+from portcullis.gateway.reload import ReloadBusy
 from portcullis.identity.admin_roles import Permission
-from portcullis.ingress.reload import ReloadBusy
 from portcullis.stores.redis_events import RELOAD_EVENT
 
 __all__ = ["router"]
@@ -33,7 +33,7 @@ class Reloaded(BaseModel):
                  409: problem_answer("Not started from a config file."),
                         422: problem_answer("The new config was rejected; nothing changed."),
                         429: problem_answer("A reload is running or was too recent.")}))
-async def reload(request: Request, runtime: GatewayRuntime, reloader: MaybeReloader) -> Response:
+async def reload(request: Request, runtime: CurrentRuntime, reloader: MaybeReloader) -> Response:
     if reloader is None:
         return problem(ErrorCode.ADMIN_CONFLICT, request, "This gateway was not started from a config file.")
     result = await reloader.reload()

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from portcullis.admin.context import CurrentOperator, GatewayRuntime
+from portcullis.admin.context import CurrentOperator, CurrentRuntime
 from portcullis.admin.guard import GuardedRoute, needs, note_event
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.controls import Block, BlockKind, EmergencyLimit, EmergencyScope
@@ -123,14 +123,14 @@ AllQuery = Annotated[bool, Query(alias="all", description="Every control ever ma
 
 @router.get("/blocks", summary="Blocks in force (or every block made, with ?all=true).",
             response_model=list[BlockView], **needs(Permission.BLOCKS_READ))
-async def list_blocks(runtime: GatewayRuntime, everything: AllQuery = False) -> Response:
+async def list_blocks(runtime: CurrentRuntime, everything: AllQuery = False) -> Response:
     blocks = await runtime.services.controls.list_blocks(include_inactive=everything)
     return JSONResponse([BlockView.of(b).model_dump(mode="json") for b in blocks])
 
 
 @router.post("/blocks", status_code=201, summary="Block a subject on every instance within a second.",
              response_model=BlockView, **needs(Permission.BLOCKS_WRITE, action="block.create", answers=_MADE))
-async def add_block(request: Request, body: NewBlock, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def add_block(request: Request, body: NewBlock, runtime: CurrentRuntime, operator: CurrentOperator) -> Response:
     try:
         block = await runtime.services.controls.add_block(
             body.kind, body.subject, reason=body.reason, actor=operator.actor, expires_in_s=body.expires_in_s)
@@ -142,7 +142,7 @@ async def add_block(request: Request, body: NewBlock, runtime: GatewayRuntime, o
 
 @router.delete("/blocks/{block_id}", summary="Lift a block on every instance within a second.",
                response_model=Lifted, **needs(Permission.BLOCKS_WRITE, action="block.lift", answers=_LIFTED))
-async def lift_block(request: Request, block_id: str, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def lift_block(request: Request, block_id: str, runtime: CurrentRuntime, operator: CurrentOperator) -> Response:
     if not await runtime.services.controls.lift_block(block_id, actor=operator.actor):
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such block in force.")
     return JSONResponse(Lifted(id=block_id).model_dump())
@@ -150,7 +150,7 @@ async def lift_block(request: Request, block_id: str, runtime: GatewayRuntime, o
 
 @router.get("/emergency-limits", summary="Emergency limits in force or restoring (or all, with ?all=true).",
             response_model=list[EmergencyView], **needs(Permission.BLOCKS_READ))
-async def list_emergencies(runtime: GatewayRuntime, everything: AllQuery = False) -> Response:
+async def list_emergencies(runtime: CurrentRuntime, everything: AllQuery = False) -> Response:
     now = runtime.clock.wall()
     found = await runtime.services.controls.list_emergencies(include_inactive=everything)
     return JSONResponse([EmergencyView.of(e, now).model_dump(mode="json") for e in found])
@@ -159,7 +159,7 @@ async def list_emergencies(runtime: GatewayRuntime, everything: AllQuery = False
 @router.post("/emergency-limits", status_code=201, summary="Scale rate limits down for a while, then restore "
              "them gradually, on every instance.", response_model=EmergencyView,
              **needs(Permission.EMERGENCY_WRITE, action="emergency.create", answers=_MADE))
-async def add_emergency(request: Request, body: NewEmergency, runtime: GatewayRuntime,
+async def add_emergency(request: Request, body: NewEmergency, runtime: CurrentRuntime,
                         operator: CurrentOperator) -> Response:
     restore = body.restore_s if body.restore_s is not None else runtime.config.controls.emergency_restore
     try:
@@ -176,7 +176,7 @@ async def add_emergency(request: Request, body: NewEmergency, runtime: GatewayRu
 @router.delete("/emergency-limits/{emergency_id}", summary="End an emergency limit now (no ramp), everywhere.",
                response_model=Lifted,
                **needs(Permission.EMERGENCY_WRITE, action="emergency.lift", answers=_LIFTED))
-async def lift_emergency(request: Request, emergency_id: str, runtime: GatewayRuntime,
+async def lift_emergency(request: Request, emergency_id: str, runtime: CurrentRuntime,
                          operator: CurrentOperator) -> Response:
     if not await runtime.services.controls.lift_emergency(emergency_id, actor=operator.actor):
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such emergency limit in force.")

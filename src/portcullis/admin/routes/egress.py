@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from portcullis.admin.context import GatewayRuntime
+from portcullis.admin.context import CurrentRuntime
 from portcullis.admin.guard import GuardedRoute, needs, note_event
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.egress.breaker import BreakerState, CircuitBreaker
@@ -82,7 +82,7 @@ class BudgetsView(BaseModel):
 
 @router.get("/egress/breakers", summary="Every egress route's circuit breaker state.",
             response_model=list[BreakerView], **needs(Permission.BREAKERS_READ, answers=_NO_ROUTE))
-async def breakers(request: Request, runtime: GatewayRuntime) -> Response:
+async def breakers(request: Request, runtime: CurrentRuntime) -> Response:
     executor = runtime.egress
     if executor is None:
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "Egress is not configured.")
@@ -92,7 +92,7 @@ async def breakers(request: Request, runtime: GatewayRuntime) -> Response:
 @router.post("/egress/breakers/{route}/{action}", summary="Force a breaker open or closed, or reset it.",
              response_model=BreakerView, **needs(Permission.BREAKERS_WRITE, action="breaker.force", answers=_NO_ROUTE))
 async def breaker_action(request: Request, route: RouteName, action: BreakerAction,
-                         runtime: GatewayRuntime) -> Response:
+                         runtime: CurrentRuntime) -> Response:
     executor = runtime.egress
     breaker = executor.breakers().get(route) if executor is not None else None
     if breaker is None:
@@ -103,7 +103,7 @@ async def breaker_action(request: Request, route: RouteName, action: BreakerActi
 
 @router.get("/egress/budgets", summary="What is left of each budget a call would spend from.",
             response_model=BudgetsView, **needs(Permission.BUDGETS_READ, answers=_NO_ROUTE))
-async def budgets(request: Request, runtime: GatewayRuntime, route: _ID, workflow_id: _ID, execution_id: _ID,
+async def budgets(request: Request, runtime: CurrentRuntime, route: _ID, workflow_id: _ID, execution_id: _ID,
                   user: _ID) -> Response:
     executor = runtime.egress
     if executor is None:
@@ -119,7 +119,7 @@ async def budgets(request: Request, runtime: GatewayRuntime, route: _ID, workflo
              "user's budget counters on every instance sharing state.", response_model=BudgetResetView,
              **needs(Permission.BUDGETS_WRITE, action="budget.reset", answers=_NO_ROUTE))
 async def reset_budgets(request: Request, body: ExecutionBudget | WorkflowBudget | UserBudget,
-                        runtime: GatewayRuntime) -> Response:
+                        runtime: CurrentRuntime) -> Response:
     executor = runtime.egress
     if executor is None:
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "Egress is not configured.")

@@ -17,13 +17,13 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from portcullis.admin.context import CurrentOperator, GatewayRuntime
+from portcullis.admin.context import CurrentOperator, CurrentRuntime
 from portcullis.admin.guard import GuardedRoute, needs, note_event
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.errors import ErrorCode
+from portcullis.gateway.runtime import GatewayRuntime
 from portcullis.identity.admin_roles import Permission
 from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN, ApiKeyVerifier, create_key
-from portcullis.ingress.runtime import Runtime
 from portcullis.stores.base import ApiKeyRecord
 from portcullis.stores.redis_events import REVOKE_EVENT
 
@@ -99,7 +99,7 @@ def key_view(record: ApiKeyRecord, now: float) -> KeyView:
                    former_secret_valid_until=grace if grace is not None and grace > now else None)
 
 
-async def _broadcast(runtime: Runtime, key_id: str) -> bool:
+async def _broadcast(runtime: GatewayRuntime, key_id: str) -> bool:
     shared = runtime.services.shared
     return shared is not None and await shared.events.publish(REVOKE_EVENT, key_id=key_id)
 
@@ -110,7 +110,9 @@ class KeyRotation:
     broadcast: bool
 
 
-async def rotate_key(runtime: Runtime, verifier: ApiKeyVerifier, key_id: str, grace_s: float) -> KeyRotation | None:
+async def rotate_key(
+    runtime: GatewayRuntime, verifier: ApiKeyVerifier, key_id: str, grace_s: float
+) -> KeyRotation | None:
     """A new secret for the key, heard by every instance; None when there is no such (unrevoked) key."""
     new_key = await verifier.rotate(key_id, grace_s)
     record = await runtime.services.store.get(key_id) if new_key is not None else None
@@ -121,7 +123,9 @@ async def rotate_key(runtime: Runtime, verifier: ApiKeyVerifier, key_id: str, gr
                                      expires_at=record.expires_at), await _broadcast(runtime, key_id))
 
 
-async def set_key_disabled(runtime: Runtime, verifier: ApiKeyVerifier, key_id: str, disabled: bool) -> KeyChange | None:
+async def set_key_disabled(
+    runtime: GatewayRuntime, verifier: ApiKeyVerifier, key_id: str, disabled: bool
+) -> KeyChange | None:
     """Disable or enable a key everywhere; None when there is no such (unrevoked) key."""
     if not await verifier.set_disabled(key_id, disabled):
         return None
@@ -132,7 +136,7 @@ async def set_key_disabled(runtime: Runtime, verifier: ApiKeyVerifier, key_id: s
 @router.get("/keys", summary="List keys in key-id order, by consumer or consumer prefix, a page at a time.",
             response_model=KeyList, **needs(Permission.KEYS_READ_OWN))
 async def list_keys(
-    request: Request, runtime: GatewayRuntime, operator: CurrentOperator,
+    request: Request, runtime: CurrentRuntime, operator: CurrentOperator,
     consumer: Annotated[str | None, Query(pattern=f"^{CONSUMER_PATTERN}$")] = None,
     consumer_prefix: Annotated[str | None, Query(max_length=64)] = None,
     after: Annotated[str | None, Query(pattern=_KEY_ID)] = None,
@@ -148,7 +152,7 @@ async def list_keys(
 
 @router.get("/keys/{key_id}", summary="One key (never its secret).", response_model=KeyView,
             **needs(Permission.KEYS_READ_OWN, answers=_NOT_FOUND))
-async def get_key(request: Request, key_id: KeyId, runtime: GatewayRuntime, operator: CurrentOperator) -> Response:
+async def get_key(request: Request, key_id: KeyId, runtime: CurrentRuntime, operator: CurrentOperator) -> Response:
     record = await runtime.services.store.get(key_id)
     if record is None or not operator.may_read(Permission.KEYS_READ, Permission.KEYS_READ_OWN, record.consumer_id):
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such key.")
@@ -157,7 +161,7 @@ async def get_key(request: Request, key_id: KeyId, runtime: GatewayRuntime, oper
 
 @router.post("/keys", status_code=201, summary="Create an API key; the key is in this answer only.",
              response_model=IssuedKeyView, **needs(Permission.KEYS_WRITE, action="key.create", answers=_NOT_FOUND))
-async def create(request: Request, body: NewKey, runtime: GatewayRuntime) -> Response:
+async def create(request: Request, body: NewKey, runtime: CurrentRuntime) -> Response:
     if runtime.config.keys is None:
         return problem(ErrorCode.ADMIN_CONFLICT, request, "API keys need a `keys:` section with a pepper.")
     issued = await create_key(
@@ -175,7 +179,7 @@ async def create(request: Request, body: NewKey, runtime: GatewayRuntime) -> Res
 @router.post("/keys/{key_id}/rotate", summary="A new secret for the key; the former one works for `grace_s` more. "
              "The new key is in this answer only.", response_model=IssuedKeyView,
              **needs(Permission.KEYS_WRITE, action="key.rotate", answers=_NOT_FOUND))
-async def rotate(request: Request, key_id: KeyId, body: Rotation, runtime: GatewayRuntime) -> Response:
+async def rotate(request: Request, key_id: KeyId, body: Rotation, runtime: CurrentRuntime) -> Response:
     verifier = runtime.key_verifier
     if verifier is None:
         return problem(ErrorCode.ADMIN_CONFLICT, request, "API keys are not configured.")
@@ -186,7 +190,7 @@ async def rotate(request: Request, key_id: KeyId, body: Rotation, runtime: Gatew
     return JSONResponse(rotation.issued.model_dump())
 
 
-async def _set_disabled(request: Request, key_id: KeyId, runtime: Runtime, disabled: bool) -> Response:
+async def _set_disabled(request: Request, key_id: KeyId, runtime: GatewayRuntime, disabled: bool) -> Response:
     verifier = runtime.key_verifier
     if verifier is None:
         return problem(ErrorCode.ADMIN_CONFLICT, request, "API keys are not configured.")
@@ -198,19 +202,19 @@ async def _set_disabled(request: Request, key_id: KeyId, runtime: Runtime, disab
 
 @router.post("/keys/{key_id}/disable", summary="Refuse the key until it is enabled again.", response_model=KeyChange,
              **needs(Permission.KEYS_WRITE, action="key.disable", answers=_NOT_FOUND))
-async def disable(request: Request, key_id: KeyId, runtime: GatewayRuntime) -> Response:
+async def disable(request: Request, key_id: KeyId, runtime: CurrentRuntime) -> Response:
     return await _set_disabled(request, key_id, runtime, True)
 
 
 @router.post("/keys/{key_id}/enable", summary="Accept a disabled key again (a revoked one stays revoked).",
              response_model=KeyChange, **needs(Permission.KEYS_WRITE, action="key.enable", answers=_NOT_FOUND))
-async def enable(request: Request, key_id: KeyId, runtime: GatewayRuntime) -> Response:
+async def enable(request: Request, key_id: KeyId, runtime: CurrentRuntime) -> Response:
     return await _set_disabled(request, key_id, runtime, False)
 
 
 @router.post("/keys/{key_id}/revoke", summary="Revoke an API key for good; every instance refuses it within a second.",
              response_model=KeyChange, **needs(Permission.KEYS_WRITE, action="key.revoke", answers=_NOT_FOUND))
-async def revoke(request: Request, key_id: KeyId, runtime: GatewayRuntime) -> Response:
+async def revoke(request: Request, key_id: KeyId, runtime: CurrentRuntime) -> Response:
     verifier = runtime.key_verifier
     if verifier is None:
         return problem(ErrorCode.ADMIN_CONFLICT, request, "API keys are not configured.")

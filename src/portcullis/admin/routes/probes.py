@@ -25,11 +25,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from portcullis import __version__
-from portcullis.admin.context import GatewayRuntime
+from portcullis.admin.context import CurrentRuntime
 from portcullis.admin.guard import GuardedRoute, needs, public
 from portcullis.errors import StoreUnavailable
+from portcullis.gateway.runtime import GatewayRuntime
 from portcullis.identity.admin_roles import Permission
-from portcullis.ingress.runtime import Runtime
 from portcullis.observability.readiness import Check, CheckStatus, ReadinessProbe
 
 __all__ = ["READY_DEADLINE_S", "probes_router", "status_summary"]
@@ -38,7 +38,7 @@ READY_DEADLINE_S = 1.0  # what /readyz answers within, whatever the stores do
 _CHECK_TIMEOUT_S = 0.8  # each check's own; the rest of the deadline is for answering
 
 
-def _readiness_checks(runtime: Runtime) -> list[Check]:
+def _readiness_checks(runtime: GatewayRuntime) -> list[Check]:
     """What ``/readyz`` asks. Degraded still serves: a shared PostgreSQL or Redis that is down is
     down for every instance alike (cached keys, spilled audit, local limit shares), so it is
     reported and the instance stays ready."""
@@ -67,7 +67,7 @@ def _readiness_checks(runtime: Runtime) -> list[Check]:
     return checks
 
 
-async def status_summary(runtime: Runtime, probe: ReadinessProbe) -> dict[str, Any]:
+async def status_summary(runtime: GatewayRuntime, probe: ReadinessProbe) -> dict[str, Any]:
     """What ``/status`` answers (and the console's overview shows)."""
     report = await probe.run(_readiness_checks(runtime))
     audit = runtime.services.audit.stats
@@ -95,11 +95,11 @@ def probes_router(*, metrics_public: bool) -> APIRouter:
 
     @router.get("/readyz", summary="Readiness: config loaded, store and shared state answering within a deadline.",
                 responses={503: {"description": "Not ready."}}, **public())
-    async def readyz(runtime: GatewayRuntime) -> JSONResponse:
+    async def readyz(runtime: CurrentRuntime) -> JSONResponse:
         report = await probe.run(_readiness_checks(runtime))
         return JSONResponse(report.to_json(), status_code=200 if report.ready else 503)
 
-    async def metrics(runtime: GatewayRuntime) -> Response:
+    async def metrics(runtime: CurrentRuntime) -> Response:
         return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
 
     declared = public() if metrics_public else needs(Permission.METRICS_READ)
@@ -112,7 +112,7 @@ def probes_router(*, metrics_public: bool) -> APIRouter:
 
     @router.get("/status", summary="A summary: version, routes, readiness, audit writer, breakers.",
                 **needs(Permission.STATUS_READ))
-    async def status(runtime: GatewayRuntime) -> dict[str, Any]:
+    async def status(runtime: CurrentRuntime) -> dict[str, Any]:
         return await status_summary(runtime, probe)
 
     return router

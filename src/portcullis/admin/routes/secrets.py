@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from portcullis.admin.context import GatewayRuntime
+from portcullis.admin.context import CurrentRuntime
 from portcullis.admin.guard import GuardedRoute, needs, note_event
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.errors import ErrorCode, SecretNotFound, VaultError
@@ -49,13 +49,13 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
 
 @router.get("/secrets", summary="Every secret's name, fingerprint and times; never a value.",
             response_model=list[SecretView], **needs(Permission.SECRETS_READ))
-async def list_secrets(runtime: GatewayRuntime) -> Response:
+async def list_secrets(runtime: CurrentRuntime) -> Response:
     return JSONResponse([SecretView(name=s.name, fingerprint=s.fingerprint, created_at=s.created_at,
                                     updated_at=s.updated_at, last_used_at=s.last_used_at).model_dump()
                          for s in await runtime.services.vault.list()])
 
 
-async def _store(request: Request, name: str, value: str, runtime: GatewayRuntime) -> Response:
+async def _store(request: Request, name: str, value: str, runtime: CurrentRuntime) -> Response:
     try:
         info = await runtime.services.vault.set(name, value)
     except VaultError:
@@ -67,13 +67,13 @@ async def _store(request: Request, name: str, value: str, runtime: GatewayRuntim
 
 @router.put("/secrets/{name}", summary="Store or replace a secret.", response_model=SecretView,
 **needs(Permission.SECRETS_WRITE, action="secret.put", answers=_ANSWERS))
-async def put_secret(request: Request, name: SecretName, body: SecretValue, runtime: GatewayRuntime) -> Response:
+async def put_secret(request: Request, name: SecretName, body: SecretValue, runtime: CurrentRuntime) -> Response:
     return await _store(request, name, body.value, runtime)
 
 
 @router.post("/secrets/{name}/rotate", summary="Replace an existing secret's value.", response_model=SecretView,
              **needs(Permission.SECRETS_WRITE, action="secret.rotate", answers=_ANSWERS))
-async def rotate_secret(request: Request, name: SecretName, body: SecretValue, runtime: GatewayRuntime) -> Response:
+async def rotate_secret(request: Request, name: SecretName, body: SecretValue, runtime: CurrentRuntime) -> Response:
     if name not in {s.name for s in await runtime.services.vault.list()}:
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such secret.")
     return await _store(request, name, body.value, runtime)
@@ -81,7 +81,7 @@ async def rotate_secret(request: Request, name: SecretName, body: SecretValue, r
 
 @router.delete("/secrets/{name}", status_code=204, summary="Delete a secret.", response_class=Response,
                **needs(Permission.SECRETS_WRITE, action="secret.delete", answers=_ANSWERS))
-async def delete_secret(request: Request, name: SecretName, runtime: GatewayRuntime) -> Response:
+async def delete_secret(request: Request, name: SecretName, runtime: CurrentRuntime) -> Response:
     try:
         await runtime.services.vault.delete(name)
     except SecretNotFound:

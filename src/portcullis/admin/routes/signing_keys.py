@@ -17,14 +17,14 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from portcullis.admin.context import CurrentOperator, GatewayRuntime
+from portcullis.admin.context import CurrentOperator, CurrentRuntime
 from portcullis.admin.guard import GuardedRoute, needs, note_event
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.errors import ErrorCode, VaultError
+from portcullis.gateway.runtime import GatewayRuntime
 from portcullis.identity.admin_roles import Permission
 from portcullis.identity.api_keys import CONSUMER_PATTERN, SCOPE_PATTERN
 from portcullis.identity.signing_keys import SIGNING_KEY_ID_PATTERN, IssuedSigningKey, create_signing_key
-from portcullis.ingress.runtime import Runtime
 from portcullis.stores.base import SigningKeyRecord
 from portcullis.stores.redis_events import REVOKE_EVENT
 
@@ -94,7 +94,7 @@ def _issued(issued: IssuedSigningKey, now: float) -> dict[str, Any]:
     return IssuedSigningKeyView(**_view(issued.record, now), secret=issued.secret).model_dump()
 
 
-async def _broadcast(runtime: Runtime, key_id: str) -> bool:
+async def _broadcast(runtime: GatewayRuntime, key_id: str) -> bool:
     shared = runtime.services.shared
     return shared is not None and await shared.events.publish(REVOKE_EVENT, key_id=key_id)
 
@@ -102,7 +102,7 @@ async def _broadcast(runtime: Runtime, key_id: str) -> bool:
 @router.get("/signing-keys", summary="List signing keys in key-id order (of one consumer).",
             response_model=list[SigningKeyView], **needs(Permission.KEYS_READ_OWN))
 async def list_signing_keys(
-    request: Request, runtime: GatewayRuntime, operator: CurrentOperator,
+    request: Request, runtime: CurrentRuntime, operator: CurrentOperator,
     consumer: Annotated[str | None, Query(pattern=f"^{CONSUMER_PATTERN}$")] = None,
 ) -> Response:
     if not operator.may(Permission.KEYS_READ) and (consumer is None or consumer not in operator.consumers):
@@ -113,7 +113,7 @@ async def list_signing_keys(
 
 @router.get("/signing-keys/{key_id}", summary="One signing key (never an HMAC secret).",
             response_model=SigningKeyView, **needs(Permission.KEYS_READ_OWN, answers=_ANSWERS))
-async def get_signing_key(request: Request, key_id: SigningKeyId, runtime: GatewayRuntime,
+async def get_signing_key(request: Request, key_id: SigningKeyId, runtime: CurrentRuntime,
                           operator: CurrentOperator) -> Response:
     record = await runtime.services.store.get_signing_key(key_id)
     if record is None or not operator.may_read(Permission.KEYS_READ, Permission.KEYS_READ_OWN, record.consumer_id):
@@ -124,7 +124,7 @@ async def get_signing_key(request: Request, key_id: SigningKeyId, runtime: Gatew
 @router.post("/signing-keys", status_code=201, summary="Create a signing key; an HMAC secret is in this answer only.",
              response_model=IssuedSigningKeyView,
              **needs(Permission.KEYS_WRITE, action="signing_key.create", answers=_ANSWERS))
-async def create(request: Request, body: NewSigningKey, runtime: GatewayRuntime) -> Response:
+async def create(request: Request, body: NewSigningKey, runtime: CurrentRuntime) -> Response:
     try:
         issued = await create_signing_key(
             runtime.services.store, runtime.services.vault, body.consumer, body.algorithm, clock=runtime.clock,
@@ -142,7 +142,7 @@ async def create(request: Request, body: NewSigningKey, runtime: GatewayRuntime)
 @router.post("/signing-keys/{key_id}/rotate", summary="A new key for the same consumer; the former one keeps "
              "verifying for `overlap_s`. An HMAC secret is in this answer only.", response_model=IssuedSigningKeyView,
              **needs(Permission.KEYS_WRITE, action="signing_key.rotate", answers=_ANSWERS))
-async def rotate(request: Request, key_id: SigningKeyId, body: SigningRotation, runtime: GatewayRuntime) -> Response:
+async def rotate(request: Request, key_id: SigningKeyId, body: SigningRotation, runtime: CurrentRuntime) -> Response:
     keyring = runtime.signing_keys
     if keyring is None:  # pragma: no cover - every runtime built by build_runtime has one
         return problem(ErrorCode.ADMIN_CONFLICT, request, "Signing keys are not available.")
@@ -162,7 +162,7 @@ async def rotate(request: Request, key_id: SigningKeyId, body: SigningRotation, 
 @router.post("/signing-keys/{key_id}/revoke", summary="Revoke a signing key for good; every instance refuses it "
              "within a second.", response_model=SigningKeyChange,
              **needs(Permission.KEYS_WRITE, action="signing_key.revoke", answers=_ANSWERS))
-async def revoke(request: Request, key_id: SigningKeyId, runtime: GatewayRuntime) -> Response:
+async def revoke(request: Request, key_id: SigningKeyId, runtime: CurrentRuntime) -> Response:
     keyring = runtime.signing_keys
     if keyring is None or not await keyring.revoke(key_id):
         return problem(ErrorCode.ADMIN_NOT_FOUND, request, "No such signing key, or it is revoked already.")

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from portcullis.admin.auth import admin_pepper
-from portcullis.admin.context import CurrentOperator, GatewayRuntime
+from portcullis.admin.context import CurrentOperator, CurrentRuntime
 from portcullis.admin.guard import GuardedRoute, needs, note_event
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.errors import ErrorCode
@@ -66,7 +66,7 @@ def _view(record: AdminTokenRecord) -> TokenView:
 
 @router.get("/admin-tokens", summary="Every admin token (never a secret).", response_model=list[TokenView],
             **needs(Permission.TOKENS_READ))
-async def list_tokens(runtime: GatewayRuntime) -> Response:
+async def list_tokens(runtime: CurrentRuntime) -> Response:
     return JSONResponse([_view(t).model_dump() for t in await runtime.services.store.list_admin_tokens()])
 
 
@@ -74,7 +74,7 @@ async def list_tokens(runtime: GatewayRuntime) -> Response:
              response_model=IssuedTokenView,
              **needs(Permission.TOKENS_WRITE, action="token.create", answers={
                  409: problem_answer("No token pepper is configured, or no such role.")}))
-async def create_token(request: Request, body: NewToken, runtime: GatewayRuntime,
+async def create_token(request: Request, body: NewToken, runtime: CurrentRuntime,
                        operator: CurrentOperator) -> Response:
     pepper = admin_pepper(runtime.config)
     if pepper is None:
@@ -99,7 +99,7 @@ async def create_token(request: Request, body: NewToken, runtime: GatewayRuntime
              response_model=TokenView,
              **needs(Permission.TOKENS_WRITE, action="token.revoke", answers={
                  404: problem_answer("No such token, or already revoked.")}))
-async def revoke_token(request: Request, token_id: TokenId, runtime: GatewayRuntime) -> Response:
+async def revoke_token(request: Request, token_id: TokenId, runtime: CurrentRuntime) -> Response:
     store = runtime.services.store
     request.app.state.tokens.forget(token_id)
     if not await store.revoke_admin_token(token_id, runtime.clock.wall()):

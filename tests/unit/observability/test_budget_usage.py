@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from portcullis.egress.budget_usage import BudgetUsage, RouteUsage, TopBurner
 from portcullis.egress.budgets import BudgetLimits, Budgets, CallContext, MemoryBudgetStore
+from portcullis.observability.budget_usage import BudgetUsage, RouteUsage, TopBurner
 from portcullis.testing import ManualClock
 
 HOUR = 3600.0

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 
 from portcullis.errors import StoreUnavailable
+from portcullis.gateway.reload import Reloader
+from portcullis.gateway.runtime import serving_runtime
 from portcullis.ingress.app import GatewayApp
-from portcullis.ingress.reload import Reloader
 from portcullis.stores.redis_events import CONTROLS_EVENT, RELOAD_EVENT, REVOKE_EVENT, Event
 
 __all__ = ["attach_shared_events"]
@@ -26,7 +27,7 @@ class _Handler:
         self._instance_id = instance_id
 
     async def on_event(self, event: Event) -> None:
-        runtime = self._app.runtime
+        runtime = serving_runtime(self._app)
         if event.kind == REVOKE_EVENT:
             key_id = event.data.get("key_id")
             if isinstance(key_id, str) and runtime.key_verifier is not None:
@@ -41,7 +42,7 @@ class _Handler:
             if event.origin != self._instance_id:  # the sender swapped its own snapshot already
                 await self._reread_controls()
         elif runtime.breaker_sync is not None:
-            runtime.breaker_sync.on_event(event)
+            runtime.breaker_sync.on_event(event.kind, event.origin, event.data)
 
     async def _reread_controls(self) -> None:
         try:
@@ -51,7 +52,7 @@ class _Handler:
 
     async def on_connected(self) -> None:
         """(Re)subscribed: what changed while this instance was not listening is read again."""
-        runtime = self._app.runtime
+        runtime = serving_runtime(self._app)
         if runtime.breaker_sync is not None:
             await runtime.breaker_sync.load()
         if runtime.key_verifier is not None:

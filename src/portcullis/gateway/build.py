@@ -38,10 +38,11 @@ from portcullis.config.model import (
 )
 from portcullis.controls.service import IncidentControls
 from portcullis.egress.breaker import BreakerState, CircuitBreaker
-from portcullis.egress.budget_usage import BudgetUsage
 from portcullis.egress.executor import EgressExecutor
+from portcullis.egress.http_door import EgressHttpDoor
 from portcullis.egress.shared_breakers import SharedBreakers
 from portcullis.errors import ConfigError, StoreUnavailable
+from portcullis.gateway.runtime import GatewayRuntime, GatewayServices
 from portcullis.http.client_ip import ClientAddressResolver
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.identity.api_keys import ApiKeyVerifier
@@ -55,10 +56,11 @@ from portcullis.identity.webhook_signatures import WebhookVerifier
 from portcullis.ids import random_hex
 from portcullis.ingress.forward import ForwardHeaders
 from portcullis.ingress.router import Router
-from portcullis.ingress.runtime import CompiledRoute, Runtime, Services, UpstreamAddress
+from portcullis.ingress.runtime import CompiledRoute, UpstreamAddress
 from portcullis.ingress.tls import check_private_key_file, listener_context
 from portcullis.limiting.base import CounterStore
 from portcullis.limiting.limiter import MultiLimiter
+from portcullis.observability.budget_usage import BudgetUsage
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.store_health import StoreProbe
 from portcullis.observability.tracing import build_tracer
@@ -82,6 +84,7 @@ from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
 from portcullis.stores.nonces import MemoryNonceStore
 from portcullis.stores.opening import open_store
+from portcullis.stores.redis_breakers import RedisBreakerStates
 from portcullis.stores.redis_events import CONTROLS_EVENT
 from portcullis.stores.shared_state import SharedState, open_shared_state
 from portcullis.upstream.base import Timeouts, Upstream, UpstreamRequest, UpstreamResponse
@@ -116,7 +119,7 @@ async def open_vault(store: SecretStore, clock: Clock, env: Mapping[str, str] | 
 
 async def open_services(
     config: GatewayConfig, *, clock: Clock, base_dir: Path | None = None, env: Mapping[str, str] | None = None
-) -> Services:
+) -> GatewayServices:
     """Open the process-lifetime state: the store, the vault, counters, and the audit writer (started)."""
     base = base_dir or Path.cwd()
     store = await open_store(config.store, base_dir=base)
@@ -180,9 +183,10 @@ async def open_services(
     budget_usage = BudgetUsage(clock)
     metrics.watch_budgets(budget_usage)
     tracer = build_tracer(config.tracing)
-    return Services(clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit,
-                    vault=vault, controls=controls, egress_budgets=budgets, shared=shared, retention=retention,
-                    anomaly=anomaly, store_probe=store_probe, budget_usage=budget_usage, tracer=tracer)
+    return GatewayServices(
+        clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit, vault=vault,
+        controls=controls, egress_budgets=budgets, shared=shared, retention=retention, anomaly=anomaly,
+        store_probe=store_probe, budget_usage=budget_usage, tracer=tracer)
 
 
 def _anomaly_service(config: GatewayConfig, clock: Clock, audit: AuditWriter, metrics: GatewayMetrics,
@@ -298,7 +302,7 @@ def plan_chain(
     return policies
 
 
-def _build_verifiers(config: GatewayConfig, services: Services) -> Verifiers:
+def _build_verifiers(config: GatewayConfig, services: GatewayServices) -> Verifiers:
     keys = None
     if config.keys is not None:
         keys = ApiKeyVerifier(
@@ -323,7 +327,7 @@ def _build_verifiers(config: GatewayConfig, services: Services) -> Verifiers:
 
 
 def _introspector(
-    issuer: JwtIssuerConfig, cfg: IntrospectionConfig, jwt: JwtVerifier, services: Services
+    issuer: JwtIssuerConfig, cfg: IntrospectionConfig, jwt: JwtVerifier, services: GatewayServices
 ) -> TokenIntrospector:
     """An issuer's introspection client, on the verifier's HTTP session and discovery document; a
     ``{secret:name}`` client secret is read from the vault at each call (rotation needs no reload)."""
@@ -345,7 +349,7 @@ def _introspector(
                              client_secret=client_secret, discovery=jwt.discovery(issuer.name))
 
 
-def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
+def build_runtime(config: GatewayConfig, services: GatewayServices) -> GatewayRuntime:
     """Compile everything ``config`` describes. Raises only for programming errors: the config is valid."""
     verifiers = _build_verifiers(config, services)
     upstreams = _upstreams(config)
@@ -400,7 +404,8 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
                                 clock=services.clock, on_breaker=breaker_moved, limiter=services.limiter,
                                 budget_store=services.egress_budgets, header_rules=door_rules,
                                 controls=services.controls, audit=services.audit.submit,
-                                budget_usage=services.budget_usage, tracer=services.tracer)
+                                budget_usage=services.budget_usage, tracer=services.tracer,
+                                metrics=metrics, anomaly=services.anomaly)
         for route_name, breaker in egress.breakers().items():
             metrics.egress_breaker_open.labels(route_name).set_function(_breaker_open_reader(breaker))
         router_routes.append(door)
@@ -410,12 +415,12 @@ def build_runtime(config: GatewayConfig, services: Services) -> Runtime:
                                          verifiers=verifiers, controls=services.controls, clock=services.clock)),
             upstream=_NO_UPSTREAM, timeouts=Timeouts(1, 1, 1),
             forward=ForwardHeaders(upstream_host=None, forward_identity=False, rules=door_rules),
-            max_body_bytes=config.egress.entry.max_body_bytes, egress=egress, template=door.path,
+            max_body_bytes=config.egress.entry.max_body_bytes, handler=EgressHttpDoor(egress), template=door.path,
         )
     breaker_sync = None
     if egress is not None and services.shared is not None:
-        breaker_sync = SharedBreakers(services.shared, egress.breakers())
-    return Runtime(
+        breaker_sync = SharedBreakers(RedisBreakerStates(services.shared), egress.breakers())
+    return GatewayRuntime(
         config=config,
         services=services,
         router=Router(router_routes),

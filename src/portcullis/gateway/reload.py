@@ -43,9 +43,9 @@ from pathlib import Path
 
 from portcullis.config.loader import load_config
 from portcullis.errors import ConfigError
+from portcullis.gateway.build import build_runtime
+from portcullis.gateway.runtime import GatewayRuntime, GatewayServices, serving_runtime
 from portcullis.ingress.app import GatewayApp
-from portcullis.ingress.build import build_runtime
-from portcullis.ingress.runtime import Runtime, Services
 
 __all__ = ["ReloadBusy", "ReloadResult", "Reloader"]
 
@@ -124,7 +124,7 @@ class Reloader:
         return answer
 
     async def _run(self, answer: asyncio.Future[ReloadResult]) -> None:
-        old = self._app.runtime
+        old = serving_runtime(self._app)
         metrics = old.services.metrics
         timeout_s = old.config.reload.timeout
         work = asyncio.get_running_loop().run_in_executor(self._worker, _prepare, self._path, old.services)
@@ -170,7 +170,7 @@ class Reloader:
         task.add_done_callback(self._retiring.discard)
         _answer(answer, ReloadResult(True, restart_needed=restart))
 
-    async def _retire(self, old: Runtime) -> None:
+    async def _retire(self, old: GatewayRuntime) -> None:
         await old.services.clock.sleep(self._grace_s)
         await old.aclose()
 
@@ -183,7 +183,7 @@ class Reloader:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
 
-def _prepare(path: Path, services: Services) -> Runtime:
+def _prepare(path: Path, services: GatewayServices) -> GatewayRuntime:
     """The worker thread's job: everything a reload does before the swap."""
     previous = sys.getswitchinterval()
     sys.setswitchinterval(_WORKER_SWITCH_INTERVAL_S)

@@ -1,0 +1,89 @@
+"""``EgressOutcome``: the one answer to an egress call, which every door renders as it is.
+
+Why one type: the HTTP door, the in-process transport and the proxy door must answer the same
+decision with the same status, problem document, headers, metrics and audit decision; when each
+door mapped errors itself they drifted (one door's 403 carried another code's body, one rounded
+``Retry-After`` up and the other to nearest). A door now only adds what belongs to its transport:
+the HTTP door its request id header and security headers, the transport an ``httpx.Response``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from portcullis.egress.call.request import EgressRequest, EgressResult
+from portcullis.errors import (
+    Blocked,
+    BudgetExhausted,
+    CircuitOpen,
+    ClientError,
+    ErrorCode,
+    MalformedRequest,
+    RateLimited,
+    UpstreamError,
+)
+from portcullis.http.headers import HOP_BY_HOP, connection_tokens
+from portcullis.http.problem import render_problem
+from portcullis.limiting.headers import retry_after_value
+
+__all__ = ["EgressOutcome", "answered", "refused"]
+
+# Besides the provider's hop-by-hop headers and cookies (dropped when read): a door adds its own
+# Date and X-Request-Id, and the length is the body's as handed over.
+_DROP = HOP_BY_HOP | {b"date", b"x-request-id", b"set-cookie", b"content-length"}
+
+
+@dataclass(frozen=True, slots=True)
+class EgressOutcome:
+    status: int
+    headers: list[tuple[bytes, bytes]]  # lower-case names: what the caller receives, before the door's own
+    body: bytes
+    decision: str  # the audit record's decision: allowed, egress_refused:…, blocked:…, upstream_error:…
+    audit: dict[str, Any]  # the audit record's ``egress`` fields
+    problem: ErrorCode | None = None  # set when the gateway answered with a problem document
+    result: EgressResult | None = None  # the call as sent, when it was
+
+
+def context_fields(request: EgressRequest) -> dict[str, Any]:
+    ctx = request.context
+    return {"route": request.route, "workflow_id": ctx.workflow_id, "execution_id": ctx.execution_id}
+
+
+def answered(request: EgressRequest, result: EgressResult) -> EgressOutcome:
+    """The provider's answer, as every door hands it to the caller."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
+    named = connection_tokens(raw)
+    headers = [(k, v) for k, v in raw if k not in _DROP and k not in named]
+    headers.append((b"content-length", b"%d" % len(result.body)))
+    headers.append((b"x-egress-attempts", b"%d" % result.attempts))
+    for name, left in result.budget.remaining.items():
+        headers.append((b"x-budget-remaining", f"{name}={left:g}".encode()))
+    audit = {**context_fields(request), "host": result.host, "attempts": result.attempts,
+             "breaker": result.breaker.value, "cost": result.cost,
+             "budget_remaining": dict(result.budget.remaining), "secrets": list(result.secrets)}
+    return EgressOutcome(result.status, headers, result.body, "allowed", audit, result=result)
+
+
+def refused(request: EgressRequest, exc: ClientError | UpstreamError) -> EgressOutcome:
+    """A call refused or failed before an answer: a problem document, the same from every door.
+
+    Only a budget's name is told to the caller (it must know which cap it hit); a guard's reason
+    stays in the audit, or a prompt could use it to map internal DNS ("private" vs "no such name").
+    """
+    extra: tuple[tuple[bytes, bytes], ...] = ()
+    if isinstance(exc, RateLimited | CircuitOpen):
+        extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
+    detail = exc.detail if isinstance(exc, BudgetExhausted) else None
+    status, headers, body = render_problem(exc.code, request.request_id, extra_headers=extra, detail=detail)
+    return EgressOutcome(status, headers, body, decision_of(exc), context_fields(request), problem=exc.code)
+
+
+def decision_of(exc: ClientError | UpstreamError) -> str:
+    if isinstance(exc, Blocked):
+        return exc.reason  # blocked:<block id>, as on ingress
+    if isinstance(exc, MalformedRequest):
+        return f"invalid_request:{exc.reason}"  # the caller's request itself, as on ingress
+    if isinstance(exc, ClientError | CircuitOpen):
+        return f"egress_refused:{exc.reason}"
+    return f"upstream_error:{exc.reason}"

@@ -1,0 +1,101 @@
+"""An egress route compiled once per config load: everything a call needs, looked up by name.
+
+Why precompute: the base URL, the guard policy, the resolver that pins, the names the route
+replaces, the secrets it injects and its breaker are the same for every call; computing them per
+call is work on the hot path and one more place for the doors to drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from portcullis.audit.record import AuditRecord
+from portcullis.clock import Clock
+from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, EgressRouteConfig
+from portcullis.egress.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from portcullis.egress.oauth2 import ClientCredentials
+from portcullis.egress.pinning import GuardedResolver
+from portcullis.egress.policy import route_policy, token_endpoint_policy
+from portcullis.egress.response_guard import ResponseLimits
+from portcullis.egress.retry import RetryBudget, RetryConfig
+from portcullis.egress.ssrf import GuardPolicy, SsrfGuard
+from portcullis.http.headers import fold_name
+from portcullis.limiting.limiter import LimitRule
+from portcullis.vault import Vault
+
+__all__ = ["CALLER_ONLY_HEADERS", "EgressRoute", "compile_route"]
+
+# Never sent to a third party, besides what the header rules remove (``http/header_rules.py``:
+# hop-by-hop, the gateway's own headers, the default list): the caller's credentials for the
+# *gateway*, its cookies, and the gateway's context headers. Folded names, so variants go too.
+CALLER_ONLY_HEADERS = frozenset({b"authorization", b"cookie", b"x-api-key", b"x-workflow-id", b"x-execution-id"})
+
+BreakerListener = Callable[[str, BreakerState, BreakerState], None]
+
+
+@dataclass(slots=True)
+class EgressRoute:
+    config: EgressRouteConfig
+    base: str
+    breaker: CircuitBreaker
+    retry: RetryConfig
+    retry_budget: RetryBudget
+    limits: ResponseLimits
+    policy: GuardPolicy
+    connector_policy: GuardedResolver
+    host: str
+    port: int
+    secrets: tuple[str, ...]  # vault secrets its headers inject, by name (for the audit)
+    replaced: frozenset[bytes]  # folded names never taken from the caller: CALLER_ONLY_HEADERS, the route's
+    rate_rule: LimitRule | None = None
+    session: aiohttp.ClientSession | None = None
+    oauth2: ClientCredentials | None = None  # the provider token this route gets itself (client credentials)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def compile_route(
+    config: EgressConfig, route: EgressRouteConfig, *, guard: SsrfGuard, vault: Vault, clock: Clock,
+    audit: Callable[[AuditRecord], None] | None, on_breaker: BreakerListener | None,
+) -> EgressRoute:
+    br, rt = route.breaker, route.retry
+    retry = RetryConfig(max_attempts=rt.max_attempts, base_s=rt.base, cap_s=rt.cap,
+                        retry_after_cap_s=rt.retry_after_cap, budget_ratio=rt.budget_ratio,
+                        budget_min_per_s=rt.budget_min_per_s)
+    parts = urlsplit(route.url)
+    policy = route_policy(config, route)
+    oauth2 = None
+    if route.oauth2 is not None:
+        oauth2 = ClientCredentials(
+            route.name, route.oauth2, guard=guard, vault=vault, clock=clock, audit=audit,
+            policy=token_endpoint_policy(config, route, route.oauth2.token_url),
+        )
+    header_secrets = tuple(n for template in route.headers.values() for n in SECRET_REFERENCE.findall(template))
+    return EgressRoute(
+        config=route,
+        base=route.url.rstrip("/"),
+        breaker=CircuitBreaker(route.name, BreakerConfig(
+            failure_rate=br.failure_rate, slow_call_rate=br.slow_call_rate, slow_call_s=br.slow_call,
+            min_calls=br.min_calls, window_s=br.window, window_calls=br.window_calls, open_s=br.open_for,
+            half_open_probes=br.half_open_probes,
+        ), clock, on_breaker),
+        retry=retry,
+        retry_budget=RetryBudget(retry, clock),
+        limits=ResponseLimits(max_bytes=route.max_response_bytes, max_decoded_bytes=route.max_decoded_bytes,
+                              content_types=tuple(route.content_types)),
+        policy=policy,
+        connector_policy=GuardedResolver(guard, policy, scheme=parts.scheme),
+        host=parts.hostname or "",
+        port=parts.port or (443 if parts.scheme == "https" else 80),
+        secrets=header_secrets + ((oauth2.secret_name,) if oauth2 is not None else ()),
+        oauth2=oauth2,
+        replaced=CALLER_ONLY_HEADERS | {fold_name(name.encode("latin-1")) for name in route.headers},
+        rate_rule=LimitRule(name=f"egress:{route.name}", windows=tuple(route.rate_limits), burst=route.burst)
+        if route.rate_limits else None,
+    )

@@ -1,0 +1,36 @@
+"""``RouteHandler``: the last step of a route's chain when the route answers itself.
+
+Why a protocol here: the egress door is served on an ingress route (the caller authenticates,
+is authorized and rate-limited like any caller), but what it does after its chain is the egress
+pipeline's business. The ingress app knows only this contract, so ingress and egress never import
+each other; the composition root (``portcullis.gateway``) puts the egress door on its route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from portcullis.http.context import RequestContext
+from portcullis.observability.tracing import ServerTrace
+
+__all__ = ["HandlerAnswer", "RouteHandler"]
+
+
+@dataclass(slots=True)
+class HandlerAnswer:
+    """The response a handler answers with. ``local``: the gateway made it (a problem document)."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]  # with its content-length
+    body: bytes
+    local: bool = False
+
+
+class RouteHandler(Protocol):
+    async def handle(self, ctx: RequestContext, trace: ServerTrace) -> HandlerAnswer:
+        """Answer the request whose chain has passed. Sets ``ctx.decision`` (and ``ctx.problem``,
+        ``ctx.upstream_status``, ``ctx.egress``) for the audit record the app writes."""
+        ...
+
+    async def aclose(self) -> None: ...
