@@ -334,6 +334,10 @@ class EgressRouteConfig(_Model):
     )
     retry: EgressRetryConfig = Field(default_factory=EgressRetryConfig, description="Retries of safe calls.")
     breaker: EgressBreakerConfig = Field(default_factory=EgressBreakerConfig, description="The circuit breaker.")
+    llm: EgressLlmConfig | None = Field(
+        None, description="The route calls an LLM provider: token and cost budgets reserved before sending and "
+        "settled to the reported usage, streamed answers relayed unbuffered, prompt screening (docs/egress-llm.md).",
+    )
 
     @field_validator("name")
     @classmethod

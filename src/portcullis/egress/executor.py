@@ -20,9 +20,10 @@ from portcullis.controls.service import IncidentControls
 from portcullis.egress.breaker import CircuitBreaker
 from portcullis.egress.budgets import BudgetCounterStore, BudgetLimits, Budgets, CallContext, MemoryBudgetStore
 from portcullis.egress.call.outcome import EgressOutcome
-from portcullis.egress.call.phase1_destination import DestinationPhase
+from portcullis.egress.call.phase1_destination import Destination, DestinationPhase
 from portcullis.egress.call.phase2_breaker import check_breaker
 from portcullis.egress.call.phase3_limits import LimitsPhase
+from portcullis.egress.call.phase3_llm import LlmCall, LlmPhase
 from portcullis.egress.call.phase4_credentials import CredentialsPhase
 from portcullis.egress.call.phase5_send import Sender, close_session
 from portcullis.egress.call.phase6_record import Recorder
@@ -32,10 +33,13 @@ from portcullis.egress.ssrf import Resolver, SsrfGuard
 from portcullis.errors import ClientError, UpstreamError
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.limiting.limiter import MultiLimiter
+from portcullis.llm.route import LlmRoute
 from portcullis.observability.budget_usage import BudgetUsage
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.tracing import PassThroughTracer, Tracer
+from portcullis.stores.base import ReservationStore
 from portcullis.stores.memory import MemoryCounterStore
+from portcullis.stores.memory_reservations import MemoryReservationStore
 from portcullis.vault import Vault
 
 __all__ = ["CALLER_ONLY_HEADERS", "EgressExecutor", "EgressOutcome", "EgressRequest", "EgressResult"]
@@ -53,6 +57,7 @@ class EgressExecutor:
         controls: IncidentControls | None = None, audit: Callable[[AuditRecord], None] | None = None,
         budget_usage: BudgetUsage | None = None,
         tracer: Tracer | None = None, metrics: GatewayMetrics | None = None, anomaly: AnomalyService | None = None,
+        llm_reservations: ReservationStore | None = None,
     ) -> None:
         """``header_rules`` decide which caller headers reach a provider, for every door: by default
         the default list (``RequestHeaderRules.defaults()``); the gateway passes its egress door's
@@ -61,7 +66,8 @@ class EgressExecutor:
         ``secret.read`` security events go (the audit writer's ``submit``); ``budget_usage``: the
         tracker behind the budget gauges, configured here with this config's budgets; ``tracer``: a
         client span per attempt, whose ``traceparent`` the provider receives (default: tracing off);
-        ``metrics`` and ``anomaly``: what the record phase counts, for every door."""
+        ``metrics`` and ``anomaly``: what the record phase counts, for every door; ``llm_reservations``:
+        where LLM routes hold their token and cost reservations (one per process, or the shared one)."""
         self._config = config
         self._clock = clock
         guard = SsrfGuard(resolver)
@@ -83,6 +89,9 @@ class EgressExecutor:
                                              clock=clock)
         self._limits = LimitsPhase(limiter=limiter or MultiLimiter(MemoryCounterStore(), clock),
                                    budgets=self._budgets, controls=controls, clock=clock)
+        self._llm = LlmPhase(
+            {r.name: LlmRoute.build(r.name, r.llm, total_timeout_s=r.total_timeout) for r in config.routes if r.llm},
+            llm_reservations or MemoryReservationStore(), clock, metrics)
         self._credentials = CredentialsPhase(header_rules=rules, vault=vault, clock=clock, audit=audit)
         self._sender = Sender(guard=guard, clock=clock, rng=rng or random.Random(),
                               tracer=tracer or PassThroughTracer(), sleep=sleep)
@@ -105,6 +114,8 @@ class EgressExecutor:
         destination = await self._destination.resolve(request)
         route = destination.route
         check_breaker(route)
+        if route.name in self._llm:
+            return await self._llm_call(request, destination)
         admission = await self._limits.admit(destination, request.context)
         headers = await self._credentials.headers(destination, request)
         sent = await self._sender.send(route, destination.method, destination.url, headers, request,
@@ -113,6 +124,30 @@ class EgressExecutor:
         return EgressResult(answer.status, answer.headers, answer.body, sent.attempts, admission.budget,
                             route.breaker.state, host=route.host, cost=admission.cost, secrets=route.secrets,
                             trace_id=sent.trace_id)
+
+    async def _llm_call(self, request: EgressRequest, destination: Destination) -> EgressResult:
+        """An LLM route's call: its reservation between the rate limit and the call budgets, then
+        settled from the answer, or when its stream ends (``egress.call.phase3_llm``)."""
+        route = destination.route
+        await self._limits.rate_limit(destination, request.context)
+        llm: LlmCall = await self._llm.reserve(route.name, request.context, request.body)
+        try:
+            admission = await self._limits.spend(destination, request.context)
+            headers = llm.headers(await self._credentials.headers(destination, request))
+            sent = await self._sender.send(route, destination.method, destination.url, headers, request,
+                                           destination.caller, body=llm.body, stream_if=llm.stream_if)
+        except BaseException as exc:
+            await llm.failed(exc)
+            raise
+        answer = sent.answer
+        stream = None
+        if answer.stream is not None:
+            stream = llm.relay(answer.stream)
+        else:
+            await llm.answered(answer.status, answer.body)
+        return EgressResult(answer.status, answer.headers, answer.body, sent.attempts, admission.budget,
+                            route.breaker.state, host=route.host, cost=admission.cost, secrets=route.secrets,
+                            trace_id=sent.trace_id, stream=stream, llm=llm.audit)
 
     def breaker(self, route: str) -> CircuitBreaker:
         return self._routes[route].breaker

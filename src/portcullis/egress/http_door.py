@@ -61,7 +61,8 @@ class EgressHttpDoor:
         ctx.problem = outcome.problem
         if outcome.result is not None:
             ctx.upstream_status = outcome.result.status
-        return HandlerAnswer(outcome.status, outcome.headers, outcome.body, local=outcome.problem is not None)
+        return HandlerAnswer(outcome.status, outcome.headers, outcome.body, local=outcome.problem is not None,
+                             stream=outcome.stream)
 
     async def aclose(self) -> None:
         await self.executor.aclose()

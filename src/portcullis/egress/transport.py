@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -32,6 +32,7 @@ from portcullis.clock import Clock, SystemClock
 from portcullis.config.egress import EgressConfig
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.executor import EgressExecutor, EgressOutcome, EgressRequest
+from portcullis.errors import UpstreamError
 from portcullis.ids import random_hex
 
 __all__ = ["AsyncTransport", "Transport"]
@@ -58,7 +59,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self._executor.aclose()
 
-    def _record(self, call: EgressRequest, outcome: EgressOutcome, started: float) -> None:
+    def _record(self, call: EgressRequest, outcome: EgressOutcome, started: float, sent: int | None = None) -> None:
         """One audit record per in-process call, shaped like the HTTP door's (route ``egress``)."""
         if self._audit is None:
             return
@@ -69,7 +70,8 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             key_id=None, method=call.method, route="egress", path=f"/{call.route}{path}",
             query=redact_query(query) if query else None, status=outcome.status, decision=outcome.decision,
             latency_ms=round((self._clock.monotonic() - started) * 1000, 3), bytes_in=len(call.body or b""),
-            bytes_out=len(outcome.body), upstream_status=result.status if result is not None else None,
+            bytes_out=len(outcome.body) if sent is None else sent,
+            upstream_status=result.status if result is not None else None,
             user_agent=None, egress=outcome.audit, trace_id=result.trace_id if result is not None else None,
         ))
 
@@ -94,11 +96,45 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         started = self._clock.monotonic()
         # A URL no route covers is refused as the HTTP door refuses an unknown route name.
         outcome = await self._executor.run(call)
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in outcome.headers]
+        if outcome.stream is not None:
+            # Relayed as it arrives; the record is written when the caller closes the response.
+            def record(sent: int) -> None:
+                self._record(call, outcome, started, sent)
+
+            return httpx.Response(outcome.status, headers=headers, request=request,
+                                  stream=_RelayedStream(outcome, record))
         self._record(call, outcome, started)
-        return httpx.Response(
-            outcome.status, headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in outcome.headers],
-            content=outcome.body, request=request,
-        )
+        return httpx.Response(outcome.status, headers=headers, content=outcome.body, request=request)
+
+
+class _RelayedStream(httpx.AsyncByteStream):
+    """A streamed answer (an LLM's events) handed to httpx unbuffered. A cut or broken stream is an
+    ``httpx.RemoteProtocolError`` to the caller, as a provider's broken connection would be."""
+
+    def __init__(self, outcome: EgressOutcome, on_close: Callable[[int], None]) -> None:
+        assert outcome.stream is not None
+        self._stream = outcome.stream
+        self._on_close = on_close
+        self._sent = 0
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                self._sent += len(chunk)
+                yield chunk
+        except UpstreamError as exc:
+            raise httpx.RemoteProtocolError(f"egress stream ended: {exc.reason}") from None
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._stream.aclose()
+        finally:
+            self._on_close(self._sent)
 
 
 class Transport(httpx.BaseTransport):
@@ -124,10 +160,19 @@ class Transport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         body = request.read()
         forwarded = httpx.Request(request.method, request.url, headers=request.headers, content=body)
-        future = asyncio.run_coroutine_threadsafe(self._async.handle_async_request(forwarded), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._read(forwarded), self._loop)
         response = future.result()
         content = response.content
         return httpx.Response(response.status_code, headers=response.headers, content=content, request=request)
+
+    async def _read(self, request: httpx.Request) -> httpx.Response:
+        """The whole answer, read on the executor's loop (a streamed one too: this door buffers it)."""
+        response = await self._async.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     def close(self) -> None:
         if self._loop.is_running():

@@ -79,9 +79,10 @@ from portcullis.policies.stage4_limit.rate_limit import RateLimitPolicy
 from portcullis.policies.stage5_validate.body import BodyPolicy
 from portcullis.policies.stage5_validate.body_rules import BodyRulesPolicy
 from portcullis.policies.stage6_respond.security_headers import SecurityHeadersPolicy
-from portcullis.stores.base import AuditSink, BudgetCounterStore, SecretStore
+from portcullis.stores.base import AuditSink, BudgetCounterStore, ReservationStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
+from portcullis.stores.memory_reservations import MemoryReservationStore
 from portcullis.stores.nonces import MemoryNonceStore
 from portcullis.stores.opening import open_store
 from portcullis.stores.redis_breakers import RedisBreakerStates
@@ -167,10 +168,11 @@ async def open_services(
                   exc, config.controls.refresh_interval)
     counters: CounterStore = MemoryCounterStore()
     budgets: BudgetCounterStore = MemoryBudgetStore()
+    reservations: ReservationStore = MemoryReservationStore()
     shared = None
     if config.shared_state is not None:
         shared = await open_shared(config.shared_state, clock)
-        counters, budgets = shared.counters, shared.budgets
+        counters, budgets, reservations = shared.counters, shared.budgets, shared.reservations
         outage = shared.outage
         metrics.shared_state_degraded.set_function(lambda: float(outage.degraded))
         events = shared.events
@@ -186,7 +188,7 @@ async def open_services(
     return GatewayServices(
         clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit, vault=vault,
         controls=controls, egress_budgets=budgets, shared=shared, retention=retention, anomaly=anomaly,
-        store_probe=store_probe, budget_usage=budget_usage, tracer=tracer)
+        store_probe=store_probe, budget_usage=budget_usage, tracer=tracer, llm_reservations=reservations)
 
 
 def _anomaly_service(config: GatewayConfig, clock: Clock, audit: AuditWriter, metrics: GatewayMetrics,
@@ -405,7 +407,8 @@ def build_runtime(config: GatewayConfig, services: GatewayServices) -> GatewayRu
                                 budget_store=services.egress_budgets, header_rules=door_rules,
                                 controls=services.controls, audit=services.audit.submit,
                                 budget_usage=services.budget_usage, tracer=services.tracer,
-                                metrics=metrics, anomaly=services.anomaly)
+                                metrics=metrics, anomaly=services.anomaly,
+                                llm_reservations=services.llm_reservations)
         for route_name, breaker in egress.breakers().items():
             metrics.egress_breaker_open.labels(route_name).set_function(_breaker_open_reader(breaker))
         router_routes.append(door)

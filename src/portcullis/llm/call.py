@@ -72,6 +72,11 @@ class PreparedCall:
         self.charge = await self._ledger.settle(self.hold, usage)
         return self.charge
 
+    async def settle_unknown(self) -> LlmCharge:
+        """Settle a call that may have reached the provider but gave no answer: the whole reservation."""
+        self.charge = await self._ledger.settle(self.hold, None)
+        return self.charge
+
     def relay(self, chunks: AsyncIterator[bytes]) -> LlmStream:
         """Wrap a streamed answer's chunks: relayed with the route's limits, settled when it ends."""
         async def on_end(end: StreamEnd) -> None:

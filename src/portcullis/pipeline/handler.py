@@ -8,13 +8,23 @@ each other; the composition root (``portcullis.gateway``) puts the egress door o
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from portcullis.http.context import RequestContext
 from portcullis.observability.tracing import ServerTrace
 
-__all__ = ["HandlerAnswer", "RouteHandler"]
+__all__ = ["AnswerStream", "HandlerAnswer", "RouteHandler"]
+
+
+class AnswerStream(Protocol):
+    """A body still arriving: the app relays it chunk by chunk, then closes it whatever happened.
+    An ``UpstreamError`` from it after the head went out cuts the response (the client can tell)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -22,9 +32,10 @@ class HandlerAnswer:
     """The response a handler answers with. ``local``: the gateway made it (a problem document)."""
 
     status: int
-    headers: list[tuple[bytes, bytes]]  # with its content-length
+    headers: list[tuple[bytes, bytes]]  # with its content-length, unless ``stream``
     body: bytes
     local: bool = False
+    stream: AnswerStream | None = None  # the body as it arrives (``body`` empty), sent unbuffered
 
 
 class RouteHandler(Protocol):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from portcullis.egress.call.request import EgressRequest, EgressResult
+from portcullis.egress.call.request import BodyStream, EgressRequest, EgressResult
 from portcullis.errors import (
     Blocked,
     BudgetExhausted,
@@ -43,6 +43,7 @@ class EgressOutcome:
     audit: dict[str, Any]  # the audit record's ``egress`` fields
     problem: ErrorCode | None = None  # set when the gateway answered with a problem document
     result: EgressResult | None = None  # the call as sent, when it was
+    stream: BodyStream | None = None  # the body, still arriving (``body`` empty): relay it, then close it
 
 
 def context_fields(request: EgressRequest) -> dict[str, Any]:
@@ -55,14 +56,17 @@ def answered(request: EgressRequest, result: EgressResult) -> EgressOutcome:
     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
     named = connection_tokens(raw)
     headers = [(k, v) for k, v in raw if k not in _DROP and k not in named]
-    headers.append((b"content-length", b"%d" % len(result.body)))
+    if result.stream is None:
+        headers.append((b"content-length", b"%d" % len(result.body)))
     headers.append((b"x-egress-attempts", b"%d" % result.attempts))
     for name, left in result.budget.remaining.items():
         headers.append((b"x-budget-remaining", f"{name}={left:g}".encode()))
     audit = {**context_fields(request), "host": result.host, "attempts": result.attempts,
              "breaker": result.breaker.value, "cost": result.cost,
              "budget_remaining": dict(result.budget.remaining), "secrets": list(result.secrets)}
-    return EgressOutcome(result.status, headers, result.body, "allowed", audit, result=result)
+    if result.llm is not None:
+        audit["llm"] = result.llm  # the same dict: a stream's settlement completes it before the record is written
+    return EgressOutcome(result.status, headers, result.body, "allowed", audit, result=result, stream=result.stream)
 
 
 def refused(request: EgressRequest, exc: ClientError | UpstreamError) -> EgressOutcome:

@@ -38,6 +38,11 @@ class LimitsPhase:
         self._clock = clock
 
     async def admit(self, destination: Destination, context: CallContext) -> Admission:
+        await self.rate_limit(destination, context)
+        return await self.spend(destination, context)
+
+    async def rate_limit(self, destination: Destination, context: CallContext) -> None:
+        """The endpoint's rate limits (an LLM route reserves its tokens between this and ``spend``)."""
         route = destination.route
         cfg = route.config
         if route.rate_rule is not None:
@@ -48,6 +53,10 @@ class LimitsPhase:
             decision = await self._limiter.consume([(route.rate_rule, subject)], factor=factor)
             if not decision.allowed:
                 raise RateLimited(f"rate_limited:{route.rate_rule.name}", retry_after_s=decision.retry_after_s)
+
+    async def spend(self, destination: Destination, context: CallContext) -> Admission:
+        """The call budgets, all or nothing."""
+        cfg = destination.route.config
         method, path = destination.method, destination.relative_path
         cost = next((r.cost for r in cfg.costs if path_matches(r.path, path)
                      and (not r.methods or method in r.methods)), cfg.cost)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import BudgetDecision, CallContext
 from portcullis.observability.tracing import ServerTrace
 
-__all__ = ["CallContext", "EgressRequest", "EgressResult"]
+__all__ = ["BodyStream", "CallContext", "EgressRequest", "EgressResult"]
+
+
+class BodyStream(Protocol):
+    """An answer's body still arriving: iterate it, then ``aclose()`` it whatever happened."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +46,5 @@ class EgressResult:
     cost: float = 0.0
     secrets: tuple[str, ...] = ()  # vault secrets injected into the call, by name (for the audit)
     trace_id: str | None = None  # the trace of the last attempt's traceparent, if it carried one
+    stream: BodyStream | None = None  # a streamed answer's body (``body`` is then empty): relay, then close
+    llm: dict[str, Any] | None = None  # an LLM route's tokens and cost, for the audit (final once the body ends)
