@@ -60,6 +60,7 @@ from portcullis.ingress.runtime import CompiledRoute, UpstreamAddress
 from portcullis.ingress.tls import check_private_key_file, listener_context
 from portcullis.limiting.base import CounterStore
 from portcullis.limiting.limiter import MultiLimiter
+from portcullis.llm.route import screen_rules
 from portcullis.observability.budget_usage import BudgetUsage
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.store_health import StoreProbe
@@ -78,6 +79,7 @@ from portcullis.policies.stage3_authorize.step_up import StepUpPolicy
 from portcullis.policies.stage4_limit.rate_limit import RateLimitPolicy
 from portcullis.policies.stage5_validate.body import BodyPolicy
 from portcullis.policies.stage5_validate.body_rules import BodyRulesPolicy
+from portcullis.policies.stage5_validate.prompt_screening import PromptScreeningPolicy
 from portcullis.policies.stage6_respond.security_headers import SecurityHeadersPolicy
 from portcullis.stores.base import AuditSink, BudgetCounterStore, ReservationStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
@@ -216,6 +218,9 @@ def _resolve(base: Path, path: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
+_PROMPT_BODY_BYTES = 4 * 1024 * 1024  # the most a screened prompt body may be when the route sets no limit
+
+
 def effective_request(config: GatewayConfig, route: RouteConfig) -> RequestConfig:
     """The route's request limits, falling back field by field to the global defaults."""
     glob, own = config.request, route.request
@@ -301,6 +306,9 @@ def plan_chain(
         policies.append(BodyPolicy(request))
     if body_rules:  # after BodyPolicy: the body is read and is one unambiguous JSON document
         policies.append(BodyRulesPolicy(body_rules, inputs))
+    if route.prompt_screening is not None:
+        policies.append(PromptScreeningPolicy(screen_rules(route.prompt_screening),
+                                              max_body_bytes=request.max_body_bytes or _PROMPT_BODY_BYTES))
     return policies
 
 

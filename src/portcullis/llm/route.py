@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from portcullis.config.egress import EgressLlmConfig, LlmPriceConfig
+from portcullis.config.egress import EgressLlmConfig, LlmPriceConfig, LlmScreeningConfig
 from portcullis.llm.estimate import EstimateRules, SpendEstimate
 from portcullis.llm.prices import MICRO, ModelPrice, PriceTable
 from portcullis.llm.screening import ScreenRules
 from portcullis.llm.usage import Provider, TokenUsage
 from portcullis.stores.base import BudgetLine
 
-__all__ = ["RESERVATION_SLACK_S", "LlmCaller", "LlmRoute", "LlmSpend"]
+__all__ = ["RESERVATION_SLACK_S", "LlmCaller", "LlmRoute", "LlmSpend", "screen_rules"]
 
 RESERVATION_SLACK_S = 60.0
 _MINUTE = 60.0
@@ -66,6 +66,14 @@ class _LineRule:
     suffix: str
 
 
+def screen_rules(config: LlmScreeningConfig) -> ScreenRules:
+    """Screening rules from an ``llm.screening`` (or an ingress route's ``prompt_screening``) block."""
+    return ScreenRules.compile(
+        config.patterns, case_sensitive=config.case_sensitive, control_chars=config.control_chars,
+        invisible_chars=config.invisible_chars, max_messages=config.max_messages,
+        max_message_chars=config.max_message_chars, max_total_chars=config.max_total_chars)
+
+
 def _price(config: LlmPriceConfig) -> ModelPrice:
     return ModelPrice.per_million(config.input_per_million, config.output_per_million,
                                   cache_read_per_million=config.cache_read_per_million,
@@ -94,11 +102,7 @@ class LlmRoute:
         if config.prices or config.default_price is not None:
             prices = PriceTable.build({model: _price(p) for model, p in config.prices.items()},
                                       _price(config.default_price) if config.default_price is not None else None)
-        screening = config.screening
-        screen_rules = None if screening is None else ScreenRules.compile(
-            screening.patterns, case_sensitive=screening.case_sensitive, control_chars=screening.control_chars,
-            invisible_chars=screening.invisible_chars, max_messages=screening.max_messages,
-            max_message_chars=screening.max_message_chars, max_total_chars=screening.max_total_chars)
+        screening = None if config.screening is None else screen_rules(config.screening)
         b = config.budgets
         rules = [
             ("execution_tokens", "x", "tokens", b.execution_tokens, b.execution_window, "tokens"),
@@ -122,7 +126,7 @@ class LlmRoute:
                                          default_max_output_tokens=config.default_max_output_tokens,
                                          max_output_tokens=config.max_output_tokens,
                                          prompt_rule=config.prompt_estimate, prices=prices),
-            screen_rules=screen_rules, max_request_bytes=config.max_request_bytes,
+            screen_rules=screening, max_request_bytes=config.max_request_bytes,
             max_stream_bytes=config.max_stream_bytes, max_stream_duration_s=config.max_stream_duration,
             max_event_chars=config.max_event_bytes,
             reservation_ttl_s=max(total_timeout_s, config.max_stream_duration) + RESERVATION_SLACK_S,
