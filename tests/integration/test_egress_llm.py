@@ -31,8 +31,10 @@ HEADERS = {"X-Workflow-Id": "wf-1", "X-Execution-Id": "ex-1"}
 MASTER = generate_master_key()
 
 
-def config(port: int, *, execution_tokens: int = 100_000, screening: str = "", prompt: str = "chars_div_4") -> str:
+def config(port: int, *, execution_tokens: int = 100_000, screening: str = "", prompt: str = "chars_div_4",
+           top: str = "", stream: str = "") -> str:
     return gateway_yaml("http://127.0.0.1:9", f"""
+{top}
 routes:
   - {{name: health, path: /health, upstream: api, auth: none}}
 egress:
@@ -57,6 +59,7 @@ egress:
         provider: anthropic
         prices: {{claude: {{input_per_million: 3, output_per_million: 15}}}}
         budgets: {{user_tokens_per_day: 100000}}
+        {stream}
 """)
 
 
@@ -226,3 +229,57 @@ async def test_parallel_calls_through_the_transport_never_overshoot_the_token_bu
     records = [r for r in await s.llm_records() if r["egress"]["execution_id"] == "ex-burst"]
     assert all(r["egress"]["llm"]["charged_tokens"] <= r["egress"]["llm"]["reserved_tokens"]
                for r in records if r["decision"] == "allowed")
+
+
+@pytest.mark.parametrize(("limits", "end"), [
+    ("max_stream_bytes: 600", "too_large"),
+    ("max_stream_duration: 200ms", "too_long"),
+], ids=["bytes", "duration"])
+async def test_a_stream_past_its_limits_is_cut_at_the_door_and_charged_in_full(
+        make_gateway: GatewayFactory, provider: FakeProvider, limits: str, end: str) -> None:
+    provider.chunks, provider.stall_after = 50, 10  # a long answer, stalled: the duration limit ends it
+    s = await start(make_gateway, provider, stream=limits)
+    received: list[bytes] = []
+
+    async def read_all() -> None:
+        async with s.gw.client.stream("POST", "/egress/anthropic/messages", headers={**HEADERS, "X-API-Key": s.key},
+                                      json={"model": "claude", "max_tokens": 100, "stream": True,
+                                            "messages": [{"role": "user", "content": "hi"}]}) as response:
+            async for chunk in response.aiter_raw():
+                received.append(chunk)
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        await read_all()
+    provider.release.set()
+    [record] = await s.llm_records()
+    llm = record["egress"]["llm"]
+    assert (llm["stream_end"], llm["usage"], llm["charged_tokens"]) == (end, "unknown", llm["reserved_tokens"])
+    assert record["decision"] == f"upstream_error:response_truncated:stream_cut:{end}"
+    if end == "too_large":
+        assert sum(map(len, received)) <= 600
+
+
+@pytest.mark.multi_instance
+async def test_two_gateways_sharing_redis_never_overshoot_one_token_budget(
+        make_gateway: GatewayFactory, provider: FakeProvider, redis_space: tuple[Any, str]) -> None:
+    _, prefix = redis_space
+    top = f'shared_state: {{url: "redis://127.0.0.1:6379/0", key_prefix: "{prefix}", instances: 2}}'
+    first = await start(make_gateway, provider, execution_tokens=1500, prompt="utf8_bytes", top=top)
+    second = await start(make_gateway, provider, execution_tokens=1500, prompt="utf8_bytes", top=top)
+    body = orjson.dumps({**CHAT, "max_tokens": 40})
+    clients = [httpx.AsyncClient(transport=gw.transport("ex-shared")) for gw in (first, second)]
+    try:
+        answers = await asyncio.gather(*(
+            clients[i % 2].post(f"http://llm.test:{provider.port}/v1/chat/completions", content=body,
+                                headers={"content-type": "application/json"}) for i in range(80)))
+    finally:
+        for client in clients:
+            await client.aclose()
+    admitted = sum(a.status_code == 200 for a in answers)
+    assert 0 < admitted < 80 and all(a.status_code in (200, 429) for a in answers)
+    store = serving_runtime(first.gw.app).services.llm_reservations
+    from portcullis.stores.base import BudgetLine
+
+    [usage] = await store.usage([BudgetLine("execution_tokens", "llm:openai:x:wf-sdk:ex-shared:tokens", 1500,
+                                            86400.0, 0)], first.gw.clock.monotonic())
+    assert usage.reserved == 0 and usage.used == 49 * admitted <= 1500  # both instances charged one Redis line
