@@ -283,3 +283,12 @@ async def test_two_gateways_sharing_redis_never_overshoot_one_token_budget(
     [usage] = await store.usage([BudgetLine("execution_tokens", "llm:openai:x:wf-sdk:ex-shared:tokens", 1500,
                                             86400.0, 0)], first.gw.clock.monotonic())
     assert usage.reserved == 0 and usage.used == 49 * admitted <= 1500  # both instances charged one Redis line
+
+
+async def test_a_request_without_a_body_carries_no_prompt_and_reserves_nothing(make_gateway: GatewayFactory,
+                                                                               provider: FakeProvider) -> None:
+    s = await start(make_gateway, provider, execution_tokens=1)  # no LLM call could fit
+    response = await s.gw.client.get("/egress/openai/models", headers={**HEADERS, "X-API-Key": s.key})
+    assert response.status_code == 404  # the provider's own answer: the call went through
+    [record] = await s.llm_records()
+    assert record["decision"] == "allowed" and "llm" not in record["egress"]

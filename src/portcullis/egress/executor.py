@@ -114,7 +114,7 @@ class EgressExecutor:
         destination = await self._destination.resolve(request)
         route = destination.route
         check_breaker(route)
-        if route.name in self._llm:
+        if request.body and route.name in self._llm:  # no body, no prompt: a listing or a retrieval
             return await self._llm_call(request, destination)
         admission = await self._limits.admit(destination, request.context)
         headers = await self._credentials.headers(destination, request)

@@ -66,6 +66,9 @@ def _openai(usage: Mapping[str, Any]) -> TokenUsage | None:
     if "prompt_tokens" in usage:  # chat completions (and legacy completions)
         prompt = _count(usage, "prompt_tokens", required=True)
         completion = _count(usage, "completion_tokens", required=True)
+        if "completion_tokens" not in usage and prompt is not None and prompt >= 0 \
+                and usage.get("total_tokens") == prompt:
+            completion = 0  # embeddings: prompt and total only, and nothing generated
         details = usage.get("prompt_tokens_details")
     else:  # the Responses API
         prompt = _count(usage, "input_tokens", required=True)

@@ -22,7 +22,9 @@ from portcullis.llm.usage import Provider, TokenUsage, usage_from_answer
     ("anthropic", {"usage": {"input_tokens": 10, "output_tokens": 25, "cache_creation_input_tokens": 100,
                              "cache_read_input_tokens": 2000}},
      TokenUsage(2110, 25, cache_read_tokens=2000, cache_write_tokens=100)),
-], ids=["openai-chat", "openai-chat-cached", "openai-responses", "anthropic", "anthropic-cache"])
+    # OpenAI embeddings: no completion_tokens, and a total equal to the prompt
+    ("openai", {"usage": {"prompt_tokens": 8, "total_tokens": 8}}, TokenUsage(8, 0)),
+], ids=["openai-chat", "openai-chat-cached", "openai-responses", "anthropic", "anthropic-cache", "openai-embeddings"])
 def test_usage_is_read_from_each_providers_answer(provider: Provider, answer: Any, usage: TokenUsage) -> None:
     assert usage_from_answer(provider, answer) == usage
 
@@ -31,6 +33,7 @@ def test_usage_is_read_from_each_providers_answer(provider: Provider, answer: An
     ("openai", {}),
     ("openai", {"usage": None}),
     ("openai", {"usage": {"prompt_tokens": 12}}),
+    ("openai", {"usage": {"prompt_tokens": 12, "total_tokens": 30}}),
     ("openai", {"usage": {"prompt_tokens": -1, "completion_tokens": 3}}),
     ("openai", {"usage": {"prompt_tokens": 1.5, "completion_tokens": 3}}),
     ("openai", {"usage": {"prompt_tokens": True, "completion_tokens": 3}}),
@@ -39,7 +42,7 @@ def test_usage_is_read_from_each_providers_answer(provider: Provider, answer: An
     ("anthropic", {"usage": {"input_tokens": 10}}),
     ("anthropic", {"usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": -5}}),
     ("anthropic", ["not", "an", "object"]),
-], ids=["no-usage", "null-usage", "missing-count", "negative", "float", "bool", "string", "absurd",
+], ids=["no-usage", "null-usage", "missing-count", "missing-completion", "negative", "float", "bool", "string", "absurd",
         "anthropic-missing-output", "anthropic-negative-cache", "not-an-object"])
 def test_a_malformed_usage_is_unknown(provider: Provider, answer: Any) -> None:
     assert usage_from_answer(provider, answer) is None
