@@ -292,3 +292,19 @@ async def test_a_request_without_a_body_carries_no_prompt_and_reserves_nothing(m
     assert response.status_code == 404  # the provider's own answer: the call went through
     [record] = await s.llm_records()
     assert record["decision"] == "allowed" and "llm" not in record["egress"]
+
+
+async def test_an_operators_budget_reset_clears_the_llm_budgets_too(make_gateway: GatewayFactory,
+                                                                    provider: FakeProvider) -> None:
+    s = await start(make_gateway, provider, execution_tokens=100)
+    async with httpx.AsyncClient(transport=s.transport("ex-reset")) as http:
+        url = f"http://llm.test:{provider.port}/v1/chat/completions"
+        assert (await http.post(url, json={**CHAT, "max_tokens": 10})).status_code == 200  # 49 of 100 spent
+        assert (await http.post(url, json={**CHAT, "max_tokens": 60})).status_code == 429
+        executor = serving_runtime(s.gw.app).egress
+        assert executor is not None
+        keys = await executor.reset_budgets(workflow_id="wf-sdk", execution_id="ex-sdk-other")
+        assert "llm:openai:x:wf-sdk:ex-sdk-other:tokens" in keys
+        assert (await http.post(url, json={**CHAT, "max_tokens": 60})).status_code == 429  # another execution's
+        await executor.reset_budgets(workflow_id="wf-sdk", execution_id="ex-reset")
+        assert (await http.post(url, json={**CHAT, "max_tokens": 60})).status_code == 200

@@ -197,13 +197,10 @@ class LlmBudgetsConfig(_Model):
     )
     tokens_per_day: int | None = Field(None, ge=1, description="Tokens per day through this route, all callers.")
     cost_per_day: float | None = Field(None, gt=0, description="Cost per day through this route, all callers.")
-    cost_total: float | None = Field(
-        None, gt=0, description="Cost through this route ever, until an operator resets it (a pre-paid balance).",
-    )
 
     def has_cost(self) -> bool:
         return any(v is not None for v in (self.execution_cost, self.workflow_cost_per_day, self.user_cost_per_day,
-                                           self.cost_per_day, self.cost_total))
+                                           self.cost_per_day))
 
 
 class LlmScreeningConfig(_Model):

@@ -163,8 +163,10 @@ class EgressExecutor:
 
     async def reset_budgets(self, *, workflow_id: str | None = None, execution_id: str | None = None,
                             user: str | None = None) -> list[str]:
-        """An operator's reset of one execution's, workflow's or user's budget counters."""
-        return await self._budgets.reset(workflow_id=workflow_id, execution_id=execution_id, user=user)
+        """An operator's reset of one execution's, workflow's or user's budget counters (its LLM
+        token and cost budgets on every LLM route included)."""
+        keys = await self._budgets.reset(workflow_id=workflow_id, execution_id=execution_id, user=user)
+        return keys + await self._llm.reset(workflow_id=workflow_id, execution_id=execution_id, user=user)
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         """Every route's breaker, by route name (for the admin API)."""

@@ -114,7 +114,6 @@ class LlmRoute:
             ("route_tokens_per_minute", "r", "tokens", b.tokens_per_minute, _MINUTE, "tokens:m"),
             ("route_tokens_per_day", "r", "tokens", b.tokens_per_day, _DAY, "tokens:d"),
             ("route_cost_per_day", "r", "cost", b.cost_per_day, _DAY, "cost:d"),
-            ("route_cost_total", "r", "cost", b.cost_total, None, "cost:total"),
         ]
         lines = tuple(
             _LineRule(n, subject, unit, round(limit * MICRO) if unit == "cost" else int(limit), window, suffix)
@@ -147,6 +146,19 @@ class LlmRoute:
         """What each of ``lines`` is charged for ``spend`` (the settlement's ``actual``)."""
         units = {r.name: r.unit for r in self._lines}
         return [spend.tokens if units[line.name] == "tokens" else spend.cost_micros for line in lines]
+
+    def subject_keys(self, *, workflow_id: str | None = None, execution_id: str | None = None,
+                     user: str | None = None) -> list[str]:
+        """The lines an operator's reset of one execution (with its workflow), workflow or user clears."""
+        if execution_id is not None:
+            caller, subject = LlmCaller(execution_id, workflow_id or "", ""), "x"
+        elif workflow_id is not None:
+            caller, subject = LlmCaller("", workflow_id, ""), "w"
+        elif user is not None:
+            caller, subject = LlmCaller("", "", user), "u"
+        else:
+            return []
+        return [self._key(r, caller) for r in self._lines if r.subject == subject]
 
     def is_cost(self, name: str) -> bool:
         """Whether the line named ``name`` counts money (micro-units) rather than tokens."""

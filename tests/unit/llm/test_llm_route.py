@@ -25,7 +25,7 @@ budgets:
   execution_tokens: 20000
   user_cost_per_day: 5.00
   tokens_per_minute: 30000
-  cost_total: 100
+  cost_per_day: 100
 screening:
   patterns: ['ignore\\s+previous\\s+instructions']
   max_messages: 50
@@ -49,7 +49,7 @@ def test_the_example_builds_rules_and_budget_lines_per_subject() -> None:
         BudgetLine("execution_tokens", "llm:openai:x:wf-1:ex-1:tokens", 20000, 86400.0, 700),
         BudgetLine("user_cost_per_day", "llm:openai:u:alice:cost:d", 5_000_000, 86400.0, 4200),
         BudgetLine("route_tokens_per_minute", "llm:openai:r:tokens:m", 30000, 60.0, 700),
-        BudgetLine("route_cost_total", "llm:openai:r:cost:total", 100_000_000, None, 4200),
+        BudgetLine("route_cost_per_day", "llm:openai:r:cost:d", 100_000_000, 86400.0, 4200),
     ]
     assert route.amounts(lines, LlmSpend(tokens=90, cost_micros=12)) == [90, 12, 90, 12]
     assert route.is_cost("user_cost_per_day") and not route.is_cost("execution_tokens")

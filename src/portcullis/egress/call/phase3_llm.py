@@ -156,10 +156,20 @@ class LlmPhase:
     def __init__(self, routes: Mapping[str, LlmRoute], store: ReservationStore, clock: Clock,
                  metrics: GatewayMetrics | None) -> None:
         self._calls = {name: LlmCalls(route, store, clock) for name, route in routes.items()}
+        self._store = store
         self._metrics = metrics
 
     def __contains__(self, route: str) -> bool:
         return route in self._calls
+
+    async def reset(self, *, workflow_id: str | None = None, execution_id: str | None = None,
+                    user: str | None = None) -> list[str]:
+        """An operator's reset: the subject's LLM budget lines on every LLM route, holds included."""
+        keys = [key for calls in self._calls.values()
+                for key in calls.route.subject_keys(workflow_id=workflow_id, execution_id=execution_id, user=user)]
+        if keys:
+            await self._store.reset(keys)
+        return keys
 
     async def reserve(self, route: str, context: CallContext, body: bytes | None) -> LlmCall:
         """Screen, estimate and reserve; raises the refusal as the pipeline's error."""
