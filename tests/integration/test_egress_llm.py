@@ -303,6 +303,8 @@ async def test_an_operators_budget_reset_clears_the_llm_budgets_too(make_gateway
         assert (await http.post(url, json={**CHAT, "max_tokens": 60})).status_code == 429
         executor = serving_runtime(s.gw.app).egress
         assert executor is not None
+        left = await executor.budgets_remaining(CallContext("ex-reset", "wf-sdk", "agent"), "openai")
+        assert (left["execution_tokens"], left["route_tokens_per_minute"]) == (51.0, 1_000_000 - 49.0)
         keys = await executor.reset_budgets(workflow_id="wf-sdk", execution_id="ex-sdk-other")
         assert "llm:openai:x:wf-sdk:ex-sdk-other:tokens" in keys
         assert (await http.post(url, json={**CHAT, "max_tokens": 60})).status_code == 429  # another execution's

@@ -159,7 +159,7 @@ class EgressExecutor:
         """What is left of each budget a call to ``route`` would spend from; raises ``KeyError`` for no route."""
         if route not in self._routes:
             raise KeyError(route)
-        return await self._budgets.remaining(context, route)
+        return {**await self._budgets.remaining(context, route), **await self._llm.remaining(route, context)}
 
     async def reset_budgets(self, *, workflow_id: str | None = None, execution_id: str | None = None,
                             user: str | None = None) -> list[str]:

@@ -147,6 +147,10 @@ class LlmRoute:
         units = {r.name: r.unit for r in self._lines}
         return [spend.tokens if units[line.name] == "tokens" else spend.cost_micros for line in lines]
 
+    def shown(self, line: BudgetLine, left: int) -> float:
+        """What is left of ``line`` as an operator reads it: tokens, or currency units for costs."""
+        return left / MICRO if self.is_cost(line.name) else float(left)
+
     def subject_keys(self, *, workflow_id: str | None = None, execution_id: str | None = None,
                      user: str | None = None) -> list[str]:
         """The lines an operator's reset of one execution (with its workflow), workflow or user clears."""

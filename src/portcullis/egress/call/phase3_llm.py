@@ -39,7 +39,7 @@ from portcullis.errors import (
 from portcullis.llm.call import LlmCalls, PreparedCall, is_stream
 from portcullis.llm.ledger import LlmCharge
 from portcullis.llm.refusal import LlmReason, LlmRefusal
-from portcullis.llm.route import LlmCaller, LlmRoute
+from portcullis.llm.route import LlmCaller, LlmRoute, LlmSpend
 from portcullis.llm.stream_relay import LlmStream, StreamCut
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.stores.base import ReservationStore
@@ -157,10 +157,24 @@ class LlmPhase:
                  metrics: GatewayMetrics | None) -> None:
         self._calls = {name: LlmCalls(route, store, clock) for name, route in routes.items()}
         self._store = store
+        self._clock = clock
         self._metrics = metrics
 
     def __contains__(self, route: str) -> bool:
         return route in self._calls
+
+    async def remaining(self, route: str, context: CallContext) -> dict[str, float]:
+        """What is left of each LLM budget a call to ``route`` in ``context`` would reserve from
+        (limit - used - held), nothing reserved; empty for a route without an ``llm:`` block."""
+        calls = self._calls.get(route)
+        if calls is None:
+            return {}
+        llm_route = calls.route
+        caller = LlmCaller(context.execution_id, context.workflow_id, context.user)
+        lines = llm_route.lines(caller, LlmSpend(0, 0))
+        usage = await self._store.usage(lines, self._clock.monotonic())
+        return {line.name: llm_route.shown(line, max(0, line.limit - u.used - u.reserved))
+                for line, u in zip(lines, usage, strict=True)}
 
     async def reset(self, *, workflow_id: str | None = None, execution_id: str | None = None,
                     user: str | None = None) -> list[str]:
