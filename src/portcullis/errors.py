@@ -19,12 +19,16 @@ The tree::
     │   ├── Blocked                 access.blocked: an incident block matched (block_id for the audit only)
     │   ├── RateLimited             limit.exceeded (retry_after_s)
     │   ├── EgressDenied            egress.destination_denied
-    │   └── BudgetExhausted         budget.exhausted
+    │   ├── RunModeDenied           egress.run_mode_denied: the route does not take the call's run mode
+    │   ├── BudgetExhausted         budget.exhausted
+    │   └── ExecutionExpired        budget.execution_expired: the execution outlived its maximum lifetime
     ├── UpstreamError (→ 502/503/504)
     │   ├── UpstreamTimeout
     │   ├── UpstreamUnavailable
     │   ├── UpstreamProtocolError
-    │   └── CircuitOpen
+    │   ├── CircuitOpen
+    │   └── Shed                    egress.shed: the endpoint's bulkhead is full (retry_after_s); not a
+    │                               provider failure, so never counted by the breaker
     ├── StoreError
     │   └── StoreUnavailable        store.unavailable (admin API); the data path denies or serves cached
     │       └── IdentityProviderUnavailable   an OpenID provider (introspection) did not answer usably: 503
@@ -58,6 +62,7 @@ __all__ = [
     "CursorInvalid",
     "EgressDenied",
     "ErrorCode",
+    "ExecutionExpired",
     "Forbidden",
     "IdentityProviderUnavailable",
     "InvalidControl",
@@ -65,7 +70,9 @@ __all__ = [
     "PayloadTooLarge",
     "PortcullisError",
     "RateLimited",
+    "RunModeDenied",
     "SecretNotFound",
+    "Shed",
     "SigningKeyInvalid",
     "StoreError",
     "StoreUnavailable",
@@ -103,6 +110,9 @@ class ErrorCode(StrEnum):
     LIMIT_EXCEEDED = "limit.exceeded"
     EGRESS_DESTINATION_DENIED = "egress.destination_denied"
     BUDGET_EXHAUSTED = "budget.exhausted"
+    EGRESS_RUN_MODE_DENIED = "egress.run_mode_denied"
+    EXECUTION_EXPIRED = "budget.execution_expired"
+    EGRESS_SHED = "egress.shed"
     UPSTREAM_UNAVAILABLE = "upstream.unavailable"
     UPSTREAM_TIMEOUT = "upstream.timeout"
     UPSTREAM_PROTOCOL = "upstream.protocol_error"
@@ -142,6 +152,10 @@ PUBLIC_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.LIMIT_EXCEEDED: (429, "Too many requests."),
     ErrorCode.EGRESS_DESTINATION_DENIED: (403, "Destination not allowed."),
     ErrorCode.BUDGET_EXHAUSTED: (429, "Budget exhausted."),
+    ErrorCode.EGRESS_RUN_MODE_DENIED: (403, "Run mode not allowed for this route."),
+    # 403, not 429: waiting does not help an execution past its lifetime, and SDKs retry a 429.
+    ErrorCode.EXECUTION_EXPIRED: (403, "Execution lifetime exceeded."),
+    ErrorCode.EGRESS_SHED: (503, "Endpoint busy; retry later."),
     ErrorCode.UPSTREAM_UNAVAILABLE: (502, "Upstream unavailable."),
     ErrorCode.UPSTREAM_TIMEOUT: (504, "Upstream timed out."),
     ErrorCode.UPSTREAM_PROTOCOL: (502, "Upstream protocol error."),
@@ -243,6 +257,19 @@ class BudgetExhausted(ClientError):
         return f"Exhausted: {name}."
 
 
+class RunModeDenied(ClientError):
+    """The call's run mode is not one the route takes: ``test_run`` on a route not marked for tests,
+    ``full_run`` without the route's required scope, role or rule. ``reason`` names which."""
+
+    code = ErrorCode.EGRESS_RUN_MODE_DENIED
+
+
+class ExecutionExpired(ClientError):
+    """The execution's first call was longer ago than ``egress.budgets.execution_max_lifetime``."""
+
+    code = ErrorCode.EXECUTION_EXPIRED
+
+
 class UpstreamError(PortcullisError):
     """The upstream failed; maps to 502/503/504. ``reason`` is for logs and audit, never the response."""
 
@@ -271,6 +298,17 @@ class CircuitOpen(UpstreamError):
     code = ErrorCode.CIRCUIT_OPEN
 
     def __init__(self, reason: str = "circuit_open", *, retry_after_s: float = 0.0) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class Shed(UpstreamError):
+    """The endpoint's bulkhead refused the call: its queue was full (a newcomer of a higher class took
+    the place, or none was lower) or the wait outlasted the queue timeout. 503 with ``Retry-After``."""
+
+    code = ErrorCode.EGRESS_SHED
+
+    def __init__(self, reason: str = "shed", *, retry_after_s: float = 1.0) -> None:
         super().__init__(reason)
         self.retry_after_s = retry_after_s
 

@@ -44,7 +44,11 @@ from typing import Any
 
 from cel_expr_python import cel
 
-__all__ = ["MAX_EXPRESSION_CHARS", "CompiledExpression", "ExpressionError", "compile_expression"]
+from portcullis.identity.principal import Principal
+
+__all__ = [
+    "MAX_EXPRESSION_CHARS", "CompiledExpression", "ExpressionError", "compile_expression", "principal_variables",
+]
 
 MAX_EXPRESSION_CHARS = 4096
 _T = cel.Type
@@ -117,6 +121,13 @@ def compile_expression(text: str) -> CompiledExpression:
     if program.return_type() != _T.BOOL:
         raise ExpressionError(f"a rule must be true or false, not {program.return_type().name().lower()}")
     return CompiledExpression(text, uses_body, program)
+
+
+def principal_variables(principal: Principal) -> dict[str, Any]:
+    """``principal`` as every rule sees it, on ingress routes and in egress run-mode requirements."""
+    return {"id": principal.consumer_id, "sub": str(principal.claims.get("sub", principal.consumer_id)),
+            "method": principal.method, "scopes": sorted(principal.scopes), "roles": sorted(principal.roles),
+            "claims": dict(principal.claims), "key_id": principal.key_id or "", "issuer": principal.issuer or ""}
 
 
 def request_time(wall: float) -> datetime.datetime:

@@ -19,6 +19,8 @@ from tests.redis_server import PrivateRedis
 
 from portcullis.config.types import RateWindow
 from portcullis.egress.budgets import STORE_UNAVAILABLE, BudgetLimits, Budgets, CallContext
+from portcullis.egress.lifetime import ExecutionLifetime
+from portcullis.errors import ExecutionExpired, StoreUnavailable
 from portcullis.limiting.rules import LimitRule
 from portcullis.stores.failover import FailoverBudgetStore, FailoverCounterStore, Outage
 from portcullis.stores.redis_budgets import RedisBudgetStore
@@ -121,3 +123,19 @@ async def test_budgets_fail_open_to_a_local_share_when_configured(private_redis:
         decisions = [await budgets.consume(CallContext("run-1", "wf", "alice"), "github") for _ in range(8)]
     assert [d.allowed for d in decisions].count(True) == 5  # 10 shared by 2 instances
     assert decisions[-1].exhausted == "execution_calls"
+
+
+async def test_execution_lifetimes_follow_the_budgets_rule_while_redis_is_away(private_redis: PrivateRedis) -> None:
+    clock = ManualClock()
+    ctx = CallContext("run-1", "wf", "alice")
+    async with budget_store(private_redis.port, "closed", clock) as closed:
+        assert (await ExecutionLifetime(60, closed, clock).check(ctx)).allowed
+        await private_redis.kill()
+        with pytest.raises(StoreUnavailable):  # not a fresh clock on every instance during the outage
+            await ExecutionLifetime(60, closed, clock).check(ctx)
+    async with budget_store(private_redis.port, "open", clock) as opened:
+        lifetime = ExecutionLifetime(60, opened, clock)
+        assert (await lifetime.check(ctx)).age_s == 0.0  # this instance's own start
+        clock.advance(60)
+        with pytest.raises(ExecutionExpired):
+            await lifetime.check(ctx)

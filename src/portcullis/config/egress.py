@@ -1,8 +1,8 @@
 """The ``egress:`` section: which third-party APIs workflows and agents may reach, and how.
 
-Every field here is enforced by ``egress/executor.py`` (and the guard's by ``portcullis egress
-check``): an option that is accepted but not enforced would read like a protection that is not
-there. Rate limits per endpoint and the entry points join as they are built.
+Every field here is enforced by the call's phases (``egress/call/``, composed by
+``egress/executor.py``; the guard's also by ``portcullis egress check``): an option that is accepted
+but not enforced would read like a protection that is not there.
 """
 
 from __future__ import annotations
@@ -14,20 +14,27 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from portcullis.config.types import ByteSize, Cidr, Duration, HttpMethod, Rate, host_allowed
+from portcullis.expressions import ExpressionError, compile_expression
 
 __all__ = [
+    "DEFAULT_PRIORITY_CLASSES",
     "SECRET_REFERENCE",
     "EgressBreakerConfig",
     "EgressBudgetsConfig",
+    "EgressBulkheadConfig",
     "EgressConfig",
     "EgressCostRule",
     "EgressLlmConfig",
     "EgressOAuth2Config",
+    "EgressPrioritiesConfig",
     "EgressRetryConfig",
     "EgressRouteConfig",
+    "EgressRunModesConfig",
+    "FullRunRequirement",
     "LlmBudgetsConfig",
     "LlmPriceConfig",
     "LlmScreeningConfig",
+    "RunModeRule",
 ]
 
 SECRET_REFERENCE = re.compile(r"\{secret:([a-z0-9][a-z0-9_.\-]{0,63})\}")
@@ -60,6 +67,10 @@ class EgressRetryConfig(_Model):
     budget_min_per_s: float = Field(
         1.0, ge=0, description="Retries always allowed on a quiet endpoint (per second, over a 10 s window)."
     )
+    adaptive_after: int | None = Field(
+        5, ge=0, description="Failed attempts in a row at the endpoint beyond which a retry goes only with "
+        "probability 1/failures (one success ends the streak); null: off.",
+    )
 
 
 class EgressBreakerConfig(_Model):
@@ -83,6 +94,11 @@ class EgressBudgetsConfig(_Model):
     workflow_calls_per_day: int | None = Field(None, ge=0, description="Calls per workflow per day.")
     user_calls_per_day: int | None = Field(None, ge=0, description="Calls per authenticated user per day.")
     user_cost_per_day: float | None = Field(None, ge=0, description="Cost per authenticated user per day.")
+    execution_max_lifetime: Duration | None = Field(
+        None, description="Longest wall-clock life of an execution: its first call starts the clock, and calls "
+        "after this are refused (403 `budget.execution_expired`). The start is remembered for this long plus a "
+        "day; null: no limit.",
+    )
     top_burners: int = Field(
         5, ge=0, le=50, description="How many workflows and users per budget `/metrics` names in "
         "`portcullis_egress_budget_top_used_ratio` (the fullest; executions are never named); 0: none.",
@@ -160,6 +176,115 @@ class EgressOAuth2Config(_Model):
         if parts.username or parts.password or parts.fragment:
             raise ValueError("token_url: no credentials or fragment in the URL")
         return self
+
+# Priorities, bulkheads and run modes (egress/bulkhead.py, egress/run_mode.py).
+DEFAULT_PRIORITY_CLASSES = ("critical", "high", "normal", "low", "bulk")
+
+
+def _check_class_name(value: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", value):
+        raise ValueError(f"{value!r}: a priority class is 1-32 of a-z, 0-9, '_' or '-', starting with a letter")
+    return value
+
+
+class EgressBulkheadConfig(_Model):
+    max_concurrent: int = Field(ge=1, description="Calls to this endpoint in flight at once, per instance.")
+    max_queue: int = Field(
+        50, ge=0, description="Calls that may wait for a place; when full, a higher class displaces the newest "
+        "waiter of the lowest class below it, else the newcomer is refused (503 `egress.shed`); 0: no queue.",
+    )
+    queue_timeout: Duration = Field("5s", description="Longest wait for a place; then 503 `egress.shed`.")
+    retry_after: Duration = Field("1s", description="`Retry-After` sent with a shed call.")
+    default_priority: str | None = Field(
+        None, description="Class of a call that gets none from its workflow, consumer or header; default: "
+        "`egress.priorities.default`.",
+    )
+    header_priorities: list[str] = Field(
+        default_factory=list, description="Classes a caller may choose with the `X-Priority` header on this route; "
+        "empty: the header is not read. Another value is refused (400).",
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> EgressBulkheadConfig:
+        for name in [*self.header_priorities, *([self.default_priority] if self.default_priority else [])]:
+            _check_class_name(name)
+        return self
+
+
+class EgressPrioritiesConfig(_Model):
+    classes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PRIORITY_CLASSES), min_length=1, max_length=16,
+        description="Priority classes, highest first; a bulkhead serves higher classes first and sheds lower first.",
+    )
+    default: str = Field("normal", description="Class of a call nothing else classifies.")
+    workflows: dict[str, str] = Field(
+        default_factory=dict, description="Class by workflow id (`X-Workflow-Id`); wins over `consumers`.",
+    )
+    consumers: dict[str, str] = Field(default_factory=dict, description="Class by authenticated consumer (user).")
+
+    @model_validator(mode="after")
+    def _known(self) -> EgressPrioritiesConfig:
+        for name in self.classes:
+            _check_class_name(name)
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes: names must be distinct")
+        for where, name in [("default", self.default), *(("workflows", v) for v in self.workflows.values()),
+                            *(("consumers", v) for v in self.consumers.values())]:
+            if name not in self.classes:
+                raise ValueError(f"{where}: {name!r} is not one of the classes")
+        return self
+
+
+class RunModeRule(_Model):
+    name: str = Field(description="Names the rule in the audit trail (`run_mode:full_run_rule:<name>`).")
+    when: str = Field(
+        description="A CEL expression that must be true: over `principal` (id, sub, method, scopes, roles, claims, "
+        "key_id, issuer), `context` (route, workflow_id, execution_id, user, client_ip, run_mode), `request` "
+        "(method, path, host, scheme) and `now`, as in ingress authorization rules.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", value):
+            raise ValueError("rule names are 1-64 of letters, digits, '_', '.' or '-'")
+        return value
+
+    @field_validator("when")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            compiled = compile_expression(value)
+        except ExpressionError as exc:
+            raise ValueError(f"not a valid rule: {exc}") from None
+        if compiled.uses_body:
+            raise ValueError("an egress run-mode rule cannot read `body`")
+        return value
+
+
+class FullRunRequirement(_Model):
+    scopes_any: list[str] = Field(default_factory=list, description="The caller needs one of these scopes.")
+    roles_any: list[str] = Field(default_factory=list, description="The caller needs one of these roles.")
+    rules: list[RunModeRule] = Field(default_factory=list, description="Every rule must hold.")
+
+    @model_validator(mode="after")
+    def _something(self) -> FullRunRequirement:
+        if not (self.scopes_any or self.roles_any or self.rules):
+            raise ValueError("name scopes_any, roles_any or rules (an empty requirement would read as a check)")
+        return self
+
+
+class EgressRunModesConfig(_Model):
+    default: Literal["full_run", "test_run"] = Field(
+        "full_run", description="Run mode of a call that names none (`X-Run-Mode`, or the transport's context).",
+    )
+    allow_validate_only: bool = Field(
+        True, description="Answer `validate_only` calls (nothing is sent; the answer says what would happen, "
+        "names of injected headers and secrets only).",
+    )
+    full_run_requires: FullRunRequirement | None = Field(
+        None, description="What a `full_run` call needs on every route without its own `full_run_requires`.",
+    )
 
 
 # --- LLM-aware routes (`llm:` on an egress route) -------------------------------------------------
@@ -331,6 +456,15 @@ class EgressRouteConfig(_Model):
     )
     retry: EgressRetryConfig = Field(default_factory=EgressRetryConfig, description="Retries of safe calls.")
     breaker: EgressBreakerConfig = Field(default_factory=EgressBreakerConfig, description="The circuit breaker.")
+    bulkhead: EgressBulkheadConfig | None = Field(
+        None, description="Concurrency cap and priority queue for this endpoint; null: no cap.",
+    )
+    test_run: bool = Field(
+        False, description="Accept `test_run` calls; they spend their own budget counters, apart from full runs'.",
+    )
+    full_run_requires: FullRunRequirement | None = Field(
+        None, description="What a `full_run` call needs here (replaces `egress.run_modes.full_run_requires`).",
+    )
     llm: EgressLlmConfig | None = Field(
         None, description="The route calls an LLM provider: token and cost budgets reserved before sending and "
         "settled to the reported usage, streamed answers relayed unbuffered, prompt screening (docs/egress-llm.md).",
@@ -394,6 +528,12 @@ class EgressConfig(_Model):
     budgets: EgressBudgetsConfig = Field(
         default_factory=EgressBudgetsConfig, description="Call and cost budgets across routes."
     )
+    priorities: EgressPrioritiesConfig = Field(
+        default_factory=EgressPrioritiesConfig, description="Priority classes for the routes' bulkheads.",
+    )
+    run_modes: EgressRunModesConfig = Field(
+        default_factory=EgressRunModesConfig, description="`validate_only`, `test_run` and `full_run` calls.",
+    )
 
     @field_validator("allow_hosts")
     @classmethod
@@ -413,7 +553,16 @@ class EgressConfig(_Model):
                 token_host = (urlsplit(route.oauth2.token_url).hostname or "").lower().rstrip(".")
                 if self.allow_hosts and not host_allowed(token_host, self.allow_hosts):
                     raise ValueError(f"routes[{i}].oauth2.token_url: {token_host!r} is not in egress.allow_hosts")
+            self._check_bulkhead(i, route)
         return self
+
+    def _check_bulkhead(self, i: int, route: EgressRouteConfig) -> None:
+        if route.bulkhead is None:
+            return
+        classes = self.priorities.classes
+        for name in [*route.bulkhead.header_priorities, route.bulkhead.default_priority or self.priorities.default]:
+            if name not in classes:
+                raise ValueError(f"routes[{i}].bulkhead: {name!r} is not one of egress.priorities.classes")
 
     def route(self, name: str) -> EgressRouteConfig | None:
         return next((r for r in self.routes if r.name == name), None)

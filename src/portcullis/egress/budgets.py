@@ -25,6 +25,7 @@ __all__ = [
     "BudgetCounterStore",
     "BudgetDecision",
     "BudgetLimits",
+    "BudgetPreview",
     "Budgets",
     "CallContext",
     "MemoryBudgetStore",
@@ -75,6 +76,15 @@ class BudgetDecision:
     remaining: Mapping[str, float]  # per budget, after this call (costs in currency units)
     reset_s: float  # seconds until the exhausted budget resets (0 when allowed)
     burned: float = 0.0  # the share of its tightest budget this call spent (0 to 1), for burn-rate baselines
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPreview:
+    """A budget a call would spend from, read without spending (a ``validate_only`` call)."""
+
+    name: str
+    amount: float  # what the call would take (calls, or currency units for costs)
+    remaining: float  # what is left before it
 
 
 class Budgets:
@@ -163,6 +173,14 @@ class Budgets:
         items = self.plan(ctx, route, 0.0)
         used = await self._store.used(items, self._clock.monotonic())
         return {item.name: _shown(item, item.limit - u) for item, u in zip(items, used, strict=True)}
+
+
+    async def preview(self, ctx: CallContext, route: str, cost: float) -> list[BudgetPreview]:
+        """Each budget a call to ``route`` costing ``cost`` would spend from: its amount and what is left."""
+        items = self.plan(ctx, route, cost)
+        used = await self._store.used(items, self._clock.monotonic()) if items else []
+        return [BudgetPreview(item.name, _shown(item, item.amount), _shown(item, item.limit - u))
+                for item, u in zip(items, used, strict=True)]
 
 
 def _shown(item: Spend, left: int) -> float:

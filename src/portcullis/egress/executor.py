@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from portcullis.anomaly.service import AnomalyService
 from portcullis.audit.record import AuditRecord
@@ -18,7 +18,8 @@ from portcullis.clock import Clock
 from portcullis.config.egress import EgressConfig
 from portcullis.controls.service import IncidentControls
 from portcullis.egress.breaker import CircuitBreaker
-from portcullis.egress.budgets import BudgetCounterStore, BudgetLimits, Budgets, CallContext, MemoryBudgetStore
+from portcullis.egress.budgets import BudgetLimits, Budgets, CallContext, MemoryBudgetStore
+from portcullis.egress.bulkhead import Permit, Timer
 from portcullis.egress.call.outcome import EgressOutcome
 from portcullis.egress.call.phase1_destination import Destination, DestinationPhase
 from portcullis.egress.call.phase2_breaker import check_breaker
@@ -29,6 +30,10 @@ from portcullis.egress.call.phase5_send import Sender, close_session
 from portcullis.egress.call.phase6_record import Recorder
 from portcullis.egress.call.request import EgressRequest, EgressResult
 from portcullis.egress.call.route import CALLER_ONLY_HEADERS, BreakerListener, EgressRoute, compile_route
+from portcullis.egress.call.validate_only import validate_only_result
+from portcullis.egress.lifetime import ExecutionLifetime
+from portcullis.egress.priority import build_bulkheads
+from portcullis.egress.run_mode import RunMode
 from portcullis.egress.ssrf import Resolver, SsrfGuard
 from portcullis.errors import ClientError, UpstreamError
 from portcullis.http.header_rules import RequestHeaderRules
@@ -37,7 +42,8 @@ from portcullis.llm.route import LlmRoute
 from portcullis.observability.budget_usage import BudgetUsage
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.tracing import PassThroughTracer, Tracer
-from portcullis.stores.base import ReservationStore
+from portcullis.pipeline.handler import BodyStream
+from portcullis.stores.base import EgressStateStore, ReservationStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_reservations import MemoryReservationStore
 from portcullis.vault import Vault
@@ -50,14 +56,14 @@ class EgressExecutor:
 
     def __init__(
         self, config: EgressConfig, *, vault: Vault, resolver: Resolver, clock: Clock,
-        budget_store: BudgetCounterStore | None = None, rng: random.Random | None = None,
+        budget_store: EgressStateStore | None = None, rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_breaker: BreakerListener | None = None,
         limiter: MultiLimiter | None = None, header_rules: RequestHeaderRules | None = None,
         controls: IncidentControls | None = None, audit: Callable[[AuditRecord], None] | None = None,
         budget_usage: BudgetUsage | None = None,
         tracer: Tracer | None = None, metrics: GatewayMetrics | None = None, anomaly: AnomalyService | None = None,
-        llm_reservations: ReservationStore | None = None,
+        timer: Timer | None = None, llm_reservations: ReservationStore | None = None,
     ) -> None:
         """``header_rules`` decide which caller headers reach a provider, for every door: by default
         the default list (``RequestHeaderRules.defaults()``); the gateway passes its egress door's
@@ -66,13 +72,16 @@ class EgressExecutor:
         ``secret.read`` security events go (the audit writer's ``submit``); ``budget_usage``: the
         tracker behind the budget gauges, configured here with this config's budgets; ``tracer``: a
         client span per attempt, whose ``traceparent`` the provider receives (default: tracing off);
-        ``metrics`` and ``anomaly``: what the record phase counts, for every door; ``llm_reservations``:
-        where LLM routes hold their token and cost reservations (one per process, or the shared one)."""
+        ``metrics`` and ``anomaly``: what the record phase counts, for every door (``metrics`` also
+        the bulkheads' queues and sheds); ``timer``: the bulkheads' queue timeouts (default: the loop's);
+        ``llm_reservations``: where LLM routes hold their token and cost reservations (one per process,
+        or the shared one)."""
         self._config = config
         self._clock = clock
         guard = SsrfGuard(resolver)
         rules = header_rules or RequestHeaderRules.defaults()
         b = config.budgets
+        store = budget_store or MemoryBudgetStore()
         self._budgets = Budgets(BudgetLimits(
             execution_calls=b.execution_calls, execution_window_s=b.execution_window,
             execution_cost=b.execution_cost, workflow_calls_per_hour=b.workflow_calls_per_hour,
@@ -80,15 +89,20 @@ class EgressExecutor:
             user_cost_per_day=b.user_cost_per_day,
             endpoint_calls_per_workflow_day={r.name: r.calls_per_workflow_day for r in config.routes
                                              if r.calls_per_workflow_day is not None},
-        ), budget_store or MemoryBudgetStore(), clock, budget_usage)
+        ), store, clock, budget_usage)
+        bulkheads = build_bulkheads(config, clock=clock, observer=metrics, timer=timer)
         self._routes: dict[str, EgressRoute] = {
-            r.name: compile_route(config, r, guard=guard, vault=vault, clock=clock, audit=audit, on_breaker=on_breaker)
+            r.name: compile_route(config, r, guard=guard, vault=vault, clock=clock, audit=audit, on_breaker=on_breaker,
+                                  bulkhead=bulkheads.get(r.name))
             for r in config.routes
         }
+        lifetime = None
+        if b.execution_max_lifetime is not None:
+            lifetime = ExecutionLifetime(b.execution_max_lifetime, store, clock)
         self._destination = DestinationPhase(self._routes, guard=guard, header_rules=rules, controls=controls,
                                              clock=clock)
         self._limits = LimitsPhase(limiter=limiter or MultiLimiter(MemoryCounterStore(), clock),
-                                   budgets=self._budgets, controls=controls, clock=clock)
+                                   budgets=self._budgets, controls=controls, clock=clock, lifetime=lifetime)
         self._llm = LlmPhase(
             {r.name: LlmRoute.build(r.name, r.llm, total_timeout_s=r.total_timeout) for r in config.routes if r.llm},
             llm_reservations or MemoryReservationStore(), clock, metrics)
@@ -102,52 +116,72 @@ class EgressExecutor:
     async def run(self, request: EgressRequest) -> EgressOutcome:
         """The call, as every door answers it: never raises for a refusal or a provider's failure."""
         started = self._clock.monotonic()
+        destination = None
         try:
-            result = await self.call(request)
+            destination = await self._destination.resolve(request)
+            result = await self._through(destination, request)
         except (ClientError, UpstreamError) as exc:
+            mode = destination.mode.mode if destination is not None else None
             return self._recorder.refused(request, exc, known_route=request.route in self._routes,
-                                          took_s=self._clock.monotonic() - started)
+                                          took_s=self._clock.monotonic() - started, run_mode=mode)
         return self._recorder.answered(request, result, self._clock.monotonic() - started)
 
     async def call(self, request: EgressRequest) -> EgressResult:
         """The call through every phase; a refusal or failure raises its Portcullis error."""
-        destination = await self._destination.resolve(request)
-        route = destination.route
-        check_breaker(route)
-        if request.body and route.name in self._llm:  # no body, no prompt: a listing or a retrieval
-            return await self._llm_call(request, destination)
-        admission = await self._limits.admit(destination, request.context)
-        headers = await self._credentials.headers(destination, request)
-        sent = await self._sender.send(route, destination.method, destination.url, headers, request,
-                                       destination.caller)
-        answer = sent.answer
-        return EgressResult(answer.status, answer.headers, answer.body, sent.attempts, admission.budget,
-                            route.breaker.state, host=route.host, cost=admission.cost, secrets=route.secrets,
-                            trace_id=sent.trace_id)
+        return await self._through(await self._destination.resolve(request), request)
 
-    async def _llm_call(self, request: EgressRequest, destination: Destination) -> EgressResult:
-        """An LLM route's call: its reservation between the rate limit and the call budgets, then
-        settled from the answer, or when its stream ends (``egress.call.phase3_llm``)."""
+    async def _through(self, destination: Destination, request: EgressRequest) -> EgressResult:
+        """Phases 2 to 5 for a call phase 1 let through (a ``validate_only`` call: its report)."""
         route = destination.route
-        await self._limits.rate_limit(destination, request.context)
-        llm: LlmCall = await self._llm.reserve(route.name, request.context, request.body)
+        if destination.mode.mode is RunMode.VALIDATE_ONLY:
+            return validate_only_result(destination, await self._limits.preview(destination, request.context))
+        check_breaker(route)
+        llm: list[LlmCall] = []  # an LLM route's call, once its reservation is held (``phase3_llm``)
+
+        async def reserve() -> None:
+            context = destination.mode.budget_context(request.context)
+            llm.append(await self._llm.reserve(route.name, context, request.body))
+
+        # No body, no prompt: a call without one (a listing, a retrieval) is no LLM call.
+        is_llm = bool(request.body) and route.name in self._llm
         try:
-            admission = await self._limits.spend(destination, request.context)
-            headers = llm.headers(await self._credentials.headers(destination, request))
-            sent = await self._sender.send(route, destination.method, destination.url, headers, request,
-                                           destination.caller, body=llm.body, stream_if=llm.stream_if)
+            admission = await self._limits.admit(destination, request.context, reserve=reserve if is_llm else None)
         except BaseException as exc:
-            await llm.failed(exc)
+            if llm:
+                await llm[0].failed(exc)  # refused after its reservation: given back
+            raise
+        permit = admission.permit
+        call = llm[0] if llm else None
+        try:
+            headers = await self._credentials.headers(destination, request)
+            if call is None:
+                sent = await self._sender.send(route, destination.method, destination.url, headers, request,
+                                               destination.caller)
+            else:
+                sent = await self._sender.send(route, destination.method, destination.url, call.headers(headers),
+                                               request, destination.caller, body=call.body, stream_if=call.stream_if)
+        except BaseException as exc:
+            if permit is not None:
+                permit.release()
+            if call is not None:
+                await call.failed(exc)
             raise
         answer = sent.answer
-        stream = None
-        if answer.stream is not None:
-            stream = llm.relay(answer.stream)
-        else:
-            await llm.answered(answer.status, answer.body)
-        return EgressResult(answer.status, answer.headers, answer.body, sent.attempts, admission.budget,
+        body: bytes | BodyStream = answer.body
+        if call is not None:
+            if answer.stream is not None:
+                body = call.relay(answer.stream)  # settled when the stream ends
+            else:
+                await call.answered(answer.status, answer.body)
+        if permit is not None:
+            if isinstance(body, bytes):
+                permit.release()
+            else:  # a streamed answer holds its place until the stream is settled
+                body = _Releasing(body, permit)
+        return EgressResult(answer.status, answer.headers, body, sent.attempts, admission.budget,
                             route.breaker.state, host=route.host, cost=admission.cost, secrets=route.secrets,
-                            trace_id=sent.trace_id, stream=stream, llm=llm.audit)
+                            trace_id=sent.trace_id, run_mode=destination.mode.mode,
+                            llm=call.audit if call is not None else None)
 
     def breaker(self, route: str) -> CircuitBreaker:
         return self._routes[route].breaker
@@ -177,3 +211,20 @@ class EgressExecutor:
             if route.oauth2 is not None:
                 await route.oauth2.aclose()
             await close_session(route)
+
+
+class _Releasing:
+    """A streamed answer that gives its bulkhead place back when it is settled (ended, cut or closed)."""
+
+    def __init__(self, body: BodyStream, permit: Permit) -> None:
+        self._body = body
+        self._permit = permit
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._body.__aiter__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._body.aclose()
+        finally:
+            self._permit.release()

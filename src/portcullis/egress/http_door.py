@@ -52,7 +52,7 @@ class EgressHttpDoor:
             # one filter for every egress door, and the one ingress routes use.
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in ctx.headers
                      if fold_name(k) not in stripped],
-            body=body, request_id=ctx.request_id, client_ip=ctx.client_ip, trace=trace,
+            body=body, request_id=ctx.request_id, client_ip=ctx.client_ip, trace=trace, principal=principal,
         )
         ctx.egress = context_fields(request)  # on record even if the call is cut short
         outcome = await self.executor.run(request)
@@ -61,8 +61,7 @@ class EgressHttpDoor:
         ctx.problem = outcome.problem
         if outcome.result is not None:
             ctx.upstream_status = outcome.result.status
-        return HandlerAnswer(outcome.status, outcome.headers, outcome.body, local=outcome.problem is not None,
-                             stream=outcome.stream)
+        return HandlerAnswer(outcome.status, outcome.headers, outcome.body, local=outcome.problem is not None)
 
     async def aclose(self) -> None:
         await self.executor.aclose()

@@ -13,6 +13,12 @@ Why each rule:
   ``ratio`` of the recent requests (plus a small floor so a quiet endpoint can still retry), so a
   total outage multiplies the load on the provider by at most ``1 + ratio``, never by
   ``max_attempts``.
+- **Adaptive retry after a failure streak** (the seed's probabilistic backoff for persistent
+  failures): an endpoint that failed more than ``adaptive_after`` attempts in a row (five by
+  default) is retried only with probability ``1 / failures``, so the longer an outage lasts, the
+  fewer retries it draws, on top of the budget and the jitter; one success ends the streak. The
+  streak is per endpoint and per process: it reacts within one instance's view, where the
+  breaker (shared through Redis when configured) is the fleet-wide stop.
 
 Pure: randomness and time are injected.
 """
@@ -28,7 +34,10 @@ from dataclasses import dataclass
 
 from portcullis.clock import Clock
 
-__all__ = ["RetryBudget", "RetryConfig", "backoff_s", "may_retry_request", "parse_retry_after", "retry_delay_s"]
+__all__ = [
+    "FailureStreak", "RetryBudget", "RetryConfig", "adaptive_retry_allowed", "backoff_s", "may_retry_request",
+    "parse_retry_after", "retry_delay_s",
+]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
@@ -42,12 +51,15 @@ class RetryConfig:
     budget_ratio: float = 0.2
     budget_window_s: float = 10.0
     budget_min_per_s: float = 1.0  # the floor: a quiet endpoint may still retry this often
+    adaptive_after: int | None = 5  # failures in a row beyond which a retry is a 1/failures draw; None: off
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.base_s <= 0 or self.cap_s < self.base_s:
             raise ValueError("need max_attempts >= 1 and 0 < base_s <= cap_s")
         if not 0 <= self.budget_ratio <= 1 or self.budget_window_s <= 0 or self.budget_min_per_s < 0:
             raise ValueError("the retry budget needs 0 <= ratio <= 1 and a positive window")
+        if self.adaptive_after is not None and self.adaptive_after < 0:
+            raise ValueError("adaptive_after is a number of failures (0 or more) or None")
 
 
 def may_retry_request(method: str, headers: Mapping[str, str]) -> bool:
@@ -118,3 +130,31 @@ class RetryBudget:
         for q in (self._requests, self._retries):
             while q and q[0] <= horizon:
                 q.popleft()
+
+
+def adaptive_retry_allowed(failures: int, after: int | None, rng: random.Random) -> bool:
+    """May a retry go when the endpoint has failed ``failures`` attempts in a row?
+
+    Up to ``after`` failures: yes. Beyond: with probability ``1 / failures`` (one draw from ``rng``,
+    and only then, so a healthy endpoint's jitter sequence is not disturbed)."""
+    if after is None or failures <= after:
+        return True
+    return rng.random() < 1.0 / failures
+
+
+class FailureStreak:
+    """Consecutive failed attempts at one endpoint, ended by the first success."""
+
+    __slots__ = ("_after", "failures")
+
+    def __init__(self, after: int | None) -> None:
+        self._after = after
+        self.failures = 0
+
+    def record(self, *, failed: bool) -> None:
+        """Count an attempt's outcome (the breaker's notion of failure: 5xx, 429, timeout, no connection)."""
+        self.failures = self.failures + 1 if failed else 0
+
+    def allows_retry(self, rng: random.Random) -> bool:
+        """The adaptive draw for the current streak (see ``adaptive_retry_allowed``)."""
+        return adaptive_retry_allowed(self.failures, self._after, rng)

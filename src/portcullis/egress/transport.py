@@ -32,8 +32,11 @@ from portcullis.clock import Clock, SystemClock
 from portcullis.config.egress import EgressConfig
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.executor import EgressExecutor, EgressOutcome, EgressRequest
+from portcullis.egress.run_mode import RunMode
 from portcullis.errors import UpstreamError
+from portcullis.identity.principal import Principal
 from portcullis.ids import random_hex
+from portcullis.pipeline.handler import BodyStream
 
 __all__ = ["AsyncTransport", "Transport"]
 
@@ -43,10 +46,16 @@ class AsyncTransport(httpx.AsyncBaseTransport):
 
     def __init__(
         self, executor: EgressExecutor, config: EgressConfig, context: CallContext, *,
-        audit: AuditWriter | None = None, clock: Clock | None = None,
+        audit: AuditWriter | None = None, clock: Clock | None = None, run_mode: RunMode | None = None,
+        principal: Principal | None = None,
     ) -> None:
+        """``run_mode``: the mode of every call (None: each request's ``X-Run-Mode``, else the
+        config's default); ``principal``: who this process calls as, for routes whose full runs
+        require a scope, role or rule (None: such routes refuse full runs)."""
         self._executor = executor
         self._context = context
+        self._run_mode = run_mode
+        self._principal = principal
         self._audit = audit
         self._clock = clock or SystemClock()
         self._bases = []
@@ -70,7 +79,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             key_id=None, method=call.method, route="egress", path=f"/{call.route}{path}",
             query=redact_query(query) if query else None, status=outcome.status, decision=outcome.decision,
             latency_ms=round((self._clock.monotonic() - started) * 1000, 3), bytes_in=len(call.body or b""),
-            bytes_out=len(outcome.body) if sent is None else sent,
+            bytes_out=sent if sent is not None else len(outcome.body) if isinstance(outcome.body, bytes) else 0,
             upstream_status=result.status if result is not None else None,
             user_agent=None, egress=outcome.audit, trace_id=result.trace_id if result is not None else None,
         ))
@@ -91,30 +100,30 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         call = EgressRequest(
             route=name, method=request.method, path_and_query=relative + (f"?{query}" if query else ""),
             context=self._context, headers=list(request.headers.multi_items()), body=await request.aread(),
-            request_id=random_hex(128),
+            request_id=random_hex(128), principal=self._principal, run_mode=self._run_mode,
         )
         started = self._clock.monotonic()
         # A URL no route covers is refused as the HTTP door refuses an unknown route name.
         outcome = await self._executor.run(call)
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in outcome.headers]
-        if outcome.stream is not None:
+        body = outcome.body
+        if not isinstance(body, bytes):
             # Relayed as it arrives; the record is written when the caller closes the response.
             def record(sent: int) -> None:
                 self._record(call, outcome, started, sent)
 
             return httpx.Response(outcome.status, headers=headers, request=request,
-                                  stream=_RelayedStream(outcome, record))
+                                  stream=_RelayedStream(body, record))
         self._record(call, outcome, started)
-        return httpx.Response(outcome.status, headers=headers, content=outcome.body, request=request)
+        return httpx.Response(outcome.status, headers=headers, content=body, request=request)
 
 
 class _RelayedStream(httpx.AsyncByteStream):
     """A streamed answer (an LLM's events) handed to httpx unbuffered. A cut or broken stream is an
     ``httpx.RemoteProtocolError`` to the caller, as a provider's broken connection would be."""
 
-    def __init__(self, outcome: EgressOutcome, on_close: Callable[[int], None]) -> None:
-        assert outcome.stream is not None
-        self._stream = outcome.stream
+    def __init__(self, body: BodyStream, on_close: Callable[[int], None]) -> None:
+        self._stream = body
         self._on_close = on_close
         self._sent = 0
         self._closed = False
@@ -147,13 +156,13 @@ class Transport(httpx.BaseTransport):
     """
 
     def __init__(self, executor_factory: Callable[[], EgressExecutor], config: EgressConfig,
-                 context: CallContext) -> None:
+                 context: CallContext, *, run_mode: RunMode | None = None, principal: Principal | None = None) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="portcullis-egress", daemon=True)
         self._thread.start()
 
         async def build() -> AsyncTransport:
-            return AsyncTransport(executor_factory(), config, context)
+            return AsyncTransport(executor_factory(), config, context, run_mode=run_mode, principal=principal)
 
         self._async = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
 

@@ -81,7 +81,7 @@ from portcullis.policies.stage5_validate.body import BodyPolicy
 from portcullis.policies.stage5_validate.body_rules import BodyRulesPolicy
 from portcullis.policies.stage5_validate.prompt_screening import PromptScreeningPolicy
 from portcullis.policies.stage6_respond.security_headers import SecurityHeadersPolicy
-from portcullis.stores.base import AuditSink, BudgetCounterStore, ReservationStore, SecretStore
+from portcullis.stores.base import AuditSink, EgressStateStore, ReservationStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
 from portcullis.stores.memory_reservations import MemoryReservationStore
@@ -169,7 +169,7 @@ async def open_services(
         log.error("incident controls: could not read the store at start-up (%s); retrying every %ss",
                   exc, config.controls.refresh_interval)
     counters: CounterStore = MemoryCounterStore()
-    budgets: BudgetCounterStore = MemoryBudgetStore()
+    budgets: EgressStateStore = MemoryBudgetStore()
     reservations: ReservationStore = MemoryReservationStore()
     shared = None
     if config.shared_state is not None:

@@ -17,7 +17,7 @@ from portcullis.egress.ssrf import Resolver
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.runtime import Runtime, Services
 from portcullis.observability.budget_usage import BudgetUsage
-from portcullis.stores.base import BudgetCounterStore, ReservationStore
+from portcullis.stores.base import EgressStateStore, ReservationStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
 from portcullis.stores.memory_reservations import MemoryReservationStore
 
@@ -27,7 +27,7 @@ __all__ = ["GatewayRuntime", "GatewayServices", "serving_runtime"]
 @dataclass(slots=True)
 class GatewayServices(Services):
     egress_resolver: Resolver = field(default_factory=SystemResolver)  # tests inject fixed answers
-    egress_budgets: BudgetCounterStore = field(default_factory=MemoryBudgetStore)  # survives reloads
+    egress_budgets: EgressStateStore = field(default_factory=MemoryBudgetStore)  # survives reloads
     budget_usage: BudgetUsage | None = None  # how full the egress budgets are, for their gauges
     llm_reservations: ReservationStore = field(default_factory=MemoryReservationStore)  # survives reloads
 

@@ -37,7 +37,7 @@ from portcullis.observability.logs import REQUEST_ID
 from portcullis.observability.tracing import ServerTrace
 from portcullis.pipeline.base import Reject, Respond
 from portcullis.pipeline.chain import PolicyChain
-from portcullis.pipeline.handler import AnswerStream
+from portcullis.pipeline.handler import BodyStream
 from portcullis.server.base import ABORT_KEY, RAW_TARGET_KEY, BodyPlan, ClientDisconnected, Refusal
 from portcullis.server.framing import head_framing_error
 from portcullis.server.tls import TLS_PEER_KEY
@@ -273,9 +273,9 @@ class GatewayApp:
         if route.handler is not None:  # the route answers itself (the egress door)
             answer = await route.handler.handle(ctx, trace)
             head = ResponseHead(answer.status, answer.headers, local=answer.local)
-            if answer.stream is not None:
-                return await self._send_head_and_stream(send, ctx, head, chain, entered, answer.stream)
-            return await self._send_head_and_body(send, ctx, head, chain, entered, answer.body)
+            if isinstance(answer.body, bytes):
+                return await self._send_head_and_body(send, ctx, head, chain, entered, answer.body)
+            return await self._send_head_and_stream(send, ctx, head, chain, entered, answer.body)
         rt = self.runtime
         has_body = (ctx.content_length or 0) > 0 or get_one(ctx.headers, b"transfer-encoding") is not None
         body: AsyncIterator[bytes] | bytes | None
@@ -398,27 +398,6 @@ class GatewayApp:
         head = ResponseHead(status, headers, local=True)
         return await self._send_head_and_body(send, ctx, head, chain, entered, body)
 
-    async def _send_head_and_stream(
-        self, send: Send, ctx: RequestContext, head: ResponseHead, chain: PolicyChain, entered: int,
-        stream: AnswerStream,
-    ) -> int:
-        """A handler's answer whose body is still arriving (an LLM stream): each chunk is sent as it
-        comes, with no length (chunked); an ``UpstreamError`` from the stream cuts the response."""
-        try:
-            head.headers.append((b"x-request-id", ctx.request_id.encode()))
-            head.headers.extend(ctx.response_headers)
-            chain.run_response(ctx, head, entered)
-            self.runtime.security_headers.on_response(ctx, head)
-            await send({"type": "http.response.start", "status": head.status, "headers": head.headers})
-            ctx.response_status = head.status
-            async for chunk in stream:
-                ctx.bytes_out += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            await stream.aclose()
-        return head.status
-
     async def _send_head_and_body(
         self, send: Send, ctx: RequestContext, head: ResponseHead, chain: PolicyChain, entered: int, body: bytes
     ) -> int:
@@ -436,6 +415,27 @@ class GatewayApp:
         ctx.response_status = head.status
         await send({"type": "http.response.body", "body": body, "more_body": False})
         ctx.bytes_out += len(body)
+        return head.status
+
+
+    async def _send_head_and_stream(
+        self, send: Send, ctx: RequestContext, head: ResponseHead, chain: PolicyChain, entered: int, body: BodyStream,
+    ) -> int:
+        """A handler's streamed body, each chunk sent as it comes. A chunk iterator that raises an
+        ``UpstreamError`` after the head went out is handled as a cut upstream body (``_cut_response``)."""
+        try:
+            head.headers.append((b"x-request-id", ctx.request_id.encode()))
+            head.headers.extend(ctx.response_headers)
+            chain.run_response(ctx, head, entered)
+            self.runtime.security_headers.on_response(ctx, head)
+            await send({"type": "http.response.start", "status": head.status, "headers": head.headers})
+            ctx.response_status = head.status
+            async for chunk in body:
+                ctx.bytes_out += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await body.aclose()
         return head.status
 
 

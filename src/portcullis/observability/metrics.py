@@ -109,6 +109,19 @@ class GatewayMetrics:
             "portcullis_egress_breaker_open", "1 while a route's breaker refuses calls (open or forced open).",
             ["route"], registry=r,
         )
+        # The egress bulkheads (egress/bulkhead.py): labels are route names and the configured classes.
+        self.egress_queue_depth = Gauge(
+            "portcullis_egress_queue_depth", "Egress calls waiting for a place in their endpoint's bulkhead, by route "
+            "and priority class.", ["route", "priority"], registry=r,
+        )
+        self.egress_shed = Counter(
+            "portcullis_egress_shed_total", "Egress calls refused by their endpoint's bulkhead, by route, priority "
+            "class and reason (queue_full, evicted, queue_timeout).", ["route", "priority", "reason"], registry=r,
+        )
+        self.egress_queue_wait = Histogram(
+            "portcullis_egress_queue_wait_seconds", "Time an egress call that queued waited for its place, by route "
+            "and priority class.", ["route", "priority"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
         self.shared_state_degraded = Gauge(
             "portcullis_shared_state_degraded",
             "1 while Redis is unreachable and limits and budgets follow their on_failure rule.", registry=r,
@@ -151,6 +164,15 @@ class GatewayMetrics:
             self.egress_cost.labels(route).inc(cost)
         if attempts > 1:
             self.egress_retries.labels(route).inc(attempts - 1)
+
+    def bulkhead_depth(self, route: str, priority: str, depth: int) -> None:
+        self.egress_queue_depth.labels(route, priority).set(depth)
+
+    def bulkhead_shed(self, route: str, priority: str, reason: str) -> None:
+        self.egress_shed.labels(route, priority, reason).inc()
+
+    def bulkhead_waited(self, route: str, priority: str, seconds: float) -> None:
+        self.egress_queue_wait.labels(route, priority).observe(seconds)
 
     def upstream_answered(self, route: str, seconds: float) -> None:
         self.upstream_duration.observe(route, seconds)

@@ -15,12 +15,13 @@ from typing import Protocol
 from portcullis.http.context import RequestContext
 from portcullis.observability.tracing import ServerTrace
 
-__all__ = ["AnswerStream", "HandlerAnswer", "RouteHandler"]
+__all__ = ["BodyStream", "HandlerAnswer", "RouteHandler"]
 
 
-class AnswerStream(Protocol):
-    """A body still arriving: the app relays it chunk by chunk, then closes it whatever happened.
-    An ``UpstreamError`` from it after the head went out cuts the response (the client can tell)."""
+class BodyStream(Protocol):
+    """A body handed on as it arrives (a streamed LLM answer): chunks, then ``aclose`` whatever
+    happened, so what the stream holds (a connection, a budget reservation) is settled once.
+    A chunk iterator that raises an ``UpstreamError`` part-way says the body was cut."""
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
@@ -29,13 +30,14 @@ class AnswerStream(Protocol):
 
 @dataclass(slots=True)
 class HandlerAnswer:
-    """The response a handler answers with. ``local``: the gateway made it (a problem document)."""
+    """The response a handler answers with. ``local``: the gateway made it (a problem document).
+    A ``bytes`` body carries its content-length in ``headers``; a ``BodyStream`` has none, and is
+    sent chunk by chunk as it arrives (chunked on HTTP/1.1)."""
 
     status: int
-    headers: list[tuple[bytes, bytes]]  # with its content-length, unless ``stream``
-    body: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes | BodyStream
     local: bool = False
-    stream: AnswerStream | None = None  # the body as it arrives (``body`` empty), sent unbuffered
 
 
 class RouteHandler(Protocol):

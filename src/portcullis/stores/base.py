@@ -16,11 +16,11 @@ from typing import Any, Protocol
 import orjson
 
 __all__ = [
-    "MAX_CONTROLS", "AdminTokenRecord", "AdminTokenStore", "ApiKeyRecord", "AuditBatch", "AuditChainInfo", "AuditPage",
-    "AuditQuery", "AuditSearch", "AuditSink", "AuditStore", "BudgetCounterStore", "BudgetLine", "ChainLine",
-    "ControlRecord", "ControlStore", "KeyPage", "KeyStore", "LineUsage", "NonceStore", "Reservation",
-    "ReservationRefused", "ReservationStore", "SecretRecord", "SecretStore", "Settlement", "SigningKeyRecord",
-    "SigningKeyStore", "Spend", "Store",
+    "MAX_CONTROLS", "AdminTokenRecord", "AdminTokenStore", "ApiKeyRecord", "AuditBatch", "AuditChainInfo",
+    "AuditPage", "AuditQuery", "AuditSearch", "AuditSink", "AuditStore", "BudgetCounterStore", "BudgetLine",
+    "ChainLine", "ControlRecord", "ControlStore", "EgressStateStore", "ExecutionClockStore", "KeyPage", "KeyStore",
+    "LineUsage", "NonceStore", "Reservation", "ReservationRefused", "ReservationStore", "SecretRecord", "SecretStore",
+    "Settlement", "SigningKeyRecord", "SigningKeyStore", "Spend", "Store",
 ]
 
 
@@ -351,6 +351,20 @@ class BudgetCounterStore(Protocol):
     async def reset(self, keys: Sequence[str]) -> None:
         """Forget these counters (an operator's budget reset): the next call starts a fresh window."""
         ...
+
+
+class ExecutionClockStore(Protocol):
+    """When each egress execution started, for its maximum lifetime (the budget stores hold it too)."""
+
+    async def execution_age(self, key: str, now: float, keep_s: float, *, start: bool = True) -> float | None:
+        """Seconds since ``key``'s first call. The first time, with ``start``, its clock starts now
+        (0.0) and is remembered for ``keep_s``; without ``start`` (a dry run) nothing is written and
+        an unknown key is ``None``."""
+        ...
+
+
+class EgressStateStore(BudgetCounterStore, ExecutionClockStore, Protocol):
+    """What a budget store backend holds: the counters and the executions' starts."""
 
 
 @dataclass(frozen=True, slots=True)

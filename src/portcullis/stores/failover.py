@@ -31,7 +31,7 @@ from portcullis.clock import Clock
 from portcullis.errors import StoreUnavailable
 from portcullis.limiting.base import CounterStore
 from portcullis.limiting.rules import LimitDecision, LimitRule
-from portcullis.stores.base import BudgetCounterStore, Spend
+from portcullis.stores.base import EgressStateStore, Spend
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
 
@@ -142,7 +142,7 @@ class FailoverBudgetStore:
     A refusal for the outage names the budget ``shared_state`` and asks for a retry in 1 s."""
 
     def __init__(
-        self, shared: BudgetCounterStore, outage: Outage, *, instances: int, on_failure: Literal["open", "closed"],
+        self, shared: EgressStateStore, outage: Outage, *, instances: int, on_failure: Literal["open", "closed"],
     ) -> None:
         if instances < 1:
             raise ValueError("instances must be at least 1")
@@ -183,6 +183,21 @@ class FailoverBudgetStore:
         except (RedisError, OSError) as exc:
             self.outage.failed(exc)
             raise StoreUnavailable("shared state unavailable: the budget reset reached this instance only") from exc
+
+    async def execution_age(self, key: str, now: float, keep_s: float, *, start: bool = True) -> float | None:
+        """The shared start; down: this process's own (``open``) or ``StoreUnavailable`` (``closed``):
+        a lifetime restarting at zero on every instance during an outage would be no lifetime."""
+        if self.outage.should_try():
+            try:
+                age = await self._shared.execution_age(key, now, keep_s, start=start)
+            except (RedisError, OSError) as exc:
+                self.outage.failed(exc)
+            else:
+                self.outage.recovered()
+                return age
+        if self._on_failure == "closed":
+            raise StoreUnavailable("shared state unavailable: execution lifetimes cannot be checked")
+        return await self._local.execution_age(key, now, keep_s, start=start)
 
     def _shares(self, items: Sequence[Spend]) -> list[Spend]:
         n = self._instances

@@ -1,4 +1,5 @@
-"""Egress budget counters for one process: exact, anchored at first use, spent all or nothing.
+"""Egress budget counters for one process: exact, anchored at first use, spent all or nothing; and
+when each execution started (``ExecutionClockStore``), for its maximum lifetime.
 
 The reference implementation of ``BudgetCounterStore``; the Redis store is checked against it.
 ``spend`` never awaits, so one call's check-and-spend cannot interleave with another's on the loop.
@@ -18,6 +19,7 @@ class MemoryBudgetStore:
 
     def __init__(self, *, max_entries: int = 1_000_000) -> None:
         self._counters: dict[str, tuple[float, int]] = {}
+        self._starts: dict[str, tuple[float, float]] = {}  # key -> (started, forgotten at)
         self._max = max_entries
 
     async def spend(self, items: Sequence[Spend], now: float) -> tuple[bool, int | None, list[int], float]:
@@ -49,3 +51,18 @@ class MemoryBudgetStore:
     async def reset(self, keys: Sequence[str]) -> None:
         for key in keys:
             self._counters.pop(key, None)
+
+    async def execution_age(self, key: str, now: float, keep_s: float, *, start: bool = True) -> float | None:
+        starts = self._starts
+        entry = starts.get(key)
+        if entry is not None and entry[1] <= now:
+            entry = None
+        if entry is None:
+            if not start:
+                return None
+            starts[key] = (now, now + keep_s)
+            if len(starts) > self._max:
+                for old in [k for k, (_, end) in starts.items() if end <= now][: len(starts) - self._max]:
+                    del starts[old]
+            return 0.0
+        return now - entry[0]

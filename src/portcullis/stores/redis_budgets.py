@@ -1,4 +1,5 @@
-"""Egress budgets in Redis: every counter a call touches, checked and spent in one Lua script.
+"""Egress budgets in Redis: every counter a call touches, checked and spent in one Lua script; and
+each execution's start (``ExecutionClockStore``), set once by whichever instance sees it first.
 
 The same contract and semantics as ``egress.budgets.MemoryBudgetStore`` (checked against it by a
 contract test): each counter's window starts at its first use and ends ``window_s`` later
@@ -69,6 +70,23 @@ end
 return reply
 """
 
+# An execution's start: set if absent (ARGV[3] = '1'), kept ARGV[2] seconds; the reply is its age, or ''
+# for an unknown execution that is only looked at. The end is kept beside the start (as the spend
+# script keeps window ends) so that a caller's clock decides when ``server_time`` is off.
+_AGE = NOW_PREAMBLE + r"""
+local st = redis.call('HMGET', KEYS[1], 's', 'e')
+local started = tonumber(st[1])
+local forget = tonumber(st[2])
+if started == nil or forget == nil or forget <= now then
+  if ARGV[3] ~= '1' then return '' end
+  local keep = tonumber(ARGV[2])
+  redis.call('HSET', KEYS[1], 's', string.format('%.17g', now), 'e', string.format('%.17g', now + keep))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(keep * 1000) + 1000)
+  return '0'
+end
+return string.format('%.17g', now - started)
+"""
+
 
 class RedisBudgetStore:
     """``BudgetCounterStore`` over Redis."""
@@ -79,6 +97,7 @@ class RedisBudgetStore:
         self._server_time = server_time
         self._spend = ScriptBatcher(client, _SPEND)  # concurrent calls share round trips
         self._used = client.register_script(_USED)
+        self._age = client.register_script(_AGE)
 
     def _keys(self, items: Sequence[Spend]) -> list[str]:
         return [f"{self._prefix}{{pclb}}:{item.key}" for item in items]
@@ -100,6 +119,12 @@ class RedisBudgetStore:
     async def reset(self, keys: Sequence[str]) -> None:
         if keys:
             await self._client.delete(*(f"{self._prefix}{{pclb}}:{key}" for key in keys))
+
+    async def execution_age(self, key: str, now: float, keep_s: float, *, start: bool = True) -> float | None:
+        reply = await self._age(keys=[f"{self._prefix}{{pclb}}:{key}"],
+                                args=[time_arg(self._server_time, now), repr(keep_s), "1" if start else "0"])
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        return float(text) if text else None
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -1,4 +1,4 @@
-"""Public test kit: fakes for time (``ManualClock``) and the pieces tests of Portcullis need.
+"""Public test kit: fakes for time (``ManualClock``, ``ManualTimer``) and the pieces tests of Portcullis need.
 
 Only time, DNS and chance are faked in Portcullis tests; everything else is real, such as the
 ``RecordingUpstream`` backend that records request heads as they arrive.
@@ -7,7 +7,7 @@ Only time, DNS and chance are faked in Portcullis tests; everything else is real
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from portcullis.stores.base import ApiKeyRecord, AuditBatch, KeyPage, KeyStore
@@ -15,8 +15,8 @@ from portcullis.testing.loopback import catch_all, serve_app
 from portcullis.testing.upstream import RecordedHead, RecordingUpstream
 
 __all__ = [
-    "CapturingAuditSink", "CountingKeyStore", "ManualClock", "RecordedHead", "RecordingUpstream", "catch_all",
-    "serve_app",
+    "CapturingAuditSink", "CountingKeyStore", "ManualClock", "ManualTimer", "RecordedHead", "RecordingUpstream",
+    "catch_all", "serve_app", "until",
 ]
 
 
@@ -43,6 +43,50 @@ class ManualClock:
 
     async def sleep(self, seconds: float) -> None:
         self.advance(max(0.0, seconds))
+
+
+class _TimerHandle:
+    __slots__ = ("callback", "cancelled", "due")
+
+    def __init__(self, due: float, callback: Callable[[], None]) -> None:
+        self.due = due
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualTimer:
+    """A timer (``egress.bulkhead.Timer``) whose callbacks run only when ``advance`` moves its
+    ``ManualClock`` past their due time, in due order: queue timeouts without waiting."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self._handles: list[_TimerHandle] = []
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> _TimerHandle:
+        handle = _TimerHandle(self.clock.monotonic() + delay, callback)
+        self._handles.append(handle)
+        return handle
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        now = self.clock.monotonic()
+        due = sorted((h for h in self._handles if h.due <= now and not h.cancelled), key=lambda h: h.due)
+        self._handles = [h for h in self._handles if h.due > now and not h.cancelled]
+        for handle in due:
+            handle.callback()
+
+
+async def until(condition: Callable[[], bool], *, turns: int = 100_000) -> None:
+    """Let the event loop run (a gateway, its provider and the test sharing it) until ``condition``
+    holds; no time passes, nothing sleeps. Fails after ``turns`` loop turns."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
 
 
 class CapturingAuditSink:

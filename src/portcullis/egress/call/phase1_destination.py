@@ -1,12 +1,14 @@
-"""Phase 1: where the call goes, and whether it may go there at all.
+"""Phase 1: where the call goes, whether it may go there at all, and in which run mode.
 
 Order, and why: a caller header the rules refuse (``reject_headers``) ends the call (400) before
 anything is looked up or spent, as on an ingress route; an incident block on the call's workflow,
 user or execution ends it (403 ``access.blocked``, from the in-memory snapshot: no I/O); then the
 route must exist and allow the method; the path is canonicalised (the same canonicaliser as
 ingress) and appended to the route's base URL, so ``..`` cannot climb out of it; the route's path
-rules see that canonical path; last, the SSRF guard checks the URL under the route's policy
-(scheme, port, host lists). Nothing here spends a limit or a budget.
+rules see that canonical path; then the run mode (``egress/run_mode.py``: the door's context, else
+``X-Run-Mode``, else the default) must be one the route takes, and a full run must meet the route's
+requirement, before the guard spends a DNS lookup on it; last, the SSRF guard checks the URL under
+the route's policy (scheme, port, host lists). Nothing here spends a limit or a budget.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from portcullis.controls.model import BlockKind
 from portcullis.controls.service import IncidentControls
 from portcullis.egress.call.request import EgressRequest
 from portcullis.egress.call.route import EgressRoute
+from portcullis.egress.run_mode import RUN_MODE_HEADER, RunModeCall, RunModeDecision, parse_run_mode
 from portcullis.egress.ssrf import SsrfGuard
 from portcullis.errors import Blocked, ClientError, EgressDenied, MalformedRequest
 from portcullis.http.header_rules import RequestHeaderRules
-from portcullis.http.headers import RawHeaders
+from portcullis.http.headers import RawHeaders, fold_name
 from portcullis.http.target import canonicalize_target
 
 __all__ = ["Destination", "DestinationPhase", "caller_headers"]
@@ -31,6 +34,7 @@ __all__ = ["Destination", "DestinationPhase", "caller_headers"]
 # Header text crosses as str (aiohttp's and httpx's type); the rules compare bytes. UTF-8 with
 # surrogateescape turns any str into bytes and back unchanged, whichever door decoded it how.
 TEXT, ESCAPE = "utf-8", "surrogateescape"
+_RUN_MODE = RUN_MODE_HEADER.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,7 @@ class Destination:
     url: str
     relative_path: str  # canonical, relative to the route's base URL: what path and cost rules match
     caller: RawHeaders
+    mode: RunModeDecision
 
 
 def caller_headers(request: EgressRequest) -> RawHeaders:
@@ -76,10 +81,29 @@ class DestinationPhase:
         url, relative_path = _url(route, request.path_and_query)
         if cfg.paths and not any(path_matches(p, relative_path) for p in cfg.paths):
             raise EgressDenied("path_not_allowed")
+        mode = self._mode(route, request, caller, method, relative_path)
         verdict = await self._guard.check(url, route.policy)
         if not verdict.allowed:
             raise EgressDenied(verdict.reason)
-        return Destination(route, method, url, relative_path, caller)
+        return Destination(route, method, url, relative_path, caller, mode)
+
+    def _mode(self, route: EgressRoute, request: EgressRequest, caller: RawHeaders, method: str,
+              relative_path: str) -> RunModeDecision:
+        modes = route.run_modes
+        asked = request.run_mode
+        if asked is None:
+            # Folded as a CGI backend reads names (``X_Run_Mode`` too): two spellings are two values,
+            # refused, never one read here and the other elsewhere.
+            asked = parse_run_mode([v.decode("latin-1") for k, v in caller if fold_name(k) == _RUN_MODE],
+                                   modes.default)
+        ctx = request.context
+
+        def call() -> RunModeCall:  # only a CEL rule reads it
+            return RunModeCall(route=route.name, method=method, path=relative_path, host=route.host,
+                               scheme=route.config.url.split(":", 1)[0], workflow_id=ctx.workflow_id,
+                               execution_id=ctx.execution_id, user=ctx.user, client_ip=request.client_ip)
+
+        return modes.decide(asked, request.principal, call, self._clock.wall())
 
     def _check_blocks(self, controls: IncidentControls, request: EgressRequest) -> None:
         """Raise ``Blocked`` when the call's workflow, user or execution is blocked now."""

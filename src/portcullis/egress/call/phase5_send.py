@@ -5,7 +5,8 @@ guarded resolver (resolve-then-pin: the connection goes to the address the guard
 redirects only as far as the route allows (each hop guarded again, credentials dropped when the
 origin changes), and reads the answer within the response limits. Failures (5xx, 429, timeouts,
 connection errors) are retried only when safe, after a jittered or provider-requested wait, while
-the retry budget and the total timeout allow.
+the retry budget and the total timeout allow; beyond a streak of failed attempts at the endpoint,
+a retry goes only with probability 1/failures (``egress/retry.py``, adaptive retry).
 
 A route may ask for some answers to be streamed (``stream_if``: an LLM route's event streams):
 such an answer is handed over with its connection still open and its body as a chunk iterator
@@ -108,6 +109,7 @@ class Sender:
             span.finish(status, error.code.value if error is not None else None)
             failed = is_failure(status, error=error is not None)
             route.breaker.record(permit, failed=failed, duration_s=self._clock.monotonic() - started)
+            route.streak.record(failed=failed)
             if status == 401 and route.oauth2 is not None and not renewed:
                 # The provider refused our token (revoked, rotated): renew it once and send again.
                 renewed = True
@@ -129,6 +131,8 @@ class Sender:
     ) -> float | None:
         if not safe or attempt >= route.retry.max_attempts or isinstance(error, ResponseRefused):
             return None
+        if not route.streak.allows_retry(self._rng):
+            return None  # adaptive retry: a long streak of failures makes a retry a 1/failures draw
         retry_after = None
         if answer is not None:
             retry_after = next((v for k, v in answer.headers if k.lower() == "retry-after"), None)

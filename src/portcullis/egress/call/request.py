@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import BudgetDecision, CallContext
+from portcullis.egress.run_mode import RunMode
+from portcullis.identity.principal import Principal
 from portcullis.observability.tracing import ServerTrace
+from portcullis.pipeline.handler import BodyStream
 
-__all__ = ["BodyStream", "CallContext", "EgressRequest", "EgressResult"]
-
-
-class BodyStream(Protocol):
-    """An answer's body still arriving: iterate it, then ``aclose()`` it whatever happened."""
-
-    def __aiter__(self) -> AsyncIterator[bytes]: ...
-
-    async def aclose(self) -> None: ...
+__all__ = ["CallContext", "EgressRequest", "EgressResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +26,15 @@ class EgressRequest:
     request_id: str = ""  # the door's, for the problem document and the security events this call causes
     client_ip: str = "in-process"  # the caller's address at the HTTP and proxy doors
     trace: ServerTrace | None = None  # the door's request span; None: in-process (the caller's current span)
+    principal: Principal | None = None  # the authenticated caller, for full_run requirements (None: in-process)
+    run_mode: RunMode | None = None  # the door's context (the transport's); None: X-Run-Mode, else the default
 
 
 @dataclass(frozen=True, slots=True)
 class EgressResult:
     status: int
     headers: list[tuple[str, str]]
-    body: bytes
+    body: bytes | BodyStream  # a stream: handed on as it arrives (a streamed LLM answer)
     attempts: int
     budget: BudgetDecision
     breaker: BreakerState
@@ -46,5 +42,5 @@ class EgressResult:
     cost: float = 0.0
     secrets: tuple[str, ...] = ()  # vault secrets injected into the call, by name (for the audit)
     trace_id: str | None = None  # the trace of the last attempt's traceparent, if it carried one
-    stream: BodyStream | None = None  # a streamed answer's body (``body`` is then empty): relay, then close
-    llm: dict[str, Any] | None = None  # an LLM route's tokens and cost, for the audit (final once the body ends)
+    run_mode: RunMode = RunMode.FULL_RUN  # validate_only: the body is the gateway's report, nothing was sent
+    llm: dict[str, Any] | None = None  # an LLM route's tokens and cost, for the audit (final once a stream ends)

@@ -17,11 +17,14 @@ from portcullis.audit.record import AuditRecord
 from portcullis.clock import Clock
 from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, EgressRouteConfig
 from portcullis.egress.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from portcullis.egress.bulkhead import Bulkhead
 from portcullis.egress.oauth2 import ClientCredentials
 from portcullis.egress.pinning import GuardedResolver
 from portcullis.egress.policy import route_policy, token_endpoint_policy
+from portcullis.egress.priority import RoutePriority
 from portcullis.egress.response_guard import ResponseLimits
-from portcullis.egress.retry import RetryBudget, RetryConfig
+from portcullis.egress.retry import FailureStreak, RetryBudget, RetryConfig
+from portcullis.egress.run_mode import RouteRunModes
 from portcullis.egress.ssrf import GuardPolicy, SsrfGuard
 from portcullis.http.headers import fold_name
 from portcullis.limiting.limiter import LimitRule
@@ -32,7 +35,9 @@ __all__ = ["CALLER_ONLY_HEADERS", "EgressRoute", "compile_route"]
 # Never sent to a third party, besides what the header rules remove (``http/header_rules.py``:
 # hop-by-hop, the gateway's own headers, the default list): the caller's credentials for the
 # *gateway*, its cookies, and the gateway's context headers. Folded names, so variants go too.
-CALLER_ONLY_HEADERS = frozenset({b"authorization", b"cookie", b"x-api-key", b"x-workflow-id", b"x-execution-id"})
+# The run mode and priority are the gateway's to read, never the provider's.
+CALLER_ONLY_HEADERS = frozenset({b"authorization", b"cookie", b"x-api-key", b"x-workflow-id", b"x-execution-id",
+                                 b"x-run-mode", b"x-priority"})
 
 BreakerListener = Callable[[str, BreakerState, BreakerState], None]
 
@@ -51,9 +56,13 @@ class EgressRoute:
     port: int
     secrets: tuple[str, ...]  # vault secrets its headers inject, by name (for the audit)
     replaced: frozenset[bytes]  # folded names never taken from the caller: CALLER_ONLY_HEADERS, the route's
+    run_modes: RouteRunModes  # which run modes the route takes, and what a full run needs
+    priority: RoutePriority  # a call's class in the route's bulkhead
+    streak: FailureStreak  # failed attempts in a row at the endpoint, for adaptive retry
     rate_rule: LimitRule | None = None
     session: aiohttp.ClientSession | None = None
     oauth2: ClientCredentials | None = None  # the provider token this route gets itself (client credentials)
+    bulkhead: Bulkhead | None = None  # the route's concurrency cap and priority queue, if it has one
 
     @property
     def name(self) -> str:
@@ -63,11 +72,12 @@ class EgressRoute:
 def compile_route(
     config: EgressConfig, route: EgressRouteConfig, *, guard: SsrfGuard, vault: Vault, clock: Clock,
     audit: Callable[[AuditRecord], None] | None, on_breaker: BreakerListener | None,
+    bulkhead: Bulkhead | None = None,
 ) -> EgressRoute:
     br, rt = route.breaker, route.retry
     retry = RetryConfig(max_attempts=rt.max_attempts, base_s=rt.base, cap_s=rt.cap,
                         retry_after_cap_s=rt.retry_after_cap, budget_ratio=rt.budget_ratio,
-                        budget_min_per_s=rt.budget_min_per_s)
+                        budget_min_per_s=rt.budget_min_per_s, adaptive_after=rt.adaptive_after)
     parts = urlsplit(route.url)
     policy = route_policy(config, route)
     oauth2 = None
@@ -98,4 +108,8 @@ def compile_route(
         replaced=CALLER_ONLY_HEADERS | {fold_name(name.encode("latin-1")) for name in route.headers},
         rate_rule=LimitRule(name=f"egress:{route.name}", windows=tuple(route.rate_limits), burst=route.burst)
         if route.rate_limits else None,
+        run_modes=RouteRunModes(route, config.run_modes),
+        priority=RoutePriority(config, route),
+        bulkhead=bulkhead,
+        streak=FailureStreak(rt.adaptive_after),
     )

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 from portcullis.clock import Clock
 from portcullis.config.model import AttributeRule, AuthorizeConfig, ExpressionRule
 from portcullis.errors import ErrorCode
-from portcullis.expressions import CompiledExpression, compile_expression, request_time
+from portcullis.expressions import CompiledExpression, compile_expression, principal_variables, request_time
 from portcullis.http.context import RequestContext
 from portcullis.pipeline.base import Decision, PolicyBase, Reject, Stage
 
@@ -104,10 +104,7 @@ class RuleInputs:
             "request": {"method": ctx.method, "path": ctx.path, "host": ctx.host or "", "scheme": ctx.scheme,
                         "headers": headers, "query": query},
             "params": dict(ctx.params),
-            "principal": {"id": principal.consumer_id, "sub": str(principal.claims.get("sub", principal.consumer_id)),
-                          "method": principal.method, "scopes": sorted(principal.scopes),
-                          "roles": sorted(principal.roles), "claims": dict(principal.claims),
-                          "key_id": principal.key_id or "", "issuer": principal.issuer or ""},
+            "principal": principal_variables(principal),
             "context": {"client_ip": ctx.client_ip, "route": ctx.route_name or ""},
             "now": request_time(self._clock.wall()),
         }
