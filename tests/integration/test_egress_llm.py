@@ -310,3 +310,24 @@ async def test_an_operators_budget_reset_clears_the_llm_budgets_too(make_gateway
         assert (await http.post(url, json={**CHAT, "max_tokens": 60})).status_code == 429  # another execution's
         await executor.reset_budgets(workflow_id="wf-sdk", execution_id="ex-reset")
         assert (await http.post(url, json={**CHAT, "max_tokens": 60})).status_code == 200
+
+
+async def test_validate_only_reports_the_llm_checks_and_reservation_without_holding_anything(
+        make_gateway: GatewayFactory, provider: FakeProvider) -> None:
+    s = await start(make_gateway, provider, execution_tokens=100)
+    headers = {**HEADERS, "X-API-Key": s.key, "X-Run-Mode": "validate_only"}
+    fits = await s.gw.client.post("/egress/openai/chat/completions", json={**CHAT, "max_tokens": 20}, headers=headers)
+    report = fits.json()
+    assert fits.status_code == 200 and report["would_send"] is True
+    assert {"name": "llm_budgets", "ok": True} in report["checks"]
+    spend = next(p for p in report["spends"] if p["name"] == "execution_tokens")
+    assert spend["remaining"] == 100.0 and spend["fits"] is True and spend["amount"] > 20
+    too_big = await s.gw.client.post("/egress/openai/chat/completions", json={**CHAT, "max_tokens": 500},
+                                     headers=headers)
+    assert {"name": "llm_budgets", "ok": False, "code": "budget.exhausted"} in too_big.json()["checks"]
+    screened = await s.gw.client.post("/egress/openai/chat/completions", content=b"[1]", headers=headers)
+    assert {"name": "llm_request", "ok": False, "code": "request.invalid_body"} in screened.json()["checks"]
+    assert provider.requests == []
+    left = await serving_runtime(s.gw.app).egress.budgets_remaining(  # type: ignore[union-attr]
+        CallContext("ex-1", "wf-1", "agent"), "openai")
+    assert left["execution_tokens"] == 100.0  # nothing was held or spent

@@ -23,7 +23,7 @@ from portcullis.egress.bulkhead import Permit, Timer
 from portcullis.egress.call.outcome import EgressOutcome
 from portcullis.egress.call.phase1_destination import Destination, DestinationPhase
 from portcullis.egress.call.phase2_breaker import check_breaker
-from portcullis.egress.call.phase3_limits import LimitsPhase
+from portcullis.egress.call.phase3_limits import LimitsPhase, Preview
 from portcullis.egress.call.phase3_llm import LlmCall, LlmPhase
 from portcullis.egress.call.phase4_credentials import CredentialsPhase
 from portcullis.egress.call.phase5_send import Sender, close_session
@@ -134,7 +134,12 @@ class EgressExecutor:
         """Phases 2 to 5 for a call phase 1 let through (a ``validate_only`` call: its report)."""
         route = destination.route
         if destination.mode.mode is RunMode.VALIDATE_ONLY:
-            return validate_only_result(destination, await self._limits.preview(destination, request.context))
+            preview = await self._limits.preview(destination, request.context)
+            if request.body and route.name in self._llm:
+                checks, spends = await self._llm.preview(
+                    route.name, destination.mode.budget_context(request.context), request.body)
+                preview = Preview(preview.checks + checks, spends + preview.spends)
+            return validate_only_result(destination, preview)
         check_breaker(route)
         llm: list[LlmCall] = []  # an LLM route's call, once its reservation is held (``phase3_llm``)
 

@@ -102,6 +102,19 @@ class LlmCalls:
         self._ledger = LlmLedger(route, store, clock)
         self._clock = clock
 
+    def check(self, raw: bytes) -> tuple[LlmRequest, SpendEstimate] | LlmRefusal:
+        """Parse, screen and estimate, holding nothing (a ``validate_only`` call's report)."""
+        route = self.route
+        request = parse_request(raw, max_bytes=route.max_request_bytes)
+        if isinstance(request, LlmRefusal):
+            return request
+        if route.screen_rules is not None:
+            result = screen(request.body, route.screen_rules)
+            if isinstance(result, LlmRefusal):
+                return result
+        spend = estimate(request, route.estimate_rules)
+        return spend if isinstance(spend, LlmRefusal) else (request, spend)
+
     async def prepare(self, caller: LlmCaller, raw: bytes) -> PreparedCall | LlmRefusal | ReservationRefused:
         """Parse, screen, estimate and reserve; a refusal means nothing was held or sent.
         Raises ``StoreUnavailable`` from a reservation store that cannot tell."""

@@ -27,6 +27,7 @@ from typing import Any
 from portcullis.clock import Clock
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.call.phase4_credentials import TextHeaders
+from portcullis.egress.run_mode import PlannedCheck, PlannedSpend
 from portcullis.errors import (
     BudgetExhausted,
     CircuitOpen,
@@ -162,6 +163,30 @@ class LlmPhase:
 
     def __contains__(self, route: str) -> bool:
         return route in self._calls
+
+    async def preview(self, route: str, context: CallContext, body: bytes) -> tuple[
+            tuple[PlannedCheck, ...], tuple[PlannedSpend, ...]]:
+        """What a ``validate_only`` call would meet here: the prompt checks, and each budget line
+        with the call's most against what is left of it (limit - used - held). Nothing is held."""
+        calls = self._calls[route]
+        checked = calls.check(body)
+        if isinstance(checked, LlmRefusal):
+            code = ErrorCode.REQUEST_TOO_LARGE if checked.reason is LlmReason.BODY_TOO_LARGE \
+                else ErrorCode.REQUEST_INVALID_BODY
+            return (PlannedCheck("llm_request", False, code),), ()
+        _, spend = checked
+        llm_route = calls.route
+        caller = LlmCaller(context.execution_id, context.workflow_id, context.user)
+        lines = llm_route.lines(caller, LlmSpend.of_estimate(spend))
+        usage = await self._store.usage(lines, self._clock.monotonic())
+        spends = []
+        for line, u in zip(lines, usage, strict=True):
+            left = max(0, line.limit - u.used - u.reserved)
+            spends.append(PlannedSpend(line.name, llm_route.shown(line, line.amount), llm_route.shown(line, left),
+                                       line.amount <= left))
+        fits = all(p.fits for p in spends)
+        return ((PlannedCheck("llm_request", True),
+                 PlannedCheck("llm_budgets", fits, None if fits else ErrorCode.BUDGET_EXHAUSTED)), tuple(spends))
 
     async def remaining(self, route: str, context: CallContext) -> dict[str, float]:
         """What is left of each LLM budget a call to ``route`` in ``context`` would reserve from
