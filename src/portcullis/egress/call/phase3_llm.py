@@ -1,9 +1,10 @@
 """Phase 3, on LLM routes: the call's token and cost reservation, and its settlement when it ends.
 
-Why in phase 3: a reservation is a budget, so it is taken with the others, before anything is
-sent, after the endpoint's rate limit and before the call budgets (a reservation can be given
-back; a call-budget unit cannot, so a call refused for its reservation spends no call unit, and
-one refused by a call budget releases its reservation). The rules themselves are
+Why in phase 3: a reservation is a budget, so it is taken in admission with the others, before
+anything is sent: after the endpoint's rate limit and the call's bulkhead place (a queued call
+holds no tokens), before the call budgets (a reservation can be given back, a call-budget unit
+cannot: a call refused for its reservation spends no call unit, and one refused by a call budget
+releases its reservation). The keys are those of the call's run mode (a test run's are its own). The rules themselves are
 ``portcullis.llm`` (``LlmCalls``: parse once, screen, estimate, reserve); this module turns their
 refusals into the pipeline's errors, sends the gateway's own body, and settles:
 
