@@ -4,9 +4,10 @@ Why in phase 3: a reservation is a budget, so it is taken in admission with the 
 anything is sent: after the endpoint's rate limit and the call's bulkhead place (a queued call
 holds no tokens), before the call budgets (a reservation can be given back, a call-budget unit
 cannot: a call refused for its reservation spends no call unit, and one refused by a call budget
-releases its reservation). The keys are those of the call's run mode (a test run's are its own). The rules themselves are
-``portcullis.llm`` (``LlmCalls``: parse once, screen, estimate, reserve); this module turns their
-refusals into the pipeline's errors, sends the gateway's own body, and settles:
+releases its reservation). The keys are those of the call's run mode (a test run's are its own).
+The rules themselves are ``portcullis.llm`` (``LlmCalls``: parse once, screen, estimate, reserve);
+this module turns their refusals into the pipeline's errors, sends the gateway's own body, and
+settles:
 
 - a buffered answer at once, from its ``usage``;
 - a streamed one when the relay ends (``EgressLlmStream``), however it ends;
