@@ -25,12 +25,16 @@ __all__ = [
     "EgressBulkheadConfig",
     "EgressConfig",
     "EgressCostRule",
+    "EgressLlmConfig",
     "EgressOAuth2Config",
     "EgressPrioritiesConfig",
     "EgressRetryConfig",
     "EgressRouteConfig",
     "EgressRunModesConfig",
     "FullRunRequirement",
+    "LlmBudgetsConfig",
+    "LlmPriceConfig",
+    "LlmScreeningConfig",
     "RunModeRule",
 ]
 
@@ -284,6 +288,124 @@ class EgressRunModesConfig(_Model):
     )
 
 
+# --- LLM-aware routes (`llm:` on an egress route) -------------------------------------------------
+# Models only: what the block means is in portcullis.llm (usage, estimates, screening) and the
+# reservation budgets in stores.ReservationStore; docs/egress-llm.md is the guide.
+
+
+class LlmPriceConfig(_Model):
+    input_per_million: float = Field(ge=0, description="Price of one million prompt tokens, in the budget's currency.")
+    output_per_million: float = Field(ge=0, description="Price of one million generated tokens.")
+    cache_read_per_million: float | None = Field(
+        None, ge=0, description="Price of a million prompt tokens read from the provider's cache; null: the input "
+        "price.",
+    )
+    cache_write_per_million: float | None = Field(
+        None, ge=0, description="Price of a million prompt tokens written to the provider's cache; null: the input "
+        "price.",
+    )
+
+
+class LlmBudgetsConfig(_Model):
+    """Each budget is per route: the same user calling two LLM routes spends from each route's own."""
+
+    execution_tokens: int | None = Field(None, ge=1, description="Tokens (in + out) one execution may spend.")
+    execution_cost: float | None = Field(None, gt=0, description="Cost one execution may spend.")
+    execution_window: Duration = Field(
+        "24h", description="An execution's token and cost totals are forgotten this long after its first call.",
+    )
+    workflow_tokens_per_day: int | None = Field(None, ge=1, description="Tokens per workflow per day.")
+    workflow_cost_per_day: float | None = Field(None, gt=0, description="Cost per workflow per day.")
+    user_tokens_per_day: int | None = Field(None, ge=1, description="Tokens per authenticated user per day.")
+    user_cost_per_day: float | None = Field(None, gt=0, description="Cost per authenticated user per day.")
+    tokens_per_minute: int | None = Field(
+        None, ge=1, description="Tokens per minute through this route, all callers together (the provider's TPM).",
+    )
+    tokens_per_day: int | None = Field(None, ge=1, description="Tokens per day through this route, all callers.")
+    cost_per_day: float | None = Field(None, gt=0, description="Cost per day through this route, all callers.")
+
+    def has_cost(self) -> bool:
+        return any(v is not None for v in (self.execution_cost, self.workflow_cost_per_day, self.user_cost_per_day,
+                                           self.cost_per_day))
+
+
+class LlmScreeningConfig(_Model):
+    control_chars: Literal["refuse", "strip", "allow"] = Field(
+        "refuse", description="C0 controls (but tab, LF, CR), DEL and C1 controls in prompt text.",
+    )
+    invisible_chars: Literal["refuse", "strip", "allow"] = Field(
+        "refuse", description="Unicode tag characters and bidi overrides/isolates: text a reader cannot see.",
+    )
+    patterns: list[str] = Field(
+        default_factory=list, description="Python regular expressions refused anywhere in the prompt (matched on "
+        "NFKC-normalised text). An example list, not a defence against prompt injection: see docs/egress-llm.md.",
+    )
+    case_sensitive: bool = Field(False, description="Match `patterns` case-sensitively.")
+    max_messages: int | None = Field(None, ge=1, description="Most messages (or input items) in one request.")
+    max_message_chars: int | None = Field(None, ge=1, description="Longest single text in the prompt, in characters.")
+    max_total_chars: int | None = Field(None, ge=1, description="Most prompt text in one request, in characters.")
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns(cls, values: list[str]) -> list[str]:
+        for i, pattern in enumerate(values):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"patterns[{i}]: not a regular expression ({exc.msg})") from None
+        return values
+
+
+class EgressLlmConfig(_Model):
+    provider: Literal["openai", "anthropic"] = Field(description="Whose request and answer format the route speaks.")
+    default_max_output_tokens: int = Field(
+        1024, ge=1, description="Output cap reserved (and written into the request) when the body names none.",
+    )
+    max_output_tokens: int | None = Field(
+        None, ge=1, description="Most output a request may ask (its cap times `n`); more is refused before sending.",
+    )
+    prompt_estimate: Literal["utf8_bytes", "chars_div_4"] = Field(
+        "utf8_bytes", description="How prompt tokens are estimated before sending: one per body byte (an upper "
+        "bound for text) or characters / 4 (closer, can be low).",
+    )
+    max_request_bytes: ByteSize = Field("4MiB", description="Largest request body the route reads and estimates.")
+    prices: dict[str, LlmPriceConfig] = Field(
+        default_factory=dict, description="Price by model name, exact or `prefix*` (longest wins).",
+    )
+    default_price: LlmPriceConfig | None = Field(
+        None, description="Price of a model `prices` does not name; null: such a request is refused.",
+    )
+    budgets: LlmBudgetsConfig = Field(default_factory=LlmBudgetsConfig, description="Token and cost budgets.")
+    screening: LlmScreeningConfig | None = Field(None, description="Prompt screening and caps; null: none.")
+    max_stream_bytes: ByteSize = Field("64MiB", description="Largest streamed answer; the stream is cut past it.")
+    max_stream_duration: Duration = Field("10m", description="Longest a streamed answer may last; cut past it.")
+    max_event_bytes: ByteSize = Field(
+        "1MiB", description="Largest server-sent event read for usage; past it usage is unknown (charged in full).",
+    )
+    add_stream_usage: bool = Field(
+        False, description="Ask OpenAI chat streams for their usage (`stream_options.include_usage`) when the caller "
+        "did not: the caller then gets one more final chunk with empty `choices`. Without usage a stream is charged "
+        "its whole reservation.",
+    )
+
+    @field_validator("prices")
+    @classmethod
+    def _models(cls, values: dict[str, LlmPriceConfig]) -> dict[str, LlmPriceConfig]:
+        for name in values:
+            if not name or len(name) > 200 or "*" in name[:-1] or name == "*":
+                raise ValueError(f"{name!r}: a model name, or a prefix ending in a single `*` (use default_price "
+                                 "for every other model)")
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EgressLlmConfig:
+        if self.budgets.has_cost() and not self.prices and self.default_price is None:
+            raise ValueError("budgets: cost budgets need `prices` (or `default_price`)")
+        if self.max_output_tokens is not None and self.default_max_output_tokens > self.max_output_tokens:
+            raise ValueError("default_max_output_tokens: larger than max_output_tokens")
+        return self
+
+
 class EgressRouteConfig(_Model):
     name: str = Field(description="Route name: /egress/<name>/… and audit records use it.")
     url: str = Field(description="Base URL of the third-party API, e.g. https://api.github.com.")
@@ -352,6 +474,10 @@ class EgressRouteConfig(_Model):
     )
     full_run_requires: FullRunRequirement | None = Field(
         None, description="What a `full_run` call needs here (replaces `egress.run_modes.full_run_requires`).",
+    )
+    llm: EgressLlmConfig | None = Field(
+        None, description="The route calls an LLM provider: token and cost budgets reserved before sending and "
+        "settled to the reported usage, streamed answers relayed unbuffered, prompt screening (docs/egress-llm.md).",
     )
 
     @field_validator("name")

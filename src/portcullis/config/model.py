@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from portcullis.config.egress import SECRET_REFERENCE, EgressConfig
+from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, LlmScreeningConfig
 from portcullis.config.tls import CertRuleConfig, MtlsAuthConfig, TlsConfig, XfccConfig
 from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HeaderPattern, HttpMethod, Rate
 from portcullis.expressions import ExpressionError, compile_expression
@@ -1283,6 +1283,11 @@ class RouteConfig(_Model):
     forward_identity: bool = Field(
         True, description="Send X-Consumer-Id, X-Consumer-Scopes and X-Key-Id to the upstream."
     )
+    prompt_screening: LlmScreeningConfig | None = Field(
+        None, description="The route fronts an LLM: screen the prompt in each JSON request body (OpenAI or "
+        "Anthropic format) before it is forwarded (`validate.prompt`; docs/egress-llm.md says what it can and "
+        "cannot stop). Refusals are 400 `request.invalid_body`.",
+    )
 
     _name = field_validator("name")(_check_name)
 
@@ -1301,6 +1306,9 @@ class RouteConfig(_Model):
 
     @model_validator(mode="after")
     def _rules_name_params(self) -> RouteConfig:
+        if self.prompt_screening is not None and self.request.body_buffering == "streamed":
+            raise ValueError("prompt_screening reads the whole body before forwarding: not with body_buffering: "
+                             "streamed")
         params = set(re.findall(r"\{([a-z_][a-z0-9_]*)", self.path))
         if self.authorize:
             for rule in self.authorize.rules:

@@ -108,6 +108,15 @@ class GatewayMetrics:
             "portcullis_egress_proxy_refusals_total", "Requests the proxy door's listener refused itself (framing, "
             "size, time, connection caps), by kind.", ["kind"], registry=r,
         )
+        self.egress_llm_tokens = Counter(
+            "portcullis_egress_llm_tokens_total", "Tokens charged on LLM routes, by route and kind (input, output; "
+            "unknown: a whole reservation charged because the answer reported no usage).", ["route", "kind"],
+            registry=r,
+        )
+        self.egress_llm_refused = Counter(
+            "portcullis_egress_llm_reservations_refused_total", "LLM calls refused before sending because their "
+            "reservation did not fit, by route and budget.", ["route", "budget"], registry=r,
+        )
         self.egress_breaker_open = Gauge(
             "portcullis_egress_breaker_open", "1 while a route's breaker refuses calls (open or forced open).",
             ["route"], registry=r,

@@ -8,6 +8,11 @@ connection errors) are retried only when safe, after a jittered or provider-requ
 the retry budget and the total timeout allow; beyond a streak of failed attempts at the endpoint,
 a retry goes only with probability 1/failures (``egress/retry.py``, adaptive retry).
 
+A route may ask for some answers to be streamed (``stream_if``: an LLM route's event streams):
+such an answer is handed over with its connection still open and its body as a chunk iterator
+(``Answer.stream``), counted against the decoded-size guard on the way; the caller must close it.
+The total timeout then bounds the time to the answer's head only, as a stream has its own limits.
+
 Errors leave as Portcullis errors with fixed reasons and no chained third-party exception: an
 aiohttp error can carry the request's headers, and with them an injected credential.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -29,18 +34,20 @@ from portcullis.egress.call.phase4_credentials import TextHeaders, renewed_token
 from portcullis.egress.call.request import EgressRequest
 from portcullis.egress.call.route import EgressRoute
 from portcullis.egress.pinning import BlockedDestination
-from portcullis.egress.response_guard import ResponseRefused, check_content_type, read_limited
+from portcullis.egress.response_guard import DecodedSizeMeter, ResponseRefused, check_content_type, read_limited
 from portcullis.egress.retry import may_retry_request, retry_delay_s
 from portcullis.egress.ssrf import SsrfGuard
-from portcullis.errors import EgressDenied, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from portcullis.errors import EgressDenied, UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
 from portcullis.http.headers import HOP_BY_HOP, RawHeaders
 from portcullis.observability.tracing import ClientTrace, Tracer
 
-__all__ = ["Answer", "Sender", "Sent", "close_session"]
+__all__ = ["Answer", "Sender", "Sent", "StreamIf", "close_session"]
 
 # The provider's hop-by-hop headers end here; its cookies are not the caller's business.
 _RESPONSE_DROP = frozenset({name.decode() for name in HOP_BY_HOP} | {"set-cookie"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+StreamIf = Callable[[int, str | None], bool]  # (status, content type) -> hand the body over as a stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,7 @@ class Answer:
     status: int
     headers: TextHeaders
     body: bytes
+    stream: AsyncIterator[bytes] | None = None  # the body, still arriving (``stream_if``); close it
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +79,8 @@ class Sender:
         self._sleep = sleep
 
     async def send(self, route: EgressRoute, method: str, url: str, headers: TextHeaders, request: EgressRequest,
-                   caller: RawHeaders) -> Sent:
+                   caller: RawHeaders, *, body: bytes | None = None, stream_if: StreamIf | None = None) -> Sent:
+        """``body``: what is sent instead of the caller's (an LLM route's re-serialised body)."""
         cfg = route.config
         deadline = self._clock.monotonic() + cfg.total_timeout
         safe = may_retry_request(method, {k.lower(): v for k, v in headers})
@@ -88,7 +97,8 @@ class Sender:
             span = self._tracer.egress_attempt(request.trace, caller, method=method, url=url, host=route.host,
                                                port=route.port, attempt=attempt)
             try:
-                answer = await self._follow(route, method, url, [*headers, *_text(span)], request.body, deadline)
+                answer = await self._follow(route, method, url, [*headers, *_text(span)],
+                                            request.body if body is None else body, deadline, stream_if)
                 status = answer.status
             except UpstreamError as exc:
                 error = exc
@@ -135,6 +145,7 @@ class Sender:
 
     async def _follow(
         self, route: EgressRoute, method: str, url: str, headers: TextHeaders, body: bytes | None, deadline: float,
+        stream_if: StreamIf | None = None,
     ) -> Answer:
         """Send, and follow up to ``max_redirects`` redirects, each passing the whole guard again.
 
@@ -144,7 +155,8 @@ class Sender:
         """
         cfg, policy = route.config, route.policy
         for hop in range(cfg.max_redirects + 1):
-            answer = await self._send_once(route, method, url, headers, body, deadline - self._clock.monotonic())
+            answer = await self._send_once(route, method, url, headers, body, deadline - self._clock.monotonic(),
+                                           stream_if)
             location = next((v for k, v in answer.headers if k.lower() == "location"), None)
             if answer.status not in _REDIRECTS or not location or hop == cfg.max_redirects:
                 return answer
@@ -162,21 +174,39 @@ class Sender:
 
     async def _send_once(
         self, route: EgressRoute, method: str, url: str, headers: TextHeaders, body: bytes | None, time_left: float,
+        stream_if: StreamIf | None = None,
     ) -> Answer:
         if time_left <= 0:
             raise UpstreamTimeout("egress_total_timeout")
         cfg = route.config
-        timeout = aiohttp.ClientTimeout(total=time_left, sock_connect=cfg.connect_timeout, sock_read=cfg.read_timeout)
+        # A streamed answer outlives the total timeout: it bounds the head (and a buffered body) here.
+        timeout = aiohttp.ClientTimeout(total=None if stream_if is not None else time_left,
+                                        sock_connect=cfg.connect_timeout, sock_read=cfg.read_timeout)
+        handed_over = False
         try:
-            async with _session(route).request(
-                method, yarl.URL(url, encoded=True), headers=headers, data=body, allow_redirects=False,
-                timeout=timeout,
-            ) as resp:
-                check_content_type(resp.headers.get("Content-Type"), route.limits.content_types)
-                data = await read_limited(resp.content.iter_chunked(65536), route.limits,
-                                          encoding=resp.headers.get("Content-Encoding"))
-                kept = [(k, v) for k, v in resp.headers.items() if k.lower() not in _RESPONSE_DROP]
-                return Answer(resp.status, kept, data)
+            async with asyncio.timeout(time_left if stream_if is not None else None):
+                resp = await _session(route).request(
+                    method, yarl.URL(url, encoded=True), headers=headers, data=body, allow_redirects=False,
+                    timeout=timeout,
+                )
+                try:
+                    content_type = resp.headers.get("Content-Type")
+                    check_content_type(content_type, route.limits.content_types)
+                    kept = [(k, v) for k, v in resp.headers.items() if k.lower() not in _RESPONSE_DROP]
+                    if stream_if is not None and stream_if(resp.status, content_type):
+                        meter = None
+                        if route.limits.max_decoded_bytes is not None:
+                            meter = DecodedSizeMeter(resp.headers.get("Content-Encoding"),
+                                                     route.limits.max_decoded_bytes)
+                        handed_over = True
+                        return Answer(resp.status, kept, b"", stream=_streamed(resp, meter))
+                    data = await read_limited(resp.content.iter_chunked(65536), route.limits,
+                                              encoding=resp.headers.get("Content-Encoding"))
+                    return Answer(resp.status, kept, data)
+                finally:
+                    if not handed_over:
+                        resp.release()
+                        await resp.wait_for_close()
         except ResponseRefused:
             raise
         except aiohttp.ClientConnectorError as exc:
@@ -187,6 +217,28 @@ class Sender:
             raise UpstreamTimeout("egress_timeout") from None
         except (aiohttp.ClientError, ConnectionError):
             raise UpstreamUnavailable("egress_connection_failed") from None
+
+
+async def _streamed(resp: aiohttp.ClientResponse, meter: DecodedSizeMeter | None) -> AsyncIterator[bytes]:
+    """A streamed answer's body as it arrives; the connection is closed when the stream ends early."""
+    complete = False
+    try:
+        async for chunk in resp.content.iter_any():
+            if meter is not None:
+                meter.feed(chunk)
+            yield chunk
+        complete = True
+    except ResponseRefused:
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise UpstreamTimeout("egress_timeout") from None
+    except (aiohttp.ClientError, ConnectionError):
+        raise UpstreamProtocolError("response_truncated") from None
+    finally:
+        if complete:
+            resp.release()
+        else:
+            resp.close()  # a connection mid-answer cannot carry another request
 
 
 async def close_session(route: EgressRoute) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
 from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import BudgetDecision, CallContext
@@ -43,6 +44,7 @@ class EgressResult:
     secrets: tuple[str, ...] = ()  # vault secrets injected into the call, by name (for the audit)
     trace_id: str | None = None  # the trace of the last attempt's traceparent, if it carried one
     run_mode: RunMode = RunMode.FULL_RUN  # validate_only: the body is the gateway's report, nothing was sent
+    llm: dict[str, Any] | None = None  # an LLM route's tokens and cost, for the audit (final once a stream ends)
 
 
 @dataclass(frozen=True, slots=True)
