@@ -22,7 +22,7 @@ key-store outage look like a bad key (503, not 407), or let an address guess key
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,10 +54,12 @@ from portcullis.errors import (
     RateLimited,
     StoreUnavailable,
     Unauthenticated,
+    UpstreamError,
 )
 from portcullis.http.headers import get_one
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.observability.metrics import GatewayMetrics
+from portcullis.pipeline.handler import BodyStream
 from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, Limited, Outcome
 from portcullis.server.base import Refusal
 
@@ -153,8 +155,19 @@ class PipelineBackend:
         )
         # A URL no route covers runs as an unknown route: refused as every door refuses one.
         outcome = await pipeline.executor.run(call)
-        self._record_call(request, call, outcome, started)
-        return ForwardResponse(outcome.status, outcome.headers, outcome.body)
+        if isinstance(outcome.body, bytes):
+            self._record_call(request, call, outcome, started, len(outcome.body), outcome.decision)
+            return ForwardResponse(outcome.status, outcome.headers, outcome.body)
+
+        def ended(sent: int, cut: str | None) -> None:
+            # Recorded once the stream is settled (its usage, how it ended), as the other doors do; a
+            # stream cut upstream says so in the decision, as the HTTP door's does.
+            decision = outcome.decision
+            if cut is not None:
+                decision = "upstream_error:response_truncated" + ("" if cut == "response_truncated" else f":{cut}")
+            self._record_call(request, call, outcome, started, sent, decision)
+
+        return ForwardResponse(outcome.status, outcome.headers, _RecordedStream(outcome.body, ended))
 
     async def admit_tunnel(self, request: TunnelRequest) -> TunnelGrant:
         pipeline = self._pipeline()
@@ -217,7 +230,7 @@ class PipelineBackend:
         return ()
 
     def _record_call(self, request: ForwardRequest, call: EgressRequest, outcome: EgressOutcome,
-                     started: float) -> None:
+                     started: float, sent: int, decision: str) -> None:
         """One audit record per forwarded request, shaped like the other doors' (route ``egress``)."""
         path, _, query = call.path_and_query.partition("?")
         result = outcome.result
@@ -228,12 +241,44 @@ class PipelineBackend:
             clock=self._clock, request_id=call.request_id, client_ip=call.client_ip,
             consumer_id=call.context.user, key_id=request.identity.key_id, method=call.method, route=AUDIT_ROUTE,
             path=f"/{call.route}{path}", query=redact_query(query) if query else None, status=outcome.status,
-            decision=outcome.decision, latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
-            bytes_in=len(call.body or b""), bytes_out=len(outcome.body) if isinstance(outcome.body, bytes) else 0,
+            decision=decision, latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
+            bytes_in=len(call.body or b""), bytes_out=sent,
             upstream_status=result.status if result is not None else None,
             user_agent=_user_agent(request.headers), egress=egress,
             trace_id=result.trace_id if result is not None else None,
         ))
+
+
+class _RecordedStream:
+    """A streamed answer that reports, once settled, the bytes handed on and whether it was cut."""
+
+    def __init__(self, body: BodyStream, ended: Callable[[int, str | None], None]) -> None:
+        self._body = body
+        self._ended = ended
+        self._sent = 0
+        self._cut: str | None = None
+        self._closed = False
+
+    async def _relay(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._body:
+                self._sent += len(chunk)
+                yield chunk
+        except UpstreamError as exc:
+            self._cut = exc.reason
+            raise
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._relay()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._body.aclose()  # settles the call (usage, budgets) before it is recorded
+        finally:
+            self._ended(self._sent, self._cut)
 
 
 def _user_agent(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
