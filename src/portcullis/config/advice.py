@@ -8,6 +8,8 @@ refuse a config, or read anything but the validated model.
 
 from __future__ import annotations
 
+import ipaddress
+
 from portcullis.config.model import GatewayConfig
 
 __all__ = ["config_warnings"]
@@ -46,6 +48,14 @@ def config_warnings(config: GatewayConfig) -> list[str]:
                 f"({stalled}): clients that never read their answers could hold every connection to this "
                 f"upstream until write_timeout, and other requests would wait for one."
             )
+    proxy = config.egress.proxy if config.egress is not None else None
+    if proxy is not None and not _loopback(proxy.host):
+        # egress/proxy/listener.py: the door speaks plain HTTP; Proxy-Authorization carries the API key.
+        warnings.append(
+            f"egress.proxy.listen ({proxy.listen}) is not a loopback address: the proxy door speaks plain HTTP, so "
+            "API keys (Proxy-Authorization) and unintercepted http:// traffic cross that network in clear; keep it "
+            "on loopback or a network you trust."
+        )
     warnings += _egress_warnings(config)
     return warnings
 
@@ -78,3 +88,12 @@ def _egress_warnings(config: GatewayConfig) -> list[str]:
                 "consumers configured with a class."
             )
     return warnings
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from portcullis.config.egress_proxy import EgressProxyConfig
 from portcullis.config.types import ByteSize, Cidr, Duration, HttpMethod, Rate, host_allowed
 from portcullis.expressions import ExpressionError, compile_expression
 
@@ -325,12 +326,21 @@ class EgressRouteConfig(_Model):
         "100MiB", description="Largest answer once decompressed (bomb guard); null: unchecked."
     )
     content_types: list[str] = Field(default_factory=list, description="Media types accepted; empty: any.")
+    ca_file: str | None = Field(
+        None, description="PEM file of the CAs this route's TLS certificate must chain to, instead of the system's "
+        "(an on-premises API with a private CA); the host name is checked as always.",
+    )
     max_redirects: int = Field(
         0, ge=0, le=10, description="Redirects followed (each hop passes the whole guard again); 0: none."
     )
     oauth2: EgressOAuth2Config | None = Field(
         None, description="Get the provider's access token with the client credentials grant (cached, refreshed "
         "before expiry, renewed once on a 401) and send it as `Authorization: Bearer`.",
+    )
+    intercept: bool = Field(
+        False, description="Proxy door: terminate TLS of tunnels to this route with a certificate from the "
+        "interception CA (`egress.proxy.ca`), so every request inside passes this route's rules, credentials and "
+        "budgets. Clients must trust that CA (docs/egress-proxy.md says what that means). Off: tunnels are opaque.",
     )
     retry: EgressRetryConfig = Field(default_factory=EgressRetryConfig, description="Retries of safe calls.")
     breaker: EgressBreakerConfig = Field(default_factory=EgressBreakerConfig, description="The circuit breaker.")
@@ -390,6 +400,8 @@ class EgressRouteConfig(_Model):
             raise ValueError("url: a base URL cannot carry credentials, a query or a fragment")
         if self.oauth2 is not None and "authorization" in self.headers:
             raise ValueError("headers: `oauth2` sets Authorization; do not set it too")
+        if self.intercept and parts.scheme != "https":
+            raise ValueError("intercept: only an https:// route is reached through a tunnel")
         return self
 
 
@@ -401,6 +413,10 @@ class EgressConfig(_Model):
     routes: list[EgressRouteConfig] = Field(default_factory=list, description="Third-party APIs, by name.")
     budgets: EgressBudgetsConfig = Field(
         default_factory=EgressBudgetsConfig, description="Call and cost budgets across routes."
+    )
+    proxy: EgressProxyConfig | None = Field(
+        None, description="The forward-proxy door (`HTTPS_PROXY`): absolute-form requests and CONNECT tunnels, "
+        "authenticated with an API key in Proxy-Authorization; off unless set.",
     )
     priorities: EgressPrioritiesConfig = Field(
         default_factory=EgressPrioritiesConfig, description="Priority classes for the routes' bulkheads.",
@@ -423,6 +439,8 @@ class EgressConfig(_Model):
             host = (urlsplit(route.url).hostname or "").lower().rstrip(".")
             if self.allow_hosts and not host_allowed(host, self.allow_hosts):
                 raise ValueError(f"routes[{i}].url: {host!r} is not in egress.allow_hosts")
+            if route.intercept and (self.proxy is None or self.proxy.ca is None):
+                raise ValueError(f"routes[{i}].intercept: needs egress.proxy.ca (made by `portcullis ca init`)")
             if route.oauth2 is not None:
                 token_host = (urlsplit(route.oauth2.token_url).hostname or "").lower().rstrip(".")
                 if self.allow_hosts and not host_allowed(token_host, self.allow_hosts):

@@ -1512,6 +1512,14 @@ class GatewayConfig(_Model):
                 raise ValueError("routes: the name 'egress' is the egress door's while egress.entry is enabled")
             if any(r.path == entry.path_prefix or r.path.startswith(entry.path_prefix + "/") for r in self.routes):
                 raise ValueError(f"egress.entry.path_prefix: {entry.path_prefix} is also used by an ingress route")
+        if self.egress is not None and self.egress.proxy is not None:
+            proxy = self.egress.proxy
+            if self.keys is None:
+                raise ValueError("egress.proxy: callers present API keys; set the top-level `keys.pepper`")
+            if (proxy.host, proxy.port) == (self.listen.host, self.listen.port) and proxy.port != 0:
+                raise ValueError("egress.proxy.listen: the API listener already uses this address")
+            if self.admin.enabled and (proxy.host, proxy.port) == (self.admin.host, self.admin.port) and proxy.port:
+                raise ValueError("egress.proxy.listen: the admin listener already uses this address")
         return self
 
     def _check_mtls(self, where: str, mtls: MtlsAuthConfig) -> None:

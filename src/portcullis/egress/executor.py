@@ -4,6 +4,7 @@ Why one composer: the HTTP door (``/egress/<route>/…``), the in-process httpx 
 proxy door must apply exactly the same policy, so each hands an ``EgressRequest`` to ``run`` and
 renders the ``EgressOutcome`` it gets back. ``call`` is the same pipeline for code that wants the
 sent call or the refusal as an exception (the phases' own tests, the admin API's probes).
+``admit_tunnel`` runs phases 1 to 3 once for a proxy door's ``CONNECT`` tunnel it cannot read.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from portcullis.egress.call.phase3_limits import LimitsPhase
 from portcullis.egress.call.phase4_credentials import CredentialsPhase
 from portcullis.egress.call.phase5_send import Sender, close_session
 from portcullis.egress.call.phase6_record import Recorder
-from portcullis.egress.call.request import EgressRequest, EgressResult
+from portcullis.egress.call.request import EgressRequest, EgressResult, TunnelAdmission
 from portcullis.egress.call.route import CALLER_ONLY_HEADERS, BreakerListener, EgressRoute, compile_route
 from portcullis.egress.call.validate_only import validate_only_result
 from portcullis.egress.lifetime import ExecutionLifetime
@@ -45,7 +46,8 @@ from portcullis.stores.base import EgressStateStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.vault import Vault
 
-__all__ = ["CALLER_ONLY_HEADERS", "EgressExecutor", "EgressOutcome", "EgressRequest", "EgressResult"]
+__all__ = ["CALLER_ONLY_HEADERS", "EgressExecutor", "EgressOutcome", "EgressRequest", "EgressResult",
+           "TunnelAdmission"]
 
 
 class EgressExecutor:
@@ -148,6 +150,29 @@ class EgressExecutor:
         return EgressResult(answer.status, answer.headers, body, sent.attempts, admission.budget,
                             route.breaker.state, host=route.host, cost=admission.cost, secrets=route.secrets,
                             trace_id=sent.trace_id, run_mode=destination.mode.mode)
+
+    async def admit_tunnel(self, request: EgressRequest, host: str, port: int) -> TunnelAdmission | EgressOutcome:
+        """A proxy door's ``CONNECT host:port`` tunnel on ``request.route``, through phases 1 to 3 once
+        for the whole tunnel: blocks, the run mode, the guard for the host and port under the route's
+        policy (the checked addresses are the only ones to dial), the breaker, the execution's
+        lifetime, the route's limits, its bulkhead's turn (given back at once) and the budgets. Never
+        raises for a refusal: the refusal is the ``EgressOutcome`` every door renders."""
+        started = self._clock.monotonic()
+        destination = None
+        try:
+            destination = await self._destination.tunnel(request, host, port)
+            check_breaker(destination.route)
+            admission = await self._limits.admit(destination, request.context)
+        except (ClientError, UpstreamError) as exc:
+            mode = destination.mode.mode if destination is not None else None
+            return self._recorder.refused(request, exc, known_route=request.route in self._routes,
+                                          took_s=self._clock.monotonic() - started, run_mode=mode)
+        if admission.permit is not None:
+            # A bulkhead place is a call's, for the call's time: a tunnel may last an hour, and holding
+            # a place that long would starve the queue; the tunnel took its turn and its spend.
+            admission.permit.release()
+        return TunnelAdmission(destination.addresses, admission.budget, admission.cost,
+                               destination.route.config.connect_timeout)
 
     def breaker(self, route: str) -> CircuitBreaker:
         return self._routes[route].breaker

@@ -383,7 +383,8 @@ def build_runtime(config: GatewayConfig, services: GatewayServices) -> GatewayRu
         )
     router_routes = list(config.routes)
     egress = None
-    if config.egress is not None and config.egress.entry.enabled:
+    # The pipeline serves the HTTP door and the proxy door: built when either is on.
+    if config.egress is not None and (config.egress.entry.enabled or config.egress.proxy is not None):
         metrics = services.metrics
 
         def breaker_moved(route: str, before: BreakerState, after: BreakerState) -> None:
@@ -408,15 +409,17 @@ def build_runtime(config: GatewayConfig, services: GatewayServices) -> GatewayRu
                                 metrics=metrics, anomaly=services.anomaly)
         for route_name, breaker in egress.breakers().items():
             metrics.egress_breaker_open.labels(route_name).set_function(_breaker_open_reader(breaker))
-        router_routes.append(door)
-        routes[door.name] = CompiledRoute(
-            name=door.name,
-            chain=PolicyChain(plan_chain(config, door, limiter=services.limiter, metrics=services.metrics,
-                                         verifiers=verifiers, controls=services.controls, clock=services.clock)),
-            upstream=_NO_UPSTREAM, timeouts=Timeouts(1, 1, 1),
-            forward=ForwardHeaders(upstream_host=None, forward_identity=False, rules=door_rules),
-            max_body_bytes=config.egress.entry.max_body_bytes, handler=EgressHttpDoor(egress), template=door.path,
-        )
+        if config.egress.entry.enabled:
+            router_routes.append(door)
+            routes[door.name] = CompiledRoute(
+                name=door.name,
+                chain=PolicyChain(plan_chain(config, door, limiter=services.limiter, metrics=services.metrics,
+                                             verifiers=verifiers, controls=services.controls, clock=services.clock)),
+                upstream=_NO_UPSTREAM, timeouts=Timeouts(1, 1, 1),
+                forward=ForwardHeaders(upstream_host=None, forward_identity=False, rules=door_rules),
+                max_body_bytes=config.egress.entry.max_body_bytes, handler=EgressHttpDoor(egress),
+                template=door.path,
+            )
     breaker_sync = None
     if egress is not None and services.shared is not None:
         breaker_sync = SharedBreakers(RedisBreakerStates(services.shared), egress.breakers())

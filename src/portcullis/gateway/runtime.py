@@ -45,6 +45,8 @@ class GatewayRuntime(Runtime):
         if self.breaker_sync is not None:
             await self.breaker_sync.aclose()
         await Runtime.aclose(self)  # closes the egress door, and with it the executor
+        if self.egress is not None:
+            await self.egress.aclose()  # again, harmlessly; the only close when just the proxy door uses it
 
 
 def serving_runtime(app: GatewayApp) -> GatewayRuntime:

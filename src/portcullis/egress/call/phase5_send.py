@@ -198,7 +198,8 @@ async def close_session(route: EgressRoute) -> None:
 def _session(route: EgressRoute) -> aiohttp.ClientSession:
     if route.session is None or route.session.closed:
         route.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=route.connector_policy, use_dns_cache=False, limit=100),
+            connector=aiohttp.TCPConnector(resolver=route.connector_policy, use_dns_cache=False, limit=100,
+                                           ssl=route.tls if route.tls is not None else True),
             auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent",),
         )
