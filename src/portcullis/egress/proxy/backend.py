@@ -58,6 +58,7 @@ from portcullis.errors import (
 from portcullis.http.headers import get_one
 from portcullis.identity.api_keys import ApiKeyVerifier
 from portcullis.observability.metrics import GatewayMetrics
+from portcullis.pipeline.handler import BodyStream
 from portcullis.policies.stage2_authenticate.failed_auth_shield import FailedAuthShield, Limited, Outcome
 from portcullis.server.base import Refusal
 
@@ -153,8 +154,15 @@ class PipelineBackend:
         )
         # A URL no route covers runs as an unknown route: refused as every door refuses one.
         outcome = await pipeline.executor.run(call)
-        self._record_call(request, call, outcome, started)
-        return ForwardResponse(outcome.status, outcome.headers, outcome.body)
+        if isinstance(outcome.body, bytes):
+            self._record_call(request, call, outcome, started)
+            return ForwardResponse(outcome.status, outcome.headers, outcome.body)
+
+        # A streamed answer (an LLM's events) is recorded when it is closed: its tokens are settled then.
+        def record(sent: int) -> None:
+            self._record_call(request, call, outcome, started, sent)
+
+        return ForwardResponse(outcome.status, outcome.headers, _RecordedAtClose(outcome.body, record))
 
     async def admit_tunnel(self, request: TunnelRequest) -> TunnelGrant:
         pipeline = self._pipeline()
@@ -217,7 +225,7 @@ class PipelineBackend:
         return ()
 
     def _record_call(self, request: ForwardRequest, call: EgressRequest, outcome: EgressOutcome,
-                     started: float) -> None:
+                     started: float, sent: int | None = None) -> None:
         """One audit record per forwarded request, shaped like the other doors' (route ``egress``)."""
         path, _, query = call.path_and_query.partition("?")
         result = outcome.result
@@ -229,11 +237,41 @@ class PipelineBackend:
             consumer_id=call.context.user, key_id=request.identity.key_id, method=call.method, route=AUDIT_ROUTE,
             path=f"/{call.route}{path}", query=redact_query(query) if query else None, status=outcome.status,
             decision=outcome.decision, latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
-            bytes_in=len(call.body or b""), bytes_out=len(outcome.body) if isinstance(outcome.body, bytes) else 0,
+            bytes_in=len(call.body or b""),
+            bytes_out=sent if sent is not None else len(outcome.body) if isinstance(outcome.body, bytes) else 0,
             upstream_status=result.status if result is not None else None,
             user_agent=_user_agent(request.headers), egress=egress,
             trace_id=result.trace_id if result is not None else None,
         ))
+
+
+class _RecordedAtClose:
+    """A streamed answer whose audit record is written when the door closes it, with the bytes it
+    relayed (an LLM stream's tokens and cost are settled by then)."""
+
+    def __init__(self, body: BodyStream, on_close: Callable[[int], None]) -> None:
+        self._body = body
+        self._chunks = body.__aiter__()
+        self._on_close = on_close
+        self._sent = 0
+        self._closed = False
+
+    def __aiter__(self) -> _RecordedAtClose:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await anext(self._chunks)
+        self._sent += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._body.aclose()
+        finally:
+            self._on_close(self._sent)
 
 
 def _user_agent(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
