@@ -82,6 +82,16 @@ class ProxyGateway:
         """Records of requests the listener refused itself."""
         return [r for r in self.records if r.egress == {"door": "proxy"}]
 
+    async def call(self) -> AuditRecord:
+        """The next forwarded request's record (a streamed one is written when its stream is settled)."""
+        async with asyncio.timeout(10):
+            while not self.calls:
+                self.arrived.clear()
+                await self.arrived.wait()
+        found = self.calls[0]
+        self.records.remove(found)
+        return found
+
     async def tunnel(self) -> AuditRecord:
         """The next ``CONNECT``'s record (written when the tunnel ends), waiting for it."""
         async with asyncio.timeout(10):

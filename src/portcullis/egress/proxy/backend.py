@@ -22,7 +22,7 @@ key-store outage look like a bad key (503, not 407), or let an address guess key
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,7 @@ from portcullis.errors import (
     RateLimited,
     StoreUnavailable,
     Unauthenticated,
+    UpstreamError,
 )
 from portcullis.http.headers import get_one
 from portcullis.identity.api_keys import ApiKeyVerifier
@@ -155,14 +156,18 @@ class PipelineBackend:
         # A URL no route covers runs as an unknown route: refused as every door refuses one.
         outcome = await pipeline.executor.run(call)
         if isinstance(outcome.body, bytes):
-            self._record_call(request, call, outcome, started)
+            self._record_call(request, call, outcome, started, len(outcome.body), outcome.decision)
             return ForwardResponse(outcome.status, outcome.headers, outcome.body)
 
-        # A streamed answer (an LLM's events) is recorded when it is closed: its tokens are settled then.
-        def record(sent: int) -> None:
-            self._record_call(request, call, outcome, started, sent)
+        def ended(sent: int, cut: str | None) -> None:
+            # Recorded once the stream is settled (its usage, how it ended), as the other doors do; a
+            # stream cut upstream says so in the decision, as the HTTP door's does.
+            decision = outcome.decision
+            if cut is not None:
+                decision = "upstream_error:response_truncated" + ("" if cut == "response_truncated" else f":{cut}")
+            self._record_call(request, call, outcome, started, sent, decision)
 
-        return ForwardResponse(outcome.status, outcome.headers, _RecordedAtClose(outcome.body, record))
+        return ForwardResponse(outcome.status, outcome.headers, _RecordedStream(outcome.body, ended))
 
     async def admit_tunnel(self, request: TunnelRequest) -> TunnelGrant:
         pipeline = self._pipeline()
@@ -225,7 +230,7 @@ class PipelineBackend:
         return ()
 
     def _record_call(self, request: ForwardRequest, call: EgressRequest, outcome: EgressOutcome,
-                     started: float, sent: int | None = None) -> None:
+                     started: float, sent: int, decision: str) -> None:
         """One audit record per forwarded request, shaped like the other doors' (route ``egress``)."""
         path, _, query = call.path_and_query.partition("?")
         result = outcome.result
@@ -236,42 +241,44 @@ class PipelineBackend:
             clock=self._clock, request_id=call.request_id, client_ip=call.client_ip,
             consumer_id=call.context.user, key_id=request.identity.key_id, method=call.method, route=AUDIT_ROUTE,
             path=f"/{call.route}{path}", query=redact_query(query) if query else None, status=outcome.status,
-            decision=outcome.decision, latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
-            bytes_in=len(call.body or b""),
-            bytes_out=sent if sent is not None else len(outcome.body) if isinstance(outcome.body, bytes) else 0,
+            decision=decision, latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
+            bytes_in=len(call.body or b""), bytes_out=sent,
             upstream_status=result.status if result is not None else None,
             user_agent=_user_agent(request.headers), egress=egress,
             trace_id=result.trace_id if result is not None else None,
         ))
 
 
-class _RecordedAtClose:
-    """A streamed answer whose audit record is written when the door closes it, with the bytes it
-    relayed (an LLM stream's tokens and cost are settled by then)."""
+class _RecordedStream:
+    """A streamed answer that reports, once settled, the bytes handed on and whether it was cut."""
 
-    def __init__(self, body: BodyStream, on_close: Callable[[int], None]) -> None:
+    def __init__(self, body: BodyStream, ended: Callable[[int, str | None], None]) -> None:
         self._body = body
-        self._chunks = body.__aiter__()
-        self._on_close = on_close
+        self._ended = ended
         self._sent = 0
+        self._cut: str | None = None
         self._closed = False
 
-    def __aiter__(self) -> _RecordedAtClose:
-        return self
+    async def _relay(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._body:
+                self._sent += len(chunk)
+                yield chunk
+        except UpstreamError as exc:
+            self._cut = exc.reason
+            raise
 
-    async def __anext__(self) -> bytes:
-        chunk = await anext(self._chunks)
-        self._sent += len(chunk)
-        return chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._relay()
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
-            await self._body.aclose()
+            await self._body.aclose()  # settles the call (usage, budgets) before it is recorded
         finally:
-            self._on_close(self._sent)
+            self._ended(self._sent, self._cut)
 
 
 def _user_agent(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
