@@ -331,4 +331,3 @@ async def test_validate_only_reports_the_llm_checks_and_reservation_without_hold
     left = await serving_runtime(s.gw.app).egress.budgets_remaining(  # type: ignore[union-attr]
         CallContext("ex-1", "wf-1", "agent"), "openai")
     assert left["execution_tokens"] == 100.0  # nothing was held or spent
-
