@@ -60,5 +60,6 @@ def init(
     if names:
         console.print(f"Only for:       {', '.join(names)}", markup=False)
     console.print("Set egress.proxy.ca.cert_file/key_file to these files and `intercept: true` on a route. "
-                  "Trust the certificate only in the clients you mean to intercept: see docs/egress-proxy.md.",
+                  "Trust the certificate only in the clients you mean to intercept: see docs/egress.md "
+                  "(the proxy door).",
                   markup=False)

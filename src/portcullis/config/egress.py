@@ -290,7 +290,7 @@ class EgressRunModesConfig(_Model):
 
 # --- LLM-aware routes (`llm:` on an egress route) -------------------------------------------------
 # Models only: what the block means is in portcullis.llm (usage, estimates, screening) and the
-# reservation budgets in stores.ReservationStore; docs/egress-llm.md is the guide.
+# reservation budgets in stores.ReservationStore; docs/egress.md, LLM routes, is the guide.
 
 
 class LlmPriceConfig(_Model):
@@ -338,7 +338,8 @@ class LlmScreeningConfig(_Model):
     )
     patterns: list[str] = Field(
         default_factory=list, description="Python regular expressions refused anywhere in the prompt (matched on "
-        "NFKC-normalised text). An example list, not a defence against prompt injection: see docs/egress-llm.md.",
+        "NFKC-normalised text). An example list, not a defence against prompt injection: see docs/egress.md, "
+        "LLM routes.",
     )
     case_sensitive: bool = Field(False, description="Match `patterns` case-sensitively.")
     max_messages: int | None = Field(None, ge=1, description="Most messages (or input items) in one request.")
@@ -462,7 +463,8 @@ class EgressRouteConfig(_Model):
     intercept: bool = Field(
         False, description="Proxy door: terminate TLS of tunnels to this route with a certificate from the "
         "interception CA (`egress.proxy.ca`), so every request inside passes this route's rules, credentials and "
-        "budgets. Clients must trust that CA (docs/egress-proxy.md says what that means). Off: tunnels are opaque.",
+        "budgets. Clients must trust that CA (docs/egress.md, the proxy door, says what that means). Off: tunnels "
+        "are opaque.",
     )
     retry: EgressRetryConfig = Field(default_factory=EgressRetryConfig, description="Retries of safe calls.")
     breaker: EgressBreakerConfig = Field(default_factory=EgressBreakerConfig, description="The circuit breaker.")
@@ -477,7 +479,8 @@ class EgressRouteConfig(_Model):
     )
     llm: EgressLlmConfig | None = Field(
         None, description="The route calls an LLM provider: token and cost budgets reserved before sending and "
-        "settled to the reported usage, streamed answers relayed unbuffered, prompt screening (docs/egress-llm.md).",
+        "settled to the reported usage, streamed answers relayed unbuffered, prompt screening (docs/egress.md, "
+        "LLM routes).",
     )
 
     @field_validator("name")

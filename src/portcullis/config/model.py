@@ -1285,7 +1285,7 @@ class RouteConfig(_Model):
     )
     prompt_screening: LlmScreeningConfig | None = Field(
         None, description="The route fronts an LLM: screen the prompt in each JSON request body (OpenAI or "
-        "Anthropic format) before it is forwarded (`validate.prompt`; docs/egress-llm.md says what it can and "
+        "Anthropic format) before it is forwarded (`validate.prompt`; docs/egress.md, LLM routes, says what it can and "
         "cannot stop). Refusals are 400 `request.invalid_body`.",
     )
 

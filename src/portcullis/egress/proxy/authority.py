@@ -3,7 +3,7 @@
 Why the gateway has a CA at all: a route with ``intercept: true`` wants path rules, credential
 injection and per-request budgets inside an HTTPS tunnel, and the only way to read a tunnel is to
 end its TLS at the gateway with a certificate the client accepts for the host it asked for. The
-client must trust this CA for that; ``docs/egress-proxy.md`` says what that trust gives away.
+client must trust this CA for that; the proxy door section of ``docs/egress.md`` says what that trust gives away.
 
 What is made, and why:
 
