@@ -73,14 +73,7 @@ class DestinationPhase:
 
     async def resolve(self, request: EgressRequest) -> Destination:
         caller = caller_headers(request)
-        refused = self._header_rules.refusal(caller)
-        if refused is not None:
-            raise MalformedRequest(f"rejected_header:{refused}")
-        if self._controls is not None and self._controls.snapshot.has_subject_blocks:
-            self._check_blocks(self._controls, request)
-        route = self._routes.get(request.route)
-        if route is None:
-            raise EgressDenied("unknown_route")
+        route = self._route(request, caller)
         cfg = route.config
         method = request.method.upper()
         if cfg.methods and method not in cfg.methods:
@@ -93,6 +86,19 @@ class DestinationPhase:
         if not verdict.allowed:
             raise EgressDenied(verdict.reason)
         return Destination(route, method, url, relative_path, caller, mode)
+
+    def _route(self, request: EgressRequest, caller: RawHeaders) -> EgressRoute:
+        """What every call and every tunnel passes first: the header rules' refusals, an incident
+        block on the call's subjects, then its route."""
+        refused = self._header_rules.refusal(caller)
+        if refused is not None:
+            raise MalformedRequest(f"rejected_header:{refused}")
+        if self._controls is not None and self._controls.snapshot.has_subject_blocks:
+            self._check_blocks(self._controls, request)
+        route = self._routes.get(request.route)
+        if route is None:
+            raise EgressDenied("unknown_route")
+        return route
 
     def _mode(self, route: EgressRoute, request: EgressRequest, caller: RawHeaders, method: str,
               relative_path: str) -> RunModeDecision:
@@ -115,14 +121,7 @@ class DestinationPhase:
     async def tunnel(self, request: EgressRequest, host: str, port: int) -> Destination:
         """A ``CONNECT host:port`` on ``request.route`` (its method ``CONNECT``, its path ``/``)."""
         caller = caller_headers(request)  # the CONNECT's own (X-Run-Mode, the priority header)
-        refused = self._header_rules.refusal(caller)
-        if refused is not None:
-            raise MalformedRequest(f"rejected_header:{refused}")
-        if self._controls is not None and self._controls.snapshot.has_subject_blocks:
-            self._check_blocks(self._controls, request)
-        route = self._routes.get(request.route)
-        if route is None:
-            raise EgressDenied("unknown_route")
+        route = self._route(request, caller)
         mode = self._mode(route, request, caller, "CONNECT", "/")
         if not mode.sends:
             raise EgressDenied("tunnel_validate_only")  # nothing would be sent: no tunnel to open
