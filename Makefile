@@ -90,13 +90,16 @@ tools-lock: $(UV)
 # bench) and promtool (checks and unit-tests deploy/prometheus/alerts.yml). promtool comes in Debian's
 # prometheus package; --no-install-recommends keeps its exporters out, and the server it ships is never
 # started (policy-rc.d in containers, and nothing here starts it). The OpenID provider the OIDC tests run
-# against (panva's oidc-provider) comes from npm, installed from tests/oidc_provider/package-lock.json,
-# and only when node_modules is older than the lock (Node and npm from Debian where the machine has none).
+# against (panva's oidc-provider) and undici (Node's fetch through the proxy door) come from npm, installed
+# from tests/oidc_provider/ and tests/proxy_clients/package-lock.json, and only when node_modules is older
+# than the lock (Node and npm from Debian where the machine has none).
 test-tools:
 	@command -v npm >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm)
 	@[ tests/oidc_provider/node_modules/.package-lock.json -nt tests/oidc_provider/package-lock.json ] || \
 		(cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error)
+	@[ tests/proxy_clients/node_modules/.package-lock.json -nt tests/proxy_clients/package-lock.json ] || \
+		(cd tests/proxy_clients && npm ci --no-audit --no-fund --loglevel=error)
 	@{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null && command -v wrk >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk)
 	@command -v promtool >/dev/null || \

@@ -105,6 +105,8 @@ class ErrorCode(StrEnum):
     AUTH_MISSING_CREDENTIALS = "auth.missing_credentials"
     AUTH_INVALID_CREDENTIALS = "auth.invalid_credentials"
     AUTH_INSUFFICIENT_USER_AUTHENTICATION = "auth.insufficient_user_authentication"
+    PROXY_MISSING_CREDENTIALS = "proxy.missing_credentials"
+    PROXY_INVALID_CREDENTIALS = "proxy.invalid_credentials"
     AUTHZ_FORBIDDEN = "authz.forbidden"
     CORS_FORBIDDEN = "cors.forbidden"
     LIMIT_EXCEEDED = "limit.exceeded"
@@ -147,6 +149,10 @@ PUBLIC_ERRORS: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.AUTH_INVALID_CREDENTIALS: (401, "Invalid credentials."),
     # RFC 9470: the token is valid but its authentication (acr/amr) is too weak for this route.
     ErrorCode.AUTH_INSUFFICIENT_USER_AUTHENTICATION: (401, "Stronger authentication required."),
+    # RFC 9110 section 15.5.8: the proxy door's own authentication (Proxy-Authorization), kept
+    # apart from 401 so a client never mistakes the gateway's challenge for the destination's.
+    ErrorCode.PROXY_MISSING_CREDENTIALS: (407, "Proxy authentication required."),
+    ErrorCode.PROXY_INVALID_CREDENTIALS: (407, "Invalid proxy credentials."),
     ErrorCode.AUTHZ_FORBIDDEN: (403, "Forbidden."),
     ErrorCode.CORS_FORBIDDEN: (403, "Origin not allowed."),
     ErrorCode.LIMIT_EXCEEDED: (429, "Too many requests."),

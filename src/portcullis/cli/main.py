@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from portcullis import __version__
-from portcullis.cli import admin, audit, check, controls, db, egress, keys, secrets, serve, sign, signing_keys
+from portcullis.cli import admin, audit, ca, check, controls, db, egress, keys, secrets, serve, sign, signing_keys
 
 __all__ = ["app", "main"]
 
@@ -47,6 +47,7 @@ app.command("sign")(sign.sign)
 app.add_typer(secrets.app, name="secrets", help="Store, list, delete and rotate egress credentials.")
 app.add_typer(db.app, name="db", help="Upgrade or inspect the store's schema.")
 app.add_typer(egress.app, name="egress", help="Check egress destinations against the SSRF guard.")
+app.add_typer(ca.app, name="ca", help="The interception CA of the proxy door (routes with intercept: true).")
 app.add_typer(controls.blocks_app, name="blocks", help="Incident blocks: list, add and lift (admin API).")
 app.add_typer(controls.emergency_app, name="emergency", help="Emergency rate limits: list, set and lift (admin API).")
 app.command("anomalies")(controls.anomalies)

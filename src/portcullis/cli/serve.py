@@ -11,7 +11,8 @@ from rich.console import Console
 from portcullis.cli.common import config_error_text, fail, with_store
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
-from portcullis.config.model import StoreConfig
+from portcullis.config.model import GatewayConfig, StoreConfig
+from portcullis.egress.proxy.authority import CaUnusable, CertificateAuthority
 from portcullis.errors import ConfigError, VaultError
 from portcullis.gateway.build import open_vault
 from portcullis.observability.logs import LEVELS, configure_logging
@@ -38,6 +39,7 @@ def serve(
         raise fail(config_error_text(config, exc)) from None
     configure_logging(cfg.log.format, level if level is not None else LEVELS[cfg.log.level])
     _check_vault(cfg.store)
+    _check_proxy_ca(cfg)
     from portcullis.cli.serving import serve_forever
 
     serve_forever(config, log_level=level)
@@ -54,3 +56,15 @@ def _check_vault(store_cfg: StoreConfig) -> None:
     except VaultError as exc:
         Console(stderr=True).print(f"[red]vault locked[/red]\n{exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None
+
+
+def _check_proxy_ca(cfg: GatewayConfig) -> None:
+    """Refuse to start, with what to do, when the proxy door's interception CA cannot be used."""
+    proxy = cfg.egress.proxy if cfg.egress is not None else None
+    if proxy is None or proxy.ca is None:
+        return
+    try:
+        CertificateAuthority.load(Path(proxy.ca.cert_file), Path(proxy.ca.key_file), clock=SystemClock()).close()
+    except CaUnusable as exc:
+        raise fail(f"egress.proxy.ca: {exc.reason.replace('_', ' ')} ({proxy.ca.cert_file}, {proxy.ca.key_file}); "
+                   "make one with `portcullis ca init`") from None

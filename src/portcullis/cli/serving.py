@@ -49,7 +49,9 @@ from portcullis.background import stop_task
 from portcullis.clock import SystemClock
 from portcullis.config.loader import load_config
 from portcullis.config.model import GatewayConfig, ListenConfig, TlsConfig
+from portcullis.egress.proxy import ProxyListener
 from portcullis.gateway.build import build_runtime, open_services
+from portcullis.gateway.proxy import start_proxy
 from portcullis.gateway.reload import Reloader
 from portcullis.gateway.shared_events import attach_shared_events
 from portcullis.ingress.app import GatewayApp
@@ -201,18 +203,24 @@ async def serve(
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, reloader.request)
     admin_task = asyncio.create_task(admin.serve()) if admin else None
+    # The proxy door has its own port: the first worker serves it, as it serves the admin listener.
+    proxy: ProxyListener | None = None
     try:
+        if with_admin:
+            proxy = await start_proxy(app, config, clock=services.clock)
         if config.listen.server == "portcullis":
-            await _serve_portcullis(app, config, admin, announce, sockets)
+            await _serve_portcullis(app, config, admin, announce, sockets, proxy)
         else:
             gateway = _GatewayServer(_gateway_config(app, config))
             announcer = asyncio.create_task(_announce(lambda: gateway.started, lambda: _bound_port(gateway),
-                                                      admin, config, announce))
+                                                      admin, config, announce, proxy))
             try:
                 await gateway.serve(sockets=sockets)
             finally:
                 announcer.cancel()
     finally:
+        if proxy is not None:
+            await proxy.stop()  # its tunnels end (recorded) before the runtime they read closes
         if admin is not None and admin_task is not None:
             admin.should_exit = True
             await admin_task
@@ -224,7 +232,7 @@ async def serve(
 
 async def _serve_portcullis(
     app: GatewayApp, config: GatewayConfig, admin: uvicorn.Server | None,
-    announce: Callable[[str], None] | None, sockets: list[socket.socket] | None,
+    announce: Callable[[str], None] | None, sockets: list[socket.socket] | None, proxy: ProxyListener | None = None,
 ) -> None:
     """Our server until SIGINT/SIGTERM, then its graceful drain (``listen.graceful_timeout``)."""
     listener = portcullis_listener(app, config)
@@ -238,7 +246,7 @@ async def _serve_portcullis(
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    announcer = asyncio.create_task(_announce(lambda: True, lambda: listener.port, admin, config, announce))
+    announcer = asyncio.create_task(_announce(lambda: True, lambda: listener.port, admin, config, announce, proxy))
     try:
         await stop.wait()
     finally:
@@ -250,7 +258,7 @@ async def _serve_portcullis(
 
 async def _announce(
     started: Callable[[], bool], port: Callable[[], int], admin: uvicorn.Server | None, config: GatewayConfig,
-    announce: Callable[[str], None] | None,
+    announce: Callable[[str], None] | None, proxy: ProxyListener | None = None,
 ) -> None:
     # uvicorn exposes readiness only as a flag, not an event.
     while not started() or (admin is not None and not admin.started):  # noqa: ASYNC110
@@ -259,6 +267,8 @@ async def _announce(
     line = f"Portcullis listening on {scheme}://{config.listen.host}:{port()}"
     if admin is not None:
         line += f" (admin {'https' if config.admin.tls else 'http'}://{config.admin.host}:{_bound_port(admin)})"
+    if proxy is not None and config.egress is not None and config.egress.proxy is not None:
+        line += f" (proxy http://{config.egress.proxy.host}:{proxy.port})"
     if announce is not None:
         announce(line)
     else:

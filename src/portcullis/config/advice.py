@@ -8,6 +8,8 @@ refuse a config, or read anything but the validated model.
 
 from __future__ import annotations
 
+import ipaddress
+
 from portcullis.config.model import GatewayConfig
 
 __all__ = ["config_warnings"]
@@ -46,4 +48,52 @@ def config_warnings(config: GatewayConfig) -> list[str]:
                 f"({stalled}): clients that never read their answers could hold every connection to this "
                 f"upstream until write_timeout, and other requests would wait for one."
             )
+    proxy = config.egress.proxy if config.egress is not None else None
+    if proxy is not None and not _loopback(proxy.host):
+        # egress/proxy/listener.py: the door speaks plain HTTP; Proxy-Authorization carries the API key.
+        warnings.append(
+            f"egress.proxy.listen ({proxy.listen}) is not a loopback address: the proxy door speaks plain HTTP, so "
+            "API keys (Proxy-Authorization) and unintercepted http:// traffic cross that network in clear; keep it "
+            "on loopback or a network you trust."
+        )
+    warnings += _egress_warnings(config)
     return warnings
+
+
+def _egress_warnings(config: GatewayConfig) -> list[str]:
+    """Run modes and priorities that do what the names say, but maybe not what was meant."""
+    egress = config.egress
+    if egress is None:
+        return []
+    warnings = []
+    untested = [r.name for r in egress.routes if not r.test_run]
+    if egress.run_modes.default == "test_run" and untested:
+        # egress/run_mode.py: a call that names no mode runs in the default, and test_run needs the route's mark.
+        warnings.append(
+            "egress.run_modes.default is test_run, so every call that names no X-Run-Mode is refused (403 "
+            f"egress.run_mode_denied) on the routes not marked test_run: {', '.join(untested)}."
+        )
+    classes = egress.priorities.classes
+    for index, route in enumerate(egress.routes):
+        bulkhead = route.bulkhead
+        if bulkhead is None:
+            continue
+        default = bulkhead.default_priority or egress.priorities.default
+        higher = [c for c in bulkhead.header_priorities if classes.index(c) < classes.index(default)]
+        if higher:
+            # egress/priority.py: a listed header value wins over the workflow's and consumer's classes.
+            warnings.append(
+                f"egress.routes[{index}] ({route.name}): bulkhead.header_priorities lets any caller raise its class "
+                f"above the default ({default}) to {', '.join(higher)} with X-Priority, ahead of the workflows and "
+                "consumers configured with a class."
+            )
+    return warnings
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

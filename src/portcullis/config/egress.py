@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from portcullis.config.egress_proxy import EgressProxyConfig
 from portcullis.config.types import ByteSize, Cidr, Duration, HttpMethod, Rate, host_allowed
 from portcullis.expressions import ExpressionError, compile_expression
 
@@ -24,12 +25,16 @@ __all__ = [
     "EgressBulkheadConfig",
     "EgressConfig",
     "EgressCostRule",
+    "EgressLlmConfig",
     "EgressOAuth2Config",
     "EgressPrioritiesConfig",
     "EgressRetryConfig",
     "EgressRouteConfig",
     "EgressRunModesConfig",
     "FullRunRequirement",
+    "LlmBudgetsConfig",
+    "LlmPriceConfig",
+    "LlmScreeningConfig",
     "RunModeRule",
 ]
 
@@ -283,6 +288,125 @@ class EgressRunModesConfig(_Model):
     )
 
 
+# --- LLM-aware routes (`llm:` on an egress route) -------------------------------------------------
+# Models only: what the block means is in portcullis.llm (usage, estimates, screening) and the
+# reservation budgets in stores.ReservationStore; docs/egress.md, LLM routes, is the guide.
+
+
+class LlmPriceConfig(_Model):
+    input_per_million: float = Field(ge=0, description="Price of one million prompt tokens, in the budget's currency.")
+    output_per_million: float = Field(ge=0, description="Price of one million generated tokens.")
+    cache_read_per_million: float | None = Field(
+        None, ge=0, description="Price of a million prompt tokens read from the provider's cache; null: the input "
+        "price.",
+    )
+    cache_write_per_million: float | None = Field(
+        None, ge=0, description="Price of a million prompt tokens written to the provider's cache; null: the input "
+        "price.",
+    )
+
+
+class LlmBudgetsConfig(_Model):
+    """Each budget is per route: the same user calling two LLM routes spends from each route's own."""
+
+    execution_tokens: int | None = Field(None, ge=1, description="Tokens (in + out) one execution may spend.")
+    execution_cost: float | None = Field(None, gt=0, description="Cost one execution may spend.")
+    execution_window: Duration = Field(
+        "24h", description="An execution's token and cost totals are forgotten this long after its first call.",
+    )
+    workflow_tokens_per_day: int | None = Field(None, ge=1, description="Tokens per workflow per day.")
+    workflow_cost_per_day: float | None = Field(None, gt=0, description="Cost per workflow per day.")
+    user_tokens_per_day: int | None = Field(None, ge=1, description="Tokens per authenticated user per day.")
+    user_cost_per_day: float | None = Field(None, gt=0, description="Cost per authenticated user per day.")
+    tokens_per_minute: int | None = Field(
+        None, ge=1, description="Tokens per minute through this route, all callers together (the provider's TPM).",
+    )
+    tokens_per_day: int | None = Field(None, ge=1, description="Tokens per day through this route, all callers.")
+    cost_per_day: float | None = Field(None, gt=0, description="Cost per day through this route, all callers.")
+
+    def has_cost(self) -> bool:
+        return any(v is not None for v in (self.execution_cost, self.workflow_cost_per_day, self.user_cost_per_day,
+                                           self.cost_per_day))
+
+
+class LlmScreeningConfig(_Model):
+    control_chars: Literal["refuse", "strip", "allow"] = Field(
+        "refuse", description="C0 controls (but tab, LF, CR), DEL and C1 controls in prompt text.",
+    )
+    invisible_chars: Literal["refuse", "strip", "allow"] = Field(
+        "refuse", description="Unicode tag characters and bidi overrides/isolates: text a reader cannot see.",
+    )
+    patterns: list[str] = Field(
+        default_factory=list, description="Python regular expressions refused anywhere in the prompt (matched on "
+        "NFKC-normalised text). An example list, not a defence against prompt injection: see docs/egress.md, "
+        "LLM routes.",
+    )
+    case_sensitive: bool = Field(False, description="Match `patterns` case-sensitively.")
+    max_messages: int | None = Field(None, ge=1, description="Most messages (or input items) in one request.")
+    max_message_chars: int | None = Field(None, ge=1, description="Longest single text in the prompt, in characters.")
+    max_total_chars: int | None = Field(None, ge=1, description="Most prompt text in one request, in characters.")
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns(cls, values: list[str]) -> list[str]:
+        for i, pattern in enumerate(values):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"patterns[{i}]: not a regular expression ({exc.msg})") from None
+        return values
+
+
+class EgressLlmConfig(_Model):
+    provider: Literal["openai", "anthropic"] = Field(description="Whose request and answer format the route speaks.")
+    default_max_output_tokens: int = Field(
+        1024, ge=1, description="Output cap reserved (and written into the request) when the body names none.",
+    )
+    max_output_tokens: int | None = Field(
+        None, ge=1, description="Most output a request may ask (its cap times `n`); more is refused before sending.",
+    )
+    prompt_estimate: Literal["utf8_bytes", "chars_div_4"] = Field(
+        "utf8_bytes", description="How prompt tokens are estimated before sending: one per body byte (an upper "
+        "bound for text) or characters / 4 (closer, can be low).",
+    )
+    max_request_bytes: ByteSize = Field("4MiB", description="Largest request body the route reads and estimates.")
+    prices: dict[str, LlmPriceConfig] = Field(
+        default_factory=dict, description="Price by model name, exact or `prefix*` (longest wins).",
+    )
+    default_price: LlmPriceConfig | None = Field(
+        None, description="Price of a model `prices` does not name; null: such a request is refused.",
+    )
+    budgets: LlmBudgetsConfig = Field(default_factory=LlmBudgetsConfig, description="Token and cost budgets.")
+    screening: LlmScreeningConfig | None = Field(None, description="Prompt screening and caps; null: none.")
+    max_stream_bytes: ByteSize = Field("64MiB", description="Largest streamed answer; the stream is cut past it.")
+    max_stream_duration: Duration = Field("10m", description="Longest a streamed answer may last; cut past it.")
+    max_event_bytes: ByteSize = Field(
+        "1MiB", description="Largest server-sent event read for usage; past it usage is unknown (charged in full).",
+    )
+    add_stream_usage: bool = Field(
+        False, description="Ask OpenAI chat streams for their usage (`stream_options.include_usage`) when the caller "
+        "did not: the caller then gets one more final chunk with empty `choices`. Without usage a stream is charged "
+        "its whole reservation.",
+    )
+
+    @field_validator("prices")
+    @classmethod
+    def _models(cls, values: dict[str, LlmPriceConfig]) -> dict[str, LlmPriceConfig]:
+        for name in values:
+            if not name or len(name) > 200 or "*" in name[:-1] or name == "*":
+                raise ValueError(f"{name!r}: a model name, or a prefix ending in a single `*` (use default_price "
+                                 "for every other model)")
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EgressLlmConfig:
+        if self.budgets.has_cost() and not self.prices and self.default_price is None:
+            raise ValueError("budgets: cost budgets need `prices` (or `default_price`)")
+        if self.max_output_tokens is not None and self.default_max_output_tokens > self.max_output_tokens:
+            raise ValueError("default_max_output_tokens: larger than max_output_tokens")
+        return self
+
+
 class EgressRouteConfig(_Model):
     name: str = Field(description="Route name: /egress/<name>/… and audit records use it.")
     url: str = Field(description="Base URL of the third-party API, e.g. https://api.github.com.")
@@ -325,12 +449,22 @@ class EgressRouteConfig(_Model):
         "100MiB", description="Largest answer once decompressed (bomb guard); null: unchecked."
     )
     content_types: list[str] = Field(default_factory=list, description="Media types accepted; empty: any.")
+    ca_file: str | None = Field(
+        None, description="PEM file of the CAs this route's TLS certificate must chain to, instead of the system's "
+        "(an on-premises API with a private CA); the host name is checked as always.",
+    )
     max_redirects: int = Field(
         0, ge=0, le=10, description="Redirects followed (each hop passes the whole guard again); 0: none."
     )
     oauth2: EgressOAuth2Config | None = Field(
         None, description="Get the provider's access token with the client credentials grant (cached, refreshed "
         "before expiry, renewed once on a 401) and send it as `Authorization: Bearer`.",
+    )
+    intercept: bool = Field(
+        False, description="Proxy door: terminate TLS of tunnels to this route with a certificate from the "
+        "interception CA (`egress.proxy.ca`), so every request inside passes this route's rules, credentials and "
+        "budgets. Clients must trust that CA (docs/egress.md, the proxy door, says what that means). Off: tunnels "
+        "are opaque.",
     )
     retry: EgressRetryConfig = Field(default_factory=EgressRetryConfig, description="Retries of safe calls.")
     breaker: EgressBreakerConfig = Field(default_factory=EgressBreakerConfig, description="The circuit breaker.")
@@ -342,6 +476,11 @@ class EgressRouteConfig(_Model):
     )
     full_run_requires: FullRunRequirement | None = Field(
         None, description="What a `full_run` call needs here (replaces `egress.run_modes.full_run_requires`).",
+    )
+    llm: EgressLlmConfig | None = Field(
+        None, description="The route calls an LLM provider: token and cost budgets reserved before sending and "
+        "settled to the reported usage, streamed answers relayed unbuffered, prompt screening (docs/egress.md, "
+        "LLM routes).",
     )
 
     @field_validator("name")
@@ -390,6 +529,8 @@ class EgressRouteConfig(_Model):
             raise ValueError("url: a base URL cannot carry credentials, a query or a fragment")
         if self.oauth2 is not None and "authorization" in self.headers:
             raise ValueError("headers: `oauth2` sets Authorization; do not set it too")
+        if self.intercept and parts.scheme != "https":
+            raise ValueError("intercept: only an https:// route is reached through a tunnel")
         return self
 
 
@@ -401,6 +542,10 @@ class EgressConfig(_Model):
     routes: list[EgressRouteConfig] = Field(default_factory=list, description="Third-party APIs, by name.")
     budgets: EgressBudgetsConfig = Field(
         default_factory=EgressBudgetsConfig, description="Call and cost budgets across routes."
+    )
+    proxy: EgressProxyConfig | None = Field(
+        None, description="The forward-proxy door (`HTTPS_PROXY`): absolute-form requests and CONNECT tunnels, "
+        "authenticated with an API key in Proxy-Authorization; off unless set.",
     )
     priorities: EgressPrioritiesConfig = Field(
         default_factory=EgressPrioritiesConfig, description="Priority classes for the routes' bulkheads.",
@@ -423,6 +568,8 @@ class EgressConfig(_Model):
             host = (urlsplit(route.url).hostname or "").lower().rstrip(".")
             if self.allow_hosts and not host_allowed(host, self.allow_hosts):
                 raise ValueError(f"routes[{i}].url: {host!r} is not in egress.allow_hosts")
+            if route.intercept and (self.proxy is None or self.proxy.ca is None):
+                raise ValueError(f"routes[{i}].intercept: needs egress.proxy.ca (made by `portcullis ca init`)")
             if route.oauth2 is not None:
                 token_host = (urlsplit(route.oauth2.token_url).hostname or "").lower().rstrip(".")
                 if self.allow_hosts and not host_allowed(token_host, self.allow_hosts):

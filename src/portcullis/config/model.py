@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from portcullis.config.egress import SECRET_REFERENCE, EgressConfig
+from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, LlmScreeningConfig
 from portcullis.config.tls import CertRuleConfig, MtlsAuthConfig, TlsConfig, XfccConfig
 from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HeaderPattern, HttpMethod, Rate
 from portcullis.expressions import ExpressionError, compile_expression
@@ -1283,6 +1283,11 @@ class RouteConfig(_Model):
     forward_identity: bool = Field(
         True, description="Send X-Consumer-Id, X-Consumer-Scopes and X-Key-Id to the upstream."
     )
+    prompt_screening: LlmScreeningConfig | None = Field(
+        None, description="The route fronts an LLM: screen the prompt in each JSON request body (OpenAI or "
+        "Anthropic format) before it is forwarded (`validate.prompt`; docs/egress.md, LLM routes, says what it can and "
+        "cannot stop). Refusals are 400 `request.invalid_body`.",
+    )
 
     _name = field_validator("name")(_check_name)
 
@@ -1301,6 +1306,9 @@ class RouteConfig(_Model):
 
     @model_validator(mode="after")
     def _rules_name_params(self) -> RouteConfig:
+        if self.prompt_screening is not None and self.request.body_buffering == "streamed":
+            raise ValueError("prompt_screening reads the whole body before forwarding: not with body_buffering: "
+                             "streamed")
         params = set(re.findall(r"\{([a-z_][a-z0-9_]*)", self.path))
         if self.authorize:
             for rule in self.authorize.rules:
@@ -1512,6 +1520,14 @@ class GatewayConfig(_Model):
                 raise ValueError("routes: the name 'egress' is the egress door's while egress.entry is enabled")
             if any(r.path == entry.path_prefix or r.path.startswith(entry.path_prefix + "/") for r in self.routes):
                 raise ValueError(f"egress.entry.path_prefix: {entry.path_prefix} is also used by an ingress route")
+        if self.egress is not None and self.egress.proxy is not None:
+            proxy = self.egress.proxy
+            if self.keys is None:
+                raise ValueError("egress.proxy: callers present API keys; set the top-level `keys.pepper`")
+            if (proxy.host, proxy.port) == (self.listen.host, self.listen.port) and proxy.port != 0:
+                raise ValueError("egress.proxy.listen: the API listener already uses this address")
+            if self.admin.enabled and (proxy.host, proxy.port) == (self.admin.host, self.admin.port) and proxy.port:
+                raise ValueError("egress.proxy.listen: the admin listener already uses this address")
         return self
 
     def _check_mtls(self, where: str, mtls: MtlsAuthConfig) -> None:

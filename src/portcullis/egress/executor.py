@@ -4,6 +4,7 @@ Why one composer: the HTTP door (``/egress/<route>/…``), the in-process httpx 
 proxy door must apply exactly the same policy, so each hands an ``EgressRequest`` to ``run`` and
 renders the ``EgressOutcome`` it gets back. ``call`` is the same pipeline for code that wants the
 sent call or the refusal as an exception (the phases' own tests, the admin API's probes).
+``admit_tunnel`` runs phases 1 to 3 once for a proxy door's ``CONNECT`` tunnel it cannot read.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from portcullis.egress.bulkhead import Permit, Timer
 from portcullis.egress.call.outcome import EgressOutcome
 from portcullis.egress.call.phase1_destination import Destination, DestinationPhase
 from portcullis.egress.call.phase2_breaker import check_breaker
-from portcullis.egress.call.phase3_limits import LimitsPhase
+from portcullis.egress.call.phase3_limits import LimitsPhase, Preview
+from portcullis.egress.call.phase3_llm import LlmCall, LlmPhase
 from portcullis.egress.call.phase4_credentials import CredentialsPhase
 from portcullis.egress.call.phase5_send import Sender, close_session
 from portcullis.egress.call.phase6_record import Recorder
-from portcullis.egress.call.request import EgressRequest, EgressResult
+from portcullis.egress.call.request import EgressRequest, EgressResult, TunnelAdmission
 from portcullis.egress.call.route import CALLER_ONLY_HEADERS, BreakerListener, EgressRoute, compile_route
 from portcullis.egress.call.validate_only import validate_only_result
 from portcullis.egress.lifetime import ExecutionLifetime
@@ -37,15 +39,18 @@ from portcullis.egress.ssrf import Resolver, SsrfGuard
 from portcullis.errors import ClientError, UpstreamError
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.limiting.limiter import MultiLimiter
+from portcullis.llm.route import LlmRoute
 from portcullis.observability.budget_usage import BudgetUsage
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.tracing import PassThroughTracer, Tracer
 from portcullis.pipeline.handler import BodyStream
-from portcullis.stores.base import EgressStateStore
+from portcullis.stores.base import EgressStateStore, ReservationStore
 from portcullis.stores.memory import MemoryCounterStore
+from portcullis.stores.memory_reservations import MemoryReservationStore
 from portcullis.vault import Vault
 
-__all__ = ["CALLER_ONLY_HEADERS", "EgressExecutor", "EgressOutcome", "EgressRequest", "EgressResult"]
+__all__ = ["CALLER_ONLY_HEADERS", "EgressExecutor", "EgressOutcome", "EgressRequest", "EgressResult",
+           "TunnelAdmission"]
 
 
 class EgressExecutor:
@@ -60,7 +65,7 @@ class EgressExecutor:
         controls: IncidentControls | None = None, audit: Callable[[AuditRecord], None] | None = None,
         budget_usage: BudgetUsage | None = None,
         tracer: Tracer | None = None, metrics: GatewayMetrics | None = None, anomaly: AnomalyService | None = None,
-        timer: Timer | None = None,
+        timer: Timer | None = None, llm_reservations: ReservationStore | None = None,
     ) -> None:
         """``header_rules`` decide which caller headers reach a provider, for every door: by default
         the default list (``RequestHeaderRules.defaults()``); the gateway passes its egress door's
@@ -70,7 +75,9 @@ class EgressExecutor:
         tracker behind the budget gauges, configured here with this config's budgets; ``tracer``: a
         client span per attempt, whose ``traceparent`` the provider receives (default: tracing off);
         ``metrics`` and ``anomaly``: what the record phase counts, for every door (``metrics`` also
-        the bulkheads' queues and sheds); ``timer``: the bulkheads' queue timeouts (default: the loop's)."""
+        the bulkheads' queues and sheds); ``timer``: the bulkheads' queue timeouts (default: the loop's);
+        ``llm_reservations``: where LLM routes hold their token and cost reservations (one per process,
+        or the shared one)."""
         self._config = config
         self._clock = clock
         guard = SsrfGuard(resolver)
@@ -98,6 +105,9 @@ class EgressExecutor:
                                              clock=clock)
         self._limits = LimitsPhase(limiter=limiter or MultiLimiter(MemoryCounterStore(), clock),
                                    budgets=self._budgets, controls=controls, clock=clock, lifetime=lifetime)
+        self._llm = LlmPhase(
+            {r.name: LlmRoute.build(r.name, r.llm, total_timeout_s=r.total_timeout) for r in config.routes if r.llm},
+            llm_reservations or MemoryReservationStore(), clock, metrics)
         self._credentials = CredentialsPhase(header_rules=rules, vault=vault, clock=clock, audit=audit)
         self._sender = Sender(guard=guard, clock=clock, rng=rng or random.Random(),
                               tracer=tracer or PassThroughTracer(), sleep=sleep)
@@ -126,20 +136,50 @@ class EgressExecutor:
         """Phases 2 to 5 for a call phase 1 let through (a ``validate_only`` call: its report)."""
         route = destination.route
         if destination.mode.mode is RunMode.VALIDATE_ONLY:
-            return validate_only_result(destination, await self._limits.preview(destination, request.context))
+            preview = await self._limits.preview(destination, request.context)
+            if request.body and route.name in self._llm:
+                checks, spends = await self._llm.preview(
+                    route.name, destination.mode.budget_context(request.context), request.body)
+                preview = Preview(preview.checks + checks, spends + preview.spends)
+            return validate_only_result(destination, preview)
         check_breaker(route)
-        admission = await self._limits.admit(destination, request.context)
+        llm: list[LlmCall] = []  # an LLM route's call, once its reservation is held (``phase3_llm``)
+
+        async def reserve() -> None:
+            context = destination.mode.budget_context(request.context)
+            llm.append(await self._llm.reserve(route.name, context, request.body))
+
+        # No body, no prompt: a call without one (a listing, a retrieval) is no LLM call.
+        is_llm = bool(request.body) and route.name in self._llm
+        try:
+            admission = await self._limits.admit(destination, request.context, reserve=reserve if is_llm else None)
+        except BaseException as exc:
+            if llm:
+                await llm[0].failed(exc)  # refused after its reservation: given back
+            raise
         permit = admission.permit
+        call = llm[0] if llm else None
         try:
             headers = await self._credentials.headers(destination, request)
-            sent = await self._sender.send(route, destination.method, destination.url, headers, request,
-                                           destination.caller)
-        except BaseException:
+            if call is None:
+                sent = await self._sender.send(route, destination.method, destination.url, headers, request,
+                                               destination.caller)
+            else:
+                sent = await self._sender.send(route, destination.method, destination.url, call.headers(headers),
+                                               request, destination.caller, body=call.body, stream_if=call.stream_if)
+        except BaseException as exc:
             if permit is not None:
                 permit.release()
+            if call is not None:
+                await call.failed(exc)
             raise
         answer = sent.answer
-        body = answer.body
+        body: bytes | BodyStream = answer.body
+        if call is not None:
+            if answer.stream is not None:
+                body = call.relay(answer.stream)  # settled when the stream ends
+            else:
+                await call.answered(answer.status, answer.body)
         if permit is not None:
             if isinstance(body, bytes):
                 permit.release()
@@ -147,7 +187,31 @@ class EgressExecutor:
                 body = _Releasing(body, permit)
         return EgressResult(answer.status, answer.headers, body, sent.attempts, admission.budget,
                             route.breaker.state, host=route.host, cost=admission.cost, secrets=route.secrets,
-                            trace_id=sent.trace_id, run_mode=destination.mode.mode)
+                            trace_id=sent.trace_id, run_mode=destination.mode.mode,
+                            llm=call.audit if call is not None else None)
+
+    async def admit_tunnel(self, request: EgressRequest, host: str, port: int) -> TunnelAdmission | EgressOutcome:
+        """A proxy door's ``CONNECT host:port`` tunnel on ``request.route``, through phases 1 to 3 once
+        for the whole tunnel: blocks, the run mode, the guard for the host and port under the route's
+        policy (the checked addresses are the only ones to dial), the breaker, the execution's
+        lifetime, the route's limits, its bulkhead's turn (given back at once) and the budgets. Never
+        raises for a refusal: the refusal is the ``EgressOutcome`` every door renders."""
+        started = self._clock.monotonic()
+        destination = None
+        try:
+            destination = await self._destination.tunnel(request, host, port)
+            check_breaker(destination.route)
+            admission = await self._limits.admit(destination, request.context)
+        except (ClientError, UpstreamError) as exc:
+            mode = destination.mode.mode if destination is not None else None
+            return self._recorder.refused(request, exc, known_route=request.route in self._routes,
+                                          took_s=self._clock.monotonic() - started, run_mode=mode)
+        if admission.permit is not None:
+            # A bulkhead place is a call's, for the call's time: a tunnel may last an hour, and holding
+            # a place that long would starve the queue; the tunnel took its turn and its spend.
+            admission.permit.release()
+        return TunnelAdmission(destination.addresses, admission.budget, admission.cost,
+                               destination.route.config.connect_timeout)
 
     def breaker(self, route: str) -> CircuitBreaker:
         return self._routes[route].breaker
@@ -159,12 +223,14 @@ class EgressExecutor:
         """What is left of each budget a call to ``route`` would spend from; raises ``KeyError`` for no route."""
         if route not in self._routes:
             raise KeyError(route)
-        return await self._budgets.remaining(context, route)
+        return {**await self._budgets.remaining(context, route), **await self._llm.remaining(route, context)}
 
     async def reset_budgets(self, *, workflow_id: str | None = None, execution_id: str | None = None,
                             user: str | None = None) -> list[str]:
-        """An operator's reset of one execution's, workflow's or user's budget counters."""
-        return await self._budgets.reset(workflow_id=workflow_id, execution_id=execution_id, user=user)
+        """An operator's reset of one execution's, workflow's or user's budget counters (its LLM
+        token and cost budgets on every LLM route included)."""
+        keys = await self._budgets.reset(workflow_id=workflow_id, execution_id=execution_id, user=user)
+        return keys + await self._llm.reset(workflow_id=workflow_id, execution_id=execution_id, user=user)
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         """Every route's breaker, by route name (for the admin API)."""

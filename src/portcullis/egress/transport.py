@@ -33,6 +33,7 @@ from portcullis.config.egress import EgressConfig
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.executor import EgressExecutor, EgressOutcome, EgressRequest
 from portcullis.egress.run_mode import RunMode
+from portcullis.errors import UpstreamError
 from portcullis.identity.principal import Principal
 from portcullis.ids import random_hex
 from portcullis.pipeline.handler import BodyStream
@@ -67,7 +68,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self._executor.aclose()
 
-    def _record(self, call: EgressRequest, outcome: EgressOutcome, started: float) -> None:
+    def _record(self, call: EgressRequest, outcome: EgressOutcome, started: float, sent: int | None = None) -> None:
         """One audit record per in-process call, shaped like the HTTP door's (route ``egress``)."""
         if self._audit is None:
             return
@@ -78,7 +79,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             key_id=None, method=call.method, route="egress", path=f"/{call.route}{path}",
             query=redact_query(query) if query else None, status=outcome.status, decision=outcome.decision,
             latency_ms=round((self._clock.monotonic() - started) * 1000, 3), bytes_in=len(call.body or b""),
-            bytes_out=len(outcome.body) if isinstance(outcome.body, bytes) else 0,
+            bytes_out=sent if sent is not None else len(outcome.body) if isinstance(outcome.body, bytes) else 0,
             upstream_status=result.status if result is not None else None,
             user_agent=None, egress=outcome.audit, trace_id=result.trace_id if result is not None else None,
         ))
@@ -104,25 +105,45 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         started = self._clock.monotonic()
         # A URL no route covers is refused as the HTTP door refuses an unknown route name.
         outcome = await self._executor.run(call)
-        self._record(call, outcome, started)
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in outcome.headers]
-        if isinstance(outcome.body, bytes):
-            return httpx.Response(outcome.status, headers=headers, content=outcome.body, request=request)
-        return httpx.Response(outcome.status, headers=headers, stream=_Streamed(outcome.body), request=request)
+        body = outcome.body
+        if not isinstance(body, bytes):
+            # Relayed as it arrives; the record is written when the caller closes the response.
+            def record(sent: int) -> None:
+                self._record(call, outcome, started, sent)
+
+            return httpx.Response(outcome.status, headers=headers, request=request,
+                                  stream=_RelayedStream(body, record))
+        self._record(call, outcome, started)
+        return httpx.Response(outcome.status, headers=headers, content=body, request=request)
 
 
-class _Streamed(httpx.AsyncByteStream):
-    """A streamed answer as httpx reads it: chunks as they arrive; closing the response settles it."""
+class _RelayedStream(httpx.AsyncByteStream):
+    """A streamed answer (an LLM's events) handed to httpx unbuffered. A cut or broken stream is an
+    ``httpx.RemoteProtocolError`` to the caller, as a provider's broken connection would be."""
 
-    def __init__(self, body: BodyStream) -> None:
-        self._body = body
+    def __init__(self, body: BodyStream, on_close: Callable[[int], None]) -> None:
+        self._stream = body
+        self._on_close = on_close
+        self._sent = 0
+        self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._body:
-            yield chunk
+        try:
+            async for chunk in self._stream:
+                self._sent += len(chunk)
+                yield chunk
+        except UpstreamError as exc:
+            raise httpx.RemoteProtocolError(f"egress stream ended: {exc.reason}") from None
 
     async def aclose(self) -> None:
-        await self._body.aclose()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._stream.aclose()
+        finally:
+            self._on_close(self._sent)
 
 
 class Transport(httpx.BaseTransport):
@@ -154,9 +175,12 @@ class Transport(httpx.BaseTransport):
         return httpx.Response(response.status_code, headers=response.headers, content=content, request=request)
 
     async def _read(self, request: httpx.Request) -> httpx.Response:
-        """The answer, read whole on the loop (a streamed one too: a sync client gets bytes)."""
+        """The whole answer, read on the executor's loop (a streamed one too: this door buffers it)."""
         response = await self._async.handle_async_request(request)
-        await response.aread()
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
         return response
 
     def close(self) -> None:

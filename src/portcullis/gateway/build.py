@@ -60,6 +60,7 @@ from portcullis.ingress.runtime import CompiledRoute, UpstreamAddress
 from portcullis.ingress.tls import check_private_key_file, listener_context
 from portcullis.limiting.base import CounterStore
 from portcullis.limiting.limiter import MultiLimiter
+from portcullis.llm.route import screen_rules
 from portcullis.observability.budget_usage import BudgetUsage
 from portcullis.observability.metrics import GatewayMetrics
 from portcullis.observability.store_health import StoreProbe
@@ -78,10 +79,12 @@ from portcullis.policies.stage3_authorize.step_up import StepUpPolicy
 from portcullis.policies.stage4_limit.rate_limit import RateLimitPolicy
 from portcullis.policies.stage5_validate.body import BodyPolicy
 from portcullis.policies.stage5_validate.body_rules import BodyRulesPolicy
+from portcullis.policies.stage5_validate.prompt_screening import PromptScreeningPolicy
 from portcullis.policies.stage6_respond.security_headers import SecurityHeadersPolicy
-from portcullis.stores.base import AuditSink, EgressStateStore, SecretStore
+from portcullis.stores.base import AuditSink, EgressStateStore, ReservationStore, SecretStore
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
+from portcullis.stores.memory_reservations import MemoryReservationStore
 from portcullis.stores.nonces import MemoryNonceStore
 from portcullis.stores.opening import open_store
 from portcullis.stores.redis_breakers import RedisBreakerStates
@@ -167,10 +170,11 @@ async def open_services(
                   exc, config.controls.refresh_interval)
     counters: CounterStore = MemoryCounterStore()
     budgets: EgressStateStore = MemoryBudgetStore()
+    reservations: ReservationStore = MemoryReservationStore()
     shared = None
     if config.shared_state is not None:
         shared = await open_shared(config.shared_state, clock)
-        counters, budgets = shared.counters, shared.budgets
+        counters, budgets, reservations = shared.counters, shared.budgets, shared.reservations
         outage = shared.outage
         metrics.shared_state_degraded.set_function(lambda: float(outage.degraded))
         events = shared.events
@@ -186,7 +190,7 @@ async def open_services(
     return GatewayServices(
         clock=clock, metrics=metrics, store=store, limiter=MultiLimiter(counters, clock), audit=audit, vault=vault,
         controls=controls, egress_budgets=budgets, shared=shared, retention=retention, anomaly=anomaly,
-        store_probe=store_probe, budget_usage=budget_usage, tracer=tracer)
+        store_probe=store_probe, budget_usage=budget_usage, tracer=tracer, llm_reservations=reservations)
 
 
 def _anomaly_service(config: GatewayConfig, clock: Clock, audit: AuditWriter, metrics: GatewayMetrics,
@@ -212,6 +216,9 @@ def _anomaly_service(config: GatewayConfig, clock: Clock, audit: AuditWriter, me
 def _resolve(base: Path, path: str) -> Path:
     p = Path(path)
     return p if p.is_absolute() else base / p
+
+
+_PROMPT_BODY_BYTES = 4 * 1024 * 1024  # the most a screened prompt body may be when the route sets no limit
 
 
 def effective_request(config: GatewayConfig, route: RouteConfig) -> RequestConfig:
@@ -299,6 +306,9 @@ def plan_chain(
         policies.append(BodyPolicy(request))
     if body_rules:  # after BodyPolicy: the body is read and is one unambiguous JSON document
         policies.append(BodyRulesPolicy(body_rules, inputs))
+    if route.prompt_screening is not None:
+        policies.append(PromptScreeningPolicy(screen_rules(route.prompt_screening),
+                                              max_body_bytes=request.max_body_bytes or _PROMPT_BODY_BYTES))
     return policies
 
 
@@ -383,7 +393,8 @@ def build_runtime(config: GatewayConfig, services: GatewayServices) -> GatewayRu
         )
     router_routes = list(config.routes)
     egress = None
-    if config.egress is not None and config.egress.entry.enabled:
+    # The pipeline serves the HTTP door and the proxy door: built when either is on.
+    if config.egress is not None and (config.egress.entry.enabled or config.egress.proxy is not None):
         metrics = services.metrics
 
         def breaker_moved(route: str, before: BreakerState, after: BreakerState) -> None:
@@ -405,18 +416,21 @@ def build_runtime(config: GatewayConfig, services: GatewayServices) -> GatewayRu
                                 budget_store=services.egress_budgets, header_rules=door_rules,
                                 controls=services.controls, audit=services.audit.submit,
                                 budget_usage=services.budget_usage, tracer=services.tracer,
-                                metrics=metrics, anomaly=services.anomaly)
+                                metrics=metrics, anomaly=services.anomaly,
+                                llm_reservations=services.llm_reservations)
         for route_name, breaker in egress.breakers().items():
             metrics.egress_breaker_open.labels(route_name).set_function(_breaker_open_reader(breaker))
-        router_routes.append(door)
-        routes[door.name] = CompiledRoute(
-            name=door.name,
-            chain=PolicyChain(plan_chain(config, door, limiter=services.limiter, metrics=services.metrics,
-                                         verifiers=verifiers, controls=services.controls, clock=services.clock)),
-            upstream=_NO_UPSTREAM, timeouts=Timeouts(1, 1, 1),
-            forward=ForwardHeaders(upstream_host=None, forward_identity=False, rules=door_rules),
-            max_body_bytes=config.egress.entry.max_body_bytes, handler=EgressHttpDoor(egress), template=door.path,
-        )
+        if config.egress.entry.enabled:
+            router_routes.append(door)
+            routes[door.name] = CompiledRoute(
+                name=door.name,
+                chain=PolicyChain(plan_chain(config, door, limiter=services.limiter, metrics=services.metrics,
+                                             verifiers=verifiers, controls=services.controls, clock=services.clock)),
+                upstream=_NO_UPSTREAM, timeouts=Timeouts(1, 1, 1),
+                forward=ForwardHeaders(upstream_host=None, forward_identity=False, rules=door_rules),
+                max_body_bytes=config.egress.entry.max_body_bytes, handler=EgressHttpDoor(egress),
+                template=door.path,
+            )
     breaker_sync = None
     if egress is not None and services.shared is not None:
         breaker_sync = SharedBreakers(RedisBreakerStates(services.shared), egress.breakers())

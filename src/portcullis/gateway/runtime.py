@@ -17,8 +17,9 @@ from portcullis.egress.ssrf import Resolver
 from portcullis.ingress.app import GatewayApp
 from portcullis.ingress.runtime import Runtime, Services
 from portcullis.observability.budget_usage import BudgetUsage
-from portcullis.stores.base import EgressStateStore
+from portcullis.stores.base import EgressStateStore, ReservationStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
+from portcullis.stores.memory_reservations import MemoryReservationStore
 
 __all__ = ["GatewayRuntime", "GatewayServices", "serving_runtime"]
 
@@ -28,6 +29,7 @@ class GatewayServices(Services):
     egress_resolver: Resolver = field(default_factory=SystemResolver)  # tests inject fixed answers
     egress_budgets: EgressStateStore = field(default_factory=MemoryBudgetStore)  # survives reloads
     budget_usage: BudgetUsage | None = None  # how full the egress budgets are, for their gauges
+    llm_reservations: ReservationStore = field(default_factory=MemoryReservationStore)  # survives reloads
 
 
 @dataclass(slots=True, eq=False)
@@ -45,6 +47,8 @@ class GatewayRuntime(Runtime):
         if self.breaker_sync is not None:
             await self.breaker_sync.aclose()
         await Runtime.aclose(self)  # closes the egress door, and with it the executor
+        if self.egress is not None:
+            await self.egress.aclose()  # again, harmlessly; the only close when just the proxy door uses it
 
 
 def serving_runtime(app: GatewayApp) -> GatewayRuntime:

@@ -96,6 +96,27 @@ class GatewayMetrics:
             "portcullis_egress_cost_total", "Cost spent against egress budgets (route costs), by route.",
             ["route"], registry=r,
         )
+        self.egress_proxy_tunnels = Counter(
+            "portcullis_egress_proxy_tunnels_total", "Proxy door CONNECT tunnels, by route and decision kind "
+            "(allowed, auth, egress_refused, upstream_error, invalid_request, ...).", ["route", "decision"], registry=r,
+        )
+        self.egress_proxy_tunnel_bytes = Counter(
+            "portcullis_egress_proxy_tunnel_bytes_total", "Bytes through proxy door tunnels, by route and direction "
+            "(up: client to upstream).", ["route", "direction"], registry=r,
+        )
+        self.egress_proxy_refusals = Counter(
+            "portcullis_egress_proxy_refusals_total", "Requests the proxy door's listener refused itself (framing, "
+            "size, time, connection caps), by kind.", ["kind"], registry=r,
+        )
+        self.egress_llm_tokens = Counter(
+            "portcullis_egress_llm_tokens_total", "Tokens charged on LLM routes, by route and kind (input, output; "
+            "unknown: a whole reservation charged because the answer reported no usage).", ["route", "kind"],
+            registry=r,
+        )
+        self.egress_llm_refused = Counter(
+            "portcullis_egress_llm_reservations_refused_total", "LLM calls refused before sending because their "
+            "reservation did not fit, by route and budget.", ["route", "budget"], registry=r,
+        )
         self.egress_breaker_open = Gauge(
             "portcullis_egress_breaker_open", "1 while a route's breaker refuses calls (open or forced open).",
             ["route"], registry=r,

@@ -17,9 +17,10 @@ import orjson
 
 __all__ = [
     "MAX_CONTROLS", "AdminTokenRecord", "AdminTokenStore", "ApiKeyRecord", "AuditBatch", "AuditChainInfo",
-    "AuditPage", "AuditQuery", "AuditSearch", "AuditSink", "AuditStore", "BudgetCounterStore", "ChainLine",
-    "ControlRecord", "ControlStore", "EgressStateStore", "ExecutionClockStore", "KeyPage", "KeyStore", "NonceStore",
-    "SecretRecord", "SecretStore", "SigningKeyRecord", "SigningKeyStore", "Spend", "Store",
+    "AuditPage", "AuditQuery", "AuditSearch", "AuditSink", "AuditStore", "BudgetCounterStore", "BudgetLine",
+    "ChainLine", "ControlRecord", "ControlStore", "EgressStateStore", "ExecutionClockStore", "KeyPage", "KeyStore",
+    "LineUsage", "NonceStore", "Reservation", "ReservationRefused", "ReservationStore", "SecretRecord", "SecretStore",
+    "Settlement", "SigningKeyRecord", "SigningKeyStore", "Spend", "Store",
 ]
 
 
@@ -364,6 +365,102 @@ class ExecutionClockStore(Protocol):
 
 class EgressStateStore(BudgetCounterStore, ExecutionClockStore, Protocol):
     """What a budget store backend holds: the counters and the executions' starts."""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLine:
+    """One budget a reservation holds from: its key, its cap, its window, and the amount (tokens or
+    cost micro-units) this call reserves, or, given to ``settle``, what it used.
+
+    ``window_s`` None: a lifetime total that never resets (an operator's reset clears it)."""
+
+    name: str  # which budget, for the 429 body and the audit: "execution_tokens", "route_tokens_per_minute", …
+    key: str
+    limit: int
+    window_s: float | None
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Capacity held on every line until settled, released, or ``expires_at`` (the store's clock)."""
+
+    reservation_id: str
+    lines: tuple[BudgetLine, ...]
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRefused:
+    """The first line the reservation did not fit. ``available``: limit - used - reserved (>= 0);
+    ``reset_s``: until that line's window starts again (None for a lifetime total). ``index`` -1:
+    the store refused without deciding (a shared store that is down)."""
+
+    index: int
+    name: str
+    available: int
+    reset_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What ``settle`` did: ``charged`` per line, and whether the hold had expired before it came
+    (its capacity was then already released; the actual amount is charged all the same)."""
+
+    charged: tuple[int, ...]
+    expired: bool
+
+    def over(self, reservation: Reservation) -> tuple[int, ...]:
+        """Per line, how far the charge passed what was reserved (0 when it did not)."""
+        return tuple(max(0, c - line.amount) for c, line in zip(self.charged, reservation.lines, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class LineUsage:
+    """One line now: spent in its current window, and held by live reservations."""
+
+    used: int
+    reserved: int
+
+
+class ReservationStore(Protocol):
+    """Budgets spent in two steps: reserve the most a call can spend, then settle to what it used.
+
+    Why: a budget charged after the answer lets every parallel call pass the check before any is
+    charged (the overshoot peers report). Here a line admits a reservation only if
+    ``used + reserved + amount <= limit``, for every line at once or for none, atomically, so the
+    sum of what is admitted never passes a limit however many calls race. Windows are anchored at
+    a line's first charge (like ``BudgetCounterStore``); reservations are not windowed: a hold
+    counts against whatever window is current until it ends.
+
+    A reservation that is never settled (a crashed instance) stops holding capacity at its
+    ``expires_at``: ``reserve`` drops expired holds before it checks.
+    """
+
+    async def reserve(
+        self, lines: Sequence[BudgetLine], now: float, *, ttl_s: float,
+    ) -> Reservation | ReservationRefused:
+        """Hold ``line.amount`` on every line, or on none. Raises ``StoreUnavailable`` when it cannot tell."""
+        ...
+
+    async def settle(self, reservation: Reservation, actual: Sequence[int], now: float) -> Settlement:
+        """End the hold and charge ``actual[i]`` to line ``i``'s current window, whatever was
+        reserved: less than reserved releases the rest, more is charged in full (the tokens were
+        spent; the line may then stand over its limit, and refuses until its window resets). Call
+        once per reservation; ``release`` instead when nothing was sent."""
+        ...
+
+    async def release(self, reservation: Reservation, now: float) -> None:
+        """End the hold and charge nothing (the call failed before it was sent)."""
+        ...
+
+    async def usage(self, lines: Sequence[BudgetLine], now: float) -> list[LineUsage]:
+        """Each line's used and reserved amounts now. Spends nothing."""
+        ...
+
+    async def reset(self, keys: Sequence[str]) -> None:
+        """Forget these lines (an operator's reset): used and holds alike."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

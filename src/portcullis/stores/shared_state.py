@@ -25,10 +25,12 @@ from redis.exceptions import RedisError
 from portcullis.clock import Clock
 from portcullis.ids import random_hex
 from portcullis.stores.failover import FailoverBudgetStore, FailoverCounterStore, Outage
+from portcullis.stores.failover_reservations import FailoverReservationStore
 from portcullis.stores.nonces import FailoverNonceStore, MemoryNonceStore, RedisNonceStore
 from portcullis.stores.redis_budgets import RedisBudgetStore
 from portcullis.stores.redis_counters import RedisCounterStore
 from portcullis.stores.redis_events import RedisEventBus, encode_event
+from portcullis.stores.redis_reservations import RedisReservationStore
 
 __all__ = ["SharedState", "broadcast_once", "build_redis_client", "open_shared_state"]
 
@@ -41,6 +43,7 @@ class SharedState:
     outage: Outage
     counters: FailoverCounterStore
     budgets: FailoverBudgetStore
+    reservations: FailoverReservationStore  # LLM routes' token and cost reservations (one script per step)
     events: RedisEventBus
     nonces: FailoverNonceStore  # signed requests' single-use nonces (one SET NX PX each)
     _listener: Redis
@@ -95,6 +98,9 @@ async def open_shared_state(
                                       clock, instances=instances, on_failure=on_failure, outage=outage),
         budgets=FailoverBudgetStore(RedisBudgetStore(client, key_prefix=key_prefix, server_time=server_time),
                                     outage, instances=instances, on_failure=budgets_on_failure),
+        reservations=FailoverReservationStore(
+            RedisReservationStore(client, key_prefix=key_prefix, server_time=server_time), outage,
+            instances=instances, on_failure=budgets_on_failure),
         events=RedisEventBus(client, listener, channel=f"{key_prefix}events", instance_id=instance_id),
         nonces=FailoverNonceStore(RedisNonceStore(client, key_prefix=key_prefix), MemoryNonceStore(clock), outage,
                                   on_failure=on_failure),

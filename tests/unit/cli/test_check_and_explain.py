@@ -253,3 +253,42 @@ def test_check_shows_certificate_routes_and_required_combinations() -> None:
     assert code == 0
     assert "mtls(+xfcc)" in out
     assert "api_key + mtls" in out
+
+
+EGRESS_FLOW = """
+upstreams: {a: {url: 'http://127.0.0.1:1'}}
+routes: [{name: r, path: /r, upstream: a, auth: none}]
+keys: {pepper: "${PORTCULLIS_KEY_PEPPER}"}
+egress:
+  run_modes: {default: %s}
+  routes:
+    - {name: llm, url: "https://api.example.com", test_run: true,
+       bulkhead: {max_concurrent: 2, header_priorities: %s}}
+    - {name: prod, url: "https://prod.example.com"}
+"""
+
+
+def test_check_warns_when_test_runs_by_default_meet_routes_not_marked_for_them(tmp_path: Path) -> None:
+    config = tmp_path / "egress.yaml"
+    config.write_text(EGRESS_FLOW % ("test_run", "[low]"))
+    code, out = run("check", str(config))
+    assert code == 0, out
+    assert ("⚠ egress.run_modes.default is test_run, so every call that names no X-Run-Mode is refused (403 "
+            "egress.run_mode_denied) on the routes not marked test_run: prod.\n") in out
+
+
+def test_check_warns_when_a_header_lets_callers_raise_their_class(tmp_path: Path) -> None:
+    config = tmp_path / "egress.yaml"
+    config.write_text(EGRESS_FLOW % ("full_run", "[critical, low]"))
+    code, out = run("check", str(config))
+    assert code == 0, out
+    assert ("⚠ egress.routes[0] (llm): bulkhead.header_priorities lets any caller raise its class above the default "
+            "(normal) to critical with X-Priority, ahead of the workflows and consumers configured with a class.\n") in out
+
+
+def test_check_says_nothing_of_run_modes_or_classes_that_only_step_aside(tmp_path: Path) -> None:
+    config = tmp_path / "egress.yaml"
+    config.write_text(EGRESS_FLOW % ("full_run", "[low, bulk]"))
+    code, out = run("check", str(config))
+    assert code == 0, out
+    assert "⚠" not in out

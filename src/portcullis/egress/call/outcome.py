@@ -68,6 +68,8 @@ def answered(request: EgressRequest, result: EgressResult) -> EgressOutcome:
              "budget_remaining": dict(result.budget.remaining), "secrets": list(result.secrets)}
     if result.run_mode is not RunMode.FULL_RUN:
         audit["run_mode"] = result.run_mode.value
+    if result.llm is not None:
+        audit["llm"] = result.llm  # the same dict: a stream's settlement completes it before the record is written
     decision = "validate_only" if result.run_mode is RunMode.VALIDATE_ONLY else "allowed"
     return EgressOutcome(result.status, headers, result.body, decision, audit, result=result)
 

@@ -9,12 +9,18 @@ rules see that canonical path; then the run mode (``egress/run_mode.py``: the do
 ``X-Run-Mode``, else the default) must be one the route takes, and a full run must meet the route's
 requirement, before the guard spends a DNS lookup on it; last, the SSRF guard checks the URL under
 the route's policy (scheme, port, host lists). Nothing here spends a limit or a budget.
+
+A ``CONNECT`` tunnel of the proxy door (``tunnel``) meets the same checks that do not need a
+request it cannot read: blocks, the route, the run mode (a tunnel is bytes on their way out, so
+``validate_only`` is refused), and the guard for the tunnel's host and port under the route's
+policy, whose checked addresses are the only ones the tunnel may dial.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 
 from portcullis.clock import Clock
 from portcullis.config.egress import path_matches
@@ -47,6 +53,7 @@ class Destination:
     relative_path: str  # canonical, relative to the route's base URL: what path and cost rules match
     caller: RawHeaders
     mode: RunModeDecision
+    addresses: tuple[IPv4Address | IPv6Address, ...] = ()  # a tunnel's: the guard's checked answer, to dial
 
 
 def caller_headers(request: EgressRequest) -> RawHeaders:
@@ -66,14 +73,7 @@ class DestinationPhase:
 
     async def resolve(self, request: EgressRequest) -> Destination:
         caller = caller_headers(request)
-        refused = self._header_rules.refusal(caller)
-        if refused is not None:
-            raise MalformedRequest(f"rejected_header:{refused}")
-        if self._controls is not None and self._controls.snapshot.has_subject_blocks:
-            self._check_blocks(self._controls, request)
-        route = self._routes.get(request.route)
-        if route is None:
-            raise EgressDenied("unknown_route")
+        route = self._route(request, caller)
         cfg = route.config
         method = request.method.upper()
         if cfg.methods and method not in cfg.methods:
@@ -86,6 +86,19 @@ class DestinationPhase:
         if not verdict.allowed:
             raise EgressDenied(verdict.reason)
         return Destination(route, method, url, relative_path, caller, mode)
+
+    def _route(self, request: EgressRequest, caller: RawHeaders) -> EgressRoute:
+        """What every call and every tunnel passes first: the header rules' refusals, an incident
+        block on the call's subjects, then its route."""
+        refused = self._header_rules.refusal(caller)
+        if refused is not None:
+            raise MalformedRequest(f"rejected_header:{refused}")
+        if self._controls is not None and self._controls.snapshot.has_subject_blocks:
+            self._check_blocks(self._controls, request)
+        route = self._routes.get(request.route)
+        if route is None:
+            raise EgressDenied("unknown_route")
+        return route
 
     def _mode(self, route: EgressRoute, request: EgressRequest, caller: RawHeaders, method: str,
               relative_path: str) -> RunModeDecision:
@@ -104,6 +117,20 @@ class DestinationPhase:
                                execution_id=ctx.execution_id, user=ctx.user, client_ip=request.client_ip)
 
         return modes.decide(asked, request.principal, call, self._clock.wall())
+
+    async def tunnel(self, request: EgressRequest, host: str, port: int) -> Destination:
+        """A ``CONNECT host:port`` on ``request.route`` (its method ``CONNECT``, its path ``/``)."""
+        caller = caller_headers(request)  # the CONNECT's own (X-Run-Mode, the priority header)
+        route = self._route(request, caller)
+        mode = self._mode(route, request, caller, "CONNECT", "/")
+        if not mode.sends:
+            raise EgressDenied("tunnel_validate_only")  # nothing would be sent: no tunnel to open
+        shown = f"[{host}]" if ":" in host else host
+        url = f"https://{shown}:{port}/"
+        verdict = await self._guard.check(url, route.policy)
+        if not verdict.allowed:
+            raise EgressDenied(verdict.reason)
+        return Destination(route, "CONNECT", url, "/", caller, mode, verdict.addresses)
 
     def _check_blocks(self, controls: IncidentControls, request: EgressRequest) -> None:
         """Raise ``Blocked`` when the call's workflow, user or execution is blocked now."""

@@ -9,6 +9,9 @@ Why this order:
 - the **bulkhead** (``egress/bulkhead.py``) before the budgets: a call that is shed, or waits and
   times out, must not have cost a budget unit; the place is held until the call is answered, and
   given back here if the budgets then refuse;
+- an LLM route's **reservation** (``phase3_llm``) after the bulkhead, so a queued call holds no
+  tokens, and before the call budgets, so a call refused for its tokens spends no call unit (one
+  the call budgets refuse gives its reservation back);
 - **budgets** last, from the counters of the call's run mode (a test run's are its own).
 
 An emergency factor (an incident control on the route or the user) scales the rate limit down,
@@ -18,6 +21,7 @@ read from the in-memory snapshot (no I/O). ``preview`` answers the same question
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from portcullis.clock import Clock
@@ -62,7 +66,9 @@ class LimitsPhase:
         self._clock = clock
         self._lifetime = lifetime
 
-    async def admit(self, destination: Destination, context: CallContext) -> Admission:
+    async def admit(self, destination: Destination, context: CallContext, *,
+                    reserve: Callable[[], Awaitable[object]] | None = None) -> Admission:
+        """``reserve``: an LLM route's token and cost reservation, taken once the call has its place."""
         route = destination.route
         cfg = route.config
         if self._lifetime is not None:
@@ -84,6 +90,8 @@ class LimitsPhase:
             # Shed propagates: nothing is spent yet.
             permit = await route.bulkhead.acquire(_priority(destination, context))
         try:
+            if reserve is not None:
+                await reserve()
             cost = self._cost(destination)
             budget = await self._budgets.consume(destination.mode.budget_context(context), cfg.name, cost)
             if not budget.allowed:

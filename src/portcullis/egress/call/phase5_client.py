@@ -75,11 +75,12 @@ class PinnedResponse:
     """An answer whose head has arrived and passed the content-type check; the body is read with
     ``read`` (whole, within the limits) or ``iter_body`` (as it arrives). ``aclose`` always."""
 
-    __slots__ = ("_limits", "_resp", "encoding", "headers", "status")
+    __slots__ = ("_limits", "_resp", "content_type", "encoding", "headers", "status")
 
-    def __init__(self, resp: Http1Response, limits: ResponseLimits) -> None:
+    def __init__(self, resp: Http1Response, limits: ResponseLimits, content_type: str | None) -> None:
         self._resp = resp
         self._limits = limits
+        self.content_type = content_type
         self.status = resp.status
         self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.headers if k not in _RESPONSE_DROP]
         self.encoding: str | None = next((v.decode("latin-1") for k, v in resp.headers if k == b"content-encoding"),
@@ -155,7 +156,7 @@ class PinnedClients:
         except BaseException:
             await resp.aclose()
             raise
-        return PinnedResponse(resp, limits)
+        return PinnedResponse(resp, limits, content_type)
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}

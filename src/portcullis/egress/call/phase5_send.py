@@ -9,6 +9,11 @@ connection errors) are retried only when safe, after a jittered or provider-requ
 the retry budget and the total timeout allow; beyond a streak of failed attempts at the endpoint,
 a retry goes only with probability 1/failures (``egress/retry.py``, adaptive retry).
 
+A route may ask for some answers to be streamed (``stream_if``: an LLM route's event streams):
+such an answer is handed over with its connection still open and its body as a chunk iterator
+(``Answer.stream``), counted against the decoded-size guard on the way; the caller must close it.
+The total timeout then bounds the time to the answer's head only, as a stream has its own limits.
+
 Errors leave as Portcullis errors with fixed reasons and no chained exception: a client error can
 carry the request's headers, and with them an injected credential.
 """
@@ -16,28 +21,31 @@ carry the request's headers, and with them an injected credential.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from portcullis.clock import Clock
 from portcullis.egress.breaker import is_failure
 from portcullis.egress.call.phase4_credentials import TextHeaders, renewed_token
-from portcullis.egress.call.phase5_client import PinnedClients
+from portcullis.egress.call.phase5_client import PinnedClients, PinnedResponse
 from portcullis.egress.call.request import EgressRequest
 from portcullis.egress.call.route import EgressRoute
-from portcullis.egress.response_guard import ResponseRefused
+from portcullis.egress.response_guard import DecodedSizeMeter, ResponseRefused
 from portcullis.egress.retry import may_retry_request, retry_delay_s
 from portcullis.egress.ssrf import SsrfGuard
-from portcullis.errors import EgressDenied, UpstreamError, UpstreamTimeout
+from portcullis.errors import EgressDenied, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from portcullis.http.headers import RawHeaders
 from portcullis.observability.tracing import ClientTrace, Tracer
 from portcullis.upstream.base import Timeouts
 
-__all__ = ["Answer", "Sender", "Sent", "close_session"]
+__all__ = ["Answer", "Sender", "Sent", "StreamIf", "close_session"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+StreamIf = Callable[[int, str | None], bool]  # (status, content type) -> hand the body over as a stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,7 @@ class Answer:
     status: int
     headers: TextHeaders
     body: bytes
+    stream: AsyncIterator[bytes] | None = None  # the body, still arriving (``stream_if``); close it
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +77,8 @@ class Sender:
         self._sleep = sleep
 
     async def send(self, route: EgressRoute, method: str, url: str, headers: TextHeaders, request: EgressRequest,
-                   caller: RawHeaders) -> Sent:
+                   caller: RawHeaders, *, body: bytes | None = None, stream_if: StreamIf | None = None) -> Sent:
+        """``body``: what is sent instead of the caller's (an LLM route's re-serialised body)."""
         cfg = route.config
         deadline = self._clock.monotonic() + cfg.total_timeout
         safe = may_retry_request(method, {k.lower(): v for k, v in headers})
@@ -85,7 +95,8 @@ class Sender:
             span = self._tracer.egress_attempt(request.trace, caller, method=method, url=url, host=route.host,
                                                port=route.port, attempt=attempt)
             try:
-                answer = await self._follow(route, method, url, [*headers, *_text(span)], request.body, deadline)
+                answer = await self._follow(route, method, url, [*headers, *_text(span)],
+                                            request.body if body is None else body, deadline, stream_if)
                 status = answer.status
             except UpstreamError as exc:
                 error = exc
@@ -132,6 +143,7 @@ class Sender:
 
     async def _follow(
         self, route: EgressRoute, method: str, url: str, headers: TextHeaders, body: bytes | None, deadline: float,
+        stream_if: StreamIf | None = None,
     ) -> Answer:
         """Send, and follow up to ``max_redirects`` redirects, each passing the whole guard again.
 
@@ -141,7 +153,8 @@ class Sender:
         """
         cfg, policy = route.config, route.policy
         for hop in range(cfg.max_redirects + 1):
-            answer = await self._send_once(route, method, url, headers, body, deadline - self._clock.monotonic())
+            answer = await self._send_once(route, method, url, headers, body, deadline - self._clock.monotonic(),
+                                           stream_if)
             location = next((v for k, v in answer.headers if k.lower() == "location"), None)
             if answer.status not in _REDIRECTS or not location or hop == cfg.max_redirects:
                 return answer
@@ -159,14 +172,47 @@ class Sender:
 
     async def _send_once(
         self, route: EgressRoute, method: str, url: str, headers: TextHeaders, body: bytes | None, time_left: float,
+        stream_if: StreamIf | None = None,
     ) -> Answer:
         if time_left <= 0:
             raise UpstreamTimeout("egress_total_timeout")
         cfg = route.config
-        timeouts = Timeouts(connect_s=min(cfg.connect_timeout, time_left), read_s=cfg.read_timeout, total_s=time_left)
-        answer = await _clients(route, self._guard).exchange(method, url, headers, body, limits=route.limits,
-                                                             timeouts=timeouts)
-        return Answer(answer.status, answer.headers, answer.body)
+        # A streamed answer outlives the total timeout: it bounds the head (and a buffered body) here.
+        timeouts = Timeouts(connect_s=min(cfg.connect_timeout, time_left), read_s=cfg.read_timeout,
+                            total_s=math.inf if stream_if is not None else time_left)
+        handed_over = False
+        try:
+            async with asyncio.timeout(time_left if stream_if is not None else None):
+                resp = await _clients(route, self._guard).request(method, url, headers, body, limits=route.limits,
+                                                                  timeouts=timeouts)
+                try:
+                    if stream_if is not None and stream_if(resp.status, resp.content_type):
+                        meter = None
+                        if route.limits.max_decoded_bytes is not None:
+                            meter = DecodedSizeMeter(resp.encoding, route.limits.max_decoded_bytes)
+                        handed_over = True
+                        return Answer(resp.status, resp.headers, b"", stream=_streamed(resp, meter))
+                    return Answer(resp.status, resp.headers, await resp.read())
+                finally:
+                    if not handed_over:
+                        await resp.aclose()
+        except TimeoutError:  # the head (or a buffered body) of a call that may stream took too long
+            raise UpstreamTimeout("egress_timeout") from None
+
+
+async def _streamed(resp: PinnedResponse, meter: DecodedSizeMeter | None) -> AsyncIterator[bytes]:
+    """A streamed answer's body as it arrives; a connection left mid-answer is dropped, not pooled."""
+    try:
+        async for chunk in resp.iter_body():
+            if meter is not None:
+                meter.feed(chunk)
+            yield chunk
+    except (ResponseRefused, UpstreamTimeout):
+        raise
+    except UpstreamError:
+        raise UpstreamProtocolError("response_truncated") from None
+    finally:
+        await resp.aclose()
 
 
 async def close_session(route: EgressRoute) -> None:
@@ -177,7 +223,7 @@ async def close_session(route: EgressRoute) -> None:
 
 def _clients(route: EgressRoute, guard: SsrfGuard) -> PinnedClients:
     if route.session is None:
-        route.session = PinnedClients(guard, route.policy)
+        route.session = PinnedClients(guard, route.policy, tls=route.tls)
     return route.session
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
 from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import BudgetDecision, CallContext
@@ -11,7 +13,7 @@ from portcullis.identity.principal import Principal
 from portcullis.observability.tracing import ServerTrace
 from portcullis.pipeline.handler import BodyStream
 
-__all__ = ["CallContext", "EgressRequest", "EgressResult"]
+__all__ = ["CallContext", "EgressRequest", "EgressResult", "TunnelAdmission"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +44,15 @@ class EgressResult:
     secrets: tuple[str, ...] = ()  # vault secrets injected into the call, by name (for the audit)
     trace_id: str | None = None  # the trace of the last attempt's traceparent, if it carried one
     run_mode: RunMode = RunMode.FULL_RUN  # validate_only: the body is the gateway's report, nothing was sent
+    llm: dict[str, Any] | None = None  # an LLM route's tokens and cost, for the audit (final once a stream ends)
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelAdmission:
+    """A proxy tunnel the pipeline let open: the addresses it checked (dial these, never the name),
+    what it was charged once for the whole tunnel, and the route's connect timeout."""
+
+    addresses: tuple[IPv4Address | IPv6Address, ...]
+    budget: BudgetDecision
+    cost: float
+    connect_timeout_s: float

@@ -7,6 +7,7 @@ call is work on the hot path and one more place for the doors to drift apart.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from portcullis.egress.response_guard import ResponseLimits
 from portcullis.egress.retry import FailureStreak, RetryBudget, RetryConfig
 from portcullis.egress.run_mode import RouteRunModes
 from portcullis.egress.ssrf import GuardPolicy, SsrfGuard
+from portcullis.errors import ConfigError
 from portcullis.http.headers import fold_name
 from portcullis.limiting.limiter import LimitRule
 from portcullis.vault import Vault
@@ -60,6 +62,7 @@ class EgressRoute:
     session: PinnedClients | None = None  # the send phase's clients, made on the first call
     oauth2: ClientCredentials | None = None  # the provider token this route gets itself (client credentials)
     bulkhead: Bulkhead | None = None  # the route's concurrency cap and priority queue, if it has one
+    tls: ssl.SSLContext | None = None  # the route's own trust (``ca_file``); None: the system's
 
     @property
     def name(self) -> str:
@@ -108,4 +111,16 @@ def compile_route(
         priority=RoutePriority(config, route),
         bulkhead=bulkhead,
         streak=FailureStreak(rt.adaptive_after),
+        tls=_trust(route),
     )
+
+
+def _trust(route: EgressRouteConfig) -> ssl.SSLContext | None:
+    """A verifying client context trusting only the route's ``ca_file`` (``None``: the system's store)."""
+    if route.ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=route.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        where = f"egress.routes.{route.name}.ca_file"
+        raise ConfigError(f"cannot load the CA file: {type(exc).__name__}", path=where) from None
