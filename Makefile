@@ -11,12 +11,14 @@ TOOLS      := .tools
 UV         := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.8
 SYNC       := $(UV) sync --locked --quiet --python $(PYTHON)
+PEERS_VENV := .venv-peers
+PEERS_LOCK := bench/peers/requirements.txt
 
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS    := never
 export UV_NO_PROGRESS         := 1
 
-.PHONY: run test lint typecheck bench bench-hostile lock lock-upgrade tools-lock test-tools clean
+.PHONY: run test lint typecheck bench bench-hostile bench-peers peers-lock lock lock-upgrade tools-lock test-tools clean
 
 $(UV): tools.lock
 	$(PYTHON) -m venv $(TOOLS)
@@ -56,6 +58,22 @@ bench-hostile: $(UV) test-tools
 	$(SYNC) --extra test --extra bench
 	$(BIN)/python -m bench.hostile_suite
 
+## make bench-peers: the egress door against LiteLLM's proxy on the same upstream, same run; LiteLLM lives in its
+## own virtualenv ($(PEERS_VENV)), made to match $(PEERS_LOCK) exactly (hashes checked). Writes bench/results/peers.{json,md}.
+bench-peers: $(UV) test-tools $(PEERS_VENV)/bin/litellm
+	$(SYNC) --extra test --extra bench
+	$(BIN)/python -m bench.run_peers
+
+$(PEERS_VENV)/bin/litellm: $(UV) $(PEERS_LOCK)
+	[ -x $(PEERS_VENV)/bin/python ] || $(UV) venv --quiet --python $(PYTHON) $(PEERS_VENV)
+	$(UV) pip sync --quiet --python $(PEERS_VENV)/bin/python --require-hashes $(PEERS_LOCK)
+	touch $@
+
+## make peers-lock: re-resolve $(PEERS_LOCK) from bench/peers/requirements.in (with hashes).
+peers-lock: $(UV)
+	$(UV) pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+		bench/peers/requirements.in -o $(PEERS_LOCK)
+
 ## make lock: re-resolve uv.lock after pyproject.toml changed (keeps every pin that still fits).
 lock: $(UV)
 	$(UV) lock --python $(PYTHON)
@@ -90,4 +108,4 @@ test-tools:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(PEERS_VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

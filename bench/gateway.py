@@ -28,11 +28,13 @@ __all__ = [
     "PEPPER_ENV",
     "JwtMaterial",
     "create_api_key",
+    "egress_config",
     "full_config",
     "jwt_config",
     "make_jwt_material",
     "no_policy_config",
     "portcullis_argv",
+    "set_secret",
     "write_config",
 ]
 
@@ -40,6 +42,13 @@ PEPPER_ENV = "BENCH_KEY_PEPPER"
 JWT_ISSUER = "https://issuer.bench.invalid/"
 JWT_AUDIENCE = "portcullis-bench"
 ROUTE_PATH = "/api/{rest:path}"
+
+# The egress door's route (an OpenAI-style provider on the local upstream) and its vault secret.
+EGRESS_ROUTE = "openai"
+EGRESS_SECRET = "openai_key"
+# Every budget the door has, on and spent on every call, far above what a run can spend: a run makes
+# ~100k calls per setup, so a refusal would mean a counting bug, not a spent budget.
+EGRESS_BUDGET = 1_000_000_000
 
 # Real evaluation on every request, never hit: three windows per key, as a production config has.
 LIMIT_RATES = ["1000000/second", "60000000/minute", "3600000000/hour"]
@@ -119,6 +128,40 @@ def full_config(workdir: Path, port: int, upstream_port: int, admin_port: int) -
     return cfg
 
 
+def egress_config(workdir: Path, port: int, upstream_port: int, admin_port: int) -> dict[str, Any]:
+    """The egress door (``/egress/openai/…``) as an agent's LLM calls use it.
+
+    API-key callers with setup 5's two limits on the door, the route's own rate limit (three
+    windows, never hit), every budget on (execution, workflow and user calls, execution and user
+    cost, the route's calls per workflow and day; all far above what a run spends), a provider key
+    injected from the vault (one ``secret.read`` security event per call), JSONL audit, and the
+    upstream reached over plain HTTP on loopback (``allow_http``, ``allow_networks``: a local
+    stand-in for the provider). The config needs one ingress route; the run never calls it.
+    """
+    cfg = _base(workdir, port, upstream_port, admin_port)
+    cfg.update({
+        "keys": {"pepper": "${" + PEPPER_ENV + "}"},
+        "audit": _audit(workdir),
+        "routes": [{"name": "unused", "path": "/unused", "upstream": "bench", "auth": {"api_key": {}}}],
+        "egress": {
+            "entry": {"auth": {"api_key": {}}, "rate_limits": _limits()},
+            "budgets": {
+                "execution_calls": EGRESS_BUDGET, "execution_cost": float(EGRESS_BUDGET),
+                "workflow_calls_per_hour": EGRESS_BUDGET, "workflow_calls_per_day": EGRESS_BUDGET,
+                "user_calls_per_day": EGRESS_BUDGET, "user_cost_per_day": float(EGRESS_BUDGET),
+            },
+            "routes": [{
+                "name": EGRESS_ROUTE, "url": f"http://127.0.0.1:{upstream_port}", "allow_http": True,
+                "allow_networks": ["127.0.0.0/8"], "methods": ["POST", "GET"], "paths": ["/v1/**"],
+                "headers": {"Authorization": "Bearer {secret:" + EGRESS_SECRET + "}"},
+                "rate_limits": LIMIT_RATES, "cost": 0.001, "calls_per_workflow_day": EGRESS_BUDGET,
+                "content_types": ["application/json"],
+            }],
+        },
+    })
+    return cfg
+
+
 def redis_config(
     workdir: Path, port: int, upstream_port: int, admin_port: int, *, key_store: Path, redis_prefix: str,
     redis_url: str = "redis://127.0.0.1:6379/0",
@@ -163,6 +206,17 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.dump(config, Dumper=_NoAliasDumper, sort_keys=False), encoding="utf-8")
     return path
+
+
+def set_secret(portcullis: list[str], config_path: Path, env: dict[str, str], name: str, value: str) -> None:
+    """Store a vault secret with the real CLI (the value on stdin, as an operator would)."""
+    result = subprocess.run(  # noqa: S603 - argv built by the harness
+        [*portcullis, "secrets", "set", name, "--config", str(config_path)],
+        input=value.encode(), capture_output=True, env=env, cwd=config_path.parent, timeout=60, check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"portcullis secrets set failed ({result.returncode}):\n"
+                           f"{result.stdout.decode(errors='replace')}\n{result.stderr.decode(errors='replace')}")
 
 
 def create_api_key(portcullis: list[str], config_path: Path, env: dict[str, str], consumer: str) -> str:

@@ -15,12 +15,22 @@ from pathlib import Path
 from bench.procs import ManagedProcess, ProcessGroup, free_port, pinned, tool, wait_for_port
 
 __all__ = [
-    "LARGE_BODY_BYTES", "UPSTREAM_BODY", "NginxPaths", "proxy_conf", "start_nginx", "start_probe_upstream",
-    "upstream_conf", "write_large_body",
+    "CHAT_COMPLETION_BODY", "CHAT_COMPLETION_PATH", "LARGE_BODY_BYTES", "UPSTREAM_BODY", "NginxPaths", "proxy_conf",
+    "start_nginx", "start_probe_upstream", "upstream_conf", "write_large_body",
 ]
 
 # ~100 bytes of JSON, the same for every setup.
 UPSTREAM_BODY = '{"id":42,"name":"portcullis-bench","status":"ok","tags":["a","b","c"],"note":"static upstream body"}'
+
+# An OpenAI chat completion (what an agent's LLM call gets back), at the path OpenAI serves it from,
+# in every block: the egress door and the peers (bench/run_peers.py) ask for it with a POST.
+CHAT_COMPLETION_PATH = "/v1/chat/completions"
+CHAT_COMPLETION_BODY = (
+    '{"id":"chatcmpl-bench","object":"chat.completion","created":1765000000,"model":"gpt-4o-mini",'
+    '"system_fingerprint":"fp_bench","choices":[{"index":0,"message":{"role":"assistant",'
+    '"content":"Hello from the bench upstream.","refusal":null},"logprobs":null,"finish_reason":"stop"}],'
+    '"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}'
+)
 
 # nginx closes a keep-alive connection after 1000 requests by default; no other setup does, so
 # the limit is lifted everywhere to keep connection reuse identical.
@@ -86,7 +96,7 @@ def upstream_conf(paths: NginxPaths, blocks: dict[str, int], logs: dict[str, Pat
     """The upstream: one server block per setup (``blocks``: name → port), each logging to ``logs[name]``,
     plus the JWKS block serving ``jwks_root/jwks.json``. Every block also serves the large body
     (``jwks_root/large.bin``, see ``write_large_body``) at ``/api/large/blob``; the benchmark's
-    request never asks for it."""
+    request never asks for it. Every block answers a chat completion at ``CHAT_COMPLETION_PATH``."""
     large = jwks_root / LARGE_BODY_FILE
     servers = []
     for name, port in blocks.items():
@@ -97,6 +107,7 @@ def upstream_conf(paths: NginxPaths, blocks: dict[str, int], logs: dict[str, Pat
         default_type application/json;
         location / {{ return 200 '{UPSTREAM_BODY}'; }}
         location = /api/large/blob {{ default_type application/octet-stream; alias {large}; }}
+        location = {CHAT_COMPLETION_PATH} {{ return 200 '{CHAT_COMPLETION_BODY}'; }}
     }}""")
     servers.append(f"""
     server {{  # JWKS for the JWT setup

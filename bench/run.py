@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import gateway, hostile_phase, mtls_handshakes, report
+from bench import egress_door, gateway, hostile_phase, mtls_handshakes, report
 from bench.nginx import NginxPaths, proxy_conf, start_nginx, upstream_conf, write_large_body
 from bench.procs import ManagedProcess, ProcessGroup, cpu_pinning_available, free_port, tree_cpu_seconds, wait_for_port
 from bench.wrk import WrkResult, run_wrk
@@ -53,9 +53,10 @@ SETUPS: dict[str, str] = {
     "portcullis_full": "5 Portcullis, full (API key)",
     "portcullis_jwt": "6 Portcullis, JWT (RS256)",
     "portcullis_redis_limits": "7 Portcullis, Redis limits",
+    "portcullis_egress": "8 Portcullis egress door (API key, budgets, vault key; POST chat completion)",
 }
 NOT_AVAILABLE: dict[str, str] = {}
-AUDITED = ("portcullis_full", "portcullis_jwt", "portcullis_redis_limits")
+AUDITED = ("portcullis_full", "portcullis_jwt", "portcullis_redis_limits", "portcullis_egress")
 
 
 class BenchError(RuntimeError):
@@ -108,10 +109,15 @@ class Target:
     probes: int = 0
     wrk_requests: int = 0
     in_flight_bound: int = 0
+    # Setup 8 sends its own request (a POST through the egress door); the others the common GET.
+    path: str = REQUEST_PATH
+    headers: list[tuple[str, str]] | None = None  # None: the run's common headers
+    script: Path | None = None  # the wrk script that makes the request a POST with a body
+    body: bytes | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{REQUEST_PATH}"
+        return f"http://127.0.0.1:{self.port}{self.path}"
 
     def account(self, result: WrkResult) -> None:
         """Every request wrk completed, and the most it can have left in flight when it stopped."""
@@ -251,6 +257,16 @@ def start_setups(run: Run) -> None:
                                                  "bench-key")
             proc, _ = _start_gateway(run, name, cfg, env)
             audit = run.workdir / name / "audit.jsonl"
+        elif name == "portcullis_egress":
+            door = egress_door.prepare(run.workdir / name, port, up_port, free_port(), env)
+            proc = run.group.start(name, [*gateway.portcullis_argv(), "serve", str(door.config_path), "--log-level",
+                                          "warning"], cpu=run.sut_cpu, env=door.env, cwd=door.config_path.parent)
+            audit = run.workdir / name / "audit.jsonl"
+            run.targets[name] = Target(
+                name, port, proc, logs[name], audit, path=egress_door.DOOR_PATH,
+                headers=egress_door.call_headers(door.api_key), body=egress_door.CHAT_REQUEST_BODY.encode(),
+                script=egress_door.write_post_script(run.workdir / name))
+            continue
         else:  # portcullis_jwt
             jwks_url = f"http://127.0.0.1:{jwks_port}/jwks.json"
             cfg = gateway.jwt_config(run.workdir / name, port, up_port, free_port(), jwks_url)
@@ -269,7 +285,8 @@ def probe(run: Run, target: Target) -> None:
     """One request with the benchmark's headers; anything but 200 stops the run with the SUT's log."""
     conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=10)
     try:
-        conn.request("GET", REQUEST_PATH, headers=dict(run.headers))
+        conn.request("GET" if target.body is None else "POST", target.path, body=target.body,
+                     headers=dict(target.headers or run.headers))
         resp = conn.getresponse()
         body = resp.read()
         status = resp.status
@@ -285,7 +302,8 @@ def probe(run: Run, target: Target) -> None:
 def _measure(run: Run, target: Target, connections: int, duration_s: int) -> dict[str, Any]:
     """One wrk run; CPU of the SUT's process tree over the run, per completed request."""
     before = tree_cpu_seconds(target.sut.pid)
-    result = run_wrk(target.url, run.headers, connections=connections, duration_s=duration_s, cpu=run.load_cpu)
+    result = run_wrk(target.url, target.headers or run.headers, connections=connections, duration_s=duration_s,
+                     cpu=run.load_cpu, script=target.script)
     cpu_s = tree_cpu_seconds(target.sut.pid) - before
     target.account(result)
     figures = result.as_dict()
@@ -351,19 +369,22 @@ def measure_auth_methods(run: Run) -> dict[str, Any] | None:
     return {"checks": checks, "handshakes": handshakes}
 
 
-def _count_lines(path: Path, *, skip: bytes | None = None) -> int:
-    """Lines in a file and its rotated siblings (``audit.jsonl.1`` …), less those containing ``skip``."""
+def _count_lines(path: Path, *, skip: Sequence[bytes] = ()) -> int:
+    """Lines in a file and its rotated siblings (``audit.jsonl.1`` …), less those containing any of ``skip``."""
     total = 0
     for candidate in sorted(path.parent.glob(path.name + "*")):
         if candidate.name == path.name or candidate.name[len(path.name) + 1:].isdigit():
             with candidate.open("rb") as f:
-                total += sum(1 for line in f if skip is None or skip not in line)
+                total += sum(1 for line in f if not any(marker in line for marker in skip))
     return total
 
 
 # The chain's signed checkpoints share the audit file with the records they seal (docs/audit.md):
 # one every ``audit.checkpoint_every`` records and interval. They are no request, so not counted.
 _CHECKPOINT_LINE = b'"kind":"checkpoint"'
+# Security events share it too: the egress door's vault read is one ``secret.read`` event per call,
+# next to the call's own record. Counted apart (``security_events``), not as requests.
+_SECURITY_LINE = b'"class":"security"'
 
 
 def audit_check(run: Run) -> dict[str, dict[str, Any]]:
@@ -377,13 +398,16 @@ def audit_check(run: Run) -> dict[str, dict[str, Any]]:
         if target is None or target.audit_file is None:
             continue
         status = target.sut.stop(timeout_s=60)
-        audit_records = _count_lines(target.audit_file, skip=_CHECKPOINT_LINE) if target.audit_file.exists() else 0
+        exists = target.audit_file.exists()
+        audit_records = _count_lines(target.audit_file, skip=(_CHECKPOINT_LINE, _SECURITY_LINE)) if exists else 0
+        security_events = (_count_lines(target.audit_file, skip=(_CHECKPOINT_LINE,)) - audit_records) if exists else 0
         upstream_requests = _count_lines(target.upstream_log) if target.upstream_log.exists() else 0
         wrk_requests = target.wrk_requests + target.probes
         match = (audit_records == upstream_requests
                  and wrk_requests <= audit_records <= wrk_requests + target.in_flight_bound)
         out[name] = {"audit_records": audit_records, "wrk_requests": wrk_requests,
                      "upstream_requests": upstream_requests, "in_flight_bound": target.in_flight_bound,
+                     "security_events": security_events,
                      "gateway_exit_status": status, "match": match}
     return out
 
@@ -462,6 +486,7 @@ def build_result(run: Run, audits: dict[str, dict[str, Any]], hostile: dict[str,
         "config": {"rounds": run.opts.rounds, "duration_s": run.opts.duration_s,
                    "c1_duration_s": run.opts.c1_duration_s, "warmup_s": run.opts.warmup_s,
                    "connections": run.opts.connections, "request": f"GET {REQUEST_PATH}",
+                   "egress_request": f"POST {egress_door.DOOR_PATH} ({len(egress_door.CHAT_REQUEST_BODY)}-byte JSON)",
                    "request_headers": [name for name, _ in run.headers]},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -99,3 +99,79 @@ async def test_verification_can_be_turned_off_explicitly(https_backend: tuple[in
         assert await fetch(up) == (200, b"tls:api.internal")
     finally:
         await up.aclose()
+
+
+class Addresses:
+    """An address hook that records each call (one per new connection) and answers in turn."""
+
+    def __init__(self, *answers: list[str] | Exception) -> None:
+        self._answers = list(answers)
+        self.calls = 0
+
+    async def __call__(self) -> list[str]:
+        self.calls += 1
+        answer = self._answers.pop(0) if len(self._answers) > 1 else self._answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+async def pinned_backend(tmp_path: Path, name: str) -> tuple[web.AppRunner, int, ssl.SSLContext]:
+    runner, port, cert = await serve_https(tmp_path, (name,))
+    context = await asyncio.to_thread(ssl.create_default_context, cafile=str(cert))
+    return runner, port, context
+
+
+async def test_a_pinned_address_is_reached_with_the_url_host_as_sni_and_verified_name(tmp_path: Path) -> None:
+    runner, port, context = await pinned_backend(tmp_path, "api.partner.test")
+    hook = Addresses(["127.0.0.1"])
+    # The name is never looked up (it does not resolve here): the hook's address is where it goes.
+    up = Http1Upstream(f"https://api.partner.test:{port}", pool_size=2, ssl_context=context, addresses=hook)
+    try:
+        assert await fetch(up) == (200, b"tls:api.internal")
+        assert await fetch(up) == (200, b"tls:api.internal")
+        assert (hook.calls, up.pool.open_connections) == (1, 1)  # asked once per new connection
+    finally:
+        await up.aclose()
+        await runner.cleanup()
+
+
+async def test_a_pinned_address_whose_certificate_names_another_host_is_refused(tmp_path: Path) -> None:
+    runner, port, context = await pinned_backend(tmp_path, "other.partner.test")
+    up = Http1Upstream(f"https://api.partner.test:{port}", pool_size=2, ssl_context=context,
+                       addresses=Addresses(["127.0.0.1", "127.0.0.1"]))
+    try:
+        with pytest.raises(UpstreamUnavailable) as info:
+            await fetch(up)
+        assert info.value.reason == "upstream_tls_verify_failed"
+        assert up.pool.open_connections == 0
+    finally:
+        await up.aclose()
+        await runner.cleanup()
+
+
+async def test_the_next_address_is_tried_when_one_refuses_the_connection(tmp_path: Path) -> None:
+    runner, port, context = await pinned_backend(tmp_path, "api.partner.test")
+    # Nothing listens on 127.0.0.2 at that port: refused, then the second address answers.
+    up = Http1Upstream(f"https://api.partner.test:{port}", pool_size=2, ssl_context=context,
+                       addresses=Addresses(["127.0.0.2", "127.0.0.1"]))
+    try:
+        assert await fetch(up) == (200, b"tls:api.internal")
+    finally:
+        await up.aclose()
+        await runner.cleanup()
+
+
+async def test_a_refusal_from_the_address_hook_ends_the_attempt_before_any_connection(tmp_path: Path) -> None:
+    runner, port, context = await pinned_backend(tmp_path, "api.partner.test")
+    hook = Addresses(UpstreamUnavailable("egress_blocked:address_private"), ["127.0.0.1"])
+    up = Http1Upstream(f"https://api.partner.test:{port}", pool_size=1, ssl_context=context, addresses=hook)
+    try:
+        with pytest.raises(UpstreamUnavailable) as info:
+            await fetch(up)
+        assert info.value.reason == "egress_blocked:address_private"
+        assert up.pool.open_connections == 0  # the slot is given back
+        assert await fetch(up) == (200, b"tls:api.internal")
+    finally:
+        await up.aclose()
+        await runner.cleanup()

@@ -1,7 +1,8 @@
 """Egress: the guarded door from workflows and agents to third-party APIs.
 
 Its parts, each tested on its own:
-- ``ssrf``: the SSRF guard; ``resolver``: its resolvers; ``pinning``: resolve-then-pin for aiohttp;
+- ``ssrf``: the SSRF guard; ``resolver``: its resolvers; ``pinning``: resolve-then-pin for aiohttp (the token
+  endpoint's client); ``call/phase5_client``: resolve-then-pin for the calls themselves, on the lean client;
 - ``breaker``: the per-endpoint circuit breaker; ``retry``: full jitter and a retry budget;
 - ``response_guard``: limits on the provider's answer; ``budgets``: exact call and cost budgets;
 - ``policy``: from the ``egress:`` config to the guard's policy;

@@ -1,5 +1,8 @@
 """Resolve-then-pin for aiohttp: the connector connects only to addresses the SSRF guard checked.
 
+Used by the OAuth 2.0 token requests (``egress/oauth2.py``); the calls themselves go through the lean
+client with the same rule (``egress/call/phase5_client.py``).
+
 Why a resolver and not a check before the request: a check that resolves the name and a client
 that resolves it again can get two different answers (DNS rebinding: public for the check, private
 for the connection). Plugging the guard in as aiohttp's resolver makes the checked answer the only

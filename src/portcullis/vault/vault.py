@@ -21,6 +21,13 @@ Rules this module keeps:
   not. Checking one secret would not do: a vault whose secrets are under different keys would
   take the write and still refuse to start. Decrypting every secret costs well under a
   millisecond each. ``delete`` needs no key: it encrypts nothing, so it cannot lock the vault.
+- **A revealed value is read from the store at most once a second** (``REVEAL_FRESH_S``, on the
+  injected clock): ``reveal`` runs on every egress call, and a store read plus a last-use write per
+  call (two thread hops with SQLite) and a decrypt were a sixth of the egress door's CPU. Within
+  that second the same plaintext is used again; each store read writes the last use, so the stored
+  time is at most that second older than the true one. A ``set``, ``delete`` or rotation through
+  this vault takes effect at once; one made by another process (the CLI, another instance) within
+  a second. A changed ciphertext is always decrypted again (and its name binding checked).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from portcullis.stores.base import SecretRecord, SecretStore
 __all__ = ["SECRET_KEY_ENV", "MasterKeys", "SecretInfo", "Vault", "generate_master_key", "valid_secret_name"]
 
 SECRET_KEY_ENV = "PORTCULLIS_SECRET_KEY"
+REVEAL_FRESH_S = 1.0  # how long a revealed value is used before the store is read again
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
 _FINGERPRINT_CONTEXT = b"portcullis vault fingerprint v1"
 
@@ -115,6 +123,7 @@ class Vault:
         self._store = store
         self._keys = keys
         self._clock = clock
+        self._recent: dict[str, tuple[float, bytes, str]] = {}  # name -> (read at, ciphertext, plaintext)
 
     def _require_keys(self) -> MasterKeys:
         if self._keys is None:
@@ -156,21 +165,41 @@ class Vault:
             last_used_at=existing.last_used_at if existing else None,
         )
         await self._store.put_secret(record)
+        self._recent.pop(name, None)
         return _info(record)
 
     async def list(self) -> list[SecretInfo]:
         return [_info(r) for r in await self._store.list_secrets()]
 
     async def delete(self, name: str) -> None:
+        self._recent.pop(name, None)
         if not await self._store.delete_secret(name):
             raise SecretNotFound(f"no secret named {name!r}")
 
     async def reveal(self, name: str) -> str:
-        """The plaintext, for injection into one outgoing request. Records the use."""
-        record = await self._store.get_secret(name)
+        """The plaintext, for injection into one outgoing request. Records the use (see the module
+        docstring: the store is read, and the use written, at most once per ``REVEAL_FRESH_S``)."""
+        now = self._clock.monotonic()
+        recent = self._recent.get(name)
+        if recent is not None:
+            if now - recent[0] < REVEAL_FRESH_S:
+                return recent[2]
+            # One reader refreshes; calls arriving meanwhile use the value they would have used a
+            # moment ago, instead of every in-flight call reading (and writing) the store at once.
+            self._recent[name] = (now, recent[1], recent[2])
+        try:
+            record = await self._store.get_secret(name)
+        except BaseException:
+            self._recent.pop(name, None)
+            raise
         if record is None:
+            self._recent.pop(name, None)
             raise SecretNotFound(f"no secret named {name!r}")
-        value = self._require_keys().decrypt(name, record.ciphertext)
+        if recent is not None and recent[1] == record.ciphertext:
+            value = recent[2]
+        else:
+            value = self._require_keys().decrypt(name, record.ciphertext)
+        self._recent[name] = (now, record.ciphertext, value)
         await self._store.touch_secret(name, self._clock.wall())
         return value
 
@@ -181,6 +210,7 @@ class Vault:
         _check_keys_open(keys, records)  # refuse before writing anything
         rotated = {record.name: keys.rotate(record.ciphertext) for record in records}
         await self._store.replace_ciphertexts(rotated, self._clock.wall())
+        self._recent.clear()
         return len(rotated)
 
 

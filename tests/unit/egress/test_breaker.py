@@ -237,3 +237,45 @@ def test_adopting_a_later_open_extends_the_period_and_half_open_is_never_adopted
     assert b.state is BreakerState.OPEN
     clock.advance(20)
     assert b.state is BreakerState.HALF_OPEN
+
+
+def _reference_opens(window: list[tuple[float, bool, bool]], cfg: BreakerConfig) -> bool:
+    """The rule written out: rates over every call still in the window."""
+    if len(window) < cfg.min_calls:
+        return False
+    failures = sum(1 for _, f, _ in window if f)
+    slows = sum(1 for _, _, s in window if s)
+    return failures / len(window) >= cfg.failure_rate or slows / len(window) >= cfg.slow_call_rate
+
+
+@pytest.mark.parametrize("window_calls", [0, 7])
+@pytest.mark.parametrize("seed", range(20))
+def test_the_running_counts_decide_as_a_recount_of_the_window_would(seed: int, window_calls: int) -> None:
+    # The breaker keeps failure and slow counts as calls enter and leave the window (O(1) per
+    # outcome); a long random run must open exactly when a recount over the window would.
+    import random
+
+    rng = random.Random(seed)
+    cfg = BreakerConfig(failure_rate=0.4, slow_call_rate=0.5, slow_call_s=1.0, min_calls=5, window_s=10.0,
+                        window_calls=window_calls, open_s=5.0, half_open_probes=1)
+    b, clock, _ = make(cfg)
+    window: list[tuple[float, bool, bool]] = []
+    opened = 0
+    for _ in range(400):
+        clock.advance(rng.choice((0.0, 0.5, 2.0)))
+        if b.state is not BreakerState.CLOSED:
+            clock.advance(cfg.open_s)
+            call(b, failed=False)  # the one probe closes it again, on an empty window
+            window.clear()
+            continue
+        failed, duration = rng.random() < 0.3, rng.choice((0.1, 0.1, 2.0))
+        window.append((clock.monotonic(), failed, duration >= cfg.slow_call_s))
+        if window_calls:
+            window = window[-window_calls:]
+        else:
+            window = [c for c in window if c[0] > clock.monotonic() - cfg.window_s]
+        expected = _reference_opens(window, cfg)
+        call(b, failed=failed, duration_s=duration)
+        assert (b.state is BreakerState.OPEN) is expected
+        opened += expected
+    assert opened > 3  # the run went through the interesting transitions

@@ -177,3 +177,78 @@ async def test_unknown_names_are_not_found(store: Store) -> None:
         await vault.reveal("nope")
     with pytest.raises(SecretNotFound):
         await vault.delete("nope")
+
+
+async def test_a_revealed_value_is_read_from_the_store_at_most_once_a_second(store: Store) -> None:
+    # reveal runs on every egress call: the store read and the last-use write happen once per
+    # REVEAL_FRESH_S, not per call; the stored last use is at most that much older than the true one.
+    from portcullis.vault.vault import REVEAL_FRESH_S
+
+    clock = ManualClock()
+    vault = Vault(store, keys(OLD), clock)
+    await vault.set("llm_key", TOKEN)
+    assert await vault.reveal("llm_key") == TOKEN
+    first_use = clock.wall()
+    clock.advance(REVEAL_FRESH_S / 2)
+    assert await vault.reveal("llm_key") == TOKEN
+    [listed] = await vault.list()
+    assert listed.last_used_at == first_use  # the second use was not written
+    clock.advance(REVEAL_FRESH_S / 2)
+    assert await vault.reveal("llm_key") == TOKEN
+    [listed] = await vault.list()
+    assert listed.last_used_at == clock.wall()  # a second on: read again, and the use written
+
+
+async def test_a_change_here_is_seen_at_once_and_one_made_elsewhere_within_a_second(store: Store) -> None:
+    from portcullis.vault.vault import REVEAL_FRESH_S
+
+    clock = ManualClock()
+    gateway, cli = Vault(store, keys(OLD), clock), Vault(store, keys(OLD), clock)  # two processes' vaults
+    await gateway.set("llm_key", "first")
+    assert await gateway.reveal("llm_key") == "first"
+    await gateway.set("llm_key", "second")
+    assert await gateway.reveal("llm_key") == "second"  # its own write: at once
+    await cli.set("llm_key", "third")
+    assert await gateway.reveal("llm_key") == "second"  # another's: not within the second
+    clock.advance(REVEAL_FRESH_S)
+    assert await gateway.reveal("llm_key") == "third"
+    await cli.delete("llm_key")
+    clock.advance(REVEAL_FRESH_S)
+    with pytest.raises(SecretNotFound):
+        await gateway.reveal("llm_key")
+    await gateway.set("llm_key", "fourth")
+    assert await gateway.reveal("llm_key") == "fourth"
+    await gateway.delete("llm_key")
+    with pytest.raises(SecretNotFound):
+        await gateway.reveal("llm_key")  # its own delete: at once
+
+
+class CountingReads:
+    """The real store, with its secret reads counted (every other call passes through)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.reads = 0
+
+    async def get_secret(self, name: str) -> object:
+        self.reads += 1
+        return await self._store.get_secret(name)
+
+    def __getattr__(self, attr: str) -> object:
+        return getattr(self._store, attr)
+
+
+async def test_calls_arriving_while_the_value_is_refreshed_do_not_all_read_the_store(store: Store) -> None:
+    # Fifty calls in flight when the second runs out: one store read (and one last-use write),
+    # not fifty at once (which, as SQLite writes, stalled a busy egress door for about a second).
+    from portcullis.vault.vault import REVEAL_FRESH_S
+
+    clock = ManualClock()
+    counted = CountingReads(store)
+    vault = Vault(counted, keys(OLD), clock)  # type: ignore[arg-type]
+    await vault.set("llm_key", TOKEN)
+    assert await vault.reveal("llm_key") == TOKEN
+    clock.advance(REVEAL_FRESH_S)
+    counted.reads = 0
+    assert await asyncio.gather(*(vault.reveal("llm_key") for _ in range(50))) == [TOKEN] * 50
+    assert counted.reads == 1

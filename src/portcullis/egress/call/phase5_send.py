@@ -1,7 +1,8 @@
 """Phase 5: send the call: attempts, redirects, retries, within the response limits.
 
 Each attempt asks the breaker first (never retry into an open breaker), connects through the
-guarded resolver (resolve-then-pin: the connection goes to the address the guard checked), follows
+guarded resolver (resolve-then-pin: the connection goes to the address the guard checked; the
+client is ``phase5_client``, the lean HTTP/1.1 client the ingress path uses, one per route), follows
 redirects only as far as the route allows (each hop guarded again, credentials dropped when the
 origin changes), and reads the answer within the response limits. Failures (5xx, 429, timeouts,
 connection errors) are retried only when safe, after a jittered or provider-requested wait, while
@@ -13,38 +14,35 @@ such an answer is handed over with its connection still open and its body as a c
 (``Answer.stream``), counted against the decoded-size guard on the way; the caller must close it.
 The total timeout then bounds the time to the answer's head only, as a stream has its own limits.
 
-Errors leave as Portcullis errors with fixed reasons and no chained third-party exception: an
-aiohttp error can carry the request's headers, and with them an injected credential.
+Errors leave as Portcullis errors with fixed reasons and no chained exception: a client error can
+carry the request's headers, and with them an injected credential.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
-import yarl
-
 from portcullis.clock import Clock
 from portcullis.egress.breaker import is_failure
 from portcullis.egress.call.phase4_credentials import TextHeaders, renewed_token
+from portcullis.egress.call.phase5_client import PinnedClients, PinnedResponse
 from portcullis.egress.call.request import EgressRequest
 from portcullis.egress.call.route import EgressRoute
-from portcullis.egress.pinning import BlockedDestination
-from portcullis.egress.response_guard import DecodedSizeMeter, ResponseRefused, check_content_type, read_limited
+from portcullis.egress.response_guard import DecodedSizeMeter, ResponseRefused
 from portcullis.egress.retry import may_retry_request, retry_delay_s
 from portcullis.egress.ssrf import SsrfGuard
-from portcullis.errors import EgressDenied, UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
-from portcullis.http.headers import HOP_BY_HOP, RawHeaders
+from portcullis.errors import EgressDenied, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from portcullis.http.headers import RawHeaders
 from portcullis.observability.tracing import ClientTrace, Tracer
+from portcullis.upstream.base import Timeouts
 
 __all__ = ["Answer", "Sender", "Sent", "StreamIf", "close_session"]
 
-# The provider's hop-by-hop headers end here; its cookies are not the caller's business.
-_RESPONSE_DROP = frozenset({name.decode() for name in HOP_BY_HOP} | {"set-cookie"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 StreamIf = Callable[[int, str | None], bool]  # (status, content type) -> hand the body over as a stream
@@ -180,86 +178,57 @@ class Sender:
             raise UpstreamTimeout("egress_total_timeout")
         cfg = route.config
         # A streamed answer outlives the total timeout: it bounds the head (and a buffered body) here.
-        timeout = aiohttp.ClientTimeout(total=None if stream_if is not None else time_left,
-                                        sock_connect=cfg.connect_timeout, sock_read=cfg.read_timeout)
+        timeouts = Timeouts(connect_s=min(cfg.connect_timeout, time_left), read_s=cfg.read_timeout,
+                            total_s=math.inf if stream_if is not None else time_left)
         handed_over = False
         try:
             async with asyncio.timeout(time_left if stream_if is not None else None):
-                resp = await _session(route).request(
-                    method, yarl.URL(url, encoded=True), headers=headers, data=body, allow_redirects=False,
-                    timeout=timeout,
-                )
+                resp = await _clients(route, self._guard).request(method, url, headers, body, limits=route.limits,
+                                                                  timeouts=timeouts)
                 try:
-                    content_type = resp.headers.get("Content-Type")
-                    check_content_type(content_type, route.limits.content_types)
-                    kept = [(k, v) for k, v in resp.headers.items() if k.lower() not in _RESPONSE_DROP]
-                    if stream_if is not None and stream_if(resp.status, content_type):
+                    if stream_if is not None and stream_if(resp.status, resp.content_type):
                         meter = None
                         if route.limits.max_decoded_bytes is not None:
-                            meter = DecodedSizeMeter(resp.headers.get("Content-Encoding"),
-                                                     route.limits.max_decoded_bytes)
+                            meter = DecodedSizeMeter(resp.encoding, route.limits.max_decoded_bytes)
                         handed_over = True
-                        return Answer(resp.status, kept, b"", stream=_streamed(resp, meter))
-                    data = await read_limited(resp.content.iter_chunked(65536), route.limits,
-                                              encoding=resp.headers.get("Content-Encoding"))
-                    return Answer(resp.status, kept, data)
+                        return Answer(resp.status, resp.headers, b"", stream=_streamed(resp, meter))
+                    return Answer(resp.status, resp.headers, await resp.read())
                 finally:
                     if not handed_over:
-                        resp.release()
-                        await resp.wait_for_close()
-        except ResponseRefused:
-            raise
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, BlockedDestination):
-                raise UpstreamUnavailable(f"egress_blocked:{exc.os_error.reason}") from None
-            raise UpstreamUnavailable("egress_unreachable") from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+                        await resp.aclose()
+        except TimeoutError:  # the head (or a buffered body) of a call that may stream took too long
             raise UpstreamTimeout("egress_timeout") from None
-        except (aiohttp.ClientError, ConnectionError):
-            raise UpstreamUnavailable("egress_connection_failed") from None
 
 
-async def _streamed(resp: aiohttp.ClientResponse, meter: DecodedSizeMeter | None) -> AsyncIterator[bytes]:
-    """A streamed answer's body as it arrives; the connection is closed when the stream ends early."""
-    complete = False
+async def _streamed(resp: PinnedResponse, meter: DecodedSizeMeter | None) -> AsyncIterator[bytes]:
+    """A streamed answer's body as it arrives; a connection left mid-answer is dropped, not pooled."""
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.iter_body():
             if meter is not None:
                 meter.feed(chunk)
             yield chunk
-        complete = True
-    except ResponseRefused:
+    except (ResponseRefused, UpstreamTimeout):
         raise
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        raise UpstreamTimeout("egress_timeout") from None
-    except (aiohttp.ClientError, ConnectionError):
+    except UpstreamError:
         raise UpstreamProtocolError("response_truncated") from None
     finally:
-        if complete:
-            resp.release()
-        else:
-            resp.close()  # a connection mid-answer cannot carry another request
+        await resp.aclose()
 
 
 async def close_session(route: EgressRoute) -> None:
     if route.session is not None:
-        await route.session.close()
+        await route.session.aclose()
         route.session = None
 
 
-def _session(route: EgressRoute) -> aiohttp.ClientSession:
-    if route.session is None or route.session.closed:
-        route.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=route.connector_policy, use_dns_cache=False, limit=100,
-                                           ssl=route.tls if route.tls is not None else True),
-            auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent",),
-        )
+def _clients(route: EgressRoute, guard: SsrfGuard) -> PinnedClients:
+    if route.session is None:
+        route.session = PinnedClients(guard, route.policy, tls=route.tls)
     return route.session
 
 
 def _text(span: ClientTrace) -> TextHeaders:
-    """The attempt's trace headers as aiohttp takes them (the caller's own never cross: the header
+    """The attempt's trace headers as text, like the rest (the caller's own never cross: the header
     rules drop both names, ``http.headers.GATEWAY_SET_HEADERS``)."""
     return [(k.decode("ascii"), v.decode("ascii")) for k, v in span.headers]
 

@@ -12,15 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from portcullis.audit.record import AuditRecord
 from portcullis.clock import Clock
 from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, EgressRouteConfig
 from portcullis.egress.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from portcullis.egress.bulkhead import Bulkhead
+from portcullis.egress.call.phase5_client import PinnedClients
 from portcullis.egress.oauth2 import ClientCredentials
-from portcullis.egress.pinning import GuardedResolver
 from portcullis.egress.policy import route_policy, token_endpoint_policy
 from portcullis.egress.priority import RoutePriority
 from portcullis.egress.response_guard import ResponseLimits
@@ -53,7 +51,6 @@ class EgressRoute:
     retry_budget: RetryBudget
     limits: ResponseLimits
     policy: GuardPolicy
-    connector_policy: GuardedResolver
     host: str
     port: int
     secrets: tuple[str, ...]  # vault secrets its headers inject, by name (for the audit)
@@ -62,7 +59,7 @@ class EgressRoute:
     priority: RoutePriority  # a call's class in the route's bulkhead
     streak: FailureStreak  # failed attempts in a row at the endpoint, for adaptive retry
     rate_rule: LimitRule | None = None
-    session: aiohttp.ClientSession | None = None
+    session: PinnedClients | None = None  # the send phase's clients, made on the first call
     oauth2: ClientCredentials | None = None  # the provider token this route gets itself (client credentials)
     bulkhead: Bulkhead | None = None  # the route's concurrency cap and priority queue, if it has one
     tls: ssl.SSLContext | None = None  # the route's own trust (``ca_file``); None: the system's
@@ -103,7 +100,6 @@ def compile_route(
         limits=ResponseLimits(max_bytes=route.max_response_bytes, max_decoded_bytes=route.max_decoded_bytes,
                               content_types=tuple(route.content_types)),
         policy=policy,
-        connector_policy=GuardedResolver(guard, policy, scheme=parts.scheme),
         host=parts.hostname or "",
         port=parts.port or (443 if parts.scheme == "https" else 80),
         secrets=header_secrets + ((oauth2.secret_name,) if oauth2 is not None else ()),

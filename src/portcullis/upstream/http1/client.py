@@ -2,8 +2,9 @@
 
 Why our own client: on a pass-through, aiohttp spent about 110 us of the 140 us a request cost,
 and no maintained library offered a keep-alive pool this lean with the control a gateway needs over
-framing (see ``bench/README.md`` for the measurements). aiohttp stays where its features matter
-more than its cost (egress to third parties, with the resolver hook).
+framing (see ``bench/README.md`` for the measurements). The egress door sends through it
+too (``egress/call/phase5_client.py``), with an address hook that pins each new connection to the
+addresses the SSRF guard checked.
 
 What one ``send`` does:
 - writes the request head and body (a ``bytes`` body in the same write; a streamed body with its
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 from portcullis.upstream.base import Timeouts, UpstreamRequest
 from portcullis.upstream.http1.connection import ConnectionDropped, Http1Connection
 from portcullis.upstream.http1.framing import LAST_CHUNK, encode_chunk, encode_request_head
-from portcullis.upstream.http1.pool import ConnectionPool
+from portcullis.upstream.http1.pool import AddressHook, ConnectionPool
 
 __all__ = ["Http1Response", "Http1Upstream"]
 
@@ -77,16 +78,21 @@ class Http1Upstream:
     def __init__(
         self, base_url: str, *, pool_size: int, verify_tls: bool = True, ca_file: str | None = None,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, client_cert: tuple[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None, addresses: AddressHook | None = None,
     ) -> None:
         """``ca_file`` replaces the system's CAs (``create_default_context`` loads the defaults only
         without one): a pinned CA. ``client_cert`` (certificate file, key file) is presented to an
-        upstream that asks for one (mutual TLS)."""
+        upstream that asks for one (mutual TLS). ``ssl_context``: a context made once and shared by
+        many upstreams (loading the system's CAs is not free), instead of the three options above.
+        ``addresses``: where each new connection goes (see ``ConnectionPool``); the URL's host is
+        then the name TLS verifies and sends as SNI, never looked up here."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream URL must be http:// or https:// with a host: {base_url!r}")
         tls = parts.scheme == "https"
-        ssl_context: ssl.SSLContext | None = None
-        if tls:
+        if not tls:
+            ssl_context = None
+        elif ssl_context is None:
             ssl_context = ssl.create_default_context(cafile=ca_file)
             if not verify_tls:
                 ssl_context.check_hostname = False
@@ -96,7 +102,7 @@ class Http1Upstream:
         self._prefix = parts.path.rstrip("/")
         self._pool = ConnectionPool(
             parts.hostname, parts.port or (443 if tls else 80), limit=pool_size, idle_timeout_s=idle_timeout_s,
-            ssl_context=ssl_context, server_hostname=parts.hostname,
+            ssl_context=ssl_context, server_hostname=parts.hostname, addresses=addresses,
         )
 
     @property

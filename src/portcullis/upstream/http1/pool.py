@@ -6,6 +6,12 @@ light load the same few stay warm and the rest age out; one idle longer than ``i
 is closed instead of reused (backends time idle connections out too, and a reused connection
 the backend has already closed costs a failed attempt).
 
+Where a new connection goes: ``host`` itself, or, with ``addresses``, the addresses that hook
+returns for this connection, tried in order (the egress door's guarded resolver: every new
+connection is resolved and checked again, and goes only to an address that was checked; TLS still
+sends ``server_hostname`` as SNI and verifies the certificate against it). A pooled connection
+stays on the address it was opened to.
+
 Accounting rule: every connection is counted from the moment its connect starts until it is
 forgotten, exactly once (``Http1Connection.forgotten``), whether it was discarded after an
 exchange, lost while idle, expired, or closed with the pool.
@@ -17,11 +23,16 @@ import asyncio
 import contextlib
 import ssl
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 
 from portcullis.errors import UpstreamTimeout, UpstreamUnavailable
 from portcullis.upstream.http1.connection import Http1Connection
 
-__all__ = ["ConnectionPool"]
+__all__ = ["AddressHook", "ConnectionPool"]
+
+# Where to connect for one new connection: addresses (IP literals) to try in order. It may raise an
+# ``UpstreamError`` (a refused destination), which ends the attempt before any connection.
+AddressHook = Callable[[], Awaitable[Sequence[str]]]
 
 
 class ConnectionPool:
@@ -30,8 +41,10 @@ class ConnectionPool:
     def __init__(
         self, host: str, port: int, *, limit: int, idle_timeout_s: float,
         ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None,
+        addresses: AddressHook | None = None,
     ) -> None:
         self._host = host
+        self._addresses = addresses
         self._port = port
         self._limit = limit
         self._idle_timeout_s = idle_timeout_s
@@ -101,10 +114,10 @@ class ConnectionPool:
             if limit_s <= 0:
                 raise TimeoutError
             async with asyncio.timeout(limit_s):
-                _, conn = await loop.create_connection(
-                    lambda: Http1Connection(loop, self._lost), self._host, self._port,
-                    ssl=self._ssl, server_hostname=self._server_hostname,
-                )
+                if self._addresses is None:
+                    conn = await self._open_to(loop, self._host)
+                else:
+                    conn = await self._open_to_first(loop, await self._addresses())
         except TimeoutError:
             self._give_back_slot()
             raise UpstreamTimeout("upstream_connect_timeout") from None
@@ -114,10 +127,30 @@ class ConnectionPool:
         except OSError as exc:
             self._give_back_slot()
             raise UpstreamUnavailable("upstream_unreachable") from exc
-        except BaseException:
+        except BaseException:  # an UpstreamError from the address hook included
             self._give_back_slot()
             raise
         return conn
+
+    async def _open_to(self, loop: asyncio.AbstractEventLoop, host: str) -> Http1Connection:
+        _, conn = await loop.create_connection(
+            lambda: Http1Connection(loop, self._lost), host, self._port,
+            ssl=self._ssl, server_hostname=self._server_hostname,
+        )
+        return conn
+
+    async def _open_to_first(self, loop: asyncio.AbstractEventLoop, addresses: Sequence[str]) -> Http1Connection:
+        """The first of ``addresses`` that accepts; a certificate that does not verify ends it there
+        (another address of the same name would present the same claim)."""
+        error: OSError = OSError("no address to connect to")
+        for address in addresses:
+            try:
+                return await self._open_to(loop, address)
+            except ssl.SSLCertVerificationError:
+                raise
+            except OSError as exc:
+                error = exc
+        raise error
 
     async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop, limit_s: float) -> None:
         if limit_s <= 0:
