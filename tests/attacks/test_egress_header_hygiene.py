@@ -326,3 +326,17 @@ async def test_the_in_process_transport_refuses_a_configured_header_before_anyth
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["code"] == "request.malformed"
         assert provider.heads == []
+
+
+async def test_header_bytes_beyond_ascii_reach_the_provider_unchanged(
+    make_gateway: GatewayFactory, provider: RecordingUpstream
+) -> None:
+    # UTF-8 text and a lone obs-text byte (RFC 9110 section 5.5): neither may be re-encoded on the
+    # way, or the provider reads another value than the one the rules looked at.
+    door = await open_door(make_gateway, provider)
+    sent = b"caf\xc3\xa9 \xe9"
+    r = await door.gateway.client.post("/egress/partner/v1/issues", content=b"{}", headers=[
+        (b"X-API-Key", door.key.encode()), *((k.encode(), v.encode()) for k, v in CONTEXT), (b"X-Note", sent)])
+    assert r.status_code == 200
+    [head] = provider.heads
+    assert head.header("x-note") == sent.decode("latin-1")  # the recorder reads bytes as latin-1

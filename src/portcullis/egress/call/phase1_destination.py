@@ -18,7 +18,7 @@ policy, whose checked addresses are the only ones the tunnel may dial.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -35,7 +35,7 @@ from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.http.headers import RawHeaders, fold_name
 from portcullis.http.target import canonicalize_target
 
-__all__ = ["Destination", "DestinationPhase", "caller_headers"]
+__all__ = ["Destination", "DestinationPhase", "caller_headers", "text_headers"]
 
 # Header text crosses as str (aiohttp's and httpx's type); the rules compare bytes. UTF-8 with
 # surrogateescape turns any str into bytes and back unchanged, whichever door decoded it how.
@@ -58,6 +58,12 @@ class Destination:
 
 def caller_headers(request: EgressRequest) -> RawHeaders:
     return [(k.encode(TEXT, ESCAPE), v.encode(TEXT, ESCAPE)) for k, v in request.headers]
+
+
+def text_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """A door's header bytes as an ``EgressRequest`` carries them: ``caller_headers`` turns them
+    back into the same bytes, whatever they were (obs-text, UTF-8, neither)."""
+    return [(k.decode(TEXT, ESCAPE), v.decode(TEXT, ESCAPE)) for k, v in raw]
 
 
 class DestinationPhase:
