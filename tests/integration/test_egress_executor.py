@@ -80,7 +80,8 @@ class World:
     async def call(self, path: str = "/v1/items", method: str = "GET", route: str = "partner",
                    headers: list[tuple[str, str]] | None = None, body: bytes | None = None,
                    ctx: CallContext = CTX) -> Any:
-        return await self.executor.call(EgressRequest(route, method, path, ctx, headers or [], body))
+        raw = [(k.encode(), v.encode()) for k, v in headers or []]
+        return await self.executor.call(EgressRequest(route, method, path, ctx, raw, body))
 
 
 Factory = Callable[..., Any]

@@ -12,7 +12,6 @@ import re
 
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.call.outcome import context_fields
-from portcullis.egress.call.phase1_destination import text_headers
 from portcullis.egress.executor import EgressExecutor, EgressRequest
 from portcullis.errors import MalformedRequest
 from portcullis.http.context import RequestContext
@@ -51,7 +50,7 @@ class EgressHttpDoor:
             context=CallContext(execution.decode(), workflow.decode(), principal.consumer_id),
             # The executor applies the route's header rules (the same object as this route's):
             # one filter for every egress door, and the one ingress routes use.
-            headers=text_headers([(k, v) for k, v in ctx.headers if fold_name(k) not in stripped]),
+            headers=[(k, v) for k, v in ctx.headers if fold_name(k) not in stripped],
             body=body, request_id=ctx.request_id, client_ip=ctx.client_ip, trace=trace, principal=principal,
         )
         ctx.egress = context_fields(request)  # on record even if the call is cut short

@@ -99,7 +99,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             break
         call = EgressRequest(
             route=name, method=request.method, path_and_query=relative + (f"?{query}" if query else ""),
-            context=self._context, headers=list(request.headers.multi_items()), body=await request.aread(),
+            context=self._context, headers=list(request.headers.raw), body=await request.aread(),
             request_id=random_hex(128), principal=self._principal, run_mode=self._run_mode,
         )
         started = self._clock.monotonic()

@@ -18,7 +18,7 @@ policy, whose checked addresses are the only ones the tunnel may dial.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -35,7 +35,7 @@ from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.http.headers import RawHeaders, fold_name
 from portcullis.http.target import canonicalize_target
 
-__all__ = ["Destination", "DestinationPhase", "caller_headers", "text_headers"]
+__all__ = ["Destination", "DestinationPhase"]
 
 # Header text crosses as str (aiohttp's and httpx's type); the rules compare bytes. UTF-8 with
 # surrogateescape turns any str into bytes and back unchanged, whichever door decoded it how.
@@ -56,14 +56,6 @@ class Destination:
     addresses: tuple[IPv4Address | IPv6Address, ...] = ()  # a tunnel's: the guard's checked answer, to dial
 
 
-def caller_headers(request: EgressRequest) -> RawHeaders:
-    return [(k.encode(TEXT, ESCAPE), v.encode(TEXT, ESCAPE)) for k, v in request.headers]
-
-
-def text_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """A door's header bytes as an ``EgressRequest`` carries them: ``caller_headers`` turns them
-    back into the same bytes, whatever they were (obs-text, UTF-8, neither)."""
-    return [(k.decode(TEXT, ESCAPE), v.decode(TEXT, ESCAPE)) for k, v in raw]
 
 
 class DestinationPhase:
@@ -78,7 +70,7 @@ class DestinationPhase:
         self._clock = clock
 
     async def resolve(self, request: EgressRequest) -> Destination:
-        caller = caller_headers(request)
+        caller = request.headers
         route = self._route(request, caller)
         cfg = route.config
         method = request.method.upper()
@@ -126,7 +118,7 @@ class DestinationPhase:
 
     async def tunnel(self, request: EgressRequest, host: str, port: int) -> Destination:
         """A ``CONNECT host:port`` on ``request.route`` (its method ``CONNECT``, its path ``/``)."""
-        caller = caller_headers(request)  # the CONNECT's own (X-Run-Mode, the priority header)
+        caller = request.headers  # the CONNECT's own (X-Run-Mode, the priority header)
         route = self._route(request, caller)
         mode = self._mode(route, request, caller, "CONNECT", "/")
         if not mode.sends:

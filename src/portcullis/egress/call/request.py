@@ -9,6 +9,7 @@ from typing import Any
 from portcullis.egress.breaker import BreakerState
 from portcullis.egress.budgets import BudgetDecision, CallContext
 from portcullis.egress.run_mode import RunMode
+from portcullis.http.headers import RawHeaders
 from portcullis.identity.principal import Principal
 from portcullis.observability.tracing import ServerTrace
 from portcullis.pipeline.handler import BodyStream
@@ -22,7 +23,9 @@ class EgressRequest:
     method: str
     path_and_query: str  # relative to the route's base URL, e.g. "/repos/acme/app?state=open"
     context: CallContext
-    headers: list[tuple[str, str]] = field(default_factory=list)  # the caller's, as sent: filtered here
+    # The caller's, as the door received them (bytes: the rules compare bytes, and the HTTP and proxy
+    # doors have nothing else); filtered here.
+    headers: RawHeaders = field(default_factory=list)
     body: bytes | None = None
     request_id: str = ""  # the door's, for the problem document and the security events this call causes
     client_ip: str = "in-process"  # the caller's address at the HTTP and proxy doors

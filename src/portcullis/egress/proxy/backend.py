@@ -32,7 +32,6 @@ from portcullis.clock import Clock
 from portcullis.config.egress import EgressConfig
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.call.outcome import refused as refused_outcome
-from portcullis.egress.call.phase1_destination import text_headers
 from portcullis.egress.executor import EgressExecutor, EgressOutcome, EgressRequest
 from portcullis.egress.proxy.base import (
     ForwardRequest,
@@ -150,7 +149,7 @@ class PipelineBackend:
         call = EgressRequest(
             route=route, method=request.method, path_and_query=relative,
             context=CallContext(ident.execution_id, ident.workflow_id, ident.consumer_id),
-            headers=text_headers(request.headers),
+            headers=list(request.headers),
             body=request.body or None, request_id=request.request_id, client_ip=request.client_ip,
             principal=ident.principal,
         )
@@ -177,7 +176,7 @@ class PipelineBackend:
         call = EgressRequest(
             route=route.name if route is not None else "", method="CONNECT", path_and_query="/",
             context=CallContext(ident.execution_id, ident.workflow_id, ident.consumer_id),
-            headers=text_headers(request.headers),
+            headers=list(request.headers),
             request_id=request.request_id, client_ip=request.client_ip, principal=ident.principal,
         )
         mode = tunnel_mode(route) if route is not None else TunnelMode.SPLICE
