@@ -203,22 +203,36 @@ async def test_the_egress_door_refuses_a_blocked_workflow_user_or_execution(
     assert [r["decision"] for r in records] == [f"blocked:{block.block_id}", "allowed"]
 
 
-async def test_a_vault_secret_injected_by_egress_is_one_security_event_per_call(
+async def test_a_vault_secret_injected_by_egress_is_a_security_event_per_execution_and_minute_with_a_count(
     make_gateway: GatewayFactory, provider: tuple[int, list[str]]
 ) -> None:
     port, _ = provider
-    gw = await make_gateway(egress_yaml(port), env={"PORTCULLIS_SECRET_KEY": MASTER},
+    clock = ManualClock()
+    gw = await make_gateway(egress_yaml(port), env={"PORTCULLIS_SECRET_KEY": MASTER}, clock=clock,
                             resolver=StaticResolver({"api.partner.test": [[ip_address("127.0.0.1")]]}),
                             secrets={"partner_token": TOKEN})
-    headers = {"X-API-Key": await gw.key("agent-7"), "X-Workflow-Id": "wf-1", "X-Execution-Id": "ex-1"}
-    answer = await gw.client.get("/egress/partner/v1/x", headers=headers)
-    assert answer.status_code == 200
-    [event] = [r for r in await gw.audit_records() if r.get("class") == "security"]
-    assert event["decision"] == "secret.read:ok" and event["request_id"] == answer.headers["x-request-id"]
-    assert event["event"] == {"action": "secret.read", "outcome": "ok", "actor": "egress:partner", "role": None,
-                              "target": "partner_token", "execution_id": "ex-1", "workflow_id": "wf-1",
-                              "user": "agent-7"}
-    assert TOKEN not in str(event)
+    key = await gw.key("agent-7")
+    headers = {"X-API-Key": key, "X-Workflow-Id": "wf-1", "X-Execution-Id": "ex-1"}
+    first = await gw.client.get("/egress/partner/v1/x", headers=headers)
+    for _ in range(3):  # the same execution within the minute: counted, no event of their own
+        assert (await gw.client.get("/egress/partner/v1/x", headers=headers)).status_code == 200
+    other = {**headers, "X-Execution-Id": "ex-2"}  # another execution: its own event at once
+    assert (await gw.client.get("/egress/partner/v1/x", headers=other)).status_code == 200
+    clock.advance(60.0)
+    assert (await gw.client.get("/egress/partner/v1/x", headers=headers)).status_code == 200
+    records = await gw.audit_records()
+    events = [r for r in records if r.get("class") == "security"]
+    assert first.status_code == 200
+    assert events[0]["decision"] == "secret.read:ok" and events[0]["request_id"] == first.headers["x-request-id"]
+    assert events[0]["event"] == {"action": "secret.read", "outcome": "ok", "actor": "egress:partner", "role": None,
+                                  "target": "partner_token", "execution_id": "ex-1", "workflow_id": "wf-1",
+                                  "user": "agent-7", "reads_since_last_event": 0}
+    assert [(e["event"]["execution_id"], e["event"]["reads_since_last_event"]) for e in events] == [
+        ("ex-1", 0), ("ex-2", 0), ("ex-1", 3)]
+    # every call's own record names the secret it injected
+    calls = [r for r in records if r.get("route") == "egress"]
+    assert len(calls) == 6 and all(r["egress"]["secrets"] == ["partner_token"] for r in calls)
+    assert TOKEN not in str(records)
 
 
 @pytest.mark.parametrize(("kind", "subject"), [

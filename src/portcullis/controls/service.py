@@ -10,9 +10,9 @@ force stay in force.
 
 Security events: an act made through the admin API is recorded by the admin route class, not here.
 A refusal by a block is recorded here (``refused``), one ``block.enforced`` event per block per
-``_EVENT_EVERY_S`` per instance with a count of the refusals since the last one, because the request
-records already name the block (``blocked:<id>``) and a flood of refusals must not double the audit
-volume.
+minute per instance with a count of the refusals since the last one (``audit/throttle.py``), because
+the request records already name the block (``blocked:<id>``) and a flood of refusals must not
+double the audit volume.
 
 What it refuses to do: read the store on a request, or hand a block's reason to anything a client sees.
 """
@@ -26,6 +26,7 @@ from typing import Any
 
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.security_event import security_event
+from portcullis.audit.throttle import EventThrottle
 from portcullis.background import stop_task
 from portcullis.clock import Clock
 from portcullis.controls.model import (
@@ -50,9 +51,6 @@ log = logging.getLogger("portcullis.controls")
 Publish = Callable[[], Awaitable[bool]]  # tell every other instance to re-read; False when it could not
 Submit = Callable[[AuditRecord], None]  # the audit writer's submit
 
-_EVENT_EVERY_S = 60.0
-_MAX_TRACKED = 10_000
-
 
 class IncidentControls:
     """The service over a ``ControlStore``. ``snapshot`` is what the data path reads."""
@@ -67,7 +65,7 @@ class IncidentControls:
         self._lock = asyncio.Lock()
         self._records: tuple[ControlRecord, ...] = ()
         self._task: asyncio.Task[None] | None = None
-        self._last_event: dict[str, tuple[float, int]] = {}  # block id -> (monotonic of last event, refusals since)
+        self._events = EventThrottle(clock)  # one ``block.enforced`` per block per minute
         self.snapshot = ControlSnapshot()
 
     def set_publish(self, publish: Publish | None) -> None:
@@ -190,16 +188,11 @@ class IncidentControls:
         per block per minute on this instance (with the count of refusals it stands for)."""
         if self._submit is None:
             return
-        now = self._clock.monotonic()
-        last = self._last_event.get(block.block_id)
-        if last is not None and now - last[0] < _EVENT_EVERY_S:
-            self._last_event[block.block_id] = (last[0], last[1] + 1)
+        since = self._events.admit(block.block_id)
+        if since is None:
             return
-        if len(self._last_event) >= _MAX_TRACKED:
-            self._last_event.clear()
-        self._last_event[block.block_id] = (now, 0)
         details: dict[str, Any] = {"block_id": block.block_id, "kind": block.kind.value, "where": where,
-                                   "refusals_since_last_event": 0 if last is None else last[1]}
+                                   "refusals_since_last_event": since}
         self._submit(security_event(
             clock=self._clock, action="block.enforced", outcome="denied", actor=actor, role=None,
             target=f"{block.kind.value}={block.subject}", client_ip=client_ip, request_id=request_id, status=403,

@@ -4,8 +4,11 @@ The caller's headers pass the ingress rules (``http/header_rules.py``: hop-by-ho
 own, the default list, the configured lists), so a provider that honours ``X-HTTP-Method-Override``
 cannot run a method the route does not allow; its credentials for the *gateway* (Authorization,
 API-key headers, cookies) go too. Then the route's headers are set, ``{secret:name}`` filled now
-from the vault, and the read is one ``secret.read`` security event per call (not per header):
-who read the provider's key, when, for which execution.
+from the vault. Every call's own audit record names the secrets it injected (``egress.secrets``);
+the reads are also ``secret.read`` security events (the security class, kept longer): one per
+route and execution per minute per instance, with the count of the calls it stands for
+(``reads_since_last_event``), so who used the provider's key, when and for which execution stays
+on the security trail without a second record on every call (``audit/throttle.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 
 from portcullis.audit.record import AuditRecord
 from portcullis.audit.security_event import security_event
+from portcullis.audit.throttle import EventThrottle
 from portcullis.clock import Clock
 from portcullis.config.egress import SECRET_REFERENCE
 from portcullis.egress.call.phase1_destination import ESCAPE, TEXT, Destination
@@ -35,6 +39,7 @@ class CredentialsPhase:
         self._vault = vault
         self._clock = clock
         self._audit = audit
+        self._reads = EventThrottle(clock)  # one ``secret.read`` per route and execution per minute
 
     async def headers(self, destination: Destination, request: EgressRequest) -> TextHeaders:
         """The caller's headers that cross (the rules, minus its gateway credentials and the names
@@ -56,11 +61,15 @@ class CredentialsPhase:
 
     def _secrets_read(self, audit: Callable[[AuditRecord], None], route: EgressRoute, request: EgressRequest) -> None:
         ctx = request.context
+        since = self._reads.admit((route.name, ctx.workflow_id, ctx.execution_id, ctx.user))
+        if since is None:
+            return
         audit(security_event(
             clock=self._clock, action="secret.read", outcome="ok", actor=f"egress:{route.name}", role=None,
-            target=",".join(dict.fromkeys(route.secrets)), client_ip=request.client_ip,
+            target=",".join(route.secrets), client_ip=request.client_ip,
             request_id=request.request_id or "-", status=0, method=request.method,
-            details={"execution_id": ctx.execution_id, "workflow_id": ctx.workflow_id, "user": ctx.user},
+            details={"execution_id": ctx.execution_id, "workflow_id": ctx.workflow_id, "user": ctx.user,
+                     "reads_since_last_event": since},
             trace_id=request.trace.trace_id if request.trace is not None else None,
         ))
 

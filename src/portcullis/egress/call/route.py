@@ -53,7 +53,7 @@ class EgressRoute:
     policy: GuardPolicy
     host: str
     port: int
-    secrets: tuple[str, ...]  # vault secrets its headers inject, by name (for the audit)
+    secrets: tuple[str, ...]  # vault secrets its headers inject, by name, each once (for the audit)
     replaced: frozenset[bytes]  # folded names never taken from the caller: CALLER_ONLY_HEADERS, the route's
     run_modes: RouteRunModes  # which run modes the route takes, and what a full run needs
     priority: RoutePriority  # a call's class in the route's bulkhead
@@ -102,7 +102,7 @@ def compile_route(
         policy=policy,
         host=parts.hostname or "",
         port=parts.port or (443 if parts.scheme == "https" else 80),
-        secrets=header_secrets + ((oauth2.secret_name,) if oauth2 is not None else ()),
+        secrets=tuple(dict.fromkeys(header_secrets + ((oauth2.secret_name,) if oauth2 is not None else ()))),
         oauth2=oauth2,
         replaced=CALLER_ONLY_HEADERS | {fold_name(name.encode("latin-1")) for name in route.headers},
         rate_rule=LimitRule(name=f"egress:{route.name}", windows=tuple(route.rate_limits), burst=route.burst)

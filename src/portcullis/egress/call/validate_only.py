@@ -39,7 +39,7 @@ def validate_only_result(destination: Destination, preview: Preview) -> EgressRe
     report = DryRunReport(
         route=route.name, method=destination.method, url=destination.url.split("?", 1)[0],
         run_mode=RunMode.VALIDATE_ONLY, checks=checks, spends=preview.spends, headers_injected=injected,
-        secrets=tuple(dict.fromkeys(route.secrets)), full_run_permitted=permitted,
+        secrets=route.secrets, full_run_permitted=permitted,
     )
     return EgressResult(200, list(_HEADERS), report.body(), 0, BudgetDecision(True, None, {}, 0.0),
                         route.breaker.state, host=route.host, run_mode=RunMode.VALIDATE_ONLY)
