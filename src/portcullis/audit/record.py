@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from portcullis.audit.redact import might_hold_a_secret, redact_nested, redact_text
+from portcullis.audit.redact import might_hold_a_secret, nested_text, redact_nested, redact_text
 from portcullis.clock import Clock
 from portcullis.ids import random_hex
 
@@ -67,7 +67,11 @@ class AuditRecord(NamedTuple):
         # One prefilter over every free-text field (no prefix or shape spans the newline); nearly
         # every record holds nothing and is built without a second look.
         joined = f"{path}\n{query or ''}\n{decision}\n{user_agent or ''}"
-        if egress is not None or event is not None or might_hold_a_secret(joined):
+        if egress is not None:
+            joined = f"{joined}\n{nested_text(egress)}"
+        if event is not None:
+            joined = f"{joined}\n{nested_text(event)}"
+        if might_hold_a_secret(joined):
             path, decision = redact_text(path), redact_text(decision)
             query = redact_text(query) if query is not None else None
             user_agent = redact_text(user_agent) if user_agent is not None else None

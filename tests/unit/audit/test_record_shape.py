@@ -67,3 +67,26 @@ def test_a_key_in_any_field_is_masked_unless_the_field_is_an_identifier() -> Non
 
 def _origins(hint: object) -> set[object]:
     return {typing.get_origin(a) for a in typing.get_args(hint)} | {typing.get_origin(hint)}
+
+
+def _egress_record(egress: dict[str, typing.Any]) -> AuditRecord:
+    values: dict[str, typing.Any] = {n: None for n in _others()}
+    values.update(request_id="r", client_ip="192.0.2.1", method="POST", route="egress", path="/egress/x",
+                  status=200, decision="allowed", egress=egress)
+    return AuditRecord.create(clock=ManualClock(), **values)
+
+
+def test_a_secret_anywhere_in_an_egress_record_is_masked_and_the_rest_kept() -> None:
+    key = "sk-" + "a1B2" * 12  # an OpenAI key's shape, deep in a list in a nested dict
+    egress = {"route": "openai", "llm": {"notes": ["fine", f"leaked {key}"], "tokens": 12}, "host": "api.openai.com"}
+    record = _egress_record(egress)
+    assert record.egress is not None
+    assert key not in orjson.dumps(record.to_dict()).decode()
+    assert record.egress["llm"]["notes"][0] == "fine" and record.egress["llm"]["tokens"] == 12
+    assert record.egress["host"] == "api.openai.com"
+
+
+def test_an_egress_record_with_nothing_to_mask_is_stored_exactly_as_given() -> None:
+    egress = {"route": "openai", "host": "api.openai.com", "secrets": ["openai_key"], "budget_remaining": {"x": 1.0}}
+    record = _egress_record(egress)
+    assert record.egress == egress
