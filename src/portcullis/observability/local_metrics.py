@@ -30,7 +30,7 @@ __all__ = ["LocalCounter", "LocalHistogram"]
 
 
 class LocalCounter(Collector):
-    """A counter family: ``inc(labels)`` adds one to the series of that label tuple."""
+    """A counter family: ``inc(labels)`` adds one (or ``amount``) to the series of that label tuple."""
 
     def __init__(
         self, name: str, documentation: str, label_names: Sequence[str], *, registry: CollectorRegistry,
@@ -38,14 +38,14 @@ class LocalCounter(Collector):
         self._name = name.removesuffix("_total")
         self._doc = documentation
         self._label_names = tuple(label_names)
-        self._values: dict[tuple[str, ...], int] = {}
+        self._values: dict[tuple[str, ...], float] = {}
         registry.register(self)
 
-    def inc(self, labels: tuple[str, ...]) -> None:
+    def inc(self, labels: tuple[str, ...], amount: float = 1) -> None:
         values = self._values
-        values[labels] = values.get(labels, 0) + 1
+        values[labels] = values.get(labels, 0) + amount
 
-    def value(self, labels: tuple[str, ...]) -> int:
+    def value(self, labels: tuple[str, ...]) -> float:
         return self._values.get(labels, 0)
 
     def describe(self) -> Iterator[Metric]:

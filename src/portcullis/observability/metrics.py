@@ -23,6 +23,9 @@ __all__ = ["BudgetUsageCollector", "GatewayMetrics"]
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+_STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}
+
+
 class GatewayMetrics:
     """Every collector the ingress path feeds."""
 
@@ -74,25 +77,26 @@ class GatewayMetrics:
         self.config_reloads = Counter(
             "portcullis_config_reloads_total", "Config reloads by result.", ["result"], registry=r,
         )
-        self.egress_calls = Counter(
+        # Updated on every egress call: counted locally too.
+        self.egress_calls = LocalCounter(
             "portcullis_egress_calls_total", "Egress calls by route and status class.", ["route", "status"], registry=r,
         )
-        self.egress_retries = Counter(
+        self.egress_retries = LocalCounter(
             "portcullis_egress_retries_total", "Retries spent on egress calls, by route.", ["route"], registry=r,
         )
         self.egress_breaker_transitions = Counter(
             "portcullis_egress_breaker_transitions_total", "Circuit breaker state changes, by route and new state.",
             ["route", "state"], registry=r,
         )
-        self.egress_duration = Histogram(
+        self.egress_duration = LocalHistogram(
             "portcullis_egress_duration_seconds", "Egress call duration (retries included), by route.",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+            "route", buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.egress_refusals = Counter(
             "portcullis_egress_refusals_total", "Egress calls refused before sending, by route and reason kind.",
             ["route", "kind"], registry=r,
         )
-        self.egress_cost = Counter(
+        self.egress_cost = LocalCounter(
             "portcullis_egress_cost_total", "Cost spent against egress budgets (route costs), by route.",
             ["route"], registry=r,
         )
@@ -170,12 +174,12 @@ class GatewayMetrics:
         self.audit_lost.labels(sink, reason).inc(records)
 
     def egress_call(self, route: str, status: int, attempts: int, seconds: float, cost: float = 0.0) -> None:
-        self.egress_calls.labels(route, f"{status // 100}xx").inc()
-        self.egress_duration.labels(route).observe(seconds)
+        self.egress_calls.inc((route, _STATUS_CLASS.get(status // 100) or f"{status // 100}xx"))
+        self.egress_duration.observe(route, seconds)
         if cost:
-            self.egress_cost.labels(route).inc(cost)
+            self.egress_cost.inc((route,), cost)
         if attempts > 1:
-            self.egress_retries.labels(route).inc(attempts - 1)
+            self.egress_retries.inc((route,), attempts - 1)
 
     def bulkhead_depth(self, route: str, priority: str, depth: int) -> None:
         self.egress_queue_depth.labels(route, priority).set(depth)

@@ -114,7 +114,7 @@ class LlmCall:
         elif charge.spend.tokens:
             metrics.egress_llm_tokens.labels(route, "unknown").inc(charge.spend.tokens)
         if charge.spend.cost_micros:
-            metrics.egress_cost.labels(route).inc(charge.spend.cost_micros / 1_000_000)
+            metrics.egress_cost.inc((route,), charge.spend.cost_micros / 1_000_000)
 
 
 class EgressLlmStream:
