@@ -216,6 +216,19 @@ class SsrfGuard:
             return Verdict(False, exc.reason)
         return await self.check_target(target, policy)
 
+    async def check_on(self, origin: EgressTarget | UnsafeUrl, path_and_query: str, policy: GuardPolicy) -> Verdict:
+        """``check`` of ``base + path_and_query`` where ``origin`` is ``base`` parsed once (or why it
+        could not be): a route's calls all go to its own base URL, so only the path, which must
+        start with ``/``, is looked at per call. The same verdict as ``check`` of the whole URL
+        (``tests/property/test_guard_route_origin.py``)."""
+        if isinstance(origin, UnsafeUrl):
+            return Verdict(False, origin.reason)
+        if _FORBIDDEN_CHARS.search(path_and_query):
+            return Verdict(False, "forbidden_character")
+        if "#" in path_and_query and path_and_query.partition("#")[2]:  # as urlsplit: an empty one is none
+            return Verdict(False, "fragment_not_allowed")
+        return await self.check_target(origin, policy)
+
     async def check_target(self, target: EgressTarget, policy: GuardPolicy) -> Verdict:
         """The scheme, port, name and address rules for an already parsed target (one lookup)."""
         if target.scheme == "http" and not policy.allow_http:

@@ -80,7 +80,7 @@ class DestinationPhase:
         if cfg.paths and not any(path_matches(p, relative_path) for p in cfg.paths):
             raise EgressDenied("path_not_allowed")
         mode = self._mode(route, request, caller, method, relative_path)
-        verdict = await self._guard.check(url, route.policy)
+        verdict = await self._guard.check_on(route.origin, url[len(route.base):], route.policy)
         if not verdict.allowed:
             raise EgressDenied(verdict.reason)
         return Destination(route, method, url, relative_path, caller, mode)

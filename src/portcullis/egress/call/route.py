@@ -24,7 +24,7 @@ from portcullis.egress.priority import RoutePriority
 from portcullis.egress.response_guard import ResponseLimits
 from portcullis.egress.retry import FailureStreak, RetryBudget, RetryConfig
 from portcullis.egress.run_mode import RouteRunModes
-from portcullis.egress.ssrf import GuardPolicy, SsrfGuard
+from portcullis.egress.ssrf import EgressTarget, GuardPolicy, SsrfGuard, UnsafeUrl, parse_egress_url
 from portcullis.errors import ConfigError
 from portcullis.http.headers import fold_name
 from portcullis.limiting.limiter import LimitRule
@@ -46,6 +46,7 @@ BreakerListener = Callable[[str, BreakerState, BreakerState], None]
 class EgressRoute:
     config: EgressRouteConfig
     base: str
+    origin: EgressTarget | UnsafeUrl  # ``base`` parsed once by the guard (or why it cannot be): ``SsrfGuard.check_on``
     breaker: CircuitBreaker
     retry: RetryConfig
     retry_budget: RetryBudget
@@ -90,6 +91,7 @@ def compile_route(
     return EgressRoute(
         config=route,
         base=route.url.rstrip("/"),
+        origin=_origin(route.url.rstrip("/")),
         breaker=CircuitBreaker(route.name, BreakerConfig(
             failure_rate=br.failure_rate, slow_call_rate=br.slow_call_rate, slow_call_s=br.slow_call,
             min_calls=br.min_calls, window_s=br.window, window_calls=br.window_calls, open_s=br.open_for,
@@ -124,3 +126,10 @@ def _trust(route: EgressRouteConfig) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         where = f"egress.routes.{route.name}.ca_file"
         raise ConfigError(f"cannot load the CA file: {type(exc).__name__}", path=where) from None
+
+
+def _origin(base: str) -> EgressTarget | UnsafeUrl:
+    try:
+        return parse_egress_url(base + "/")
+    except UnsafeUrl as exc:
+        return exc
