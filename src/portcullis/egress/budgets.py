@@ -36,6 +36,8 @@ STORE_UNAVAILABLE = "shared_state"  # the budget named when the counters cannot 
 _MICRO = 1_000_000
 _HOUR = 3600.0
 _DAY = 86400.0
+_COST_BUDGETS = frozenset({"execution_cost", "user_cost_per_day"})  # kept in micros; the rest count calls
+_MAX_ROUTES = 4096  # routes whose budget lines are kept (a route's are worked out again past that)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,29 +99,43 @@ class Budgets:
         self._store = store
         self._clock = clock
         self._usage = usage
+        self._lines: dict[str, tuple[_Line, ...]] = {}  # route -> the budgets its calls spend from
 
     def plan(self, ctx: CallContext, route: str, cost: float) -> list[Spend]:
-        lim = self._limits
+        """The counters a call to ``route`` in ``ctx`` costing ``cost`` spends from, in a fixed order."""
+        lines = self._lines.get(route)
+        if lines is None:
+            lines = self._lines_of(route)
         micro = round(cost * _MICRO)
-        e, w, u = ctx.execution_id, ctx.workflow_id, ctx.user
-        items = []
+        prefixes = {"x": f"x:{ctx.workflow_id}:{ctx.execution_id}", "w": f"w:{ctx.workflow_id}", "u": f"u:{ctx.user}"}
+        return [Spend(line.name, prefixes[line.kind] + line.suffix, line.limit, line.window_s,
+                      micro if line.is_cost else 1) for line in lines]
+
+    def _lines_of(self, route: str) -> tuple[_Line, ...]:
+        """The budgets a route's calls spend from: fixed by the config, so worked out once per route."""
+        lim = self._limits
+        lines = []
         if lim.execution_calls:
-            items.append(Spend("execution_calls", f"x:{w}:{e}:calls", lim.execution_calls, lim.execution_window_s, 1))
+            lines.append(_Line("execution_calls", "x", ":calls", lim.execution_calls, lim.execution_window_s))
         if lim.execution_cost:
-            items.append(Spend("execution_cost", f"x:{w}:{e}:cost", round(lim.execution_cost * _MICRO),
-                               lim.execution_window_s, micro))
+            lines.append(_Line("execution_cost", "x", ":cost", round(lim.execution_cost * _MICRO),
+                               lim.execution_window_s, is_cost=True))
         if lim.workflow_calls_per_hour:
-            items.append(Spend("workflow_calls_per_hour", f"w:{w}:h", lim.workflow_calls_per_hour, _HOUR, 1))
+            lines.append(_Line("workflow_calls_per_hour", "w", ":h", lim.workflow_calls_per_hour, _HOUR))
         if lim.workflow_calls_per_day:
-            items.append(Spend("workflow_calls_per_day", f"w:{w}:d", lim.workflow_calls_per_day, _DAY, 1))
+            lines.append(_Line("workflow_calls_per_day", "w", ":d", lim.workflow_calls_per_day, _DAY))
         if lim.user_calls_per_day:
-            items.append(Spend("user_calls_per_day", f"u:{u}:d", lim.user_calls_per_day, _DAY, 1))
+            lines.append(_Line("user_calls_per_day", "u", ":d", lim.user_calls_per_day, _DAY))
         if lim.user_cost_per_day:
-            items.append(Spend("user_cost_per_day", f"u:{u}:cost", round(lim.user_cost_per_day * _MICRO), _DAY, micro))
+            lines.append(_Line("user_cost_per_day", "u", ":cost", round(lim.user_cost_per_day * _MICRO), _DAY,
+                               is_cost=True))
         endpoint = lim.endpoint_calls_per_workflow_day.get(route)
         if endpoint:
-            items.append(Spend(f"endpoint_calls:{route}", f"w:{w}:r:{route}", endpoint, _DAY, 1))
-        return items
+            lines.append(_Line(f"endpoint_calls:{route}", "w", f":r:{route}", endpoint, _DAY))
+        found = tuple(lines)
+        if len(self._lines) < _MAX_ROUTES:
+            self._lines[route] = found
+        return found
 
     async def consume(self, ctx: CallContext, route: str, cost: float = 0.0) -> BudgetDecision:
         items = self.plan(ctx, route, cost)
@@ -129,8 +145,8 @@ class Budgets:
         if refused == -1:  # the store could not tell (shared state down, failing closed)
             return BudgetDecision(False, STORE_UNAVAILABLE, {}, reset)
         if self._usage is not None:
-            subjects = [budget_subject(i.name, ctx.workflow_id, ctx.execution_id, ctx.user) for i in items]
-            self._usage.spent(route, items, used, refused, subjects)
+            self._usage.spent(route, items, used, refused,
+                              lambda i: budget_subject(items[i].name, ctx.workflow_id, ctx.execution_id, ctx.user))
         remaining = {item.name: _shown(item, item.limit - u) for item, u in zip(items, used, strict=False)}
         if not allowed:
             assert refused is not None
@@ -183,5 +199,18 @@ class Budgets:
                 for item, u in zip(items, used, strict=True)]
 
 
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """One budget a route's calls spend from: its counter key is ``<subject prefix><suffix>``."""
+
+    name: str
+    kind: str  # whose counter: "x" the execution, "w" the workflow, "u" the user
+    suffix: str
+    limit: int  # calls, or micro currency units for a cost
+    window_s: float
+    is_cost: bool = False
+
+
 def _shown(item: Spend, left: int) -> float:
-    return left / _MICRO if item.name.endswith("cost") or item.name.endswith("cost_per_day") else float(left)
+    """What is left as callers read it: calls, or currency units for a cost budget (kept in micros)."""
+    return left / _MICRO if item.name in _COST_BUDGETS else float(left)

@@ -28,7 +28,7 @@ too long, never too short.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from portcullis.clock import Clock
@@ -94,9 +94,10 @@ class BudgetUsage:
             self.top_n = top_n
 
     def spent(self, route: str, items: Sequence[Spend], used: Sequence[int], refused: int | None,
-              subjects: Sequence[tuple[str, str]]) -> None:
+              subject: Callable[[int], tuple[str, str]]) -> None:
         """A call's spend: ``used`` is what each counter holds after it (the store's answer). On a
-        refusal nothing was spent and the refusing counter is full: it is recorded as such."""
+        refusal nothing was spent and the refusing counter is full: it is recorded as such.
+        ``subject(i)``: whose counter ``items[i]`` is (``budget_subject``), asked for a new counter only."""
         now = self._clock.monotonic()
         counters = self._counters
         for index, item in enumerate(items):
@@ -110,8 +111,8 @@ class BudgetUsage:
             if counter is None or counter.ends_at <= now:
                 if counter is None and len(counters) >= self._capacity:
                     self._make_room(now)
-                kind, subject = subjects[index]
-                counter = counters[item.key] = _Counter(item.name, kind, subject, ratio, now + item.window_s)
+                kind, whose = subject(index)
+                counter = counters[item.key] = _Counter(item.name, kind, whose, ratio, now + item.window_s)
             counter.ratio = ratio
             counter.routes.add(route)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -324,9 +324,11 @@ class ControlStore(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Spend:
-    """One budget counter an egress call touches: its key, its cap, its window, what the call costs from it."""
+class Spend(NamedTuple):
+    """One budget counter an egress call touches: its key, its cap, its window, what the call costs from it.
+
+    A named tuple rather than a frozen dataclass: a call makes one per budget (seven with every
+    budget on), and a tuple is made in a third of the time."""
 
     name: str  # which budget, for the 429 body and the audit: "execution_calls", "user_cost_per_day", …
     key: str

@@ -201,4 +201,4 @@ class FailoverBudgetStore:
 
     def _shares(self, items: Sequence[Spend]) -> list[Spend]:
         n = self._instances
-        return [replace(i, limit=max(1, i.limit // n)) if n > 1 else i for i in items]
+        return [i._replace(limit=max(1, i.limit // n)) if n > 1 else i for i in items]

@@ -97,3 +97,9 @@ async def test_remaining_is_read_without_spending() -> None:
     await b.consume(CTX, "r")
     assert await b.remaining(CTX, "r") == {"execution_calls": 4.0, "user_calls_per_day": 9.0}
     assert await b.remaining(CTX, "r") == {"execution_calls": 4.0, "user_calls_per_day": 9.0}
+
+
+async def test_an_endpoint_budget_of_a_route_whose_name_ends_in_cost_counts_calls_not_money() -> None:
+    b, _ = budgets(BudgetLimits(execution_calls=None, endpoint_calls_per_workflow_day={"cloud-cost": 5}))
+    decision = await b.consume(CTX, "cloud-cost")
+    assert decision.remaining == {"endpoint_calls:cloud-cost": 4.0}
