@@ -117,6 +117,7 @@ class AuthenticationPolicy(PolicyBase):
         self._introspector = introspector
         self._assertion = jwt_assertion
         self._key_headers: tuple[bytes, ...] = tuple(h.encode() for h in api_key.headers) if api_key else ()
+        self._scanned = frozenset({*self._key_headers, b"authorization"})  # one pass over the headers reads them all
         self._key_verifier = key_verifier
         self._jwt_verifier = jwt_verifier
         self._jwt_issuers = jwt_issuers
@@ -219,14 +220,20 @@ class AuthenticationPolicy(PolicyBase):
 
     def _extract(self, ctx: RequestContext) -> tuple[str | None, str]:
         found: list[tuple[str, str]] = []
+        present: dict[bytes, list[bytes]] = {}
+        scanned = self._scanned
+        for name, value in ctx.headers:
+            if name in scanned:
+                present.setdefault(name, []).append(value)
         for header in self._key_headers:
-            values = get_all(ctx.headers, header)
+            values = present.get(header)
+            if values is None:
+                continue
             if len(values) > 1:
                 raise Unauthenticated("duplicate_credential_header")
-            if values:
-                found.append(("api_key", values[0].decode("latin-1").strip()))
-                ctx.strip_request_headers.add(header)
-        authorization = get_all(ctx.headers, b"authorization")
+            found.append(("api_key", values[0].decode("latin-1").strip()))
+            ctx.strip_request_headers.add(header)
+        authorization = present.get(b"authorization", ())
         if len(authorization) > 1:
             raise Unauthenticated("duplicate_authorization")
         if authorization:
