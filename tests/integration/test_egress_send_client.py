@@ -167,8 +167,7 @@ async def test_hop_by_hop_headers_and_cookies_stay_behind_and_header_bytes_cross
                                    timeouts=TIMEOUTS)
         finally:
             await c.aclose()
-    assert got.headers == [("content-length", "2"), ("x-provider", "caf\xe9")]
-    assert got.headers[1][1].encode("latin-1") == b"caf\xe9"
+    assert got.headers == [(b"content-length", b"2"), (b"x-provider", b"caf\xe9")]
 
 
 @pytest.mark.parametrize(("name", "reason"), [("api.partner.test", None), ("other.partner.test", "egress_unreachable")])

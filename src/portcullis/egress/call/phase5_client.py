@@ -62,11 +62,11 @@ def system_tls() -> ssl.SSLContext:
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """The provider's whole answer: status, the headers that cross (latin-1 text, so every byte
-    comes back unchanged), the body as read."""
+    """The provider's whole answer: status, the headers that cross (lower-case names, the bytes as
+    received), the body as read."""
 
     status: int
-    headers: list[tuple[str, str]]
+    headers: RawHeaders
     body: bytes
 
 
@@ -81,7 +81,7 @@ class PinnedResponse:
         self._limits = limits
         self.content_type = content_type
         self.status = resp.status
-        self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.headers if k not in _RESPONSE_DROP]
+        self.headers: RawHeaders = [(k, v) for k, v in resp.headers if k not in _RESPONSE_DROP]  # names lower-case
         self.encoding: str | None = next((v.decode("latin-1") for k, v in resp.headers if k == b"content-encoding"),
                                          None)
 

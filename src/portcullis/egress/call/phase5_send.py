@@ -50,10 +50,11 @@ StreamIf = Callable[[int, str | None], bool]  # (status, content type) -> hand t
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """The provider's answer to one request: status, the headers that cross, the body as read."""
+    """The provider's answer to one request: status, the headers that cross (lower-case names, the
+    bytes as received), the body as read."""
 
     status: int
-    headers: list[tuple[str, str]]
+    headers: RawHeaders
     body: bytes
     stream: AsyncIterator[bytes] | None = None  # the body, still arriving (``stream_if``); close it
 
@@ -136,7 +137,7 @@ class Sender:
             return None  # adaptive retry: a long streak of failures makes a retry a 1/failures draw
         retry_after = None
         if answer is not None:
-            retry_after = next((v for k, v in answer.headers if k.lower() == "retry-after"), None)
+            retry_after = next((v.decode("latin-1") for k, v in answer.headers if k == b"retry-after"), None)
         delay = retry_delay_s(attempt, retry_after, route.retry, self._rng, self._clock.wall())
         if delay is None or self._clock.monotonic() + delay >= deadline:
             return None
@@ -158,10 +159,12 @@ class Sender:
         for hop in range(cfg.max_redirects + 1):
             answer = await self._send_once(route, method, url, headers, body, deadline - self._clock.monotonic(),
                                            stream_if)
-            location = next((v for k, v in answer.headers if k.lower() == "location"), None)
-            if answer.status not in _REDIRECTS or not location or hop == cfg.max_redirects:
+            if answer.status not in _REDIRECTS or hop == cfg.max_redirects:
                 return answer
-            next_url = urljoin(url, location)
+            location = next((v for k, v in answer.headers if k == b"location"), None)
+            if not location:
+                return answer
+            next_url = urljoin(url, location.decode("latin-1"))
             verdict = await self._guard.check(next_url, policy)
             if not verdict.allowed:
                 raise EgressDenied(f"redirect_{verdict.reason}")
