@@ -76,6 +76,7 @@ class World:
     clock: ManualClock
     sleeps: list[float]
     transitions: list[tuple[str, BreakerState, BreakerState]]
+    vault: Vault
 
     async def call(self, path: str = "/v1/items", method: str = "GET", route: str = "partner",
                    headers: list[tuple[str, str]] | None = None, body: bytes | None = None,
@@ -114,7 +115,7 @@ async def world(tmp_path: Path, provider: Provider) -> AsyncIterator[Factory]:
             clock=clock, sleep=sleep, on_breaker=lambda *t: transitions.append(t),
         )
         made.append((executor, store))
-        return World(executor, provider, clock, sleeps, transitions)
+        return World(executor, provider, clock, sleeps, transitions, vault)
 
     try:
         yield make
@@ -299,6 +300,17 @@ async def test_a_route_may_follow_redirects_each_guarded_and_within_its_hop_limi
     assert w.provider.seen[1]["headers"]["Authorization"] == f"Bearer {SECRET}"  # same origin: kept
     w.provider.script = [(302, {"Location": "/a"}, b""), (302, {"Location": "/b"}, b"")]
     assert (await w.call()).status == 302  # the second hop is over the limit: returned as it is
+
+
+async def test_a_vault_value_beyond_ascii_reaches_the_provider_as_utf8(world: Factory) -> None:
+    w: World = await world({"headers": {"Authorization": "Bearer {secret:partner_token}",
+                                        "X-Note": "\u2713 {secret:note}"}})
+    await w.vault.set("note", "caf\xe9")
+    assert (await w.call()).status == 200
+    [seen] = w.provider.seen
+    # aiohttp reads header bytes as UTF-8 (surrogateescape): a latin-1 byte would read as "\udce9".
+    assert seen["headers"]["x-note"] == "\u2713 caf\xe9"
+    assert seen["headers"]["Authorization"] == f"Bearer {SECRET}"
 
 
 async def test_a_redirect_to_metadata_or_a_foreign_host_is_refused(world: Factory) -> None:

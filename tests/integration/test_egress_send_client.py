@@ -106,7 +106,7 @@ async def test_the_call_goes_to_the_checked_address_with_the_original_host_and_a
         c = clients(resolver, up.port)
         try:
             got = await c.exchange("POST", f"http://api.partner.test:{up.port}/v1/chat?x=1",
-                                   [("X-Trace", "t"), ("Accept", "application/json")], b'{"a":1}',
+                                   [(b"x-trace", b"t"), (b"accept", b"application/json")], b'{"a":1}',
                                    limits=LIMITS, timeouts=TIMEOUTS)
             again = await c.exchange("GET", f"http://api.partner.test:{up.port}/v1/models", [], None,
                                      limits=LIMITS, timeouts=TIMEOUTS)
@@ -167,8 +167,7 @@ async def test_hop_by_hop_headers_and_cookies_stay_behind_and_header_bytes_cross
                                    timeouts=TIMEOUTS)
         finally:
             await c.aclose()
-    assert got.headers == [("content-length", "2"), ("x-provider", "caf\xe9")]
-    assert got.headers[1][1].encode("latin-1") == b"caf\xe9"
+    assert got.headers == [(b"content-length", b"2"), (b"x-provider", b"caf\xe9")]
 
 
 @pytest.mark.parametrize(("name", "reason"), [("api.partner.test", None), ("other.partner.test", "egress_unreachable")])

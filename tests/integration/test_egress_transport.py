@@ -40,8 +40,12 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, list[
                      "body": await request.json()})
         return web.json_response({"id": "cmpl-1", "choices": [{"text": "hello"}]})
 
+    async def notes(_: web.Request) -> web.Response:
+        return web.Response(headers={"X-Provider": "caf\xe9 \u2615"}, body=b"{}")  # aiohttp sends UTF-8
+
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)
+    app.router.add_post("/v1/notes", notes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -95,6 +99,15 @@ async def test_an_sdk_style_call_goes_through_with_the_vault_key(
         "egress", "alice", 200, "allowed")
     assert record["egress"]["execution_id"] == "ex-7" and record["egress"]["secrets"] == ["llm_key"]
     assert KEY not in text  # the credential never reaches the audit trail
+
+
+async def test_answer_header_bytes_beyond_ascii_reach_the_sdk_unchanged(
+    client: tuple[httpx.AsyncClient, list[dict[str, Any]]]
+) -> None:
+    http, _ = client
+    r = await http.post("/notes", content=b"{}")
+    assert r.status_code == 200
+    assert (b"x-provider", "caf\xe9 \u2615".encode()) in r.headers.raw
 
 
 async def test_refusals_are_problem_documents_the_sdk_can_read(

@@ -29,7 +29,7 @@ import email.utils
 import math
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from portcullis.clock import Clock
@@ -62,9 +62,15 @@ class RetryConfig:
             raise ValueError("adaptive_after is a number of failures (0 or more) or None")
 
 
-def may_retry_request(method: str, headers: Mapping[str, str]) -> bool:
-    """Idempotent by method, or made so by an ``Idempotency-Key`` (``headers`` keyed lower-case)."""
-    return method.upper() in IDEMPOTENT_METHODS or bool(headers.get("idempotency-key"))
+def may_retry_request(method: str, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Idempotent by method, or made so by a non-empty ``Idempotency-Key`` (``headers`` as sent,
+    lower-case names; of several, the last decides, as it would in a dict of them)."""
+    if method.upper() in IDEMPOTENT_METHODS:
+        return True
+    for name, value in reversed(headers):
+        if name == b"idempotency-key":
+            return bool(value)
+    return False
 
 
 def backoff_s(attempt: int, config: RetryConfig, rng: random.Random) -> float:

@@ -105,7 +105,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         started = self._clock.monotonic()
         # A URL no route covers is refused as the HTTP door refuses an unknown route name.
         outcome = await self._executor.run(call)
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in outcome.headers]
+        headers = outcome.headers  # bytes: httpx takes them as they are, and ``.raw`` gives them back
         body = outcome.body
         if not isinstance(body, bytes):
             # Relayed as it arrives; the record is written when the caller closes the response.

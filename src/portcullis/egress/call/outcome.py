@@ -55,7 +55,7 @@ def context_fields(request: EgressRequest) -> dict[str, Any]:
 
 def answered(request: EgressRequest, result: EgressResult) -> EgressOutcome:
     """The provider's answer, as every door hands it to the caller."""
-    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in result.headers]
+    raw = result.headers  # lower-case names, the bytes the provider sent
     named = connection_tokens(raw)
     headers = [(k, v) for k, v in raw if k not in _DROP and k not in named]
     if isinstance(result.body, bytes):

@@ -28,7 +28,6 @@ from typing import Any
 
 from portcullis.clock import Clock
 from portcullis.egress.budgets import CallContext
-from portcullis.egress.call.phase4_credentials import TextHeaders
 from portcullis.egress.run_mode import PlannedCheck, PlannedSpend
 from portcullis.errors import (
     BudgetExhausted,
@@ -39,6 +38,7 @@ from portcullis.errors import (
     UpstreamProtocolError,
     UpstreamUnavailable,
 )
+from portcullis.http.headers import RawHeaders
 from portcullis.llm.call import LlmCalls, PreparedCall, is_stream
 from portcullis.llm.ledger import LlmCharge
 from portcullis.llm.refusal import LlmReason, LlmRefusal
@@ -72,9 +72,10 @@ class LlmCall:
     def stream_if(self, status: int, content_type: str | None) -> bool:
         return is_stream(content_type, self.prepared.request.stream, status)
 
-    def headers(self, headers: TextHeaders) -> TextHeaders:
-        """The call's headers with the answer asked uncompressed: usage is read from its bytes."""
-        return [(k, v) for k, v in headers if k.lower() != "accept-encoding"] + [("Accept-Encoding", "identity")]
+    def headers(self, headers: RawHeaders) -> RawHeaders:
+        """The call's headers (lower-case names) with the answer asked uncompressed: usage is read
+        from its bytes."""
+        return [(k, v) for k, v in headers if k != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
 
     async def answered(self, status: int, body: bytes) -> None:
         self.charged(await self.prepared.settle_answer(status, body))

@@ -19,17 +19,17 @@ from portcullis.audit.record import AuditRecord
 from portcullis.audit.security_event import security_event
 from portcullis.audit.throttle import EventThrottle
 from portcullis.clock import Clock
-from portcullis.config.egress import SECRET_REFERENCE
 from portcullis.egress.call.phase1_destination import ESCAPE, TEXT, Destination
 from portcullis.egress.call.request import EgressRequest
 from portcullis.egress.call.route import EgressRoute
 from portcullis.egress.oauth2 import ClientCredentials
 from portcullis.http.header_rules import RequestHeaderRules
+from portcullis.http.headers import RawHeaders
 from portcullis.vault import Vault
 
 __all__ = ["CredentialsPhase", "renewed_token"]
 
-TextHeaders = list[tuple[str, str]]
+_AUTHORIZATION = b"authorization"  # the oauth2 token's header; no caller's crosses (CALLER_ONLY_HEADERS)
 
 
 class CredentialsPhase:
@@ -41,20 +41,26 @@ class CredentialsPhase:
         self._audit = audit
         self._reads = EventThrottle(clock)  # one ``secret.read`` per route and execution per minute
 
-    async def headers(self, destination: Destination, request: EgressRequest) -> TextHeaders:
+    async def headers(self, destination: Destination, request: EgressRequest) -> RawHeaders:
         """The caller's headers that cross (the rules, minus its gateway credentials and the names
-        the route sets), then the route's, with ``{secret:name}`` filled from the vault now."""
+        the route sets), then the route's, with ``{secret:name}`` filled from the vault now.
+
+        Bytes with lower-case names, as the client sends them: the caller's pass as read, a
+        template's value is encoded once (UTF-8, surrogateescape: a vault value reaches the
+        provider as stored), and the later phases compare names without folding case."""
         route = destination.route
-        out = [(k.decode(TEXT, ESCAPE), v.decode(TEXT, ESCAPE))
-               for k, v in self._header_rules.crossing(destination.caller, route.replaced)]
-        for name, template in route.config.headers.items():
-            value = template
-            for secret_name in SECRET_REFERENCE.findall(template):
+        out = [(k.lower(), v) for k, v in self._header_rules.crossing(destination.caller, route.replaced)]
+        for header in route.injected:
+            if header.fixed is not None:
+                out.append((header.name, header.fixed))
+                continue
+            value = header.template
+            for secret_name in header.secrets:
                 value = value.replace(f"{{secret:{secret_name}}}", await self._vault.reveal(secret_name))
-            out.append((name, value))
+            out.append((header.name, value.encode(TEXT, ESCAPE)))
         if route.oauth2 is not None:
             # The token request is its own security event (on renewal); the call names the secret only.
-            out.append(("Authorization", f"Bearer {await route.oauth2.token()}"))
+            out.append((_AUTHORIZATION, _bearer(await route.oauth2.token())))
         if route.secrets and len(route.secrets) > (route.oauth2 is not None) and self._audit is not None:
             self._secrets_read(self._audit, route, request)
         return out
@@ -74,9 +80,13 @@ class CredentialsPhase:
         ))
 
 
-async def renewed_token(oauth2: ClientCredentials, headers: TextHeaders) -> TextHeaders:
+async def renewed_token(oauth2: ClientCredentials, headers: RawHeaders) -> RawHeaders:
     """The headers with a fresh provider token, after the provider refused the one they carried."""
-    used = next((v for k, v in headers if k == "Authorization"), "")
-    oauth2.invalidate(used.removeprefix("Bearer "))
+    used = next((v for k, v in headers if k == _AUTHORIZATION), b"")
+    oauth2.invalidate(used.removeprefix(b"Bearer ").decode(TEXT, ESCAPE))
     fresh = await oauth2.token()
-    return [(k, v) for k, v in headers if k != "Authorization"] + [("Authorization", f"Bearer {fresh}")]
+    return [(k, v) for k, v in headers if k != _AUTHORIZATION] + [(_AUTHORIZATION, _bearer(fresh))]
+
+
+def _bearer(token: str) -> bytes:
+    return f"Bearer {token}".encode(TEXT, ESCAPE)

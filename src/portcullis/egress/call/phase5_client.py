@@ -41,7 +41,7 @@ from portcullis.egress.response_guard import (
 )
 from portcullis.egress.ssrf import GuardPolicy, SsrfGuard, UnsafeUrl, parse_egress_url
 from portcullis.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from portcullis.http.headers import HOP_BY_HOP
+from portcullis.http.headers import HOP_BY_HOP, RawHeaders
 from portcullis.upstream.base import Timeouts, UpstreamRequest
 from portcullis.upstream.http1 import Http1Response, Http1Upstream
 
@@ -50,7 +50,6 @@ __all__ = ["IDLE_S", "MAX_ORIGINS", "POOL_SIZE", "Exchange", "PinnedClients", "P
 POOL_SIZE = 100  # connections per origin, as aiohttp's connector had per route
 IDLE_S = 15.0  # aiohttp's keep-alive timeout: an idle connection older than this is not reused
 MAX_ORIGINS = 32  # pools one route keeps at once (its own origin, and where redirects led)
-_TEXT, _ESCAPE = "utf-8", "surrogateescape"  # the caller's header bytes, as the pipeline holds them
 _RESPONSE_DROP = HOP_BY_HOP | {b"set-cookie"}  # the provider's hop-by-hop headers end here; its cookies too
 _DEFAULTS = ((b"accept", b"*/*"), (b"accept-encoding", b"gzip, deflate"))
 
@@ -63,11 +62,11 @@ def system_tls() -> ssl.SSLContext:
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """The provider's whole answer: status, the headers that cross (latin-1 text, so every byte
-    comes back unchanged), the body as read."""
+    """The provider's whole answer: status, the headers that cross (lower-case names, the bytes as
+    received), the body as read."""
 
     status: int
-    headers: list[tuple[str, str]]
+    headers: RawHeaders
     body: bytes
 
 
@@ -82,7 +81,7 @@ class PinnedResponse:
         self._limits = limits
         self.content_type = content_type
         self.status = resp.status
-        self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.headers if k not in _RESPONSE_DROP]
+        self.headers: RawHeaders = [(k, v) for k, v in resp.headers if k not in _RESPONSE_DROP]  # names lower-case
         self.encoding: str | None = next((v.decode("latin-1") for k, v in resp.headers if k == b"content-encoding"),
                                          None)
 
@@ -119,7 +118,7 @@ class PinnedClients:
         self._tls = tls
         self._clients: dict[tuple[str, str, int], Http1Upstream] = {}
 
-    async def exchange(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes | None, *,
+    async def exchange(self, method: str, url: str, headers: RawHeaders, body: bytes | None, *,
                        limits: ResponseLimits, timeouts: Timeouts) -> Exchange:
         """One request and its whole answer, within ``limits``."""
         resp = await self.request(method, url, headers, body, limits=limits, timeouts=timeouts)
@@ -128,20 +127,20 @@ class PinnedClients:
         finally:
             await resp.aclose()
 
-    async def request(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes | None, *,
+    async def request(self, method: str, url: str, headers: RawHeaders, body: bytes | None, *,
                       limits: ResponseLimits, timeouts: Timeouts) -> PinnedResponse:
-        """Send, and wait for the answer's head (refused if its media type is not allowed)."""
+        """Send, and wait for the answer's head (refused if its media type is not allowed).
+
+        ``headers`` have lower-case names (the pipeline keeps them so) and go as given, in order,
+        after ``host``; the defaults follow only where a name is absent."""
         parts = urlsplit(url)
         scheme, host = parts.scheme, parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
         client = await self._client(scheme, host, port)
         shown = f"[{host}]" if ":" in host else host
         wire = [(b"host", _host_bytes(shown if parts.port is None else f"{shown}:{port}"))]
-        given: set[bytes] = set()
-        for name, value in headers:
-            key = name.encode(_TEXT, _ESCAPE).lower()
-            given.add(key)
-            wire.append((key, value.encode(_TEXT, _ESCAPE)))
+        wire.extend(headers)
+        given = {name for name, _ in headers}
         wire.extend(pair for pair in _DEFAULTS if pair[0] not in given)
         if body is not None and b"content-type" not in given:
             wire.append((b"content-type", b"application/octet-stream"))

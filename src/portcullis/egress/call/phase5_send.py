@@ -29,7 +29,7 @@ from urllib.parse import urljoin, urlsplit
 
 from portcullis.clock import Clock
 from portcullis.egress.breaker import is_failure
-from portcullis.egress.call.phase4_credentials import TextHeaders, renewed_token
+from portcullis.egress.call.phase4_credentials import renewed_token
 from portcullis.egress.call.phase5_client import PinnedClients, PinnedResponse
 from portcullis.egress.call.request import EgressRequest
 from portcullis.egress.call.route import EgressRoute
@@ -38,7 +38,7 @@ from portcullis.egress.retry import may_retry_request, retry_delay_s
 from portcullis.egress.ssrf import SsrfGuard
 from portcullis.errors import EgressDenied, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from portcullis.http.headers import RawHeaders
-from portcullis.observability.tracing import ClientTrace, Tracer
+from portcullis.observability.tracing import Tracer
 from portcullis.upstream.base import Timeouts
 
 __all__ = ["Answer", "Sender", "Sent", "StreamIf", "close_session"]
@@ -50,10 +50,11 @@ StreamIf = Callable[[int, str | None], bool]  # (status, content type) -> hand t
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """The provider's answer to one request: status, the headers that cross, the body as read."""
+    """The provider's answer to one request: status, the headers that cross (lower-case names, the
+    bytes as received), the body as read."""
 
     status: int
-    headers: TextHeaders
+    headers: RawHeaders
     body: bytes
     stream: AsyncIterator[bytes] | None = None  # the body, still arriving (``stream_if``); close it
 
@@ -76,12 +77,13 @@ class Sender:
         self._tracer = tracer
         self._sleep = sleep
 
-    async def send(self, route: EgressRoute, method: str, url: str, headers: TextHeaders, request: EgressRequest,
+    async def send(self, route: EgressRoute, method: str, url: str, headers: RawHeaders, request: EgressRequest,
                    caller: RawHeaders, *, body: bytes | None = None, stream_if: StreamIf | None = None) -> Sent:
-        """``body``: what is sent instead of the caller's (an LLM route's re-serialised body)."""
+        """``headers``: what the provider receives (phase 4's, lower-case names), bar the client's
+        own; ``body``: what is sent instead of the caller's (an LLM route's re-serialised body)."""
         cfg = route.config
         deadline = self._clock.monotonic() + cfg.total_timeout
-        safe = may_retry_request(method, {k.lower(): v for k, v in headers})
+        safe = may_retry_request(method, headers)
         route.retry_budget.request()
         attempt = 0
         renewed = False
@@ -95,7 +97,9 @@ class Sender:
             span = self._tracer.egress_attempt(request.trace, caller, method=method, url=url, host=route.host,
                                                port=route.port, attempt=attempt)
             try:
-                answer = await self._follow(route, method, url, [*headers, *_text(span)],
+                # The attempt's trace headers (the caller's own never cross: the header rules drop
+                # both names, ``http.headers.GATEWAY_SET_HEADERS``).
+                answer = await self._follow(route, method, url, [*headers, *span.headers],
                                             request.body if body is None else body, deadline, stream_if)
                 status = answer.status
             except UpstreamError as exc:
@@ -133,7 +137,7 @@ class Sender:
             return None  # adaptive retry: a long streak of failures makes a retry a 1/failures draw
         retry_after = None
         if answer is not None:
-            retry_after = next((v for k, v in answer.headers if k.lower() == "retry-after"), None)
+            retry_after = next((v.decode("latin-1") for k, v in answer.headers if k == b"retry-after"), None)
         delay = retry_delay_s(attempt, retry_after, route.retry, self._rng, self._clock.wall())
         if delay is None or self._clock.monotonic() + delay >= deadline:
             return None
@@ -142,7 +146,7 @@ class Sender:
         return delay
 
     async def _follow(
-        self, route: EgressRoute, method: str, url: str, headers: TextHeaders, body: bytes | None, deadline: float,
+        self, route: EgressRoute, method: str, url: str, headers: RawHeaders, body: bytes | None, deadline: float,
         stream_if: StreamIf | None = None,
     ) -> Answer:
         """Send, and follow up to ``max_redirects`` redirects, each passing the whole guard again.
@@ -155,23 +159,25 @@ class Sender:
         for hop in range(cfg.max_redirects + 1):
             answer = await self._send_once(route, method, url, headers, body, deadline - self._clock.monotonic(),
                                            stream_if)
-            location = next((v for k, v in answer.headers if k.lower() == "location"), None)
-            if answer.status not in _REDIRECTS or not location or hop == cfg.max_redirects:
+            if answer.status not in _REDIRECTS or hop == cfg.max_redirects:
                 return answer
-            next_url = urljoin(url, location)
+            location = next((v for k, v in answer.headers if k == b"location"), None)
+            if not location:
+                return answer
+            next_url = urljoin(url, location.decode("latin-1"))
             verdict = await self._guard.check(next_url, policy)
             if not verdict.allowed:
                 raise EgressDenied(f"redirect_{verdict.reason}")
             if _origin(next_url) != _origin(url):
-                headers = [(k, v) for k, v in headers if k.lower() not in cfg.headers
-                           and not (route.oauth2 is not None and k.lower() == "authorization")]
+                headers = [(k, v) for k, v in headers if k not in route.injected_names
+                           and not (route.oauth2 is not None and k == b"authorization")]
             if answer.status == 303 or (answer.status in (301, 302) and method == "POST"):
                 method, body = "GET", None
             url = next_url
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send_once(
-        self, route: EgressRoute, method: str, url: str, headers: TextHeaders, body: bytes | None, time_left: float,
+        self, route: EgressRoute, method: str, url: str, headers: RawHeaders, body: bytes | None, time_left: float,
         stream_if: StreamIf | None = None,
     ) -> Answer:
         if time_left <= 0:
@@ -225,12 +231,6 @@ def _clients(route: EgressRoute, guard: SsrfGuard) -> PinnedClients:
     if route.session is None:
         route.session = PinnedClients(guard, route.policy, tls=route.tls)
     return route.session
-
-
-def _text(span: ClientTrace) -> TextHeaders:
-    """The attempt's trace headers as text, like the rest (the caller's own never cross: the header
-    rules drop both names, ``http.headers.GATEWAY_SET_HEADERS``)."""
-    return [(k.decode("ascii"), v.decode("ascii")) for k, v in span.headers]
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

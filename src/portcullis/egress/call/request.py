@@ -37,7 +37,7 @@ class EgressRequest:
 @dataclass(frozen=True, slots=True)
 class EgressResult:
     status: int
-    headers: list[tuple[str, str]]
+    headers: RawHeaders  # lower-case names, the bytes as the provider sent them (or the gateway's report's)
     body: bytes | BodyStream  # a stream: handed on as it arrives (a streamed LLM answer)
     attempts: int
     budget: BudgetDecision

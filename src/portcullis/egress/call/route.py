@@ -30,7 +30,7 @@ from portcullis.http.headers import fold_name
 from portcullis.limiting.limiter import LimitRule
 from portcullis.vault import Vault
 
-__all__ = ["CALLER_ONLY_HEADERS", "EgressRoute", "compile_route"]
+__all__ = ["CALLER_ONLY_HEADERS", "EgressRoute", "InjectedHeader", "compile_route"]
 
 # Never sent to a third party, besides what the header rules remove (``http/header_rules.py``:
 # hop-by-hop, the gateway's own headers, the default list): the caller's credentials for the
@@ -40,6 +40,30 @@ CALLER_ONLY_HEADERS = frozenset({b"authorization", b"cookie", b"x-api-key", b"x-
                                  b"x-run-mode", b"x-priority"})
 
 BreakerListener = Callable[[str, BreakerState, BreakerState], None]
+
+# How header text becomes bytes on the send path: surrogateescape turns any str back into the bytes
+# it was decoded from, so a value the vault or the config holds reaches the provider as written.
+_TEXT, _ESCAPE = "utf-8", "surrogateescape"
+
+
+@dataclass(frozen=True, slots=True)
+class InjectedHeader:
+    """One header the route sets, compiled at load: its wire name, and its value when the template
+    names no secret (a template with ``{secret:name}`` is filled, then encoded, per call)."""
+
+    name: bytes  # lower-case, as sent (the config lowercases and checks names)
+    template: str
+    secrets: tuple[str, ...]  # every ``{secret:name}`` reference, in order, repeats kept
+    fixed: bytes | None  # the encoded value when ``secrets`` is empty
+
+
+def _injected(route: EgressRouteConfig) -> tuple[InjectedHeader, ...]:
+    out = []
+    for name, template in route.headers.items():
+        secrets = tuple(SECRET_REFERENCE.findall(template))
+        fixed = None if secrets else template.encode(_TEXT, _ESCAPE)
+        out.append(InjectedHeader(name.encode(_TEXT, _ESCAPE).lower(), template, secrets, fixed))
+    return tuple(out)
 
 
 @dataclass(slots=True)
@@ -59,6 +83,8 @@ class EgressRoute:
     run_modes: RouteRunModes  # which run modes the route takes, and what a full run needs
     priority: RoutePriority  # a call's class in the route's bulkhead
     streak: FailureStreak  # failed attempts in a row at the endpoint, for adaptive retry
+    injected: tuple[InjectedHeader, ...] = ()  # the headers the route sets, in config order
+    injected_names: frozenset[bytes] = frozenset()  # their wire names: dropped when a redirect leaves the origin
     rate_rule: LimitRule | None = None
     session: PinnedClients | None = None  # the send phase's clients, made on the first call
     oauth2: ClientCredentials | None = None  # the provider token this route gets itself (client credentials)
@@ -87,7 +113,8 @@ def compile_route(
             route.name, route.oauth2, guard=guard, vault=vault, clock=clock, audit=audit,
             policy=token_endpoint_policy(config, route, route.oauth2.token_url),
         )
-    header_secrets = tuple(n for template in route.headers.values() for n in SECRET_REFERENCE.findall(template))
+    injected = _injected(route)
+    header_secrets = tuple(n for header in injected for n in header.secrets)
     return EgressRoute(
         config=route,
         base=route.url.rstrip("/"),
@@ -113,6 +140,8 @@ def compile_route(
         priority=RoutePriority(config, route),
         bulkhead=bulkhead,
         streak=FailureStreak(rt.adaptive_after),
+        injected=injected,
+        injected_names=frozenset(header.name for header in injected),
         tls=_trust(route),
     )
 

@@ -21,7 +21,7 @@ from portcullis.errors import ErrorCode
 
 __all__ = ["validate_only_result"]
 
-_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 
 def validate_only_result(destination: Destination, preview: Preview) -> EgressResult:
