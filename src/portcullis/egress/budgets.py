@@ -40,7 +40,7 @@ _COST_BUDGETS = frozenset({"execution_cost", "user_cost_per_day"})  # kept in mi
 _MAX_ROUTES = 4096  # routes whose budget lines are kept (a route's are worked out again past that)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call, and a frozen init costs four times as much
 class CallContext:
     """Who is calling: the execution and workflow named by the caller, the authenticated user."""
 
@@ -71,7 +71,7 @@ class BudgetLimits:
             raise ValueError("budgets must not be negative, and the execution window must be positive")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call, and a frozen init costs four times as much
 class BudgetDecision:
     allowed: bool
     exhausted: str | None  # the first budget that refused, by name

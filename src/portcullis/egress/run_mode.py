@@ -89,7 +89,7 @@ class RunModeCall:
     client_ip: str = "in-process"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call, and a frozen init costs four times as much
 class RunModeDecision:
     """The mode a call runs in, and what follows from it."""
 

@@ -76,7 +76,7 @@ class QuotaState:
     reset_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call, and a frozen init costs four times as much
 class LimitDecision:
     allowed: bool
     retry_after_s: float

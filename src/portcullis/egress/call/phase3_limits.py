@@ -40,7 +40,7 @@ from portcullis.limiting.limiter import MultiLimiter
 __all__ = ["Admission", "LimitsPhase", "Preview"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call, and a frozen init costs four times as much
 class Admission:
     """What the call was charged: the budgets' answer, the cost it spent, and its bulkhead place."""
 

@@ -48,7 +48,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 StreamIf = Callable[[int, str | None], bool]  # (status, content type) -> hand the body over as a stream
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call, and a frozen init costs four times as much
 class Answer:
     """The provider's answer to one request: status, the headers that cross (lower-case names, the
     bytes as received), the body as read."""
@@ -59,7 +59,7 @@ class Answer:
     stream: AsyncIterator[bytes] | None = None  # the body, still arriving (``stream_if``); close it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call, and a frozen init costs four times as much
 class Sent:
     """The answer the caller gets, after how many attempts, and the trace of the last one."""
 

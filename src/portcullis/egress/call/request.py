@@ -17,7 +17,7 @@ from portcullis.pipeline.handler import BodyStream
 __all__ = ["CallContext", "EgressRequest", "EgressResult", "TunnelAdmission"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call, and a frozen init costs four times as much
 class EgressRequest:
     route: str
     method: str
@@ -34,7 +34,7 @@ class EgressRequest:
     run_mode: RunMode | None = None  # the door's context (the transport's); None: X-Run-Mode, else the default
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call, and a frozen init costs four times as much
 class EgressResult:
     status: int
     headers: RawHeaders  # lower-case names, the bytes as the provider sent them (or the gateway's report's)
