@@ -93,11 +93,12 @@ async def world(tmp_path: Path, provider: Provider) -> AsyncIterator[Factory]:
     made: list[tuple[EgressExecutor, SqliteStore]] = []
 
     async def make(route_extra: dict[str, Any] | None = None, budgets: dict[str, Any] | None = None,
-                   resolve_to: str = "127.0.0.1") -> World:
+                   resolve_to: str = "127.0.0.1", resolver: StaticResolver | None = None,
+                   egress_extra: dict[str, Any] | None = None) -> World:
         route = {"name": "partner", "url": f"http://api.partner.test:{provider.port}", "allow_http": True,
                  "allow_networks": ["127.0.0.0/8"], "headers": {"Authorization": "Bearer {secret:partner_token}"},
                  "retry": {"max_attempts": 3}, **(route_extra or {})}
-        config = EgressConfig.model_validate({"routes": [route], "budgets": budgets or {}})
+        config = EgressConfig.model_validate({"routes": [route], "budgets": budgets or {}, **(egress_extra or {})})
         store = await SqliteStore.connect(str(tmp_path / f"v{len(made)}.db"))
         clock = ManualClock()
         vault = Vault(store, MasterKeys([generate_master_key().encode()]), clock)
@@ -110,8 +111,8 @@ async def world(tmp_path: Path, provider: Provider) -> AsyncIterator[Factory]:
             clock.advance(seconds)
 
         executor = EgressExecutor(
-            config, vault=vault, resolver=StaticResolver({"api.partner.test": [[ip_address(resolve_to)]],
-                                                          "other.partner.test": [[ip_address("127.0.0.1")]]}),
+            config, vault=vault, resolver=resolver or StaticResolver({
+                "api.partner.test": [[ip_address(resolve_to)]], "other.partner.test": [[ip_address("127.0.0.1")]]}),
             clock=clock, sleep=sleep, on_breaker=lambda *t: transitions.append(t),
         )
         made.append((executor, store))
@@ -367,3 +368,42 @@ async def test_costs_follow_the_first_matching_rule(world: Factory) -> None:
     assert (await w.call("/v1/chat/completions")).cost == 0.01  # GET: the rule is for POST only
     result = await w.call("/v1/other")
     assert result.budget.remaining["execution_cost"] == pytest.approx(1.0 - 0.5 - 0.1 - 0.01 - 0.01)
+
+
+def _answers(*answers: str) -> StaticResolver:
+    return StaticResolver({"api.partner.test": [[ip_address(a)] for a in answers]})
+
+
+async def test_a_routes_host_is_resolved_once_per_origin_check_ttl_not_on_every_call(world: Factory) -> None:
+    resolver = _answers("127.0.0.1")
+    w: World = await world(resolver=resolver)
+    for _ in range(3):
+        assert (await w.call()).status == 200
+    # one early check for the three calls, and one for the one connection they shared
+    assert resolver.lookups == ["api.partner.test"] * 2
+    w.clock.advance(1.0)  # egress.origin_check_ttl, 1s by default
+    assert (await w.call()).status == 200
+    assert resolver.lookups == ["api.partner.test"] * 3
+
+
+async def test_after_the_ttl_a_host_now_resolving_private_is_refused_before_anything_is_spent(
+    world: Factory,
+) -> None:
+    # the early check and the connection see the excepted test server; the next early check, private
+    resolver = _answers("127.0.0.1", "127.0.0.1", "10.0.0.7")
+    w: World = await world(resolver=resolver)
+    assert (await w.call()).budget.remaining["execution_calls"] == 99
+    w.clock.advance(1.0)
+    with pytest.raises(EgressDenied) as refused:
+        await w.call()
+    assert refused.value.reason == "address_private"
+    assert len(w.provider.seen) == 1
+    assert (await w.executor.budgets_remaining(CTX, "partner"))["execution_calls"] == 99  # nothing spent
+
+
+async def test_with_an_origin_check_ttl_of_zero_every_call_resolves_its_host(world: Factory) -> None:
+    resolver = _answers("127.0.0.1")
+    w: World = await world(resolver=resolver, egress_extra={"origin_check_ttl": 0})
+    for _ in range(2):
+        assert (await w.call()).status == 200
+    assert resolver.lookups == ["api.partner.test"] * 3  # two early checks, one connection

@@ -553,6 +553,11 @@ class EgressConfig(_Model):
     run_modes: EgressRunModesConfig = Field(
         default_factory=EgressRunModesConfig, description="`validate_only`, `test_run` and `full_run` calls.",
     )
+    origin_check_ttl: Duration = Field(
+        "1s", ge=0, description="How long a route's host, once resolved and found allowed, is not resolved again "
+        "by each call's early check (the refusal before any limit or budget is spent). Every new connection is "
+        "still resolved and checked, and goes only to the addresses checked then. 0: resolved on every call.",
+    )
 
     @field_validator("allow_hosts")
     @classmethod

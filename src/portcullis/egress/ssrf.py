@@ -46,6 +46,7 @@ __all__ = [
     "address_block_reason",
     "host_allowed",
     "parse_egress_url",
+    "path_refusal",
 ]
 
 IpAddress = IPv4Address | IPv6Address
@@ -176,6 +177,16 @@ def parse_egress_url(url: str) -> EgressTarget:
     )
 
 
+def path_refusal(path_and_query: str) -> str | None:
+    """Why the path and query of a URL (starting with ``/``) make it unsafe, or ``None``: what
+    ``parse_egress_url`` refuses in that part of a URL."""
+    if _FORBIDDEN_CHARS.search(path_and_query):
+        return "forbidden_character"
+    if "#" in path_and_query and path_and_query.partition("#")[2]:  # as urlsplit: an empty one is none
+        return "fragment_not_allowed"
+    return None
+
+
 def address_block_reason(address: IpAddress) -> str | None:
     """Why ``address`` is not a public destination, or ``None`` when it is."""
     if isinstance(address, IPv6Address):
@@ -223,10 +234,9 @@ class SsrfGuard:
         (``tests/property/test_guard_route_origin.py``)."""
         if isinstance(origin, UnsafeUrl):
             return Verdict(False, origin.reason)
-        if _FORBIDDEN_CHARS.search(path_and_query):
-            return Verdict(False, "forbidden_character")
-        if "#" in path_and_query and path_and_query.partition("#")[2]:  # as urlsplit: an empty one is none
-            return Verdict(False, "fragment_not_allowed")
+        refused = path_refusal(path_and_query)
+        if refused is not None:
+            return Verdict(False, refused)
         return await self.check_target(origin, policy)
 
     async def check_target(self, target: EgressTarget, policy: GuardPolicy) -> Verdict:

@@ -8,7 +8,14 @@ ingress) and appended to the route's base URL, so ``..`` cannot climb out of it;
 rules see that canonical path; then the run mode (``egress/run_mode.py``: the door's context, else
 ``X-Run-Mode``, else the default) must be one the route takes, and a full run must meet the route's
 requirement, before the guard spends a DNS lookup on it; last, the SSRF guard checks the URL under
-the route's policy (scheme, port, host lists). Nothing here spends a limit or a budget.
+the route's policy (scheme, port, host lists, the addresses the host resolves to). Nothing here
+spends a limit or a budget.
+
+The guard's verdict on the route's own origin (its base URL, parsed once when the route is built)
+stands for ``egress.origin_check_ttl`` once it allowed the host: a DNS lookup per call would put
+the resolver (a thread hop, maybe a network round trip) on every call, while the check that
+decides where bytes go is made for every new connection anyway (``phase5_client``, resolve then
+pin). The call's own path is checked every time (``ssrf.path_refusal``).
 
 A ``CONNECT`` tunnel of the proxy door (``tunnel``) meets the same checks that do not need a
 request it cannot read: blocks, the route, the run mode (a tunnel is bytes on their way out, so
@@ -29,7 +36,7 @@ from portcullis.controls.service import IncidentControls
 from portcullis.egress.call.request import EgressRequest
 from portcullis.egress.call.route import EgressRoute
 from portcullis.egress.run_mode import RUN_MODE_HEADER, RunModeCall, RunModeDecision, parse_run_mode
-from portcullis.egress.ssrf import SsrfGuard
+from portcullis.egress.ssrf import SsrfGuard, path_refusal
 from portcullis.errors import Blocked, ClientError, EgressDenied, MalformedRequest
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.http.headers import RawHeaders, fold_name
@@ -61,9 +68,11 @@ class Destination:
 class DestinationPhase:
     def __init__(
         self, routes: Mapping[str, EgressRoute], *, guard: SsrfGuard, header_rules: RequestHeaderRules,
-        controls: IncidentControls | None, clock: Clock,
+        controls: IncidentControls | None, clock: Clock, origin_ttl_s: float = 0.0,
     ) -> None:
+        """``origin_ttl_s``: how long an allowed verdict on a route's own origin stands (``origin_check_ttl``)."""
         self._routes = routes
+        self._origin_ttl_s = origin_ttl_s
         self._guard = guard
         self._header_rules = header_rules
         self._controls = controls
@@ -80,9 +89,15 @@ class DestinationPhase:
         if cfg.paths and not any(path_matches(p, relative_path) for p in cfg.paths):
             raise EgressDenied("path_not_allowed")
         mode = self._mode(route, request, caller, method, relative_path)
-        verdict = await self._guard.check_on(route.origin, url[len(route.base):], route.policy)
-        if not verdict.allowed:
-            raise EgressDenied(verdict.reason)
+        refused = path_refusal(url[len(route.base):])
+        if refused is not None:
+            raise EgressDenied(refused)
+        now = self._clock.monotonic()
+        if now >= route.origin_allowed_until:
+            verdict = await self._guard.check_on(route.origin, "/", route.policy)
+            if not verdict.allowed:
+                raise EgressDenied(verdict.reason)
+            route.origin_allowed_until = now + self._origin_ttl_s
         return Destination(route, method, url, relative_path, caller, mode)
 
     def _route(self, request: EgressRequest, caller: RawHeaders) -> EgressRoute:

@@ -87,6 +87,7 @@ class EgressRoute:
     injected_names: frozenset[bytes] = frozenset()  # their wire names: dropped when a redirect leaves the origin
     rate_rule: LimitRule | None = None
     session: PinnedClients | None = None  # the send phase's clients, made on the first call
+    origin_allowed_until: float = 0.0  # monotonic: until then phase 1 need not resolve the origin again
     oauth2: ClientCredentials | None = None  # the provider token this route gets itself (client credentials)
     bulkhead: Bulkhead | None = None  # the route's concurrency cap and priority queue, if it has one
     tls: ssl.SSLContext | None = None  # the route's own trust (``ca_file``); None: the system's
