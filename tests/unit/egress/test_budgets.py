@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from portcullis.egress.budgets import BudgetLimits, Budgets, CallContext, MemoryBudgetStore
+from portcullis.egress.call.outcome import budget_left
 from portcullis.testing import ManualClock
 
 CTX = CallContext(execution_id="ex-1", workflow_id="wf-billing", user="alice")
@@ -103,3 +104,11 @@ async def test_an_endpoint_budget_of_a_route_whose_name_ends_in_cost_counts_call
     b, _ = budgets(BudgetLimits(execution_calls=None, endpoint_calls_per_workflow_day={"cloud-cost": 5}))
     decision = await b.consume(CTX, "cloud-cost")
     assert decision.remaining == {"endpoint_calls:cloud-cost": 4.0}
+
+
+@pytest.mark.parametrize(("left", "shown"), [
+    (99.0, b"execution_calls=99"), (1_234_567.0, b"execution_calls=1234567"), (0.0, b"execution_calls=0"),
+    (4.25, b"execution_calls=4.25"), (0.000001, b"execution_calls=0.000001"), (1234567.5, b"execution_calls=1234567.5"),
+])
+def test_what_is_left_of_a_budget_is_told_exactly(left: float, shown: bytes) -> None:
+    assert budget_left("execution_calls", left) == shown

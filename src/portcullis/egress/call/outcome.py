@@ -62,7 +62,7 @@ def answered(request: EgressRequest, result: EgressResult) -> EgressOutcome:
         headers.append((b"content-length", b"%d" % len(result.body)))
     headers.append((b"x-egress-attempts", b"%d" % result.attempts))
     for name, left in result.budget.remaining.items():
-        headers.append((b"x-budget-remaining", f"{name}={left:g}".encode()))
+        headers.append((b"x-budget-remaining", budget_left(name, left)))
     audit = {**context_fields(request), "host": result.host, "attempts": result.attempts,
              "breaker": result.breaker.value, "cost": result.cost,
              "budget_remaining": dict(result.budget.remaining), "secrets": list(result.secrets)}
@@ -72,6 +72,14 @@ def answered(request: EgressRequest, result: EgressResult) -> EgressOutcome:
         audit["llm"] = result.llm  # the same dict: a stream's settlement completes it before the record is written
     decision = "validate_only" if result.run_mode is RunMode.VALIDATE_ONLY else "allowed"
     return EgressOutcome(result.status, headers, result.body, decision, audit, result=result)
+
+
+def budget_left(name: str, left: float) -> bytes:
+    """One ``X-Budget-Remaining`` value: ``name=left``, calls as whole numbers (exactly, however many:
+    ``:g`` would say ``1e+06``), a cost in currency units with up to six decimals."""
+    if left.is_integer():
+        return b"%s=%d" % (name.encode(), left)
+    return f"{name}={left:.6f}".rstrip("0").encode()
 
 
 def refused(request: EgressRequest, exc: ClientError | UpstreamError, run_mode: RunMode | None = None) -> EgressOutcome:
