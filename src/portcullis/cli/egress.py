@@ -26,6 +26,7 @@ from rich.table import Table
 
 from portcullis.cli.admin_client import DEFAULT_ADMIN, EXIT_USAGE, AdminOption, JsonOption, admin_result
 from portcullis.cli.common import load_or_fail
+from portcullis.egress.budgets import budget_amount
 from portcullis.egress.policy import default_policy, route_policy
 from portcullis.egress.resolver import SystemResolver, parse_resolve_option
 from portcullis.egress.ssrf import GuardPolicy, Resolver, SsrfGuard, Verdict
@@ -151,7 +152,7 @@ def budgets(
         return
     table = Table("budget", "remaining")
     for name, left in body["remaining"].items():
-        table.add_row(str(name), f"{left:g}")
+        table.add_row(str(name), budget_amount(float(left)))
     Console(highlight=False).print(table)
 
 

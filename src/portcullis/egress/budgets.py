@@ -30,6 +30,7 @@ __all__ = [
     "CallContext",
     "MemoryBudgetStore",
     "Spend",
+    "budget_amount",
 ]
 
 STORE_UNAVAILABLE = "shared_state"  # the budget named when the counters cannot be reached
@@ -197,6 +198,14 @@ class Budgets:
         used = await self._store.used(items, self._clock.monotonic()) if items else []
         return [BudgetPreview(item.name, _shown(item, item.amount), _shown(item, item.limit - u))
                 for item, u in zip(items, used, strict=True)]
+
+
+def budget_amount(left: float) -> str:
+    """What is left of a budget as a caller reads it: calls as whole numbers (exactly, however many:
+    ``:g`` would say ``1e+06``), a cost in currency units with up to six decimals (its micro units)."""
+    if left.is_integer():
+        return str(int(left))
+    return f"{left:.6f}".rstrip("0")
 
 
 @dataclass(frozen=True, slots=True)

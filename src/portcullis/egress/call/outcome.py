@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from portcullis.egress.budgets import budget_amount
 from portcullis.egress.call.request import EgressRequest, EgressResult
 from portcullis.egress.run_mode import RunMode
 from portcullis.errors import (
@@ -75,11 +76,8 @@ def answered(request: EgressRequest, result: EgressResult) -> EgressOutcome:
 
 
 def budget_left(name: str, left: float) -> bytes:
-    """One ``X-Budget-Remaining`` value: ``name=left``, calls as whole numbers (exactly, however many:
-    ``:g`` would say ``1e+06``), a cost in currency units with up to six decimals."""
-    if left.is_integer():
-        return b"%s=%d" % (name.encode(), left)
-    return f"{name}={left:.6f}".rstrip("0").encode()
+    """One ``X-Budget-Remaining`` value: ``name=left`` (``budgets.budget_amount``)."""
+    return f"{name}={budget_amount(left)}".encode()
 
 
 def refused(request: EgressRequest, exc: ClientError | UpstreamError, run_mode: RunMode | None = None) -> EgressOutcome:
