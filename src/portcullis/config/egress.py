@@ -7,6 +7,7 @@ but not enforced would read like a protection that is not there.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Literal
 from urllib.parse import urlsplit
@@ -596,9 +597,18 @@ class EgressConfig(_Model):
 
 def path_matches(pattern: str, path: str) -> bool:
     """``*`` matches one segment, a final ``**`` any remaining segments (at least one)."""
-    want = pattern.strip("/").split("/") if pattern != "/" else []
+    want, rest = _pattern_segments(pattern)
     have = path.strip("/").split("/") if path != "/" else []
-    if want and want[-1] == "**":
-        prefix = want[:-1]
-        return len(have) > len(prefix) and all(w in ("*", h) for w, h in zip(prefix, have, strict=False))
+    if rest:
+        return len(have) > len(want) and all(w in ("*", h) for w, h in zip(want, have, strict=False))
     return len(want) == len(have) and all(w in ("*", h) for w, h in zip(want, have, strict=True))
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern_segments(pattern: str) -> tuple[tuple[str, ...], bool]:
+    """A pattern's segments, and whether it ends in ``**`` (then left out): split once per pattern,
+    not on every call it is matched against (patterns come from the config, so the cache stays small)."""
+    want = pattern.strip("/").split("/") if pattern != "/" else []
+    if want and want[-1] == "**":
+        return tuple(want[:-1]), True
+    return tuple(want), False
