@@ -2,8 +2,14 @@
 
 No method awaits before it has decided and written, so one reservation's check-and-hold cannot
 interleave with another's on the event loop: that alone makes it exact under asyncio concurrency.
-Expired holds are dropped lazily, from a heap per line ordered by expiry, before each check;
-lines with no holds and an ended window are swept when there are more than ``max_lines``.
+Expired holds are dropped lazily, from a heap per line ordered by expiry, before each check.
+
+Bounded memory (as ``memory_budgets.py``): lines are kept least recently used first; each
+reservation drops a few of the oldest once they hold nothing and their window has ended, and past
+``max_lines`` the least recently used lines that hold nothing in flight are forgotten, in O(1) per
+call (their spending with them: that line fails open, so the cap is far above a working set). A
+line a call in flight holds part of is never forgotten. This replaced a scan of every line on
+every reservation past the cap, which a caller naming fresh execution ids could trigger at will.
 """
 
 from __future__ import annotations
@@ -16,6 +22,10 @@ from portcullis.ids import random_hex
 from portcullis.stores.base import BudgetLine, LineUsage, Reservation, ReservationRefused, Settlement
 
 __all__ = ["MemoryReservationStore"]
+
+
+_SWEEP_PER_CALL = 4
+_EVICT_TRIES = 16  # lines with holds passed over per call before the table may stand over its cap
 
 
 @dataclass(slots=True)
@@ -85,9 +95,9 @@ class MemoryReservationStore:
         for line, (state, used, end) in zip(lines, states, strict=True):
             state.used, state.window_end = used, end
             state.hold(rid, line.amount, expires)
+            table.pop(line.key, None)  # re-inserted last: the most recently used
             table[line.key] = state
-        if len(table) > self._max:
-            self._sweep(now)
+        self._bound(now)
         return Reservation(rid, tuple(lines), expires)
 
     async def settle(self, reservation: Reservation, actual: Sequence[int], now: float) -> Settlement:
@@ -126,8 +136,23 @@ class MemoryReservationStore:
         for key in keys:
             self._lines.pop(key, None)
 
-    def _sweep(self, now: float) -> None:
-        idle = [k for k, s in self._lines.items()
-                if not s.holds and (s.used == 0 or (s.window_end is not None and s.window_end <= now))]
-        for key in idle[: len(self._lines) - self._max]:
-            del self._lines[key]
+    def _bound(self, now: float) -> None:
+        table = self._lines
+        for _ in range(_SWEEP_PER_CALL):
+            if not table:
+                return
+            oldest = next(iter(table))
+            state = table[oldest]
+            state.purge(now)
+            if state.holds or not (state.used == 0 or (state.window_end is not None and state.window_end <= now)):
+                break
+            del table[oldest]
+        over, skipped = len(table) - self._max, 0
+        while over > 0 and skipped < _EVICT_TRIES:
+            oldest = next(iter(table))
+            state = table.pop(oldest)
+            if state.holds:  # a call in flight holds part of it: kept, as the most recent
+                table[oldest] = state
+                skipped += 1
+            else:
+                over -= 1
