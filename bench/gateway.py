@@ -134,7 +134,7 @@ def egress_config(workdir: Path, port: int, upstream_port: int, admin_port: int)
     API-key callers with setup 5's two limits on the door, the route's own rate limit (three
     windows, never hit), every budget on (execution, workflow and user calls, execution and user
     cost, the route's calls per workflow and day; all far above what a run spends), a provider key
-    injected from the vault (one ``secret.read`` security event per call), JSONL audit, and the
+    injected from the vault (named in each call's record; a ``secret.read`` event a minute), JSONL audit, and the
     upstream reached over plain HTTP on loopback (``allow_http``, ``allow_networks``: a local
     stand-in for the provider). The config needs one ingress route; the run never calls it.
     """

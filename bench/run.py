@@ -382,8 +382,8 @@ def _count_lines(path: Path, *, skip: Sequence[bytes] = ()) -> int:
 # The chain's signed checkpoints share the audit file with the records they seal (docs/audit.md):
 # one every ``audit.checkpoint_every`` records and interval. They are no request, so not counted.
 _CHECKPOINT_LINE = b'"kind":"checkpoint"'
-# Security events share it too: the egress door's vault read is one ``secret.read`` event per call,
-# next to the call's own record. Counted apart (``security_events``), not as requests.
+# Security events share it too: the egress door's vault read is a ``secret.read`` event (one per
+# route and execution a minute), next to the calls' own records. Counted apart (``security_events``).
 _SECURITY_LINE = b'"class":"security"'
 
 
