@@ -151,10 +151,13 @@ class BudgetUsage:
         return out
 
     def _make_room(self, now: float) -> None:
+        """Called when a new counter finds the table full: drop the ended ones, and unless that freed a
+        quarter of it, the emptiest half. Each scan frees at least a quarter, so a flood of new
+        counters pays for one scan per quarter of the capacity, never one per counter."""
         counters = self._counters
         for key in [k for k, c in counters.items() if c.ends_at <= now]:
             del counters[key]
-        if len(counters) >= self._capacity:
+        if len(counters) > self._capacity * 3 // 4:
             emptiest = sorted(counters, key=lambda k: counters[k].ratio)[: len(counters) // 2 or 1]
             for key in emptiest:
                 del counters[key]
