@@ -557,7 +557,8 @@ class EgressConfig(_Model):
     origin_check_ttl: Duration = Field(
         "1s", ge=0, description="How long a route's host, once resolved and found allowed, is not resolved again "
         "by each call's early check (the refusal before any limit or budget is spent). Every new connection is "
-        "still resolved and checked, and goes only to the addresses checked then. 0: resolved on every call.",
+        "still resolved and checked, and goes only to the addresses checked then. Calls arriving during a lookup "
+        "share it. 0: resolved again for every call.",
     )
 
     @field_validator("allow_hosts")

@@ -102,7 +102,7 @@ class EgressExecutor:
         if b.execution_max_lifetime is not None:
             lifetime = ExecutionLifetime(b.execution_max_lifetime, store, clock)
         self._destination = DestinationPhase(self._routes, guard=guard, header_rules=rules, controls=controls,
-                                             clock=clock, origin_ttl_s=config.origin_check_ttl)
+                                             clock=clock)
         self._limits = LimitsPhase(limiter=limiter or MultiLimiter(MemoryCounterStore(), clock),
                                    budgets=self._budgets, controls=controls, clock=clock, lifetime=lifetime)
         self._llm = LlmPhase(

@@ -11,11 +11,9 @@ requirement, before the guard spends a DNS lookup on it; last, the SSRF guard ch
 the route's policy (scheme, port, host lists, the addresses the host resolves to). Nothing here
 spends a limit or a budget.
 
-The guard's verdict on the route's own origin (its base URL, parsed once when the route is built)
-stands for ``egress.origin_check_ttl`` once it allowed the host: a DNS lookup per call would put
-the resolver (a thread hop, maybe a network round trip) on every call, while the check that
-decides where bytes go is made for every new connection anyway (``phase5_client``, resolve then
-pin). The call's own path is checked every time (``ssrf.path_refusal``).
+The guard's verdict on the route's own origin stands for ``egress.origin_check_ttl`` once it
+allowed the host, and is made once at a time (``origin_check.py`` says why); the call's own path
+is checked every time (``ssrf.path_refusal``).
 
 A ``CONNECT`` tunnel of the proxy door (``tunnel``) meets the same checks that do not need a
 request it cannot read: blocks, the route, the run mode (a tunnel is bytes on their way out, so
@@ -68,11 +66,9 @@ class Destination:
 class DestinationPhase:
     def __init__(
         self, routes: Mapping[str, EgressRoute], *, guard: SsrfGuard, header_rules: RequestHeaderRules,
-        controls: IncidentControls | None, clock: Clock, origin_ttl_s: float = 0.0,
+        controls: IncidentControls | None, clock: Clock,
     ) -> None:
-        """``origin_ttl_s``: how long an allowed verdict on a route's own origin stands (``origin_check_ttl``)."""
         self._routes = routes
-        self._origin_ttl_s = origin_ttl_s
         self._guard = guard
         self._header_rules = header_rules
         self._controls = controls
@@ -92,12 +88,9 @@ class DestinationPhase:
         refused = path_refusal(url[len(route.base):])
         if refused is not None:
             raise EgressDenied(refused)
-        now = self._clock.monotonic()
-        if now >= route.origin_allowed_until:
-            verdict = await self._guard.check_on(route.origin, "/", route.policy)
-            if not verdict.allowed:
-                raise EgressDenied(verdict.reason)
-            route.origin_allowed_until = now + self._origin_ttl_s
+        refused = await route.origin_check.refusal()
+        if refused is not None:
+            raise EgressDenied(refused)
         return Destination(route, method, url, relative_path, caller, mode)
 
     def _route(self, request: EgressRequest, caller: RawHeaders) -> EgressRoute:

@@ -17,6 +17,7 @@ from portcullis.clock import Clock
 from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, EgressRouteConfig
 from portcullis.egress.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from portcullis.egress.bulkhead import Bulkhead
+from portcullis.egress.call.origin_check import OriginCheck
 from portcullis.egress.call.phase5_client import PinnedClients
 from portcullis.egress.oauth2 import ClientCredentials
 from portcullis.egress.policy import route_policy, token_endpoint_policy
@@ -24,7 +25,7 @@ from portcullis.egress.priority import RoutePriority
 from portcullis.egress.response_guard import ResponseLimits
 from portcullis.egress.retry import FailureStreak, RetryBudget, RetryConfig
 from portcullis.egress.run_mode import RouteRunModes
-from portcullis.egress.ssrf import EgressTarget, GuardPolicy, SsrfGuard, UnsafeUrl, parse_egress_url
+from portcullis.egress.ssrf import GuardPolicy, SsrfGuard
 from portcullis.errors import ConfigError
 from portcullis.http.headers import fold_name
 from portcullis.limiting.limiter import LimitRule
@@ -70,7 +71,7 @@ def _injected(route: EgressRouteConfig) -> tuple[InjectedHeader, ...]:
 class EgressRoute:
     config: EgressRouteConfig
     base: str
-    origin: EgressTarget | UnsafeUrl  # ``base`` parsed once by the guard (or why it cannot be): ``SsrfGuard.check_on``
+    origin_check: OriginCheck  # phase 1's SSRF check of ``base``: once per ``egress.origin_check_ttl``
     breaker: CircuitBreaker
     retry: RetryConfig
     retry_budget: RetryBudget
@@ -87,7 +88,6 @@ class EgressRoute:
     injected_names: frozenset[bytes] = frozenset()  # their wire names: dropped when a redirect leaves the origin
     rate_rule: LimitRule | None = None
     session: PinnedClients | None = None  # the send phase's clients, made on the first call
-    origin_allowed_until: float = 0.0  # monotonic: until then phase 1 need not resolve the origin again
     oauth2: ClientCredentials | None = None  # the provider token this route gets itself (client credentials)
     bulkhead: Bulkhead | None = None  # the route's concurrency cap and priority queue, if it has one
     tls: ssl.SSLContext | None = None  # the route's own trust (``ca_file``); None: the system's
@@ -119,7 +119,7 @@ def compile_route(
     return EgressRoute(
         config=route,
         base=route.url.rstrip("/"),
-        origin=_origin(route.url.rstrip("/")),
+        origin_check=OriginCheck(route.url.rstrip("/"), guard, policy, clock, config.origin_check_ttl),
         breaker=CircuitBreaker(route.name, BreakerConfig(
             failure_rate=br.failure_rate, slow_call_rate=br.slow_call_rate, slow_call_s=br.slow_call,
             min_calls=br.min_calls, window_s=br.window, window_calls=br.window_calls, open_s=br.open_for,
@@ -157,9 +157,3 @@ def _trust(route: EgressRouteConfig) -> ssl.SSLContext | None:
         where = f"egress.routes.{route.name}.ca_file"
         raise ConfigError(f"cannot load the CA file: {type(exc).__name__}", path=where) from None
 
-
-def _origin(base: str) -> EgressTarget | UnsafeUrl:
-    try:
-        return parse_egress_url(base + "/")
-    except UnsafeUrl as exc:
-        return exc
