@@ -381,7 +381,7 @@ async def test_a_routes_host_is_resolved_once_per_origin_check_ttl_not_on_every_
         assert (await w.call()).status == 200
     # one early check for the three calls, and one for the one connection they shared
     assert resolver.lookups == ["api.partner.test"] * 2
-    w.clock.advance(1.0)  # egress.origin_check_ttl, 1s by default
+    w.clock.advance(1.0)  # egress.origin_check_ttl, 1s by default: the next call refreshes it
     assert (await w.call()).status == 200
     assert resolver.lookups == ["api.partner.test"] * 3
 
@@ -389,16 +389,18 @@ async def test_a_routes_host_is_resolved_once_per_origin_check_ttl_not_on_every_
 async def test_after_the_ttl_a_host_now_resolving_private_is_refused_before_anything_is_spent(
     world: Factory,
 ) -> None:
-    # the early check and the connection see the excepted test server; the next early check, private
+    # the early check and the connection see the excepted test server; the refreshed check, private
     resolver = _answers("127.0.0.1", "127.0.0.1", "10.0.0.7")
     w: World = await world(resolver=resolver)
     assert (await w.call()).budget.remaining["execution_calls"] == 99
     w.clock.advance(1.0)
+    # this call goes on the last verdict (over the connection checked then) and refreshes it
+    assert (await w.call()).budget.remaining["execution_calls"] == 98
     with pytest.raises(EgressDenied) as refused:
         await w.call()
     assert refused.value.reason == "address_private"
-    assert len(w.provider.seen) == 1
-    assert (await w.executor.budgets_remaining(CTX, "partner"))["execution_calls"] == 99  # nothing spent
+    assert len(w.provider.seen) == 2
+    assert (await w.executor.budgets_remaining(CTX, "partner"))["execution_calls"] == 98  # nothing spent
 
 
 async def test_with_an_origin_check_ttl_of_zero_every_call_resolves_its_host(world: Factory) -> None:

@@ -555,10 +555,10 @@ class EgressConfig(_Model):
         default_factory=EgressRunModesConfig, description="`validate_only`, `test_run` and `full_run` calls.",
     )
     origin_check_ttl: Duration = Field(
-        "1s", ge=0, description="How long a route's host, once resolved and found allowed, is not resolved again "
-        "by each call's early check (the refusal before any limit or budget is spent). Every new connection is "
-        "still resolved and checked, and goes only to the addresses checked then. Calls arriving during a lookup "
-        "share it. 0: resolved again for every call.",
+        "1s", ge=0, description="How long a route's host, once resolved and found allowed, is not looked up again "
+        "by each call's early check (the refusal before any limit or budget is spent); past it, calls go on while "
+        "a lookup refreshes it, and through a resolver outage for up to 5 minutes. Every new connection is still "
+        "resolved and checked, and goes only to the addresses checked then. 0: every call waits for a lookup.",
     )
 
     @field_validator("allow_hosts")
