@@ -238,6 +238,7 @@ class EgressExecutor:
 
     async def aclose(self) -> None:
         for route in self._routes.values():
+            await route.origin_check.aclose()
             if route.oauth2 is not None:
                 await route.oauth2.aclose()
             await close_session(route)

@@ -120,3 +120,15 @@ async def test_a_base_url_the_guard_refuses_refuses_every_call_without_a_lookup(
     origin = check(resolver, clock, base="http://user@api.partner.test")
     assert await origin.refusal() == "userinfo_not_allowed"
     assert resolver.lookups == 0
+
+
+async def test_closing_stops_a_check_under_way() -> None:
+    resolver, clock = HeldResolver("127.0.0.1"), ManualClock()
+    origin = check(resolver, clock)
+    assert await origin.refusal() is None
+    clock.advance(1.0)
+    resolver.release.clear()
+    assert await origin.refusal() is None  # went on the last verdict; a refresh is under way
+    await asyncio.sleep(0)  # the refresh asks the (held) resolver
+    await origin.aclose()
+    assert origin._pending is None and resolver.lookups == 2

@@ -28,6 +28,7 @@ is checked on every call by phase 1 (``ssrf.path_refusal``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from portcullis.clock import Clock
@@ -68,6 +69,14 @@ class OriginCheck:
             return None
         verdict = await asyncio.shield(self._start())
         return None if verdict.allowed else verdict.reason
+
+    async def aclose(self) -> None:
+        """Stop a check still under way (the route is being closed: nobody waits for it)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
 
     def _start(self) -> asyncio.Task[Verdict]:
         if self._pending is None:
