@@ -1,0 +1,182 @@
+"""Soak: the egress door at saturation keeps flat memory and audits every call once.
+
+Why: the door keeps more per-caller state than the front door (budget counters per execution,
+workflow and user, the budget gauges' table, the breaker's window, the vault's cache, the
+route origin's check, ``secret.read`` throttling, the send phase's pool), and a leak in any of
+them shows only under sustained load. This runs ``portcullis serve`` (one worker) with the door in
+front of nginx: API-key callers, every budget on (never spent), the provider key injected from the
+vault, audit to JSONL and SQLite. wrk drives ``GET /egress/soak/json`` at saturation for
+``PORTCULLIS_SOAK_SECONDS`` (default 60), rotating the call's execution id over 1,000 values (an
+agent platform's many runs at once), while the gateway's RSS is sampled. It asserts:
+
+- after a warm-up, RSS grows by less than ``GROWTH_BOUND_MIB_PER_MIN`` (the Theil-Sen slope);
+- every call was answered 200, and after a graceful stop the call records in the JSONL file ==
+  rows in SQLite (distinct ids) == requests the upstream answered;
+- the vault reads are at most one ``secret.read`` event per execution a minute (not one per call).
+
+The route's breaker window is 10 s (60 s by default): a time-based breaker window holds every call
+of its window (about 100 bytes each, so calls a second times its seconds), which fills within the
+warm-up only when the window is shorter than the warm-up; that is its bound, not a leak. The flood
+of fresh execution ids past the stores' caps is the unit tests' (entry counts, not RSS):
+``tests/unit/stores/test_memory_egress_store_bounds.py``. Everything listens on 127.0.0.1; wrk and
+nginx run bounded and are stopped by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.cluster import PEPPER, AdminAuth, start
+from tests.conftest import missing_service
+from tests.integration.test_audit_soak import (
+    _WRK_NON2XX,
+    _WRK_REQUESTS,
+    CONNECTIONS,
+    GROWTH_BOUND_MIB_PER_MIN,
+    SAMPLE_EVERY_S,
+    SOAK_S,
+    WARMUP_S,
+    WRK,
+    count_lines,
+    rss_mib,
+    run_nginx,
+    slope_per_minute,
+    sqlite_counts,
+    stop,
+)
+from tests.integration.test_http1_against_nginx import NGINX
+
+from portcullis.vault import SECRET_KEY_ENV, generate_master_key
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(SOAK_S + 300)]
+
+EXECUTIONS = 1000
+BIG = 1_000_000_000
+# wrk sends the -H headers; each request names one of EXECUTIONS execution ids in turn.
+ROTATE = f"""
+local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["X-Execution-Id"] = "run-" .. (n % {EXECUTIONS})
+  return wrk.format()
+end
+"""
+
+
+def door_config(upstream: str) -> str:
+    return f"""
+version: 1
+listen: {{host: 127.0.0.1, port: 0, workers: 1, graceful_timeout: 10s}}
+admin: {{host: 127.0.0.1, port: 0}}
+keys: {{pepper: "{PEPPER}"}}
+store: {{url: "sqlite:///gateway.db"}}
+audit: {{file: audit.jsonl, max_file_bytes: 8GiB, to_store: true}}
+upstreams:
+  api: {{url: "{upstream}"}}
+routes:
+  - {{name: unused, path: "/unused", upstream: api, auth: {{api_key: {{}}}}}}
+egress:
+  entry:
+    auth: {{api_key: {{}}}}
+    rate_limits: [{{name: never, key: consumer, rates: ["100000000/second"]}}]
+  budgets:
+    execution_calls: {BIG}
+    execution_cost: {BIG}
+    workflow_calls_per_hour: {BIG}
+    workflow_calls_per_day: {BIG}
+    user_calls_per_day: {BIG}
+    user_cost_per_day: {BIG}
+  routes:
+    - name: soak
+      url: "{upstream}"
+      allow_http: true
+      allow_networks: ["127.0.0.0/8"]
+      headers: {{Authorization: "Bearer {{secret:soak_token}}"}}
+      rate_limits: ["100000000/second"]
+      cost: 0.001
+      breaker: {{window: 10s}}
+"""
+
+
+def secret_reads(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(b'"action":"secret.read"' in line for line in f)
+
+
+async def test_a_saturated_egress_door_keeps_flat_memory_and_audits_every_call_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if NGINX is None:
+        missing_service("nginx is not installed (make test installs it)")
+    if not await asyncio.to_thread(os.path.exists, WRK):
+        missing_service("wrk is not installed (make test installs it)")
+    monkeypatch.setenv(SECRET_KEY_ENV, generate_master_key())
+    upstream_dir, gateway_dir = tmp_path / "nginx", tmp_path / "gateway"
+    await asyncio.to_thread(upstream_dir.mkdir)
+    script = tmp_path / "rotate.lua"
+    await asyncio.to_thread(script.write_text, ROTATE)
+    nginx_proc, nginx = await run_nginx(upstream_dir)
+    try:
+        served = await start(gateway_dir, door_config(nginx.url))
+        try:
+            async with httpx.AsyncClient(timeout=10, auth=AdminAuth(served)) as client:
+                stored = await client.put(served.admin + "/secrets/soak_token", json={"value": "sk-soak-provider"})
+                assert stored.status_code == 200, stored.text
+                created = await client.post(served.admin + "/keys", json={"consumer": "agent"})
+                assert created.status_code == 201, created.text
+                key = created.json()["key"]
+                headers = {"X-API-Key": key, "X-Workflow-Id": "soak", "X-Execution-Id": "probe"}
+                probe = await client.get(served.base + "/egress/soak/json", headers=headers)
+                assert probe.status_code == 200, probe.text
+
+            wrk = await asyncio.create_subprocess_exec(
+                WRK, "-t1", f"-c{CONNECTIONS}", f"-d{SOAK_S}s", "--timeout", "10s", "-s", str(script),
+                "-H", f"X-API-Key: {key}", "-H", "X-Workflow-Id: soak",
+                served.base + "/egress/soak/json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+            samples: list[tuple[float, float]] = []
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            report = asyncio.ensure_future(wrk.communicate())
+            try:
+                while not report.done():
+                    samples.append((loop.time() - began, await asyncio.to_thread(rss_mib, served.proc.pid)))
+                    await asyncio.wait([report], timeout=SAMPLE_EVERY_S)
+                out = (await report)[0].decode()
+            finally:
+                await stop(wrk, signal.SIGKILL)
+        finally:
+            await stop(served.proc)
+        assert served.proc.returncode == 0, "".join(served.output[-30:])
+    finally:
+        await stop(nginx_proc, signal.SIGQUIT)
+
+    print(f"\nRSS of the gateway (MiB) every {SAMPLE_EVERY_S}s under wrk -c{CONNECTIONS} for {SOAK_S}s:")
+    for t, mib in samples:
+        print(f"  t={t:6.1f}s  rss={mib:7.1f} MiB")
+    wrk_requests = int(_WRK_REQUESTS.search(out).group(1))  # type: ignore[union-attr]
+    non_2xx = _WRK_NON2XX.search(out)
+    audited = await asyncio.to_thread(count_lines, gateway_dir / "audit.jsonl")
+    rows, distinct = await asyncio.to_thread(sqlite_counts, gateway_dir / "gateway.db")
+    answered = len(await nginx.access_lines())
+    reads = await asyncio.to_thread(secret_reads, gateway_dir / "audit.jsonl")
+    settled = [s for s in samples if s[0] >= WARMUP_S]
+    growth = slope_per_minute(settled)
+    print(f"wrk: {wrk_requests} calls ({wrk_requests / SOAK_S:.0f}/s); upstream answered {answered};"
+          f" JSONL {audited}; SQLite {rows} ({distinct} distinct); secret.read events {reads};"
+          f" RSS slope after warm-up {growth:+.1f} MiB/min")
+    print(out, file=sys.stderr)
+
+    assert non_2xx is None, out
+    assert len(settled) >= 5
+    assert growth < GROWTH_BOUND_MIB_PER_MIN
+    assert audited == rows == distinct == answered
+    assert wrk_requests + 1 <= answered <= wrk_requests + 1 + CONNECTIONS  # + the probe; + wrk's in flight
+    assert 1 <= reads <= (EXECUTIONS + 1) * (math.ceil(SOAK_S / 60) + 1)  # one per execution a minute at most
