@@ -273,9 +273,28 @@ def test_the_running_counts_decide_as_a_recount_of_the_window_would(seed: int, w
         if window_calls:
             window = window[-window_calls:]
         else:
-            window = [c for c in window if c[0] > clock.monotonic() - cfg.window_s]
+            # a time-based window keeps each call with its bucket (window_s / 100 wide) until the
+            # whole bucket has left the window
+            width = cfg.window_s / 100
+            window = [c for c in window if int(c[0] // width) > (clock.monotonic() - cfg.window_s) / width - 1]
         expected = _reference_opens(window, cfg)
         call(b, failed=failed, duration_s=duration)
         assert (b.state is BreakerState.OPEN) is expected
         opened += expected
     assert opened > 3  # the run went through the interesting transitions
+
+
+def test_a_time_based_window_holds_a_bounded_number_of_entries_whatever_the_call_rate() -> None:
+    b, clock, _ = make(BreakerConfig(failure_rate=0.9, min_calls=4, window_s=60))
+    for _ in range(50_000):  # about 830 calls a second for a minute, then some
+        call(b, failed=False)
+        clock.advance(0.0012)
+    assert len(b._window) <= 101 and b._total > 49_000
+
+
+def test_a_call_leaves_a_time_based_window_at_most_one_bucket_late() -> None:
+    b, clock, _ = make(BreakerConfig(failure_rate=0.5, min_calls=2, window_s=60))
+    call(b, failed=True)
+    clock.advance(60.6)  # the window plus its bucket (0.6 s): the failure is gone
+    call(b, failed=True)
+    assert b.state is BreakerState.CLOSED  # one failed call in the window: below min_calls
