@@ -80,7 +80,8 @@ class EgressBreakerConfig(_Model):
     slow_call: Duration = Field("10s", description="A call at least this slow counts as slow.")
     slow_call_rate: float = Field(1.0, gt=0, le=1, description="Share of slow calls that opens it (1.0: never).")
     min_calls: int = Field(10, ge=1, description="Calls the window needs before the rates count.")
-    window: Duration = Field("60s", description="The window the rates are measured over (time-based).")
+    window: Duration = Field("60s", description="The window the rates are measured over (time-based, in 100 "
+                             "buckets: a call leaves it at most a hundredth of the window late).")
     window_calls: int = Field(0, ge=0, description="If set, measure over the last N calls instead of `window`.")
     open_for: Duration = Field("30s", description="How long it stays open before probing.")
     half_open_probes: int = Field(3, ge=1, description="Calls let through to probe; all must succeed to close.")
