@@ -25,32 +25,23 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import signal
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from tests.cluster import PEPPER, AdminAuth, start
-from tests.conftest import missing_service
-from tests.integration.test_audit_soak import (
-    _WRK_NON2XX,
-    _WRK_REQUESTS,
+from tests.soak_kit import (
     CONNECTIONS,
     GROWTH_BOUND_MIB_PER_MIN,
-    SAMPLE_EVERY_S,
     SOAK_S,
-    WARMUP_S,
-    WRK,
     count_lines,
-    rss_mib,
+    need_tools,
     run_nginx,
-    slope_per_minute,
+    soak,
     sqlite_counts,
     stop,
 )
-from tests.integration.test_http1_against_nginx import NGINX
 
 from portcullis.vault import SECRET_KEY_ENV, generate_master_key
 
@@ -111,10 +102,7 @@ def secret_reads(path: Path) -> int:
 async def test_a_saturated_egress_door_keeps_flat_memory_and_audits_every_call_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if NGINX is None:
-        missing_service("nginx is not installed (make test installs it)")
-    if not await asyncio.to_thread(os.path.exists, WRK):
-        missing_service("wrk is not installed (make test installs it)")
+    await need_tools()
     monkeypatch.setenv(SECRET_KEY_ENV, generate_master_key())
     upstream_dir, gateway_dir = tmp_path / "nginx", tmp_path / "gateway"
     await asyncio.to_thread(upstream_dir.mkdir)
@@ -133,48 +121,24 @@ async def test_a_saturated_egress_door_keeps_flat_memory_and_audits_every_call_o
                 headers = {"X-API-Key": key, "X-Workflow-Id": "soak", "X-Execution-Id": "probe"}
                 probe = await client.get(served.base + "/egress/soak/json", headers=headers)
                 assert probe.status_code == 200, probe.text
-
-            wrk = await asyncio.create_subprocess_exec(
-                WRK, "-t1", f"-c{CONNECTIONS}", f"-d{SOAK_S}s", "--timeout", "10s", "-s", str(script),
-                "-H", f"X-API-Key: {key}", "-H", "X-Workflow-Id: soak",
-                served.base + "/egress/soak/json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )
-            samples: list[tuple[float, float]] = []
-            loop = asyncio.get_running_loop()
-            began = loop.time()
-            report = asyncio.ensure_future(wrk.communicate())
-            try:
-                while not report.done():
-                    samples.append((loop.time() - began, await asyncio.to_thread(rss_mib, served.proc.pid)))
-                    await asyncio.wait([report], timeout=SAMPLE_EVERY_S)
-                out = (await report)[0].decode()
-            finally:
-                await stop(wrk, signal.SIGKILL)
+            run = await soak(served.base + "/egress/soak/json", served.proc.pid, "-s", str(script),
+                             "-H", f"X-API-Key: {key}", "-H", "X-Workflow-Id: soak")
         finally:
             await stop(served.proc)
         assert served.proc.returncode == 0, "".join(served.output[-30:])
     finally:
         await stop(nginx_proc, signal.SIGQUIT)
 
-    print(f"\nRSS of the gateway (MiB) every {SAMPLE_EVERY_S}s under wrk -c{CONNECTIONS} for {SOAK_S}s:")
-    for t, mib in samples:
-        print(f"  t={t:6.1f}s  rss={mib:7.1f} MiB")
-    wrk_requests = int(_WRK_REQUESTS.search(out).group(1))  # type: ignore[union-attr]
-    non_2xx = _WRK_NON2XX.search(out)
     audited = await asyncio.to_thread(count_lines, gateway_dir / "audit.jsonl")
     rows, distinct = await asyncio.to_thread(sqlite_counts, gateway_dir / "gateway.db")
     answered = len(await nginx.access_lines())
     reads = await asyncio.to_thread(secret_reads, gateway_dir / "audit.jsonl")
-    settled = [s for s in samples if s[0] >= WARMUP_S]
-    growth = slope_per_minute(settled)
-    print(f"wrk: {wrk_requests} calls ({wrk_requests / SOAK_S:.0f}/s); upstream answered {answered};"
-          f" JSONL {audited}; SQLite {rows} ({distinct} distinct); secret.read events {reads};"
-          f" RSS slope after warm-up {growth:+.1f} MiB/min")
-    print(out, file=sys.stderr)
+    run.report(f"wrk: {run.requests} calls ({run.requests / SOAK_S:.0f}/s); upstream answered {answered};"
+               f" JSONL {audited}; SQLite {rows} ({distinct} distinct); secret.read events {reads}")
 
-    assert non_2xx is None, out
-    assert len(settled) >= 5
-    assert growth < GROWTH_BOUND_MIB_PER_MIN
+    assert not run.non_2xx, run.output
+    assert len(run.settled()) >= 5
+    assert run.growth() < GROWTH_BOUND_MIB_PER_MIN
     assert audited == rows == distinct == answered
-    assert wrk_requests + 1 <= answered <= wrk_requests + 1 + CONNECTIONS  # + the probe; + wrk's in flight
+    assert run.requests + 1 <= answered <= run.requests + 1 + CONNECTIONS  # + the probe; + wrk's in flight
     assert 1 <= reads <= (EXECUTIONS + 1) * (math.ceil(SOAK_S / 60) + 1)  # one per execution a minute at most
