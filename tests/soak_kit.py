@@ -17,9 +17,11 @@ import signal
 import sqlite3
 import statistics
 import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.cluster import PEPPER, Served, start
 from tests.conftest import missing_service
 from tests.integration.test_http1_against_nginx import NGINX, Nginx, _prepare
 
@@ -29,6 +31,21 @@ SAMPLE_EVERY_S = 2
 CONNECTIONS = 50
 GROWTH_BOUND_MIB_PER_MIN = 20.0
 WRK = "/usr/bin/wrk"
+
+
+def gateway_head(upstream: str) -> str:
+    """A soak gateway's config up to its routes: one worker, the operator's store, the audit to JSONL
+    and that store, ``upstream`` as ``api``."""
+    return f"""
+version: 1
+listen: {{host: 127.0.0.1, port: 0, workers: 1, graceful_timeout: 10s}}
+admin: {{host: 127.0.0.1, port: 0}}
+keys: {{pepper: "{PEPPER}"}}
+store: {{url: "sqlite:///gateway.db"}}
+audit: {{file: audit.jsonl, max_file_bytes: 8GiB, to_store: true}}
+upstreams:
+  api: {{url: "{upstream}"}}
+"""
 
 _WRK_REQUESTS = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
 _WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
@@ -40,6 +57,7 @@ class SoakRun:
 
     output: str
     samples: list[tuple[float, float]]
+    warmup_s: float = WARMUP_S
 
     @property
     def requests(self) -> int:
@@ -50,7 +68,7 @@ class SoakRun:
         return _WRK_NON2XX.search(self.output) is not None
 
     def settled(self) -> list[tuple[float, float]]:
-        return [s for s in self.samples if s[0] >= WARMUP_S]
+        return [s for s in self.samples if s[0] >= self.warmup_s]
 
     def growth(self) -> float:
         """The RSS slope after the warm-up, MiB per minute."""
@@ -71,8 +89,28 @@ async def need_tools() -> None:
         missing_service("wrk is not installed (make test installs it)")
 
 
-async def soak(url: str, pid: int, *wrk_options: str) -> SoakRun:
-    """wrk at saturation on ``url`` for ``SOAK_S`` seconds, sampling ``pid``'s RSS meanwhile."""
+@contextlib.asynccontextmanager
+async def gateway_before_nginx(tmp: Path, config: Callable[[str], str]) -> AsyncIterator[tuple[Served, Nginx]]:
+    """nginx in ``tmp/nginx``, then ``portcullis serve`` in ``tmp/gateway`` with ``config(nginx's URL)``;
+    both stopped on the way out (the gateway gracefully, and it must exit 0)."""
+    await need_tools()
+    upstream_dir = tmp / "nginx"
+    await asyncio.to_thread(upstream_dir.mkdir)
+    nginx_proc, nginx = await run_nginx(upstream_dir)
+    try:
+        served = await start(tmp / "gateway", config(nginx.url))
+        try:
+            yield served, nginx
+        finally:
+            await stop(served.proc)
+        assert served.proc.returncode == 0, "".join(served.output[-30:])
+    finally:
+        await stop(nginx_proc, signal.SIGQUIT)
+
+
+async def soak(url: str, pid: int, *wrk_options: str, warmup_s: float = WARMUP_S) -> SoakRun:
+    """wrk at saturation on ``url`` for ``SOAK_S`` seconds, sampling ``pid``'s RSS meanwhile; the
+    slope is taken after ``warmup_s``."""
     wrk = await asyncio.create_subprocess_exec(
         WRK, "-t1", f"-c{CONNECTIONS}", f"-d{SOAK_S}s", "--timeout", "10s", *wrk_options, url,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -88,7 +126,7 @@ async def soak(url: str, pid: int, *wrk_options: str) -> SoakRun:
         out = (await report)[0].decode()
     finally:
         await stop(wrk, signal.SIGKILL)
-    return SoakRun(out, samples)
+    return SoakRun(out, samples, warmup_s)
 
 
 def rss_mib(pid: int) -> float:

@@ -18,67 +18,46 @@ Everything listens on 127.0.0.1; wrk and nginx run bounded and are stopped by PI
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.cluster import PEPPER, AdminAuth, start
+from tests.cluster import AdminAuth
 from tests.soak_kit import (
     CONNECTIONS,
     GROWTH_BOUND_MIB_PER_MIN,
     SOAK_S,
     count_lines,
-    need_tools,
-    run_nginx,
+    gateway_before_nginx,
+    gateway_head,
     soak,
     sqlite_counts,
-    stop,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(SOAK_S + 300)]
 
 
 def gateway_config(upstream: str) -> str:
-    return f"""
-version: 1
-listen: {{host: 127.0.0.1, port: 0, workers: 1, graceful_timeout: 10s}}
-admin: {{host: 127.0.0.1, port: 0}}
-keys: {{pepper: "{PEPPER}"}}
-store: {{url: "sqlite:///gateway.db"}}
-audit: {{file: audit.jsonl, max_file_bytes: 8GiB, to_store: true}}
-upstreams:
-  api: {{url: "{upstream}"}}
-routes:
+    return gateway_head(upstream) + """routes:
   - name: soak
     path: "/json"
     upstream: api
-    auth: {{api_key: {{}}}}
-    rate_limits: [{{name: never, key: consumer, rates: ["100000000/second"]}}]
+    auth: {api_key: {}}
+    rate_limits: [{name: never, key: consumer, rates: ["100000000/second"]}]
 """
 
 
 async def test_a_saturated_gateway_keeps_flat_memory_and_audits_every_request_once(tmp_path: Path) -> None:
-    await need_tools()
-    upstream_dir, gateway_dir = tmp_path / "nginx", tmp_path / "gateway"
-    await asyncio.to_thread(upstream_dir.mkdir)
-    nginx_proc, nginx = await run_nginx(upstream_dir)
-    try:
-        served = await start(gateway_dir, gateway_config(nginx.url))
-        try:
-            async with httpx.AsyncClient(timeout=10, auth=AdminAuth(served)) as client:
-                created = await client.post(served.admin + "/keys", json={"consumer": "soak"})
-                assert created.status_code == 201, created.text
-                key = created.json()["key"]
-                probe = await client.get(served.base + "/json", headers={"X-API-Key": key})
-                assert probe.status_code == 200, probe.text
-            run = await soak(served.base + "/json", served.proc.pid, "-H", f"X-API-Key: {key}")
-        finally:
-            await stop(served.proc)
-        assert served.proc.returncode == 0, "".join(served.output[-30:])
-    finally:
-        await stop(nginx_proc, signal.SIGQUIT)
+    async with gateway_before_nginx(tmp_path, gateway_config) as (served, nginx):
+        async with httpx.AsyncClient(timeout=10, auth=AdminAuth(served)) as client:
+            created = await client.post(served.admin + "/keys", json={"consumer": "soak"})
+            assert created.status_code == 201, created.text
+            key = created.json()["key"]
+            probe = await client.get(served.base + "/json", headers={"X-API-Key": key})
+            assert probe.status_code == 200, probe.text
+        run = await soak(served.base + "/json", served.proc.pid, "-H", f"X-API-Key: {key}")
 
+    gateway_dir = tmp_path / "gateway"
     audited = await asyncio.to_thread(count_lines, gateway_dir / "audit.jsonl")
     stored, distinct = await asyncio.to_thread(sqlite_counts, gateway_dir / "gateway.db")
     answered = len(await nginx.access_lines())

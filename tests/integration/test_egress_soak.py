@@ -25,22 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import math
-import signal
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.cluster import PEPPER, AdminAuth, start
+from tests.cluster import AdminAuth
 from tests.soak_kit import (
     CONNECTIONS,
     GROWTH_BOUND_MIB_PER_MIN,
     SOAK_S,
     count_lines,
-    need_tools,
-    run_nginx,
+    gateway_before_nginx,
+    gateway_head,
     soak,
     sqlite_counts,
-    stop,
 )
 
 from portcullis.vault import SECRET_KEY_ENV, generate_master_key
@@ -48,6 +46,7 @@ from portcullis.vault import SECRET_KEY_ENV, generate_master_key
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(SOAK_S + 300)]
 
 EXECUTIONS = 1000
+WARMUP_S = 25  # the door's pools, caches and counters fill in about 16 s here; the front door's in less
 BIG = 1_000_000_000
 # wrk sends the -H headers; each request names one of EXECUTIONS execution ids in turn.
 ROTATE = f"""
@@ -61,16 +60,7 @@ end
 
 
 def door_config(upstream: str) -> str:
-    return f"""
-version: 1
-listen: {{host: 127.0.0.1, port: 0, workers: 1, graceful_timeout: 10s}}
-admin: {{host: 127.0.0.1, port: 0}}
-keys: {{pepper: "{PEPPER}"}}
-store: {{url: "sqlite:///gateway.db"}}
-audit: {{file: audit.jsonl, max_file_bytes: 8GiB, to_store: true}}
-upstreams:
-  api: {{url: "{upstream}"}}
-routes:
+    return gateway_head(upstream) + f"""routes:
   - {{name: unused, path: "/unused", upstream: api, auth: {{api_key: {{}}}}}}
 egress:
   entry:
@@ -102,33 +92,23 @@ def secret_reads(path: Path) -> int:
 async def test_a_saturated_egress_door_keeps_flat_memory_and_audits_every_call_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await need_tools()
     monkeypatch.setenv(SECRET_KEY_ENV, generate_master_key())
-    upstream_dir, gateway_dir = tmp_path / "nginx", tmp_path / "gateway"
-    await asyncio.to_thread(upstream_dir.mkdir)
     script = tmp_path / "rotate.lua"
     await asyncio.to_thread(script.write_text, ROTATE)
-    nginx_proc, nginx = await run_nginx(upstream_dir)
-    try:
-        served = await start(gateway_dir, door_config(nginx.url))
-        try:
-            async with httpx.AsyncClient(timeout=10, auth=AdminAuth(served)) as client:
-                stored = await client.put(served.admin + "/secrets/soak_token", json={"value": "sk-soak-provider"})
-                assert stored.status_code == 200, stored.text
-                created = await client.post(served.admin + "/keys", json={"consumer": "agent"})
-                assert created.status_code == 201, created.text
-                key = created.json()["key"]
-                headers = {"X-API-Key": key, "X-Workflow-Id": "soak", "X-Execution-Id": "probe"}
-                probe = await client.get(served.base + "/egress/soak/json", headers=headers)
-                assert probe.status_code == 200, probe.text
-            run = await soak(served.base + "/egress/soak/json", served.proc.pid, "-s", str(script),
-                             "-H", f"X-API-Key: {key}", "-H", "X-Workflow-Id: soak")
-        finally:
-            await stop(served.proc)
-        assert served.proc.returncode == 0, "".join(served.output[-30:])
-    finally:
-        await stop(nginx_proc, signal.SIGQUIT)
+    async with gateway_before_nginx(tmp_path, door_config) as (served, nginx):
+        async with httpx.AsyncClient(timeout=10, auth=AdminAuth(served)) as client:
+            stored = await client.put(served.admin + "/secrets/soak_token", json={"value": "sk-soak-provider"})
+            assert stored.status_code == 200, stored.text
+            created = await client.post(served.admin + "/keys", json={"consumer": "agent"})
+            assert created.status_code == 201, created.text
+            key = created.json()["key"]
+            headers = {"X-API-Key": key, "X-Workflow-Id": "soak", "X-Execution-Id": "probe"}
+            probe = await client.get(served.base + "/egress/soak/json", headers=headers)
+            assert probe.status_code == 200, probe.text
+        run = await soak(served.base + "/egress/soak/json", served.proc.pid, "-s", str(script),
+                         "-H", f"X-API-Key: {key}", "-H", "X-Workflow-Id: soak", warmup_s=WARMUP_S)
 
+    gateway_dir = tmp_path / "gateway"
     audited = await asyncio.to_thread(count_lines, gateway_dir / "audit.jsonl")
     rows, distinct = await asyncio.to_thread(sqlite_counts, gateway_dir / "gateway.db")
     answered = len(await nginx.access_lines())
