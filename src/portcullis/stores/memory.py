@@ -18,10 +18,9 @@ from collections.abc import Sequence
 from portcullis.limiting.gcra import gcra_check, gcra_remaining
 from portcullis.limiting.rules import LimitDecision, LimitRule, QuotaState
 from portcullis.limiting.sliding_window import sliding_check
+from portcullis.stores.lru import evict, sweep
 
 __all__ = ["MemoryCounterStore"]
-
-_SWEEP_PER_CALL = 4
 
 # One entry per (rule, subject): [expires_at, then three numbers per window of the rule]. GCRA
 # window: (tat, 0, 0); sliding window: (bucket, current, previous). One entry per rule rather than
@@ -51,7 +50,7 @@ class MemoryCounterStore:
         self, hits: Sequence[tuple[LimitRule, str]], now: float, cost: int, *, commit: bool
     ) -> LimitDecision:
         entries = self._entries
-        self._sweep(now)
+        sweep(entries, now)
         allowed = True
         retry_after = 0.0
         violated: str | None = None
@@ -100,9 +99,7 @@ class MemoryCounterStore:
             for key, new_state in updates:
                 entries.pop(key, None)
                 entries[key] = new_state
-            overflow = len(entries) - self._max_entries
-            for _ in range(max(0, overflow)):
-                del entries[next(iter(entries))]
+            evict(entries, self._max_entries)
         return LimitDecision(allowed, retry_after, violated, tuple(quota))
 
     async def refund(self, hits: Sequence[tuple[LimitRule, str]], now: float, cost: int) -> None:
@@ -117,16 +114,6 @@ class MemoryCounterStore:
                     state[at] = max(now, state[at] - spec.emission_s * cost)
                 elif int(state[at]) == int(now // spec.window_s):
                     state[at + 1] = max(0.0, state[at + 1] - cost)
-
-    def _sweep(self, now: float) -> None:
-        entries = self._entries
-        for _ in range(_SWEEP_PER_CALL):
-            if not entries:
-                return
-            key = next(iter(entries))
-            if entries[key][0] > now:
-                return
-            del entries[key]
 
     async def aclose(self) -> None:
         self._entries.clear()

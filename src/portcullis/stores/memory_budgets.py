@@ -20,11 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from portcullis.stores.base import Spend
+from portcullis.stores.lru import evict, sweep
 
 __all__ = ["MemoryBudgetStore"]
-
-
-_SWEEP_PER_CALL = 4
 
 
 class MemoryBudgetStore:
@@ -50,7 +48,8 @@ class MemoryBudgetStore:
             counters.pop(item.key, None)  # re-inserted last: the most recently updated
             counters[item.key] = (end, value + item.amount)
             used.append(value + item.amount)
-        _bound(counters, self._max, now)
+        sweep(counters, now)
+        evict(counters, self._max)
         return True, None, used, 0.0
 
     async def used(self, items: Sequence[Spend], now: float) -> list[int]:
@@ -74,20 +73,8 @@ class MemoryBudgetStore:
                 return None
             starts.pop(key, None)
             starts[key] = (now + keep_s, now)  # kept in order of start, so oldest first
-            _bound(starts, self._max, now)
+            sweep(starts, now)
+            evict(starts, self._max)
             return 0.0
         return now - entry[1]
 
-
-def _bound(table: dict[str, tuple[float, float]] | dict[str, tuple[float, int]], cap: int, now: float) -> None:
-    """Drop up to ``_SWEEP_PER_CALL`` of the oldest entries whose time has passed (an entry's first
-    number: when its window ends, or when it is forgotten), then, past ``cap``, the oldest at all."""
-    for _ in range(_SWEEP_PER_CALL):
-        if not table:
-            return
-        oldest = next(iter(table))
-        if table[oldest][0] > now:
-            break
-        del table[oldest]
-    for _ in range(len(table) - cap):
-        del table[next(iter(table))]
