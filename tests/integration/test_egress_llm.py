@@ -331,3 +331,30 @@ async def test_validate_only_reports_the_llm_checks_and_reservation_without_hold
     left = await serving_runtime(s.gw.app).egress.budgets_remaining(  # type: ignore[union-attr]
         CallContext("ex-1", "wf-1", "agent"), "openai")
     assert left["execution_tokens"] == 100.0  # nothing was held or spent
+
+
+async def test_an_answer_tells_what_is_left_of_the_token_budgets_after_its_usage(
+    make_gateway: GatewayFactory, provider: FakeProvider,
+) -> None:
+    s = await start(make_gateway, provider)
+    response = await s.post("openai", "/chat/completions", CHAT)
+    left = response.headers.get_list("x-budget-remaining")
+    # 40 prompt + 9 completion tokens charged, from 100,000 per execution and 1,000,000 a minute
+    assert "execution_tokens=99951" in left and "route_tokens_per_minute=999951" in left
+    assert "execution_calls=99" in left  # the call budgets are still told
+    [record] = await s.llm_records()
+    assert record["egress"]["budget_remaining"]["execution_tokens"] == 99951
+
+
+async def test_a_stream_tells_what_is_left_with_its_reservation_still_held(
+    make_gateway: GatewayFactory, provider: FakeProvider,
+) -> None:
+    s = await start(make_gateway, provider)
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    async with s.gw.client.stream("POST", "/egress/openai/chat/completions", json=body,
+                                  headers={**HEADERS, "X-API-Key": s.key}) as response:
+        left = response.headers.get_list("x-budget-remaining")
+        await response.aread()
+    [record] = await s.llm_records()
+    reserved = record["egress"]["llm"]["reserved_tokens"]
+    assert f"execution_tokens={100_000 - reserved}" in left  # its usage is known only at its end

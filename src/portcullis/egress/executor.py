@@ -19,7 +19,7 @@ from portcullis.clock import Clock
 from portcullis.config.egress import EgressConfig
 from portcullis.controls.service import IncidentControls
 from portcullis.egress.breaker import CircuitBreaker
-from portcullis.egress.budgets import BudgetLimits, Budgets, CallContext, MemoryBudgetStore
+from portcullis.egress.budgets import BudgetDecision, BudgetLimits, Budgets, CallContext, MemoryBudgetStore
 from portcullis.egress.bulkhead import Permit, Timer
 from portcullis.egress.call.outcome import EgressOutcome
 from portcullis.egress.call.phase1_destination import Destination, DestinationPhase
@@ -36,7 +36,7 @@ from portcullis.egress.lifetime import ExecutionLifetime
 from portcullis.egress.priority import build_bulkheads
 from portcullis.egress.run_mode import RunMode
 from portcullis.egress.ssrf import Resolver, SsrfGuard
-from portcullis.errors import ClientError, UpstreamError
+from portcullis.errors import ClientError, StoreUnavailable, UpstreamError
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.llm.route import LlmRoute
@@ -175,20 +175,38 @@ class EgressExecutor:
             raise
         answer = sent.answer
         body: bytes | BodyStream = answer.body
+        budget = admission.budget
         if call is not None:
             if answer.stream is not None:
+                budget = await self._with_llm_left(budget, route.name, destination, request)  # its hold still in
                 body = call.relay(answer.stream)  # settled when the stream ends
             else:
                 await call.answered(answer.status, answer.body)
+                budget = await self._with_llm_left(budget, route.name, destination, request)
         if permit is not None:
             if isinstance(body, bytes):
                 permit.release()
             else:  # a streamed answer holds its place until the stream is settled
                 body = _Releasing(body, permit)
-        return EgressResult(answer.status, answer.headers, body, sent.attempts, admission.budget,
+        return EgressResult(answer.status, answer.headers, body, sent.attempts, budget,
                             route.breaker.state, host=route.host, cost=admission.cost, secrets=route.secrets,
                             trace_id=sent.trace_id, run_mode=destination.mode.mode,
                             llm=call.audit if call is not None else None)
+
+    async def _with_llm_left(self, budget: BudgetDecision, route: str, destination: Destination,
+                             request: EgressRequest) -> BudgetDecision:
+        """The call's budgets left, with its LLM route's token and cost budgets added: what a call
+        could reserve now (after this one's usage, or with a stream's reservation still held, as
+        its usage is known only at its end). Left out when the reservation store cannot tell: the
+        call was answered, and a header is no reason to fail it."""
+        try:
+            left = await self._llm.remaining(route, destination.mode.budget_context(request.context))
+        except StoreUnavailable:
+            return budget
+        if not left:
+            return budget
+        return BudgetDecision(budget.allowed, budget.exhausted, {**budget.remaining, **left}, budget.reset_s,
+                              budget.burned)
 
     async def admit_tunnel(self, request: EgressRequest, host: str, port: int) -> TunnelAdmission | EgressOutcome:
         """A proxy door's ``CONNECT host:port`` tunnel on ``request.route``, through phases 1 to 3 once
