@@ -38,8 +38,8 @@ class HeldResolver:
 
 
 def check(resolver: HeldResolver, clock: ManualClock, ttl_s: float = 1.0,
-          base: str = "http://api.partner.test") -> OriginCheck:
-    return OriginCheck(base, SsrfGuard(resolver), POLICY, clock, ttl_s)
+          base: str = "http://api.partner.test", lookup_timeout_s: float = 30.0) -> OriginCheck:
+    return OriginCheck(base, SsrfGuard(resolver), POLICY, clock, ttl_s, lookup_timeout_s=lookup_timeout_s)
 
 
 async def settle() -> None:
@@ -132,3 +132,10 @@ async def test_closing_stops_a_check_under_way() -> None:
     await asyncio.sleep(0)  # the refresh asks the (held) resolver
     await origin.aclose()
     assert origin._pending is None and resolver.lookups == 2
+
+
+async def test_a_resolver_that_never_answers_is_a_failed_lookup_within_the_timeout() -> None:
+    resolver, clock = HeldResolver("127.0.0.1"), ManualClock()
+    origin = check(resolver, clock, lookup_timeout_s=0.01)
+    resolver.release.clear()  # never set: the lookup never comes back
+    assert await asyncio.wait_for(origin.refusal(), timeout=10) == "resolution_failed"

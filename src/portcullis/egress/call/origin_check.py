@@ -17,7 +17,8 @@ How it is kept (``egress.origin_check_ttl``, 1 s by default):
   ``MAX_STALE_S``, so calls over the connections already open (pinned to addresses checked then)
   go on; a new connection still needs its own lookup and check;
 - one check at a time: calls that arrive while it runs wait for its verdict (a task of its own,
-  shielded, so a caller that goes away does not cancel it for the rest).
+  shielded, so a caller that goes away does not cancel it for the rest), and no longer than the
+  route's ``connect_timeout``: a resolver that does not answer is a failed lookup.
 
 A TTL of 0 turns all of that off but the sharing: every call waits for a check.
 
@@ -43,10 +44,13 @@ _LOOKUP_FAILED = "resolution_failed"
 
 
 class OriginCheck:
-    __slots__ = ("_clock", "_fresh_until", "_guard", "_origin", "_pending", "_policy", "_stale_until", "_ttl_s")
+    __slots__ = ("_clock", "_fresh_until", "_guard", "_lookup_s", "_origin", "_pending", "_policy", "_stale_until",
+                 "_ttl_s")
 
-    def __init__(self, base: str, guard: SsrfGuard, policy: GuardPolicy, clock: Clock, ttl_s: float) -> None:
-        """``base``: the route's base URL; ``ttl_s``: how long an allowing verdict stands."""
+    def __init__(self, base: str, guard: SsrfGuard, policy: GuardPolicy, clock: Clock, ttl_s: float,
+                 lookup_timeout_s: float) -> None:
+        """``base``: the route's base URL; ``ttl_s``: how long an allowing verdict stands;
+        ``lookup_timeout_s``: the longest a check may take (the route's connect timeout)."""
         try:
             self._origin: EgressTarget | UnsafeUrl = parse_egress_url(base + "/")
         except UnsafeUrl as exc:
@@ -55,6 +59,7 @@ class OriginCheck:
         self._policy = policy
         self._clock = clock
         self._ttl_s = ttl_s
+        self._lookup_s = lookup_timeout_s
         self._fresh_until = 0.0  # monotonic: until then the last allowing verdict stands
         self._stale_until = 0.0  # until then it may still be used while a fresh check runs
         self._pending: asyncio.Task[Verdict] | None = None
@@ -85,7 +90,10 @@ class OriginCheck:
 
     async def _check(self) -> Verdict:
         try:
-            verdict = await self._guard.check_on(self._origin, "/", self._policy)
+            async with asyncio.timeout(self._lookup_s):
+                verdict = await self._guard.check_on(self._origin, "/", self._policy)
+        except TimeoutError:
+            verdict = Verdict(False, _LOOKUP_FAILED)
         except Exception:  # a resolver that fails otherwise than with OSError: a failed lookup
             log.exception("egress: the origin check failed")
             verdict = Verdict(False, _LOOKUP_FAILED)

@@ -119,7 +119,8 @@ def compile_route(
     return EgressRoute(
         config=route,
         base=route.url.rstrip("/"),
-        origin_check=OriginCheck(route.url.rstrip("/"), guard, policy, clock, config.origin_check_ttl),
+        origin_check=OriginCheck(route.url.rstrip("/"), guard, policy, clock, config.origin_check_ttl,
+                                 lookup_timeout_s=route.connect_timeout),
         breaker=CircuitBreaker(route.name, BreakerConfig(
             failure_rate=br.failure_rate, slow_call_rate=br.slow_call_rate, slow_call_s=br.slow_call,
             min_calls=br.min_calls, window_s=br.window, window_calls=br.window_calls, open_s=br.open_for,
