@@ -18,21 +18,21 @@ from collections.abc import Sequence
 from portcullis.limiting.gcra import gcra_check, gcra_remaining
 from portcullis.limiting.rules import LimitDecision, LimitRule, QuotaState
 from portcullis.limiting.sliding_window import sliding_check
-from portcullis.stores.lru import evict, sweep
+from portcullis.stores.lru import LruTable, evict, refresh, sweep
 
 __all__ = ["MemoryCounterStore"]
 
 # One entry per (rule, subject): [expires_at, then three numbers per window of the rule]. GCRA
 # window: (tat, 0, 0); sliding window: (bucket, current, previous). One entry per rule rather than
-# one per window: a three-window rule costs one dict lookup and one re-insert, not three.
+# one per window: a three-window rule costs one lookup and one move to the end, not three.
 _State = list[float]
 
 
 class MemoryCounterStore:
-    """``CounterStore`` in a dict kept in least-recently-updated order."""
+    """``CounterStore`` in a table kept in least-recently-updated order (``stores.lru``)."""
 
     def __init__(self, *, max_entries: int = 1_000_000) -> None:
-        self._entries: dict[tuple[str, str], _State] = {}
+        self._entries: LruTable[tuple[str, str], _State] = LruTable()
         self._max_entries = max_entries
 
     def __len__(self) -> int:
@@ -97,8 +97,7 @@ class MemoryCounterStore:
                 quota.append(QuotaState(rule.name, best[1], best[2], best[0], best[3]))
         if allowed and commit:
             for key, new_state in updates:
-                entries.pop(key, None)
-                entries[key] = new_state
+                refresh(entries, key, new_state)
             evict(entries, self._max_entries)
         return LimitDecision(allowed, retry_after, violated, tuple(quota))
 

@@ -6,7 +6,7 @@ The reference implementation of ``BudgetCounterStore``; the Redis store is check
 
 Bounded memory, as ``stores/memory.py`` (the rate limiter's counters): a caller names its own
 execution ids, so a flood of fresh ones makes two counters a call that live for the execution
-window (an hour by default). The dicts are kept in least-recently-updated order; each call drops a
+window (an hour by default). The tables are kept in least-recently-updated order (``stores.lru``); each call drops a
 few of the oldest once their window has ended, and past ``max_entries`` the least recently updated
 ones are forgotten, in O(1) per call. Forgetting a live counter forgets its spending (that key
 fails open), so the cap is set far above a working set; a counter spent from on every call (a busy
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from portcullis.stores.base import Spend
-from portcullis.stores.lru import evict, sweep
+from portcullis.stores.lru import LruTable, evict, refresh, sweep
 
 __all__ = ["MemoryBudgetStore"]
 
@@ -29,8 +29,8 @@ class MemoryBudgetStore:
     """Counters for one process: ``key -> (window end, used)``, least recently updated first."""
 
     def __init__(self, *, max_entries: int = 1_000_000) -> None:
-        self._counters: dict[str, tuple[float, int]] = {}
-        self._starts: dict[str, tuple[float, float]] = {}  # key -> (forgotten at, started)
+        self._counters: LruTable[str, tuple[float, int]] = LruTable()
+        self._starts: LruTable[str, tuple[float, float]] = LruTable()  # key -> (forgotten at, started)
         self._max = max_entries
 
     async def spend(self, items: Sequence[Spend], now: float) -> tuple[bool, int | None, list[int], float]:
@@ -45,8 +45,7 @@ class MemoryBudgetStore:
             current.append(entry)
         used = []
         for item, (end, value) in zip(items, current, strict=True):
-            counters.pop(item.key, None)  # re-inserted last: the most recently updated
-            counters[item.key] = (end, value + item.amount)
+            refresh(counters, item.key, (end, value + item.amount))
             used.append(value + item.amount)
         sweep(counters, now)
         evict(counters, self._max)
@@ -71,8 +70,7 @@ class MemoryBudgetStore:
         if entry is None:
             if not start:
                 return None
-            starts.pop(key, None)
-            starts[key] = (now + keep_s, now)  # kept in order of start, so oldest first
+            refresh(starts, key, (now + keep_s, now))  # kept in order of start, so oldest first
             sweep(starts, now)
             evict(starts, self._max)
             return 0.0

@@ -7,8 +7,9 @@ Expired holds are dropped lazily, from a heap per line ordered by expiry, before
 Bounded memory (as ``memory_budgets.py``): lines are kept least recently used first; each
 reservation drops a few of the oldest once they hold nothing and their window has ended, and past
 ``max_lines`` the least recently used lines that hold nothing in flight are forgotten, in O(1) per
-call (their spending with them: that line fails open, so the cap is far above a working set). A
-line a call in flight holds part of is never forgotten. This replaced a scan of every line on
+call (the table is a ``stores.lru`` table: its oldest line is found in O(1)), their spending with
+them (that line fails open, so the cap is far above a working set). A line a call in flight holds
+part of is never forgotten. This replaced a scan of every line on
 every reservation past the cap, which a caller naming fresh execution ids could trigger at will.
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 from portcullis.ids import random_hex
 from portcullis.stores.base import BudgetLine, LineUsage, Reservation, ReservationRefused, Settlement
+from portcullis.stores.lru import LruTable, refresh
 
 __all__ = ["MemoryReservationStore"]
 
@@ -72,7 +74,7 @@ class MemoryReservationStore:
     """``ReservationStore`` in this process's memory."""
 
     def __init__(self, *, max_lines: int = 1_000_000) -> None:
-        self._lines: dict[str, _Line] = {}
+        self._lines: LruTable[str, _Line] = LruTable()
         self._max = max_lines
 
     async def reserve(
@@ -95,8 +97,7 @@ class MemoryReservationStore:
         for line, (state, used, end) in zip(lines, states, strict=True):
             state.used, state.window_end = used, end
             state.hold(rid, line.amount, expires)
-            table.pop(line.key, None)  # re-inserted last: the most recently used
-            table[line.key] = state
+            refresh(table, line.key, state)  # the most recently used
         self._bound(now)
         return Reservation(rid, tuple(lines), expires)
 
@@ -149,8 +150,7 @@ class MemoryReservationStore:
             del table[oldest]
         over, skipped = len(table) - self._max, 0
         while over > 0 and skipped < _EVICT_TRIES:
-            oldest = next(iter(table))
-            state = table.pop(oldest)
+            oldest, state = table.popitem(last=False)
             if state.holds:  # a call in flight holds part of it: kept, as the most recent
                 table[oldest] = state
                 skipped += 1
