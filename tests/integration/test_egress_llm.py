@@ -189,7 +189,7 @@ async def test_the_openai_sdk_streams_through_the_transport_until_its_token_budg
             await client.chat.completions.create(model="gpt-4o", max_tokens=300,
                                                  messages=[{"role": "user", "content": "hi"}])
         assert refused.value.body["code"] == "budget.exhausted"  # type: ignore[index]
-        assert refused.value.body["detail"] == "Exhausted: execution_tokens."  # type: ignore[index]
+        assert refused.value.body["detail"] == "Exhausted: llm_execution_tokens."  # type: ignore[index]
         answer = await client.chat.completions.create(model="gpt-4o", max_tokens=100,
                                                       messages=[{"role": "user", "content": "hi"}])
         assert answer.usage is not None and answer.usage.total_tokens == 49
@@ -197,12 +197,12 @@ async def test_the_openai_sdk_streams_through_the_transport_until_its_token_budg
         await client.close()
     assert provider.requests[0]["model"] == "gpt-4o" and len(provider.requests) == 2
     records = [r for r in await s.llm_records() if r["egress"]["execution_id"] == "ex-sdk"]
-    assert [r["decision"] for r in records] == ["allowed", "egress_refused:budget:execution_tokens", "allowed"]
+    assert [r["decision"] for r in records] == ["allowed", "egress_refused:budget:llm_execution_tokens", "allowed"]
     first = records[0]["egress"]["llm"]
     # The SDK stops reading at "[DONE]" and closes the response: the usage chunk came before it.
     assert (first["stream_end"], first["usage"], first["charged_tokens"]) == ("closed", "reported", 49)
     metrics = s.gw.services.metrics.render().decode()
-    assert 'portcullis_egress_llm_reservations_refused_total{budget="execution_tokens",route="openai"} 1.0' in metrics
+    assert 'portcullis_egress_llm_reservations_refused_total{budget="llm_execution_tokens",route="openai"} 1.0' in metrics
 
 
 async def test_parallel_calls_through_the_transport_never_overshoot_the_token_budget(
@@ -223,7 +223,7 @@ async def test_parallel_calls_through_the_transport_never_overshoot_the_token_bu
     store = runtime.services.llm_reservations
     from portcullis.stores.base import BudgetLine
 
-    [usage] = await store.usage([BudgetLine("execution_tokens", "llm:openai:x:wf-sdk:ex-burst:tokens", 1000,
+    [usage] = await store.usage([BudgetLine("llm_execution_tokens", "llm:openai:x:wf-sdk:ex-burst:tokens", 1000,
                                             86400.0, 0)], s.gw.clock.monotonic())
     assert usage.reserved == 0 and usage.used == 70 * len(admitted) <= 1000
     records = [r for r in await s.llm_records() if r["egress"]["execution_id"] == "ex-burst"]
@@ -280,7 +280,7 @@ async def test_two_gateways_sharing_redis_never_overshoot_one_token_budget(
     store = serving_runtime(first.gw.app).services.llm_reservations
     from portcullis.stores.base import BudgetLine
 
-    [usage] = await store.usage([BudgetLine("execution_tokens", "llm:openai:x:wf-sdk:ex-shared:tokens", 1500,
+    [usage] = await store.usage([BudgetLine("llm_execution_tokens", "llm:openai:x:wf-sdk:ex-shared:tokens", 1500,
                                             86400.0, 0)], first.gw.clock.monotonic())
     assert usage.reserved == 0 and usage.used == 49 * admitted <= 1500  # both instances charged one Redis line
 
@@ -304,7 +304,7 @@ async def test_an_operators_budget_reset_clears_the_llm_budgets_too(make_gateway
         executor = serving_runtime(s.gw.app).egress
         assert executor is not None
         left = await executor.budgets_remaining(CallContext("ex-reset", "wf-sdk", "agent"), "openai")
-        assert (left["execution_tokens"], left["route_tokens_per_minute"]) == (51.0, 1_000_000 - 49.0)
+        assert (left["llm_execution_tokens"], left["llm_route_tokens_per_minute"]) == (51.0, 1_000_000 - 49.0)
         keys = await executor.reset_budgets(workflow_id="wf-sdk", execution_id="ex-sdk-other")
         assert "llm:openai:x:wf-sdk:ex-sdk-other:tokens" in keys
         assert (await http.post(url, json={**CHAT, "max_tokens": 60})).status_code == 429  # another execution's
@@ -320,7 +320,7 @@ async def test_validate_only_reports_the_llm_checks_and_reservation_without_hold
     report = fits.json()
     assert fits.status_code == 200 and report["would_send"] is True
     assert {"name": "llm_budgets", "ok": True} in report["checks"]
-    spend = next(p for p in report["spends"] if p["name"] == "execution_tokens")
+    spend = next(p for p in report["spends"] if p["name"] == "llm_execution_tokens")
     assert spend["remaining"] == 100.0 and spend["fits"] is True and spend["amount"] > 20
     too_big = await s.gw.client.post("/egress/openai/chat/completions", json={**CHAT, "max_tokens": 500},
                                      headers=headers)
@@ -330,7 +330,7 @@ async def test_validate_only_reports_the_llm_checks_and_reservation_without_hold
     assert provider.requests == []
     left = await serving_runtime(s.gw.app).egress.budgets_remaining(  # type: ignore[union-attr]
         CallContext("ex-1", "wf-1", "agent"), "openai")
-    assert left["execution_tokens"] == 100.0  # nothing was held or spent
+    assert left["llm_execution_tokens"] == 100.0  # nothing was held or spent
 
 
 async def test_an_answer_tells_what_is_left_of_the_token_budgets_after_its_usage(
@@ -340,10 +340,10 @@ async def test_an_answer_tells_what_is_left_of_the_token_budgets_after_its_usage
     response = await s.post("openai", "/chat/completions", CHAT)
     left = response.headers.get_list("x-budget-remaining")
     # 40 prompt + 9 completion tokens charged, from 100,000 per execution and 1,000,000 a minute
-    assert "execution_tokens=99951" in left and "route_tokens_per_minute=999951" in left
+    assert "llm_execution_tokens=99951" in left and "llm_route_tokens_per_minute=999951" in left
     assert "execution_calls=99" in left  # the call budgets are still told
     [record] = await s.llm_records()
-    assert record["egress"]["budget_remaining"]["execution_tokens"] == 99951
+    assert record["egress"]["budget_remaining"]["llm_execution_tokens"] == 99951
 
 
 async def test_a_stream_tells_what_is_left_with_its_reservation_still_held(
@@ -357,4 +357,4 @@ async def test_a_stream_tells_what_is_left_with_its_reservation_still_held(
         await response.aread()
     [record] = await s.llm_records()
     reserved = record["egress"]["llm"]["reserved_tokens"]
-    assert f"execution_tokens={100_000 - reserved}" in left  # its usage is known only at its end
+    assert f"llm_execution_tokens={100_000 - reserved}" in left  # its usage is known only at its end

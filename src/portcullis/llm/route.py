@@ -10,6 +10,11 @@ Budget lines are per route and keyed by subject: ``llm:<route>:x:<workflow>:<exe
 charged input plus output tokens; cost lines micro-units of currency. A reservation expires
 ``RESERVATION_SLACK_S`` after the longest a call may last (the route's total timeout or its stream
 duration, whichever is longer), so a crashed instance's holds end soon after its calls would have.
+
+A line's name (in a 429, the audit, ``X-Budget-Remaining`` and the budget gauges) is its config
+key with ``llm_`` before it (``llm_execution_tokens``; the route-wide ones ``llm_route_…``): the
+call budgets have an ``execution_cost`` and a ``user_cost_per_day`` of their own, and one name
+must never stand for two budgets.
 """
 
 from __future__ import annotations
@@ -105,15 +110,15 @@ class LlmRoute:
         screening = None if config.screening is None else screen_rules(config.screening)
         b = config.budgets
         rules = [
-            ("execution_tokens", "x", "tokens", b.execution_tokens, b.execution_window, "tokens"),
-            ("execution_cost", "x", "cost", b.execution_cost, b.execution_window, "cost"),
-            ("workflow_tokens_per_day", "w", "tokens", b.workflow_tokens_per_day, _DAY, "tokens:d"),
-            ("workflow_cost_per_day", "w", "cost", b.workflow_cost_per_day, _DAY, "cost:d"),
-            ("user_tokens_per_day", "u", "tokens", b.user_tokens_per_day, _DAY, "tokens:d"),
-            ("user_cost_per_day", "u", "cost", b.user_cost_per_day, _DAY, "cost:d"),
-            ("route_tokens_per_minute", "r", "tokens", b.tokens_per_minute, _MINUTE, "tokens:m"),
-            ("route_tokens_per_day", "r", "tokens", b.tokens_per_day, _DAY, "tokens:d"),
-            ("route_cost_per_day", "r", "cost", b.cost_per_day, _DAY, "cost:d"),
+            ("llm_execution_tokens", "x", "tokens", b.execution_tokens, b.execution_window, "tokens"),
+            ("llm_execution_cost", "x", "cost", b.execution_cost, b.execution_window, "cost"),
+            ("llm_workflow_tokens_per_day", "w", "tokens", b.workflow_tokens_per_day, _DAY, "tokens:d"),
+            ("llm_workflow_cost_per_day", "w", "cost", b.workflow_cost_per_day, _DAY, "cost:d"),
+            ("llm_user_tokens_per_day", "u", "tokens", b.user_tokens_per_day, _DAY, "tokens:d"),
+            ("llm_user_cost_per_day", "u", "cost", b.user_cost_per_day, _DAY, "cost:d"),
+            ("llm_route_tokens_per_minute", "r", "tokens", b.tokens_per_minute, _MINUTE, "tokens:m"),
+            ("llm_route_tokens_per_day", "r", "tokens", b.tokens_per_day, _DAY, "tokens:d"),
+            ("llm_route_cost_per_day", "r", "cost", b.cost_per_day, _DAY, "cost:d"),
         ]
         lines = tuple(
             _LineRule(n, subject, unit, round(limit * MICRO) if unit == "cost" else int(limit), window, suffix)

@@ -376,7 +376,7 @@ class BudgetLine:
 
     ``window_s`` None: a lifetime total that never resets (an operator's reset clears it)."""
 
-    name: str  # which budget, for the 429 body and the audit: "execution_tokens", "route_tokens_per_minute", …
+    name: str  # which budget, for the 429 body and the audit: "llm_execution_tokens", "llm_route_tokens_per_minute", …
     key: str
     limit: int
     window_s: float | None

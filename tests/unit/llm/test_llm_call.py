@@ -44,7 +44,7 @@ def chat(provider: str, **extra: Any) -> bytes:
 
 
 async def used(store: MemoryReservationStore) -> tuple[int, int]:
-    [usage] = await store.usage([BudgetLine("execution_tokens", "llm:r:x:wf-1:ex-1:tokens", 2000, 86400.0, 0)], 1000.0)
+    [usage] = await store.usage([BudgetLine("llm_execution_tokens", "llm:r:x:wf-1:ex-1:tokens", 2000, 86400.0, 0)], 1000.0)
     return usage.used, usage.reserved
 
 
@@ -121,7 +121,7 @@ async def test_refusals_hold_nothing() -> None:
                                                                  "instructions"}])) == \
         LlmRefusal(LlmReason.PATTERN, "0")
     refused = await route.prepare(CALLER, chat("openai", max_tokens=5000))
-    assert isinstance(refused, ReservationRefused) and refused.name == "execution_tokens"
+    assert isinstance(refused, ReservationRefused) and refused.name == "llm_execution_tokens"
     assert await used(store) == (0, 0)
 
 

@@ -47,7 +47,7 @@ async def test_a_call_that_does_not_fit_is_refused_naming_the_budget() -> None:
     held = await ledger.reserve(CALLER, spend_of(600))
     assert isinstance(held, LlmHold)
     refused = await ledger.reserve(CALLER, spend_of(600))
-    assert isinstance(refused, ReservationRefused) and refused.name == "execution_tokens"
+    assert isinstance(refused, ReservationRefused) and refused.name == "llm_execution_tokens"
 
 
 async def test_settling_to_the_reported_usage_gives_back_the_rest() -> None:

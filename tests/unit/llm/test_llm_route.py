@@ -46,13 +46,13 @@ def test_the_example_builds_rules_and_budget_lines_per_subject() -> None:
     assert route.reservation_ttl_s == 300.0 + RESERVATION_SLACK_S  # the stream outlasts the total timeout
     lines = route.lines(CALLER, LlmSpend(tokens=700, cost_micros=4200))
     assert lines == [
-        BudgetLine("execution_tokens", "llm:openai:x:wf-1:ex-1:tokens", 20000, 86400.0, 700),
-        BudgetLine("user_cost_per_day", "llm:openai:u:alice:cost:d", 5_000_000, 86400.0, 4200),
-        BudgetLine("route_tokens_per_minute", "llm:openai:r:tokens:m", 30000, 60.0, 700),
-        BudgetLine("route_cost_per_day", "llm:openai:r:cost:d", 100_000_000, 86400.0, 4200),
+        BudgetLine("llm_execution_tokens", "llm:openai:x:wf-1:ex-1:tokens", 20000, 86400.0, 700),
+        BudgetLine("llm_user_cost_per_day", "llm:openai:u:alice:cost:d", 5_000_000, 86400.0, 4200),
+        BudgetLine("llm_route_tokens_per_minute", "llm:openai:r:tokens:m", 30000, 60.0, 700),
+        BudgetLine("llm_route_cost_per_day", "llm:openai:r:cost:d", 100_000_000, 86400.0, 4200),
     ]
     assert route.amounts(lines, LlmSpend(tokens=90, cost_micros=12)) == [90, 12, 90, 12]
-    assert route.is_cost("user_cost_per_day") and not route.is_cost("execution_tokens")
+    assert route.is_cost("llm_user_cost_per_day") and not route.is_cost("llm_execution_tokens")
 
 
 def test_a_spend_is_priced_from_usage() -> None:
