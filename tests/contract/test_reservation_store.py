@@ -84,6 +84,26 @@ async def test_settling_above_the_reservation_charges_the_actual_and_the_line_re
     assert isinstance(await store.reserve([line(limit=100, amount=100)], clock.monotonic(), ttl_s=TTL), Reservation)
 
 
+async def test_every_step_answers_what_is_left_of_each_line_as_a_read_would(store: ReservationStore) -> None:
+    clock = ManualClock()
+    tokens, cost = line("tokens", limit=1000, amount=300), line("cost", limit=50, amount=20, window_s=None)
+    first = await reserve(store, clock, tokens, cost)
+    assert first.left == (700, 30)
+    second = await reserve(store, clock, tokens, cost)
+    assert second.left == (400, 10)
+    settled = await store.settle(first, [120, 5], clock.monotonic())
+    assert settled.left == (580, 25)  # the first call's usage charged, the second's hold still in
+    assert await store.release(second, clock.monotonic()) == (880, 45)
+    usage = await store.usage([tokens, cost], clock.monotonic())
+    assert [t.limit - u.used - u.reserved for t, u in zip((tokens, cost), usage, strict=True)] == [880, 45]
+
+
+async def test_what_is_left_never_reads_below_zero_after_an_overspend(store: ReservationStore) -> None:
+    clock = ManualClock()
+    held = await reserve(store, clock, line(limit=100, amount=80))
+    assert (await store.settle(held, [130], clock.monotonic())).left == (0,)
+
+
 async def test_a_release_charges_nothing(store: ReservationStore) -> None:
     clock = ManualClock()
     tokens = line(limit=100, amount=100)

@@ -51,7 +51,7 @@ def test_redis_reserves_settles_and_expires_exactly_as_the_memory_store(sequence
                         lines = lines[:1]
                     mem, red = [await s.reserve(lines, now, ttl_s=5.0) for s in stores]
                     if isinstance(mem, Reservation) and isinstance(red, Reservation):
-                        assert mem.expires_at == red.expires_at
+                        assert (mem.expires_at, mem.left) == (red.expires_at, red.left)
                         held.append((mem, red))
                     else:
                         assert isinstance(mem, ReservationRefused) and isinstance(red, ReservationRefused)
@@ -63,8 +63,7 @@ def test_redis_reserves_settles_and_expires_exactly_as_the_memory_store(sequence
                         actual = [int(str(b))] * len(mem_r.lines)
                         assert await stores[0].settle(mem_r, actual, now) == await stores[1].settle(red_r, actual, now)
                     else:
-                        await stores[0].release(mem_r, now)
-                        await stores[1].release(red_r, now)
+                        assert await stores[0].release(mem_r, now) == await stores[1].release(red_r, now)
                 all_lines = [BudgetLine(n, f"k:{n}", limit, window, 0) for n, limit, window in LINES]
                 assert await stores[0].usage(all_lines, now) == await stores[1].usage(all_lines, now)
         finally:

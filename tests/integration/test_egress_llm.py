@@ -358,3 +358,59 @@ async def test_a_stream_tells_what_is_left_with_its_reservation_still_held(
     [record] = await s.llm_records()
     reserved = record["egress"]["llm"]["reserved_tokens"]
     assert f"llm_execution_tokens={100_000 - reserved}" in left  # its usage is known only at its end
+
+
+async def test_what_is_left_is_told_without_reading_the_reservation_store_again(
+    make_gateway: GatewayFactory, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = await start(make_gateway, provider)
+    store = s.gw.services.llm_reservations
+    reads: list[int] = []
+    read = store.usage
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return await read(*args, **kwargs)
+
+    monkeypatch.setattr(store, "usage", counted)
+    response = await s.post("openai", "/chat/completions", CHAT)
+    assert "llm_execution_tokens=99951" in response.headers.get_list("x-budget-remaining")
+    assert reads == []  # reserve and settle answered it (one Redis round trip each with shared state)
+
+
+async def test_the_budget_gauges_show_the_llm_budgets_used_and_held(make_gateway: GatewayFactory,
+                                                                   provider: FakeProvider) -> None:
+    s = await start(make_gateway, provider, execution_tokens=100)
+    assert (await s.post("openai", "/chat/completions", {**CHAT, "max_tokens": 10})).status_code == 200
+    metrics = s.gw.services.metrics.render().decode()
+    assert 'portcullis_egress_budget_limit{budget="llm_execution_tokens",route="openai"} 100.0' in metrics
+    assert 'portcullis_egress_budget_limit{budget="llm_route_tokens_per_minute",route="openai"} 1e+06' in metrics
+    # 40 prompt + 9 completion tokens of 100 for this execution
+    assert 'portcullis_egress_budget_used_ratio{budget="llm_execution_tokens",route="openai"} 0.49' in metrics
+    # A reservation that does not fit (60 output tokens and the prompt, against 51 left) leaves
+    # the gauge where the store says the line stands: refused, not full.
+    assert (await s.post("openai", "/chat/completions", {**CHAT, "max_tokens": 60})).status_code == 429
+    metrics = s.gw.services.metrics.render().decode()
+    assert 'portcullis_egress_budget_used_ratio{budget="llm_execution_tokens",route="openai"} 0.49' in metrics
+
+
+async def test_a_stream_in_flight_counts_its_reservation_on_the_gauge_until_it_is_settled(
+    make_gateway: GatewayFactory, provider: FakeProvider,
+) -> None:
+    s = await start(make_gateway, provider, execution_tokens=1000)
+    provider.stall_after = 1  # the provider sends a chunk, then waits until released
+    body = {**CHAT, "max_tokens": 100, "stream": True, "stream_options": {"include_usage": True}}
+    gauge = 'portcullis_egress_budget_used_ratio{budget="llm_execution_tokens",route="openai"}'
+    async with s.gw.client.stream("POST", "/egress/openai/chat/completions", json=body,
+                                  headers={**HEADERS, "X-API-Key": s.key}) as response:
+        held = _gauge(s.gw.services.metrics.render().decode(), gauge)
+        provider.release.set()
+        await response.aread()
+    [record] = await s.llm_records()
+    assert held == record["egress"]["llm"]["reserved_tokens"] / 1000
+    assert _gauge(s.gw.services.metrics.render().decode(), gauge) == 49 / 1000
+
+
+def _gauge(metrics: str, series: str) -> float:
+    [line] = [line for line in metrics.splitlines() if line.startswith(series + " ")]
+    return float(line.split()[-1])

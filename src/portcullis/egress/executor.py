@@ -36,7 +36,7 @@ from portcullis.egress.lifetime import ExecutionLifetime
 from portcullis.egress.priority import build_bulkheads
 from portcullis.egress.run_mode import RunMode
 from portcullis.egress.ssrf import Resolver, SsrfGuard
-from portcullis.errors import ClientError, StoreUnavailable, UpstreamError
+from portcullis.errors import ClientError, UpstreamError
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.llm.route import LlmRoute
@@ -107,13 +107,16 @@ class EgressExecutor:
                                    budgets=self._budgets, controls=controls, clock=clock, lifetime=lifetime)
         self._llm = LlmPhase(
             {r.name: LlmRoute.build(r.name, r.llm, total_timeout_s=r.total_timeout) for r in config.routes if r.llm},
-            llm_reservations or MemoryReservationStore(), clock, metrics)
+            llm_reservations or MemoryReservationStore(), clock, metrics, budget_usage)
         self._credentials = CredentialsPhase(header_rules=rules, vault=vault, clock=clock, audit=audit)
         self._sender = Sender(guard=guard, clock=clock, rng=rng or random.Random(),
                               tracer=tracer or PassThroughTracer(), sleep=sleep)
         self._recorder = Recorder(metrics=metrics, anomaly=anomaly)
         if budget_usage is not None:
-            budget_usage.configure(self._budgets.limits_by_route(self._routes), top_n=b.top_burners)
+            limits = self._budgets.limits_by_route(self._routes)
+            for route_name, llm_limits in self._llm.limits_by_route().items():
+                limits[route_name] = {**limits.get(route_name, {}), **llm_limits}
+            budget_usage.configure(limits, top_n=b.top_burners)
 
     async def run(self, request: EgressRequest) -> EgressOutcome:
         """The call, as every door answers it: never raises for a refusal or a provider's failure."""
@@ -178,11 +181,11 @@ class EgressExecutor:
         budget = admission.budget
         if call is not None:
             if answer.stream is not None:
-                budget = await self._with_llm_left(budget, route.name, destination, request)  # its hold still in
+                budget = _with_llm_left(budget, call)  # its hold still in
                 body = call.relay(answer.stream)  # settled when the stream ends
             else:
                 await call.answered(answer.status, answer.body)
-                budget = await self._with_llm_left(budget, route.name, destination, request)
+                budget = _with_llm_left(budget, call)
         if permit is not None:
             if isinstance(body, bytes):
                 permit.release()
@@ -192,21 +195,6 @@ class EgressExecutor:
                             route.breaker.state, host=route.host, cost=admission.cost, secrets=route.secrets,
                             trace_id=sent.trace_id, run_mode=destination.mode.mode,
                             llm=call.audit if call is not None else None)
-
-    async def _with_llm_left(self, budget: BudgetDecision, route: str, destination: Destination,
-                             request: EgressRequest) -> BudgetDecision:
-        """The call's budgets left, with its LLM route's token and cost budgets added: what a call
-        could reserve now (after this one's usage, or with a stream's reservation still held, as
-        its usage is known only at its end). Left out when the reservation store cannot tell: the
-        call was answered, and a header is no reason to fail it."""
-        try:
-            left = await self._llm.remaining(route, destination.mode.budget_context(request.context))
-        except StoreUnavailable:
-            return budget
-        if not left:
-            return budget
-        return BudgetDecision(budget.allowed, budget.exhausted, {**budget.remaining, **left}, budget.reset_s,
-                              budget.burned)
 
     async def admit_tunnel(self, request: EgressRequest, host: str, port: int) -> TunnelAdmission | EgressOutcome:
         """A proxy door's ``CONNECT host:port`` tunnel on ``request.route``, through phases 1 to 3 once
@@ -260,6 +248,19 @@ class EgressExecutor:
             if route.oauth2 is not None:
                 await route.oauth2.aclose()
             await close_session(route)
+
+
+def _with_llm_left(budget: BudgetDecision, call: LlmCall) -> BudgetDecision:
+    """The call's budgets left, with its LLM route's token and cost budgets added: what a call could
+    reserve now, as the reservation store answered the call's latest step (after its usage for a
+    JSON answer; with its reservation still held for a stream, whose usage is known only at its
+    end). Left out when the store could not tell: the call was answered, and a header is no reason
+    to fail it. No extra read: the store answers what is left in the step itself."""
+    left = call.left()
+    if not left:
+        return budget
+    return BudgetDecision(budget.allowed, budget.exhausted, {**budget.remaining, **left}, budget.reset_s,
+                          budget.burned)
 
 
 class _Releasing:

@@ -27,12 +27,15 @@ __all__ = ["LlmCharge", "LlmHold", "LlmLedger"]
 
 @dataclass(slots=True)
 class LlmHold:
-    """One call's reservation. ``reservation`` None: the route has no budgets (nothing held)."""
+    """One call's reservation. ``reservation`` None: the route has no budgets (nothing held).
+    ``left``: per reservation line, what the store said is left after the latest step (reserve,
+    then settle or release); empty when it could not tell."""
 
     estimate: SpendEstimate
     reserved: LlmSpend
     reservation: Reservation | None
     done: bool = False
+    left: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +66,7 @@ class LlmLedger:
         held = await self._store.reserve(lines, self._clock.monotonic(), ttl_s=self._route.reservation_ttl_s)
         if isinstance(held, ReservationRefused):
             return held
-        return LlmHold(estimate, spend, held)
+        return LlmHold(estimate, spend, held, left=held.left)
 
     async def settle(self, hold: LlmHold, usage: TokenUsage | None) -> LlmCharge:
         """Charge what the call used (``usage``), or the whole reservation when it is unknown."""
@@ -76,7 +79,7 @@ class LlmLedger:
         if hold.reservation is not None:
             settlement = await self._store.settle(
                 hold.reservation, self._route.amounts(hold.reservation.lines, spend), self._clock.monotonic())
-            expired = settlement.expired
+            expired, hold.left = settlement.expired, settlement.left
         return LlmCharge(usage, spend, over, expired)
 
     async def release(self, hold: LlmHold) -> None:
@@ -85,4 +88,4 @@ class LlmLedger:
             raise RuntimeError("an LLM hold is settled or released once")
         hold.done = True
         if hold.reservation is not None:
-            await self._store.release(hold.reservation, self._clock.monotonic())
+            hold.left = await self._store.release(hold.reservation, self._clock.monotonic())

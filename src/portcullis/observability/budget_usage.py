@@ -13,11 +13,13 @@ What it exports (``BudgetUsageCollector`` in ``observability.metrics``):
   spends from (calls, or currency units for cost budgets);
 - ``portcullis_egress_budget_used_ratio{route,budget}``: the fullest counter of that budget among
   those this route's calls touched and whose window is still open (0 to 1): the "budget at 80 %"
-  alert reads it;
+  alert reads it. An LLM route's token and cost budgets (``llm_…``) are here too, fed by each
+  reservation's steps (``held``): their share counts what is used and what calls in flight hold;
 - ``portcullis_egress_budget_top_used_ratio{budget,subject_kind,subject}``: the ``top_n``
   workflows and users per budget by share used. Executions are never named (one series each
-  would grow without bound); workflows and users appear only while among the top few, so the
-  series are at most ``top_n`` per budget.
+  would grow without bound), nor route-wide LLM budgets (a route is no burner; its gauge says it
+  all); workflows and users appear only while among the top few, so the series are at most
+  ``top_n`` per budget.
 
 Memory: at most ``capacity`` counters are remembered. When full, expired counters go first, then
 the emptiest half, in one pass (amortised O(log n) per call), so the fullest, which the gauges
@@ -28,11 +30,13 @@ too long, never too short.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from portcullis.clock import Clock
-from portcullis.stores.base import Spend
+from portcullis.stores.base import BudgetLine
 
 __all__ = ["BudgetUsage", "RouteUsage", "TopBurner", "budget_subject"]
 
@@ -57,6 +61,9 @@ class TopBurner:
     used_ratio: float
 
 
+_BURNERS = frozenset({"workflow", "user"})  # the subjects ``top`` names
+
+
 @dataclass(slots=True)
 class _Counter:
     budget: str
@@ -67,13 +74,30 @@ class _Counter:
     routes: set[str] = field(default_factory=set)
 
 
+class Counted(Protocol):
+    """A counter a call spends from: a call budget's ``Spend`` or an LLM route's ``BudgetLine``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def window_s(self) -> float | None: ...  # None: a lifetime total
+
+
 def budget_subject(budget: str, workflow_id: str, execution_id: str, user: str) -> tuple[str, str]:
-    """Whose counter a budget is: ("execution", id), ("workflow", id) or ("user", name)."""
-    if budget.startswith("execution"):
+    """Whose counter a budget is: ("execution", id), ("workflow", id), ("user", name), or ("route",
+    "*") for an LLM route's route-wide budgets."""
+    name = budget.removeprefix("llm_")
+    if name.startswith("execution"):
         return "execution", f"{workflow_id}/{execution_id}"
-    if budget.startswith("user"):
+    if name.startswith("user"):
         return "user", user
-    return "workflow", workflow_id  # workflow_calls_* and endpoint_calls:<route>
+    if name.startswith("route"):
+        return "route", "*"
+    return "workflow", workflow_id  # workflow_* and endpoint_calls:<route>
 
 
 class BudgetUsage:
@@ -93,7 +117,7 @@ class BudgetUsage:
         if top_n is not None:
             self.top_n = top_n
 
-    def spent(self, route: str, items: Sequence[Spend], used: Sequence[int], refused: int | None,
+    def spent(self, route: str, items: Sequence[Counted], used: Sequence[int], refused: int | None,
               subject: Callable[[int], tuple[str, str]]) -> None:
         """A call's spend: ``used`` is what each counter holds after it (the store's answer). On a
         refusal nothing was spent and the refusing counter is full: it is recorded as such.
@@ -112,9 +136,16 @@ class BudgetUsage:
                 if counter is None and len(counters) >= self._capacity:
                     self._make_room(now)
                 kind, whose = subject(index)
-                counter = counters[item.key] = _Counter(item.name, kind, whose, ratio, now + item.window_s)
+                window = math.inf if item.window_s is None else item.window_s
+                counter = counters[item.key] = _Counter(item.name, kind, whose, ratio, now + window)
             counter.ratio = ratio
             counter.routes.add(route)
+
+    def held(self, route: str, lines: Sequence[BudgetLine], left: Sequence[int],
+             subject: Callable[[int], tuple[str, str]]) -> None:
+        """An LLM reservation's step: ``left`` is what each line has left after it (limit - used -
+        held: the store's answer; for a refused reservation, the refusing line's ``available``)."""
+        self.spent(route, lines, [line.limit - n for line, n in zip(lines, left, strict=True)], None, subject)
 
     def forget(self, keys: Iterable[str]) -> None:
         """Counters an operator reset: they start again from empty."""
@@ -142,7 +173,7 @@ class BudgetUsage:
         now = self._clock.monotonic()
         by_budget: dict[str, list[_Counter]] = {}
         for counter in self._counters.values():
-            if counter.ends_at > now and counter.subject_kind != "execution" and counter.ratio > 0:
+            if counter.ends_at > now and counter.subject_kind in _BURNERS and counter.ratio > 0:
                 by_budget.setdefault(counter.budget, []).append(counter)
         out: list[TopBurner] = []
         for budget in sorted(by_budget):

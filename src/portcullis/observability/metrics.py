@@ -216,11 +216,11 @@ class BudgetUsageCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         limit = GaugeMetricFamily(
-            "portcullis_egress_budget_limit", "Each budget a call to the route spends from: its limit (calls, or "
-            "currency units for cost budgets).", labels=["route", "budget"])
+            "portcullis_egress_budget_limit", "Each budget a call to the route spends from: its limit (calls, "
+            "tokens for llm_ token budgets, or currency units for cost budgets).", labels=["route", "budget"])
         used = GaugeMetricFamily(
             "portcullis_egress_budget_used_ratio", "The fullest open counter of the budget among those the route's "
-            "calls spent from (0 to 1).", labels=["route", "budget"])
+            "calls spent from (0 to 1; llm_ budgets count what calls in flight hold too).", labels=["route", "budget"])
         for row in self._usage.routes():
             limit.add_metric([row.route, row.budget], row.limit)
             used.add_metric([row.route, row.budget], row.used_ratio)

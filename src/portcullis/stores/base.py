@@ -385,11 +385,15 @@ class BudgetLine:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """Capacity held on every line until settled, released, or ``expires_at`` (the store's clock)."""
+    """Capacity held on every line until settled, released, or ``expires_at`` (the store's clock).
+
+    ``left``: per line, what another call could reserve right after this hold (limit - used -
+    reserved, this hold included, at least 0), read in the same atomic step as the hold."""
 
     reservation_id: str
     lines: tuple[BudgetLine, ...]
     expires_at: float
+    left: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,10 +411,13 @@ class ReservationRefused:
 @dataclass(frozen=True, slots=True)
 class Settlement:
     """What ``settle`` did: ``charged`` per line, and whether the hold had expired before it came
-    (its capacity was then already released; the actual amount is charged all the same)."""
+    (its capacity was then already released; the actual amount is charged all the same).
+    ``left``: per line, what a call could reserve right after it (as ``Reservation.left``); empty
+    when the store could not tell (a shared store that went down: the charge is lost with it)."""
 
     charged: tuple[int, ...]
     expired: bool
+    left: tuple[int, ...]
 
     def over(self, reservation: Reservation) -> tuple[int, ...]:
         """Per line, how far the charge passed what was reserved (0 when it did not)."""
@@ -437,6 +444,9 @@ class ReservationStore(Protocol):
 
     A reservation that is never settled (a crashed instance) stops holding capacity at its
     ``expires_at``: ``reserve`` drops expired holds before it checks.
+
+    Each step answers what is left of its lines (``left``), read in the same atomic step, so the
+    caller can say what is left (``X-Budget-Remaining``, the budget gauges) without another read.
     """
 
     async def reserve(
@@ -452,8 +462,9 @@ class ReservationStore(Protocol):
         once per reservation; ``release`` instead when nothing was sent."""
         ...
 
-    async def release(self, reservation: Reservation, now: float) -> None:
-        """End the hold and charge nothing (the call failed before it was sent)."""
+    async def release(self, reservation: Reservation, now: float) -> tuple[int, ...]:
+        """End the hold and charge nothing (the call failed before it was sent). Returns what is
+        left per line after it, as ``Settlement.left`` (empty when the store could not tell)."""
         ...
 
     async def usage(self, lines: Sequence[BudgetLine], now: float) -> list[LineUsage]:

@@ -67,16 +67,16 @@ class FailoverReservationStore:
         except StoreUnavailable as exc:
             # The charge is lost with the outage; the shared hold expires at its ttl (never under it).
             self.outage.failed(exc)
-            return Settlement(tuple(actual), expired=False)
+            return Settlement(tuple(actual), expired=False, left=())
 
-    async def release(self, reservation: Reservation, now: float) -> None:
+    async def release(self, reservation: Reservation, now: float) -> tuple[int, ...]:
         if reservation.reservation_id.startswith(_LOCAL):
-            await self._local.release(self._as_local(reservation), now)
-            return
+            return await self._local.release(self._as_local(reservation), now)
         try:
-            await self._shared.release(reservation, now)
+            return await self._shared.release(reservation, now)
         except StoreUnavailable as exc:
             self.outage.failed(exc)  # the hold expires at its ttl
+            return ()
 
     async def usage(self, lines: Sequence[BudgetLine], now: float) -> list[LineUsage]:
         if self.outage.should_try():

@@ -54,6 +54,10 @@ class _Line:
             return 0, now + window_s
         return self.used, self.window_end
 
+    def left(self, line: BudgetLine, now: float) -> int:
+        """What another call could reserve from this line now (limit - used - reserved, at least 0)."""
+        return max(0, line.limit - self.current_used(line.window_s, now)[0] - self.reserved)
+
     def hold(self, rid: str, amount: int, expires: float) -> None:
         self.reserved += amount
         self.holds[rid] = (amount, expires)
@@ -98,13 +102,15 @@ class MemoryReservationStore:
             state.used, state.window_end = used, end
             state.hold(rid, line.amount, expires)
             refresh(table, line.key, state)  # the most recently used
+        left = tuple(state.left(line, now) for line, (state, _, _) in zip(lines, states, strict=True))
         self._bound(now)
-        return Reservation(rid, tuple(lines), expires)
+        return Reservation(rid, tuple(lines), expires, left)
 
     async def settle(self, reservation: Reservation, actual: Sequence[int], now: float) -> Settlement:
         if len(actual) != len(reservation.lines) or any(a < 0 for a in actual):
             raise ValueError("settle takes one non-negative amount per line")
         expired = False
+        left = []
         for line, amount in zip(reservation.lines, actual, strict=True):
             state = self._lines.setdefault(line.key, _Line())
             state.purge(now)
@@ -113,14 +119,20 @@ class MemoryReservationStore:
             if amount:
                 used, end = state.current_used(line.window_s, now)
                 state.used, state.window_end = used + amount, end
-        return Settlement(tuple(actual), expired)
+            left.append(state.left(line, now))
+        return Settlement(tuple(actual), expired, tuple(left))
 
-    async def release(self, reservation: Reservation, now: float) -> None:
+    async def release(self, reservation: Reservation, now: float) -> tuple[int, ...]:
+        left = []
         for line in reservation.lines:
             state = self._lines.get(line.key)
-            if state is not None:
-                state.purge(now)
-                state.end_hold(reservation.reservation_id)
+            if state is None:
+                left.append(line.limit)  # forgotten (reset or evicted): nothing used, nothing held
+                continue
+            state.purge(now)
+            state.end_hold(reservation.reservation_id)
+            left.append(state.left(line, now))
+        return tuple(left)
 
     async def usage(self, lines: Sequence[BudgetLine], now: float) -> list[LineUsage]:
         out = []

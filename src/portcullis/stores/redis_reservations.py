@@ -68,6 +68,11 @@ local function current(k, win)
   return used, e, reserved
 end
 
+local function left(k, win, limit)
+  local used, e, reserved = current(k, win)
+  return fmt(math.max(0, limit - used - reserved))
+end
+
 local function keep(k, z, e)
   local last = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
   local until_ = e
@@ -100,6 +105,7 @@ if op == 'reserve' then
     states[i] = {used, e, reserved}
   end
   local expires = now + ttl
+  local reply = {'1', fmt(expires)}
   for i = 1, n do
     local k, z, limit, win, amount = line(i)
     local st = states[i]
@@ -107,12 +113,14 @@ if op == 'reserve' then
     if st[2] ~= nil then redis.call('HSET', k, 'e', fmt(st[2])) end
     redis.call('ZADD', z, fmt(expires), rid)
     keep(k, z, st[2])
+    reply[#reply + 1] = fmt(math.max(0, limit - st[1] - st[3] - amount))
   end
-  return {'1', fmt(expires)}
+  return reply
 end
 
 if op == 'settle' or op == 'release' then
   local expired = '0'
+  local lefts = {}
   for i = 1, n do
     local k, z, limit, win, amount = line(i)
     purge(k, z)
@@ -136,8 +144,11 @@ if op == 'settle' or op == 'release' then
       e = tonumber(redis.call('HGET', k, 'e'))
     end
     if win ~= '' and e ~= nil then keep(k, z, e) end
+    lefts[i] = left(k, win, limit)
   end
-  return {'1', expired}
+  local reply = {'1', expired}
+  for i = 1, n do reply[#reply + 1] = lefts[i] end
+  return reply
 end
 
 if op == 'usage' then
@@ -186,7 +197,7 @@ class RedisReservationStore:
         rid = random_hex(64)
         reply = await self._run("reserve", rid, ttl_s, lines, [line.amount for line in lines], now)
         if reply[0] == "1":
-            return Reservation(rid, tuple(lines), float(reply[1]))
+            return Reservation(rid, tuple(lines), float(reply[1]), _lefts(reply[2:]))
         index = int(reply[1])
         reset = float(reply[3])
         return ReservationRefused(index, lines[index].name, int(float(reply[2])), None if reset < 0 else reset)
@@ -195,11 +206,12 @@ class RedisReservationStore:
         if len(actual) != len(reservation.lines) or any(a < 0 for a in actual):
             raise ValueError("settle takes one non-negative amount per line")
         reply = await self._run("settle", reservation.reservation_id, 1.0, reservation.lines, actual, now)
-        return Settlement(tuple(actual), reply[1] == "1")
+        return Settlement(tuple(actual), reply[1] == "1", _lefts(reply[2:]))
 
-    async def release(self, reservation: Reservation, now: float) -> None:
-        await self._run("release", reservation.reservation_id, 1.0, reservation.lines,
-                        [0] * len(reservation.lines), now)
+    async def release(self, reservation: Reservation, now: float) -> tuple[int, ...]:
+        reply = await self._run("release", reservation.reservation_id, 1.0, reservation.lines,
+                                [0] * len(reservation.lines), now)
+        return _lefts(reply[2:])
 
     async def usage(self, lines: Sequence[BudgetLine], now: float) -> list[LineUsage]:
         reply = await self._run("usage", "-", 1.0, lines, [0] * len(lines), now)
@@ -209,6 +221,10 @@ class RedisReservationStore:
         if keys:
             async with _translated():
                 await self._client.delete(*(k for key in keys for k in (self._key(key), self._key(key) + ":x")))
+
+
+def _lefts(values: Sequence[str]) -> tuple[int, ...]:
+    return tuple(int(float(v)) for v in values)
 
 
 @asynccontextmanager

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from portcullis.egress.budgets import BudgetLimits, Budgets, CallContext, MemoryBudgetStore
-from portcullis.observability.budget_usage import BudgetUsage, RouteUsage, TopBurner
+from portcullis.observability.budget_usage import BudgetUsage, RouteUsage, TopBurner, budget_subject
+from portcullis.stores.base import BudgetLine
 from portcullis.testing import ManualClock
 
 HOUR = 3600.0
@@ -97,3 +98,23 @@ async def test_each_call_reports_the_share_of_its_tightest_budget_it_burned() ->
     budgets, _, _ = tracked(BudgetLimits(execution_calls=100, user_cost_per_day=5.0))
     decision = await budgets.consume(CallContext("e1", "wf", "alice"), "openai", cost=0.5)
     assert decision.burned == 0.1
+
+
+def test_llm_lines_are_whose_their_names_say_and_route_wide_ones_are_no_burner() -> None:
+    clock = ManualClock()
+    usage = BudgetUsage(clock)
+    usage.configure({"openai": {"llm_user_tokens_per_day": 1000.0, "llm_route_tokens_per_minute": 100.0,
+                                "llm_execution_tokens": 500.0}})
+    lines = [BudgetLine("llm_user_tokens_per_day", "llm:openai:u:alice:tokens:d", 1000, 86400.0, 0),
+             BudgetLine("llm_route_tokens_per_minute", "llm:openai:r:tokens:m", 100, 60.0, 0),
+             BudgetLine("llm_execution_tokens", "llm:openai:x:wf:e1:tokens", 500, None, 0)]
+    usage.held("openai", lines, [400, 10, 500], lambda i: budget_subject(lines[i].name, "wf", "e1", "alice"))
+    assert ratios(usage) == {("openai", "llm_user_tokens_per_day"): 0.6,
+                             ("openai", "llm_route_tokens_per_minute"): 0.9,
+                             ("openai", "llm_execution_tokens"): 0.0}
+    assert usage.top() == [TopBurner("llm_user_tokens_per_day", "user", "alice", 0.6)]
+    clock.advance(10 * 86400.0)  # a lifetime total (no window) is still shown; the windowed ones ended
+    usage.held("openai", lines[2:], [100], lambda i: budget_subject(lines[2].name, "wf", "e1", "alice"))
+    assert ratios(usage) == {("openai", "llm_user_tokens_per_day"): 0.0,
+                             ("openai", "llm_route_tokens_per_minute"): 0.0,
+                             ("openai", "llm_execution_tokens"): 0.8}

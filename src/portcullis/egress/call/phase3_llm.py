@@ -23,7 +23,7 @@ is 429 ``budget.exhausted`` naming the budget, like a call budget.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from portcullis.clock import Clock
@@ -40,12 +40,13 @@ from portcullis.errors import (
 )
 from portcullis.http.headers import RawHeaders
 from portcullis.llm.call import LlmCalls, PreparedCall, is_stream
-from portcullis.llm.ledger import LlmCharge
+from portcullis.llm.ledger import LlmCharge, LlmHold
 from portcullis.llm.refusal import LlmReason, LlmRefusal
 from portcullis.llm.route import LlmCaller, LlmRoute, LlmSpend
 from portcullis.llm.stream_relay import LlmStream, StreamCut
+from portcullis.observability.budget_usage import BudgetUsage, budget_subject
 from portcullis.observability.metrics import GatewayMetrics
-from portcullis.stores.base import ReservationStore
+from portcullis.stores.base import BudgetLine, ReservationStore
 from portcullis.stores.failover_reservations import SHARED_STATE
 
 __all__ = ["EgressLlmStream", "LlmCall", "LlmPhase"]
@@ -56,9 +57,11 @@ _NOT_SENT = ("egress_unreachable", "egress_blocked")
 class LlmCall:
     """One LLM call in flight: its prepared request, and what its audit record says about it."""
 
-    def __init__(self, prepared: PreparedCall, metrics: GatewayMetrics | None) -> None:
+    def __init__(self, prepared: PreparedCall, metrics: GatewayMetrics | None, gauges: _Gauges) -> None:
         self.prepared = prepared
         self._metrics = metrics
+        self._gauges = gauges
+        gauges.observe(prepared.hold)
         spend = prepared.spend
         self.audit: dict[str, Any] = {
             "model": spend.model, "stream": prepared.request.stream,
@@ -80,6 +83,15 @@ class LlmCall:
     async def answered(self, status: int, body: bytes) -> None:
         self.charged(await self.prepared.settle_answer(status, body))
 
+    def left(self) -> dict[str, float]:
+        """What is left of each of the call's budgets, as the store said at its latest step (after
+        the reservation; after the settlement once there is one); empty when it could not tell."""
+        hold = self.prepared.hold
+        if hold.reservation is None or not hold.left:
+            return {}
+        route = self.prepared.route
+        return {line.name: route.shown(line, n) for line, n in zip(hold.reservation.lines, hold.left, strict=True)}
+
     def relay(self, chunks: AsyncIterator[bytes]) -> EgressLlmStream:
         return EgressLlmStream(self, self.prepared.relay(chunks))
 
@@ -91,11 +103,13 @@ class LlmCall:
         if isinstance(exc, ClientError | CircuitOpen) or (
                 isinstance(exc, UpstreamUnavailable) and reason.startswith(_NOT_SENT)):
             await self.prepared.not_sent()
+            self._gauges.observe(self.prepared.hold)
             self.audit["charged"] = "released"
             return
         self.charged(await self.prepared.settle_unknown())
 
     def charged(self, charge: LlmCharge) -> None:
+        self._gauges.observe(self.prepared.hold)
         usage = charge.usage
         self.audit.update({
             "usage": "reported" if usage is not None else "unknown",
@@ -158,11 +172,20 @@ class LlmPhase:
     """Every LLM route of one egress config, built at load."""
 
     def __init__(self, routes: Mapping[str, LlmRoute], store: ReservationStore, clock: Clock,
-                 metrics: GatewayMetrics | None) -> None:
+                 metrics: GatewayMetrics | None, budget_usage: BudgetUsage | None = None) -> None:
+        """``budget_usage``: the budget gauges' tracker, told what each reservation step leaves."""
         self._calls = {name: LlmCalls(route, store, clock) for name, route in routes.items()}
         self._store = store
         self._clock = clock
         self._metrics = metrics
+        self._usage = budget_usage
+
+    def limits_by_route(self) -> dict[str, dict[str, float]]:
+        """Each LLM route's budgets and their limits (tokens, or currency units), for the gauges."""
+        probe = LlmCaller("-", "-", "-")
+        return {name: {line.name: calls.route.shown(line, line.limit)
+                       for line in calls.route.lines(probe, LlmSpend(0, 0))}
+                for name, calls in self._calls.items()}
 
     def __contains__(self, route: str) -> bool:
         return route in self._calls
@@ -216,7 +239,9 @@ class LlmPhase:
     async def reserve(self, route: str, context: CallContext, body: bytes | None) -> LlmCall:
         """Screen, estimate and reserve; raises the refusal as the pipeline's error."""
         caller = LlmCaller(context.execution_id, context.workflow_id, context.user)
-        prepared = await self._calls[route].prepare(caller, body or b"")
+        calls = self._calls[route]
+        prepared = await calls.prepare(caller, body or b"")
+        gauges = _Gauges(self._usage, route, context)
         if isinstance(prepared, LlmRefusal):
             if prepared.reason is LlmReason.BODY_TOO_LARGE:
                 raise PayloadTooLarge(prepared.audit_reason)
@@ -224,7 +249,29 @@ class LlmPhase:
         if not isinstance(prepared, PreparedCall):
             if self._metrics is not None:
                 self._metrics.egress_llm_refused.labels(route, prepared.name).inc()
+            if prepared.index >= 0:  # what is left of the line that refused, as the store said
+                gauges.refused(calls.route.lines(caller, LlmSpend(0, 0))[prepared.index], prepared.available)
             raise BudgetExhausted(f"budget:{SHARED_STATE if prepared.index < 0 else prepared.name}")
-        return LlmCall(prepared, self._metrics)
+        return LlmCall(prepared, self._metrics, gauges)
 
 
+class _Gauges:
+    """Tells the budget gauges' tracker what one call's reservation steps leave on its lines."""
+
+    __slots__ = ("_context", "_route", "_usage")
+
+    def __init__(self, usage: BudgetUsage | None, route: str, context: CallContext) -> None:
+        self._usage, self._route, self._context = usage, route, context
+
+    def observe(self, hold: LlmHold) -> None:
+        if hold.reservation is not None and hold.left:
+            self._feed(hold.reservation.lines, hold.left)
+
+    def refused(self, line: BudgetLine, available: int) -> None:
+        self._feed((line,), (available,))
+
+    def _feed(self, lines: Sequence[BudgetLine], left: Sequence[int]) -> None:
+        usage, ctx = self._usage, self._context
+        if usage is not None:
+            usage.held(self._route, lines, left,
+                       lambda i: budget_subject(lines[i].name, ctx.workflow_id, ctx.execution_id, ctx.user))
