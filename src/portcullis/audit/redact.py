@@ -203,14 +203,23 @@ def nested_text(value: Any) -> str:
 
 
 def _strings_in(value: Any, out: list[str]) -> None:
-    if isinstance(value, str):
-        out.append(value)
-    elif isinstance(value, dict):
-        for v in value.values():
+    # Leaves are handled in their container's loop: a record has a dozen strings and numbers for
+    # each nested container, and a call per leaf was most of the cost.
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, _SEQUENCES):
+        if isinstance(value, str):
+            out.append(value)
+        return
+    for v in value:
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, _CONTAINERS):
             _strings_in(v, out)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _strings_in(v, out)
+
+
+_SEQUENCES = (list, tuple)
+_CONTAINERS = (dict, list, tuple)  # tuples of types: ``isinstance`` with an ``X | Y`` union is slower
 
 
 def _redact_each(value: Any) -> Any:

@@ -12,6 +12,7 @@ Costs are kept in integer micro-units so that sums are exact.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ _HOUR = 3600.0
 _DAY = 86400.0
 _COST_BUDGETS = frozenset({"execution_cost", "user_cost_per_day"})  # kept in micros; the rest count calls
 _MAX_ROUTES = 4096  # routes whose budget lines are kept (a route's are worked out again past that)
+_MAX_PLANS = 4096  # recent callers' counter lists kept (the oldest is dropped past that)
 
 
 @dataclass(slots=True)  # not frozen: made per call, and a frozen init costs four times as much
@@ -101,16 +103,28 @@ class Budgets:
         self._clock = clock
         self._usage = usage
         self._lines: dict[str, tuple[_Line, ...]] = {}  # route -> the budgets its calls spend from
+        # (route, workflow, execution, user, cost) -> its counters: an execution's calls spend from
+        # the same ones call after call, so their keys are built once, not seven strings a call.
+        self._plans: OrderedDict[tuple[str, str, str, str, int], tuple[Spend, ...]] = OrderedDict()
 
-    def plan(self, ctx: CallContext, route: str, cost: float) -> list[Spend]:
+    def plan(self, ctx: CallContext, route: str, cost: float) -> tuple[Spend, ...]:
         """The counters a call to ``route`` in ``ctx`` costing ``cost`` spends from, in a fixed order."""
+        micro = round(cost * _MICRO)
+        key = (route, ctx.workflow_id, ctx.execution_id, ctx.user, micro)
+        plans = self._plans
+        found = plans.get(key)
+        if found is not None:
+            return found
         lines = self._lines.get(route)
         if lines is None:
             lines = self._lines_of(route)
-        micro = round(cost * _MICRO)
         prefixes = {"x": f"x:{ctx.workflow_id}:{ctx.execution_id}", "w": f"w:{ctx.workflow_id}", "u": f"u:{ctx.user}"}
-        return [Spend(line.name, prefixes[line.kind] + line.suffix, line.limit, line.window_s,
-                      micro if line.is_cost else 1) for line in lines]
+        found = tuple(Spend(line.name, prefixes[line.kind] + line.suffix, line.limit, line.window_s,
+                            micro if line.is_cost else 1) for line in lines)
+        if len(plans) >= _MAX_PLANS:
+            plans.popitem(last=False)  # the oldest: O(1), however many fresh ids a caller makes up
+        plans[key] = found
+        return found
 
     def _lines_of(self, route: str) -> tuple[_Line, ...]:
         """The budgets a route's calls spend from: fixed by the config, so worked out once per route."""

@@ -112,3 +112,22 @@ async def test_an_endpoint_budget_of_a_route_whose_name_ends_in_cost_counts_call
 ])
 def test_what_is_left_of_a_budget_is_told_exactly(left: float, shown: bytes) -> None:
     assert budget_left("execution_calls", left) == shown
+
+
+async def test_a_flood_of_fresh_executions_spends_from_each_ones_own_counters_and_the_shared_ones() -> None:
+    # The counter keys of recent callers are kept (bounded); a caller making up execution ids
+    # churns through them and every call must still land on its own execution's counters.
+    b, _ = budgets(BudgetLimits(execution_calls=1, user_calls_per_day=6000))
+    for i in range(5000):
+        ctx = CallContext(execution_id=f"ex-{i}", workflow_id="wf", user="alice")
+        assert (await b.consume(ctx, "github")).allowed
+        assert not (await b.consume(ctx, "github")).allowed  # that execution's one call is spent
+    assert (await b.remaining(CTX, "github"))["user_calls_per_day"] == 1000
+    assert len(b._plans) <= 4096
+
+
+async def test_calls_of_different_costs_in_one_execution_each_spend_their_own_amount() -> None:
+    b, _ = budgets(BudgetLimits(execution_calls=None, execution_cost=1.0))
+    assert (await b.consume(CTX, "openai", cost=0.25)).remaining["execution_cost"] == 0.75
+    assert (await b.consume(CTX, "openai", cost=0.5)).remaining["execution_cost"] == 0.25
+    assert (await b.consume(CTX, "openai", cost=0.25)).remaining["execution_cost"] == 0.0
