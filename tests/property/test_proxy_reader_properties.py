@@ -75,3 +75,35 @@ def test_pipelined_requests_come_whole_and_in_order() -> None:
     data = (b"POST http://a.example/1 HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\nhello"
             b"GET http://a.example/2 HTTP/1.1\r\nHost: a.example\r\n\r\n")
     assert asyncio.run(_read_all([data[:30], data[30:70], data[70:]])) == [("POST", 5), ("GET", 0)]
+
+
+async def _refusal(data: bytes) -> str | None:
+    stream = asyncio.StreamReader()
+    stream.feed_data(data)
+    stream.feed_eof()
+    try:
+        await RequestReader(stream, LIMITS).next()
+    except ReadRefused as refused:
+        return refused.reason
+    return None
+
+
+def test_expect_fields_count_against_the_field_limit_as_they_do_at_the_front_door() -> None:
+    # The reader shares the server's head counting (server/request_head.py): an Expect field is
+    # answered here and never forwarded, but a head of them is still a head of too many fields.
+    head = b"POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\n" + b"Expect: 100-continue\r\n" * 25 + b"\r\n"
+    assert asyncio.run(_refusal(head)) == "too_many_headers"
+
+
+def test_an_answered_expect_is_not_passed_on() -> None:
+    data = b"POST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi"
+
+    async def read() -> list[bytes]:
+        stream = asyncio.StreamReader()
+        stream.feed_data(data)
+        stream.feed_eof()
+        request = await RequestReader(stream, LIMITS).next()
+        assert request is not None
+        return [name for name, _ in request.headers]
+
+    assert b"expect" not in asyncio.run(read())

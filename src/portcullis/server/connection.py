@@ -33,20 +33,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import cast
+from typing import NoReturn, cast
 
 import httptools
 
 from portcullis.errors import ClientError, ErrorCode
-from portcullis.server.base import ABORT_KEY, BodyPlan, Headers, Refusal
+from portcullis.server.base import ABORT_KEY, BodyPlan, Refusal
 from portcullis.server.body import RequestBody
 from portcullis.server.cycle import RequestCycle
 from portcullis.server.deadlines import BODY, HEAD, IN_FLIGHT, KEEPALIVE, LINGER, WRITE, expires_at, waiting_for
 from portcullis.server.deadlines import PARSE_BODY as _BODY
 from portcullis.server.deadlines import PARSE_HEAD as _HEAD
 from portcullis.server.deadlines import PARSE_IDLE as _NONE
-from portcullis.server.framing import Expectation, expectation, framing_error
+from portcullis.server.framing import Expectation, expectation
+from portcullis.server.limits import ServerLimits
 from portcullis.server.refusal import new_refusal, render_refusal, report
+from portcullis.server.request_head import RequestHeadCounts
 from portcullis.server.response import CONTINUE
 from portcullis.server.scope import build_scope, socket_address
 from portcullis.server.state import ServerState
@@ -64,7 +66,11 @@ class _Refused(Exception):
     """Raised inside a parser callback to stop parsing; the refusal is in ``_refusal``."""
 
 
-class HttpConnection(asyncio.Protocol):
+class HttpConnection(RequestHeadCounts, asyncio.Protocol):
+    """One client connection: requests parsed as they come (``RequestHeadCounts`` counts each
+    head against the limits), answered in order, every wait bounded."""
+
+    _limits: ServerLimits
     def __init__(self, state: ServerState) -> None:
         self._state = state
         self._limits = state.limits
@@ -94,12 +100,7 @@ class HttpConnection(asyncio.Protocol):
         self._new_request()
 
     def _new_request(self) -> None:
-        self._url = b""
-        self._headers: Headers = []
-        self._header_bytes = 0
-        self._host_count = self._te_count = self._cl_count = 0
-        self._te = self._cl = b""
-        self._expects: list[bytes] | None = None  # Expect field values, when there are any
+        self._start_head()
         self._method = ""
         self._scope: dict[str, object] | None = None
         self._body: RequestBody | StreamedBody | None = None
@@ -183,10 +184,10 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._refuse(self._refusal or self._parse_refusal(exc))
             return
-        if self._parsing == _HEAD and self._head_bytes > self._limits.max_header_bytes:
-            in_target = not self._headers and len(self._url) > self._limits.max_target_bytes // 2
-            code = ErrorCode.REQUEST_TARGET_TOO_LONG if in_target else ErrorCode.REQUEST_HEADERS_TOO_LARGE
-            self._refuse(self._request_refusal(code, "target_too_long" if in_target else "head_too_large"))
+        if self._parsing == _HEAD:
+            overflow = self._overflow(self._head_bytes)
+            if overflow is not None:
+                self._refuse(self._request_refusal(*overflow))
 
     # -- parser callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -197,40 +198,11 @@ class HttpConnection(asyncio.Protocol):
             # The head's deadline may be earlier than the first-byte or keep-alive one armed now.
             self._arm()
 
-    def on_url(self, part: bytes) -> None:
-        self._url += part
-        if len(self._url) > self._limits.max_target_bytes:
-            self._stop(ErrorCode.REQUEST_TARGET_TOO_LONG, "target_too_long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        headers = self._headers
-        if len(headers) >= self._limits.max_header_count:
-            self._stop(ErrorCode.REQUEST_HEADERS_TOO_LARGE, "too_many_headers")
-        if self._header_bytes + len(self._url) > self._limits.max_header_bytes:
-            self._stop(ErrorCode.REQUEST_HEADERS_TOO_LARGE, "head_too_large")
-        name = name.lower()
-        if name == b"host":
-            self._host_count += 1
-        elif name == b"transfer-encoding":
-            self._te_count += 1
-            self._te = value
-        elif name == b"content-length":
-            self._cl_count += 1
-            self._cl = value
-        elif name == b"expect":
-            expects = self._expects
-            if expects is None:
-                self._expects = [value]
-            else:
-                expects.append(value)
-        headers.append((name, value))
-
     def on_headers_complete(self) -> None:
         parser = self._parser
         version = parser.get_http_version()
         self._method = parser.get_method().decode("ascii", "replace")
-        reason = framing_error(version, self._host_count, self._te_count, self._te, self._cl_count, self._cl)
+        reason = self._framing_error(version)
         if reason is not None:
             self._stop(ErrorCode.REQUEST_MALFORMED, reason)
         wants_continue = False
@@ -239,13 +211,11 @@ class HttpConnection(asyncio.Protocol):
             if expect is Expectation.UNSUPPORTED:
                 self._stop(ErrorCode.REQUEST_EXPECTATION_FAILED, "expectation_unsupported")
             wants_continue = expect is Expectation.CONTINUE and version == "1.1"  # HTTP/1.0: ignored
-            # Answered here, so not passed on: a backend would judge it again (Envoy drops it too).
-            self._headers = [pair for pair in self._headers if pair[0] != b"expect"]
+            self._drop_expect()
         scope = build_scope(self._url, version, self._method, self._headers, self._server, self._client,
                             self._state.scheme, self._tls)
         self._scope = scope
-        has_body = self._te_count > 0 or (self._cl_count > 0 and int(self._cl) > 0)
-        if not has_body:
+        if not self._has_body():
             self._parsing = _NONE
             return
         plan = _BUFFERED
@@ -419,7 +389,7 @@ class HttpConnection(asyncio.Protocol):
         return self._new_refusal(code, reason, kind, method=self._method, target=self._url,
                                  headers=self._headers, bytes_in=self._body.size if self._body else 0)
 
-    def _stop(self, code: ErrorCode, reason: str) -> None:
+    def _stop(self, code: ErrorCode, reason: str) -> NoReturn:
         self._refusal = self._request_refusal(code, reason)
         raise _Refused(reason)
 

@@ -25,13 +25,15 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import httptools
 
 from portcullis.errors import ErrorCode
 from portcullis.server.base import Headers
-from portcullis.server.framing import Expectation, expectation, framing_error
+from portcullis.server.framing import Expectation, expectation
 from portcullis.server.limits import ServerLimits
+from portcullis.server.request_head import RequestHeadCounts
 
 __all__ = ["ProxyRequest", "ReadRefused", "RequestReader"]
 
@@ -73,8 +75,10 @@ class _Stop(Exception):
     """Raised in a parser callback to stop parsing; the refusal is in ``RequestReader._refusal``."""
 
 
-class RequestReader:
+class RequestReader(RequestHeadCounts):
     """Whole requests from ``stream``, one at a time, within ``limits``."""
+
+    _limits: ServerLimits
 
     def __init__(self, stream: asyncio.StreamReader, limits: ServerLimits, *,
                  on_continue: Callable[[], None] | None = None, max_body_bytes: int | None = None,
@@ -96,12 +100,7 @@ class RequestReader:
         self._begin()
 
     def _begin(self) -> None:
-        self._url = b""
-        self._headers: Headers = []
-        self._header_bytes = 0
-        self._host = self._te_count = self._cl_count = 0
-        self._te = self._cl = b""
-        self._expects: list[bytes] = []
+        self._start_head()
         self._method = ""
         self._version = ""
         self._body: list[bytes] = []
@@ -181,11 +180,10 @@ class RequestReader:
                 raise self._refused(ErrorCode.REQUEST_MALFORMED, "invalid_method") from None
             reason = "bad_body_framing" if self._state == _BODY else "bad_head"
             raise self._refused(ErrorCode.REQUEST_MALFORMED, reason) from None
-        if self._state == _HEAD and self._head_bytes > self._limits.max_header_bytes:
-            in_target = not self._headers and len(self._url) > self._limits.max_target_bytes // 2
-            if in_target:
-                raise self._refused(ErrorCode.REQUEST_TARGET_TOO_LONG, "target_too_long")
-            raise self._refused(ErrorCode.REQUEST_HEADERS_TOO_LARGE, "head_too_large")
+        if self._state == _HEAD:
+            overflow = self._overflow(self._head_bytes)
+            if overflow is not None:
+                raise self._refused(*overflow)
 
     def _refused(self, code: ErrorCode, reason: str, kind: str = "invalid_request", *,
                  answered: bool = True) -> ReadRefused:
@@ -197,7 +195,7 @@ class RequestReader:
         assert refusal is not None
         return refusal
 
-    def _stop(self, code: ErrorCode, reason: str) -> None:
+    def _stop(self, code: ErrorCode, reason: str) -> NoReturn:
         self._refusal = self._refused(code, reason)
         raise _Stop(reason)
 
@@ -207,36 +205,11 @@ class RequestReader:
         self._state = _HEAD
         self._head_started = self._loop.time()
 
-    def on_url(self, part: bytes) -> None:
-        self._url += part
-        if len(self._url) > self._limits.max_target_bytes:
-            self._stop(ErrorCode.REQUEST_TARGET_TOO_LONG, "target_too_long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        if len(self._headers) >= self._limits.max_header_count:
-            self._stop(ErrorCode.REQUEST_HEADERS_TOO_LARGE, "too_many_headers")
-        if self._header_bytes + len(self._url) > self._limits.max_header_bytes:
-            self._stop(ErrorCode.REQUEST_HEADERS_TOO_LARGE, "head_too_large")
-        name = name.lower()
-        if name == b"host":
-            self._host += 1
-        elif name == b"transfer-encoding":
-            self._te_count += 1
-            self._te = value
-        elif name == b"content-length":
-            self._cl_count += 1
-            self._cl = value
-        elif name == b"expect":
-            self._expects.append(value)
-            return  # answered here (417, or 100 Continue below), never passed on
-        self._headers.append((name, value))
-
     def on_headers_complete(self) -> None:
         parser = self._parser
         self._version = parser.get_http_version()
         self._method = parser.get_method().decode("ascii", "replace")
-        reason = framing_error(self._version, self._host, self._te_count, self._te, self._cl_count, self._cl)
+        reason = self._framing_error(self._version)
         if reason == "missing_host" and self._method == "CONNECT":
             reason = None  # RFC 9110 section 9.3.6: the authority is the target; Host is optional in practice
         if reason is not None:
@@ -245,13 +218,13 @@ class RequestReader:
             self._stop(ErrorCode.REQUEST_MALFORMED, "connect_with_body")  # RFC 9110 section 9.3.6
         if self._cl_count and int(self._cl) > self._max_body:
             self._stop(ErrorCode.REQUEST_TOO_LARGE, "body_too_large")
-        if self._expects:
+        if self._expects is not None:
             expect = expectation(b",".join(self._expects))
             if expect is Expectation.UNSUPPORTED:
                 self._stop(ErrorCode.REQUEST_EXPECTATION_FAILED, "expectation_unsupported")
-            has_body = self._te_count > 0 or (self._cl_count > 0 and int(self._cl) > 0)
-            if expect is Expectation.CONTINUE and self._version == "1.1" and has_body and self._on_continue:
+            if expect is Expectation.CONTINUE and self._version == "1.1" and self._has_body() and self._on_continue:
                 self._on_continue()
+            self._drop_expect()
         self._state = _BODY
         self._body_started = self._loop.time()
 
