@@ -17,6 +17,12 @@ share a Redis. Every key expires once its state no longer matters.
 
 The script is loaded once and called by SHA; redis-py reloads it transparently on ``NOSCRIPT``.
 Numbers leave the script as strings: Redis would truncate Lua floats to integers.
+
+Arguments: ``ARGV[1]`` the time (empty: Redis's), ``ARGV[2]`` the cost, ``ARGV[3]`` commit, then
+one per key: its window as ``"<gcra 0|1> <emission> <tolerance> <window> <limit>"``. One string a
+window rather than five arguments: the client's per-argument work (redis-py encodes and packs each
+one in Python) was most of what a Redis decision cost the gateway, and a window's figures never
+change, so its string is built once per rule.
 """
 
 from __future__ import annotations
@@ -43,12 +49,12 @@ local violated = -1
 local out = {}
 local writes = {}
 for i = 1, #KEYS do
-  local base = 3 + (i - 1) * 5
-  local gcra = ARGV[base + 1] == '1'
-  local emission = tonumber(ARGV[base + 2])
-  local tol = tonumber(ARGV[base + 3])
-  local window = tonumber(ARGV[base + 4])
-  local limit = tonumber(ARGV[base + 5])
+  local g, e, t, w, l = string.match(ARGV[3 + i], '^([01]) (%S+) (%S+) (%S+) (%S+)$')
+  local gcra = g == '1'
+  local emission = tonumber(e)
+  local tol = tonumber(t)
+  local window = tonumber(w)
+  local limit = tonumber(l)
   local ok, wait, remaining, reset
   if gcra then
     local tat = tonumber(redis.call('GET', KEYS[i])) or now
@@ -163,12 +169,15 @@ _MAX_WIRES = 4096
 
 @dataclass(frozen=True, slots=True)
 class _RuleWire:
-    """One rule as the script takes it: key stem, per-window key suffixes, the window arguments."""
+    """One rule as the script takes it: key stem, per-window key suffixes, one argument per window.
+
+    Bytes, encoded once: redis-py passes bytes through as they are, but runs every ``str`` or
+    number through its encoder on every call."""
 
     rule: LimitRule
-    prefix: str
-    suffixes: tuple[str, ...]
-    args: list[Any]
+    prefix: bytes
+    suffixes: tuple[bytes, ...]
+    args: list[bytes]
 
 
 class RedisCounterStore:
@@ -195,22 +204,22 @@ class RedisCounterStore:
                 self._wire.clear()
             wire = self._wire[id(rule)] = _RuleWire(
                 rule,
-                f"{self._prefix}{{pcl}}:{rule.name}:",
-                tuple(f":{spec.index}" for spec in rule.specs),
-                [a for spec in rule.specs for a in ("1" if spec.gcra else "0", repr(spec.emission_s),
-                                                    repr(spec.tolerance_s), repr(spec.window_s), spec.limit)],
+                f"{self._prefix}{{pcl}}:{rule.name}:".encode(),
+                tuple(f":{spec.index}".encode() for spec in rule.specs),
+                [f"{1 if spec.gcra else 0} {spec.emission_s!r} {spec.tolerance_s!r} {spec.window_s!r} {spec.limit}"
+                 .encode() for spec in rule.specs],
             )
         return wire
 
     async def apply(
         self, hits: Sequence[tuple[LimitRule, str]], now: float, cost: int, *, commit: bool
     ) -> LimitDecision:
-        keys: list[str] = []
-        args: list[Any] = [time_arg(self._server_time, now), cost, "1" if commit else "0"]
+        keys: list[bytes] = []
+        args: list[bytes] = [time_arg(self._server_time, now).encode(), b"%d" % cost, b"1" if commit else b"0"]
         owners: list[tuple[LimitRule, int]] = []
         for rule, subject in hits:
             wire = self._wire_of(rule)
-            stem = wire.prefix + subject
+            stem = wire.prefix + subject.encode()
             keys += [stem + suffix for suffix in wire.suffixes]
             args += wire.args
             owners += [(rule, spec.index) for spec in rule.specs]

@@ -38,6 +38,9 @@ def texts(reply: Any) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in reply]
 
 
+_Call = tuple[Sequence[str | bytes], Sequence[Any], "asyncio.Future[Any]"]  # keys, args, the caller's answer
+
+
 class ScriptBatcher:
     """Calls of one Lua script from concurrent requests, sent to Redis together.
 
@@ -56,11 +59,12 @@ class ScriptBatcher:
         self._client = client
         self._script = script
         self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
-        self._pending: list[tuple[Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
+        self._pending: list[_Call] = []
         self._draining: asyncio.Task[None] | None = None
         self.batches = 0  # round trips, for tests and profiling
 
-    async def call(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def call(self, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
+        """The script's reply for ``keys`` and ``args`` (bytes go to Redis as they are: cheapest)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((keys, args, future))
@@ -77,7 +81,7 @@ class ScriptBatcher:
         finally:
             self._draining = None
 
-    async def _send(self, batch: list[tuple[Sequence[str], Sequence[Any], asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[_Call]) -> None:
         try:
             replies = await self._execute(batch)
             if any(isinstance(r, NoScriptError) for r in replies):
@@ -96,7 +100,7 @@ class ScriptBatcher:
             else:
                 future.set_result(reply)
 
-    async def _execute(self, batch: list[tuple[Sequence[str], Sequence[Any], asyncio.Future[Any]]]) -> list[Any]:
+    async def _execute(self, batch: list[_Call]) -> list[Any]:
         self.batches += 1
         if len(batch) == 1:
             keys, args, _ = batch[0]
