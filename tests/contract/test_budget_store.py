@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from portcullis.egress.budgets import BudgetCounterStore, BudgetLimits, Budgets, CallContext, MemoryBudgetStore
 from portcullis.egress.lifetime import MEMORY_S, ExecutionLifetime
 from portcullis.errors import ExecutionExpired
-from portcullis.stores.base import EgressStateStore
+from portcullis.stores.base import EgressStateStore, Spend
 from portcullis.stores.redis_budgets import RedisBudgetStore
 from portcullis.testing import ManualClock
 
@@ -168,3 +168,15 @@ async def test_redis_keeps_the_start_on_its_own_clock_with_an_expiry(redis_space
 def test_a_lifetime_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         ExecutionLifetime(0, MemoryBudgetStore(), ManualClock())
+
+
+async def test_counter_lists_made_afresh_each_call_spend_from_their_own_counters(store: BudgetCounterStore) -> None:
+    # The Redis store encodes a list of counters once per list object, in a table it clears when
+    # full; lists made and dropped call after call (whose ids Python reuses once the table lets
+    # them go) must still reach their own keys.
+    clock = ManualClock()
+    for i in range(5000):
+        items = [Spend(f"b{i}", f"k:{i}", 5, 60.0, 1)]
+        assert (await store.spend(items, clock.monotonic()))[2] == [1], i
+        del items
+    assert await store.used([Spend("b", f"k:{i}", 5, 60.0, 0) for i in range(5000)], clock.monotonic()) == [1] * 5000

@@ -9,12 +9,16 @@ a manual clock pass ``server_time=False`` and the script then tracks window ends
 
 Keys: ``<key_prefix>{pclb}:<budget key>``; the shared hash tag keeps a call's counters in one
 Cluster slot (see ``redis_counters.py`` for the trade-off).
+
+Arguments of the spend script: the time, then one string per counter, ``"<limit> <window>
+<amount>"``, as bytes (as ``redis_counters.py`` does, for the same reason: redis-py encodes and
+packs each argument in Python). A call's counters are the same tuple call after call
+(``Budgets.plan`` keeps them), so their keys and strings are encoded once per tuple.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -23,14 +27,16 @@ from portcullis.stores.redis_scripting import NOW_PREAMBLE, ScriptBatcher, texts
 
 __all__ = ["RedisBudgetStore"]
 
+_MAX_WIRES = 4096
+
 _SPEND = NOW_PREAMBLE + r"""
 local used = {}
 local ends = {}
 for i = 1, #KEYS do
-  local base = 1 + (i - 1) * 3
-  local limit = tonumber(ARGV[base + 1])
-  local window = tonumber(ARGV[base + 2])
-  local amount = tonumber(ARGV[base + 3])
+  local l, w, a = string.match(ARGV[1 + i], '^(%S+) (%S+) (%S+)$')
+  local limit = tonumber(l)
+  local window = tonumber(w)
+  local amount = tonumber(a)
   local st = redis.call('HMGET', KEYS[i], 'u', 'e')
   local value = tonumber(st[1]) or 0
   local window_end = tonumber(st[2])
@@ -98,15 +104,28 @@ class RedisBudgetStore:
         self._spend = ScriptBatcher(client, _SPEND)  # concurrent calls share round trips
         self._used = client.register_script(_USED)
         self._age = client.register_script(_AGE)
+        self._wire: dict[int, tuple[Sequence[Spend], list[bytes], list[bytes]]] = {}  # id(items) -> encoded
+
+    def _wire_of(self, items: Sequence[Spend]) -> tuple[list[bytes], list[bytes]]:
+        """The spend script's keys and per-counter arguments for ``items``, encoded once per object.
+        The table holds the object itself, so its id cannot stand for another while it is cached."""
+        wire = self._wire.get(id(items))
+        if wire is None:
+            if len(self._wire) >= _MAX_WIRES:
+                self._wire.clear()
+            wire = self._wire[id(items)] = (
+                items,
+                [f"{self._prefix}{{pclb}}:{item.key}".encode() for item in items],
+                [f"{item.limit} {item.window_s!r} {item.amount}".encode() for item in items],
+            )
+        return wire[1], wire[2]
 
     def _keys(self, items: Sequence[Spend]) -> list[str]:
         return [f"{self._prefix}{{pclb}}:{item.key}" for item in items]
 
     async def spend(self, items: Sequence[Spend], now: float) -> tuple[bool, int | None, list[int], float]:
-        args: list[Any] = [time_arg(self._server_time, now)]
-        for item in items:
-            args += [item.limit, repr(item.window_s), item.amount]
-        reply = texts(await self._spend.call(self._keys(items), args))
+        keys, lines = self._wire_of(items)
+        reply = texts(await self._spend.call(keys, [time_arg(self._server_time, now).encode(), *lines]))
         allowed = reply[0] == "1"
         refused = int(reply[1])
         used = [int(float(v)) for v in reply[3:]]
