@@ -194,9 +194,6 @@ class RedisCounterStore:
         # one, and the two alternate; the cache is cleared when reloads or ramps have filled it.
         self._wire: dict[int, _RuleWire] = {}
 
-    def _key(self, rule: LimitRule, subject: str, index: int) -> str:
-        return f"{self._prefix}{{pcl}}:{rule.name}:{subject}:{index}"
-
     def _wire_of(self, rule: LimitRule) -> _RuleWire:
         wire = self._wire.get(id(rule))
         if wire is None or wire.rule is not rule:
@@ -245,11 +242,13 @@ class RedisCounterStore:
         return LimitDecision(allowed, float(values[1]), violated, tuple(quota))
 
     async def refund(self, hits: Sequence[tuple[LimitRule, str]], now: float, cost: int) -> None:
-        keys: list[str] = []
+        keys: list[bytes] = []
         args: list[Any] = [time_arg(self._server_time, now), cost]
         for rule, subject in hits:
+            wire = self._wire_of(rule)  # the same keys as ``apply``'s, made the one way
+            stem = wire.prefix + subject.encode()
+            keys += [stem + suffix for suffix in wire.suffixes]
             for spec in rule.specs:
-                keys.append(self._key(rule, subject, spec.index))
                 args += ["1" if spec.gcra else "0", repr(spec.emission_s), repr(spec.window_s)]
         await self._refund(keys=keys, args=args)
 
