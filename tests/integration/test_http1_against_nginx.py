@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
 import signal
 import socket
@@ -45,9 +46,26 @@ http {{
     location = /upload {{ client_max_body_size 10m; client_body_buffer_size 10m;
                           default_type text/plain; return 200 'got it'; }}
     location /files/ {{ etag on; }}
+    location = /v1/chat/completions {{ default_type text/event-stream; return 200 "{chat_stream}"; }}
   }}
 }}
 """
+# What ``/v1/chat/completions`` answers (the LLM soak's provider): an OpenAI chat completion
+# streamed as server-sent events, its usage in the last chunk (``stream_options.include_usage``).
+CHAT_STREAM_USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+
+
+def _chunk(choices: list[dict[str, object]], **extra: object) -> str:
+    return json.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+                       "choices": choices, **extra}, separators=(",", ":"))
+
+
+CHAT_STREAM = "".join(f"data: {event}\n\n" for event in (
+    _chunk([{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}]),
+    _chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+    _chunk([], usage=CHAT_STREAM_USAGE),
+    "[DONE]",
+))
 
 
 @dataclass
@@ -71,7 +89,8 @@ def _prepare(directory: Path) -> int:
         port = int(s.getsockname()[1])
     (directory / "www" / "files").mkdir(parents=True)
     (directory / "www" / "files" / "big.bin").write_bytes(BIG)
-    (directory / "nginx.conf").write_text(CONF.format(dir=directory, port=port))
+    stream = CHAT_STREAM.replace("\\", "\\\\").replace('"', '\\"')  # an nginx double-quoted string
+    (directory / "nginx.conf").write_text(CONF.format(dir=directory, port=port, chat_stream=stream))
     return port
 
 
