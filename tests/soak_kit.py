@@ -2,10 +2,9 @@
 the growth slope, and counting audit records.
 
 A soak (``tests/integration/test_audit_soak.py``, ``test_egress_soak.py``, ``test_llm_stream_soak.py``,
-``test_proxy_soak.py``) runs ``portcullis serve``
-in front of nginx, drives it with wrk for ``PORTCULLIS_SOAK_SECONDS`` (default 60) while sampling the
-gateway's RSS from ``/proc/<pid>/status``, and asserts a flat slope after a warm-up and every
-request audited once. Everything listens on 127.0.0.1; wrk and nginx are stopped by PID.
+``test_proxy_soak.py``) runs ``portcullis serve`` in front of nginx, drives it with wrk for
+``PORTCULLIS_SOAK_SECONDS`` (default 60) while sampling the gateway's RSS from ``/proc/<pid>/status``,
+and asserts a flat slope after a warm-up and every request audited once. Everything listens on 127.0.0.1; wrk and nginx are stopped by PID.
 """
 
 from __future__ import annotations
