@@ -251,9 +251,15 @@ class EgressDenied(ClientError):
 
 
 class BudgetExhausted(ClientError):
-    """``reason`` is ``budget:<name>``; unlike other reasons, the budget's name is told to the caller."""
+    """``reason`` is ``budget:<name>``; unlike other reasons, the budget's name is told to the caller.
+    ``retry_after_s``: until the budget can admit again (its window's reset, or a second while its
+    counters are unreachable); ``None`` for a total that never resets on its own."""
 
     code = ErrorCode.BUDGET_EXHAUSTED
+
+    def __init__(self, reason: str, *, retry_after_s: float | None = None) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(reason)
 
     @property
     def detail(self) -> str:

@@ -15,7 +15,7 @@ from aiohttp import web
 from tests.conftest import PEPPER, GatewayFactory, gateway_yaml
 
 from portcullis.egress.resolver import StaticResolver
-from portcullis.testing import catch_all, serve_app
+from portcullis.testing import ManualClock, catch_all, serve_app
 from portcullis.vault import generate_master_key
 
 TOKEN = "ghp_" + "D00rT0k3n" * 4
@@ -53,9 +53,9 @@ egress:
 CONTEXT = {"X-Workflow-Id": "wf-1", "X-Execution-Id": "ex-1"}
 
 
-async def door(make_gateway: GatewayFactory, port: int, **kwargs: Any) -> Any:
+async def door(make_gateway: GatewayFactory, port: int, *, clock: ManualClock | None = None, **kwargs: Any) -> Any:
     return await make_gateway(
-        config(port, **kwargs), env={"PORTCULLIS_SECRET_KEY": MASTER},
+        config(port, **kwargs), env={"PORTCULLIS_SECRET_KEY": MASTER}, clock=clock,
         resolver=StaticResolver({"api.partner.test": [[ip_address("127.0.0.1")]]}),
         secrets={"partner_token": TOKEN},
     )
@@ -123,6 +123,22 @@ async def test_unknown_routes_budgets_and_ssrf_are_refused_as_problem_documents(
     metrics = gw.services.metrics.render().decode()
     assert 'portcullis_egress_refusals_total{kind="budget",route="partner"} 1.0' in metrics
     assert 'portcullis_egress_refusals_total{kind="unknown_route",route=""} 1.0' in metrics
+
+
+async def test_a_spent_windowed_budget_says_when_it_admits_again(
+    make_gateway: GatewayFactory, provider: tuple[int, list[dict[str, Any]]]
+) -> None:
+    port, _ = provider
+    clock = ManualClock()
+    gw = await door(make_gateway, port, clock=clock, budgets="{workflow_calls_per_hour: 1}")
+    headers = {"X-API-Key": await gw.key("agent-7"), **CONTEXT}
+    assert (await gw.client.get("/egress/partner/v1/x", headers=headers)).status_code == 200
+    clock.advance(600.5)
+    spent = await gw.client.get("/egress/partner/v1/x", headers=headers)
+    assert (spent.status_code, spent.json()["detail"]) == (429, "Exhausted: workflow_calls_per_hour.")
+    assert spent.headers["retry-after"] == "3000"  # the hour's window resets 2,999.5 s later, rounded up
+    clock.advance(3000)
+    assert (await gw.client.get("/egress/partner/v1/x", headers=headers)).status_code == 200
 
 
 async def test_operators_force_and_reset_breakers_from_the_cli_through_the_admin_api(

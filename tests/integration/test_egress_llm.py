@@ -25,6 +25,7 @@ from portcullis.egress.budgets import CallContext
 from portcullis.egress.resolver import StaticResolver
 from portcullis.egress.transport import AsyncTransport
 from portcullis.gateway.runtime import serving_runtime
+from portcullis.testing import ManualClock
 from portcullis.vault import generate_master_key
 
 HEADERS = {"X-Workflow-Id": "wf-1", "X-Execution-Id": "ex-1"}
@@ -83,9 +84,10 @@ class Setup:
         return [r for r in await self.gw.audit_records() if r["route"] == "egress"]
 
 
-async def start(make_gateway: GatewayFactory, fake: FakeProvider, **options: Any) -> Setup:
+async def start(make_gateway: GatewayFactory, fake: FakeProvider, *, clock: ManualClock | None = None,
+                **options: Any) -> Setup:
     gw = await make_gateway(config(fake.port, **options), secrets={"openai-key": "sk-provider"},
-                            env={"PORTCULLIS_SECRET_KEY": MASTER},
+                            env={"PORTCULLIS_SECRET_KEY": MASTER}, clock=clock,
                             resolver=StaticResolver({"llm.test": [[ip_address("127.0.0.1")]]}))
     return Setup(gw, fake, await gw.key("agent"))
 

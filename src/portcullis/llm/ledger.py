@@ -46,6 +46,7 @@ class LlmCharge:
     spend: LlmSpend
     over_reserved: bool  # the provider reported more than was reserved (charged all the same)
     hold_expired: bool  # the reservation had expired before the settlement (a very slow call)
+    lost: bool = False  # the shared store was down: the charge never reached it (see ``Settlement.lost``)
 
 
 class LlmLedger:
@@ -75,12 +76,12 @@ class LlmLedger:
         hold.done = True
         spend = hold.reserved if usage is None else LlmSpend.of_usage(usage, hold.estimate.price)
         over = spend.tokens > hold.reserved.tokens or spend.cost_micros > hold.reserved.cost_micros
-        expired = False
-        if hold.reservation is not None:
-            settlement = await self._store.settle(
-                hold.reservation, self._route.amounts(hold.reservation.lines, spend), self._clock.monotonic())
-            expired, hold.left = settlement.expired, settlement.left
-        return LlmCharge(usage, spend, over, expired)
+        if hold.reservation is None:
+            return LlmCharge(usage, spend, over, hold_expired=False)
+        settlement = await self._store.settle(
+            hold.reservation, self._route.amounts(hold.reservation.lines, spend), self._clock.monotonic())
+        hold.left = settlement.left
+        return LlmCharge(usage, spend, over, settlement.expired, settlement.lost)
 
     async def release(self, hold: LlmHold) -> None:
         """Give the whole reservation back: the call never reached the provider."""

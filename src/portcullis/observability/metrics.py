@@ -117,6 +117,11 @@ class GatewayMetrics:
             "unknown: a whole reservation charged because the answer reported no usage).", ["route", "kind"],
             registry=r,
         )
+        self.egress_llm_charges_lost = Counter(
+            "portcullis_egress_llm_charges_lost_total", "LLM calls whose charge never reached the shared store "
+            "(Redis was down when the call was settled): their tokens and cost count in no budget.", ["route"],
+            registry=r,
+        )
         self.egress_llm_refused = Counter(
             "portcullis_egress_llm_reservations_refused_total", "LLM calls refused before sending because their "
             "reservation did not fit, by route and budget.", ["route", "budget"], registry=r,

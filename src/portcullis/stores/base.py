@@ -413,11 +413,13 @@ class Settlement:
     """What ``settle`` did: ``charged`` per line, and whether the hold had expired before it came
     (its capacity was then already released; the actual amount is charged all the same).
     ``left``: per line, what a call could reserve right after it (as ``Reservation.left``); empty
-    when the store could not tell (a shared store that went down: the charge is lost with it)."""
+    when the store could not tell. ``lost``: the shared store was down, so the charge never reached
+    it (the hold stops holding at its expiry, and the amount is not charged anywhere)."""
 
     charged: tuple[int, ...]
     expired: bool
     left: tuple[int, ...]
+    lost: bool = False
 
     def over(self, reservation: Reservation) -> tuple[int, ...]:
         """Per line, how far the charge passed what was reserved (0 when it did not)."""

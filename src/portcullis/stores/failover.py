@@ -35,9 +35,13 @@ from portcullis.stores.base import EgressStateStore, Spend
 from portcullis.stores.memory import MemoryCounterStore
 from portcullis.stores.memory_budgets import MemoryBudgetStore
 
-__all__ = ["FailoverBudgetStore", "FailoverCounterStore", "Outage"]
+__all__ = ["OUTAGE_RETRY_S", "FailoverBudgetStore", "FailoverCounterStore", "Outage"]
 
 log = logging.getLogger("portcullis.shared_state")
+
+# What a refusal for an unreachable shared store tells the caller to wait (its Retry-After): longer
+# than the first reconnect backoff, short enough that callers come back soon after Redis does.
+OUTAGE_RETRY_S = 1.0
 
 
 class Outage:
@@ -107,7 +111,7 @@ class FailoverCounterStore:
                 return decision
         for rule, _ in hits:
             if (rule.on_store_failure or self._on_failure) == "closed":
-                return LimitDecision(False, 1.0, "shared_state_unavailable", ())
+                return LimitDecision(False, OUTAGE_RETRY_S, "shared_state_unavailable", ())
         return self._local.apply_now([(self._share(rule), subject) for rule, subject in hits], now, cost,
                                      commit=commit)
 
@@ -163,7 +167,7 @@ class FailoverBudgetStore:
                 outage.recovered()
                 return answer
         if self._on_failure == "closed":
-            return False, -1, [0] * len(items), 1.0
+            return False, -1, [0] * len(items), OUTAGE_RETRY_S
         return await self._local.spend(self._shares(items), now)
 
     async def used(self, items: Sequence[Spend], now: float) -> list[int]:

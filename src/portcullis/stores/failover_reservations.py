@@ -19,7 +19,7 @@ from typing import Literal
 
 from portcullis.errors import StoreUnavailable
 from portcullis.stores.base import BudgetLine, LineUsage, Reservation, ReservationRefused, ReservationStore, Settlement
-from portcullis.stores.failover import Outage
+from portcullis.stores.failover import OUTAGE_RETRY_S, Outage
 from portcullis.stores.memory_reservations import MemoryReservationStore
 
 __all__ = ["SHARED_STATE", "FailoverReservationStore"]
@@ -53,7 +53,7 @@ class FailoverReservationStore:
                 self.outage.recovered()
                 return answer
         if self._on_failure == "closed":
-            return ReservationRefused(-1, SHARED_STATE, 0, 1.0)
+            return ReservationRefused(-1, SHARED_STATE, 0, OUTAGE_RETRY_S)
         local = await self._local.reserve(self._shares(lines), now, ttl_s=ttl_s)
         if isinstance(local, Reservation):
             return replace(local, reservation_id=_LOCAL + local.reservation_id, lines=tuple(lines))
@@ -67,7 +67,7 @@ class FailoverReservationStore:
         except StoreUnavailable as exc:
             # The charge is lost with the outage; the shared hold expires at its ttl (never under it).
             self.outage.failed(exc)
-            return Settlement(tuple(actual), expired=False, left=())
+            return Settlement(tuple(actual), expired=False, left=(), lost=True)
 
     async def release(self, reservation: Reservation, now: float) -> tuple[int, ...]:
         if reservation.reservation_id.startswith(_LOCAL):

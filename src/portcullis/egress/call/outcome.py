@@ -87,7 +87,8 @@ def refused(request: EgressRequest, exc: ClientError | UpstreamError, run_mode: 
     stays in the audit, or a prompt could use it to map internal DNS ("private" vs "no such name").
     """
     extra: tuple[tuple[bytes, bytes], ...] = ()
-    if isinstance(exc, RateLimited | CircuitOpen | Shed):
+    if isinstance(exc, RateLimited | CircuitOpen | Shed) or (
+            isinstance(exc, BudgetExhausted) and exc.retry_after_s is not None):
         extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
     detail = exc.detail if isinstance(exc, BudgetExhausted) else None
     status, headers, body = render_problem(exc.code, request.request_id, extra_headers=extra, detail=detail)

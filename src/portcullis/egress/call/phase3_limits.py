@@ -36,6 +36,7 @@ from portcullis.egress.run_mode import PlannedCheck, PlannedSpend
 from portcullis.errors import BudgetExhausted, ErrorCode, RateLimited, StoreUnavailable
 from portcullis.http.headers import fold_name
 from portcullis.limiting.limiter import MultiLimiter
+from portcullis.stores.failover import OUTAGE_RETRY_S
 
 __all__ = ["Admission", "LimitsPhase", "Preview"]
 
@@ -76,7 +77,7 @@ class LimitsPhase:
                 await self._lifetime.check(context)
             except StoreUnavailable:
                 # As the budgets do when their counters cannot be reached: refuse, and say why.
-                raise BudgetExhausted(f"budget:{STORE_UNAVAILABLE}") from None
+                raise BudgetExhausted(f"budget:{STORE_UNAVAILABLE}", retry_after_s=OUTAGE_RETRY_S) from None
         if route.rate_rule is not None:
             subject = context.workflow_id if cfg.rate_limit_per_workflow else "*"
             factor = 1.0
@@ -95,7 +96,7 @@ class LimitsPhase:
             cost = self._cost(destination)
             budget = await self._budgets.consume(destination.mode.budget_context(context), cfg.name, cost)
             if not budget.allowed:
-                raise BudgetExhausted(f"budget:{budget.exhausted}")
+                raise BudgetExhausted(f"budget:{budget.exhausted}", retry_after_s=budget.reset_s or None)
         except BaseException:
             if permit is not None:
                 permit.release()

@@ -119,10 +119,16 @@ class LlmCall:
         })
         if charge.over_reserved:
             self.audit["over_reserved"] = True
+        if charge.hold_expired:
+            self.audit["hold_expired"] = True  # a call slower than its reservation's expiry: charged all the same
+        if charge.lost:
+            self.audit["charge_lost"] = True  # the shared store was down: these tokens reached no budget
         metrics = self._metrics
         if metrics is None:
             return
         route = self.prepared.route.name
+        if charge.lost:
+            metrics.egress_llm_charges_lost.labels(route).inc()
         if usage is not None:
             metrics.egress_llm_tokens.labels(route, "input").inc(usage.input_tokens)
             metrics.egress_llm_tokens.labels(route, "output").inc(usage.output_tokens)
@@ -251,7 +257,8 @@ class LlmPhase:
                 self._metrics.egress_llm_refused.labels(route, prepared.name).inc()
             if prepared.index >= 0:  # what is left of the line that refused, as the store said
                 gauges.refused(calls.route.lines(caller, LlmSpend(0, 0))[prepared.index], prepared.available)
-            raise BudgetExhausted(f"budget:{SHARED_STATE if prepared.index < 0 else prepared.name}")
+            raise BudgetExhausted(f"budget:{SHARED_STATE if prepared.index < 0 else prepared.name}",
+                                  retry_after_s=prepared.reset_s)
         return LlmCall(prepared, self._metrics, gauges)
 
 
