@@ -21,7 +21,9 @@ The tree::
     │   ├── EgressDenied            egress.destination_denied
     │   ├── RunModeDenied           egress.run_mode_denied: the route does not take the call's run mode
     │   ├── BudgetExhausted         budget.exhausted
-    │   └── ExecutionExpired        budget.execution_expired: the execution outlived its maximum lifetime
+    │   ├── ExecutionExpired        budget.execution_expired: the execution outlived its maximum lifetime
+    │   └── CredentialUnavailable   service.unavailable (503): an egress route's vault secret cannot be
+    │                               read; refused before sending, so never counted as the provider's failure
     ├── UpstreamError (→ 502/503/504)
     │   ├── UpstreamTimeout
     │   ├── UpstreamUnavailable
@@ -52,6 +54,7 @@ from enum import StrEnum
 
 __all__ = [
     "PUBLIC_ERRORS",
+    "STORE_RETRY_AFTER_S",
     "AuditError",
     "Blocked",
     "BudgetExhausted",
@@ -59,6 +62,7 @@ __all__ = [
     "ClientError",
     "ConfigError",
     "ConfigFileError",
+    "CredentialUnavailable",
     "CursorInvalid",
     "EgressDenied",
     "ErrorCode",
@@ -282,6 +286,20 @@ class ExecutionExpired(ClientError):
     code = ErrorCode.EXECUTION_EXPIRED
 
 
+class CredentialUnavailable(ClientError):
+    """An egress route's credential cannot be read from the vault: the store is unreachable (and the
+    secret was not read within ``keys.stale_if_error``; ``retry_after_s`` then says when to retry),
+    or the secret the route names is gone or cannot be decrypted (``retry_after_s`` None: an
+    operator must act). Not the caller's fault and not the provider's: a 503, and no breaker counts it.
+    ``reason``: ``credential_unavailable:<secret>`` or ``credential_missing:<secret>``."""
+
+    code = ErrorCode.SERVICE_UNAVAILABLE
+
+    def __init__(self, reason: str, *, retry_after_s: float | None = None) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(reason)
+
+
 class UpstreamError(PortcullisError):
     """The upstream failed; maps to 502/503/504. ``reason`` is for logs and audit, never the response."""
 
@@ -331,6 +349,9 @@ class StoreError(PortcullisError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached. Never shown to a client as such."""
+
+
+STORE_RETRY_AFTER_S = 5  # a 503 because the durable store is unreachable: when to try again
 
 
 class IdentityProviderUnavailable(StoreUnavailable):

@@ -232,3 +232,20 @@ async def test_metrics_show_each_budget_limit_how_full_it_is_and_the_fullest_wor
     top = [line for line in metrics.splitlines() if line.startswith("portcullis_egress_budget_top_used_ratio{")]
     assert top == ['portcullis_egress_budget_top_used_ratio{budget="workflow_calls_per_day",subject="wf-busy",'
                    'subject_kind="workflow"} 0.8']
+
+
+async def test_a_route_whose_secret_is_gone_refuses_the_call_without_sending_it(
+    make_gateway: GatewayFactory, provider: tuple[int, list[dict[str, Any]]]
+) -> None:
+    # An operator deleted (or never set) the secret a route injects: the call cannot carry its
+    # credential, so it is not sent at all; the caller gets a plain 503, the audit names the secret.
+    port, seen = provider
+    gw = await door(make_gateway, port)
+    await gw.services.vault.delete("partner_token")
+    answer = await gw.client.get("/egress/partner/v1/x", headers={"X-API-Key": await gw.key("agent-7"), **CONTEXT})
+    assert (answer.status_code, answer.json()["code"]) == (503, "service.unavailable")
+    assert "retry-after" not in answer.headers  # an operator must act; retrying soon changes nothing
+    assert "partner_token" not in answer.text and "Traceback" not in answer.text
+    assert seen == []
+    [record] = [r for r in await gw.audit_records() if r["route"] == "egress"]
+    assert record["decision"] == "egress_refused:credential_missing:partner_token"

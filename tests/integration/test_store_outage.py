@@ -20,6 +20,7 @@ from tests.tcp_proxy import TcpProxy
 from portcullis.stores.postgres import PostgresStore
 from portcullis.stores.redis_events import REVOKE_EVENT, Event
 from portcullis.stores.shared_state import broadcast_once
+from portcullis.vault import SECRET_KEY_ENV, generate_master_key
 
 pytestmark = pytest.mark.faults
 
@@ -228,3 +229,40 @@ async def test_a_key_seen_before_is_served_stale_while_postgresql_hangs(
         assert [r.status_code for r in statuses] == [200] * 10
     finally:
         await proxy.restore()
+
+
+async def test_an_egress_credential_read_before_the_outage_is_still_injected_until_stale_if_error_runs_out(
+    proxied_pg: tuple[TcpProxy, str], make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    proxy, schema = proxied_pg
+    egress = f"""egress:
+  routes:
+    - {{name: partner, url: "{upstream.url}", allow_http: true, allow_networks: [127.0.0.0/8],
+       headers: {{Authorization: "Bearer {{secret:partner_token}}"}}}}
+"""
+    gw = await make_gateway(config(upstream.url, proxy.port, schema, keys="cache_ttl: 1h, stale_if_error: 5m",
+                                   extra=egress), env={SECRET_KEY_ENV: generate_master_key()})
+    await gw.services.vault.set("partner_token", "sk-partner")
+    key = await gw.key("agent")
+    headers = {"X-API-Key": key, "X-Workflow-Id": "wf-1", "X-Execution-Id": "ex-1"}
+    before = await gw.client.get("/egress/partner/v1/x", headers=headers)  # the key and the secret are read here
+    assert before.status_code == 200, before.text
+
+    await proxy.cut()
+    gw.clock.advance(240)  # past the vault's one-second reuse: the store is asked, and cannot answer
+    during = await gw.client.get("/egress/partner/v1/x", headers=headers)
+    gw.clock.advance(61)  # 301 s after the secret was read: past stale_if_error
+    after = await gw.client.get("/egress/partner/v1/x", headers=headers)
+    metrics = gw.services.metrics.render().decode()
+    await proxy.restore()
+
+    assert during.status_code == 200, during.text
+    assert [seen.header("authorization") for seen in upstream.seen] == ["Bearer sk-partner"] * 2
+    assert "portcullis_secrets_served_stale_total 1.0" in metrics
+    assert (after.status_code, after.json()["code"], after.headers["retry-after"]) == (503, "service.unavailable", "5")
+    assert "partner_token" not in after.text and "Traceback" not in after.text
+    assert len(upstream.seen) == 2  # nothing was sent without its credential
+    records = [r for r in await gw.audit_records() if r["route"] == "egress"]
+    assert [r["decision"] for r in records][-1] == "egress_refused:credential_unavailable:partner_token"
+    assert 'portcullis_egress_refusals_total{kind="credential_unavailable",route="partner"} 1.0' in (
+        gw.services.metrics.render().decode())

@@ -39,7 +39,7 @@ from portcullis.admin.guard import PERMISSION_KEY, PUBLIC, GuardContext, Guarded
 from portcullis.admin.problems import problem, problem_answer
 from portcullis.admin.routes import anomalies, audit, config, controls, egress, keys, secrets, signing_keys, tokens
 from portcullis.admin.routes.probes import probes_router
-from portcullis.errors import ErrorCode, StoreUnavailable
+from portcullis.errors import STORE_RETRY_AFTER_S, ErrorCode, StoreUnavailable
 from portcullis.gateway.reload import Reloader
 from portcullis.identity.admin_tokens import AdminTokenVerifier
 from portcullis.ingress.app import GatewayApp
@@ -48,8 +48,6 @@ __all__ = ["create_admin_app"]
 
 log = logging.getLogger("portcullis.admin")
 
-_STORE_RETRY_AFTER_S = 5
-_TOKEN_STALE_IF_ERROR_S = 300.0  # without a keys section, the same default as keys.stale_if_error
 
 
 def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> FastAPI:
@@ -64,7 +62,7 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
     @app.exception_handler(StoreUnavailable)
     async def store_down(request: Request, exc: StoreUnavailable) -> Response:
         log.warning("admin: store unavailable (%s)", exc)
-        return problem(ErrorCode.STORE_UNAVAILABLE, request, retry_after_s=_STORE_RETRY_AFTER_S)
+        return problem(ErrorCode.STORE_UNAVAILABLE, request, retry_after_s=STORE_RETRY_AFTER_S)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, exc: RequestValidationError) -> Response:
@@ -92,9 +90,8 @@ def create_admin_app(gateway: GatewayApp, reloader: Reloader | None = None) -> F
         app.include_router(router)
     routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
     app.state.routes = routes  # what the role-matrix test walks
-    keys_config = runtime.config.keys
-    app.state.tokens = AdminTokenVerifier(runtime.services.store, clock=runtime.clock, stale_if_error_s=(
-        keys_config.stale_if_error if keys_config is not None else _TOKEN_STALE_IF_ERROR_S))
+    app.state.tokens = AdminTokenVerifier(runtime.services.store, clock=runtime.clock,
+                                          stale_if_error_s=runtime.config.stale_if_error_s)
     gate = AdminGate(gateway, app.state.tokens)
     console = runtime.config.admin.console.enabled
     app.state.console_routes = mount_console(app, gateway, gate) if console else []  # the console's matrix test

@@ -30,7 +30,16 @@ from pydantic import (
 
 from portcullis.config.egress import SECRET_REFERENCE, EgressConfig, LlmScreeningConfig
 from portcullis.config.tls import CertRuleConfig, MtlsAuthConfig, TlsConfig, XfccConfig
-from portcullis.config.types import ByteSize, Cidr, Duration, HeaderName, HeaderPattern, HttpMethod, Rate
+from portcullis.config.types import (
+    ByteSize,
+    Cidr,
+    Duration,
+    HeaderName,
+    HeaderPattern,
+    HttpMethod,
+    Rate,
+    parse_duration,
+)
 from portcullis.expressions import ExpressionError, compile_expression
 from portcullis.http.headers import FRAMING_HEADERS, GATEWAY_SET_HEADERS, HOP_BY_HOP, REMOVED_BY_DEFAULT, pattern_covers
 from portcullis.identity.admin_roles import RoleBook
@@ -505,6 +514,9 @@ class StoreConfig(_Model):
         return self.url.removeprefix("sqlite:///")
 
 
+DEFAULT_STALE_IF_ERROR = "5m"  # keys.stale_if_error's default, and what applies without a keys section
+
+
 class KeysConfig(_Model):
     pepper: SecretStr = Field(
         description="Server-side secret mixed into every API key hash (HMAC-SHA256). Set it from ${ENV}; "
@@ -514,10 +526,11 @@ class KeysConfig(_Model):
         "5s", description="How long a key lookup is cached. Revocation on this instance clears it at once."
     )
     stale_if_error: Duration = Field(
-        "5m", description="While the key store is unreachable, a key that was valid when last read from it keeps "
-        "working for this long after that read (RFC 5861's stale-if-error); counted from the read, so it only "
-        "helps when longer than `cache_ttl`. Revocations heard from other instances and `expires_at` still apply "
-        "at once; unknown keys get 503. 0 turns it off.",
+        DEFAULT_STALE_IF_ERROR, description="While the key store is unreachable, a key that was valid when last "
+        "read from it keeps working for this long after that read (RFC 5861's stale-if-error); counted from the "
+        "read, so it only helps when longer than `cache_ttl`. Revocations heard from other instances and "
+        "`expires_at` still apply at once; unknown keys get 503. The same bound applies to admin tokens and to "
+        "vault secrets (a secret read before is still injected). 0 turns it off.",
     )
 
     @field_validator("pepper")
@@ -1448,6 +1461,12 @@ class GatewayConfig(_Model):
     )
     upstreams: dict[str, UpstreamConfig] = Field(description="Backends, by name.")
     routes: list[RouteConfig] = Field(min_length=1, description="Routes, matched most specific first.")
+
+    @property
+    def stale_if_error_s(self) -> float:
+        """How long credentials read from the store stay usable while it is unreachable: API keys,
+        admin tokens and vault secrets (``keys.stale_if_error``, or its default without a keys section)."""
+        return self.keys.stale_if_error if self.keys is not None else parse_duration(DEFAULT_STALE_IF_ERROR)
 
     @model_validator(mode="after")
     def _client_certs_on_our_server(self) -> GatewayConfig:

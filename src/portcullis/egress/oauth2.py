@@ -44,7 +44,7 @@ from portcullis.clock import Clock
 from portcullis.config.egress import SECRET_REFERENCE, EgressOAuth2Config
 from portcullis.egress.pinning import GuardedResolver
 from portcullis.egress.ssrf import GuardPolicy, SsrfGuard
-from portcullis.errors import EgressDenied, UpstreamUnavailable, VaultError
+from portcullis.errors import EgressDenied, StoreUnavailable, UpstreamUnavailable, VaultError
 from portcullis.vault import Vault
 
 __all__ = ["ClientCredentials"]
@@ -122,7 +122,7 @@ class ClientCredentials:
             raise EgressDenied(f"oauth2_token_url_{verdict.reason}")
         try:
             secret = await self._vault.reveal(self.secret_name)
-        except VaultError:
+        except (VaultError, StoreUnavailable):
             raise UpstreamUnavailable("egress_oauth2_secret_unavailable") from None
         self._record_secret_read()
         form, headers = self._request(secret)

@@ -109,13 +109,14 @@ class Verifiers:
     webhooks: WebhookVerifier | None = None  # routes with auth.webhook_signature; None in `portcullis check`
 
 
-async def open_vault(store: SecretStore, clock: Clock, env: Mapping[str, str] | None = None) -> Vault:
+async def open_vault(store: SecretStore, clock: Clock, env: Mapping[str, str] | None = None, *,
+                     stale_if_error_s: float = 0.0) -> Vault:
     """The vault over ``store``, unlocked: raises ``VaultLocked`` if secrets exist and the master key
     (``PORTCULLIS_SECRET_KEY``) is missing or wrong, so a gateway never starts unable to inject."""
     keys: MasterKeys | None = None
     if (os.environ if env is None else env).get(SECRET_KEY_ENV):
         keys = MasterKeys.from_env(env)
-    vault = Vault(store, keys, clock)
+    vault = Vault(store, keys, clock, stale_if_error_s=stale_if_error_s)
     await vault.unlock()
     return vault
 
@@ -127,7 +128,7 @@ async def open_services(
     base = base_dir or Path.cwd()
     store = await open_store(config.store, base_dir=base)
     try:
-        vault = await open_vault(store, clock, env)
+        vault = await open_vault(store, clock, env, stale_if_error_s=config.stale_if_error_s)
     except BaseException:
         await store.aclose()
         raise
@@ -145,6 +146,7 @@ async def open_services(
         await store.aclose()
         raise
     metrics = GatewayMetrics()
+    vault.on_served_stale = metrics.secrets_served_stale.inc
     spill = _resolve(base, audit_cfg.spill_file)
     audit = AuditWriter(
         sinks, spill_path=spill, clock=clock, batch_size=audit_cfg.batch_size,

@@ -56,6 +56,10 @@ class GatewayMetrics:
             "portcullis_upstream_errors_total", "Upstream failures by route and kind.",
             ["route", "kind"], registry=r,
         )
+        self.secrets_served_stale = Counter(
+            "portcullis_secrets_served_stale_total", "Vault secrets revealed from this instance's last read "
+            "because the store was unreachable (stale-if-error, within keys.stale_if_error).", registry=r,
+        )
         self.keys_served_stale = Counter(
             "portcullis_keys_served_stale_total",
             "Requests allowed on an API key record kept past its cache TTL because the key store was unreachable.",

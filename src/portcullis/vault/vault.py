@@ -28,22 +28,31 @@ Rules this module keeps:
   time is at most that second older than the true one. A ``set``, ``delete`` or rotation through
   this vault takes effect at once; one made by another process (the CLI, another instance) within
   a second. A changed ciphertext is always decrypted again (and its name binding checked).
+- **A store outage does not stop injection at once** (``stale_if_error_s``, RFC 5861's
+  stale-if-error, as API keys have it): while the store is unreachable, a secret read from it
+  within that time is still revealed (and counted through ``on_served_stale``); one never read, or
+  read longer ago, fails as before. Without it a PostgreSQL failover would fail every egress call
+  that injects a credential after one second, while the ingress keeps serving cached keys. The
+  cost is the keys' too: a secret replaced or deleted during the outage by another process is
+  used in its old form until the store answers again or the time runs out. A last-use write that
+  fails is not the call's failure: the value was read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from portcullis.clock import Clock
-from portcullis.errors import SecretNotFound, VaultError, VaultLocked
+from portcullis.errors import SecretNotFound, StoreUnavailable, VaultError, VaultLocked
 from portcullis.stores.base import SecretRecord, SecretStore
 
 __all__ = ["SECRET_KEY_ENV", "MasterKeys", "SecretInfo", "Vault", "generate_master_key", "valid_secret_name"]
@@ -116,14 +125,30 @@ class SecretInfo:
     last_used_at: float | None
 
 
+@dataclass(slots=True)
+class _Revealed:
+    """A secret as last revealed: used again until ``fresh_until``; ``read_at``: when the store last
+    returned it (what ``stale_if_error_s`` counts from)."""
+
+    fresh_until: float
+    read_at: float
+    ciphertext: bytes
+    value: str
+
+
 class Vault:
     """Set, list, delete, rotate and (at injection time only) reveal secrets."""
 
-    def __init__(self, store: SecretStore, keys: MasterKeys | None, clock: Clock) -> None:
+    def __init__(self, store: SecretStore, keys: MasterKeys | None, clock: Clock, *,
+                 stale_if_error_s: float = 0.0) -> None:
+        if stale_if_error_s < 0:
+            raise ValueError("stale_if_error_s must not be negative")
         self._store = store
         self._keys = keys
         self._clock = clock
-        self._recent: dict[str, tuple[float, bytes, str]] = {}  # name -> (read at, ciphertext, plaintext)
+        self._stale_s = stale_if_error_s
+        self._recent: dict[str, _Revealed] = {}
+        self.on_served_stale: Callable[[], object] | None = None  # a metric's ``inc``, once metrics exist
 
     def _require_keys(self) -> MasterKeys:
         if self._keys is None:
@@ -182,25 +207,34 @@ class Vault:
         now = self._clock.monotonic()
         recent = self._recent.get(name)
         if recent is not None:
-            if now - recent[0] < REVEAL_FRESH_S:
-                return recent[2]
+            if now < recent.fresh_until:
+                return recent.value
             # One reader refreshes; calls arriving meanwhile use the value they would have used a
             # moment ago, instead of every in-flight call reading (and writing) the store at once.
-            self._recent[name] = (now, recent[1], recent[2])
+            # During an outage this also keeps the store from being asked more than once a second.
+            recent.fresh_until = now + REVEAL_FRESH_S
         try:
             record = await self._store.get_secret(name)
+        except StoreUnavailable:
+            if recent is not None and now - recent.read_at <= self._stale_s:
+                if self.on_served_stale is not None:
+                    self.on_served_stale()
+                return recent.value
+            self._recent.pop(name, None)
+            raise
         except BaseException:
             self._recent.pop(name, None)
             raise
         if record is None:
             self._recent.pop(name, None)
             raise SecretNotFound(f"no secret named {name!r}")
-        if recent is not None and recent[1] == record.ciphertext:
-            value = recent[2]
+        if recent is not None and recent.ciphertext == record.ciphertext:
+            value = recent.value
         else:
             value = self._require_keys().decrypt(name, record.ciphertext)
-        self._recent[name] = (now, record.ciphertext, value)
-        await self._store.touch_secret(name, self._clock.wall())
+        self._recent[name] = _Revealed(now + REVEAL_FRESH_S, now, record.ciphertext, value)
+        with contextlib.suppress(StoreUnavailable):  # the last use is bookkeeping; the value was read
+            await self._store.touch_secret(name, self._clock.wall())
         return value
 
     async def rotate_master(self) -> int:

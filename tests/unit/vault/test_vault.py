@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tests.pg import PG_URL, pg_admin, upgraded_schema
 
-from portcullis.errors import SecretNotFound, VaultError, VaultLocked
+from portcullis.errors import SecretNotFound, StoreUnavailable, VaultError, VaultLocked
 from portcullis.gateway.build import open_vault
 from portcullis.stores.postgres import PostgresStore
 from portcullis.stores.sqlite import SqliteStore
@@ -252,3 +252,95 @@ async def test_calls_arriving_while_the_value_is_refreshed_do_not_all_read_the_s
     counted.reads = 0
     assert await asyncio.gather(*(vault.reveal("llm_key") for _ in range(50))) == [TOKEN] * 50
     assert counted.reads == 1
+
+
+class Outage:
+    """The real store, with its secret reads and last-use writes failing as an unreachable one does
+    while ``down`` (the PostgreSQL outage itself: tests/integration/test_store_outage.py)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.down = False
+        self.reads = 0
+
+    async def get_secret(self, name: str) -> object:
+        self.reads += 1
+        if self.down:
+            raise StoreUnavailable("the store is unreachable")
+        return await self._store.get_secret(name)
+
+    async def touch_secret(self, name: str, at: float) -> None:
+        if self.down:
+            raise StoreUnavailable("the store is unreachable")
+        await self._store.touch_secret(name, at)
+
+    def __getattr__(self, attr: str) -> object:
+        return getattr(self._store, attr)
+
+
+async def test_a_secret_read_before_an_outage_is_revealed_until_stale_if_error_runs_out(store: Store) -> None:
+    clock = ManualClock()
+    outage = Outage(store)
+    vault = Vault(outage, keys(OLD), clock, stale_if_error_s=300)  # type: ignore[arg-type]
+    served_stale: list[int] = []
+    vault.on_served_stale = lambda: served_stale.append(1)
+    await vault.set("llm_key", TOKEN)
+    await vault.set("never_read", "other")
+    assert await vault.reveal("llm_key") == TOKEN  # read at t=0
+    outage.down = True
+    clock.advance(200)
+    assert await vault.reveal("llm_key") == TOKEN  # 200 s after the read: served stale
+    with pytest.raises(StoreUnavailable):
+        await vault.reveal("never_read")  # nothing to fall back on
+    clock.advance(100)
+    assert await vault.reveal("llm_key") == TOKEN  # 300 s: the bound itself
+    assert len(served_stale) == 2
+    clock.advance(1)
+    with pytest.raises(StoreUnavailable):
+        await vault.reveal("llm_key")  # counted from the read, not from the last stale answer
+    outage.down = False
+    assert await vault.reveal("llm_key") == TOKEN
+
+
+async def test_during_an_outage_the_store_is_asked_at_most_once_a_second(store: Store) -> None:
+    from portcullis.vault.vault import REVEAL_FRESH_S
+
+    clock = ManualClock()
+    outage = Outage(store)
+    vault = Vault(outage, keys(OLD), clock, stale_if_error_s=300)  # type: ignore[arg-type]
+    await vault.set("llm_key", TOKEN)
+    await vault.reveal("llm_key")
+    outage.down, outage.reads = True, 0
+    clock.advance(REVEAL_FRESH_S)
+    assert await asyncio.gather(*(vault.reveal("llm_key") for _ in range(50))) == [TOKEN] * 50
+    clock.advance(REVEAL_FRESH_S / 2)
+    assert await vault.reveal("llm_key") == TOKEN
+    assert outage.reads == 1
+
+
+async def test_without_stale_if_error_an_outage_fails_the_reveal_once_the_second_is_over(store: Store) -> None:
+    from portcullis.vault.vault import REVEAL_FRESH_S
+
+    clock = ManualClock()
+    outage = Outage(store)
+    vault = Vault(outage, keys(OLD), clock)  # type: ignore[arg-type]
+    await vault.set("llm_key", TOKEN)
+    await vault.reveal("llm_key")
+    outage.down = True
+    assert await vault.reveal("llm_key") == TOKEN  # within the second: not asked
+    clock.advance(REVEAL_FRESH_S)
+    with pytest.raises(StoreUnavailable):
+        await vault.reveal("llm_key")
+
+
+async def test_a_last_use_that_cannot_be_written_does_not_fail_the_reveal(store: Store) -> None:
+    clock = ManualClock()
+    outage = Outage(store)
+    vault = Vault(outage, keys(OLD), clock)  # type: ignore[arg-type]
+    await vault.set("llm_key", TOKEN)
+
+    async def write_fails(name: str, at: float) -> None:
+        raise StoreUnavailable("the store went away after the read")
+
+    outage.touch_secret = write_fails  # type: ignore[method-assign]
+    assert await vault.reveal("llm_key") == TOKEN

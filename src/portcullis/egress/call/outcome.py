@@ -20,6 +20,7 @@ from portcullis.errors import (
     BudgetExhausted,
     CircuitOpen,
     ClientError,
+    CredentialUnavailable,
     ErrorCode,
     MalformedRequest,
     RateLimited,
@@ -87,9 +88,10 @@ def refused(request: EgressRequest, exc: ClientError | UpstreamError, run_mode: 
     stays in the audit, or a prompt could use it to map internal DNS ("private" vs "no such name").
     """
     extra: tuple[tuple[bytes, bytes], ...] = ()
-    if isinstance(exc, RateLimited | CircuitOpen | Shed) or (
-            isinstance(exc, BudgetExhausted) and exc.retry_after_s is not None):
-        extra = ((b"retry-after", retry_after_value(exc.retry_after_s)),)
+    wait = exc.retry_after_s if isinstance(
+        exc, RateLimited | CircuitOpen | Shed | BudgetExhausted | CredentialUnavailable) else None
+    if wait is not None:
+        extra = ((b"retry-after", retry_after_value(wait)),)
     detail = exc.detail if isinstance(exc, BudgetExhausted) else None
     status, headers, body = render_problem(exc.code, request.request_id, extra_headers=extra, detail=detail)
     audit = context_fields(request)

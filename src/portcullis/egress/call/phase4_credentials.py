@@ -23,6 +23,7 @@ from portcullis.egress.call.phase1_destination import ESCAPE, TEXT, Destination
 from portcullis.egress.call.request import EgressRequest
 from portcullis.egress.call.route import EgressRoute
 from portcullis.egress.oauth2 import ClientCredentials
+from portcullis.errors import STORE_RETRY_AFTER_S, CredentialUnavailable, StoreUnavailable, VaultError
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.http.headers import RawHeaders
 from portcullis.vault import Vault
@@ -56,7 +57,7 @@ class CredentialsPhase:
                 continue
             value = header.template
             for secret_name in header.secrets:
-                value = value.replace(f"{{secret:{secret_name}}}", await self._vault.reveal(secret_name))
+                value = value.replace(f"{{secret:{secret_name}}}", await self._reveal(secret_name))
             out.append((header.name, value.encode(TEXT, ESCAPE)))
         if route.oauth2 is not None:
             # The token request is its own security event (on renewal); the call names the secret only.
@@ -64,6 +65,16 @@ class CredentialsPhase:
         if route.secrets and len(route.secrets) > (route.oauth2 is not None) and self._audit is not None:
             self._secrets_read(self._audit, route, request)
         return out
+
+    async def _reveal(self, name: str) -> str:
+        """The secret's value; a vault that cannot give it refuses the call before anything is sent
+        (a 503 the caller can retry when the store is down, and the secret's name for the audit)."""
+        try:
+            return await self._vault.reveal(name)
+        except StoreUnavailable:
+            raise CredentialUnavailable(f"credential_unavailable:{name}", retry_after_s=STORE_RETRY_AFTER_S) from None
+        except VaultError:
+            raise CredentialUnavailable(f"credential_missing:{name}") from None
 
     def _secrets_read(self, audit: Callable[[AuditRecord], None], route: EgressRoute, request: EgressRequest) -> None:
         ctx = request.context
