@@ -22,8 +22,9 @@ The tree::
     │   ├── RunModeDenied           egress.run_mode_denied: the route does not take the call's run mode
     │   ├── BudgetExhausted         budget.exhausted
     │   ├── ExecutionExpired        budget.execution_expired: the execution outlived its maximum lifetime
-    │   └── CredentialUnavailable   service.unavailable (503): an egress route's vault secret cannot be
-    │                               read; refused before sending, so never counted as the provider's failure
+    │   └── DependencyUnavailable   service.unavailable (503): a store an egress call needs cannot be read
+    │                               (its vault secret, any store); refused before sending, so never counted
+    │                               as the provider's failure
     ├── UpstreamError (→ 502/503/504)
     │   ├── UpstreamTimeout
     │   ├── UpstreamUnavailable
@@ -62,8 +63,8 @@ __all__ = [
     "ClientError",
     "ConfigError",
     "ConfigFileError",
-    "CredentialUnavailable",
     "CursorInvalid",
+    "DependencyUnavailable",
     "EgressDenied",
     "ErrorCode",
     "ExecutionExpired",
@@ -286,12 +287,13 @@ class ExecutionExpired(ClientError):
     code = ErrorCode.EXECUTION_EXPIRED
 
 
-class CredentialUnavailable(ClientError):
-    """An egress route's credential cannot be read from the vault: the store is unreachable (and the
-    secret was not read within ``keys.stale_if_error``; ``retry_after_s`` then says when to retry),
-    or the secret the route names is gone or cannot be decrypted (``retry_after_s`` None: an
-    operator must act). Not the caller's fault and not the provider's: a 503, and no breaker counts it.
-    ``reason``: ``credential_unavailable:<secret>`` or ``credential_missing:<secret>``."""
+class DependencyUnavailable(ClientError):
+    """Something an egress call needs cannot be had from the gateway's own stores: the route's
+    credential (the store is unreachable and the secret was not read within ``keys.stale_if_error``:
+    ``credential_unavailable:<secret>``; or the secret is gone or cannot be decrypted:
+    ``credential_missing:<secret>``), or any other store that failed (``store_unavailable``).
+    ``retry_after_s`` says when to retry, ``None`` when an operator must act. Not the caller's fault
+    and not the provider's: a 503, and no breaker counts it."""
 
     code = ErrorCode.SERVICE_UNAVAILABLE
 

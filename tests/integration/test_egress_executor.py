@@ -27,12 +27,16 @@ from portcullis.egress.resolver import StaticResolver
 from portcullis.errors import (
     BudgetExhausted,
     CircuitOpen,
+    DependencyUnavailable,
     EgressDenied,
+    ErrorCode,
     RateLimited,
+    StoreUnavailable,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from portcullis.stores.memory_budgets import MemoryBudgetStore
 from portcullis.stores.sqlite import SqliteStore
 from portcullis.testing import ManualClock, catch_all, serve_app
 from portcullis.vault import MasterKeys, Vault, generate_master_key
@@ -94,7 +98,7 @@ async def world(tmp_path: Path, provider: Provider) -> AsyncIterator[Factory]:
 
     async def make(route_extra: dict[str, Any] | None = None, budgets: dict[str, Any] | None = None,
                    resolve_to: str = "127.0.0.1", resolver: StaticResolver | None = None,
-                   egress_extra: dict[str, Any] | None = None) -> World:
+                   egress_extra: dict[str, Any] | None = None, budget_store: Any = None) -> World:
         route = {"name": "partner", "url": f"http://api.partner.test:{provider.port}", "allow_http": True,
                  "allow_networks": ["127.0.0.0/8"], "headers": {"Authorization": "Bearer {secret:partner_token}"},
                  "retry": {"max_attempts": 3}, **(route_extra or {})}
@@ -113,7 +117,7 @@ async def world(tmp_path: Path, provider: Provider) -> AsyncIterator[Factory]:
         executor = EgressExecutor(
             config, vault=vault, resolver=resolver or StaticResolver({
                 "api.partner.test": [[ip_address(resolve_to)]], "other.partner.test": [[ip_address("127.0.0.1")]]}),
-            clock=clock, sleep=sleep, on_breaker=lambda *t: transitions.append(t),
+            clock=clock, sleep=sleep, on_breaker=lambda *t: transitions.append(t), budget_store=budget_store,
         )
         made.append((executor, store))
         return World(executor, provider, clock, sleeps, transitions, vault)
@@ -240,6 +244,37 @@ async def test_an_exhausted_budget_answers_which_one_and_sends_nothing(world: Fa
         await w.call()
     assert info.value.reason == "budget:execution_calls"
     assert len(w.provider.seen) == 2
+
+
+class UnreachableBudgets(MemoryBudgetStore):
+    """A budget store with no failover rule of its own, whose backend is down."""
+
+    async def spend(self, items: Any, now: float) -> Any:
+        raise StoreUnavailable("budgets: connection refused")
+
+
+async def test_a_store_that_fails_without_a_rule_of_its_own_is_a_503_never_an_internal_error(world: Factory) -> None:
+    w: World = await world(budgets={"execution_calls": 2}, budget_store=UnreachableBudgets())
+    with pytest.raises(DependencyUnavailable) as info:
+        await w.call()
+    assert (info.value.reason, info.value.retry_after_s) == ("store_unavailable", 5)
+    outcome = await w.executor.run(EgressRequest("partner", "GET", "/v1/items", CTX, [], None))
+    assert (outcome.status, outcome.decision, outcome.problem) == (
+        503, "egress_refused:store_unavailable", ErrorCode.SERVICE_UNAVAILABLE)
+    assert (b"retry-after", b"5") in outcome.headers
+    assert w.provider.seen == []
+
+
+async def test_a_store_failing_after_an_llm_reservation_gives_the_reservation_back(world: Factory) -> None:
+    # The tokens are held before the call budgets are spent; the call never left, so nothing is charged.
+    llm = {"provider": "openai", "prices": {"gpt-4o": {"input_per_million": 2.5, "output_per_million": 10}},
+           "budgets": {"execution_tokens": 1000}}
+    w: World = await world(budgets={"execution_calls": 2}, budget_store=UnreachableBudgets(), route_extra={"llm": llm})
+    body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":50}'
+    with pytest.raises(DependencyUnavailable):
+        await w.call("/v1/chat/completions", method="POST", body=body)
+    assert (await w.executor.budgets_remaining(CTX, "partner"))["llm_execution_tokens"] == 1000
+    assert w.provider.seen == []
 
 
 async def test_redirects_are_not_followed(world: Factory) -> None:

@@ -10,6 +10,7 @@ sent call or the refusal as an exception (the phases' own tests, the admin API's
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -36,7 +37,7 @@ from portcullis.egress.lifetime import ExecutionLifetime
 from portcullis.egress.priority import build_bulkheads
 from portcullis.egress.run_mode import RunMode
 from portcullis.egress.ssrf import Resolver, SsrfGuard
-from portcullis.errors import ClientError, UpstreamError
+from portcullis.errors import STORE_RETRY_AFTER_S, ClientError, DependencyUnavailable, StoreUnavailable, UpstreamError
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.llm.route import LlmRoute
@@ -51,6 +52,8 @@ from portcullis.vault import Vault
 
 __all__ = ["CALLER_ONLY_HEADERS", "EgressExecutor", "EgressOutcome", "EgressRequest", "EgressResult",
            "TunnelAdmission"]
+
+log = logging.getLogger("portcullis.egress")
 
 
 class EgressExecutor:
@@ -123,8 +126,11 @@ class EgressExecutor:
         started = self._clock.monotonic()
         destination = None
         try:
-            destination = await self._destination.resolve(request)
-            result = await self._through(destination, request)
+            try:
+                destination = await self._destination.resolve(request)
+                result = await self._through(destination, request)
+            except StoreUnavailable as exc:
+                raise _unavailable(exc) from None
         except (ClientError, UpstreamError) as exc:
             mode = destination.mode.mode if destination is not None else None
             return self._recorder.refused(request, exc, known_route=request.route in self._routes,
@@ -133,7 +139,10 @@ class EgressExecutor:
 
     async def call(self, request: EgressRequest) -> EgressResult:
         """The call through every phase; a refusal or failure raises its Portcullis error."""
-        return await self._through(await self._destination.resolve(request), request)
+        try:
+            return await self._through(await self._destination.resolve(request), request)
+        except StoreUnavailable as exc:
+            raise _unavailable(exc) from None
 
     async def _through(self, destination: Destination, request: EgressRequest) -> EgressResult:
         """Phases 2 to 5 for a call phase 1 let through (a ``validate_only`` call: its report)."""
@@ -205,9 +214,12 @@ class EgressExecutor:
         started = self._clock.monotonic()
         destination = None
         try:
-            destination = await self._destination.tunnel(request, host, port)
-            check_breaker(destination.route)
-            admission = await self._limits.admit(destination, request.context)
+            try:
+                destination = await self._destination.tunnel(request, host, port)
+                check_breaker(destination.route)
+                admission = await self._limits.admit(destination, request.context)
+            except StoreUnavailable as exc:
+                raise _unavailable(exc) from None
         except (ClientError, UpstreamError) as exc:
             mode = destination.mode.mode if destination is not None else None
             return self._recorder.refused(request, exc, known_route=request.route in self._routes,
@@ -248,6 +260,13 @@ class EgressExecutor:
             if route.oauth2 is not None:
                 await route.oauth2.aclose()
             await close_session(route)
+
+
+def _unavailable(exc: StoreUnavailable) -> DependencyUnavailable:
+    """A store outage no phase answered for itself (each store has its own failover rule; this is
+    the net under them): a 503 the caller may retry, never an internal error."""
+    log.warning("egress call refused: a store is unavailable (%s)", exc)
+    return DependencyUnavailable("store_unavailable", retry_after_s=STORE_RETRY_AFTER_S)
 
 
 def _with_llm_left(budget: BudgetDecision, call: LlmCall) -> BudgetDecision:

@@ -20,7 +20,7 @@ from portcullis.errors import (
     BudgetExhausted,
     CircuitOpen,
     ClientError,
-    CredentialUnavailable,
+    DependencyUnavailable,
     ErrorCode,
     MalformedRequest,
     RateLimited,
@@ -89,7 +89,7 @@ def refused(request: EgressRequest, exc: ClientError | UpstreamError, run_mode: 
     """
     extra: tuple[tuple[bytes, bytes], ...] = ()
     wait = exc.retry_after_s if isinstance(
-        exc, RateLimited | CircuitOpen | Shed | BudgetExhausted | CredentialUnavailable) else None
+        exc, RateLimited | CircuitOpen | Shed | BudgetExhausted | DependencyUnavailable) else None
     if wait is not None:
         extra = ((b"retry-after", retry_after_value(wait)),)
     detail = exc.detail if isinstance(exc, BudgetExhausted) else None

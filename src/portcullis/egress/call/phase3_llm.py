@@ -35,6 +35,7 @@ from portcullis.errors import (
     ClientError,
     ErrorCode,
     PayloadTooLarge,
+    StoreUnavailable,
     UpstreamProtocolError,
     UpstreamUnavailable,
 )
@@ -100,7 +101,8 @@ class LlmCall:
         if self.prepared.hold.done:
             return
         reason = getattr(exc, "reason", "")
-        if isinstance(exc, ClientError | CircuitOpen) or (
+        # Refused before sending (a store outage included: the stores are asked before the send).
+        if isinstance(exc, ClientError | CircuitOpen | StoreUnavailable) or (
                 isinstance(exc, UpstreamUnavailable) and reason.startswith(_NOT_SENT)):
             await self.prepared.not_sent()
             self._gauges.observe(self.prepared.hold)

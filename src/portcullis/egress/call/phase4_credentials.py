@@ -23,7 +23,7 @@ from portcullis.egress.call.phase1_destination import ESCAPE, TEXT, Destination
 from portcullis.egress.call.request import EgressRequest
 from portcullis.egress.call.route import EgressRoute
 from portcullis.egress.oauth2 import ClientCredentials
-from portcullis.errors import STORE_RETRY_AFTER_S, CredentialUnavailable, StoreUnavailable, VaultError
+from portcullis.errors import STORE_RETRY_AFTER_S, DependencyUnavailable, StoreUnavailable, VaultError
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.http.headers import RawHeaders
 from portcullis.vault import Vault
@@ -72,9 +72,9 @@ class CredentialsPhase:
         try:
             return await self._vault.reveal(name)
         except StoreUnavailable:
-            raise CredentialUnavailable(f"credential_unavailable:{name}", retry_after_s=STORE_RETRY_AFTER_S) from None
+            raise DependencyUnavailable(f"credential_unavailable:{name}", retry_after_s=STORE_RETRY_AFTER_S) from None
         except VaultError:
-            raise CredentialUnavailable(f"credential_missing:{name}") from None
+            raise DependencyUnavailable(f"credential_missing:{name}") from None
 
     def _secrets_read(self, audit: Callable[[AuditRecord], None], route: EgressRoute, request: EgressRequest) -> None:
         ctx = request.context
