@@ -174,13 +174,16 @@ class Gateway:
         return [r for r in rows if not is_checkpoint(r)]  # the chain's checkpoint lines are not records
 
 
+DEFAULT_AUDIT = "audit: {file: audit.jsonl, spill_file: audit.spill.jsonl, flush_interval: 0.05s}"
+
+
 def gateway_yaml(upstream_url: str, body: str, *, keys: bool = True) -> str:
     head = f"""
 version: 1
 listen: {{host: 127.0.0.1, port: 0}}
 admin: {{enabled: false}}
 store: {{url: "sqlite:///gateway.db"}}
-audit: {{file: audit.jsonl, spill_file: audit.spill.jsonl, flush_interval: 0.05s}}
+{DEFAULT_AUDIT}
 upstreams:
   api: {{url: "{upstream_url}", connect_timeout: 2s, read_timeout: 2s, total_timeout: 5s}}
 """

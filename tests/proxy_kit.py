@@ -22,7 +22,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Gateway, GatewayFactory, gateway_yaml
+from tests.conftest import DEFAULT_AUDIT, Gateway, GatewayFactory, gateway_yaml
 
 from portcullis.audit.record import AuditRecord
 from portcullis.clock import SystemClock
@@ -115,12 +115,15 @@ def egress_yaml(routes: list[dict[str, Any]], proxy: dict[str, Any] | None = Non
 async def proxy_gateway(
     make_gateway: GatewayFactory, routes: list[dict[str, Any]], *, answers: dict[str, list[list[str]]] | None = None,
     proxy: dict[str, Any] | None = None, budgets: dict[str, Any] | None = None, scopes: tuple[str, ...] = (),
-    extra_yaml: str = "", secrets: dict[str, str] | None = None,
+    extra_yaml: str = "", secrets: dict[str, str] | None = None, audit: str | None = None,
 ) -> AsyncIterator[ProxyGateway]:
+    """``audit``: the gateway's ``audit:`` line in place of the test default's."""
     resolver = StaticResolver({name: [[ip_address(a) for a in answer] for answer in lists]
                                for name, lists in (answers or {}).items()})
-    gw = await make_gateway(gateway_yaml("http://127.0.0.1:9", egress_yaml(routes, proxy, budgets) + extra_yaml),
-                            resolver=resolver, env={"PORTCULLIS_SECRET_KEY": MASTER}, secrets=secrets)
+    text = gateway_yaml("http://127.0.0.1:9", egress_yaml(routes, proxy, budgets) + extra_yaml)
+    if audit is not None:
+        text = text.replace(DEFAULT_AUDIT, audit)
+    gw = await make_gateway(text, resolver=resolver, env={"PORTCULLIS_SECRET_KEY": MASTER}, secrets=secrets)
     runtime = serving_runtime(gw.app)
     config = runtime.config
     assert config.egress is not None and config.egress.proxy is not None

@@ -22,6 +22,8 @@ The tree::
     │   ├── RunModeDenied           egress.run_mode_denied: the route does not take the call's run mode
     │   ├── BudgetExhausted         budget.exhausted
     │   ├── ExecutionExpired        budget.execution_expired: the execution outlived its maximum lifetime
+    │   ├── AuditBackpressure       service.unavailable (503, Retry-After 1): an egress call while the audit
+    │   │                           queue is full and audit.when_full is shed (decision shed:audit_queue_full)
     │   └── DependencyUnavailable   service.unavailable (503): a store an egress call needs cannot be read
     │                               (its vault secret, any store); refused before sending, so never counted
     │                               as the provider's failure
@@ -56,6 +58,7 @@ from enum import StrEnum
 __all__ = [
     "PUBLIC_ERRORS",
     "STORE_RETRY_AFTER_S",
+    "AuditBackpressure",
     "AuditError",
     "Blocked",
     "BudgetExhausted",
@@ -285,6 +288,17 @@ class ExecutionExpired(ClientError):
     """The execution's first call was longer ago than ``egress.budgets.execution_max_lifetime``."""
 
     code = ErrorCode.EXECUTION_EXPIRED
+
+
+class AuditBackpressure(ClientError):
+    """The audit queue is full and ``audit.when_full`` is ``shed``: nothing is served that cannot be
+    audited, on every egress door as on the front door (the same decision, ``shed:audit_queue_full``)."""
+
+    code = ErrorCode.SERVICE_UNAVAILABLE
+    retry_after_s = 1.0
+
+    def __init__(self) -> None:
+        super().__init__("shed:audit_queue_full")
 
 
 class DependencyUnavailable(ClientError):

@@ -16,11 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from tests.conftest import GatewayFactory
+from tests.conftest import GatewayFactory, raw_request
 from tests.proxy_kit import ProxyGateway, proxy_gateway
 
 from portcullis.controls.model import BlockKind
 from portcullis.egress.breaker import BreakerState
+from portcullis.egress.budgets import CallContext
+from portcullis.egress.transport import AsyncTransport
 from portcullis.gateway.runtime import serving_runtime
 from portcullis.testing import catch_all, serve_app
 
@@ -105,3 +107,50 @@ async def test_every_decision_is_answered_alike_by_the_http_door_and_the_proxy_d
         "allowed", "egress_refused:budget:endpoint_calls:partner", "allowed",
         "egress_refused:rate_limited:egress:limited",
     ]
+
+
+async def test_a_full_audit_queue_sheds_calls_and_tunnels_alike_on_every_door(make_gateway: GatewayFactory) -> None:
+    # audit.when_full: shed (the default) means nothing is served that cannot be audited: the HTTP
+    # door, the in-process transport, the proxy door's absolute-form calls and its tunnels all refuse.
+    # A batch bigger than the queue and an hour between flushes: the queue stays full until flushed.
+    audit = ("audit: {file: audit.jsonl, spill_file: audit.spill.jsonl, flush_interval: 1h, batch_size: 1000,"
+             " queue_max: 3, when_full: shed}")
+    sent: list[str] = []
+
+    async def ok(request: web.Request) -> web.Response:
+        sent.append(request.path)
+        return web.json_response({"ok": True})
+
+    async with serve_app(catch_all(ok)) as port:
+        routes = [{"name": "partner", "url": f"http://api.partner.test:{port}", "allow_http": True,
+                   "allow_networks": ["127.0.0.0/8"]},
+                  {"name": "secure", "url": "https://tls.partner.test", "allow_networks": ["127.0.0.0/8"]}]
+        answers = {"api.partner.test": [["127.0.0.1"]], "tls.partner.test": [["127.0.0.1"]]}
+        async with proxy_gateway(make_gateway, routes, answers=answers, audit=audit) as door:
+
+            async def fill() -> None:
+                # A record lost to the full queue wakes the writer, which empties it: fill it again
+                # before each door's call.
+                while not door.gw.services.audit.full:
+                    await door.gw.client.get("/health")  # each request, answered or not, is one record
+
+            url = f"http://api.partner.test:{port}/v1/x"
+            await fill()
+            http = seen(await door.gw.client.get("/egress/partner/v1/x", headers={
+                "X-API-Key": door.key, "X-Workflow-Id": "wf-http", "X-Execution-Id": "ex-http"}))
+            await fill()
+            async with httpx.AsyncClient(proxy=door.proxy_url(), trust_env=False) as client:
+                proxied = seen(await client.get(url))
+            runtime = serving_runtime(door.gw.app)
+            assert runtime.egress is not None and runtime.config.egress is not None
+            transport = AsyncTransport(runtime.egress, runtime.config.egress, CallContext("ex-sdk", "wf-sdk", "alice"))
+            await fill()
+            async with httpx.AsyncClient(transport=transport) as sdk:
+                in_process = seen(await sdk.get(url))
+            await fill()
+            tunnel = await raw_request(door.port, (  # to an https route: a tunnel admitted once, spliced
+                "CONNECT tls.partner.test:443 HTTP/1.1\r\nHost: tls.partner.test:443\r\n"
+                f"Proxy-Authorization: {door.basic().decode()}\r\n\r\n").encode())
+    assert http == proxied == in_process == Seen(503, "service.unavailable", "1", None), (http, proxied, in_process)
+    assert tunnel.startswith(b"HTTP/1.1 503") and b"\r\nretry-after: 1\r\n" in tunnel.lower()
+    assert sent == []

@@ -1177,8 +1177,9 @@ class AuditConfig(_Model):
     when_full: Literal["shed", "drop"] = Field(
         "shed",
         description="While the queue is full: shed answers new requests 503 service.unavailable (Retry-After: 1)"
-        " before anything reaches an upstream, so no request is served without its record; drop serves them and"
-        " counts their records lost.",
+        " before anything reaches an upstream, so no request is served without its record (on the front door and"
+        " every egress door: the HTTP door, the in-process transport, the proxy's calls and tunnels); drop serves"
+        " them and counts their records lost.",
     )
     signing_key: SecretStr | None = Field(
         None,

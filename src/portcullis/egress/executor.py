@@ -37,7 +37,14 @@ from portcullis.egress.lifetime import ExecutionLifetime
 from portcullis.egress.priority import build_bulkheads
 from portcullis.egress.run_mode import RunMode
 from portcullis.egress.ssrf import Resolver, SsrfGuard
-from portcullis.errors import STORE_RETRY_AFTER_S, ClientError, DependencyUnavailable, StoreUnavailable, UpstreamError
+from portcullis.errors import (
+    STORE_RETRY_AFTER_S,
+    AuditBackpressure,
+    ClientError,
+    DependencyUnavailable,
+    StoreUnavailable,
+    UpstreamError,
+)
 from portcullis.http.header_rules import RequestHeaderRules
 from portcullis.limiting.limiter import MultiLimiter
 from portcullis.llm.route import LlmRoute
@@ -69,6 +76,7 @@ class EgressExecutor:
         budget_usage: BudgetUsage | None = None,
         tracer: Tracer | None = None, metrics: GatewayMetrics | None = None, anomaly: AnomalyService | None = None,
         timer: Timer | None = None, llm_reservations: ReservationStore | None = None,
+        audit_full: Callable[[], bool] | None = None,
     ) -> None:
         """``header_rules`` decide which caller headers reach a provider, for every door: by default
         the default list (``RequestHeaderRules.defaults()``); the gateway passes its egress door's
@@ -80,9 +88,12 @@ class EgressExecutor:
         ``metrics`` and ``anomaly``: what the record phase counts, for every door (``metrics`` also
         the bulkheads' queues and sheds); ``timer``: the bulkheads' queue timeouts (default: the loop's);
         ``llm_reservations``: where LLM routes hold their token and cost reservations (one per process,
-        or the shared one)."""
+        or the shared one); ``audit_full``: true while the audit queue is full and the gateway sheds
+        then (``audit.when_full: shed``): every call and tunnel is refused before phase 1, so no door
+        serves a call its record would be lost for."""
         self._config = config
         self._clock = clock
+        self._audit_full = audit_full
         guard = SsrfGuard(resolver)
         rules = header_rules or RequestHeaderRules.defaults()
         b = config.budgets
@@ -127,6 +138,7 @@ class EgressExecutor:
         destination = None
         try:
             try:
+                self._check_audit()
                 destination = await self._destination.resolve(request)
                 result = await self._through(destination, request)
             except StoreUnavailable as exc:
@@ -140,9 +152,14 @@ class EgressExecutor:
     async def call(self, request: EgressRequest) -> EgressResult:
         """The call through every phase; a refusal or failure raises its Portcullis error."""
         try:
+            self._check_audit()
             return await self._through(await self._destination.resolve(request), request)
         except StoreUnavailable as exc:
             raise _unavailable(exc) from None
+
+    def _check_audit(self) -> None:
+        if self._audit_full is not None and self._audit_full():
+            raise AuditBackpressure
 
     async def _through(self, destination: Destination, request: EgressRequest) -> EgressResult:
         """Phases 2 to 5 for a call phase 1 let through (a ``validate_only`` call: its report)."""
@@ -215,6 +232,7 @@ class EgressExecutor:
         destination = None
         try:
             try:
+                self._check_audit()
                 destination = await self._destination.tunnel(request, host, port)
                 check_breaker(destination.route)
                 admission = await self._limits.admit(destination, request.context)

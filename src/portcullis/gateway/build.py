@@ -419,7 +419,8 @@ def build_runtime(config: GatewayConfig, services: GatewayServices) -> GatewayRu
                                 controls=services.controls, audit=services.audit.submit,
                                 budget_usage=services.budget_usage, tracer=services.tracer,
                                 metrics=metrics, anomaly=services.anomaly,
-                                llm_reservations=services.llm_reservations)
+                                llm_reservations=services.llm_reservations,
+                                audit_full=(lambda: services.audit.full) if config.audit.when_full == "shed" else None)
         for route_name, breaker in egress.breakers().items():
             metrics.egress_breaker_open.labels(route_name).set_function(_breaker_open_reader(breaker))
         if config.egress.entry.enabled:

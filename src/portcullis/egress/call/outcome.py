@@ -16,6 +16,7 @@ from portcullis.egress.budgets import budget_amount
 from portcullis.egress.call.request import EgressRequest, EgressResult
 from portcullis.egress.run_mode import RunMode
 from portcullis.errors import (
+    AuditBackpressure,
     Blocked,
     BudgetExhausted,
     CircuitOpen,
@@ -89,7 +90,7 @@ def refused(request: EgressRequest, exc: ClientError | UpstreamError, run_mode: 
     """
     extra: tuple[tuple[bytes, bytes], ...] = ()
     wait = exc.retry_after_s if isinstance(
-        exc, RateLimited | CircuitOpen | Shed | BudgetExhausted | DependencyUnavailable) else None
+        exc, RateLimited | CircuitOpen | Shed | BudgetExhausted | DependencyUnavailable | AuditBackpressure) else None
     if wait is not None:
         extra = ((b"retry-after", retry_after_value(wait)),)
     detail = exc.detail if isinstance(exc, BudgetExhausted) else None
@@ -101,8 +102,8 @@ def refused(request: EgressRequest, exc: ClientError | UpstreamError, run_mode: 
 
 
 def decision_of(exc: ClientError | UpstreamError) -> str:
-    if isinstance(exc, Blocked):
-        return exc.reason  # blocked:<block id>, as on ingress
+    if isinstance(exc, Blocked | AuditBackpressure):
+        return exc.reason  # blocked:<block id>, shed:audit_queue_full: as on ingress
     if isinstance(exc, MalformedRequest):
         return f"invalid_request:{exc.reason}"  # the caller's request itself, as on ingress
     if is_refusal(exc):
