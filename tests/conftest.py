@@ -311,6 +311,25 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, 
     return status, headers, await reader.readexactly(length) if length else b""
 
 
+@dataclass(frozen=True)
+class RawResponse:
+    """A response as ``raw_request`` returned it, read: status, headers (lower-case names), body."""
+
+    status: int
+    headers: dict[bytes, bytes]
+    body: bytes
+
+    @classmethod
+    def parse(cls, response: bytes) -> RawResponse:
+        head, _, body = response.partition(b"\r\n\r\n")
+        status_line, *lines = head.split(b"\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        return cls(int(status_line.split(b" ")[1]), headers, body)
+
+
 async def raw_request(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
     """Send raw bytes; return the first response (head + Content-Length body), or b"" if the
     server closed without answering. For framing attacks that a normal client refuses to send."""

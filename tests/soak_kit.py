@@ -47,6 +47,30 @@ upstreams:
   api: {{url: "{upstream}"}}
 """
 
+# Call budgets no soak spends (every budget on, so each call pays for all of them).
+BIG_BUDGET = 1_000_000_000
+BIG_CALL_BUDGETS = f"""  budgets:
+    execution_calls: {BIG_BUDGET}
+    workflow_calls_per_hour: {BIG_BUDGET}
+    workflow_calls_per_day: {BIG_BUDGET}
+    user_calls_per_day: {BIG_BUDGET}
+"""
+
+
+def rotating_executions(executions: int, prelude: str = "") -> str:
+    """A wrk script (after ``prelude``, e.g. a method and body) whose requests name one of
+    ``executions`` execution ids in turn (an agent platform's many runs at once); wrk sends the
+    other headers with -H."""
+    return f"""{prelude}
+local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["X-Execution-Id"] = "run-" .. (n % {executions})
+  return wrk.format()
+end
+"""
+
+
 _WRK_REQUESTS = re.compile(r"^\s*(\d+) requests in", re.MULTILINE)
 _WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 

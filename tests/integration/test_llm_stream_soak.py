@@ -36,7 +36,16 @@ import orjson
 import pytest
 from tests.cluster import AdminAuth, start
 from tests.integration.test_http1_against_nginx import CHAT_STREAM_USAGE
-from tests.soak_kit import GROWTH_BOUND_MIB_PER_MIN, SOAK_S, gateway_before_nginx, gateway_head, soak
+from tests.soak_kit import (
+    BIG_BUDGET,
+    BIG_CALL_BUDGETS,
+    GROWTH_BOUND_MIB_PER_MIN,
+    SOAK_S,
+    gateway_before_nginx,
+    gateway_head,
+    rotating_executions,
+    soak,
+)
 
 from portcullis.stores.audit_rows import is_checkpoint
 
@@ -44,23 +53,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(SOAK_S + 300)]
 
 EXECUTIONS = 1000
 WARMUP_S = 25
-BIG = 1_000_000_000
 WATCHED = "run-7"  # the execution whose own budget is checked
 BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}],
                    "max_tokens": 16, "stream": True, "stream_options": {"include_usage": True}},
                   separators=(",", ":"))
-# wrk sends the -H headers; each request names one of EXECUTIONS execution ids in turn.
-ROTATE = f"""
-wrk.method = "POST"
-wrk.body = [[{BODY}]]
-wrk.headers["Content-Type"] = "application/json"
-local n = 0
-request = function()
-  n = n + 1
-  wrk.headers["X-Execution-Id"] = "run-" .. (n % {EXECUTIONS})
-  return wrk.format()
-end
-"""
+ROTATE = rotating_executions(EXECUTIONS, f'wrk.method = "POST"\nwrk.body = [[{BODY}]]\n'
+                                         'wrk.headers["Content-Type"] = "application/json"')
 
 
 def door_config(redis_prefix: str) -> Callable[[str], str]:
@@ -71,12 +69,7 @@ routes:
 egress:
   entry:
     auth: {{api_key: {{}}}}
-  budgets:
-    execution_calls: {BIG}
-    workflow_calls_per_hour: {BIG}
-    workflow_calls_per_day: {BIG}
-    user_calls_per_day: {BIG}
-  routes:
+{BIG_CALL_BUDGETS}  routes:
     - name: llm
       url: "{upstream}"
       allow_http: true
@@ -86,7 +79,7 @@ egress:
       llm:
         provider: openai
         prices: {{"gpt-4o-mini*": {{input_per_million: 0.15, output_per_million: 0.60}}}}
-        budgets: {{execution_tokens: {BIG}, user_tokens_per_day: {BIG}}}
+        budgets: {{execution_tokens: {BIG_BUDGET}, user_tokens_per_day: {BIG_BUDGET}}}
 """
     return config
 
@@ -142,5 +135,5 @@ async def test_streamed_llm_calls_at_saturation_keep_flat_memory_and_settle_ever
     assert run.requests <= len(records)
     assert decisions["allowed"] >= run.requests
     assert usage == {(CHAT_STREAM_USAGE["prompt_tokens"], CHAT_STREAM_USAGE["completion_tokens"]): decisions["allowed"]}
-    assert user_left["llm_user_tokens_per_day"] == BIG - charged
-    assert user_left["llm_execution_tokens"] == BIG - watched
+    assert user_left["llm_user_tokens_per_day"] == BIG_BUDGET - charged
+    assert user_left["llm_execution_tokens"] == BIG_BUDGET - watched

@@ -39,6 +39,7 @@ import orjson
 import pytest
 from tests.cluster import AdminAuth
 from tests.soak_kit import (
+    BIG_CALL_BUDGETS,
     CONNECTIONS,
     GROWTH_BOUND_MIB_PER_MIN,
     SOAK_S,
@@ -55,7 +56,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(SOAK_S + 300)]
 EXECUTIONS = 200
 TUNNEL_WORKERS = 8
 WARMUP_S = 25
-BIG = 1_000_000_000
 PROXY = re.compile(r"\(proxy http://127\.0\.0\.1:(\d+)\)")
 SPLICED_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nspliced"
 
@@ -66,12 +66,7 @@ def door_config(splice_port: int) -> Callable[[str], str]:
   - {{name: unused, path: "/unused", upstream: api, auth: none}}
 egress:
   entry: {{enabled: false}}
-  budgets:
-    execution_calls: {BIG}
-    workflow_calls_per_hour: {BIG}
-    workflow_calls_per_day: {BIG}
-    user_calls_per_day: {BIG}
-  routes:
+{BIG_CALL_BUDGETS}  routes:
     - name: plain
       url: "{upstream}"
       allow_http: true

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.conftest import GatewayFactory, gateway_yaml, raw_request
+from tests.conftest import GatewayFactory, RawResponse, gateway_yaml, raw_request
 
 from portcullis.testing import RecordingUpstream
 
@@ -116,16 +116,6 @@ def _random_requests(key: str) -> list[bytes]:
     return made
 
 
-def _exchange(raw: bytes, response: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
-    head, _, body = response.partition(b"\r\n\r\n")
-    status_line, *lines = head.split(b"\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status_line.split(b" ")[1]), headers, body
-
-
 async def test_random_egress_calls_never_produce_a_server_error_and_a_refused_call_is_never_sent(
     make_gateway: GatewayFactory, recording_upstream: RecordingUpstream
 ) -> None:
@@ -137,7 +127,8 @@ async def test_random_egress_calls_never_produce_a_server_error_and_a_refused_ca
     for probe, raw in enumerate(requests):
         response = await raw_request(gw.port, raw, timeout=10)
         assert response, raw  # every request is well framed: each gets an answer
-        status, headers, body = _exchange(raw, response)
+        parsed = RawResponse.parse(response)
+        status, headers, body = parsed.status, parsed.headers, parsed.body
         statuses[status] = statuses.get(status, 0) + 1
         assert status < 500 or status in (502, 504), (raw, status, body[:300])
         assert b"Traceback" not in body and key.encode() not in body

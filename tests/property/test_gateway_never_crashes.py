@@ -17,7 +17,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.conftest import ON_PORTCULLIS, GatewayFactory, gateway_yaml, raw_request
+from tests.conftest import ON_PORTCULLIS, GatewayFactory, RawResponse, gateway_yaml, raw_request
 
 from portcullis.testing import RecordingUpstream
 
@@ -104,13 +104,8 @@ async def _exchanges(port: int, *, derandomize: bool, first: Sequence[bytes] = (
             continue
         if not response:
             continue  # the HTTP parser closed the connection on malformed framing: acceptable
-        head, _, body = response.partition(b"\r\n\r\n")
-        status_line, *lines = head.split(b"\r\n")
-        headers = {}
-        for line in lines:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        out.append(Exchange(raw, int(status_line.split(b" ")[1]), headers, body))
+        parsed = RawResponse.parse(response)
+        out.append(Exchange(raw, parsed.status, parsed.headers, parsed.body))
     assert len(out) >= 100
     return out
 
