@@ -35,7 +35,9 @@ Rules this module keeps:
   that injects a credential after one second, while the ingress keeps serving cached keys. The
   cost is the keys' too: a secret replaced or deleted during the outage by another process is
   used in its old form until the store answers again or the time runs out. A last-use write that
-  fails is not the call's failure: the value was read.
+  fails is not the call's failure: the value was read. A read that failed (with nothing to fall
+  back on) is not retried within the second: calls fail at once instead of each waiting for a
+  store that hangs.
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ class Vault:
         self._clock = clock
         self._stale_s = stale_if_error_s
         self._recent: dict[str, _Revealed] = {}
+        self._unreachable_until: dict[str, float] = {}  # name -> until then, a failed read is not retried
         self.on_served_stale: Callable[[], object] | None = None  # a metric's ``inc``, once metrics exist
 
     def _require_keys(self) -> MasterKeys:
@@ -206,6 +209,10 @@ class Vault:
         docstring: the store is read, and the use written, at most once per ``REVEAL_FRESH_S``)."""
         now = self._clock.monotonic()
         recent = self._recent.get(name)
+        if recent is None and now < self._unreachable_until.get(name, 0.0):
+            # The store failed this read less than a second ago: fail at once rather than queue
+            # every call behind another wait for a store that hangs.
+            raise StoreUnavailable("vault: the store did not answer a moment ago")
         if recent is not None:
             if now < recent.fresh_until:
                 return recent.value
@@ -221,6 +228,7 @@ class Vault:
                     self.on_served_stale()
                 return recent.value
             self._recent.pop(name, None)
+            self._unreachable_until[name] = now + REVEAL_FRESH_S
             raise
         except BaseException:
             self._recent.pop(name, None)
@@ -233,6 +241,7 @@ class Vault:
         else:
             value = self._require_keys().decrypt(name, record.ciphertext)
         self._recent[name] = _Revealed(now + REVEAL_FRESH_S, now, record.ciphertext, value)
+        self._unreachable_until.pop(name, None)
         with contextlib.suppress(StoreUnavailable):  # the last use is bookkeeping; the value was read
             await self._store.touch_secret(name, self._clock.wall())
         return value

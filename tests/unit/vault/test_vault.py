@@ -299,6 +299,7 @@ async def test_a_secret_read_before_an_outage_is_revealed_until_stale_if_error_r
     with pytest.raises(StoreUnavailable):
         await vault.reveal("llm_key")  # counted from the read, not from the last stale answer
     outage.down = False
+    clock.advance(1)  # a failed read is not retried within the second
     assert await vault.reveal("llm_key") == TOKEN
 
 
@@ -344,3 +345,22 @@ async def test_a_last_use_that_cannot_be_written_does_not_fail_the_reveal(store:
 
     outage.touch_secret = write_fails  # type: ignore[method-assign]
     assert await vault.reveal("llm_key") == TOKEN
+
+
+async def test_a_read_that_failed_is_not_retried_within_the_second(store: Store) -> None:
+    # A hanging store costs each read its timeout: calls in the same second fail at once instead.
+    from portcullis.vault.vault import REVEAL_FRESH_S
+
+    clock = ManualClock()
+    outage = Outage(store)
+    vault = Vault(outage, keys(OLD), clock)  # type: ignore[arg-type]
+    await vault.set("llm_key", TOKEN)
+    outage.down, outage.reads = True, 0
+    for _ in range(5):
+        with pytest.raises(StoreUnavailable):
+            await vault.reveal("llm_key")
+    assert outage.reads == 1
+    clock.advance(REVEAL_FRESH_S)
+    outage.down = False
+    assert await vault.reveal("llm_key") == TOKEN
+    assert outage.reads == 2
