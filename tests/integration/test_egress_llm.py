@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from tests.llm_provider import FakeProvider, fake_provider
 from portcullis.egress.budgets import CallContext
 from portcullis.egress.resolver import StaticResolver
 from portcullis.egress.transport import AsyncTransport
+from portcullis.gateway.reload import Reloader, ReloadResult
 from portcullis.gateway.runtime import serving_runtime
 from portcullis.testing import ManualClock
 from portcullis.vault import generate_master_key
@@ -416,3 +418,35 @@ async def test_a_stream_in_flight_counts_its_reservation_on_the_gauge_until_it_i
 def _gauge(metrics: str, series: str) -> float:
     [line] = [line for line in metrics.splitlines() if line.startswith(series + " ")]
     return float(line.split()[-1])
+
+
+async def test_a_stream_in_flight_outlives_a_reload_and_the_closing_of_the_runtime_it_began_on(
+        make_gateway: GatewayFactory, provider: FakeProvider, tmp_path: Path) -> None:
+    # LLM streams last minutes; a reload's grace period (listen.graceful_timeout) is seconds. The
+    # replaced runtime's pools close only idle connections, so a stream already flowing ends as it
+    # would have, and is settled once, on the budget it was reserved on.
+    provider.stall_after = 2
+    s = await start(make_gateway, provider)
+    changed = tmp_path / "reloaded.yaml"
+    await asyncio.to_thread(changed.write_text, config(provider.port, execution_tokens=200_000))
+    reloader = Reloader(s.gw.app, changed, grace_s=0)
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    received = b""
+    async with s.gw.client.stream("POST", "/egress/openai/chat/completions", json=body,
+                                  headers={**HEADERS, "X-API-Key": s.key}) as response:
+        chunks = response.aiter_raw()
+        while received.count(b"\n\n") < 2:
+            received += await anext(chunks)
+        assert await reloader.reload() == ReloadResult(True)
+        await reloader.wait_retired()  # the runtime the stream began on is closed
+        provider.release.set()
+        async for chunk in chunks:
+            received += chunk
+    assert received.endswith(b"data: [DONE]\n\n") and b'"prompt_tokens":40' in received
+    [record] = await s.llm_records()
+    llm = record["egress"]["llm"]
+    assert (llm["stream_end"], llm["usage"], llm["charged_tokens"]) == ("complete", "reported", 49)
+    runtime = serving_runtime(s.gw.app)
+    assert runtime.egress is not None
+    left = await runtime.egress.budgets_remaining(CallContext("ex-1", "wf-1", "agent"), "openai")
+    assert left["llm_execution_tokens"] == 200_000 - 49  # the new limit, over what the stream was charged

@@ -174,6 +174,10 @@ class Reloader:
         await old.services.clock.sleep(self._grace_s)
         await old.aclose()
 
+    async def wait_retired(self) -> None:
+        """Wait until every runtime replaced so far has been closed (after its grace period)."""
+        await asyncio.gather(*self._retiring)
+
     async def aclose(self) -> None:
         """Stop pending and running reloads and close retiring runtimes now (shutdown)."""
         tasks = [t for t in (self._queued, self._running, *self._retiring) if t is not None]
