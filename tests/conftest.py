@@ -173,6 +173,22 @@ class Gateway:
         rows = [orjson.loads(line) for line in text.splitlines() if line.strip()]
         return [r for r in rows if not is_checkpoint(r)]  # the chain's checkpoint lines are not records
 
+    async def wait_for_record(self, route: str, timeout_s: float = 20.0) -> None:
+        """Until a record of ``route`` is written: what a cut connection's request leaves once the
+        gateway has let go of it (a cut is driven by the server's own timers, not the test's clock)."""
+        async with asyncio.timeout(timeout_s):
+            while not [r for r in await self.audit_records() if r["route"] == route]:
+                await asyncio.sleep(0.05)
+
+
+async def read_until_closed(reader: asyncio.StreamReader) -> int:
+    """Bytes the gateway sent until it closed the connection (a reset counts as the close)."""
+    received = 0
+    with contextlib.suppress(ConnectionError):
+        while chunk := await reader.read(1024 * 1024):
+            received += len(chunk)
+    return received
+
 
 DEFAULT_AUDIT = "audit: {file: audit.jsonl, spill_file: audit.spill.jsonl, flush_interval: 0.05s}"
 

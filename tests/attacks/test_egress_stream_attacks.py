@@ -12,11 +12,10 @@ fake OpenAI server on 127.0.0.1, streaming far more than every buffer on the way
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from ipaddress import ip_address
 
 import orjson
-from tests.conftest import GatewayFactory, front_door_yaml
+from tests.conftest import GatewayFactory, front_door_yaml, read_until_closed
 from tests.integration.test_egress_llm import MASTER, config
 from tests.llm_provider import fake_provider
 
@@ -47,14 +46,9 @@ async def test_a_caller_that_never_reads_its_stream_is_cut_and_releases_the_prov
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port, limit=1024)
         writer.transport.pause_reading()  # asks for the stream, and never reads it
         writer.write(head + BODY)
-        async with asyncio.timeout(20):  # the record is written once the stream is settled
-            while not [r for r in await gw.audit_records() if r["route"] == "egress"]:
-                await asyncio.sleep(0.05)
+        await gw.wait_for_record("egress")  # written once the stream is settled
         writer.transport.resume_reading()
-        received = 0
-        with contextlib.suppress(ConnectionError):
-            while chunk := await reader.read(1024 * 1024):
-                received += len(chunk)
+        received = await read_until_closed(reader)
         writer.close()
 
         # The one bulkhead place is free again and the provider answers the next caller.

@@ -9,7 +9,7 @@ cost, the token metrics. The OpenAI SDK drives the in-process transport as an ag
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -94,6 +94,25 @@ async def start(make_gateway: GatewayFactory, fake: FakeProvider, *, clock: Manu
     return Setup(gw, fake, await gw.key("agent"))
 
 
+async def held_stream(s: Setup, meanwhile: Callable[[httpx.Response, bytes], Awaitable[None]]) -> bytes:
+    """A streamed chat completion whose provider sends two events and holds the rest: ``meanwhile``
+    runs then (with the response and what arrived), then the provider finishes. Every byte the
+    caller received."""
+    s.fake.stall_after = 2
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    received = b""
+    async with s.gw.client.stream("POST", "/egress/openai/chat/completions", json=body,
+                                  headers={**HEADERS, "X-API-Key": s.key}) as response:
+        chunks = response.aiter_raw()
+        while received.count(b"\n\n") < 2:
+            received += await anext(chunks)
+        await meanwhile(response, received)
+        s.fake.release.set()
+        async for chunk in chunks:
+            received += chunk
+    return received
+
+
 @pytest.fixture
 async def provider() -> AsyncIterator[FakeProvider]:
     async with fake_provider(input_tokens=40, output_tokens=9) as fake:
@@ -121,21 +140,14 @@ async def test_a_json_answer_is_settled_to_its_usage_and_audited(make_gateway: G
 
 async def test_a_stream_reaches_the_caller_while_the_provider_is_still_sending(make_gateway: GatewayFactory,
                                                                             provider: FakeProvider) -> None:
-    provider.stall_after = 2  # the provider sends two chunks, then waits
     s = await start(make_gateway, provider)
-    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
-    received = b""
-    async with s.gw.client.stream("POST", "/egress/openai/chat/completions", json=body,
-                                  headers={**HEADERS, "X-API-Key": s.key}) as response:
+
+    async def meanwhile(response: httpx.Response, received: bytes) -> None:
         assert response.status_code == 200 and response.headers["content-type"] == "text/event-stream"
         assert "content-length" not in response.headers
-        chunks = response.aiter_raw()
-        while received.count(b"\n\n") < 2:
-            received += await anext(chunks)  # arrived while the provider still holds the rest
-        assert b"w1" in received and b"[DONE]" not in received
-        provider.release.set()
-        async for chunk in chunks:
-            received += chunk
+        assert b"w1" in received and b"[DONE]" not in received  # arrived while the provider holds the rest
+
+    received = await held_stream(s, meanwhile)
     assert received.endswith(b"data: [DONE]\n\n") and b'"prompt_tokens":40' in received
     [record] = await s.llm_records()
     llm = record["egress"]["llm"]
@@ -425,23 +437,16 @@ async def test_a_stream_in_flight_outlives_a_reload_and_the_closing_of_the_runti
     # LLM streams last minutes; a reload's grace period (listen.graceful_timeout) is seconds. The
     # replaced runtime's pools close only idle connections, so a stream already flowing ends as it
     # would have, and is settled once, on the budget it was reserved on.
-    provider.stall_after = 2
     s = await start(make_gateway, provider)
     changed = tmp_path / "reloaded.yaml"
     await asyncio.to_thread(changed.write_text, config(provider.port, execution_tokens=200_000))
     reloader = Reloader(s.gw.app, changed, grace_s=0)
-    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
-    received = b""
-    async with s.gw.client.stream("POST", "/egress/openai/chat/completions", json=body,
-                                  headers={**HEADERS, "X-API-Key": s.key}) as response:
-        chunks = response.aiter_raw()
-        while received.count(b"\n\n") < 2:
-            received += await anext(chunks)
+
+    async def meanwhile(response: httpx.Response, received: bytes) -> None:
         assert await reloader.reload() == ReloadResult(True)
         await reloader.wait_retired()  # the runtime the stream began on is closed
-        provider.release.set()
-        async for chunk in chunks:
-            received += chunk
+
+    received = await held_stream(s, meanwhile)
     assert received.endswith(b"data: [DONE]\n\n") and b'"prompt_tokens":40' in received
     [record] = await s.llm_records()
     llm = record["egress"]["llm"]
