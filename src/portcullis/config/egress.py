@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -341,7 +341,7 @@ class LlmScreeningConfig(_Model):
     patterns: list[str] = Field(
         default_factory=list, description="Python regular expressions refused anywhere in the prompt (matched on "
         "NFKC-normalised text). An example list, not a defence against prompt injection: see docs/egress.md, "
-        "LLM routes.",
+        "LLM routes. A pattern with nested repetition such as (a+)+ is refused (ReDoS).",
     )
     case_sensitive: bool = Field(False, description="Match `patterns` case-sensitively.")
     max_messages: int | None = Field(None, ge=1, description="Most messages (or input items) in one request.")
@@ -356,6 +356,10 @@ class LlmScreeningConfig(_Model):
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"patterns[{i}]: not a regular expression ({exc.msg})") from None
+            if nested_repetition(pattern):
+                raise ValueError(
+                    f"patterns[{i}]: a repeated group that itself repeats (such as (a+)+ or (\\w+\\s?)*) can take "
+                    "exponential time on a hostile prompt (ReDoS); write it without the nested repetition")
         return values
 
 
@@ -607,6 +611,54 @@ def path_matches(pattern: str, path: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
+def nested_repetition(pattern: str) -> bool:
+    """Whether ``pattern`` repeats something that itself repeats (star height above one).
+
+    Why refused: Python's ``re`` backtracks, and a nested repetition such as ``(a+)+$`` tries
+    exponentially many ways to split a string that almost matches (CWE-1333, ReDoS). The screening
+    patterns run on prompts an agent's caller shapes, on the event loop: one such prompt would stop
+    the gateway. The check is on the parsed pattern (``re._parser``, what ``re.compile`` itself
+    uses), so ``(?:a+)+``, ``(a*b?)*`` and ``(x|y+){2,}`` are all caught; a bounded ``?`` or ``{1}``
+    is not a repetition. It is conservative: ``(\\s+\\w+)*`` cannot blow up (its parts are
+    disjoint) and is refused all the same; such a pattern can be written without nesting. Overlapping
+    alternatives under one repetition (``(a|a)*``) are not detected."""
+    try:
+        from re import _constants as c  # type: ignore[attr-defined]
+        from re import _parser  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - a Python without the module re.compile uses
+        return False
+    repeats = (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", c.MAX_REPEAT))
+    atomic = getattr(c, "ATOMIC_GROUP", None)  # Python 3.11+: (?>...)
+
+    def walk(items: Any, inside: bool) -> bool:
+        for op, av in items:
+            if op in repeats:
+                _, high, sub = av
+                repeating = high is c.MAXREPEAT or high > 1
+                if repeating and inside:
+                    return True
+                if walk(sub, inside or repeating):
+                    return True
+            elif op is c.SUBPATTERN:
+                if walk(av[-1], inside):
+                    return True
+            elif op is c.BRANCH:
+                if any(walk(branch, inside) for branch in av[1]):
+                    return True
+            elif op in (c.ASSERT, c.ASSERT_NOT):
+                if walk(av[1], inside):
+                    return True
+            elif op is atomic:
+                if walk(av, inside):
+                    return True
+            elif op is c.GROUPREF_EXISTS:
+                if walk(av[1], inside) or (av[2] is not None and walk(av[2], inside)):
+                    return True
+        return False
+
+    return walk(_parser.parse(pattern), False)
+
+
 def _pattern_segments(pattern: str) -> tuple[tuple[str, ...], bool]:
     """A pattern's segments, and whether it ends in ``**`` (then left out): split once per pattern,
     not on every call it is matched against (patterns come from the config, so the cache stays small)."""

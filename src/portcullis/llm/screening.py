@@ -20,7 +20,8 @@ except values of keys that hold no prose (``type``, ``role``, ids, URLs, base64 
 What it refuses to do: run a pattern on unbounded text. Patterns are Python regular expressions
 (backtracking), compiled once at load; every string is length-capped before any pattern runs
 (``max_message_chars``, ``max_total_chars``), which bounds the time a badly written pattern can
-take. Keep patterns simple (no nested repetition such as ``(a+)+``).
+take, and a pattern with nested repetition such as ``(a+)+`` is refused at load
+(``config.egress.nested_repetition``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from portcullis.config.egress import EgressLlmConfig
+from portcullis.config.egress import EgressLlmConfig, nested_repetition
 from portcullis.llm.prices import ModelPrice
 from portcullis.llm.route import RESERVATION_SLACK_S, LlmCaller, LlmRoute, LlmSpend
 from portcullis.llm.usage import TokenUsage
@@ -69,12 +69,13 @@ def test_a_spend_is_priced_from_usage() -> None:
     ({"prices": {"*": {"input_per_million": 1, "output_per_million": 1}}}, "default_price"),
     ({"prices": {"gpt-4o": {"input_per_million": -1, "output_per_million": 1}}}, "greater than or equal"),
     ({"screening": {"patterns": ["(unclosed"]}}, "patterns[0]: not a regular expression"),
+    ({"screening": {"patterns": ["system prompt", "(a+)+$"]}}, "patterns[1]: a repeated group that itself repeats"),
     ({"screening": {"control_chars": "ignore"}}, "control_chars"),
     ({"budgets": {"execution_tokens": 0}}, "execution_tokens"),
     ({"max_stream_bytes": "lots"}, "max_stream_bytes"),
     ({"stream": True}, "stream"),
 ], ids=["provider", "cost-without-prices", "default-above-cap", "inner-star", "bare-star", "negative-price",
-        "bad-pattern", "char-rule", "zero-budget", "size", "unknown-field"])
+        "bad-pattern", "redos-pattern", "char-rule", "zero-budget", "size", "unknown-field"])
 def test_bad_llm_settings_are_refused_naming_the_field(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError) as info:
         config(**changes)
@@ -85,3 +86,15 @@ def test_a_route_without_budgets_or_prices_counts_tokens_only() -> None:
     route = LlmRoute.build("claude", config("provider: anthropic"), total_timeout_s=900.0)
     assert route.lines(CALLER, LlmSpend(10, 0)) == [] and route.estimate_rules.prices is None
     assert route.reservation_ttl_s == 900.0 + RESERVATION_SLACK_S and route.screen_rules is None
+
+
+@pytest.mark.parametrize(("pattern", "nested"), [
+    (r"(a+)+$", True), (r"(?:a+)+", True), (r"(a*b?)*", True), (r"(x|y+){2,}", True), (r"(?=(a+)+)", True),
+    (r"(?>(a+)+)", True), (r"(\s+\w+)*", True),  # the last cannot blow up, and is refused all the same
+    (r"ignore\s+(?:all\s+)?previous\s+instructions", False), (r"system\s+prompt", False), (r"a{1,3}b+", False),
+    (r"(a+){1}", False), (r"((a|b)c)+", False), (r"(?:foo)+bar", False),
+])
+def test_nested_repetition_is_what_can_take_exponential_time(pattern: str, nested: bool) -> None:
+    # The threat model's example patterns (docs/egress.md) pass; every pattern with a repeated
+    # group that itself repeats is refused at load, before a hostile prompt can meet it.
+    assert nested_repetition(pattern) is nested
