@@ -193,14 +193,19 @@ class Vault:
             last_used_at=existing.last_used_at if existing else None,
         )
         await self._store.put_secret(record)
-        self._recent.pop(name, None)
+        self._forget(name)
         return _info(record)
+
+    def _forget(self, name: str) -> None:
+        """A change made through this vault applies at once: nothing remembered about ``name`` stands."""
+        self._recent.pop(name, None)
+        self._unreachable_until.pop(name, None)
 
     async def list(self) -> list[SecretInfo]:
         return [_info(r) for r in await self._store.list_secrets()]
 
     async def delete(self, name: str) -> None:
-        self._recent.pop(name, None)
+        self._forget(name)
         if not await self._store.delete_secret(name):
             raise SecretNotFound(f"no secret named {name!r}")
 
@@ -254,6 +259,7 @@ class Vault:
         rotated = {record.name: keys.rotate(record.ciphertext) for record in records}
         await self._store.replace_ciphertexts(rotated, self._clock.wall())
         self._recent.clear()
+        self._unreachable_until.clear()
         return len(rotated)
 
 
