@@ -17,6 +17,11 @@ from tests.conftest import PEPPER, GatewayFactory, UpstreamServer, gateway_yaml
 from tests.pg import PG_URL, pg_admin, upgraded_schema
 from tests.tcp_proxy import TcpProxy
 
+from portcullis.errors import StoreUnavailable
+from portcullis.gateway.runtime import serving_runtime
+from portcullis.http.context import RequestContext
+from portcullis.pipeline.base import Decision, PolicyBase, Stage
+from portcullis.pipeline.chain import PolicyChain
 from portcullis.stores.postgres import PostgresStore
 from portcullis.stores.redis_events import REVOKE_EVENT, Event
 from portcullis.stores.shared_state import broadcast_once
@@ -266,3 +271,33 @@ async def test_an_egress_credential_read_before_the_outage_is_still_injected_unt
     assert [r["decision"] for r in records][-1] == "egress_refused:credential_unavailable:partner_token"
     assert 'portcullis_egress_refusals_total{kind="credential_unavailable",route="partner"} 1.0' in (
         gw.services.metrics.render().decode())
+
+
+class _ReadsAStoreThatIsDown(PolicyBase):
+    """A policy whose store fails with no rule of its own for the outage (a plug-in's, say)."""
+
+    name = "test.store_down"
+    stage = Stage.VALIDATE
+
+    async def on_request(self, ctx: RequestContext) -> Decision | None:
+        raise StoreUnavailable("postgres: connection refused")
+
+
+async def test_a_store_failure_no_policy_answers_for_is_a_503_never_an_internal_error(
+    make_gateway: GatewayFactory, upstream: UpstreamServer
+) -> None:
+    # The net under every store's own outage rule (cached keys, local shares, spill files): the
+    # PolicyBase extension point lets anyone add a policy that reads a store.
+    gw = await make_gateway(gateway_yaml(upstream.url, "routes:\n  - {name: open, path: \"/open/{rest:path}\", "
+                                                       "upstream: api, auth: none}\n"))
+    runtime = serving_runtime(gw.app)
+    route = runtime.routes["open"]
+    route.chain = PolicyChain([*route.chain.policies, _ReadsAStoreThatIsDown()])
+    answer = await gw.client.get("/open/x")
+    assert (answer.status_code, answer.json()["code"], answer.headers["retry-after"]) == (
+        503, "service.unavailable", "5")
+    assert answer.json()["request_id"] == answer.headers["x-request-id"] and "Traceback" not in answer.text
+    assert upstream.seen == []
+    [record] = await gw.audit_records()
+    assert (record["status"], record["decision"]) == (503, "store_unavailable")
+    assert gw.services.metrics.registry.get_sample_value("portcullis_internal_errors_total") == 0

@@ -19,9 +19,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from portcullis.errors import (
+    STORE_RETRY_AFTER_S,
     ClientError,
     ErrorCode,
     PayloadTooLarge,
+    StoreUnavailable,
     UpstreamError,
 )
 from portcullis.http.context import RequestContext, ResponseHead
@@ -58,6 +60,7 @@ TRUNCATED_KIND = "upstream.truncated"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _DRAIN_LIMIT = 1024 * 1024
 _RETRY_1S = ((b"retry-after", b"1"),)
+_RETRY_STORE = ((b"retry-after", b"%d" % STORE_RETRY_AFTER_S),)
 _CLOSE = ((b"connection", b"close"),)
 
 
@@ -208,6 +211,19 @@ class GatewayApp:
             # discarded rather than read to the end.
             ctx.decision = "client_disconnected" if exc.reason == "gone" else f"client_cut:{exc.reason}"
             status = ctx.response_status if ctx.response_status is not None else 499
+        except StoreUnavailable as exc:
+            # A store outage no policy answered for itself (each store has its own rule: cached
+            # keys, local shares, spill files; this is the net under them): a 503 the client may
+            # retry, not an internal error with a traceback.
+            log.warning("a store is unavailable request_id=%s: %s", request_id, exc)
+            ctx.decision = "store_unavailable"
+            if ctx.response_status is not None:
+                status = ctx.response_status
+                _abort(scope)
+            else:
+                base = rt.base_chain
+                status = await self._send_problem(send, ctx, ErrorCode.SERVICE_UNAVAILABLE, base, len(base.policies),
+                                                  _RETRY_STORE)
         except Exception:
             rt.metrics.internal_errors.inc()
             log.exception("internal error request_id=%s", request_id)
