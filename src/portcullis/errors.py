@@ -17,6 +17,7 @@ The tree::
     │   ├── Unauthenticated         auth.missing_credentials | auth.invalid_credentials
     │   ├── Forbidden               authz.forbidden
     │   ├── Blocked                 access.blocked: an incident block matched (block_id for the audit only)
+    │   ├── RetryLater              a refusal with retry_after_s (Retry-After): the next four below
     │   ├── RateLimited             limit.exceeded (retry_after_s)
     │   ├── EgressDenied            egress.destination_denied
     │   ├── RunModeDenied           egress.run_mode_denied: the route does not take the call's run mode
@@ -78,6 +79,7 @@ __all__ = [
     "PayloadTooLarge",
     "PortcullisError",
     "RateLimited",
+    "RetryLater",
     "RunModeDenied",
     "SecretNotFound",
     "Shed",
@@ -91,6 +93,7 @@ __all__ = [
     "UpstreamUnavailable",
     "VaultError",
     "VaultLocked",
+    "retry_after_of",
 ]
 
 
@@ -246,28 +249,29 @@ class Blocked(ClientError):
         super().__init__(f"blocked:{block_id}")
 
 
-class RateLimited(ClientError):
-    code = ErrorCode.LIMIT_EXCEEDED
+class RetryLater(ClientError):
+    """A refusal that can say when to ask again: ``retry_after_s`` (the answer's Retry-After), or
+    ``None`` when waiting alone will not help."""
 
-    def __init__(self, reason: str, *, retry_after_s: float) -> None:
+    def __init__(self, reason: str, *, retry_after_s: float | None = None) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(reason)
+
+
+class RateLimited(RetryLater):
+    code = ErrorCode.LIMIT_EXCEEDED
 
 
 class EgressDenied(ClientError):
     code = ErrorCode.EGRESS_DESTINATION_DENIED
 
 
-class BudgetExhausted(ClientError):
+class BudgetExhausted(RetryLater):
     """``reason`` is ``budget:<name>``; unlike other reasons, the budget's name is told to the caller.
     ``retry_after_s``: until the budget can admit again (its window's reset, or a second while its
     counters are unreachable); ``None`` for a total that never resets on its own."""
 
     code = ErrorCode.BUDGET_EXHAUSTED
-
-    def __init__(self, reason: str, *, retry_after_s: float | None = None) -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(reason)
 
     @property
     def detail(self) -> str:
@@ -290,18 +294,17 @@ class ExecutionExpired(ClientError):
     code = ErrorCode.EXECUTION_EXPIRED
 
 
-class AuditBackpressure(ClientError):
+class AuditBackpressure(RetryLater):
     """The audit queue is full and ``audit.when_full`` is ``shed``: nothing is served that cannot be
     audited, on every egress door as on the front door (the same decision, ``shed:audit_queue_full``)."""
 
     code = ErrorCode.SERVICE_UNAVAILABLE
-    retry_after_s = 1.0
 
     def __init__(self) -> None:
-        super().__init__("shed:audit_queue_full")
+        super().__init__("shed:audit_queue_full", retry_after_s=1.0)
 
 
-class DependencyUnavailable(ClientError):
+class DependencyUnavailable(RetryLater):
     """Something an egress call needs cannot be had from the gateway's own stores: the route's
     credential (the store is unreachable and the secret was not read within ``keys.stale_if_error``:
     ``credential_unavailable:<secret>``; or the secret is gone or cannot be decrypted:
@@ -310,10 +313,6 @@ class DependencyUnavailable(ClientError):
     and not the provider's: a 503, and no breaker counts it."""
 
     code = ErrorCode.SERVICE_UNAVAILABLE
-
-    def __init__(self, reason: str, *, retry_after_s: float | None = None) -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(reason)
 
 
 class UpstreamError(PortcullisError):
@@ -368,6 +367,12 @@ class StoreUnavailable(StoreError):
 
 
 STORE_RETRY_AFTER_S = 5  # a 503 because the durable store is unreachable: when to try again
+
+
+def retry_after_of(exc: PortcullisError) -> float | None:
+    """When a refusal or failure tells its caller to ask again (its Retry-After), if it does: one
+    answer for every door that renders one."""
+    return exc.retry_after_s if isinstance(exc, RetryLater | CircuitOpen | Shed) else None
 
 
 class IdentityProviderUnavailable(StoreUnavailable):

@@ -217,23 +217,12 @@ class GatewayApp:
             # retry, not an internal error with a traceback.
             log.warning("a store is unavailable request_id=%s: %s", request_id, exc)
             ctx.decision = "store_unavailable"
-            if ctx.response_status is not None:
-                status = ctx.response_status
-                _abort(scope)
-            else:
-                base = rt.base_chain
-                status = await self._send_problem(send, ctx, ErrorCode.SERVICE_UNAVAILABLE, base, len(base.policies),
-                                                  _RETRY_STORE)
+            status = await self._fail(send, scope, ctx, ErrorCode.SERVICE_UNAVAILABLE, _RETRY_STORE)
         except Exception:
             rt.metrics.internal_errors.inc()
             log.exception("internal error request_id=%s", request_id)
             ctx.decision = "internal_error"
-            if ctx.response_status is not None:
-                status = ctx.response_status
-                _abort(scope)
-            else:
-                base = rt.base_chain
-                status = await self._send_problem(send, ctx, ErrorCode.INTERNAL, base, len(base.policies))
+            status = await self._fail(send, scope, ctx, ErrorCode.INTERNAL)
         finally:
             rt.metrics.requests_in_flight -= 1
             try:
@@ -243,6 +232,19 @@ class GatewayApp:
                              http_version=scope.get("http_version", "1.1"))
             finally:
                 REQUEST_ID.reset(logged_as)
+
+    async def _fail(
+        self, send: Send, scope: Scope, ctx: RequestContext, code: ErrorCode,
+        extra: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> int:
+        """The gateway failed the request, not the client: its problem document with only the base
+        chain's response phase (the route's policies may be what failed), or, once the head went
+        out, the connection cut where the response stands."""
+        if ctx.response_status is not None:
+            _abort(scope)
+            return ctx.response_status
+        base = self.runtime.base_chain
+        return await self._send_problem(send, ctx, code, base, len(base.policies), extra)
 
     def _check_request(
         self, ctx: RequestContext, headers: list[tuple[bytes, bytes]], host_values: list[bytes], scope: Scope

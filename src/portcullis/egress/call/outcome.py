@@ -21,12 +21,11 @@ from portcullis.errors import (
     BudgetExhausted,
     CircuitOpen,
     ClientError,
-    DependencyUnavailable,
     ErrorCode,
     MalformedRequest,
-    RateLimited,
     Shed,
     UpstreamError,
+    retry_after_of,
 )
 from portcullis.http.headers import HOP_BY_HOP, connection_tokens
 from portcullis.http.problem import render_problem
@@ -89,8 +88,7 @@ def refused(request: EgressRequest, exc: ClientError | UpstreamError, run_mode: 
     stays in the audit, or a prompt could use it to map internal DNS ("private" vs "no such name").
     """
     extra: tuple[tuple[bytes, bytes], ...] = ()
-    wait = exc.retry_after_s if isinstance(
-        exc, RateLimited | CircuitOpen | Shed | BudgetExhausted | DependencyUnavailable | AuditBackpressure) else None
+    wait = retry_after_of(exc)
     if wait is not None:
         extra = ((b"retry-after", retry_after_value(wait)),)
     detail = exc.detail if isinstance(exc, BudgetExhausted) else None

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from portcullis.errors import (
     PUBLIC_ERRORS,
     BudgetExhausted,
-    CircuitOpen,
     ClientError,
     ErrorCode,
-    RateLimited,
     UpstreamError,
+    retry_after_of,
 )
 from portcullis.http.headers import HOP_BY_HOP, connection_tokens
 from portcullis.http.problem import render_problem
@@ -60,11 +59,9 @@ def problem_for(exc: ClientError | UpstreamError, *, proxy_auth: bool = False) -
         missing = exc.reason == "proxy_credentials_missing"
         code = ErrorCode.PROXY_MISSING_CREDENTIALS if missing else ErrorCode.PROXY_INVALID_CREDENTIALS
         return Problem(code, PROXY_CHALLENGE)
-    if isinstance(exc, RateLimited | CircuitOpen):
-        return Problem(exc.code, ((b"retry-after", retry_after_value(exc.retry_after_s)),))
-    if isinstance(exc, BudgetExhausted):
-        return Problem(exc.code, (), exc.detail)
-    return Problem(exc.code)
+    wait = retry_after_of(exc)
+    extra = ((b"retry-after", retry_after_value(wait)),) if wait is not None else ()
+    return Problem(exc.code, extra, exc.detail if isinstance(exc, BudgetExhausted) else None)
 
 
 def render_problem_bytes(problem: Problem, request_id: str, *, keep_alive: bool = False,
