@@ -144,5 +144,7 @@ async def test_random_egress_calls_never_produce_a_server_error_and_a_refused_ca
     assert (await raw_request(gw.port, last)).startswith(b"HTTP/1.1 200")
     reached = {head.header("x-probe") for head in recording_upstream.heads} - {str(len(requests))}
     assert reached and reached <= sent, (sorted(reached - sent), statuses)  # a refused call never left
-    assert sum(n for s, n in statuses.items() if s < 300) >= 30, statuses  # the strategies reach the provider
+    # The strategies reach the provider: 28 to 49 of 300 calls answered 2xx in the runs seen; 10 is far below
+    # any run seen, so the floor fails only when the strategies stop producing valid calls.
+    assert sum(n for s, n in statuses.items() if s < 300) >= 10, statuses
     assert gw.services.metrics.registry.get_sample_value("portcullis_internal_errors_total") == 0
